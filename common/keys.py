@@ -1,0 +1,83 @@
+"""The Redis key schema, in one place (documented key by key in docs/redis.md).
+
+Every per-room key carries the room in a hash tag, ``bb:{room}:...``, so that
+a room's keys share one Redis Cluster slot.  Callers pass room names that
+``common.names.check_room`` accepted (no braces or colons can appear).
+"""
+
+from typing import Final
+
+PREFIX: Final = "bb"
+
+ROOMS: Final = f"{PREFIX}:rooms"
+"""Set of all room names."""
+
+MIXERS: Final = f"{PREFIX}:mixers"
+"""Sorted set: mixer id -> last heartbeat (unix seconds)."""
+
+GATEWAYS: Final = f"{PREFIX}:gateways"
+"""Sorted set: gateway id -> last heartbeat (unix seconds)."""
+
+
+def _room(room: str) -> str:
+    return f"{PREFIX}:{{{room}}}"
+
+
+def room_meta(room: str) -> str:
+    """Hash: the room's settings (capacity, password hash, created_at, ...)."""
+    return f"{_room(room)}:meta"
+
+
+def room_members(room: str) -> str:
+    """Hash: singer id -> msgpack member record (name, role, delay, ...)."""
+    return f"{_room(room)}:members"
+
+
+def room_song(room: str) -> str:
+    """Hash: the song state (leader, running, start/end positions)."""
+    return f"{_room(room)}:song"
+
+
+def room_in(room: str) -> str:
+    """Stream: audio chunks from gateways to the owning mixer (MAXLEN-bounded)."""
+    return f"{_room(room)}:in"
+
+
+def room_ctl(room: str) -> str:
+    """Stream: control commands (lead, start, join bucket, ...) for the owning mixer."""
+    return f"{_room(room)}:ctl"
+
+
+def room_events(room: str) -> str:
+    """Stream: room state changes and chat, for gateways to push to browsers."""
+    return f"{_room(room)}:events"
+
+
+def room_tap(room: str, delay: int) -> str:
+    """Stream: the mix windows of one tap (a delay in samples in use in the room)."""
+    return f"{_room(room)}:tap:{delay}"
+
+
+def room_occupancy(room: str) -> str:
+    """String: msgpack occupancy snapshot (packed bitmap + its clock)."""
+    return f"{_room(room)}:occ"
+
+
+def room_stats(room: str) -> str:
+    """Hash: the owning mixer's counters for the room (chunks, rejects, late, ...)."""
+    return f"{_room(room)}:stats"
+
+
+def room_lease(room: str) -> str:
+    """String with a TTL: the id of the mixer that owns the room."""
+    return f"{_room(room)}:lease"
+
+
+def mixer_heartbeat(mixer_id: str) -> str:
+    """String with a TTL: a live mixer's status (msgpack)."""
+    return f"{PREFIX}:mixer:{mixer_id}"
+
+
+def gateway_heartbeat(gateway_id: str) -> str:
+    """String with a TTL: a live gateway's status (msgpack)."""
+    return f"{PREFIX}:gateway:{gateway_id}"

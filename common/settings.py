@@ -1,0 +1,197 @@
+"""One typed settings dataclass per process, read from environment and CLI.
+
+Each field is a setting: its environment variable is ``BB_`` plus the field
+name in upper case (``lead_s`` -> ``BB_LEAD_S``), except ``redis_url`` which is
+``REDIS_URL``; its CLI flag is the field name with dashes (``--lead-s``).
+Precedence: CLI flag, then environment, then the default.  Units are in the
+names (``_s``, ``_ms``).
+"""
+
+import argparse
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Self, TypeVar
+
+from common import constants
+from common.errors import ValidationError
+from common.names import check_id
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _process_id(kind: str) -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:30]
+    return f"{kind}-{host}-{uuid.uuid4().hex[:6]}"
+
+
+def _env_name(name: str) -> str:
+    return "REDIS_URL" if name == "redis_url" else f"BB_{name.upper()}"
+
+
+T = TypeVar("T", bound="_Settings")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """Shared machinery; subclasses only declare fields and ``check``."""
+
+    redis_url: str = field(
+        default=DEFAULT_REDIS_URL, metadata={"help": "Redis connection URL"}
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        return cls.load([], environ)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            kind = _field_type(f)
+            helptext = f"{f.metadata.get('help', '')} (env {_env_name(f.name)})"
+            if kind is bool:
+                parser.add_argument(
+                    flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                    help=helptext,
+                )
+            else:
+                parser.add_argument(flag, dest=f.name, default=None, type=kind, help=helptext)
+
+    @classmethod
+    def from_namespace(
+        cls, namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Self:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            cli = getattr(namespace, f.name, None)
+            if cli is not None:
+                values[f.name] = cli
+            elif _env_name(f.name) in env:
+                values[f.name] = _parse(f, env[_env_name(f.name)])
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    @classmethod
+    def load(cls, argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Self:
+        parser = argparse.ArgumentParser()
+        cls.add_arguments(parser)
+        return cls.from_namespace(parser.parse_args(list(argv)), environ)
+
+    def check(self) -> None:
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValidationError(f"redis_url must be a redis:// URL, got {self.redis_url!r}")
+
+    def replace(self, **changes: Any) -> Self:
+        new = dataclasses.replace(self, **changes)
+        new.check()
+        return new
+
+
+def _field_type(f: "dataclasses.Field[Any]") -> type:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool}.get(
+        str(f.type), str
+    )
+    return kind
+
+
+def _parse(f: "dataclasses.Field[Any]", raw: str) -> Any:
+    kind = _field_type(f)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except ValueError:
+        raise ValidationError(
+            f"{_env_name(f.name)}={raw!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValidationError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class MixerSettings(_Settings):
+    """Settings of one mixer process (``brigade mixer``)."""
+
+    mixer_id: str = field(
+        default_factory=lambda: _process_id("mixer"), metadata={"help": "unique id of this mixer"}
+    )
+    ring_s: int = field(default=constants.DEFAULT_RING_S, metadata={"help": "ring length, s"})
+    lead_s: float = field(
+        default=constants.DEFAULT_LEAD_S,
+        metadata={"help": "downlink lead: frames leave this long before play time, s"},
+    )
+    tick_ms: int = field(default=20, metadata={"help": "mixer tick period, ms"})
+    lease_ttl_ms: int = field(default=3000, metadata={"help": "room lease time-to-live, ms"})
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    publish_ms: int = field(
+        default=250, metadata={"help": "occupancy/stats publish period, ms"}
+    )
+    in_maxlen: int = field(default=2000, metadata={"help": "MAXLEN of a room's input stream"})
+    tap_maxlen: int = field(default=500, metadata={"help": "MAXLEN of a tap stream"})
+    max_rooms: int = field(default=1000, metadata={"help": "most rooms this mixer will own"})
+
+    def check(self) -> None:
+        super().check()
+        check_id(self.mixer_id, "mixer_id")
+        if self.ring_s * constants.SAMPLE_RATE % constants.OCC_FRAME_SAMPLES:
+            raise ValidationError("ring_s * 48000 must be a multiple of 128")
+        if not 10 <= self.ring_s <= 3600:
+            raise ValidationError(f"ring_s must be in [10, 3600], got {self.ring_s}")
+        for name in ("lead_s", "tick_ms", "lease_ttl_ms", "heartbeat_ttl_ms", "publish_ms",
+                     "in_maxlen", "tap_maxlen", "max_rooms"):
+            _positive(name, getattr(self, name))
+        if self.lead_s >= self.ring_s / 2:
+            raise ValidationError("lead_s must be well under half the ring")
+
+
+@dataclass(frozen=True)
+class GatewaySettings(_Settings):
+    """Settings of one gateway process (``brigade gateway``)."""
+
+    gateway_id: str = field(
+        default_factory=lambda: _process_id("gateway"),
+        metadata={"help": "unique id of this gateway"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8080, metadata={"help": "port to listen on"})
+    max_message_bytes: int = field(
+        default=64 * 1024, metadata={"help": "largest WebSocket message accepted, bytes"}
+    )
+    max_messages_per_s: int = field(
+        default=60, metadata={"help": "per-connection message rate limit"}
+    )
+    send_queue_frames: int = field(
+        default=150, metadata={"help": "per-client downstream queue bound, frames"}
+    )
+    default_capacity: int = field(
+        default=100, metadata={"help": "singers per room unless the room sets its own"}
+    )
+    allowed_origins: str = field(
+        default="", metadata={"help": "comma-separated Origins allowed besides the gateway's own"}
+    )
+    in_maxlen: int = field(default=2000, metadata={"help": "MAXLEN of a room's input stream"})
+    reconnect_grace_s: float = field(
+        default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
+    )
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+
+    def check(self) -> None:
+        super().check()
+        check_id(self.gateway_id, "gateway_id")
+        if not 0 <= self.port <= 65535:
+            raise ValidationError(f"port must be in [0, 65535], got {self.port}")
+        for name in ("max_message_bytes", "max_messages_per_s", "send_queue_frames",
+                     "default_capacity", "in_maxlen", "reconnect_grace_s", "heartbeat_ttl_ms"):
+            _positive(name, getattr(self, name))

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One-step set-up: system packages (via apt-get where possible), a virtual
+# environment and the Python packages. Safe to run again; it only does what
+# is missing.  Usage: scripts/setup.sh [--browser]
+#   --browser  also make sure Chromium is installed (the browser tests need it)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+want_browser=0
+[ "${1:-}" = "--browser" ] && want_browser=1
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr/lib/x86_64-linux-gnu/libopus.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopus.so.0 ]; }
+have_redis() { command -v redis-server >/dev/null 2>&1; }
+have_chromium() { [ -x /usr/bin/chromium ]; }
+have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
+
+missing=()
+have_libopus || missing+=(libopus0)
+have_redis || missing+=(redis-server)
+[ "$want_browser" = 1 ] && ! have_chromium && missing+=(chromium)
+have_venv_module || missing+=(python3-venv)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  say "system packages missing: ${missing[*]}"
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+      if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        say "ERROR: not root and no sudo. As root, run: apt-get install -y ${missing[*]}"; exit 1
+      fi
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q || say "apt-get update failed; trying the install with the lists at hand"
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    say "ERROR: no apt-get on this system. Install these yourself, then run make again:"
+    say "  libopus (the Opus codec library: Fedora 'opus', Arch 'opus', Homebrew 'opus')"
+    say "  redis-server (Redis 6.2 or newer)"
+    [ "$want_browser" = 1 ] && say "  chromium at /usr/bin/chromium (for 'make test' browser tests)"
+    exit 1
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtual environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing Python packages"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+say "ready"
