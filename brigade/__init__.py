@@ -1,0 +1,1 @@
+"""The ``brigade`` command line: runs the services and the operator tools."""

@@ -81,3 +81,8 @@ def mixer_heartbeat(mixer_id: str) -> str:
 def gateway_heartbeat(gateway_id: str) -> str:
     """String with a TTL: a live gateway's status (msgpack)."""
     return f"{PREFIX}:gateway:{gateway_id}"
+
+
+def room_tokens(room: str) -> str:
+    """Hash: singer id -> SHA-256 hex of the singer's resume token."""
+    return f"{_room(room)}:tokens"

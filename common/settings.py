@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import os
 import socket
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Self, TypeVar
@@ -24,8 +23,14 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _process_id(kind: str) -> str:
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:30]
-    return f"{kind}-{host}-{uuid.uuid4().hex[:6]}"
+    """``KIND-HOSTNAME``: stable, so ``--check`` in the same container finds it.
+
+    Several processes of one kind on one host need distinct ids (set
+    ``BB_MIXER_ID`` / ``BB_GATEWAY_ID``); a process refuses an id that a live
+    process already uses.
+    """
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    return f"{kind}-{host or 'local'}"
 
 
 def _env_name(name: str) -> str:
@@ -39,9 +44,7 @@ T = TypeVar("T", bound="_Settings")
 class _Settings:
     """Shared machinery; subclasses only declare fields and ``check``."""
 
-    redis_url: str = field(
-        default=DEFAULT_REDIS_URL, metadata={"help": "Redis connection URL"}
-    )
+    redis_url: str = field(default=DEFAULT_REDIS_URL, metadata={"help": "Redis connection URL"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -55,7 +58,10 @@ class _Settings:
             helptext = f"{f.metadata.get('help', '')} (env {_env_name(f.name)})"
             if kind is bool:
                 parser.add_argument(
-                    flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                    flag,
+                    dest=f.name,
+                    default=None,
+                    action=argparse.BooleanOptionalAction,
                     help=helptext,
                 )
             else:
@@ -94,8 +100,10 @@ class _Settings:
 
 
 def _field_type(f: "dataclasses.Field[Any]") -> type:
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool}.get(
-        str(f.type), str
+    kind = (
+        f.type
+        if isinstance(f.type, type)
+        else {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
     )
     return kind
 
@@ -132,15 +140,15 @@ class MixerSettings(_Settings):
         default=constants.DEFAULT_LEAD_S,
         metadata={"help": "downlink lead: frames leave this long before play time, s"},
     )
-    tick_ms: int = field(default=20, metadata={"help": "mixer tick period, ms"})
+    tick_ms: int = field(default=100, metadata={"help": "mixer tick period, ms"})
     lease_ttl_ms: int = field(default=3000, metadata={"help": "room lease time-to-live, ms"})
     heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
-    publish_ms: int = field(
-        default=250, metadata={"help": "occupancy/stats publish period, ms"}
-    )
-    in_maxlen: int = field(default=2000, metadata={"help": "MAXLEN of a room's input stream"})
-    tap_maxlen: int = field(default=500, metadata={"help": "MAXLEN of a tap stream"})
+    publish_ms: int = field(default=250, metadata={"help": "occupancy/stats publish period, ms"})
+    tap_maxlen: int = field(default=50, metadata={"help": "MAXLEN of a tap stream (entries)"})
     max_rooms: int = field(default=1000, metadata={"help": "most rooms this mixer will own"})
+    reconnect_grace_s: float = field(
+        default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
+    )
 
     def check(self) -> None:
         super().check()
@@ -149,8 +157,16 @@ class MixerSettings(_Settings):
             raise ValidationError("ring_s * 48000 must be a multiple of 128")
         if not 10 <= self.ring_s <= 3600:
             raise ValidationError(f"ring_s must be in [10, 3600], got {self.ring_s}")
-        for name in ("lead_s", "tick_ms", "lease_ttl_ms", "heartbeat_ttl_ms", "publish_ms",
-                     "in_maxlen", "tap_maxlen", "max_rooms"):
+        for name in (
+            "lead_s",
+            "tick_ms",
+            "lease_ttl_ms",
+            "heartbeat_ttl_ms",
+            "publish_ms",
+            "tap_maxlen",
+            "max_rooms",
+            "reconnect_grace_s",
+        ):
             _positive(name, getattr(self, name))
         if self.lead_s >= self.ring_s / 2:
             raise ValidationError("lead_s must be well under half the ring")
@@ -192,6 +208,13 @@ class GatewaySettings(_Settings):
         check_id(self.gateway_id, "gateway_id")
         if not 0 <= self.port <= 65535:
             raise ValidationError(f"port must be in [0, 65535], got {self.port}")
-        for name in ("max_message_bytes", "max_messages_per_s", "send_queue_frames",
-                     "default_capacity", "in_maxlen", "reconnect_grace_s", "heartbeat_ttl_ms"):
+        for name in (
+            "max_message_bytes",
+            "max_messages_per_s",
+            "send_queue_frames",
+            "default_capacity",
+            "in_maxlen",
+            "reconnect_grace_s",
+            "heartbeat_ttl_ms",
+        ):
             _positive(name, getattr(self, name))

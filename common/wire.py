@@ -175,7 +175,9 @@ def _split(data: bytes, kind: str) -> tuple[dict[str, Any], memoryview]:
         raise WireError(f"{kind} header is {offset} bytes, limit {_MAX_HEADER_BYTES}")
     version = header.get("v")
     if version != WIRE_VERSION:
-        raise WireError(f"unsupported wire version {version!r:.20} (this build speaks {WIRE_VERSION})")
+        raise WireError(
+            f"unsupported wire version {version!r:.20} (this build speaks {WIRE_VERSION})"
+        )
     if header.get("k") != kind:
         raise WireError(f"expected a {kind!r} message, got kind {header.get('k')!r:.20}")
     return header, memoryview(data)[offset:]

@@ -1,0 +1,612 @@
+"""The browser WebSocket protocol (docs/protocol.md), as a pure codec.
+
+Control messages are JSON text frames; audio travels in binary frames with a
+fixed little-endian header.  This module validates what clients send
+(:func:`parse_client_message`, :func:`parse_upstream`), builds what servers
+send (the ``*_message`` builders, :func:`encode_downstream_opus`, ...), and
+offers the client side of both (:func:`encode_upstream_opus`,
+:func:`parse_downstream`) for the load generator and the tests.
+
+No I/O, no clock, no asyncio.  Every rejection is a :class:`ProtocolError`
+carrying the protocol's error ``code``; nothing else escapes the parsers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
+from common.errors import ValidationError
+from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
+
+# --- limits -----------------------------------------------------------------------
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+"""Largest WebSocket message (text or binary) a client may send by default."""
+
+MAX_PACKETS: Final = 50
+"""Most Opus packets in one upstream message (1 s)."""
+
+MAX_PCM_SAMPLES: Final = SAMPLE_RATE
+"""Most pcm16 samples in one upstream message (1 s)."""
+
+MAX_OPUS_PACKET_BYTES: Final = 1500
+"""Largest Opus packet accepted; a 20 ms packet at Opus's top bitrate is 1276 bytes."""
+
+MAX_CHAT_CHARS: Final = 500
+MAX_PASSWORD_CHARS: Final = 128
+MAX_TOKEN_CHARS: Final = 128
+MAX_REQ: Final = 2**53 - 1
+"""Largest ``req`` / ``ping.id``: integers a JavaScript client can represent exactly."""
+
+MAX_BUCKETS: Final = 64
+MAX_DELAY_S: Final = 115.0
+"""Largest custom delay (seconds): a little less than the default 120 s ring."""
+
+MESSAGES_PER_S: Final = 60
+"""Default per-connection message rate limit."""
+
+HELLO_TIMEOUT_S: Final = 10.0
+"""A connection must send ``hello`` within this time."""
+
+
+# --- error codes --------------------------------------------------------------------
+
+
+class Code(StrEnum):
+    """The ``code`` of an ``error`` message (docs/protocol.md, *Errors*)."""
+
+    BAD_MESSAGE = "bad_message"
+    VERSION = "version"
+    NOT_JOINED = "not_joined"
+    ALREADY_JOINED = "already_joined"
+    HELLO_TIMEOUT = "hello_timeout"
+    BAD_NAME = "bad_name"
+    BAD_ROOM = "bad_room"
+    BAD_ROLE = "bad_role"
+    BAD_CODEC = "bad_codec"
+    BAD_PASSWORD = "bad_password"
+    BAD_RESUME = "bad_resume"
+    ROOM_FULL = "room_full"
+    BAD_AUDIO = "bad_audio"
+    AUDIO_FUTURE = "audio_future"
+    AUDIO_OLD = "audio_old"
+    SPECTATOR = "spectator"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    UNKNOWN_SINGER = "unknown_singer"
+    NOT_LEADER = "not_leader"
+    SONG_RUNNING = "song_running"
+    NO_SONG = "no_song"
+    BAD_BUCKET = "bad_bucket"
+    BAD_DELAY = "bad_delay"
+    SPECTATOR_CANNOT_LEAD = "spectator_cannot_lead"
+    UNAVAILABLE = "unavailable"
+
+
+FATAL_CODES: Final = frozenset(
+    {
+        Code.VERSION,
+        Code.HELLO_TIMEOUT,
+        Code.BAD_NAME,
+        Code.BAD_ROOM,
+        Code.BAD_ROLE,
+        Code.BAD_CODEC,
+        Code.BAD_PASSWORD,
+        Code.BAD_RESUME,
+        Code.ROOM_FULL,
+        Code.TOO_LARGE,
+    }
+)
+"""Codes after which the server closes the connection."""
+
+
+class ProtocolError(ValidationError):
+    """A client message was refused; ``code`` is the protocol's error code."""
+
+    def __init__(self, code: Code, message: str, *, req: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.req = req
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+
+# --- client -> server JSON ---------------------------------------------------------
+
+Role = Literal["singer", "spectator"]
+CodecName = Literal["opus", "pcm16"]
+ROLES: Final[tuple[Role, ...]] = ("singer", "spectator")
+CODECS: Final[tuple[CodecName, ...]] = ("opus", "pcm16")
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """``hello.resume``: take back a place kept for a disconnected singer."""
+
+    singer: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    room: str
+    name: str
+    role: Role
+    codec: CodecName
+    password: str | None = None
+    resume: Resume | None = None
+    req: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: int
+    t: float
+    req: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A control message without arguments: ``lead``, ``start``, ``stop``, ``halt``, ``leave``."""
+
+    type: Literal["lead", "start", "stop", "halt", "leave"]
+    req: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinBucket:
+    bucket: int
+    req: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetDelay:
+    delay_s: float
+    req: int | None = None
+
+    @property
+    def delay_samples(self) -> int:
+        return round(self.delay_s * SAMPLE_RATE)
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    muted: bool
+    req: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    text: str
+    req: int | None = None
+
+
+ClientMessage = Hello | Ping | Command | JoinBucket | SetDelay | Mute | Chat
+
+_COMMANDS: Final = frozenset({"lead", "start", "stop", "halt", "leave"})
+
+
+def parse_client_message(text: str | bytes) -> ClientMessage:
+    """Validate one JSON text frame from a client; raises :class:`ProtocolError`."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise ProtocolError(Code.BAD_MESSAGE, "message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            Code.BAD_MESSAGE, f"message must be a JSON object, got {type(obj).__name__}"
+        )
+    req = _optional_req(obj)
+    kind = obj.get("type")
+    try:
+        if kind == "hello":
+            return _parse_hello(obj, req)
+        if kind == "ping":
+            return Ping(
+                id=_int(obj, "id", 0, MAX_REQ),
+                t=_number(obj, "t"),
+                req=req,
+            )
+        if isinstance(kind, str) and kind in _COMMANDS:
+            return Command(type=kind, req=req)  # type: ignore[arg-type]
+        if kind == "join_bucket":
+            return JoinBucket(bucket=_int(obj, "bucket", 0, MAX_BUCKETS - 1), req=req)
+        if kind == "set_delay":
+            delay_s = _number(obj, "delay_s")
+            if not 0 < delay_s <= MAX_DELAY_S:
+                raise ProtocolError(
+                    Code.BAD_DELAY, f"delay_s must be in (0, {MAX_DELAY_S:g}], got {delay_s:g}"
+                )
+            return SetDelay(delay_s=delay_s, req=req)
+        if kind == "mute":
+            muted = obj.get("muted")
+            if not isinstance(muted, bool):
+                raise _bad_field("muted", "a boolean", muted)
+            return Mute(muted=muted, req=req)
+        if kind == "chat":
+            return Chat(text=_chat_text(obj.get("text")), req=req)
+    except ProtocolError as exc:
+        exc.req = req
+        raise
+    raise ProtocolError(Code.BAD_MESSAGE, f"unknown message type {kind!r:.40}", req=req)
+
+
+def _parse_hello(obj: Mapping[str, Any], req: int | None) -> Hello:
+    version = obj.get("version")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(
+            Code.VERSION,
+            f"protocol version {version!r:.20} is not supported; this server speaks "
+            f"{PROTOCOL_VERSION}",
+        )
+    try:
+        room = check_room(obj.get("room"))
+    except ValidationError as exc:
+        raise ProtocolError(Code.BAD_ROOM, str(exc)) from None
+    try:
+        name = check_display_name(obj.get("name"))
+    except ValidationError as exc:
+        raise ProtocolError(Code.BAD_NAME, str(exc)) from None
+    role = obj.get("role")
+    if role not in ROLES:
+        raise ProtocolError(
+            Code.BAD_ROLE, f"role must be 'singer' or 'spectator', got {role!r:.40}"
+        )
+    codec = obj.get("codec")
+    if codec not in CODECS:
+        raise ProtocolError(Code.BAD_CODEC, f"codec must be 'opus' or 'pcm16', got {codec!r:.40}")
+    password = obj.get("password")
+    if password is not None and (
+        not isinstance(password, str) or not 0 < len(password) <= MAX_PASSWORD_CHARS
+    ):
+        raise ProtocolError(
+            Code.BAD_PASSWORD, f"password must be a string of 1-{MAX_PASSWORD_CHARS} characters"
+        )
+    return Hello(
+        version=PROTOCOL_VERSION,
+        room=room,
+        name=name,
+        role=role,
+        codec=codec,
+        password=password,
+        resume=_parse_resume(obj.get("resume")),
+        req=req,
+    )
+
+
+def _parse_resume(value: object) -> Resume | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError(Code.BAD_RESUME, "resume must be an object {singer, token}")
+    token = value.get("token")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+        raise ProtocolError(Code.BAD_RESUME, "resume.token must be a non-empty string")
+    try:
+        singer = check_id(value.get("singer"), "resume.singer")
+    except ValidationError as exc:
+        raise ProtocolError(Code.BAD_RESUME, str(exc)) from None
+    return Resume(singer=singer, token=token)
+
+
+def _chat_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _bad_field("text", "a string", value)
+    text = value.strip()
+    if not 0 < len(text) <= MAX_CHAT_CHARS:
+        raise ProtocolError(
+            Code.BAD_MESSAGE, f"chat text must be 1-{MAX_CHAT_CHARS} characters, got {len(text)}"
+        )
+    if not text.isprintable():
+        raise ProtocolError(Code.BAD_MESSAGE, "chat text must be printable (no control characters)")
+    return text
+
+
+def _optional_req(obj: Mapping[str, Any]) -> int | None:
+    if "req" not in obj or obj["req"] is None:
+        return None
+    return _int(obj, "req", 0, MAX_REQ)
+
+
+def _int(obj: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    value = obj.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad_field(name, "an integer", value)
+    if not low <= value <= high:
+        raise ProtocolError(Code.BAD_MESSAGE, f"{name} = {value} is outside [{low}, {high}]")
+    return value
+
+
+def _number(obj: Mapping[str, Any], name: str) -> float:
+    value = obj.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _bad_field(name, "a number", value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ProtocolError(Code.BAD_MESSAGE, f"{name} must be finite")
+    return number
+
+
+def _bad_field(name: str, expected: str, value: object) -> ProtocolError:
+    return ProtocolError(Code.BAD_MESSAGE, f"{name} must be {expected}, got {type(value).__name__}")
+
+
+def hello_message(
+    room: str,
+    name: str,
+    *,
+    role: Role = "singer",
+    codec: CodecName = "opus",
+    password: str | None = None,
+    resume: Resume | None = None,
+    req: int | None = None,
+) -> dict[str, object]:
+    """A client's ``hello`` (for the load generator and tests)."""
+    msg: dict[str, object] = {
+        "type": "hello",
+        "version": PROTOCOL_VERSION,
+        "room": room,
+        "name": name,
+        "role": role,
+        "codec": codec,
+    }
+    if password is not None:
+        msg["password"] = password
+    if resume is not None:
+        msg["resume"] = {"singer": resume.singer, "token": resume.token}
+    if req is not None:
+        msg["req"] = req
+    return msg
+
+
+# --- server -> client JSON ----------------------------------------------------------
+
+
+def dumps(message: Mapping[str, object]) -> str:
+    """Compact JSON for a text frame (NaN and infinity are refused, not sent)."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def error_message(
+    code: Code, message: str, *, req: int | None = None, fatal: bool | None = None
+) -> dict[str, object]:
+    msg: dict[str, object] = {
+        "type": "error",
+        "code": str(code),
+        "message": message,
+        "fatal": code in FATAL_CODES if fatal is None else fatal,
+    }
+    if req is not None:
+        msg["req"] = req
+    return msg
+
+
+def ack_message(req: int) -> dict[str, object]:
+    return {"type": "ack", "req": req}
+
+
+def pong_message(ping: Ping, clock: int) -> dict[str, object]:
+    return {"type": "pong", "id": ping.id, "t": ping.t, "clock": clock}
+
+
+def welcome_message(
+    *,
+    room: str,
+    singer: str,
+    token: str,
+    clock: int,
+    constants: Mapping[str, object],
+    state: Mapping[str, object] | None,
+) -> dict[str, object]:
+    return {
+        "type": "welcome",
+        "version": PROTOCOL_VERSION,
+        "room": room,
+        "singer": singer,
+        "token": token,
+        "clock": clock,
+        "constants": dict(constants),
+        "state": state,
+    }
+
+
+def state_message(version: int, state: Mapping[str, object]) -> dict[str, object]:
+    return {"type": "state", "version": version, "state": state}
+
+
+def chat_message(singer: str, name: str, text: str, clock: int) -> dict[str, object]:
+    return {"type": "chat", "singer": singer, "name": name, "text": text, "clock": clock}
+
+
+def levels_message(clock: int, levels: Mapping[str, float]) -> dict[str, object]:
+    return {"type": "levels", "clock": clock, "levels": dict(levels)}
+
+
+# --- binary audio -------------------------------------------------------------------
+
+KIND_UPSTREAM: Final = 0x01
+KIND_DOWNSTREAM: Final = 0x02
+CODEC_OPUS: Final = 1
+CODEC_PCM16: Final = 2
+CODEC_IDS: Final[dict[CodecName, int]] = {"opus": CODEC_OPUS, "pcm16": CODEC_PCM16}
+
+UPSTREAM_HEADER: Final = struct.Struct("<BBHIIq")
+"""kind, codec, count, stream, seq, start: 20 bytes."""
+
+DOWNSTREAM_HEADER: Final = struct.Struct("<BBHIq")
+"""kind, codec, count, delay, start: 16 bytes."""
+
+_PACKET_LEN: Final = struct.Struct("<H")
+_MAX_POSITION: Final = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One upstream audio message: a singer's audio for [start, start + samples)."""
+
+    codec: int
+    stream: int
+    seq: int
+    start: int
+    packets: tuple[bytes, ...]
+    """Opus packets (empty for pcm16)."""
+    pcm: bytes
+    """Little-endian int16 samples (empty for Opus)."""
+
+    @property
+    def samples(self) -> int:
+        """Samples covered: 960 per Opus packet, or the pcm16 sample count."""
+        if self.codec == CODEC_OPUS:
+            return len(self.packets) * OPUS_FRAME_SAMPLES
+        return len(self.pcm) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """One downstream audio message: a tap's frames for [start, start + samples)."""
+
+    codec: int
+    delay: int
+    start: int
+    packets: tuple[bytes, ...]
+    pcm: bytes
+
+    @property
+    def samples(self) -> int:
+        if self.codec == CODEC_OPUS:
+            return len(self.packets) * OPUS_FRAME_SAMPLES
+        return len(self.pcm) // 2
+
+
+def parse_upstream(data: bytes | bytearray | memoryview) -> Upstream:
+    """Validate a client's binary audio frame; raises :class:`ProtocolError` (``bad_audio``)."""
+    view = memoryview(data)
+    if view.nbytes < UPSTREAM_HEADER.size:
+        raise _bad_audio(f"audio message is {view.nbytes} bytes, shorter than its 20-byte header")
+    kind, codec, count, stream, seq, start = UPSTREAM_HEADER.unpack_from(view)
+    if kind != KIND_UPSTREAM:
+        raise _bad_audio(f"audio message kind must be 0x01, got {kind:#04x}")
+    if not 0 <= start <= _MAX_POSITION:
+        raise _bad_audio(f"start {start} is not a valid position")
+    payload = view[UPSTREAM_HEADER.size :]
+    if codec == CODEC_OPUS:
+        packets = _split_packets(payload, count, MAX_PACKETS)
+        return Upstream(CODEC_OPUS, stream, seq, start, packets, b"")
+    if codec == CODEC_PCM16:
+        if not 0 < count <= MAX_PCM_SAMPLES:
+            raise _bad_audio(f"pcm16 count must be 1-{MAX_PCM_SAMPLES}, got {count}")
+        if payload.nbytes != 2 * count:
+            raise _bad_audio(
+                f"pcm16 payload is {payload.nbytes} bytes, header says {count} samples "
+                f"({2 * count} bytes)"
+            )
+        return Upstream(CODEC_PCM16, stream, seq, start, (), payload.tobytes())
+    raise _bad_audio(f"codec must be 1 (Opus) or 2 (pcm16), got {codec}")
+
+
+def parse_downstream(data: bytes | bytearray | memoryview) -> Downstream:
+    """Validate a server's binary audio frame (client side); raises :class:`ProtocolError`."""
+    view = memoryview(data)
+    if view.nbytes < DOWNSTREAM_HEADER.size:
+        raise _bad_audio(f"audio message is {view.nbytes} bytes, shorter than its 16-byte header")
+    kind, codec, count, delay, start = DOWNSTREAM_HEADER.unpack_from(view)
+    if kind != KIND_DOWNSTREAM:
+        raise _bad_audio(f"audio message kind must be 0x02, got {kind:#04x}")
+    payload = view[DOWNSTREAM_HEADER.size :]
+    if codec == CODEC_OPUS:
+        return Downstream(CODEC_OPUS, delay, start, _split_packets(payload, count, 0xFFFF), b"")
+    if codec == CODEC_PCM16:
+        if payload.nbytes != 2 * count:
+            raise _bad_audio(f"pcm16 payload is {payload.nbytes} bytes for {count} samples")
+        return Downstream(CODEC_PCM16, delay, start, (), payload.tobytes())
+    raise _bad_audio(f"codec must be 1 (Opus) or 2 (pcm16), got {codec}")
+
+
+def encode_upstream_opus(stream: int, seq: int, start: int, packets: Sequence[bytes]) -> bytes:
+    """A client's Opus audio message (each packet one 20 ms frame)."""
+    header = UPSTREAM_HEADER.pack(KIND_UPSTREAM, CODEC_OPUS, len(packets), stream, seq, start)
+    return header + _join_packets(packets)
+
+
+def encode_upstream_pcm16(stream: int, seq: int, start: int, pcm: bytes) -> bytes:
+    """A client's pcm16 audio message (``pcm``: little-endian int16 samples)."""
+    header = UPSTREAM_HEADER.pack(KIND_UPSTREAM, CODEC_PCM16, len(pcm) // 2, stream, seq, start)
+    return header + pcm
+
+
+def encode_downstream_opus(delay: int, start: int, packets: Sequence[bytes]) -> bytes:
+    """A tap's frames for clients that chose Opus: one packet per 960-sample frame."""
+    header = DOWNSTREAM_HEADER.pack(KIND_DOWNSTREAM, CODEC_OPUS, len(packets), delay, start)
+    return header + _join_packets(packets)
+
+
+def encode_downstream_pcm16(delay: int, start: int, pcm: bytes) -> bytes:
+    """A tap's frames for clients that chose pcm16 (``pcm``: little-endian int16)."""
+    header = DOWNSTREAM_HEADER.pack(KIND_DOWNSTREAM, CODEC_PCM16, len(pcm) // 2, delay, start)
+    return header + pcm
+
+
+def _join_packets(packets: Sequence[bytes]) -> bytes:
+    parts: list[bytes] = []
+    for packet in packets:
+        if not 0 < len(packet) <= 0xFFFF:
+            raise ValidationError(f"an Opus packet must be 1-65535 bytes, got {len(packet)}")
+        parts.append(_PACKET_LEN.pack(len(packet)))
+        parts.append(packet)
+    return b"".join(parts)
+
+
+def _split_packets(payload: memoryview, count: int, limit: int) -> tuple[bytes, ...]:
+    if not 0 < count <= limit:
+        raise _bad_audio(f"Opus packet count must be 1-{limit}, got {count}")
+    packets: list[bytes] = []
+    offset = 0
+    end = payload.nbytes
+    for index in range(count):
+        if end - offset < 2:
+            raise _bad_audio(f"payload ends before the length of packet {index} of {count}")
+        (length,) = _PACKET_LEN.unpack_from(payload, offset)
+        offset += 2
+        if not 0 < length <= MAX_OPUS_PACKET_BYTES:
+            raise _bad_audio(
+                f"packet {index} is {length} bytes; packets must be 1-{MAX_OPUS_PACKET_BYTES}"
+            )
+        if end - offset < length:
+            raise _bad_audio(f"packet {index} says {length} bytes, only {end - offset} remain")
+        packets.append(payload[offset : offset + length].tobytes())
+        offset += length
+    if offset != end:
+        raise _bad_audio(f"{end - offset} bytes after the last of {count} packets")
+    return tuple(packets)
+
+
+def _bad_audio(message: str) -> ProtocolError:
+    return ProtocolError(Code.BAD_AUDIO, message)
+
+
+def limits_json(
+    max_message_bytes: int = MAX_MESSAGE_BYTES, messages_per_s: int = MESSAGES_PER_S
+) -> dict[str, int | float]:
+    """The limits a client must respect, as served with the constants."""
+    return {
+        "max_message_bytes": max_message_bytes,
+        "max_messages_per_s": messages_per_s,
+        "max_packets": MAX_PACKETS,
+        "max_pcm_samples": MAX_PCM_SAMPLES,
+        "max_opus_packet_bytes": MAX_OPUS_PACKET_BYTES,
+        "max_chat_chars": MAX_CHAT_CHARS,
+        "max_name_chars": MAX_DISPLAY_NAME,
+        "max_delay_s": MAX_DELAY_S,
+        "hello_timeout_s": HELLO_TIMEOUT_S,
+    }

@@ -1,0 +1,233 @@
+"""One room's live audio: the ring, the taps, and the room state.
+
+:class:`RoomMixer` applies singers' chunks to the ring (only inside the
+song window) and, on every tick, emits each tap's due 960-sample frames.
+Pure: no I/O, no asyncio, no clock; ``now`` (absolute samples at 48 kHz
+since the epoch) is always an argument.
+
+The room model itself (members, buckets, song) lives in
+:mod:`mixer.roomstate` and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from common.constants import OPUS_FRAME_SAMPLES, seconds_to_samples
+from common.errors import ValidationError
+from mixer.ring import Ring, WriteStatus
+from mixer.roomstate import (
+    SILENCE_DB,
+    CommandError,
+    Member,
+    Role,
+    RoomConfig,
+    RoomState,
+    Song,
+)
+
+__all__ = [
+    "AHEAD_TOLERANCE",
+    "MAX_FRAMES_PER_TICK",
+    "ApplyStatus",
+    "CommandError",
+    "Member",
+    "MixerCounters",
+    "Role",
+    "RoomConfig",
+    "RoomMixer",
+    "RoomState",
+    "Song",
+    "TapOutput",
+]
+
+Samples = npt.NDArray[np.float32]
+
+AHEAD_TOLERANCE: Final = seconds_to_samples(0.5)
+"""How far past its play time a chunk may reach before it is AHEAD (clock estimation error)."""
+
+MAX_FRAMES_PER_TICK: Final = 50
+"""Most frames one tap emits per tick; a tap further behind skips its oldest frames."""
+
+_FRAME: Final = OPUS_FRAME_SAMPLES
+_MIN_RMS: Final = 10.0 ** (SILENCE_DB / 20.0)
+
+
+class ApplyStatus(enum.Enum):
+    """Outcome of :meth:`RoomMixer.apply`; every status but OK and LATE drops the chunk."""
+
+    OK = "ok"
+    LATE = "late"
+    """Applied, but a tap with a larger delay had already emitted part of it."""
+    UNKNOWN_SINGER = "unknown_singer"
+    MUTED = "muted"
+    """The member is muted or a spectator."""
+    NO_SONG = "no_song"
+    """Entirely outside the song window (chatter between songs)."""
+    AHEAD = "ahead"
+    """Reaches past the member's play time (plus tolerance): they cannot have sung it."""
+    FUTURE = "future"
+    TOO_OLD = "too_old"
+    TOO_LONG = "too_long"
+
+
+_WRITE_STATUS: Final = {
+    WriteStatus.FUTURE: ApplyStatus.FUTURE,
+    WriteStatus.TOO_OLD: ApplyStatus.TOO_OLD,
+    WriteStatus.TOO_LONG: ApplyStatus.TOO_LONG,
+}
+_REJECTIONS: Final = frozenset(
+    {ApplyStatus.AHEAD, ApplyStatus.FUTURE, ApplyStatus.TOO_OLD, ApplyStatus.TOO_LONG}
+)
+
+
+@dataclass(frozen=True)
+class TapOutput:
+    """A tap's normalised mix for positions ``[start, start + len(samples))``.
+
+    ``start`` is on a frame boundary and ``samples`` holds a whole number of
+    960-sample frames; successive outputs of a tap continue each other
+    unless frames were skipped.
+    """
+
+    delay: int
+    start: int
+    samples: Samples
+
+
+def _dropped_zero() -> dict[str, int]:
+    return {s.value: 0 for s in ApplyStatus if s not in (ApplyStatus.OK, ApplyStatus.LATE)}
+
+
+@dataclass
+class MixerCounters:
+    """Running totals of one room's mixer (published as the room's stats)."""
+
+    chunks_in: int = 0
+    late: int = 0
+    frames_out: int = 0
+    frames_skipped: int = 0
+    dropped: dict[str, int] = field(default_factory=_dropped_zero)
+
+    def to_dict(self) -> dict[str, int]:
+        """Flat map for the stats hash: the totals plus ``dropped_<status>``."""
+        flat = {
+            "chunks_in": self.chunks_in,
+            "late": self.late,
+            "frames_out": self.frames_out,
+            "frames_skipped": self.frames_skipped,
+        }
+        flat.update({f"dropped_{k}": v for k, v in self.dropped.items()})
+        return flat
+
+
+class RoomMixer:
+    """The authoritative ring of one room plus the emission frontier of each tap."""
+
+    def __init__(self, name: str, state: RoomState, now: int) -> None:
+        """An empty ring of ``state.config.ring_samples``, cleared up to ``now``."""
+        self.name = name
+        self.state = state
+        self.ring = Ring(state.config.ring_samples, now)
+        self.counters = MixerCounters()
+        self._frontiers: dict[int, int] = {}
+
+    @property
+    def config(self) -> RoomConfig:
+        return self.state.config
+
+    def frontier(self, delay: int) -> int | None:
+        """The next position the tap ``delay`` will emit; None for a tap not seen yet."""
+        return self._frontiers.get(delay)
+
+    def apply(self, singer_id: str, start: int, samples: Samples, now: int) -> ApplyStatus:
+        """Add a singer's chunk for ``[start, start + len(samples))`` at room time ``now``.
+
+        Only the part inside the song window is written. Returns the outcome;
+        counts it on the room and (for a known member) on the member. Raises
+        ValidationError for an array that is not 1-D float32.
+        """
+        if samples.dtype != np.float32 or samples.ndim != 1:
+            raise ValidationError(
+                f"samples must be 1-D float32, got dtype {samples.dtype} shape {samples.shape}"
+            )
+        self.ring.clear_to(now)
+        self.counters.chunks_in += 1
+        member = self.state.members.get(singer_id)
+        if member is None:
+            return self._drop(ApplyStatus.UNKNOWN_SINGER, None)
+        if member.role is Role.SPECTATOR or member.muted:
+            return self._drop(ApplyStatus.MUTED, member)
+        n = samples.shape[0]
+        end = start + n
+        if end > now - member.delay + AHEAD_TOLERANCE:
+            return self._drop(ApplyStatus.AHEAD, member)
+        if n > self.ring.length:
+            # Malformed whatever the song window would leave of it.
+            return self._drop(ApplyStatus.TOO_LONG, member)
+        song = self.state.song
+        if song.start_pos is None:
+            return self._drop(ApplyStatus.NO_SONG, member)
+        lo = max(start, song.start_pos)
+        hi = end if song.end_pos is None else min(end, song.end_pos)
+        if lo >= hi:
+            return self._drop(ApplyStatus.NO_SONG, member)
+        written = self.ring.write(lo, samples[lo - start : hi - start])
+        if written is not WriteStatus.OK:
+            return self._drop(_WRITE_STATUS[written], member)
+        member.chunks += 1
+        rms = float(np.sqrt(np.mean(samples * samples)))
+        member.level_db = 20.0 * math.log10(max(rms, _MIN_RMS))
+        # Later taps may still hear it, so it stays written; but someone
+        # further down the chain already missed part of it.
+        if any(f > lo for d, f in self._frontiers.items() if d > member.delay):
+            member.late += 1
+            self.counters.late += 1
+            return ApplyStatus.LATE
+        return ApplyStatus.OK
+
+    def tick(self, now: int) -> list[TapOutput]:
+        """Emit every tap's frames due at room time ``now``: one output per tap with any due.
+
+        Frame k of tap D (positions ``[k*960, (k+1)*960)``) is due once
+        ``now >= k*960 + D - lead``. A new tap starts at its currently due
+        frame; a tap more than 50 frames behind skips its oldest ones.
+        Taps no longer in use are forgotten.
+        """
+        self.ring.clear_to(now)
+        taps = self.state.taps()
+        frontiers = self._frontiers
+        live = set(taps)
+        for delay in [d for d in frontiers if d not in live]:
+            del frontiers[delay]
+        lead = self.config.lead_samples
+        outputs: list[TapOutput] = []
+        for delay in taps:
+            last_due = (now - delay + lead) // _FRAME
+            frontier = frontiers.get(delay)
+            first = last_due if frontier is None else frontier // _FRAME
+            if first > last_due:
+                continue
+            due = last_due - first + 1
+            if due > MAX_FRAMES_PER_TICK:
+                self.counters.frames_skipped += due - MAX_FRAMES_PER_TICK
+                first = last_due - MAX_FRAMES_PER_TICK + 1
+                due = MAX_FRAMES_PER_TICK
+            out = np.empty(due * _FRAME, dtype=np.float32)
+            self.ring.read(first * _FRAME, out)
+            outputs.append(TapOutput(delay=delay, start=first * _FRAME, samples=out))
+            frontiers[delay] = (last_due + 1) * _FRAME
+            self.counters.frames_out += due
+        return outputs
+
+    def _drop(self, status: ApplyStatus, member: Member | None) -> ApplyStatus:
+        self.counters.dropped[status.value] += 1
+        if member is not None and status in _REJECTIONS:
+            member.rejected += 1
+        return status

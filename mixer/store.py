@@ -1,0 +1,164 @@
+"""Room state in Redis: loading a room, writing it back, and its public view.
+
+The owning mixer is the only writer of ``bb:{room}:members`` and
+``bb:{room}:song``; everything here queues commands on a pipeline given by
+the caller, so one round trip per tick carries all of a mixer's writes.
+"""
+
+import logging
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from common import keys
+from common.constants import SAMPLE_RATE, seconds_to_samples
+from common.errors import ValidationError
+from common.settings import MixerSettings
+from mixer.room import Member, RoomConfig, RoomState, Song
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAXLEN = 500
+
+
+def config_from_meta(meta: dict[bytes, bytes], settings: MixerSettings) -> RoomConfig:
+    """The room's configuration: its meta hash where set, else the defaults."""
+
+    def number(name: str, default: float) -> float:
+        raw = meta.get(name.encode())
+        if raw is None or raw == b"":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValidationError(f"meta field {name}={raw!r} is not a number") from None
+
+    defaults = RoomConfig()
+    return RoomConfig(
+        ring_samples=settings.ring_s * SAMPLE_RATE,
+        lead_samples=seconds_to_samples(settings.lead_s),
+        bucket_spacing=seconds_to_samples(
+            number("bucket_spacing_s", defaults.bucket_spacing / SAMPLE_RATE)
+        ),
+        n_buckets=int(number("n_buckets", defaults.n_buckets)),
+        capacity=int(number("capacity", defaults.capacity)),
+    )
+
+
+async def load_room(
+    redis: "Redis", room: str, settings: MixerSettings
+) -> tuple[RoomState, bytes, bool]:
+    """Read a room's state; returns (state, last applied control id, meta existed)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.room_meta(room))
+        pipe.hgetall(keys.room_members(room))
+        pipe.hgetall(keys.room_song(room))
+        meta, members_raw, song_raw = await pipe.execute()
+    try:
+        config = config_from_meta(meta, settings)
+    except ValidationError as exc:
+        log.warning("room %s: bad meta (%s); using defaults", room, exc)
+        config = config_from_meta({}, settings)
+    members: dict[str, Member] = {}
+    for singer, raw in members_raw.items():
+        try:
+            member = Member.from_dict(msgpack.unpackb(raw))
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("room %s: dropping unreadable member record %r: %s", room, singer, exc)
+            continue
+        members[member.singer_id] = member
+    song: Song | None = None
+    if b"state" in song_raw:
+        try:
+            song = Song.from_dict(msgpack.unpackb(song_raw[b"state"]))
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.warning("room %s: unreadable song record, starting with none: %s", room, exc)
+    try:
+        state = RoomState(config, members, song)
+    except ValidationError as exc:
+        log.warning("room %s: inconsistent stored state (%s); starting empty", room, exc)
+        state = RoomState(config)
+    # Versions keep rising across owners, so gateways can ignore stale state events.
+    try:
+        state.version = max(state.version, int(song_raw.get(b"version", b"0")))
+    except ValueError:
+        log.warning("room %s: unreadable state version %r", room, song_raw.get(b"version"))
+    ctl = song_raw.get(b"ctl", b"0-0")
+    return state, ctl, bool(meta)
+
+
+def queue_persist(
+    pipe: Pipeline, room: str, state: RoomState, ctl_cursor: bytes, removed: set[str]
+) -> None:
+    """Write the whole room state (members, song, version, control cursor)."""
+    if state.members:
+        pipe.hset(
+            keys.room_members(room),
+            mapping={sid: msgpack.packb(m.to_dict()) for sid, m in state.members.items()},
+        )
+    if removed:
+        pipe.hdel(keys.room_members(room), *removed)
+    pipe.hset(
+        keys.room_song(room),
+        mapping={
+            "state": msgpack.packb(state.song.to_dict()),
+            "version": state.version,
+            "ctl": ctl_cursor,
+        },
+    )
+
+
+def queue_meta(pipe: Pipeline, room: str, state: RoomState) -> None:
+    """Re-create the room's meta and index entry (after Redis lost them)."""
+    config = state.config
+    pipe.sadd(keys.ROOMS, room)
+    pipe.hsetnx(keys.room_meta(room), "capacity", config.capacity)
+    pipe.hsetnx(keys.room_meta(room), "n_buckets", config.n_buckets)
+    pipe.hsetnx(keys.room_meta(room), "bucket_spacing_s", config.bucket_spacing / SAMPLE_RATE)
+
+
+def queue_event(pipe: Pipeline, room: str, event: dict[str, Any]) -> None:
+    pipe.xadd(
+        keys.room_events(room),
+        {"d": msgpack.packb(event)},
+        maxlen=EVENTS_MAXLEN,
+        approximate=True,
+    )
+
+
+def public_state(room: str, state: RoomState) -> dict[str, Any]:
+    """What browsers see of a room (docs/protocol.md, *Room state*)."""
+    config = state.config
+    return {
+        "room": room,
+        "version": state.version,
+        "capacity": config.capacity,
+        "leader": state.song.leader,
+        "song": {
+            "running": state.song.running,
+            "number": state.song.number,
+            "start_pos": state.song.start_pos,
+            "end_pos": state.song.end_pos,
+        },
+        "buckets": {
+            "n": config.n_buckets,
+            "spacing": config.bucket_spacing,
+            "delays": [config.bucket_delay(i) for i in range(config.n_buckets)],
+        },
+        "taps": state.taps(),
+        "members": [
+            {
+                "singer_id": m.singer_id,
+                "name": m.name,
+                "role": m.role.value,
+                "delay": m.delay,
+                "bucket": m.bucket,
+                "muted": m.muted,
+                "connected": m.connected,
+                "late": m.late,
+            }
+            for m in sorted(state.members.values(), key=lambda m: (m.joined, m.singer_id))
+        ],
+    }

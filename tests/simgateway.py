@@ -1,0 +1,141 @@
+"""A simulated gateway for mixer tests: speaks docs/redis.md through a sync client."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from common import keys
+from common.clock import now_samples
+from common.constants import SAMPLE_RATE
+from common.streams import range_entries, xread_entries
+from common.wire import TapWindow, decode_tap, encode_chunk
+
+CHUNK = 4800
+
+
+def tone(freq: float, start: int, n: int, amplitude: float = 0.3) -> npt.NDArray[np.float32]:
+    """A sine at absolute positions [start, start+n): continuous across chunks."""
+    t = (np.arange(start, start + n, dtype=np.float64) % (SAMPLE_RATE * 1000)) / SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@dataclass
+class SimGateway:
+    client: redis.Redis
+    gw: str = "gw-test"
+    in_maxlen: int = 2000
+    _req: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _events: dict[str, bytes] = field(default_factory=dict)
+
+    def create_room(self, room: str, **meta: float | str) -> None:
+        fields: dict[str, float | str] = {"created_at": time.time(), **meta}
+        self.client.hset(keys.room_meta(room), mapping=fields)  # type: ignore[arg-type]
+        self.client.sadd(keys.ROOMS, room)
+
+    def command(
+        self, room: str, singer: str, cmd: str, timeout_s: float = 8, **args: Any
+    ) -> dict[str, Any]:
+        """Send a control command and wait for the mixer's reply event."""
+        req = next(self._req)
+        cursor = self._events.get(room, b"0-0")
+        self.client.xadd(
+            keys.room_ctl(room),
+            {"d": msgpack.packb({"cmd": cmd, "singer": singer, "gw": self.gw, "req": req, **args})},
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            reply = self.client.xread({keys.room_events(room): cursor}, block=200)
+            for _key, entries in xread_entries(reply):
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    event = msgpack.unpackb(fields[b"d"])
+                    if (
+                        event.get("type") == "reply"
+                        and event.get("req") == req
+                        and event.get("gw") == self.gw
+                    ):
+                        self._events[room] = cursor
+                        return dict(event)
+        raise AssertionError(f"no reply to {cmd} in room {room} within {timeout_s} s")
+
+    def state(self, room: str) -> dict[str, Any]:
+        """The latest published state event of a room."""
+        entries = range_entries(self.client.xrevrange(keys.room_events(room), count=200))
+        for _id, fields in entries:
+            event = msgpack.unpackb(fields[b"d"])
+            if event.get("type") == "state":
+                return dict(event["state"])
+        raise AssertionError(f"no state event in room {room}")
+
+    def member_delay(self, room: str, singer: str) -> int:
+        for m in self.state(room)["members"]:
+            if m["singer_id"] == singer:
+                return int(m["delay"])
+        raise AssertionError(f"{singer} not in {room}")
+
+    def push(self, room: str, singer: str, start: int, samples: npt.NDArray[np.float32]) -> None:
+        self.client.xadd(
+            keys.room_in(room),
+            {"d": encode_chunk(room, singer, 1, 0, start, samples)},
+            maxlen=self.in_maxlen,
+            approximate=True,
+        )
+
+    def taps(self, room: str, delay: int, since: bytes = b"0-0") -> list[TapWindow]:
+        entries = range_entries(self.client.xrange(keys.room_tap(room, delay), min=_after(since)))
+        return [decode_tap(fields[b"d"]) for _id, fields in entries]
+
+
+def _after(entry_id: bytes) -> bytes:
+    return b"(" + entry_id if entry_id != b"0-0" else b"-"
+
+
+class Singer:
+    """Sends a tone in 100 ms chunks at real-time pace, as a browser would."""
+
+    def __init__(
+        self, sim: SimGateway, room: str, singer: str, freq: float, delay: int, start: int
+    ) -> None:
+        self.sim, self.room, self.singer, self.freq = sim, room, singer, freq
+        self.delay = delay
+        self.next_pos = start
+
+    def pump(self) -> int:
+        """Send every chunk whose positions this singer has 'sung' by now."""
+        sent = 0
+        while self.next_pos + CHUNK + self.delay <= now_samples():
+            self.sim.push(
+                self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, CHUNK)
+            )
+            self.next_pos += CHUNK
+            sent += 1
+        return sent
+
+
+def collect(windows: list[TapWindow]) -> dict[int, npt.NDArray[np.float32]]:
+    """Tap windows split into 960-sample frames keyed by position."""
+    frames: dict[int, npt.NDArray[np.float32]] = {}
+    for w in windows:
+        for i in range(0, len(w.samples), 960):
+            frames[w.start + i] = w.samples[i : i + 960]
+    return frames
+
+
+def assemble(windows: list[TapWindow], start: int, n: int) -> npt.NDArray[np.float32] | None:
+    """The tap's audio for positions [start, start+n), or None while not all emitted."""
+    out = np.zeros(n, dtype=np.float32)
+    covered = np.zeros(n, dtype=bool)
+    for w in windows:
+        lo, hi = max(start, w.start), min(start + n, w.start + len(w.samples))
+        if lo < hi:
+            out[lo - start : hi - start] = w.samples[lo - w.start : hi - w.start]
+            covered[lo - start : hi - start] = True
+    return out if covered.all() else None

@@ -1,0 +1,174 @@
+"""The mixer service against a real redis-server, as real `brigade mixer` processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from common import keys
+from common.clock import now_samples
+from common.streams import range_entries
+from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, tone
+from tests.support import Process, RedisServer, processes, wait_for
+
+
+def start_mixer(
+    started: list[Process], url: str, log_dir: Path, mixer_id: str, **env: str
+) -> Process:
+    proc = Process(["mixer"], {"REDIS_URL": url, "BB_MIXER_ID": mixer_id, **env}, log_dir, mixer_id)
+    started.append(proc)
+    return proc
+
+
+def owner(client: redis.Redis, room: str) -> str | None:
+    raw = client.get(keys.room_lease(room))
+    return bytes(raw).decode() if raw else None  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sim(redis_url: str) -> Iterator[SimGateway]:
+    client = redis.Redis.from_url(redis_url)
+    yield SimGateway(client)
+    client.close()
+
+
+def run_song(sim: SimGateway, room: str, seconds: float) -> tuple[int, int, int]:
+    """Leader A (bucket 0) sings 440 Hz, follower B sings 660 Hz; returns (start, dA, dB)."""
+    assert sim.command(room, "a", "join", name="Ann", role="singer")["ok"]
+    assert sim.command(room, "b", "join", name="Bob", role="singer")["ok"]
+    assert sim.command(room, "a", "lead")["ok"]
+    assert sim.command(room, "a", "start")["ok"]
+    state = sim.state(room)
+    start = int(state["song"]["start_pos"])
+    da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
+    assert da < db
+    singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for s in singers:
+            s.pump()
+        time.sleep(0.02)
+    return start, da, db
+
+
+def test_chunks_come_back_in_the_right_tap(
+    sim: SimGateway, redis_url: str, output_dir: Path
+) -> None:
+    with processes(output_dir) as started:
+        start_mixer(started, redis_url, output_dir, "m1")
+        sim.create_room("choir")
+        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 to own the room")
+        start, da, db = run_song(sim, "choir", 1.5)
+        sung = 6 * CHUNK  # the leader has surely sung this much by now
+        # The follower's tap emits position p at p + db - lead; wait for it.
+        wait_for(
+            lambda: assemble(sim.taps("choir", db), start, sung) is not None, 10, "follower tap"
+        )
+        heard = assemble(sim.taps("choir", db), start, sung)
+        assert heard is not None
+        # Sample-exact: one voice is normalised by sqrt(3/(1+2)) = 1, and B is not in it.
+        np.testing.assert_allclose(heard, tone(440, start, sung), atol=1e-6)
+        # Nothing before the song started was mixed.
+        before = assemble(sim.taps("choir", db), start - 960, 960)
+        if before is not None:
+            assert float(np.abs(before).max()) == 0.0
+        # The leader hears nobody: its tap is silent throughout the song.
+        leader_frames = collect(sim.taps("choir", da))
+        assert leader_frames, "the leader's tap emits frames too"
+        assert max(float(np.abs(f).max()) for f in leader_frames.values()) == 0.0
+        stats = sim.client.hgetall(keys.room_stats("choir"))
+        assert int(stats[b"chunks_in"]) >= 6
+
+
+def test_two_mixers_split_rooms_and_failover_on_sigkill(
+    sim: SimGateway, redis_url: str, output_dir: Path
+) -> None:
+    rooms = [f"room{i}" for i in range(8)]
+    with processes(output_dir) as started:
+        m1 = start_mixer(started, redis_url, output_dir, "m1")
+        m2 = start_mixer(started, redis_url, output_dir, "m2")
+        wait_for(lambda: sim.client.zcard(keys.MIXERS) == 2, 5, "both mixers' heartbeats")
+        for room in rooms:
+            sim.create_room(room)
+        wait_for(lambda: all(owner(sim.client, r) for r in rooms), 5, "every room owned")
+        owners = {r: owner(sim.client, r) for r in rooms}
+        assert set(owners.values()) == {"m1", "m2"}, owners
+
+        room = next(r for r in rooms if owners[r] == "m1")
+        _start, _da, db = run_song(sim, room, 0.5)
+        wait_for(lambda: len(sim.taps(room, db)) > 0, 5, "tap frames from m1")
+
+        m1.kill()
+        killed = time.monotonic()
+        wait_for(lambda: owner(sim.client, room) == "m2", 5, "m2 to take the room over")
+        assert time.monotonic() - killed < 5
+        last_id = range_entries(sim.client.xrevrange(keys.room_tap(room, db), count=1))[0][0]
+        wait_for(lambda: len(sim.taps(room, db, since=last_id)) > 0, 3, "tap frames resumed by m2")
+        # The room's state survived the takeover.
+        assert {m["singer_id"] for m in sim.state(room)["members"]} == {"a", "b"}
+        assert sim.state(room)["song"]["running"]
+        assert m2.alive()
+
+
+def test_redis_restart_mid_song(private_redis: RedisServer, output_dir: Path) -> None:
+    client = redis.Redis(port=private_redis.port)
+    sim = SimGateway(client)
+    with processes(output_dir) as started:
+        mixer = start_mixer(started, private_redis.url, output_dir, "m1")
+        sim.create_room("choir")
+        wait_for(lambda: owner(client, "choir") == "m1", 5, "m1 to own the room")
+        _start, da, db = run_song(sim, "choir", 0.5)
+
+        private_redis.stop()
+        time.sleep(1.5)
+        private_redis.start()  # empty: nothing was persisted
+        # The mixer re-claims its room and writes the state back...
+        wait_for(lambda: owner(client, "choir") == "m1", 10, "lease re-asserted")
+        wait_for(lambda: client.sismember(keys.ROOMS, "choir"), 5, "room re-registered")
+        stored = client.hkeys(keys.room_members("choir"))
+        assert {bytes(k).decode() for k in stored} == {"a", "b"}  # type: ignore[arg-type]
+        wait_for(
+            lambda: {m["singer_id"] for m in sim.state("choir")["members"]} == {"a", "b"},
+            5,
+            "a fresh state event",
+        )
+        # ...and audio flows again: the leader keeps singing, the follower's tap carries it.
+        leader = Singer(sim, "choir", "a", 440, da, now_samples() - da - 2 * CHUNK)
+        deadline = time.monotonic() + 10
+        heard = False
+        while time.monotonic() < deadline and not heard:
+            leader.pump()
+            frames = collect(sim.taps("choir", db))
+            heard = any(float(np.abs(f).max()) > 0.1 for f in frames.values())
+            time.sleep(0.05)
+        assert heard, "no audio in the follower's tap after the restart"
+        assert mixer.alive()
+        assert "Redis unavailable" in mixer.log()
+    client.close()
+
+
+def test_streams_stay_bounded_with_a_slow_consumer(
+    sim: SimGateway, redis_url: str, output_dir: Path
+) -> None:
+    with processes(output_dir) as started:
+        start_mixer(started, redis_url, output_dir, "m1", BB_TAP_MAXLEN="20")
+        sim.in_maxlen = 100
+        sim.create_room("choir")
+        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
+        run_song(sim, "choir", 0.2)
+        db = sim.member_delay("choir", "b")
+        # Nobody reads the tap for 4 s (a stalled gateway): it must stay bounded.
+        time.sleep(4)
+        assert sim.client.xlen(keys.room_tap("choir", db)) <= 20 + 100  # MAXLEN ~ slack
+        # A flood of chunks: the input stream stays bounded too.
+        for i in range(600):
+            sim.push("choir", "a", now_samples() - 10 * 48000 - i, tone(440, 0, 480))
+        assert sim.client.xlen(keys.room_in("choir")) <= 100 + 100
+        # The mixer trims what it has consumed: the stream drains to its backlog.
+        wait_for(lambda: sim.client.xlen(keys.room_in("choir")) <= 100, 3, "input trimmed")
+        assert sim.client.xlen(keys.room_events("choir")) <= 500 + 100
