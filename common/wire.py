@@ -155,8 +155,11 @@ def _dtype_name(samples: npt.NDArray[Any]) -> str:
 def _split(data: bytes, kind: str) -> tuple[dict[str, Any], memoryview]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError(f"{kind} message must be bytes, got {type(data).__name__}")
+    # Feed only the prefix that may hold the header: feeding the whole message
+    # would copy the samples into the unpacker's buffer for nothing.
+    head = memoryview(data)[:_MAX_HEADER_BYTES]
     unpacker = msgpack.Unpacker(
-        max_buffer_size=max(len(data), 1),
+        max_buffer_size=_MAX_HEADER_BYTES,
         max_str_len=_MAX_HEADER_BYTES,
         max_bin_len=0,
         max_array_len=0,
@@ -164,7 +167,7 @@ def _split(data: bytes, kind: str) -> tuple[dict[str, Any], memoryview]:
         max_ext_len=0,
     )
     try:
-        unpacker.feed(data)
+        unpacker.feed(head)
         header = unpacker.unpack()
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise WireError(f"{kind} header is not a valid msgpack map: {type(exc).__name__}") from None
@@ -207,4 +210,5 @@ def _samples(header: dict[str, Any], payload: memoryview, n: int) -> Samples:
         if not np.isfinite(raw).all():
             raise WireError("samples contain NaN or infinity")
         return raw
-    return raw.astype(np.float32) * np.float32(1 / 32768)
+    scaled: Samples = np.multiply(raw, np.float32(1 / 32768), dtype=np.float32)
+    return scaled

@@ -95,6 +95,7 @@ _REJECTED: Final = frozenset(
         ApplyStatus.FUTURE,
         ApplyStatus.TOO_OLD,
         ApplyStatus.TOO_LONG,
+        ApplyStatus.OVERLAP,
         ApplyStatus.UNKNOWN_SINGER,
     }
 )

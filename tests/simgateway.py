@@ -66,6 +66,11 @@ class SimGateway:
                         return dict(event)
         raise AssertionError(f"no reply to {cmd} in room {room} within {timeout_s} s")
 
+    def owner(self, room: str) -> str | None:
+        """The id of the mixer holding the room's lease."""
+        raw: Any = self.client.get(keys.room_lease(room))
+        return bytes(raw).decode() if raw else None
+
     def state(self, room: str) -> dict[str, Any]:
         """The latest published state event of a room."""
         entries = range_entries(self.client.xrevrange(keys.room_events(room), count=200))

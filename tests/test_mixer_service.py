@@ -26,8 +26,7 @@ def start_mixer(
 
 
 def owner(client: redis.Redis, room: str) -> str | None:
-    raw = client.get(keys.room_lease(room))
-    return bytes(raw).decode() if raw else None  # type: ignore[arg-type]
+    return SimGateway(client).owner(room)
 
 
 @pytest.fixture

@@ -652,7 +652,8 @@ def song_mixer(*followers: tuple[str, int], config: RoomConfig = SMALL) -> RoomM
 
 
 def test_a_write_after_a_later_tap_emitted_it_is_late_but_applied() -> None:
-    mixer = song_mixer(("a", 1), ("far", 3))
+    # Three singers of bucket 1 (each position is mixed at most once per singer).
+    mixer = song_mixer(("a", 1), ("b", 1), ("c", 1), ("far", 3))
     mixer.state.join("watch", "W", Role.SPECTATOR, T0)  # bucket 4 (5 s)
     now = T0 + 10 * S
     mixer.tick(T0)
@@ -660,17 +661,18 @@ def test_a_write_after_a_later_tap_emitted_it_is_late_but_applied() -> None:
     d3 = SMALL.bucket_delay(3)
     f3 = mixer.frontier(d3)
     assert f3 == ((now - d3 + SMALL.lead_samples) // FRAME + 1) * FRAME
-    a = mixer.state.members["a"]
+    a, b, c = (mixer.state.members[x] for x in "abc")
 
     chunk = tone(660.0, f3, CHUNK)
     assert mixer.apply("a", f3, chunk, now) is ApplyStatus.OK  # exactly at the frontier
-    assert mixer.apply("a", f3 - 1, chunk, now) is ApplyStatus.LATE
-    assert (a.late, a.chunks, a.rejected) == (1, 2, 0)
+    assert mixer.apply("b", f3 - 1, chunk, now) is ApplyStatus.LATE
+    assert (a.late, a.chunks, a.rejected) == (0, 1, 0)
+    assert (b.late, b.chunks, b.rejected) == (1, 1, 0)
     assert mixer.counters.late == 1
 
     # The late write is still there for the spectator, whose tap has not reached it.
     late_pos = f3 - S // 2
-    assert mixer.apply("a", late_pos, tone(660.0, late_pos, CHUNK), now) is ApplyStatus.LATE
+    assert mixer.apply("c", late_pos, tone(660.0, late_pos, CHUNK), now) is ApplyStatus.LATE
     d4 = SMALL.bucket_delay(4)
     spectator_frontier = mixer.frontier(d4)
     assert spectator_frontier is not None
@@ -682,8 +684,11 @@ def test_a_write_after_a_later_tap_emitted_it_is_late_but_applied() -> None:
         heard += [o for o in mixer.tick(t) if o.delay == d4]
     joined = np.concatenate([o.samples for o in heard])
     offset = late_pos - heard[0].start
+    # c's chunk ends before a's and b's begin, so it is heard alone (gain 1).
+    assert late_pos + CHUNK <= f3 - 1
     np.testing.assert_array_equal(joined[offset : offset + CHUNK], tone(660.0, late_pos, CHUNK))
-    assert a.late == 2
+    assert c.late == 1
+    assert mixer.counters.late == 2
 
 
 def test_ahead_is_rejected_at_the_play_time_plus_tolerance() -> None:
@@ -795,3 +800,22 @@ def test_taps_follow_the_members() -> None:
     (_, out) = mixer.tick(T0 + 2 * S)
     assert (out.delay, out.start) == (db, (T0 + 2 * S - db + SMALL.lead_samples) // FRAME * FRAME)
     assert out.samples.shape[0] == FRAME  # restarted, not the missed backlog
+
+
+def test_a_singer_is_mixed_at_most_once_per_position() -> None:
+    mixer = song_mixer(("a", 1))
+    now = T0 + 10 * S
+    start = now - SMALL.bucket_delay(1) - 2 * CHUNK
+    x = tone(440.0, start, CHUNK)
+    assert mixer.apply("a", start, x, now) is ApplyStatus.OK
+    # The same chunk again (a replay or a duplicate): dropped, counted as rejected.
+    assert mixer.apply("a", start, x, now) is ApplyStatus.OVERLAP
+    # Half overlapping: only the new half is written.
+    y = tone(440.0, start + CHUNK // 2, CHUNK)
+    assert mixer.apply("a", start + CHUNK // 2, y, now) is ApplyStatus.OK
+    audio, counts = mixer.ring.read_raw(start, CHUNK + CHUNK // 2)
+    assert counts.max() == 1 and counts.min() == 1
+    np.testing.assert_allclose(audio, tone(440.0, start, CHUNK + CHUNK // 2), atol=1e-6)
+    a = mixer.state.members["a"]
+    assert (a.chunks, a.rejected) == (2, 1)
+    assert mixer.counters.dropped["overlap"] == 1

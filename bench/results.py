@@ -1,0 +1,31 @@
+"""Shared output for benchmark scripts: a JSON file per benchmark and a plain table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
+"""Where every benchmark writes ``{name}.json`` (the repository's ``bench-results/``)."""
+
+
+def write_results(name: str, results: dict[str, object]) -> Path:
+    """Write ``results`` to ``bench-results/{name}.json`` (sorted keys) and return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(results, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Print ``(metric, value, target)`` rows as an aligned table under ``title``."""
+    header = ("metric", "value", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    rule = "  ".join("-" * w for w in widths)
+    print(title)
+    print(rule)
+    for row in [header, *rows]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}".rstrip())
+        if row is header:
+            print(rule)
+    print(rule)

@@ -1,0 +1,494 @@
+"""``brigade inspect [ROOM]``: what the mixers and gateways keep in Redis, in a terminal.
+
+Without ROOM: the live mixers and gateways and one line per room. With ROOM:
+its owner and lease, meta, song, members (delays, late counts), taps,
+streams, stats and the ring's occupancy as a chart. ``--watch`` redraws it
+every few seconds until Ctrl-C; ``--json`` prints the data for scripts.
+
+Read-only: every key it reads is documented in docs/redis.md. A refresh is
+two pipelined round trips: one to learn the names (rooms, mixers, members,
+tap streams), one to read everything they point to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import msgpack
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from brigade.inspect_view import (
+    GatewayInfo,
+    MixerInfo,
+    Occupancy,
+    Overview,
+    RoomDetail,
+    RoomSummary,
+    StreamInfo,
+    TapInfo,
+    render_overview,
+    render_room,
+    to_json,
+)
+from common import keys
+from common.constants import SAMPLE_RATE
+from common.errors import ValidationError, WireError
+from common.names import check_room
+from common.settings import DEFAULT_REDIS_URL
+from common.streams import Entry, range_entries
+from common.wire import decode_tap
+from mixer.roomstate import Member, Song
+
+SCAN_COUNT: Final = 1000
+MAX_SCAN_CALLS: Final = 100
+"""Bound on SCAN round trips for one room's stale tap streams."""
+PENDING_LIMIT: Final = 1000
+"""Most control entries counted as not yet applied (the display says '>=')."""
+CLEAR_SCREEN: Final = "\x1b[H\x1b[2J"
+_RECORD_ERRORS: Final = (ValueError, TypeError, KeyError, msgpack.UnpackException)
+
+
+class UnknownRoom(LookupError):
+    """The room has no trace in Redis (not in bb:rooms, no meta, members or song)."""
+
+
+# --- gathering -------------------------------------------------------------------------------
+
+
+def connect(url: str) -> redis.Redis:
+    """A sync client with RESP2 pinned (bytes replies, shapes common/streams.py expects)."""
+    return redis.Redis.from_url(url, protocol=2, socket_timeout=3, socket_connect_timeout=2)
+
+
+def gather_overview(client: redis.Redis, url: str) -> Overview:
+    """Mixers, gateways and a summary of every room in ``bb:rooms``."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.smembers(keys.ROOMS)
+        pipe.zrange(keys.MIXERS, 0, -1, withscores=True)
+        pipe.zrange(keys.GATEWAYS, 0, -1, withscores=True)
+        now, rooms_raw, mixers_raw, gateways_raw = pipe.execute()
+    now_us = _now_us(now)
+    rooms = sorted(_text(r) for r in rooms_raw)
+    mixers = [(_text(m), float(score)) for m, score in mixers_raw]
+    gateways = [(_text(g), float(score)) for g, score in gateways_raw]
+    with client.pipeline(transaction=False) as pipe:
+        for mixer_id, _ in mixers:
+            pipe.get(keys.mixer_heartbeat(mixer_id))
+        for gateway_id, _ in gateways:
+            pipe.get(keys.gateway_heartbeat(gateway_id))
+        for room in rooms:
+            pipe.get(keys.room_lease(room))
+            pipe.pttl(keys.room_lease(room))
+            pipe.hgetall(keys.room_members(room))
+            pipe.hget(keys.room_song(room), "state")
+            pipe.xlen(keys.room_in(room))
+        replies = iter(pipe.execute())
+    now_s = now_us / 1e6
+    mixer_infos = [_mixer_info(m, now_s - score, next(replies)) for m, score in mixers]
+    gateway_infos = [_gateway_info(g, now_s - score, next(replies)) for g, score in gateways]
+    summaries = [_room_summary(room, replies) for room in rooms]
+    return Overview(_shown_url(url), now_us, mixer_infos, gateway_infos, summaries)
+
+
+def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
+    """One room in detail; raises UnknownRoom when Redis has no trace of it."""
+    tap_prefix = keys.room_tap(room, 0)[:-1]
+    with client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.sismember(keys.ROOMS, room)
+        pipe.hgetall(keys.room_meta(room))
+        pipe.hgetall(keys.room_members(room))
+        pipe.hgetall(keys.room_song(room))
+        pipe.scan(0, match=tap_prefix + "*", count=SCAN_COUNT, _type="stream")
+        now, registered, meta_raw, members_raw, song_raw, (cursor, scanned) = pipe.execute()
+    if not (registered or meta_raw or members_raw or song_raw):
+        raise UnknownRoom(f"room {room!r} not found (not in {keys.ROOMS}, no meta/members/song)")
+    tap_keys = {_text(k) for k in scanned}
+    for _ in range(MAX_SCAN_CALLS):
+        if not cursor:
+            break
+        cursor, more = client.scan(cursor, match=tap_prefix + "*", count=SCAN_COUNT, _type="stream")
+        tap_keys.update(_text(k) for k in more)
+
+    now_us = _now_us(now)
+    now_pos = now_us * SAMPLE_RATE // 1_000_000
+    problems: list[str] = []
+    members, bad_members = _members(members_raw)
+    in_use = {m.delay for m in members if m.connected}
+    delays = set(in_use)
+    for key in tap_keys:
+        suffix = key.removeprefix(tap_prefix)
+        if suffix.isdigit():
+            delays.add(int(suffix))
+    song, song_version, ctl_applied = _song(song_raw, problems)
+    stream_names = {"in": keys.room_in(room), "ctl": keys.room_ctl(room)}
+    stream_names["events"] = keys.room_events(room)
+
+    with client.pipeline(transaction=False) as pipe:
+        pipe.get(keys.room_lease(room))
+        pipe.pttl(keys.room_lease(room))
+        for key in stream_names.values():
+            pipe.xlen(key)
+            pipe.xrange(key, count=1)
+            pipe.xrevrange(key, count=1)
+        if ctl_applied is not None:
+            pipe.xrange(keys.room_ctl(room), min=f"({ctl_applied}", count=PENDING_LIMIT)
+        for delay in sorted(delays):
+            pipe.xlen(keys.room_tap(room, delay))
+            pipe.xrevrange(keys.room_tap(room, delay), count=1)
+        pipe.get(keys.room_occupancy(room))
+        pipe.hgetall(keys.room_stats(room))
+        replies = iter(pipe.execute())
+
+    owner_raw, pttl = next(replies), next(replies)
+    streams = [
+        _stream_info(name, key, now_us, next(replies), next(replies), next(replies))
+        for name, key in stream_names.items()
+    ]
+    ctl_pending = len(range_entries(next(replies))) if ctl_applied is not None else None
+    taps = [
+        _tap_info(room, delay, delay in in_use, now_us, now_pos, next(replies), next(replies))
+        for delay in sorted(delays)
+    ]
+    occupancy = _occupancy(next(replies), problems)
+    stats = {_text(k): _text(v) for k, v in next(replies).items()}
+    meta = {_text(k): _text(v) for k, v in meta_raw.items()}
+    password_set = bool(meta.pop("password_hash", ""))
+    return RoomDetail(
+        name=room,
+        redis_url=_shown_url(url),
+        now_us=now_us,
+        registered=bool(registered),
+        owner=_text(owner_raw) if owner_raw is not None else None,
+        lease_ttl_ms=_pttl(pttl),
+        meta=meta,
+        password_set=password_set,
+        song=song,
+        song_version=song_version,
+        ctl_applied=ctl_applied,
+        ctl_pending=ctl_pending,
+        members=members,
+        bad_members=bad_members,
+        taps=taps,
+        streams=streams,
+        stats=stats,
+        occupancy=occupancy,
+        problems=problems,
+    )
+
+
+def _text(raw: Any) -> str:
+    return bytes(raw).decode("utf-8", errors="replace")
+
+
+def _now_us(reply: Any) -> int:
+    seconds, micros = reply
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def _pttl(reply: Any) -> int | None:
+    value = int(reply)
+    return None if value == -2 else value
+
+
+def _entry_age_ms(entry_id: bytes, now_us: int) -> int:
+    return now_us // 1000 - int(entry_id.split(b"-", 1)[0])
+
+
+def _unpack_map(raw: Any) -> dict[str, Any] | None:
+    """A msgpack map from a heartbeat key; None when absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        value = msgpack.unpackb(bytes(raw))
+    except _RECORD_ERRORS:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _opt_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _mixer_info(mixer_id: str, age_s: float, raw: Any) -> MixerInfo:
+    status = _unpack_map(raw)
+    body = status or {}
+    rooms = body.get("rooms")
+    started = body.get("started")
+    return MixerInfo(
+        mixer_id=mixer_id,
+        heartbeat_age_s=age_s,
+        alive=status is not None,
+        rooms=[str(r) for r in rooms] if isinstance(rooms, list) else [],
+        pid=_opt_int(body.get("pid")),
+        started=float(started) if isinstance(started, int | float) else None,
+        counters=_int_map(body.get("counters")),
+    )
+
+
+def _gateway_info(gateway_id: str, age_s: float, raw: Any) -> GatewayInfo:
+    status = _unpack_map(raw)
+    body = status or {}
+    url = body.get("url")
+    return GatewayInfo(
+        gateway_id=gateway_id,
+        heartbeat_age_s=age_s,
+        alive=status is not None,
+        url=url if isinstance(url, str) else None,
+        connections=_opt_int(body.get("connections")),
+        counters=_int_map(body.get("counters")),
+    )
+
+
+def _room_summary(room: str, replies: Iterator[Any]) -> RoomSummary:
+    owner_raw, pttl, members_raw, song_raw, in_length = (next(replies) for _ in range(5))
+    members, _bad = _members(members_raw)
+    song: Song | None = None
+    if song_raw is not None:
+        try:
+            song = Song.from_dict(msgpack.unpackb(bytes(song_raw)))
+        except _RECORD_ERRORS:
+            song = None
+    return RoomSummary(
+        name=room,
+        owner=_text(owner_raw) if owner_raw is not None else None,
+        lease_ttl_ms=_pttl(pttl),
+        members_total=len(members) + len(_bad),
+        members_connected=sum(1 for m in members if m.connected),
+        song_running=bool(song and song.running),
+        song_number=song.number if song else 0,
+        taps=len({m.delay for m in members if m.connected}),
+        in_length=int(in_length),
+    )
+
+
+def _members(raw: dict[bytes, bytes]) -> tuple[list[Member], dict[str, str]]:
+    members: list[Member] = []
+    bad: dict[str, str] = {}
+    for singer, record in raw.items():
+        try:
+            members.append(Member.from_dict(msgpack.unpackb(record)))
+        except _RECORD_ERRORS as exc:
+            bad[_text(singer)] = str(exc) or type(exc).__name__
+    return members, bad
+
+
+def _song(
+    raw: dict[bytes, bytes], problems: list[str]
+) -> tuple[Song | None, int | None, str | None]:
+    song: Song | None = None
+    if b"state" in raw:
+        try:
+            song = Song.from_dict(msgpack.unpackb(raw[b"state"]))
+        except _RECORD_ERRORS as exc:
+            problems.append(f"song state unreadable: {exc}")
+    version_raw = raw.get(b"version")
+    version = int(version_raw) if version_raw is not None and version_raw.isdigit() else None
+    ctl = raw.get(b"ctl")
+    return song, version, _text(ctl) if ctl is not None else None
+
+
+def _stream_info(
+    name: str, key: str, now_us: int, length: Any, first: Any, last: Any
+) -> StreamInfo:
+    firsts, lasts = range_entries(first), range_entries(last)
+    return StreamInfo(
+        name=name,
+        key=key,
+        length=int(length),
+        first_age_ms=_entry_age_ms(firsts[0][0], now_us) if firsts else None,
+        last_age_ms=_entry_age_ms(lasts[0][0], now_us) if lasts else None,
+    )
+
+
+def _tap_info(
+    room: str, delay: int, in_use: bool, now_us: int, now_pos: int, length: Any, last: Any
+) -> TapInfo:
+    entries: list[Entry] = range_entries(last)
+    key = keys.room_tap(room, delay)
+    if not entries:
+        return TapInfo(delay, key, in_use, int(length), None, None, None, None)
+    entry_id, fields = entries[0]
+    age = _entry_age_ms(entry_id, now_us)
+    try:
+        window = decode_tap(fields.get(b"d", b""))
+    except WireError as exc:
+        return TapInfo(delay, key, in_use, int(length), age, None, None, None, f"bad entry: {exc}")
+    end = window.start + len(window.samples)
+    return TapInfo(delay, key, in_use, int(length), age, window.start, end, now_pos - end)
+
+
+def _occupancy(raw: Any, problems: list[str]) -> Occupancy | None:
+    if raw is None:
+        return None
+    try:
+        snap = msgpack.unpackb(bytes(raw))
+        mixer = snap.get("mixer")
+        return Occupancy(
+            clock=int(snap["clock"]),
+            ring_samples=int(snap["ring_samples"]),
+            frame_samples=int(snap["frame_samples"]),
+            occupied=int(snap["occupied"]),
+            bitmap=bytes(snap["bitmap"]),
+            mixer=mixer if isinstance(mixer, str) else None,
+        )
+    except (*_RECORD_ERRORS, AttributeError) as exc:
+        problems.append(f"occupancy snapshot unreadable: {exc!r}")
+        return None
+
+
+def _shown_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (it ends up on screens and in logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brigade inspect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("room", nargs="?", metavar="ROOM", help="show this room in detail")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help=f"Redis connection URL (env REDIS_URL, default {DEFAULT_REDIS_URL})",
+    )
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        const="1",
+        default=None,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 1) until Ctrl-C",
+    )
+    parser.add_argument("--json", action="store_true", help="print the data as JSON")
+    parser.add_argument(
+        "--last",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="chart only the last SECONDS of the ring (default: all of it)",
+    )
+    parser.add_argument(
+        "--width", type=int, default=None, help="output width (default: the terminal's)"
+    )
+    return parser
+
+
+def _options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[str | None, float | None]:
+    """(room, watch period): ``--watch choir`` means ``--watch 1 choir``."""
+    room: str | None = args.room
+    period: float | None = None
+    if args.watch is not None:
+        try:
+            period = float(args.watch)
+        except ValueError:
+            if room is not None:
+                parser.error(f"--watch takes a number of seconds, got {args.watch!r}")
+            room, period = args.watch, 1.0
+        if not period > 0:
+            parser.error(f"--watch needs a positive period, got {args.watch}")
+    if room is not None:
+        try:
+            check_room(room)
+        except ValidationError as exc:
+            parser.error(str(exc))
+    if args.last is not None and not args.last > 0:
+        parser.error(f"--last must be positive, got {args.last}")
+    if args.width is not None and args.width < 20:
+        parser.error(f"--width must be at least 20, got {args.width}")
+    return room, period
+
+
+def main(argv: Sequence[str]) -> int:
+    """``brigade inspect``: 0 on success, 1 when Redis or the room is not there."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    room, period = _options(parser, args)
+    url: str = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        parser.error(f"the Redis URL must start with redis://, rediss:// or unix://, got {url!r}")
+    try:
+        client = connect(url)
+    except ValueError as exc:
+        parser.error(f"bad Redis URL {_shown_url(url)!r}: {exc}")
+
+    def frame() -> str:
+        width = args.width or shutil.get_terminal_size((100, 24)).columns
+        if room is None:
+            overview = gather_overview(client, url)
+            return to_json(overview) if args.json else render_overview(overview, width)
+        detail = gather_room(client, url, room)
+        return to_json(detail) if args.json else render_room(detail, width, args.last)
+
+    try:
+        if period is None:
+            return _once(frame, url)
+        return _watch(frame, url, period, as_json=args.json)
+    except KeyboardInterrupt:
+        return 0 if period is not None else 130
+    finally:
+        client.close()
+
+
+def _problem(exc: Exception, url: str) -> str:
+    if isinstance(exc, UnknownRoom):
+        return str(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"cannot reach Redis at {_shown_url(url)}: {exc}"
+    return f"Redis error at {_shown_url(url)}: {exc}"
+
+
+def _once(frame: Callable[[], str], url: str) -> int:
+    try:
+        text: str = frame()
+    except (UnknownRoom, RedisError) as exc:
+        print(f"brigade inspect: {_problem(exc, url)}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def _watch(frame: Callable[[], str], url: str, period: float, as_json: bool) -> int:
+    """Redraw until Ctrl-C; a missing room or Redis is shown and retried, not fatal."""
+    while True:
+        try:
+            text: str = frame()
+        except (UnknownRoom, RedisError) as exc:
+            problem = _problem(exc, url)
+            text = json.dumps({"error": problem}) if as_json else f"brigade inspect: {problem}"
+        if not as_json:
+            stamp = time.strftime("%H:%M:%S")
+            text = f"{CLEAR_SCREEN}{text}\n\n(every {period:g} s, {stamp}; Ctrl-C to stop)"
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        time.sleep(period)
