@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brigade.inspect_view import (
+    PENDING_LIMIT,
     GatewayInfo,
     MixerInfo,
     Occupancy,
@@ -53,9 +55,8 @@ from mixer.roomstate import Member, Song
 SCAN_COUNT: Final = 1000
 MAX_SCAN_CALLS: Final = 100
 """Bound on SCAN round trips for one room's stale tap streams."""
-PENDING_LIMIT: Final = 1000
-"""Most control entries counted as not yet applied (the display says '>=')."""
 CLEAR_SCREEN: Final = "\x1b[H\x1b[2J"
+_ENTRY_ID: Final = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
 _RECORD_ERRORS: Final = (ValueError, TypeError, KeyError, msgpack.UnpackException)
 
 
@@ -133,8 +134,11 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         if suffix.isdigit():
             delays.add(int(suffix))
     song, song_version, ctl_applied = _song(song_raw, problems)
-    stream_names = {"in": keys.room_in(room), "ctl": keys.room_ctl(room)}
-    stream_names["events"] = keys.room_events(room)
+    stream_names = {
+        "in": keys.room_in(room),
+        "ctl": keys.room_ctl(room),
+        "events": keys.room_events(room),
+    }
 
     with client.pipeline(transaction=False) as pipe:
         pipe.get(keys.room_lease(room))
@@ -303,6 +307,9 @@ def _song(
     version_raw = raw.get(b"version")
     version = int(version_raw) if version_raw is not None and version_raw.isdigit() else None
     ctl = raw.get(b"ctl")
+    if ctl is not None and not _ENTRY_ID.fullmatch(ctl):
+        problems.append(f"song ctl cursor is not a stream entry id: {ctl!r:.40}")
+        ctl = None
     return song, version, _text(ctl) if ctl is not None else None
 
 

@@ -27,6 +27,9 @@ BLOCKS: Final = " ▁▂▃▄▅▆▇█"
 
 MIN_CHART_WIDTH: Final = 10
 
+PENDING_LIMIT: Final = 1000
+"""Most control entries counted as not yet applied; at the limit the count shows as ``1000+``."""
+
 
 # --- records ---------------------------------------------------------------------------------
 
@@ -536,7 +539,9 @@ def _streams_lines(data: RoomDetail) -> list[str]:
     for s in data.streams:
         note = ""
         if s.name == "ctl" and data.ctl_pending is not None:
-            note = f"{data.ctl_pending} not yet applied (last applied {data.ctl_applied})"
+            pending = data.ctl_pending
+            count = f"{pending}+" if pending >= PENDING_LIMIT else str(pending)
+            note = f"{count} not yet applied (last applied {data.ctl_applied})"
         rows.append([s.name, s.key, str(s.length), _ms(s.first_age_ms), _ms(s.last_age_ms), note])
     return ["streams", *table(["NAME", "KEY", ">LEN", ">OLDEST", ">NEWEST", ""], rows)]
 
