@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-BENCHMARKS: tuple[str, ...] = ("bench.mixer", "bench.codec", "bench.redis")
+BENCHMARKS: tuple[str, ...] = ("bench.mixer", "bench.codec", "bench.redis", "bench.gateway")
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
 
 

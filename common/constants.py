@@ -15,6 +15,12 @@ OPUS_FRAME_SAMPLES: Final = 960
 OCC_FRAME_SAMPLES: Final = 128
 """Granularity of the ring's occupancy metadata."""
 
+OPUS_LOOKAHEAD_SAMPLES: Final = 312
+"""An Opus encoder's output lags its input by this much at 48 kHz (libopus and
+WebCodecs alike). Positions on the wire are those of the *decoded* stream, so a
+client sends ``start`` = first input position - 312 and places decoded audio
+at ``start`` - 312 (docs/protocol.md, *Positions and the Opus delay*)."""
+
 WIRE_VERSION: Final = 1
 """Version of the internal msgpack chunk format (gateway <-> mixer)."""
 
@@ -43,6 +49,7 @@ def constants_json() -> dict[str, int | float]:
         "sample_rate": SAMPLE_RATE,
         "opus_frame_samples": OPUS_FRAME_SAMPLES,
         "occ_frame_samples": OCC_FRAME_SAMPLES,
+        "opus_lookahead_samples": OPUS_LOOKAHEAD_SAMPLES,
         "protocol_version": PROTOCOL_VERSION,
         "default_lead_s": DEFAULT_LEAD_S,
         "default_bucket_spacing_s": DEFAULT_BUCKET_SPACING_S,

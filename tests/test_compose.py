@@ -141,16 +141,17 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path) -> None:
         procs[0].terminate()
         assert procs[0].wait(10) == 0
         wait_for(
-            lambda: (
-                {sim.owner(r) for r in rooms}
-                == {mixer_ids[1][0]}
-            ),
+            lambda: {sim.owner(r) for r in rooms} == {mixer_ids[1][0]},
             5,
             "rooms handed over",
         )
-        raw = client.get(keys.mixer_heartbeat(mixer_ids[1][0]))
-        status = msgpack.unpackb(bytes(raw))  # type: ignore[arg-type]
-        assert len(status["rooms"]) == len(rooms)
+
+        def heartbeat_rooms() -> int:
+            raw = client.get(keys.mixer_heartbeat(mixer_ids[1][0]))
+            status = msgpack.unpackb(bytes(raw))  # type: ignore[arg-type]
+            return len(status["rooms"])
+
+        wait_for(lambda: heartbeat_rooms() == len(rooms), 3, "the survivor's heartbeat")
         assert not healthy(spec["mixer"], mixer_ids[0][1])
     finally:
         for proc in procs:

@@ -1,0 +1,469 @@
+"""Capacity: how many singers this machine carries (``python -m bench.capacity``).
+
+Starts the whole stack as separate processes, exactly as an operator would:
+a private redis-server, one ``brigade mixer`` and G ``brigade gateway``
+processes, then drives it with ``brigade load`` (P worker processes on the
+same machine) in a ramp: each step adds singers, lets them settle, and
+measures a window while everyone sings.  A step **fails** when more than
+0.1 % of the downstream frames expected in it were late or missing, when
+the mixer overran a tick, or when a singer could not join or was
+disconnected; the ramp stops at the first failure.  Two scenarios: one room
+(6 buckets, a leader, the others spread by the server) with the singers
+spread over the gateways, and several rooms of 50 with each room on one
+gateway.
+
+For every step it records each component's CPU (utime + stime from
+/proc/PID/stat) in ms per singer-second, and writes
+``bench-results/capacity.json`` with ``max_singers``: the last step that
+passed, in the worse of the two scenarios.  docs/performance.md explains
+the method and records the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from bench.results import RESULTS_DIR, write_results
+from brigade.load import prepare
+from brigade.loadrun import LoadConfig, LoadRun, WindowResult
+from brigade.loadworker import uvloop_available
+from tests.support import Process, RedisServer, free_port, wait_for
+
+MAX_BAD_FRACTION: Final = 0.001
+"""A step fails with more than 0.1 % of its frames late or missing."""
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+DISTURBED_CORES: Final = 0.15
+"""A step during which other processes used more CPU than this is flagged as disturbed."""
+DEFAULT_STEPS: Final = (200, 300, 400, 500, 600, 700, 800)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, from /proc/stat), in seconds."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_for_quiet(limit_s: float, busy_cores: float = 0.2) -> float:
+    """Wait (at most ``limit_s``) until the machine is nearly idle; returns the last busy figure.
+
+    On a shared machine other people's test runs would otherwise be counted
+    against the stack (the mixer misses ticks when it cannot get a core).
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        before, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(2.0)
+        busy = (machine_busy_seconds() - before) / (time.monotonic() - t0)
+        if busy < busy_cores or time.monotonic() > deadline:
+            return busy
+        print(f"waiting for a quiet machine: {busy:.2f} cores busy", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+@dataclass
+class Stack:
+    """redis-server, one mixer and the gateways, as child processes."""
+
+    gateways: int
+    log_dir: Path
+    nice: int = 0
+    """Nice value for the mixer and Redis (0: as started; negative: favoured)."""
+    redis: RedisServer = field(init=False)
+    mixer: Process = field(init=False)
+    gateway_procs: list[Process] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.redis = RedisServer()
+        self.redis.start()
+        env = {"REDIS_URL": self.redis.url, "BB_LOG_LEVEL": "WARNING"}
+        self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
+        for i in range(self.gateways):
+            port = free_port()
+            self.gateway_procs.append(
+                Process(
+                    ["gateway"],
+                    {**env, "BB_GATEWAY_ID": f"gateway-cap-{i}", "BB_PORT": str(port)},
+                    self.log_dir,
+                    f"gateway-{i}",
+                )
+            )
+            self.urls.append(f"http://127.0.0.1:{port}")
+        client = self.redis.client()
+        if self.nice:
+            # What an operator can do (systemd Nice=, docker --cpu-shares): favour the
+            # processes with a deadline (the mixer's tick, Redis on its path) over the
+            # throughput-bound gateways.
+            for pid in (self.redis.proc.pid if self.redis.proc else 0, self.mixer.proc.pid):
+                if pid:
+                    os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+        try:
+            wait_for(lambda: client.exists("bb:mixer:mixer-cap"), 15, "the mixer's heartbeat")
+            for i in range(self.gateways):
+                wait_for(
+                    lambda i=i: client.exists(f"bb:gateway:gateway-cap-{i}"),
+                    15,
+                    f"gateway {i}'s heartbeat",
+                )
+        finally:
+            client.close()
+
+    def pids(self) -> dict[str, int]:
+        assert self.redis.proc is not None
+        pids = {"redis": self.redis.proc.pid, "mixer": self.mixer.proc.pid}
+        for i, proc in enumerate(self.gateway_procs):
+            pids[f"gateway-{i}"] = proc.proc.pid
+        return pids
+
+    def stop(self) -> None:
+        for proc in reversed(self.gateway_procs):
+            proc.stop()
+        self.mixer.stop()
+        self.redis.stop()
+
+
+@dataclass
+class Scenario:
+    name: str
+    room_size: int | None
+    """None: one room for everyone."""
+    affinity: str
+
+
+class Ramp:
+    """Runs one scenario's ramp and judges its steps."""
+
+    def __init__(self, stack: Stack, scenario: Scenario, args: argparse.Namespace) -> None:
+        self.stack = stack
+        self.scenario = scenario
+        self.args = args
+        steps = tuple(args.steps)
+        self.config = LoadConfig(
+            urls=tuple(stack.urls),
+            steps=steps,
+            room_size=scenario.room_size or steps[-1],
+            room_prefix=f"cap-{scenario.name}",
+            measure_s=args.measure_s,
+            warmup_s=args.warmup_s,
+            settle_s=args.settle_s,
+            connect_rate=args.connect_rate,
+            affinity=scenario.affinity,
+            procs=args.procs,
+            redis_url=stack.redis.url,
+            uvloop=args.uvloop,
+        )
+        self.run: LoadRun | None = None
+        self.cpu: dict[tuple[int, str], dict[str, float]] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.profiles: list[subprocess.Popen[bytes]] = []
+
+    def _pids(self) -> dict[str, int]:
+        assert self.run is not None
+        pids = self.stack.pids()
+        for i, pid in enumerate(self.run.pids):
+            pids[f"generator-{i}"] = pid
+        pids["generator-parent"] = os.getpid()
+        return pids
+
+    async def on_edge(self, index: int, edge: str) -> None:
+        self.cpu[(index, edge)] = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+        self.cpu[(index, edge)]["machine"] = machine_busy_seconds()
+        self.cpu[(index, edge)]["time"] = time.monotonic()
+        if edge == "start" and self.args.profile:
+            self._profile(index)
+
+    def _profile(self, index: int) -> None:
+        """py-spy the mixer and the gateways during this step (rate 100 Hz, raw output)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = RESULTS_DIR / "profiles"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.stack.pids().items():
+            if name == "redis":
+                continue
+            path = out / f"{self.scenario.name}-step{index + 1}-{name}.txt"
+            self.profiles.append(
+                subprocess.Popen(
+                    [spy, "record", "-p", str(pid), "-d", str(int(self.args.measure_s) - 2),
+                     "-r", "100", "-f", "raw", "-o", str(path), "--nonblocking"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+
+    async def on_window(self, window: WindowResult) -> bool:
+        start, end = self.cpu.get((window.index, "start")), self.cpu.get((window.index, "end"))
+        step = judge(window, start, end)
+        self.steps.append(step)
+        print(format_step(self.scenario.name, step), flush=True)
+        return bool(step["passed"])
+
+    async def go(self) -> dict[str, Any]:
+        plan = await prepare(self.config)
+        self.run = LoadRun(
+            self.config,
+            plan,
+            on_edge=self.on_edge,
+            on_window=self.on_window,
+            on_progress=None,
+        )
+        await self.run.run()
+        for proc in self.profiles:
+            proc.wait(timeout=30)
+        passed = [s["singers"] for s in self.steps if s["passed"]]
+        return {
+            "scenario": self.scenario.name,
+            "room_size": self.config.room_size,
+            "gateways": len(self.stack.urls),
+            "affinity": self.scenario.affinity,
+            "max_singers": max(passed) if passed else 0,
+            "first_failure": next((s for s in self.steps if not s["passed"]), None),
+            "steps": self.steps,
+        }
+
+
+def judge(
+    window: WindowResult, start: dict[str, float] | None, end: dict[str, float] | None
+) -> dict[str, Any]:
+    """Pass or fail a step, with its reasons and every component's CPU."""
+    frames = window.frames
+    server = window.server or {}
+    reasons: list[str] = []
+    if frames.expected == 0:
+        reasons.append("no frames expected")
+    if frames.bad_fraction > MAX_BAD_FRACTION:
+        reasons.append(
+            f"{100 * frames.bad_fraction:.3f} % of frames late or missing "
+            f"({frames.late} late, {frames.missing} missing)"
+        )
+    overruns = server.get("tick_overruns")
+    if overruns is None:
+        reasons.append("no mixer counters")
+    elif overruns > 0:
+        reasons.append(f"{overruns} mixer tick overruns")
+    if window.failed or window.joined < window.singers:
+        reasons.append(f"{window.singers - window.joined} singers not connected")
+    cpu: dict[str, dict[str, float]] = {}
+    if start is not None and end is not None:
+        seconds = end["time"] - start["time"]
+        for name in start:
+            if name in {"time", "machine"} or name not in end:
+                continue
+            used = end[name] - start[name]
+            cpu[name] = {
+                "cores": used / seconds,
+                "ms_per_singer_second": 1000 * used / seconds / max(1, window.singers),
+            }
+        groups: dict[str, float] = {}
+        for name, figures in cpu.items():
+            group = "generator" if name.startswith("generator") else name.split("-")[0]
+            groups[group] = groups.get(group, 0.0) + figures["cores"]
+        cpu["total"] = {
+            "cores": sum(groups.values()),
+            "ms_per_singer_second": 1000 * sum(groups.values()) / max(1, window.singers),
+        }
+        for group, cores in groups.items():
+            cpu[f"all-{group}"] = {
+                "cores": cores,
+                "ms_per_singer_second": 1000 * cores / max(1, window.singers),
+            }
+        # Anything else that ran meanwhile (other people's tests on a shared machine).
+        other = (end["machine"] - start["machine"]) / seconds - sum(groups.values())
+        cpu["other"] = {"cores": max(0.0, other), "ms_per_singer_second": 0.0}
+    other = cpu.get("other", {}).get("cores", 0.0)
+    return {
+        "singers": window.singers,
+        "passed": not reasons,
+        "reasons": reasons,
+        "disturbed": other > DISTURBED_CORES,
+        "window": window.to_json(),
+        "cpu": cpu,
+    }
+
+
+def format_step(scenario: str, step: dict[str, Any]) -> str:
+    cpu = step["cpu"]
+
+    def ms(group: str) -> str:
+        return f"{cpu[group]['ms_per_singer_second']:.2f}" if group in cpu else "-"
+
+    verdict = "pass" if step["passed"] else "FAIL: " + "; ".join(step["reasons"])
+    w = step["window"]
+    return (
+        f"{scenario:>10} {step['singers']:>5} singers  bad {100 * w['bad_fraction']:.3f} %  "
+        f"overruns {w['server'].get('tick_overruns', '-') if w['server'] else '-'}  "
+        f"ms/singer-s: gateways {ms('all-gateway')} mixer {ms('all-mixer')} "
+        f"redis {ms('all-redis')} generator {ms('all-generator')} "
+        f"= {cpu.get('total', {}).get('cores', 0):.2f} cores "
+        f"(+{cpu.get('other', {}).get('cores', 0):.2f} other)  {verdict}"
+    )
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
+        "mixer", "redis", "generator", "total cores", "other",
+    )  # fmt: skip
+    rows = [list(header)]
+    for scenario in results:
+        for step in scenario["steps"]:
+            frames = step["window"]["frames"]
+            expected = max(1, step["window"]["expected_frames"])
+            cpu = step["cpu"]
+
+            def ms(group: str, cpu: dict[str, Any] = cpu) -> str:
+                return f"{cpu[group]['ms_per_singer_second']:.2f}" if group in cpu else "-"
+
+            rows.append(
+                [
+                    scenario["scenario"],
+                    str(step["singers"]),
+                    "pass" if step["passed"] else "FAIL",
+                    f"{100 * frames['late'] / expected:.3f}",
+                    f"{100 * frames['missing'] / expected:.3f}",
+                    str((step["window"]["server"] or {}).get("tick_overruns", "-")),
+                    ms("all-gateway"),
+                    ms("all-mixer"),
+                    ms("all-redis"),
+                    ms("all-generator"),
+                    f"{cpu.get('total', {}).get('cores', 0):.2f}",
+                    f"{cpu.get('other', {}).get('cores', 0):.2f}"
+                    + (" (disturbed)" if step.get("disturbed") else ""),
+                ]
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return (
+        "\n".join(lines) + "\n(CPU in ms per singer-second; late/missing in % of expected frames; "
+        "other: cores used by processes outside the benchmark)"
+    )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.capacity", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--steps", type=lambda s: [int(x) for x in s.split(",")], default=list(DEFAULT_STEPS),
+        help="singers per step (default %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--gateways", type=int, default=2, help="gateway processes (default 2)")
+    p.add_argument("--procs", type=int, default=1, help="generator processes (default 1)")
+    p.add_argument("--measure-s", type=float, default=15.0, help="seconds measured per step")
+    p.add_argument("--warmup-s", type=float, default=15.0, help="before the first step")
+    p.add_argument("--settle-s", type=float, default=5.0, help="before each later step")
+    p.add_argument("--connect-rate", type=float, default=100.0, help="joins per second")
+    p.add_argument("--room-size", type=int, default=50, help="the several-rooms scenario")
+    p.add_argument(
+        "--scenarios", default="one-room,rooms",
+        help="comma-separated: one-room, rooms (default both)",
+    )  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="py-spy the servers at every step")
+    p.add_argument(
+        "--nice", type=int, default=0,
+        help="nice value for the mixer and Redis, e.g. -5 to favour them (default 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quiet-wait-s", type=float, default=120.0,
+        help="wait up to this long for other processes to go quiet before a scenario",
+    )  # fmt: skip
+    p.add_argument(
+        "--uvloop", action=argparse.BooleanOptionalAction, default=uvloop_available(),
+        help="run the generator on uvloop (default: when installed)",
+    )  # fmt: skip
+    p.add_argument("--name", default="capacity", help="results file name (default capacity)")
+    return p.parse_args(list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    scenarios = {
+        "one-room": Scenario("one-room", None, "round"),
+        "rooms": Scenario(f"rooms-of-{args.room_size}", args.room_size, "room"),
+    }
+    chosen = [scenarios[name.strip()] for name in args.scenarios.split(",") if name.strip()]
+    log_dir = RESULTS_DIR / "capacity-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    for scenario in chosen:
+        busy = wait_for_quiet(args.quiet_wait_s)
+        if busy >= 0.2:
+            print(f"warning: starting with {busy:.2f} cores used by other processes", flush=True)
+        stack = Stack(args.gateways, log_dir, nice=args.nice)
+        stack.start()
+        try:
+            results.append(asyncio.run(Ramp(stack, scenario, args).go()))
+        finally:
+            stack.stop()
+    summary: dict[str, Any] = {
+        "max_singers": min(r["max_singers"] for r in results),
+        "scenarios": results,
+        "fail_rule": {
+            "max_late_or_missing_fraction": MAX_BAD_FRACTION,
+            "max_tick_overruns": 0,
+            "all_singers_connected": True,
+        },
+        "settings": {
+            "gateways": args.gateways,
+            "generator_procs": args.procs,
+            "generator_uvloop": args.uvloop,
+            "mixer_and_redis_nice": args.nice,
+            "mixers": 1,
+            "measure_s": args.measure_s,
+            "warmup_s": args.warmup_s,
+            "settle_s": args.settle_s,
+            "connect_rate": args.connect_rate,
+            "steps": args.steps,
+        },
+        "machine": machine(),
+        "runtime_s": round(time.time() - started, 1),
+    }
+    print()
+    print(table(results))
+    for r in results:
+        print(f"{r['scenario']}: max_singers = {r['max_singers']}")
+    print(f"max_singers = {summary['max_singers']} (runtime {summary['runtime_s']:.0f} s)")
+    path = write_results(args.name, summary)
+    print(f"results written to {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""Gateway CPU per second of one singer's audio, with 100 singers over real WebSockets.
+
+Run with ``python -m bench.gateway [--singers N] [--seconds S]``; prints a
+table and writes ``bench-results/gateway.json``.
+
+The set-up is the real topology on this machine: a private redis-server, one
+``brigade mixer`` and one ``brigade gateway`` process.  This process plays
+the browsers: N singers join one room, the first leads and starts a song,
+and every singer streams real Opus (5 packets = 100 ms per message, at
+real-time pace, on their own positions) while reading its tap's frames.
+
+``cpu_ms_per_singer_second`` is the gateway process's CPU time (user +
+system, all threads, from /proc) over the measurement window, divided by the
+singer-seconds of audio it accepted in that window (from its own
+``samples_in_total`` counter).  It covers receiving, decoding, pushing to
+Redis and the gateway's share of tap encoding and fan-out.  Beside it,
+``opus_decode_ms_per_singer_second`` is the raw libopus decode cost of the
+same packets (50 per second of audio) measured in this process, the floor
+any gateway pays.  ``ping_rtt_ms_p50/p99`` are WebSocket ping round trips
+measured while loaded: they show whether codec work stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+
+from bench.results import print_table, write_results
+from common import protocol as p
+from common.clock import now_samples
+from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
+from gateway.codec import OpusDecoder, OpusEncoder
+from tests.support import Process, RedisServer, free_port, wait_for
+
+TARGET_MS = 2.5
+ORIGINAL_MS = 8.7
+PACKETS_PER_MESSAGE = 5
+"""What the browser client sends (100 ms); the protocol allows up to 200 ms."""
+ROOM = "bench"
+
+
+def _signal(seconds: int) -> npt.NDArray[np.float32]:
+    """Something sung-like: harmonics of 220 Hz with vibrato, plus breath noise."""
+    t = np.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
+    phase = 2 * np.pi * 220 * t + 0.3 * np.sin(2 * np.pi * 5 * t)
+    tone = sum(np.sin(k * phase) / k for k in range(1, 8))
+    noise = np.random.default_rng(0).normal(0, 0.02, t.shape)
+    return (0.25 * tone + noise).astype(np.float32)
+
+
+def _packets() -> list[bytes]:
+    """Two seconds of real Opus packets at 64 kb/s, reused by every simulated singer."""
+    return OpusEncoder().encode_frames(_signal(2))
+
+
+def decode_ms_per_second(packets: list[bytes], seconds: int = 20) -> float:
+    """Raw libopus decode cost (ctypes straight into numpy) per second of audio."""
+    decoder = OpusDecoder()
+    out = np.empty(OPUS_FRAME_SAMPLES, np.float32)
+    for packet in packets:  # warm-up
+        decoder.decode_into(packet, out)
+    frames = seconds * SAMPLE_RATE // OPUS_FRAME_SAMPLES
+    cycle = itertools.cycle(packets)
+    start = time.process_time()
+    for _ in range(frames):
+        decoder.decode_into(next(cycle), out)
+    return (time.process_time() - start) * 1000 / seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class SimSinger:
+    """One simulated browser: streams pre-encoded Opus, reads (and discards) its tap."""
+
+    http: aiohttp.ClientSession
+    url: str
+    name: str
+    packets: list[bytes]
+    per_message: int = PACKETS_PER_MESSAGE
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    singer: str = ""
+    delay: int = 0
+    frames_in: int = 0
+    rtts_ms: list[float] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    _replies: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _req: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def join(self) -> None:
+        self.ws = await self.http.ws_connect(self.url, max_msg_size=0)
+        await self.ws.send_json(p.hello_message(ROOM, self.name))
+        welcome = await self.ws.receive_json(timeout=30)
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"{self.name} could not join: {welcome}")
+        self.singer = welcome["singer"]
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                self.frames_in += int.from_bytes(msg.data[2:4], "little")
+                continue
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            event = msg.json()
+            kind = event.get("type")
+            if kind == "state":
+                for member in event["state"]["members"]:
+                    if member["singer_id"] == self.singer:
+                        self.delay = member["delay"]
+            elif kind == "pong":
+                self.rtts_ms.append((time.perf_counter() * 1000) - event["t"])
+            elif kind in {"ack", "error"} and event.get("req") in self._replies:
+                self._replies.pop(event["req"]).set_result(event)
+            elif kind == "error":
+                self.errors.append(event)
+
+    async def request(self, kind: str, **fields: object) -> dict[str, Any]:
+        assert self.ws is not None
+        req = next(self._req)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[req] = future
+        await self.ws.send_json({"type": kind, "req": req, **fields})
+        return await asyncio.wait_for(future, 30)
+
+    async def sing(self, offset: int) -> None:
+        """Send 100 ms messages at real-time pace (message phase ``offset``).
+
+        Each singer starts with what they sing now (position now - delay), as
+        a browser that joins a running song does.
+        """
+        assert self.ws is not None
+        seq = 0
+        chunk = self.per_message * OPUS_FRAME_SAMPLES
+        period_s = chunk / SAMPLE_RATE
+        pos = now_samples() - self.delay - chunk - 2400
+        cycle = len(self.packets) - self.per_message
+        await asyncio.sleep(offset % 100 * period_s / 100)  # spread the singers over a period
+        while True:
+            while pos + chunk + self.delay + 2400 <= now_samples():
+                k = (seq * self.per_message) % cycle
+                packets = self.packets[k : k + self.per_message]
+                await self.ws.send_bytes(p.encode_upstream_opus(1, seq, pos, packets))
+                pos += chunk
+                seq += 1
+            await asyncio.sleep(period_s)
+
+    async def ping(self) -> None:
+        assert self.ws is not None
+        for i in itertools.count():
+            await self.ws.send_json({"type": "ping", "id": i, "t": time.perf_counter() * 1000})
+            await asyncio.sleep(0.5)
+
+
+async def _metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    async with http.get(base + "/metrics") as response:
+        text = await response.text()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+async def _drive(
+    base: str,
+    gateway_pid: int,
+    singers: int,
+    warmup_s: float,
+    seconds: float,
+    per_message: int = PACKETS_PER_MESSAGE,
+) -> dict[str, object]:
+    packets = _packets()
+    url = base.replace("http://", "ws://") + "/ws"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(base + "/api/rooms", json={"room": ROOM, "capacity": 1000}) as r:
+            assert r.status in {201, 409}, r.status
+        sims = [SimSinger(http, url, f"Singer {i}", packets, per_message) for i in range(singers)]
+        for batch in range(0, singers, 20):
+            await asyncio.gather(*(s.join() for s in sims[batch : batch + 20]))
+        readers = [asyncio.create_task(s.read()) for s in sims]
+        leader = sims[0]
+        for command in ("lead", "start"):
+            reply = await leader.request(command)
+            assert reply["type"] == "ack", reply
+        await _wait_state(http, base)
+        await _until(lambda: all(s.delay for s in sims), "every singer's delay")
+        tasks = [asyncio.create_task(s.sing(i)) for i, s in enumerate(sims)]
+        tasks += [asyncio.create_task(s.ping()) for s in sims[:10]]
+        await asyncio.sleep(warmup_s)
+        for s in sims:
+            s.rtts_ms.clear()
+        m0, c0, t0 = await _metrics(http, base), cpu_seconds(gateway_pid), time.monotonic()
+        frames0 = sum(s.frames_in for s in sims)
+        await asyncio.sleep(seconds)
+        m1, c1, t1 = await _metrics(http, base), cpu_seconds(gateway_pid), time.monotonic()
+        frames1 = sum(s.frames_in for s in sims)
+        for task in tasks + readers:
+            task.cancel()
+        await asyncio.gather(*tasks, *readers, return_exceptions=True)
+        for s in sims:
+            if s.ws is not None:
+                await s.ws.close()
+
+    def delta(name: str) -> float:
+        return m1.get(name, 0.0) - m0.get(name, 0.0)
+
+    singer_seconds = delta("bb_gateway_samples_in_total") / SAMPLE_RATE
+    cpu_ms = (c1 - c0) * 1000
+    rtts = sorted(r for s in sims for r in s.rtts_ms)
+    return {
+        "singers": singers,
+        "packets_per_message": per_message,
+        "window_s": round(t1 - t0, 2),
+        "singer_seconds": round(singer_seconds, 1),
+        "gateway_cpu_ms": round(cpu_ms, 1),
+        "gateway_cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 1),
+        "cpu_ms_per_singer_second": round(cpu_ms / singer_seconds, 3) if singer_seconds else None,
+        "frames_out_per_singer_second": round(
+            delta("bb_gateway_frames_out_total") / singer_seconds, 1
+        )
+        if singer_seconds
+        else None,
+        "frames_received_by_clients": frames1 - frames0,
+        "frames_dropped": delta("bb_gateway_frames_dropped_total"),
+        "decode_errors": delta("bb_gateway_decode_errors_total"),
+        "drops": sum(v for k, v in m1.items() if k.startswith("bb_gateway_drops_total"))
+        - sum(v for k, v in m0.items() if k.startswith("bb_gateway_drops_total")),
+        "client_errors": sum(len(s.errors) for s in sims),
+        "taps": m1.get("bb_gateway_taps"),
+        "ping_rtt_ms_p50": round(statistics.median(rtts), 2) if rtts else None,
+        "ping_rtt_ms_p99": round(rtts[int(0.99 * (len(rtts) - 1))], 2) if rtts else None,
+        "opus_decode_ms_per_singer_second": round(decode_ms_per_second(packets), 3),
+    }
+
+
+_BARE_SERVER = """
+import sys
+from aiohttp import web
+
+async def ws(request):
+    socket = web.WebSocketResponse(compress=False, max_msg_size=1 << 17, heartbeat=20)
+    await socket.prepare(request)
+    async for _ in socket:
+        pass
+    return socket
+
+app = web.Application()
+app.router.add_get("/ws", ws)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def _floor(port: int, pid: int, singers: int, per_message: int, seconds: float) -> float:
+    """CPU (ms per singer-second) of a bare aiohttp server that only receives."""
+    packets = _packets()[:per_message]
+    period_s = per_message * OPUS_FRAME_SAMPLES / SAMPLE_RATE
+    data = p.encode_upstream_opus(1, 0, now_samples(), packets)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        sockets = [await http.ws_connect(f"http://127.0.0.1:{port}/ws") for _ in range(singers)]
+
+        async def send(index: int, socket: aiohttp.ClientWebSocketResponse) -> None:
+            await asyncio.sleep(index % 100 * period_s / 100)
+            while True:
+                await socket.send_bytes(data)
+                await asyncio.sleep(period_s)
+
+        tasks = [asyncio.create_task(send(i, s)) for i, s in enumerate(sockets)]
+        await asyncio.sleep(2)
+        c0 = cpu_seconds(pid)
+        await asyncio.sleep(seconds)
+        c1 = cpu_seconds(pid)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for socket in sockets:
+            await socket.close()
+    return (c1 - c0) * 1000 / (singers * seconds)
+
+
+def receive_floor(singers: int, per_message: int, seconds: float) -> float:
+    """The aiohttp receive floor: the same message pattern into a server doing nothing."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _BARE_SERVER, str(port)])
+    try:
+        wait_for(lambda: _listening(port), 20, "the bare aiohttp server")
+        return asyncio.run(_floor(port, server.pid, singers, per_message, seconds))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+async def _wait_state(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        async with http.get(f"{base}/api/rooms/{ROOM}") as response:
+            state: dict[str, Any] = await response.json()
+        if state["song"]["running"]:
+            return state
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the song did not start")
+
+
+async def _until(predicate: Any, what: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def run(
+    singers: int = 100,
+    seconds: float = 10.0,
+    warmup_s: float = 3.0,
+    per_message: int = PACKETS_PER_MESSAGE,
+    gateway_args: Sequence[str] = ("gateway",),
+) -> dict[str, object]:
+    """Start Redis, a mixer and a gateway; drive ``singers``; return the measurements."""
+    log_dir = Path(tempfile.mkdtemp(prefix="bb-bench-gateway-"))
+    redis_server = RedisServer()
+    redis_server.start()
+    port = free_port()
+    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "WARNING"}
+    procs = [Process(["mixer"], {**env, "BB_MIXER_ID": "bench-mixer"}, log_dir, "mixer")]
+    gateway = Process(
+        list(gateway_args),
+        {**env, "BB_GATEWAY_ID": "bench-gateway", "BB_PORT": str(port)},
+        log_dir,
+        "gateway",
+    )
+    procs.append(gateway)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+
+        wait_for(healthy, 20, "the gateway")
+        results = asyncio.run(
+            _drive(base, gateway.proc.pid, singers, warmup_s, seconds, per_message)
+        )
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        redis_server.stop()
+    results["logs"] = str(log_dir)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """Measure, print a table, write bench-results/gateway.json and return the results.
+
+    The headline is with the browser client's messages (5 packets, 100 ms);
+    the same run also measures 10-packet (200 ms, the protocol's upper end)
+    messages and the receive floor of a bare aiohttp server.
+    """
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
+    parser.add_argument("--singers", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(list(argv) if argv is not None else [])
+    results = run(args.singers, args.seconds, per_message=PACKETS_PER_MESSAGE)
+    long = run(args.singers, args.seconds, per_message=2 * PACKETS_PER_MESSAGE)
+    results.update(
+        cpu_ms_per_singer_second_200ms_messages=long["cpu_ms_per_singer_second"],
+        aiohttp_receive_floor_ms_per_singer_second=round(
+            receive_floor(args.singers, PACKETS_PER_MESSAGE, args.seconds), 3
+        ),
+        aiohttp_receive_floor_ms_per_singer_second_200ms_messages=round(
+            receive_floor(args.singers, 2 * PACKETS_PER_MESSAGE, args.seconds), 3
+        ),
+        target_cpu_ms_per_singer_second=TARGET_MS,
+        original_cpu_ms_per_singer_second=ORIGINAL_MS,
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+    )
+    write_results("gateway", results)
+    print_table(
+        f"Gateway: {results['singers']} singers over real WebSockets, "
+        f"{results['window_s']} s measured",
+        [
+            (
+                "cpu_ms_per_singer_second (100 ms msgs)",
+                str(results["cpu_ms_per_singer_second"]),
+                f"<= {TARGET_MS} (original ~{ORIGINAL_MS})",
+            ),
+            (
+                "  same, 200 ms messages",
+                str(results["cpu_ms_per_singer_second_200ms_messages"]),
+                f"<= {TARGET_MS}",
+            ),
+            (
+                "opus_decode_ms_per_singer_second",
+                str(results["opus_decode_ms_per_singer_second"]),
+                "raw libopus, same packets",
+            ),
+            (
+                "aiohttp receive floor (100 / 200 ms)",
+                f"{results['aiohttp_receive_floor_ms_per_singer_second']} / "
+                f"{results['aiohttp_receive_floor_ms_per_singer_second_200ms_messages']}",
+                "bare server, same traffic",
+            ),
+            ("gateway_cpu_percent", str(results["gateway_cpu_percent"]), "of one core"),
+            (
+                "ping_rtt_ms_p50 / p99",
+                f"{results['ping_rtt_ms_p50']} / {results['ping_rtt_ms_p99']}",
+                "under load",
+            ),
+            ("frames_dropped", str(results["frames_dropped"]), "0"),
+            ("decode_errors, drops", f"{results['decode_errors']}, {results['drops']}", "0, 0"),
+        ],
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,193 @@
+"""The gateway's HTTP endpoints: the browser client, the JSON API, health, metrics.
+
+Every handler answers JSON errors with a status and a message, never a
+traceback; Redis being unreachable is a 503 everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from common.constants import constants_json
+from common.errors import ValidationError
+from common.names import check_room
+from common.protocol import MAX_PASSWORD_CHARS, limits_json
+from gateway import ws
+from gateway.hub import HUB
+from gateway.metrics import render
+from gateway.rooms import MAX_CAPACITY
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+_MAX_BODY_BYTES: Final = 4096
+_PLACEHOLDER: Final = """<!doctype html>
+<meta charset="utf-8"><title>Bucket Brigade</title>
+<h1>Bucket Brigade</h1>
+<p>The browser client is not installed in this build (gateway/static/ is missing).
+The WebSocket is at <code>/ws</code>; see docs/protocol.md.</p>
+"""
+
+
+def add_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
+    """Register every HTTP route of the gateway (the WebSocket included)."""
+
+    async def index(_: web.Request) -> web.StreamResponse:
+        page = static_dir / "index.html"
+        if page.is_file():
+            return web.FileResponse(page)
+        return web.Response(text=_PLACEHOLDER, content_type="text/html")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/ws", ws.handle)
+    app.router.add_get("/api/constants", constants)
+    app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_get("/api/rooms/{room}", room_state)
+    app.router.add_get("/api/rooms/{room}/occupancy", room_occupancy)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    if static_dir.is_dir():
+        app.router.add_static("/static/", static_dir, follow_symlinks=False)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _unavailable(exc: Exception) -> web.Response:
+    log.warning("request failed, Redis unreachable: %s", exc)
+    return _error(503, "Redis is unreachable; retry")
+
+
+async def constants(request: web.Request) -> web.Response:
+    settings = request.app[HUB].settings
+    return web.json_response(
+        {
+            **constants_json(),
+            **limits_json(settings.max_message_bytes, settings.max_messages_per_s),
+        }
+    )
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    try:
+        rooms = await request.app[HUB].rooms.listing()
+    except RedisError as exc:
+        return _unavailable(exc)
+    return web.json_response({"rooms": rooms})
+
+
+async def create_room(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        room = check_room(body.get("room"))
+        password = body.get("password")
+        if password is not None and (
+            not isinstance(password, str) or not 0 < len(password) <= MAX_PASSWORD_CHARS
+        ):
+            raise ValidationError(f"password must be a string of 1-{MAX_PASSWORD_CHARS} characters")
+        capacity = body.get("capacity")
+        if capacity is not None and (
+            not isinstance(capacity, int)
+            or isinstance(capacity, bool)
+            or not 1 <= capacity <= MAX_CAPACITY
+        ):
+            raise ValidationError(f"capacity must be an integer in [1, {MAX_CAPACITY}]")
+    except ValidationError as exc:
+        return _error(400, str(exc))
+    hub = request.app[HUB]
+    try:
+        created = await hub.rooms.create(room, password, capacity)
+    except RedisError as exc:
+        return _unavailable(exc)
+    if not created:
+        return _error(409, f"room {room} already exists")
+    return web.json_response(
+        {
+            "room": room,
+            "capacity": capacity or hub.settings.default_capacity,
+            "password": password is not None,
+        },
+        status=201,
+    )
+
+
+async def room_state(request: web.Request) -> web.Response:
+    room = _room(request)
+    if room is None:
+        return _error(404, "no such room")
+    hub = request.app[HUB]
+    view = hub.views.get(room)
+    if view is not None:
+        return web.json_response(view.state)
+    try:
+        state = await hub.rooms.state(room)
+    except RedisError as exc:
+        return _unavailable(exc)
+    if state is None:
+        return _error(404, f"no room named {room}")
+    return web.json_response(state)
+
+
+async def room_occupancy(request: web.Request) -> web.Response:
+    room = _room(request)
+    if room is None:
+        return _error(404, "no such room")
+    try:
+        snapshot = await request.app[HUB].rooms.occupancy(room)
+    except RedisError as exc:
+        return _unavailable(exc)
+    if snapshot is None:
+        return _error(404, f"no occupancy published for room {room} (no mixer owns it yet)")
+    return web.json_response(snapshot)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[HUB].redis.ping()
+    except (RedisError, OSError) as exc:
+        log.debug("health check: Redis unreachable: %s", exc)
+        return web.Response(status=503, text="redis unavailable\n")
+    return web.Response(text="ok\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    text = render(hub.metrics, hub.gauges(), hub.room_figures())
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _room(request: web.Request) -> str | None:
+    try:
+        return check_room(request.match_info["room"])
+    except ValidationError:
+        return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > _MAX_BODY_BYTES:
+        return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(_MAX_BODY_BYTES + 1)
+    if len(raw) > _MAX_BODY_BYTES:
+        return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _error(400, "body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    return body

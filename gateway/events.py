@@ -1,0 +1,201 @@
+"""Room events in, control commands out (``bb:{R}:events``, ``bb:{R}:ctl``).
+
+One task XREADs the events streams of every room with a local session and
+hands each event to a callback; ``reply`` events that answer this gateway's
+commands resolve the waiting :meth:`Events.command` call instead.  A room is
+watched from the entry that was last when :meth:`Events.watch` returned, so a
+reply to a command sent after ``watch`` can never be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import keys
+from common.errors import ValidationError
+from gateway.metrics import Metrics
+from gateway.streams import newest_id, parse_xread, xread_streams
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAXLEN: Final = 500
+"""MAXLEN ~ for the events stream when the gateway appends (chat), as the mixers use."""
+
+CTL_MAXLEN: Final = 1000
+"""MAXLEN ~ for the control stream: far more than a mixer ever lags behind."""
+
+_BLOCK_MS: Final = 100
+"""XREAD BLOCK: also the longest wait before a newly watched room is read."""
+
+_MAX_EVENT_BYTES: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The mixer's answer to one control command."""
+
+    ok: bool
+    code: str
+    message: str
+
+
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+class Events:
+    """Watches rooms' event streams and sends control commands to their mixers."""
+
+    def __init__(
+        self, redis: Redis, metrics: Metrics, gateway_id: str, on_event: EventHandler
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._gateway_id = gateway_id
+        self._on_event = on_event
+        self._cursors: dict[str, bytes] = {}
+        self._watchers: dict[str, int] = {}
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._reqs = itertools.count(1)
+        self._changed = asyncio.Event()
+
+    async def watch(self, room: str) -> None:
+        """Follow ``room``'s events from now on (reference-counted); raises RedisError."""
+        if room not in self._watchers:
+            newest = await self._redis.xrevrange(keys.room_events(room), count=1)
+            # "0-0" when the stream is empty: everything that arrives later is new.
+            self._cursors.setdefault(room, newest_id(newest))
+            self._changed.set()
+        self._watchers[room] = self._watchers.get(room, 0) + 1
+
+    def unwatch(self, room: str) -> None:
+        count = self._watchers.get(room, 0) - 1
+        if count > 0:
+            self._watchers[room] = count
+        else:
+            self._watchers.pop(room, None)
+            self._cursors.pop(room, None)
+
+    @property
+    def rooms(self) -> list[str]:
+        return list(self._watchers)
+
+    async def command(
+        self, room: str, cmd: str, singer: str, timeout_s: float, **args: object
+    ) -> Reply | None:
+        """Append a control command and wait for the mixer's reply (None on timeout).
+
+        Raises RedisError when the command cannot be written.
+        """
+        req = next(self._reqs)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            entry = {"cmd": cmd, "singer": singer, "gw": self._gateway_id, "req": req, **args}
+            await self.send(room, entry)
+            self._metrics.inc("control_total")
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            self._pending.pop(req, None)
+
+    async def send(self, room: str, entry: Mapping[str, object]) -> None:
+        """Append a control entry without waiting for a reply; raises RedisError."""
+        await self._redis.xadd(
+            keys.room_ctl(room), {b"d": msgpack.packb(dict(entry))}, maxlen=CTL_MAXLEN
+        )
+
+    async def post(self, room: str, event: Mapping[str, object]) -> None:
+        """Append an event (chat) to the room's events stream; raises RedisError."""
+        await self._redis.xadd(
+            keys.room_events(room), {b"d": msgpack.packb(dict(event))}, maxlen=EVENTS_MAXLEN
+        )
+
+    async def run(self) -> None:
+        """Read events forever; Redis errors back off and retry."""
+        failures = 0
+        while True:
+            if not self._cursors:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            streams = {keys.room_events(room): cursor for room, cursor in self._cursors.items()}
+            try:
+                reply = parse_xread(
+                    await self._redis.xread(xread_streams(streams), count=200, block=_BLOCK_MS)
+                )
+            except (RedisError, ValidationError) as exc:
+                failures += 1
+                self._metrics.inc("redis_errors_total")
+                delay = min(2.0, 0.05 * 2 ** min(failures, 6))
+                log.warning("reading room events failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            for key, entries in reply:
+                room = _room_of(key)
+                if room not in self._cursors:
+                    continue  # unwatched while we were reading
+                for entry_id, data in entries:
+                    self._cursors[room] = entry_id
+                    self._handle(room, data)
+
+    def _handle(self, room: str, data: object) -> None:
+        self._metrics.inc("events_in_total")
+        try:
+            event = decode_event(data)
+        except ValidationError as exc:
+            log.debug("room %s: skipping a bad event: %s", room, exc)
+            return
+        if event.get("type") == "reply":
+            if event.get("gw") == self._gateway_id:
+                self._resolve(event)
+            return
+        try:
+            self._on_event(room, event)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A malformed event must not stop the reader for every other room.
+            log.warning("room %s: could not dispatch a %r event: %s", room, event.get("type"), exc)
+
+    def _resolve(self, event: dict[str, Any]) -> None:
+        req = event.get("req")
+        future = self._pending.get(req) if isinstance(req, int) else None
+        if future is None or future.done():
+            return
+        code = event.get("code")
+        message = event.get("message")
+        future.set_result(
+            Reply(
+                ok=event.get("ok") is True,
+                code=code if isinstance(code, str) else "",
+                message=message if isinstance(message, str) else "",
+            )
+        )
+
+
+def decode_event(data: object) -> dict[str, Any]:
+    """One msgpack event map; raises ValidationError."""
+    if not isinstance(data, bytes) or len(data) > _MAX_EVENT_BYTES:
+        raise ValidationError("event is not a bytes value of a sane size")
+    try:
+        event = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ValidationError(f"event is not msgpack: {type(exc).__name__}") from None
+    if not isinstance(event, dict):
+        raise ValidationError(f"event must be a map, got {type(event).__name__}")
+    return event
+
+
+def _room_of(key: str) -> str:
+    # bb:{ROOM}:events; room names cannot contain braces (common.names).
+    return key[key.index("{") + 1 : key.index("}")]

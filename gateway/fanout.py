@@ -1,0 +1,219 @@
+"""Tap audio from the mixers to the browsers: read once, encode once, fan out.
+
+One task XREADs every tap stream (``bb:{R}:tap:{D}``) that a local session
+listens to; the key set is rebuilt on every read, with a short BLOCK so a new
+tap is picked up quickly.  Each tap has one Opus encoder in this gateway and
+its pcm16 form is computed once, so the codec cost is per tap, not per
+listener; every listener gets the same bytes in its own bounded queue
+(:meth:`Session.send_audio`), where a slow client loses its own oldest frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import keys
+from common.clock import now_samples
+from common.constants import OPUS_FRAME_SAMPLES
+from common.errors import ValidationError, WireError
+from common.protocol import encode_downstream_opus, encode_downstream_pcm16
+from common.wire import TapWindow, decode_tap
+from gateway.codec import OpusEncoder, float_to_pcm16
+from gateway.metrics import Metrics
+from gateway.session import Session
+from gateway.streams import Entry, newest_id, parse_xread, xread_streams
+from gateway.worker import CodecWorker
+
+log = logging.getLogger(__name__)
+
+_BLOCK_MS: Final = 100
+_COUNT: Final = 50
+"""Windows read per tap per XREAD: 5 s of audio at the mixer's ~100 ms windows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tap window, ready to send: the message per codec (None: nobody uses it)."""
+
+    frames: int
+    opus: bytes | None
+    pcm16: bytes | None
+
+
+@dataclass(eq=False)
+class Tap:
+    """One (room, delay) this gateway listens to, and who listens."""
+
+    room: str
+    delay: int
+    sessions: set[Session] = field(default_factory=set)
+    last_id: bytes | None = None
+    next_start: int | None = None
+    encoder: OpusEncoder | None = None
+
+    @property
+    def key(self) -> str:
+        return keys.room_tap(self.room, self.delay)
+
+    def encode(self, windows: list[TapWindow], opus: bool, pcm16: bool) -> list[Encoded]:
+        """Encode windows in order (in a worker thread: one call at a time per tap)."""
+        out: list[Encoded] = []
+        for window in windows:
+            if window.start != self.next_start and self.encoder is not None:
+                self.encoder.reset()
+            self.next_start = window.start + window.samples.shape[0]
+            opus_msg = pcm_msg = None
+            if opus:
+                if self.encoder is None:
+                    self.encoder = OpusEncoder()
+                packets = self.encoder.encode_frames(window.samples)
+                opus_msg = encode_downstream_opus(self.delay, window.start, packets)
+            if pcm16:
+                pcm = float_to_pcm16(window.samples)
+                pcm_msg = encode_downstream_pcm16(self.delay, window.start, pcm)
+            out.append(Encoded(window.samples.shape[0] // OPUS_FRAME_SAMPLES, opus_msg, pcm_msg))
+        return out
+
+
+class Fanout:
+    """Subscriptions of sessions to taps, and the task that serves them."""
+
+    def __init__(self, redis: Redis, metrics: Metrics, worker: CodecWorker) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._worker = worker
+        self._taps: dict[tuple[str, int], Tap] = {}
+        self._of_session: dict[Session, Tap] = {}
+        self._changed = asyncio.Event()
+
+    def subscribe(self, session: Session, room: str, delay: int) -> None:
+        """Make ``session`` listen to the tap ``delay`` of ``room`` (and no other)."""
+        current = self._of_session.get(session)
+        if current is not None and (current.room, current.delay) == (room, delay):
+            return
+        self.unsubscribe(session)
+        tap = self._taps.get((room, delay))
+        if tap is None:
+            tap = self._taps[(room, delay)] = Tap(room, delay)
+            self._changed.set()
+        tap.sessions.add(session)
+        self._of_session[session] = tap
+        session.delay = delay
+
+    def unsubscribe(self, session: Session) -> None:
+        tap = self._of_session.pop(session, None)
+        if tap is None:
+            return
+        session.clear_audio()
+        tap.sessions.discard(session)
+        if not tap.sessions:
+            # The encoder is not closed here: an encode job may still be using it
+            # in a worker thread.  It is freed when the last reference goes.
+            del self._taps[(tap.room, tap.delay)]
+
+    @property
+    def taps(self) -> int:
+        return len(self._taps)
+
+    async def run(self) -> None:
+        """Serve the taps forever; Redis errors back off and retry."""
+        failures = 0
+        while True:
+            if not self._taps:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            try:
+                await self._start_new_taps()
+                streams = {tap.key: tap.last_id or b"$" for tap in self._taps.values()}
+                reply = parse_xread(
+                    await self._redis.xread(xread_streams(streams), count=_COUNT, block=_BLOCK_MS)
+                )
+            except (RedisError, ValidationError) as exc:
+                failures += 1
+                self._metrics.inc("redis_errors_total")
+                delay = min(2.0, 0.05 * 2 ** min(failures, 6))
+                log.warning("reading taps failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if reply:
+                await self._deliver(reply)
+
+    async def _start_new_taps(self) -> None:
+        # A new tap starts after the newest window already in its stream, so the
+        # first read neither replays the backlog nor misses what arrives meanwhile.
+        new = [tap for tap in self._taps.values() if tap.last_id is None]
+        if not new:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tap in new:
+                pipe.xrevrange(tap.key, count=1)
+            newest = await pipe.execute()
+        for tap, entries in zip(new, newest, strict=True):
+            tap.last_id = newest_id(entries)
+
+    async def _deliver(self, reply: list[tuple[str, list[Entry]]]) -> None:
+        now = now_samples()
+        jobs: list[tuple[Tap, Callable[[], list[Encoded]]]] = []
+        by_key = {tap.key: tap for tap in self._taps.values()}
+        for key, entries in reply:
+            tap = by_key.get(key)
+            if tap is None or not entries:
+                continue
+            tap.last_id = entries[-1][0]
+            windows = self._fresh_windows(tap, entries, now)
+            opus = any(s.member is not None and s.member.codec == "opus" for s in tap.sessions)
+            pcm16 = any(s.member is not None and s.member.codec == "pcm16" for s in tap.sessions)
+            if windows and (opus or pcm16):
+                jobs.append((tap, _bind(tap, windows, opus, pcm16)))
+        if not jobs:
+            return
+        # One codec job per tap (a tap's windows in order, by one worker call).
+        results = await self._worker.run([job for _, job in jobs])
+        for (tap, _), encoded in zip(jobs, results, strict=True):
+            self._metrics.inc(
+                "frames_encoded_total", sum(e.frames for e in encoded if e.opus is not None)
+            )
+            for session in list(tap.sessions):
+                member = session.member
+                if member is None:
+                    continue
+                for item in encoded:
+                    data = item.opus if member.codec == "opus" else item.pcm16
+                    if data is not None:
+                        session.send_audio(data, item.frames)
+
+    def _fresh_windows(self, tap: Tap, entries: list[Entry], now: int) -> list[TapWindow]:
+        windows: list[TapWindow] = []
+        for _, data in entries:
+            self._metrics.inc("windows_in_total")
+            try:
+                window = decode_tap(data or b"")
+            except WireError as exc:
+                log.debug("tap %s: skipping a bad window: %s", tap.key, exc)
+                continue
+            if window.delay != tap.delay or window.room != tap.room:
+                log.debug("tap %s: window for another tap (%s)", tap.key, window.delay)
+                continue
+            # Frames for position p play at p + delay; past that they are useless.
+            if window.start + window.samples.shape[0] + tap.delay < now:
+                self._metrics.inc("windows_stale_total")
+                continue
+            if tap.next_start is not None and window.start != tap.next_start:
+                self._metrics.inc("tap_gaps_total")
+            windows.append(window)
+        return windows
+
+
+def _bind(
+    tap: Tap, windows: list[TapWindow], opus: bool, pcm16: bool
+) -> Callable[[], list[Encoded]]:
+    return lambda: tap.encode(windows, opus, pcm16)

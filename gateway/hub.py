@@ -1,0 +1,267 @@
+"""The state of one gateway process, and the background tasks that serve it.
+
+A :class:`Hub` is created per application (no module globals): it holds the
+Redis client, the counters, the sessions by room, the latest room state seen,
+the codec worker and the outbox, and the long-running tasks (events reader,
+tap fan-out, uplinks, heartbeat).  Connections (gateway/ws.py) call into it;
+it never calls into a connection except through the sessions' non-blocking
+send methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import keys
+from common.protocol import chat_message, dumps, levels_message, state_message
+from common.settings import GatewaySettings
+from gateway.events import Events
+from gateway.fanout import Fanout
+from gateway.metrics import Metrics, RoomFigures
+from gateway.outbox import Outbox
+from gateway.rooms import RoomDirectory
+from gateway.session import Session, connection_ids
+from gateway.upstream import Uplink
+from gateway.worker import CodecWorker
+
+log = logging.getLogger(__name__)
+
+
+_GATEWAY_SET_RETENTION_S: Final = 60.0
+"""Entries of ``bb:gateways`` older than this are pruned by any live gateway."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Timings and knobs that are not operator settings (tests shorten them)."""
+
+    hello_timeout_s: float = 10.0
+    reply_timeout_s: float = 5.0
+    codec_threads: int = 0
+    """0: codec work on the event loop in 1 ms slices; N: in N threads (gateway/worker.py)."""
+
+
+@dataclass(slots=True)
+class RoomView:
+    """The latest ``state`` event seen for a room, serialised once for all sessions."""
+
+    version: int
+    state: dict[str, Any]
+    delays: dict[str, int]
+
+
+class Hub:
+    """Everything one gateway process shares between its connections."""
+
+    def __init__(self, settings: GatewaySettings, redis: Redis, options: Options) -> None:
+        self.settings = settings
+        self.options = options
+        self.redis = redis
+        self.metrics = Metrics()
+        self.rooms = RoomDirectory(redis, settings.default_capacity)
+        self.events = Events(redis, self.metrics, settings.gateway_id, self._on_event)
+        self.worker = CodecWorker(options.codec_threads)
+        self.fanout = Fanout(redis, self.metrics, self.worker)
+        self.uplinks = [
+            Uplink(redis, self.metrics, self.worker, maxlen=settings.in_maxlen)
+            for _ in range(max(1, options.codec_threads))
+        ]
+        self.outbox = Outbox()
+        self.sessions: set[Session] = set()
+        self.by_room: dict[str, set[Session]] = {}
+        self.views: dict[str, RoomView] = {}
+        self.late_writes: dict[str, int] = {}
+        self.next_conn = connection_ids()
+        self._uplink_turn = 0
+        self.allowed_origins = frozenset(
+            origin.strip().rstrip("/")
+            for origin in settings.allowed_origins.split(",")
+            if origin.strip()
+        )
+
+    # --- sessions ------------------------------------------------------------------
+
+    async def attach(self, session: Session) -> None:
+        """Start delivering ``session``'s room events to it; raises RedisError."""
+        assert session.member is not None
+        room = session.member.room
+        await self.events.watch(room)
+        self.by_room.setdefault(room, set()).add(session)
+
+    def detach(self, session: Session) -> None:
+        self.fanout.unsubscribe(session)
+        if session.member is None:
+            return
+        room = session.member.room
+        members = self.by_room.get(room)
+        if members is None or session not in members:
+            return
+        members.discard(session)
+        self.events.unwatch(room)
+        if not members:
+            del self.by_room[room]
+            self.views.pop(room, None)
+            self.late_writes.pop(room, None)
+
+    def uplink(self) -> Uplink:
+        """The uplink for a new connection (round robin)."""
+        self._uplink_turn += 1
+        return self.uplinks[self._uplink_turn % len(self.uplinks)]
+
+    def follow_tap(self, session: Session, state: dict[str, Any] | None) -> None:
+        """Subscribe ``session`` to its member's delay in ``state`` (if listed)."""
+        if session.member is None or not session.joined or state is None:
+            return
+        delay = _delays(state).get(session.member.singer)
+        if delay is not None:
+            self.fanout.subscribe(session, session.member.room, delay)
+
+    def state_with(self, room: str, singer: str) -> dict[str, Any] | None:
+        """The latest state event seen for ``room`` if it already lists ``singer``."""
+        view = self.views.get(room)
+        return view.state if view is not None and singer in view.delays else None
+
+    def close_all(self, code: int, reason: str) -> None:
+        for session in list(self.sessions):
+            session.close(code, reason)
+
+    # --- room events --------------------------------------------------------------
+
+    def _on_event(self, room: str, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        sessions = [s for s in self.by_room.get(room, ()) if s.joined]
+        if kind == "state":
+            state = event["state"]
+            version = event.get("version", state.get("version", 0))
+            if not isinstance(state, dict) or not isinstance(version, int):
+                raise TypeError("state event without a state map and an integer version")
+            view = RoomView(version, state, _delays(state))
+            self.views[room] = view
+            text = dumps(state_message(version, state)).encode("utf-8")
+            for session in sessions:
+                session.send_json(text)
+                delay = view.delays.get(session.member.singer) if session.member else None
+                if delay is not None and delay != session.delay:
+                    self.fanout.subscribe(session, room, delay)
+        elif kind == "chat":
+            text = dumps(
+                chat_message(
+                    str(event["singer"]),
+                    str(event["name"]),
+                    str(event["text"]),
+                    int(event["clock"]),
+                )
+            ).encode("utf-8")
+            for session in sessions:
+                session.send_json(text)
+        elif kind == "levels":
+            levels = event["levels"]
+            if not isinstance(levels, dict):
+                raise TypeError("levels event without a levels map")
+            text = dumps(levels_message(int(event["clock"]), levels)).encode("utf-8")
+            for session in sessions:
+                session.send_latest(text)
+
+    # --- figures --------------------------------------------------------------------
+
+    def room_figures(self) -> dict[str, RoomFigures]:
+        figures: dict[str, RoomFigures] = {}
+        for room, sessions in self.by_room.items():
+            roles = [s.member.role for s in sessions if s.member is not None]
+            view = self.views.get(room)
+            figures[room] = RoomFigures(
+                singers=roles.count("singer"),
+                spectators=roles.count("spectator"),
+                late_writes=self.late_writes.get(room),
+                members=len(view.delays) if view is not None else None,
+            )
+        return figures
+
+    def gauges(self) -> dict[str, float]:
+        return {
+            "connections": len(self.sessions),
+            "joined_sessions": sum(1 for s in self.sessions if s.joined),
+            "rooms": len(self.by_room),
+            "taps": self.fanout.taps,
+            "push_queue": sum(uplink.queued for uplink in self.uplinks),
+            "send_queue_frames": sum(s.queued_frames for s in self.sessions),
+        }
+
+    # --- background tasks -----------------------------------------------------------
+
+    def background(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """The coroutines to run for the process's lifetime, with their names."""
+        return [
+            ("events", self.events.run()),
+            ("fanout", self.fanout.run()),
+            *((f"uplink{i}", uplink.run()) for i, uplink in enumerate(self.uplinks)),
+            ("heartbeat", self._heartbeat()),
+        ]
+
+    async def _heartbeat(self) -> None:
+        """Announce this gateway (``bb:gateway:{id}``, ``bb:gateways``) and refresh figures."""
+        settings = self.settings
+        ttl_ms = settings.heartbeat_ttl_ms
+        key = keys.gateway_heartbeat(settings.gateway_id)
+        while True:
+            status = {
+                "id": settings.gateway_id,
+                "url": f"http://{settings.host}:{settings.port}",
+                "connections": len(self.sessions),
+                "counters": self.metrics.snapshot(),
+            }
+            try:
+                now = time.time()
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, msgpack.packb(status), px=ttl_ms)
+                    pipe.zadd(keys.GATEWAYS, {settings.gateway_id: now})
+                    pipe.zremrangebyscore(keys.GATEWAYS, "-inf", now - _GATEWAY_SET_RETENTION_S)
+                    await pipe.execute()
+                self.late_writes.update(await self.rooms.late_writes(list(self.by_room)))
+            except RedisError as exc:
+                self.metrics.inc("redis_errors_total")
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(ttl_ms / 3000)
+
+    async def drop_heartbeat(self) -> None:
+        """Withdraw this gateway's heartbeat at shutdown (so its id is free at once)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.gateway_heartbeat(self.settings.gateway_id))
+                pipe.zrem(keys.GATEWAYS, self.settings.gateway_id)
+                await pipe.execute()
+        except RedisError as exc:
+            log.debug("could not withdraw the heartbeat: %s", exc)
+
+    async def close(self) -> None:
+        """Stop the codec threads, if any (the tasks are cancelled by the app)."""
+        self.outbox.close()
+        self.worker.close()
+
+
+HUB: Final = web.AppKey("hub", Hub)
+"""Where the application keeps its hub."""
+
+
+def _delays(state: dict[str, Any]) -> dict[str, int]:
+    members = state.get("members")
+    delays: dict[str, int] = {}
+    if not isinstance(members, list):
+        return delays
+    for member in members:
+        if isinstance(member, dict):
+            singer = member.get("singer_id")
+            delay = member.get("delay")
+            if isinstance(singer, str) and isinstance(delay, int) and not isinstance(delay, bool):
+                delays[singer] = delay
+    return delays

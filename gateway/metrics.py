@@ -1,0 +1,168 @@
+"""The gateway's counters and their Prometheus text rendering (``GET /metrics``).
+
+Counters only ever go up; gauges (connections, per-room sessions, the room
+figures the mixers publish) are passed in when rendering.  Every drop has a
+reason label, so ``bb_gateway_drops_total`` shows what was refused and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+PREFIX: Final = "bb_gateway_"
+
+COUNTERS: Final[dict[str, str]] = {
+    "connections_total": "WebSocket connections accepted",
+    "joins_total": "successful joins (welcome sent)",
+    "messages_in_total": "WebSocket messages received from clients",
+    "chunks_in_total": "upstream audio messages accepted and queued for the mixer",
+    "chunks_pushed_total": "audio chunks written to Redis",
+    "samples_in_total": "upstream audio samples accepted",
+    "decode_errors_total": "upstream Opus packets that failed to decode",
+    "decoder_resets_total": "Opus decoder resets (a new stream, or a gap in one)",
+    "control_total": "control commands forwarded to the mixer",
+    "chat_total": "chat lines posted",
+    "errors_sent_total": "error messages sent to clients",
+    "windows_in_total": "tap windows read from Redis",
+    "windows_stale_total": "tap windows skipped because their play time had passed",
+    "tap_gaps_total": "discontinuities in a tap stream (encoder reset)",
+    "frames_encoded_total": "tap frames Opus-encoded (once per tap, not per client)",
+    "frames_out_total": "tap frames sent to clients",
+    "frames_dropped_total": "tap frames dropped from slow clients' send queues",
+    "events_in_total": "room events read from Redis",
+    "redis_errors_total": "failed Redis operations (the gateway retries with back-off)",
+}
+
+DROP_REASONS: Final[dict[str, str]] = {
+    "bad_message": "JSON that is not a valid message",
+    "not_joined": "a message before a successful hello",
+    "bad_audio": "malformed audio message, wrong codec or corrupt Opus",
+    "audio_future": "audio positioned ahead of the room clock",
+    "audio_old": "audio positioned older than the ring",
+    "spectator": "audio from a spectator",
+    "rate_limited": "over the per-connection message rate",
+    "too_large": "a message over the size limit",
+    "push_queue_full": "audio dropped because the Redis push queue was full",
+    "push_failed": "audio dropped because Redis refused or was unreachable",
+    "busy": "control message refused: too many commands in flight",
+    "unavailable": "control message refused: Redis or the mixer did not answer",
+}
+
+
+class Metrics:
+    """The counters of one gateway process."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a counter named in :data:`COUNTERS` (KeyError otherwise)."""
+        self._counters[name] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` dropped messages for a reason named in :data:`DROP_REASONS`."""
+        self._drops[reason] += n
+
+    def get(self, name: str) -> int:
+        return self._counters[name]
+
+    def drops(self, reason: str) -> int:
+        return self._drops[reason]
+
+    def snapshot(self) -> dict[str, int]:
+        """Every counter and every drop (``drops_<reason>``), for status and logs."""
+        values = dict(self._counters)
+        values.update({f"drops_{reason}": n for reason, n in self._drops.items()})
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFigures:
+    """Per-room gauges: this gateway's sessions and what the room's mixer reports."""
+
+    singers: int
+    spectators: int
+    late_writes: int | None = None
+    members: int | None = None
+
+
+def render(metrics: Metrics, gauges: Mapping[str, float], rooms: Mapping[str, RoomFigures]) -> str:
+    """The Prometheus text exposition (format 0.0.4) of counters, gauges and rooms."""
+    lines: list[str] = []
+    for name, helptext in COUNTERS.items():
+        _family(lines, name, "counter", helptext, [("", metrics.get(name))])
+    _family(
+        lines,
+        "drops_total",
+        "counter",
+        "messages dropped, by reason",
+        [(_labels(reason=reason), metrics.drops(reason)) for reason in DROP_REASONS],
+    )
+    for name, value in sorted(gauges.items()):
+        _family(lines, name, "gauge", name.replace("_", " "), [("", value)])
+    ordered = sorted(rooms.items())
+    _family(
+        lines,
+        "room_singers",
+        "gauge",
+        "singers connected to this gateway, per room",
+        [(_labels(room=room), fig.singers) for room, fig in ordered],
+    )
+    _family(
+        lines,
+        "room_spectators",
+        "gauge",
+        "spectators connected to this gateway, per room",
+        [(_labels(room=room), fig.spectators) for room, fig in ordered],
+    )
+    _family(
+        lines,
+        "room_members",
+        "gauge",
+        "members of the room (all gateways), from the room state",
+        [(_labels(room=room), fig.members) for room, fig in ordered if fig.members is not None],
+    )
+    _family(
+        lines,
+        "room_late_writes",
+        "gauge",
+        "audio chunks the room's mixer received after their tap had played (mixer's count)",
+        [
+            (_labels(room=room), fig.late_writes)
+            for room, fig in ordered
+            if fig.late_writes is not None
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _family(
+    lines: list[str],
+    name: str,
+    kind: str,
+    helptext: str,
+    samples: Iterable[tuple[str, float]],
+) -> None:
+    full = PREFIX + name
+    lines.append(f"# HELP {full} {helptext}")
+    lines.append(f"# TYPE {full} {kind}")
+    for labels, value in samples:
+        lines.append(f"{full}{labels} {_number(value)}")
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))

@@ -1,0 +1,289 @@
+"""The room directory in Redis: creation, settings, passwords, resume tokens,
+and read-only views of a room (its public state, occupancy, listing).
+
+Only the gateway creates rooms (``bb:{R}:meta`` + ``bb:rooms``) and writes
+resume tokens; members, song and taps belong to the room's mixer and are only
+read here.  Every method raises ``RedisError`` when Redis cannot be reached;
+callers turn that into ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+from redis.asyncio import Redis
+
+from common import keys
+from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, seconds_to_samples
+from common.errors import ValidationError
+from common.passwords import check_password, hash_password
+
+MAX_CAPACITY: Final = 1000
+MAX_LISTED_ROOMS: Final = 1000
+
+# Create the meta hash only if the room does not exist yet, in one step, so no
+# other gateway can ever see a half-written room (say, without its password).
+_CREATE_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMeta:
+    """``bb:{R}:meta``: the settings fixed when the room was created."""
+
+    capacity: int
+    password_hash: str
+    n_buckets: int
+    bucket_spacing_s: float
+    created_at: float
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_hash)
+
+
+def token_digest(token: str) -> str:
+    """What ``bb:{R}:tokens`` stores for a resume token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RoomDirectory:
+    """Rooms as the gateway sees them in Redis."""
+
+    def __init__(self, redis: Redis, default_capacity: int) -> None:
+        self._redis = redis
+        self._default_capacity = default_capacity
+        self._create = redis.register_script(_CREATE_SCRIPT)
+
+    # --- creation and settings ----------------------------------------------------
+
+    async def create(
+        self, room: str, password: str | None = None, capacity: int | None = None
+    ) -> bool:
+        """Create ``room``; False when it already exists.  Hashing runs in a thread."""
+        capacity = self._default_capacity if capacity is None else capacity
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise ValidationError(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}")
+        stored = await asyncio.to_thread(hash_password, password) if password else ""
+        fields = {
+            "created_at": f"{time.time():.3f}",
+            "capacity": str(capacity),
+            "password_hash": stored,
+            "n_buckets": str(DEFAULT_N_BUCKETS),
+            "bucket_spacing_s": str(DEFAULT_BUCKET_SPACING_S),
+        }
+        args = [item for pair in fields.items() for item in pair]
+        created = bool(await self._create(keys=[keys.room_meta(room)], args=args))
+        # Idempotent, and also repairs the set if a creator died in between.
+        await self._redis.sadd(keys.ROOMS, room)
+        return created
+
+    async def meta(self, room: str) -> RoomMeta | None:
+        raw: dict[bytes, bytes] = await self._redis.hgetall(keys.room_meta(room))  # type: ignore[assignment]
+        return _parse_meta(raw, self._default_capacity) if raw else None
+
+    async def ensure(self, room: str, password: str | None) -> RoomMeta:
+        """The room's settings, creating it (with ``password``) if it does not exist."""
+        meta = await self.meta(room)
+        if meta is None:
+            await self.create(room, password)
+            meta = await self.meta(room)
+            if meta is None:
+                raise ValidationError(f"room {room} vanished right after its creation")
+        return meta
+
+    @staticmethod
+    async def password_ok(meta: RoomMeta, password: str | None) -> bool:
+        """Constant-time check of ``password`` against the room's (in a thread)."""
+        if not meta.has_password:
+            return True
+        return await asyncio.to_thread(check_password, password, meta.password_hash)
+
+    # --- resume tokens --------------------------------------------------------------
+
+    async def new_singer(self, room: str) -> tuple[str, str]:
+        """A fresh singer id and resume token; only the token's hash is stored."""
+        singer = f"s-{secrets.token_hex(6)}"
+        token = secrets.token_urlsafe(24)
+        await self._redis.hset(keys.room_tokens(room), singer, token_digest(token))
+        return singer, token
+
+    async def resume_ok(self, room: str, singer: str, token: str) -> bool:
+        stored = await self._redis.hget(keys.room_tokens(room), singer)
+        if not isinstance(stored, bytes):
+            return False
+        return hmac.compare_digest(stored, token_digest(token).encode("ascii"))
+
+    async def forget_token(self, room: str, singer: str) -> None:
+        await self._redis.hdel(keys.room_tokens(room), singer)
+
+    # --- views ------------------------------------------------------------------
+
+    async def state(self, room: str) -> dict[str, Any] | None:
+        """The room's public state built from the mixer's hashes (None: no such room).
+
+        Same shape as the ``state`` events the mixer publishes; used where no
+        event has been seen yet (``welcome``, ``GET /api/rooms/{room}``).
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.room_meta(room))
+            pipe.hgetall(keys.room_members(room))
+            pipe.hgetall(keys.room_song(room))
+            raw_meta, raw_members, raw_song = await pipe.execute()
+        if not raw_meta:
+            return None
+        meta = _parse_meta(raw_meta, self._default_capacity)
+        return public_state(room, meta, raw_members, raw_song)
+
+    async def listing(self) -> list[dict[str, Any]]:
+        """``GET /api/rooms``: every room with its singer count and flags."""
+        members: set[bytes] = await self._redis.smembers(keys.ROOMS)  # type: ignore[assignment]
+        names = sorted(name.decode() for name in members)[:MAX_LISTED_ROOMS]
+        if not names:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(keys.room_meta(name))
+                pipe.hvals(keys.room_members(name))
+                pipe.hget(keys.room_song(name), "state")
+            results = await pipe.execute()
+        rooms: list[dict[str, Any]] = []
+        for index, name in enumerate(names):
+            raw_meta, member_values, song_raw = results[3 * index : 3 * index + 3]
+            if not raw_meta:
+                continue
+            meta = _parse_meta(raw_meta, self._default_capacity)
+            records = [_unpack(value) for value in member_values]
+            song = _unpack(song_raw) if song_raw else {}
+            singers = [m for m in records if m.get("role") == "singer" and m.get("connected", True)]
+            rooms.append(
+                {
+                    "room": name,
+                    "singers": len(singers),
+                    "capacity": meta.capacity,
+                    "password": meta.has_password,
+                    "song": bool(song.get("running")),
+                }
+            )
+        return rooms
+
+    async def occupancy(self, room: str) -> dict[str, Any] | None:
+        """``GET /api/rooms/{room}/occupancy``: the mixer's snapshot, bitmap in base64."""
+        raw = await self._redis.get(keys.room_occupancy(room))
+        if raw is None:
+            return None
+        snapshot = _unpack(raw)
+        bitmap = snapshot.get("bitmap", b"")
+        return {
+            "room": room,
+            "clock": snapshot.get("clock"),
+            "ring_samples": snapshot.get("ring_samples"),
+            "frame_samples": snapshot.get("frame_samples"),
+            "occupied": snapshot.get("occupied"),
+            "bitmap": base64.b64encode(bitmap if isinstance(bitmap, bytes) else b"").decode(),
+        }
+
+    async def late_writes(self, rooms: list[str]) -> dict[str, int]:
+        """The mixers' ``late`` counters for ``rooms`` (from ``bb:{R}:stats``)."""
+        if not rooms:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hget(keys.room_stats(room), "late")
+            values = await pipe.execute()
+        late: dict[str, int] = {}
+        for room, value in zip(rooms, values, strict=True):
+            try:
+                late[room] = int(value) if value is not None else 0
+            except ValueError:
+                continue
+        return late
+
+
+def public_state(
+    room: str, meta: RoomMeta, raw_members: dict[bytes, bytes], raw_song: dict[bytes, bytes]
+) -> dict[str, Any]:
+    """The public room state (docs/protocol.md, *Room state*) from Redis hashes."""
+    song = _unpack(raw_song[b"state"]) if b"state" in raw_song else {}
+    try:
+        version = int(raw_song.get(b"version", b"0"))
+    except ValueError:
+        version = 0
+    records = [_unpack(value) for value in raw_members.values()]
+    records = [r for r in records if isinstance(r.get("singer_id"), str)]
+    # The mixer's order (mixer/store.py public_state): join time, then id.
+    records.sort(key=lambda r: (r.get("joined") or 0, r["singer_id"]))
+    members = []
+    for record in records:
+        members.append(
+            {
+                "singer_id": record["singer_id"],
+                "name": record.get("name", ""),
+                "role": record.get("role", "singer"),
+                "delay": record.get("delay", 0),
+                "bucket": record.get("bucket"),
+                "muted": bool(record.get("muted", False)),
+                "connected": bool(record.get("connected", True)),
+                "late": record.get("late", 0),
+            }
+        )
+    spacing = seconds_to_samples(meta.bucket_spacing_s)
+    return {
+        "room": room,
+        "version": version,
+        "capacity": meta.capacity,
+        "leader": song.get("leader"),
+        "song": {
+            "running": bool(song.get("running", False)),
+            "number": song.get("number", 0),
+            "start_pos": song.get("start_pos"),
+            "end_pos": song.get("end_pos"),
+        },
+        "buckets": {
+            "n": meta.n_buckets,
+            "spacing": spacing,
+            "delays": [spacing * (i + 1) for i in range(meta.n_buckets)],
+        },
+        "taps": sorted(
+            {m["delay"] for m in members if isinstance(m["delay"], int) and m["connected"]}
+        ),
+        "members": members,
+    }
+
+
+def _parse_meta(raw: dict[bytes, bytes], default_capacity: int) -> RoomMeta:
+    def text(name: str, default: str) -> str:
+        value = raw.get(name.encode())
+        return value.decode("utf-8", "replace") if value is not None else default
+
+    try:
+        return RoomMeta(
+            capacity=int(text("capacity", str(default_capacity))),
+            password_hash=text("password_hash", ""),
+            n_buckets=int(text("n_buckets", str(DEFAULT_N_BUCKETS))),
+            bucket_spacing_s=float(text("bucket_spacing_s", str(DEFAULT_BUCKET_SPACING_S))),
+            created_at=float(text("created_at", "0")),
+        )
+    except ValueError as exc:
+        raise ValidationError(f"room meta is malformed: {exc}") from None
+
+
+def _unpack(data: object) -> dict[str, Any]:
+    if not isinstance(data, bytes):
+        return {}
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return {}
+    return value if isinstance(value, dict) else {}

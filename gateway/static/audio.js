@@ -1,0 +1,141 @@
+// The page's audio engine: one 48 kHz AudioContext, the microphone (browser
+// echo cancellation, auto gain and noise suppression off) and the worklet
+// (worklet.js) that holds the playback buffer and stamps the mic samples.
+//
+// The clock mapping lives here: the worklet counts context frames; this
+// module tells it, a couple of times a second, which room position the frame
+// now leaving the speaker should play (room clock at that moment − delay).
+
+const ANCHOR_MS = 500;
+
+export class AudioEngine {
+  /** Create the context and worklet; `wantMic` asks for the microphone too. */
+  static async create({ sampleRate, frameSamples, wantMic, ringSeconds = 8, statsMs = 250 }) {
+    const ctx = new AudioContext({ sampleRate, latencyHint: "interactive" });
+    if (ctx.sampleRate !== sampleRate) {
+      await ctx.close();
+      throw new Error(`this browser runs audio at ${ctx.sampleRate} Hz, not ${sampleRate} Hz`);
+    }
+    await ctx.audioWorklet.addModule(new URL("./worklet.js", import.meta.url));
+    const node = new AudioWorkletNode(ctx, "brigade", {
+      numberOfInputs: 1,
+      numberOfOutputs: 1,
+      outputChannelCount: [1],
+      processorOptions: { ringSamples: ringSeconds * sampleRate, blockSamples: frameSamples, statsMs },
+    });
+    node.connect(ctx.destination);
+    const engine = new AudioEngine(ctx, node, frameSamples);
+    if (wantMic) await engine.startMic();
+    if (ctx.state !== "running") await ctx.resume();
+    return engine;
+  }
+
+  constructor(ctx, node, frameSamples) {
+    this.ctx = ctx;
+    this.node = node;
+    this.frameSamples = frameSamples;
+    this.sampleRate = ctx.sampleRate;
+    this.mic = null;
+    this.micSource = null;
+    this.clock = null;
+    this.delay = null;
+    this.anchorTimer = null;
+    this.jobs = new Map();
+    this.nextJob = 1;
+    this.onMic = () => {};
+    this.onStats = () => {};
+    this.lastStats = null;
+    node.port.onmessage = (event) => this.onMessage(event.data);
+  }
+
+  get hasMic() {
+    return this.mic !== null;
+  }
+
+  async startMic() {
+    if (this.mic) return;
+    this.mic = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, autoGainControl: false, noiseSuppression: false },
+      video: false,
+    });
+    this.micSource = this.ctx.createMediaStreamSource(this.mic);
+    this.micSource.connect(this.node);
+  }
+
+  onMessage(msg) {
+    if (msg.type === "mic") this.onMic(msg.pos, msg.samples);
+    else if (msg.type === "stats") {
+      this.lastStats = msg;
+      this.onStats(msg);
+    } else if (msg.type === "recorded") {
+      const resolve = this.jobs.get(msg.id);
+      this.jobs.delete(msg.id);
+      if (resolve) resolve(msg.recording);
+    }
+  }
+
+  /** Play `signal` (instead of the mix) and resolve with the raw mic over the same frames. */
+  playRecord(signal) {
+    const id = this.nextJob++;
+    return new Promise((resolve) => {
+      this.jobs.set(id, resolve);
+      this.node.port.postMessage({ type: "playRecord", id, signal }, [signal.buffer]);
+    });
+  }
+
+  configure(fields) {
+    this.node.port.postMessage({ type: "config", ...fields });
+  }
+
+  /** Write decoded samples at their room position. */
+  pushFrame(pos, samples) {
+    this.node.port.postMessage({ type: "frame", pos, samples }, [samples.buffer]);
+  }
+
+  /** Follow `clock` (a ClockEstimator) at `delay` samples behind the room. */
+  follow(clock, delay) {
+    const changed = delay !== this.delay;
+    this.clock = clock;
+    this.delay = delay;
+    if (changed) this.node.port.postMessage({ type: "reset" });
+    this.sendAnchor();
+    if (this.anchorTimer === null) this.anchorTimer = setInterval(() => this.sendAnchor(), ANCHOR_MS);
+  }
+
+  /** Local time (ms, epoch-based) at which context time `contextTime` reaches the speaker. */
+  outputTimeMs() {
+    const ts = this.ctx.getOutputTimestamp ? this.ctx.getOutputTimestamp() : null;
+    if (ts && ts.performanceTime > 0) {
+      return { contextTime: ts.contextTime, localMs: performance.timeOrigin + ts.performanceTime };
+    }
+    const latency = (this.ctx.baseLatency || 0) + (this.ctx.outputLatency || 0);
+    return { contextTime: this.ctx.currentTime, localMs: performance.timeOrigin + performance.now() + latency * 1000 };
+  }
+
+  sendAnchor() {
+    if (!this.clock || !this.clock.ready || this.delay === null) return;
+    const { contextTime, localMs } = this.outputTimeMs();
+    const frame = Math.round(contextTime * this.sampleRate);
+    const pos = Math.round(this.clock.roomClock(localMs)) - this.delay;
+    this.node.port.postMessage({ type: "anchor", frame, pos });
+  }
+
+  /** The room clock now, by this page's estimate (samples), or null before the first pong. */
+  roomClockNow() {
+    if (!this.clock || !this.clock.ready) return null;
+    return this.clock.roomClock(performance.timeOrigin + performance.now());
+  }
+
+  stopFollowing() {
+    if (this.anchorTimer !== null) clearInterval(this.anchorTimer);
+    this.anchorTimer = null;
+    this.clock = null;
+    this.delay = null;
+  }
+
+  async close() {
+    this.stopFollowing();
+    if (this.mic) for (const track of this.mic.getTracks()) track.stop();
+    await this.ctx.close();
+  }
+}

@@ -1,0 +1,249 @@
+// AudioWorkletProcessor: the playback buffer and the microphone tap.
+//
+// Playback: decoded frames arrive with their absolute room position and are
+// written into a ring keyed by position (slot = position mod ring length,
+// with the lap number kept per sample, so a stale slot is never mistaken for
+// fresh audio). Each render quantum plays the positions that the main
+// thread's clock mapping assigns to it: an anchor says "context frame F plays
+// position P" (P = room clock at F's output time minus the singer's delay).
+// Small disagreements between the anchor and our running position are slewed
+// away one sample per quantum (inaudible); large ones (a new delay, a clock
+// step) jump. A sample that is not in the ring when it is due is an
+// underflow, counted and reported.
+//
+// Microphone: the samples captured in a quantum are stamped with the
+// position played in that quantum minus the calibrated round-trip latency,
+// and posted to the main thread in contiguous blocks (one Opus frame each).
+// When playback slews by one sample, the mic stream repeats or drops one
+// sample too, so its positions stay contiguous and aligned.
+//
+// Calibration: `playRecord` plays a given signal instead of the mix and
+// records the raw microphone over exactly the same frames.
+
+const JUMP_SAMPLES = 960; // 20 ms: beyond this, jump instead of slewing
+const SLEW_DEADBAND = 24; // 0.5 ms: anchor jitter below this is ignored
+const STARVED_AFTER_QUANTA = 1125; // 3 s without frames: the stream stopped
+
+class BrigadeProcessor extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const opts = options.processorOptions;
+    this.ringSamples = opts.ringSamples;
+    this.blockSamples = opts.blockSamples;
+    this.statsEvery = Math.max(1, Math.round((opts.statsMs / 1000) * sampleRate / 128));
+    this.ring = new Float32Array(this.ringSamples);
+    this.lap = new Int32Array(this.ringSamples).fill(-1);
+    this.anchor = null;
+    this.playPos = null;
+    this.latency = null;
+    this.gain = 1;
+    this.capture = false;
+    this.micBlock = null;
+    this.micFill = 0;
+    this.micStart = 0;
+    this.mono = new Float32Array(128);
+    this.job = null;
+    this.quantaSinceFrame = Infinity;
+    this.expectFrom = Infinity;
+    this.resetStats();
+    this.totals = { underflowQuanta: 0, underflowSamples: 0, late: 0, early: 0, jumps: 0, slews: 0 };
+    this.port.onmessage = (event) => this.onMessage(event.data);
+  }
+
+  resetStats() {
+    this.stats = { quanta: 0, underflowQuanta: 0, underflowSamples: 0, micSq: 0, micN: 0, outSq: 0 };
+  }
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "anchor":
+        this.anchor = { frame: msg.frame, pos: msg.pos };
+        break;
+      case "frame":
+        this.write(msg.pos, msg.samples);
+        break;
+      case "config":
+        if ("latency" in msg && msg.latency !== this.latency) {
+          this.latency = msg.latency;
+          this.micFill = 0;
+        }
+        if ("gain" in msg) this.gain = msg.gain;
+        if ("capture" in msg) {
+          this.capture = msg.capture;
+          this.micFill = 0;
+        }
+        break;
+      case "reset":
+        // A new tap (delay): nothing buffered belongs to it.
+        this.lap.fill(-1);
+        this.quantaSinceFrame = Infinity;
+        this.expectFrom = Infinity;
+        break;
+      case "playRecord":
+        this.job = { id: msg.id, signal: msg.signal, rec: new Float32Array(msg.signal.length), at: 0 };
+        break;
+      default:
+        break;
+    }
+  }
+
+  lapOf(p) {
+    return (p - (p % this.ringSamples)) / this.ringSamples;
+  }
+
+  write(pos, samples) {
+    if (this.playPos === null) return;
+    const n = this.ringSamples;
+    let from = 0;
+    let to = samples.length;
+    if (pos < this.playPos) {
+      from = Math.min(to, this.playPos - pos);
+      this.totals.late += from;
+    }
+    if (pos + to > this.playPos + n) {
+      const keep = Math.max(from, this.playPos + n - pos);
+      this.totals.early += to - keep;
+      to = keep;
+    }
+    if (from >= to) return;
+    // After a reset or a long silence, count underflows only from the first
+    // position that arrived: the gap before it is a stream starting, not a dropout.
+    if (this.quantaSinceFrame >= STARVED_AFTER_QUANTA) this.expectFrom = pos + from;
+    for (let i = from; i < to; i++) {
+      const p = pos + i;
+      const idx = p % n;
+      this.ring[idx] = samples[i];
+      this.lap[idx] = this.lapOf(p);
+    }
+    this.quantaSinceFrame = 0;
+  }
+
+  /** Contiguous samples available from the play position (capped). */
+  bufferedAhead(cap) {
+    if (this.playPos === null) return 0;
+    let ahead = 0;
+    while (ahead < cap) {
+      const p = this.playPos + ahead;
+      if (this.lap[p % this.ringSamples] !== this.lapOf(p)) break;
+      ahead += 128;
+    }
+    return Math.min(ahead, cap);
+  }
+
+  process(inputs, outputs) {
+    const out = outputs[0][0];
+    const n = out.length;
+    const input = inputs[0];
+    const mono = this.mono.length === n ? this.mono : (this.mono = new Float32Array(n));
+    mono.fill(0);
+    if (input && input.length) {
+      for (const channel of input) for (let i = 0; i < n; i++) mono[i] += channel[i] / input.length;
+    }
+
+    if (this.job) this.runJob(out, mono, n);
+    else this.play(out, mono, n);
+
+    for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
+    if (++this.stats.quanta >= this.statsEvery) this.postStats();
+    return true;
+  }
+
+  runJob(out, mono, n) {
+    const job = this.job;
+    const take = Math.min(n, job.signal.length - job.at);
+    out.fill(0);
+    out.set(job.signal.subarray(job.at, job.at + take));
+    job.rec.set(mono.subarray(0, take), job.at);
+    job.at += take;
+    if (job.at >= job.signal.length) {
+      this.port.postMessage({ type: "recorded", id: job.id, recording: job.rec }, [job.rec.buffer]);
+      this.job = null;
+    }
+  }
+
+  play(out, mono, n) {
+    if (this.anchor === null) {
+      out.fill(0);
+      return;
+    }
+    const target = this.anchor.pos + (currentFrame - this.anchor.frame);
+    if (this.playPos === null || Math.abs(target - this.playPos) > JUMP_SAMPLES) {
+      if (this.playPos !== null) this.totals.jumps++;
+      this.playPos = target;
+      this.micFill = 0;
+    }
+    const err = target - this.playPos;
+    const slew = err > SLEW_DEADBAND ? 1 : err < -SLEW_DEADBAND ? -1 : 0;
+    if (slew) this.totals.slews++;
+    const advance = n + slew;
+    // Slew +1: play positions 0..n-1 and skip position n. Slew −1: play
+    // 0..n-2 and repeat n-2 (so n-1 becomes next quantum's first).
+    const ringN = this.ringSamples;
+    const primed = this.quantaSinceFrame < STARVED_AFTER_QUANTA;
+    let missing = 0;
+    for (let j = 0; j < n; j++) {
+      const p = this.playPos + Math.min(j, advance - 1);
+      const idx = p % ringN;
+      if (this.lap[idx] === this.lapOf(p)) {
+        out[j] = this.ring[idx];
+      } else {
+        out[j] = 0;
+        if (p >= this.expectFrom) missing++;
+      }
+      this.stats.outSq += out[j] * out[j];
+    }
+    if (primed && missing) {
+      this.stats.underflowQuanta++;
+      this.stats.underflowSamples += missing;
+      this.totals.underflowQuanta++;
+      this.totals.underflowSamples += missing;
+    }
+    this.quantaSinceFrame++;
+
+    if (this.capture && this.latency !== null) this.captureMic(mono, n, advance);
+    this.playPos += advance;
+  }
+
+  captureMic(mono, n, advance) {
+    if (this.micBlock === null) this.micBlock = new Float32Array(this.blockSamples);
+    const micPos = this.playPos - this.latency;
+    if (this.micFill === 0) this.micStart = micPos;
+    else if (this.micStart + this.micFill !== micPos) {
+      this.micFill = 0; // positions moved (latency change): start a new block
+      this.micStart = micPos;
+    }
+    for (let k = 0; k < advance; k++) {
+      const x = mono[Math.min(k, n - 1)] * this.gain;
+      this.stats.micSq += x * x;
+      this.stats.micN++;
+      this.micBlock[this.micFill++] = x;
+      if (this.micFill === this.blockSamples) {
+        this.port.postMessage({ type: "mic", pos: this.micStart, samples: this.micBlock }, [this.micBlock.buffer]);
+        this.micBlock = new Float32Array(this.blockSamples);
+        this.micStart += this.blockSamples;
+        this.micFill = 0;
+      }
+    }
+  }
+
+  postStats() {
+    const s = this.stats;
+    const db = (sq, count) => (count > 0 && sq > 0 ? 10 * Math.log10(sq / count) : -Infinity);
+    this.port.postMessage({
+      type: "stats",
+      frame: currentFrame,
+      playPos: this.playPos,
+      quanta: s.quanta,
+      underflowQuanta: s.underflowQuanta,
+      underflowSamples: s.underflowSamples,
+      starved: this.quantaSinceFrame >= STARVED_AFTER_QUANTA,
+      bufferedMs: (this.bufferedAhead(2 * sampleRate) * 1000) / sampleRate,
+      micDb: db(s.micSq, s.micN),
+      outDb: db(s.outSq, s.quanta * 128),
+      totals: { ...this.totals },
+    });
+    this.resetStats();
+  }
+}
+
+registerProcessor("brigade", BrigadeProcessor);

@@ -1,0 +1,223 @@
+"""Helpers for the browser tests: Chromium launch, fake-microphone WAV files,
+a static server for the page's modules, and tone detection by FFT.
+
+Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright for Python;
+Playwright's own browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import threading
+import wave
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from common.constants import constants_json
+
+REPO = Path(__file__).resolve().parent.parent
+STATIC = REPO / "gateway" / "static"
+CHROMIUM = Path(os.environ.get("BB_CHROMIUM", "/usr/bin/chromium"))
+
+Samples = npt.NDArray[np.float32]
+
+BASE_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+)
+
+
+def require_chromium() -> Path:
+    """The Chromium binary; skip (outside CI) or fail (CI=true) when it is missing."""
+    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    reason = f"Chromium not found at {CHROMIUM}: run 'make test' (it installs Debian's chromium)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def chromium_args(fake_mic: Path | None = None) -> list[str]:
+    """Launch flags: headless as root, and a fake microphone playing ``fake_mic`` (a WAV)."""
+    args = list(BASE_ARGS)
+    if fake_mic is not None:
+        args += [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_mic}",
+        ]
+    return args
+
+
+def launch(playwright: Any, fake_mic: Path | None = None) -> Any:
+    """A fresh Chromium (new user data dir) with the test flags."""
+    binary = require_chromium()
+    return playwright.chromium.launch(
+        executable_path=str(binary), headless=True, args=chromium_args(fake_mic)
+    )
+
+
+# --- fake microphone -----------------------------------------------------------
+
+
+def tone(freq_hz: float, seconds: float, sample_rate: int, amplitude: float = 0.3) -> Samples:
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def gated_tone(
+    freq_hz: float,
+    pattern: Sequence[tuple[float, float]],
+    seconds: float,
+    sample_rate: int,
+    amplitude: float = 0.3,
+) -> Samples:
+    """A tone on during each ``(start_s, end_s)`` of ``pattern`` (5 ms ramps), else silence."""
+    out = np.zeros(round(seconds * sample_rate), np.float32)
+    full = tone(freq_hz, seconds, sample_rate, amplitude)
+    ramp = round(0.005 * sample_rate)
+    for start_s, end_s in pattern:
+        a, b = round(start_s * sample_rate), round(end_s * sample_rate)
+        env = np.ones(b - a, np.float32)
+        env[:ramp] = np.linspace(0, 1, ramp, dtype=np.float32)
+        env[-ramp:] = np.linspace(1, 0, ramp, dtype=np.float32)
+        out[a:b] = full[a:b] * env
+    return out
+
+
+def write_wav(path: Path, samples: Samples, sample_rate: int) -> Path:
+    """16-bit mono WAV (Chromium's fake capture device reads it and loops it)."""
+    pcm = np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm.tobytes())
+    return path
+
+
+# --- reading what the page recorded ----------------------------------------------
+
+
+def decode_dump(dump: dict[str, Any]) -> tuple[int, Samples, int]:
+    """``window.bbDebug.{sent,received}.dump()`` as (start position, samples, samples covered)."""
+    if dump["start"] is None:
+        return 0, np.zeros(0, np.float32), 0
+    data = np.frombuffer(base64.b64decode(dump["data"]), dtype="<f4").astype(np.float32)
+    if data.shape[0] != dump["length"]:
+        raise ValueError(f"dump says {dump['length']} samples, data holds {data.shape[0]}")
+    return int(dump["start"]), data, int(dump["covered"])
+
+
+def tone_level(
+    samples: Samples, freq_hz: float, sample_rate: int, bandwidth_hz: float = 20
+) -> float:
+    """Amplitude of the component near ``freq_hz`` (Hann-windowed FFT, peak in the band)."""
+    if samples.shape[0] == 0:
+        return 0.0
+    window = np.hanning(samples.shape[0])
+    spectrum = np.abs(np.fft.rfft(samples * window)) * 2 / window.sum()
+    freqs = np.fft.rfftfreq(samples.shape[0], 1 / sample_rate)
+    band = np.abs(freqs - freq_hz) <= max(bandwidth_hz, sample_rate / samples.shape[0])
+    return float(spectrum[band].max())
+
+
+def tone_envelope(samples: Samples, freq_hz: float, sample_rate: int, block: int) -> Samples:
+    """Per ``block`` samples: the amplitude of ``freq_hz`` in that block (quadrature sum)."""
+    n = samples.shape[0] // block * block
+    t = np.arange(n) / sample_rate
+    base = samples[:n] * np.exp(-2j * np.pi * freq_hz * t)
+    envelope: Samples = (np.abs(base.reshape(-1, block).mean(axis=1)) * 2).astype(np.float32)
+    return envelope
+
+
+def best_lag(reference: Samples, signal: Samples, max_lag: int) -> tuple[int, float]:
+    """Lag (in elements) at which ``signal`` best matches ``reference``, and the correlation there.
+
+    ``signal[i + lag] ~ reference[i]``; both are mean-removed and normalised.
+    """
+    a = reference - reference.mean()
+    b = signal - signal.mean()
+    best, best_corr = 0, -2.0
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            x, y = a[: a.shape[0] - lag], b[lag:]
+        else:
+            x, y = a[-lag:], b[: b.shape[0] + lag]
+        n = min(x.shape[0], y.shape[0])
+        x, y = x[:n], y[:n]
+        denom = float(np.linalg.norm(x) * np.linalg.norm(y))
+        corr = float(np.dot(x, y)) / denom if denom > 0 else 0.0
+        if corr > best_corr:
+            best, best_corr = lag, corr
+    return best, best_corr
+
+
+def b64_floats(samples: Samples) -> str:
+    return base64.b64encode(samples.astype("<f4").tobytes()).decode()
+
+
+# --- a static server for the page's modules (unit tests, no gateway) --------------
+
+
+class _StaticHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves gateway/static at /static/ and the constants at /api/constants, like the gateway."""
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0]
+        if clean.startswith("/static/"):
+            return str(STATIC / clean.removeprefix("/static/"))
+        return str(STATIC / "__missing__")
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/api/constants":
+            body = json.dumps(constants_json()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path.split("?", 1)[0] == "/blank":
+            body = b"<!doctype html><title>blank</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def static_server() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` serving the page's modules (a secure context: WebCodecs works)."""
+    handler = functools.partial(_StaticHandler, directory=str(STATIC))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,355 @@
+"""The page's pure modules, run in real Chromium: latency calibration on
+synthetic click recordings, the clock estimator, the binary headers and the
+occupancy decoding. No gateway: a tiny static server serves the modules."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.sync_api import sync_playwright
+
+from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
+from tests.browser_support import b64_floats, launch, static_server
+
+RATE = SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Any]:
+    """One Chromium page on the static server, with the modules under test loaded."""
+    with static_server() as base, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            pg = browser.new_page()
+            pg.goto(f"{base}/blank")
+            pg.evaluate(
+                """async () => {
+                  window.cal = await import('/static/calibration.js');
+                  window.clk = await import('/static/clock.js');
+                  window.conn = await import('/static/connection.js');
+                  window.occ = await import('/static/occupancy.js');
+                  window.f32 = (b64) => new Float32Array(
+                    Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
+                  window.b64 = (arr) => {
+                    const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+                    let s = '';
+                    for (let i = 0; i < bytes.length; i += 0x8000)
+                      s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+                    return btoa(s);
+                  };
+                }"""
+            )
+            yield pg
+        finally:
+            browser.close()
+
+
+# --- latency calibration ----------------------------------------------------------
+
+
+def click_plan(page: Any) -> tuple[np.ndarray, list[int], int]:
+    """The page's own calibration signal, click start indices and click length."""
+    plan = page.evaluate(
+        """(sampleRate) => {
+          const r = cal.renderClicks({sampleRate});
+          return {signal: b64(r.signal), emissions: r.emissions, clickSamples: r.clickSamples};
+        }""",
+        RATE,
+    )
+    signal = np.frombuffer(base64.b64decode(plan["signal"]), "<f4").astype(np.float64)
+    return signal, list(plan["emissions"]), int(plan["clickSamples"])
+
+
+def synthetic_recording(
+    signal: np.ndarray,
+    emissions: list[int],
+    click_samples: int,
+    latencies_ms: list[float],
+    seed: int,
+    noise: float = 0.002,
+) -> np.ndarray:
+    """What a microphone might hear: each click delayed by its own (fractional)
+    latency, quieter, through a gentle low-pass with a room echo, plus noise."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(signal.shape[0], np.float64)
+    n = np.arange(click_samples + 8)
+    for start, latency_ms in zip(emissions, latencies_ms, strict=True):
+        click = signal[start : start + click_samples]
+        shift = latency_ms * RATE / 1000
+        whole = int(np.floor(shift))
+        frac = shift - whole
+        # Fractional delay by linear interpolation between neighbouring samples.
+        padded = np.concatenate([[0.0], click, np.zeros(8)])
+        delayed = (1 - frac) * padded[1:] + frac * padded[:-1]
+        at = start + whole
+        out[at : at + n.shape[0]] += 0.3 * delayed[: n.shape[0]]
+    # Symmetric 3-tap low-pass (group delay exactly one sample) and an echo 7 ms later.
+    out = np.convolve(out, [0.25, 0.5, 0.25])[1 : out.shape[0] + 1]
+    echo = round(0.007 * RATE)
+    out[echo:] += 0.25 * out[:-echo].copy()
+    out += rng.normal(0, noise, out.shape[0])
+    return out.astype(np.float32)
+
+
+def analyze(page: Any, recording: np.ndarray, emissions: list[int]) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(
+        "([rec, em, sampleRate]) => cal.analyzeClicks(f32(rec), em, {sampleRate})",
+        [b64_floats(recording), emissions, RATE],
+    )
+    return result
+
+
+def test_click_signal_is_1024_hz_at_105_bpm(page: Any) -> None:
+    signal, emissions, click_samples = click_plan(page)
+    assert len(emissions) >= 10
+    spacing = np.diff(emissions)
+    assert np.all(np.abs(spacing - 60 / 105 * RATE) <= 1)
+    click = signal[emissions[0] : emissions[0] + click_samples]
+    spectrum = np.abs(np.fft.rfft(click, n=RATE))  # zero-padded to 1 Hz bins
+    assert abs(int(np.argmax(spectrum)) - 1024) <= 2
+    # Silence between clicks: the detector must only hear the clicks.
+    assert np.all(signal[emissions[0] + click_samples : emissions[1]] == 0)
+
+
+@pytest.mark.parametrize("true_ms", [0.0, 87.3, 400.0])
+def test_calibration_accepts_a_clean_recording(page: Any, true_ms: float) -> None:
+    signal, emissions, click_samples = click_plan(page)
+    rng = np.random.default_rng(1)
+    latencies = list(true_ms + rng.uniform(-0.3, 0.3, len(emissions)))
+    recording = synthetic_recording(signal, emissions, click_samples, latencies, seed=2)
+    result = analyze(page, recording, emissions)
+    assert result["accepted"], result["reason"]
+    assert result["heard"] == len(emissions)
+    assert result["spreadMs"] <= 2
+    # The low-pass adds exactly one sample of delay.
+    assert abs(result["latencyMs"] - (true_ms + 1000 / RATE)) < 0.5
+
+
+def test_calibration_rejects_a_jittery_recording(page: Any) -> None:
+    signal, emissions, click_samples = click_plan(page)
+    # Every click still heard clearly, but arriving up to ±5 ms early or late
+    # (a busy machine, Bluetooth, a browser that resizes its buffers).
+    rng = np.random.default_rng(3)
+    latencies = list(120 + rng.uniform(-5, 5, len(emissions)))
+    spread = np.percentile(latencies, 75) - np.percentile(latencies, 25)
+    assert spread > 3  # the fixture itself is jittery enough to matter
+    recording = synthetic_recording(signal, emissions, click_samples, latencies, seed=4)
+    result = analyze(page, recording, emissions)
+    assert result["heard"] == len(emissions)
+    assert not result["accepted"]
+    assert result["spreadMs"] > 2
+    assert "spread" in result["reason"]
+
+
+def test_calibration_rejects_a_recording_without_clicks(page: Any) -> None:
+    signal, emissions, _ = click_plan(page)
+    rng = np.random.default_rng(5)
+    recording = rng.normal(0, 0.01, size=(int(signal.shape[0]),)).astype(np.float32)
+    result = analyze(page, recording, emissions)
+    assert not result["accepted"]
+    assert result["heard"] < 8
+    assert "heard" in result["reason"]
+
+
+def test_calibration_ignores_a_few_missed_clicks(page: Any) -> None:
+    """Two clicks drowned out: still accepted on the rest (at least 8 of 12 are needed)."""
+    signal, emissions, click_samples = click_plan(page)
+    latencies = [42.0] * len(emissions)
+    recording = synthetic_recording(signal, emissions, click_samples, latencies, seed=6)
+    for start in emissions[3:5]:
+        recording[start : start + 4000] = 0
+    result = analyze(page, recording, emissions)
+    assert result["accepted"], result["reason"]
+    assert result["heard"] == len(emissions) - 2
+    assert abs(result["latencyMs"] - 42.0 - 1000 / RATE) < 0.5
+
+
+def test_volume_calibration_reaches_the_target(page: Any) -> None:
+    # Singing at about -30 dBFS RMS: half the time a note, half silence.
+    t = np.arange(4 * RATE) / RATE
+    amplitude = np.sqrt(2) * 10 ** (-30 / 20)
+    recording = (amplitude * np.sin(2 * np.pi * 330 * t) * (t % 1 < 0.5)).astype(np.float32)
+    volume = "([rec, sampleRate]) => cal.analyzeVolume(f32(rec), {sampleRate})"
+    result = page.evaluate(volume, [b64_floats(recording), RATE])
+    assert result["accepted"]
+    assert abs(result["levelDb"] - -30) < 0.5
+    assert abs(20 * np.log10(result["gain"]) - 10) < 0.5
+    quiet = page.evaluate(volume, [b64_floats(np.zeros(RATE, np.float32)), RATE])
+    assert not quiet["accepted"]
+
+
+# --- clock ------------------------------------------------------------------------
+
+
+def test_clock_keeps_the_fastest_round_trips(page: Any) -> None:
+    """Slow replies (queued on the way back) skew the midpoint; the estimator ignores them."""
+    result = page.evaluate(
+        """() => {
+          const est = new clk.ClockEstimator({sampleRate: 48000});
+          const offset = 1234.5;               // server - local, ms
+          let t = 1e6;
+          let seed = 7;
+          const rand = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+          for (let i = 0; i < 20; i++) {
+            const up = 5, down = i % 4 === 0 ? 5 : 5 + 80 * rand();  // asymmetric, often slow
+            const serverMs = t + up + offset;
+            est.add(t, t + up + down, serverMs * 48);
+            t += 2000;
+          }
+          return est.summary(t);
+        }"""
+    )
+    assert abs(result["offsetMs"] - 1234.5) < 0.5
+    assert result["rttMs"] < 11
+
+
+def test_clock_follows_drift(page: Any) -> None:
+    """The page clock runs 200 ppm fast; the estimate tracks the offset at 'now'."""
+    result = page.evaluate(
+        """() => {
+          const est = new clk.ClockEstimator({sampleRate: 48000});
+          const offsetAt = (t) => 500 - 200e-6 * (t - 1e6);
+          let t = 1e6;
+          for (let i = 0; i < 60; i++) {
+            est.add(t, t + 10, (t + 5 + offsetAt(t + 5)) * 48);
+            t += 2000;
+          }
+          return {est: est.offsetMs(t), truth: offsetAt(t), drift: est.summary(t).driftPpm};
+        }"""
+    )
+    assert abs(result["est"] - result["truth"]) < 0.3
+    assert abs(result["drift"] - -200) < 10
+
+
+# --- protocol headers ----------------------------------------------------------------
+
+
+def test_upstream_header_matches_the_protocol(page: Any) -> None:
+    start = 85_236_480_123_456
+    got = page.evaluate(
+        """(start) => {
+          const buf = conn.packUpstream({codec: 1, stream: 0xdeadbeef, seq: 7, start,
+            payload: [new Uint8Array([1, 2, 3]), new Uint8Array([9])]});
+          const pcm = conn.packUpstream({codec: 2, stream: 1, seq: 0, start,
+            payload: new Int16Array([-32768, 0, 32767])});
+          return [b64(new Uint8Array(buf)), b64(new Uint8Array(pcm))];
+        }""",
+        start,
+    )
+    opus = base64.b64decode(got[0])
+    assert opus[:20] == struct.pack("<BBHIIq", 1, 1, 2, 0xDEADBEEF, 7, start)
+    assert opus[20:] == b"\x03\x00\x01\x02\x03\x01\x00\x09"
+    pcm = base64.b64decode(got[1])
+    assert pcm == struct.pack("<BBHIIq3h", 1, 2, 3, 1, 0, start, -32768, 0, 32767)
+
+
+def test_downstream_header_is_parsed_and_validated(page: Any) -> None:
+    start = 85_236_480_000_960
+    frame = struct.pack("<BBHIq", 2, 1, 2, 288_000, start) + b"\x02\x00\xaa\xbb\x01\x00\xcc"
+    got = page.evaluate(
+        """(b) => {
+          const f = conn.unpackDownstream(Uint8Array.from(atob(b), c => c.charCodeAt(0)).buffer);
+          return {codec: f.codec, delay: f.delay, start: f.start,
+                  packets: f.payload.map(p => Array.from(p))};
+        }""",
+        base64.b64encode(frame).decode(),
+    )
+    assert got == {"codec": 1, "delay": 288_000, "start": start, "packets": [[0xAA, 0xBB], [0xCC]]}
+    bad = page.evaluate(
+        """(b) => {
+          try { conn.unpackDownstream(Uint8Array.from(atob(b), c => c.charCodeAt(0)).buffer); }
+          catch (e) { return e.message; }
+          return null;
+        }""",
+        base64.b64encode(frame[:-1]).decode(),
+    )
+    assert bad is not None and "packet 1" in bad
+
+
+# --- occupancy -------------------------------------------------------------------------
+
+
+def test_occupancy_is_drawn_in_position_order(page: Any) -> None:
+    ring = 64 * OCC_FRAME_SAMPLES
+    clock = 10 * ring + 5 * OCC_FRAME_SAMPLES  # ring index of the clock: frame 5
+    bits = np.zeros(64, np.uint8)
+    bits[[2, 4, 5, 63]] = 1  # frame 4 holds the newest audio, frame 5 the oldest
+    snapshot = {
+        "clock": clock,
+        "ring_samples": ring,
+        "frame_samples": OCC_FRAME_SAMPLES,
+        "occupied": int(bits.sum()),
+        "bitmap": base64.b64encode(np.packbits(bits).tobytes()).decode(),
+    }
+    got = page.evaluate(
+        "(s) => Array.from(occ.framesByPosition(occ.decodeOccupancy(s)).bits)", snapshot
+    )
+    expected = np.roll(bits, -5).tolist()  # position order starts at the clock's ring frame
+    assert got == expected
+    assert got[0] == 1 and got[-1] == 1  # oldest (frame 5) first, newest (frame 4) last
+    bad = page.evaluate(
+        "(s) => { try { occ.decodeOccupancy(s); } catch (e) { return e.message; } return null; }",
+        {**snapshot, "bitmap": base64.b64encode(b"\x00").decode()},
+    )
+    assert bad is not None and "bitmap" in bad
+
+
+# --- the calibration runner through the real worklet ------------------------------------
+
+
+def test_calibration_runner_measures_a_loopback(page: Any) -> None:
+    """The runner plays clicks through the worklet and records its input; wired
+    output → delay line → input, it must measure the delay line (plus the one
+    render quantum that Web Audio adds to every cycle). Two engines at once,
+    20 ms and 150 ms, to keep the test short."""
+    results = page.evaluate(
+        """async (loops) => {
+          const { AudioEngine } = await import('/static/audio.js');
+          const measure = async (loopMs) => {
+            const engine = await AudioEngine.create(
+              {sampleRate: 48000, frameSamples: 960, wantMic: false});
+            const line = new DelayNode(engine.ctx, {maxDelayTime: 1, delayTime: loopMs / 1000});
+            engine.node.connect(line);
+            line.connect(engine.node);
+            try {
+              return await cal.runLatencyCalibration(engine);
+            } finally {
+              await engine.close();
+            }
+          };
+          return Promise.all(loops.map(measure));
+        }""",
+        [20.0, 150.0],
+    )
+    quantum_ms = 128 * 1000 / RATE
+    for loop_ms, result in zip([20.0, 150.0], results, strict=True):
+        assert result["accepted"], result["reason"]
+        assert result["heard"] == 12
+        assert abs(result["latencyMs"] - (loop_ms + quantum_ms)) < 0.5, result
+
+
+def test_codec_falls_back_to_pcm16(page: Any) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { chooseCodec } = await import('/static/codec.js');
+          const base = {sampleRate: 48000, frameSamples: 960, needEncoder: true};
+          const native = await chooseCodec(base);
+          const forced = await chooseCodec({...base, forced: 'pcm16'});
+          const saved = window.AudioEncoder;
+          delete window.AudioEncoder;
+          try {
+            return {native, forced, missing: await chooseCodec(base),
+                    listener: await chooseCodec({...base, needEncoder: false})};
+          } finally {
+            window.AudioEncoder = saved;
+          }
+        }"""
+    )
+    # Debian's Chromium has WebCodecs Opus; without an encoder a singer falls
+    # back to pcm16, while a listener (who only decodes) keeps Opus.
+    assert got == {"native": "opus", "forced": "pcm16", "missing": "pcm16", "listener": "opus"}

@@ -1,0 +1,184 @@
+"""The gateway's pure parts: limits, positions, upstream decoding, queues, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiohttp import web
+
+from common import protocol as p
+from common.constants import SAMPLE_RATE
+from common.wire import decode_chunk
+from gateway.codec import CodecError, OpusDecoder, OpusEncoder
+from gateway.metrics import Metrics, RoomFigures, render
+from gateway.session import ErrorThrottle, RateLimiter, Session
+from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
+
+NOW = 86_000_000_000_000
+
+
+def tone(freq: float, start: int, n: int) -> npt.NDArray[np.float32]:
+    t = np.arange(start, start + n, dtype=np.float64) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_rate_limiter_allows_bursts_then_the_rate() -> None:
+    limiter = RateLimiter(rate=10, burst=10, now=0.0)
+    assert sum(limiter.allow(0.0) for _ in range(15)) == 10
+    assert not limiter.allow(0.05)
+    assert limiter.allow(0.1)  # one token per 100 ms
+    assert sum(limiter.allow(100.0) for _ in range(20)) == 10  # never more than the burst
+
+
+def test_error_throttle_is_per_code() -> None:
+    throttle = ErrorThrottle(1.0)
+    assert throttle.allow("bad_audio", 0.0)
+    assert not throttle.allow("bad_audio", 0.5)
+    assert throttle.allow("audio_old", 0.5)
+    assert throttle.allow("bad_audio", 1.0)
+
+
+def test_positions_near_now_are_accepted() -> None:
+    check_position(NOW - 9 * SAMPLE_RATE, 4800, NOW)
+    check_position(NOW + MAX_AHEAD_SAMPLES - 4800, 4800, NOW)
+    check_position(NOW - MAX_AGE_SAMPLES, 4800, NOW)
+
+
+@pytest.mark.parametrize(
+    ("start", "code"),
+    [
+        (NOW + MAX_AHEAD_SAMPLES - 4799, p.Code.AUDIO_FUTURE),
+        (NOW + 3600 * SAMPLE_RATE, p.Code.AUDIO_FUTURE),
+        (NOW - MAX_AGE_SAMPLES - 1, p.Code.AUDIO_OLD),
+        (0, p.Code.AUDIO_OLD),
+    ],
+)
+def test_positions_far_from_now_are_refused(start: int, code: p.Code) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        check_position(start, 4800, NOW)
+    assert info.value.code is code
+
+
+def _opus_message(
+    encoder: OpusEncoder, stream: int, seq: int, start: int, freq: float = 440
+) -> p.Upstream:
+    packets = encoder.encode_frames(tone(freq, start, 4800))
+    return p.parse_upstream(p.encode_upstream_opus(stream, seq, start, packets))
+
+
+def test_singer_stream_decodes_opus_to_an_int16_chunk() -> None:
+    encoder = OpusEncoder()
+    stream = SingerStream("choir", "s-1", p.CODEC_OPUS)
+    start = NOW - 6 * SAMPLE_RATE
+    decoded = []
+    for seq in range(4):
+        chunk = stream.accept(_opus_message(encoder, 9, seq, start + seq * 4800), NOW)
+        assert chunk.reset == (seq == 0)
+        wire = decode_chunk(stream.encode(chunk))
+        assert (wire.room, wire.singer, wire.stream, wire.seq) == ("choir", "s-1", 9, seq)
+        assert wire.start == start + seq * 4800
+        decoded.append(wire.samples)
+    audio = np.concatenate(decoded)
+    spectrum = np.abs(np.fft.rfft(audio[4800:]))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(audio[4800:]) - 440) < 5
+
+
+def test_a_gap_or_a_new_stream_resets_the_decoder_and_carries_on() -> None:
+    encoder = OpusEncoder()
+    stream = SingerStream("choir", "s-1", p.CODEC_OPUS)
+    start = NOW - 6 * SAMPLE_RATE
+    assert stream.accept(_opus_message(encoder, 1, 0, start), NOW).reset
+    assert not stream.accept(_opus_message(encoder, 1, 1, start + 4800), NOW).reset
+    assert stream.accept(_opus_message(encoder, 1, 3, start + 9600), NOW).reset  # seq gap
+    assert stream.accept(_opus_message(encoder, 1, 4, start + 48000), NOW).reset  # position gap
+    assert stream.accept(_opus_message(encoder, 2, 5, start + 52800), NOW).reset  # new stream
+    chunk = stream.accept(_opus_message(encoder, 2, 6, start + 57600), NOW)
+    assert not chunk.reset
+    assert decode_chunk(stream.encode(chunk)).samples.shape == (4800,)
+
+
+def test_corrupt_opus_is_a_codec_error_and_the_next_message_starts_afresh() -> None:
+    encoder = OpusEncoder()
+    stream = SingerStream("choir", "s-1", p.CODEC_OPUS)
+    start = NOW - 6 * SAMPLE_RATE
+    stream.encode(stream.accept(_opus_message(encoder, 1, 0, start), NOW))
+    # A TOC byte announcing a 60 ms packet: legal Opus, but not one 20 ms frame.
+    long_packet = bytes([0b00011000]) + b"\x00" * 20
+    bad = p.parse_upstream(p.encode_upstream_opus(1, 1, start + 4800, [long_packet]))
+    with pytest.raises(CodecError):
+        stream.encode(stream.accept(bad, NOW))
+    # The next message continues the positions, but its decode starts from a reset state.
+    chunk = stream.accept(_opus_message(encoder, 1, 2, start + 5760), NOW)
+    assert not chunk.reset
+    assert decode_chunk(stream.encode(chunk)).samples.shape == (4800,)
+
+
+def test_wrong_codec_is_refused() -> None:
+    stream = SingerStream("choir", "s-1", p.CODEC_PCM16)
+    up = p.parse_upstream(p.encode_upstream_opus(1, 0, NOW - 48000, [b"\xf8\xff\xfe"]))
+    with pytest.raises(p.ProtocolError, match="does not match") as info:
+        stream.accept(up, NOW)
+    assert info.value.code is p.Code.BAD_AUDIO
+
+
+def test_pcm16_passes_through_unchanged() -> None:
+    stream = SingerStream("choir", "s-1", p.CODEC_PCM16)
+    pcm = np.arange(-480, 480, dtype="<i2").tobytes()
+    chunk = stream.accept(p.parse_upstream(p.encode_upstream_pcm16(1, 0, NOW - 48000, pcm)), NOW)
+    wire = decode_chunk(stream.encode(chunk))
+    assert np.array_equal(np.rint(wire.samples * 32768).astype(np.int16), np.arange(-480, 480))
+
+
+def test_tap_encoding_decodes_back() -> None:
+    from common.wire import TapWindow  # noqa: PLC0415
+    from gateway.fanout import Tap  # noqa: PLC0415
+
+    tap = Tap("choir", 288_000)
+    windows = [
+        TapWindow("choir", 288_000, k * 4800, NOW, tone(660, k * 4800, 4800)) for k in range(3)
+    ]
+    encoded = tap.encode(windows, opus=True, pcm16=True)
+    decoder = OpusDecoder()
+    audio = []
+    for item, window in zip(encoded, windows, strict=True):
+        assert item.opus is not None and item.pcm16 is not None
+        down = p.parse_downstream(item.opus)
+        assert (down.delay, down.start, len(down.packets)) == (288_000, window.start, 5)
+        audio.append(decoder.decode_packets(list(down.packets)))
+        pcm = p.parse_downstream(item.pcm16)
+        assert pcm.samples == 4800
+    spectrum = np.abs(np.fft.rfft(np.concatenate(audio)[4800:]))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / 9600 - 660) < 5
+
+
+async def test_a_slow_sessions_queue_drops_its_oldest_frames() -> None:
+    metrics = Metrics()
+    session = Session(ws=web.WebSocketResponse(), metrics=metrics, audio_queue_frames=12, conn="c1")
+    for k in range(5):
+        session.send_audio(bytes([k]), 5)
+    assert session.queued_frames == 10
+    assert metrics.get("frames_dropped_total") == 15
+    session.send_json({"type": "ack", "req": 1})  # control messages are not dropped
+    session.clear_audio()
+    assert session.queued_frames == 0
+
+
+def test_metrics_render_prometheus_text() -> None:
+    metrics = Metrics()
+    metrics.inc("chunks_in_total", 3)
+    metrics.drop("bad_audio", 2)
+    text = render(
+        metrics,
+        {"connections": 4},
+        {'we"ird': RoomFigures(singers=2, spectators=1, late_writes=7, members=3)},
+    )
+    lines = text.splitlines()
+    assert "# TYPE bb_gateway_chunks_in_total counter" in lines
+    assert "bb_gateway_chunks_in_total 3" in lines
+    assert 'bb_gateway_drops_total{reason="bad_audio"} 2' in lines
+    assert "bb_gateway_connections 4" in lines
+    assert 'bb_gateway_room_singers{room="we\\"ird"} 2' in lines
+    assert 'bb_gateway_room_late_writes{room="we\\"ird"} 7' in lines
+    with pytest.raises(KeyError):
+        metrics.inc("no_such_counter")
