@@ -83,6 +83,11 @@ def gateway_heartbeat(gateway_id: str) -> str:
     return f"{PREFIX}:gateway:{gateway_id}"
 
 
+def room_links(room: str) -> str:
+    """Hash: singer id -> ``GATEWAY_ID CONN`` of the connection the singer joined through."""
+    return f"{_room(room)}:links"
+
+
 def room_tokens(room: str) -> str:
     """Hash: singer id -> SHA-256 hex of the singer's resume token."""
     return f"{_room(room)}:tokens"

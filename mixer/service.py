@@ -83,6 +83,9 @@ class OwnedRoom:
     persisted_ids: set[str] = field(default_factory=set)
     counters_dirty: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Singer -> (gateway id, connection id) of their current connection."""
+    links_dirty: set[str] = field(default_factory=set)
 
     @property
     def state(self) -> RoomState:
@@ -293,7 +296,14 @@ class MixerService:
             "ok": True,
         }
         try:
+            if _stale_disconnect(owned, msg):
+                # The singer resumed on another connection before this one's close arrived.
+                owned.events.append(reply)
+                return
             _dispatch(owned.state, msg, now)
+            if msg["cmd"] == "join":
+                owned.links[msg["singer"]] = (str(msg.get("gw") or ""), str(msg.get("conn") or ""))
+                owned.links_dirty.add(msg["singer"])
         except CommandError as exc:
             reply.update(ok=False, code=exc.code, message=exc.message)
         except ValidationError as exc:
@@ -340,9 +350,15 @@ class MixerService:
                 log.info("room %s: %d member(s) left for good", owned.name, len(expired))
         if state.version != owned.persisted_version or (publish and owned.counters_dirty):
             current = set(state.members)
-            store.queue_persist(
-                pipe, owned.name, state, owned.ctl_cursor, owned.persisted_ids - current
-            )
+            gone = owned.persisted_ids - current
+            store.queue_persist(pipe, owned.name, state, owned.ctl_cursor, gone)
+            if gone:
+                # Their places are gone for good: so are their resume tokens and links.
+                pipe.hdel(keys.room_tokens(owned.name), *gone)
+                pipe.hdel(keys.room_links(owned.name), *gone)
+                for singer in gone:
+                    owned.links.pop(singer, None)
+                    owned.links_dirty.discard(singer)
             if state.version != owned.persisted_version:
                 store.queue_event(
                     pipe,
@@ -359,6 +375,15 @@ class MixerService:
         elif owned.events:
             # Replies that changed nothing still move the control cursor forward.
             pipe.hset(keys.room_song(owned.name), "ctl", owned.ctl_cursor)
+        if owned.links_dirty:
+            links = {
+                singer: " ".join(owned.links[singer])
+                for singer in owned.links_dirty
+                if singer in owned.links
+            }
+            if links:
+                pipe.hset(keys.room_links(owned.name), mapping=links)
+            owned.links_dirty.clear()
         for event in owned.events:
             store.queue_event(pipe, owned.name, event)
         owned.events.clear()
@@ -429,6 +454,49 @@ class MixerService:
         if reacquired:
             await self._rewrite(reacquired)
         await self._claim(sorted(all_rooms - set(self.rooms)), live)
+        await self._disconnect_dead_gateways()
+
+    async def _disconnect_dead_gateways(self) -> None:
+        """Mark disconnected the members whose gateway died without saying goodbye.
+
+        A gateway that stops cleanly sends a ``disconnect`` per singer; one that
+        crashes cannot. Its heartbeat key expires while its entry in
+        ``bb:gateways`` lingers: that pair means dead. (A gateway that never
+        registered there is left alone.) The members keep their places for the
+        reconnect grace, so singers resuming through another gateway lose nothing.
+        """
+        gateways = sorted(
+            {
+                gw
+                for owned in self.rooms.values()
+                for singer, (gw, _conn) in owned.links.items()
+                if gw and (m := owned.state.members.get(singer)) is not None and m.connected
+            }
+        )
+        if not gateways:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for gw in gateways:
+                pipe.exists(keys.gateway_heartbeat(gw))
+                pipe.zscore(keys.GATEWAYS, gw)
+            answers = await pipe.execute()
+        dead = {
+            gw
+            for gw, alive, seen in zip(gateways, answers[0::2], answers[1::2], strict=True)
+            if not alive and seen is not None
+        }
+        if not dead:
+            return
+        now = now_samples()
+        for owned in self.rooms.values():
+            for singer, (gw, _conn) in list(owned.links.items()):
+                member = owned.state.members.get(singer)
+                if gw in dead and member is not None and member.connected:
+                    owned.state.disconnect(singer, now)
+        log.warning(
+            "gateway(s) %s stopped heartbeating: their singers are marked disconnected",
+            ", ".join(sorted(dead)),
+        )
 
     async def _rewrite(self, rooms: list[str]) -> None:
         """Our leases had vanished (Redis restart): write our state back."""
@@ -475,6 +543,7 @@ class MixerService:
         except RedisError:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise
+        raw_links = await self.redis.hgetall(keys.room_links(room))
         now = now_samples()
         owned = OwnedRoom(
             name=room,
@@ -484,6 +553,7 @@ class MixerService:
             ctl_cursor=ctl_cursor,
             persisted_version=state.version,
             persisted_ids=set(state.members),
+            links=_parse_links(raw_links),
         )
         self.rooms[room] = owned
         self._key_index[keys.room_ctl(room).encode()] = (room, True)
@@ -575,6 +645,24 @@ def _dispatch(state: RoomState, msg: dict[str, Any], now: int) -> None:
         state.set_muted(singer, muted)
     else:
         raise ValidationError(f"unknown command {cmd!r:.30}")
+
+
+def _stale_disconnect(owned: OwnedRoom, msg: dict[str, Any]) -> bool:
+    """A ``disconnect`` from a connection the singer has since replaced."""
+    if msg["cmd"] != "disconnect":
+        return False
+    link = owned.links.get(msg["singer"])
+    sender = (str(msg.get("gw") or ""), str(msg.get("conn") or ""))
+    return link is not None and all(link) and all(sender) and link != sender
+
+
+def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
+    links: dict[str, tuple[str, str]] = {}
+    for singer, value in (raw or {}).items():
+        parts = bytes(value).decode(errors="replace").split(" ")
+        if len(parts) == 2:
+            links[bytes(singer).decode(errors="replace")] = (parts[0], parts[1])
+    return links
 
 
 def _int_arg(msg: dict[str, Any], name: str) -> int:

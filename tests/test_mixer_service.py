@@ -171,3 +171,42 @@ def test_streams_stay_bounded_with_a_slow_consumer(
         # The mixer trims what it has consumed: the stream drains to its backlog.
         wait_for(lambda: sim.client.xlen(keys.room_in("choir")) <= 100, 3, "input trimmed")
         assert sim.client.xlen(keys.room_events("choir")) <= 500 + 100
+
+
+def member(sim: SimGateway, room: str, singer: str) -> dict[str, object]:
+    return next(m for m in sim.state(room)["members"] if m["singer_id"] == singer)
+
+
+def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output_dir: Path) -> None:
+    gw_a, gw_b = SimGateway(sim.client, gw="gw-a"), SimGateway(sim.client, gw="gw-b")
+    with processes(output_dir) as started:
+        start_mixer(started, redis_url, output_dir, "m1", BB_RECONNECT_GRACE_S="1")
+        sim.create_room("choir")
+        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
+
+        # A singer resumes through gateway B before gateway A notices the old socket died:
+        # A's late disconnect must not undo the resume. (Gateways store the resume token.)
+        sim.client.hset(keys.room_tokens("choir"), "ann", "digest")
+        assert gw_a.command("choir", "ann", "join", name="Ann", role="singer", conn="c1")["ok"]
+        assert gw_b.command("choir", "ann", "join", name="Ann", role="singer", conn="c7")["ok"]
+        assert gw_a.command("choir", "ann", "disconnect", conn="c1")["ok"]
+        assert member(sim, "choir", "ann")["connected"]
+        assert gw_b.command("choir", "ann", "disconnect", conn="c7")["ok"]
+        wait_for(lambda: not member(sim, "choir", "ann")["connected"], 3, "ann disconnected")
+
+        # When the place expires (grace 1 s), the resume token goes with it.
+        wait_for(
+            lambda: not sim.client.hexists(keys.room_tokens("choir"), "ann"),
+            5,
+            "token removed with the expired member",
+        )
+
+        # A gateway that registered and then stopped heartbeating is dead: its singers
+        # are marked disconnected; a live gateway's singers are not.
+        now = time.time()
+        sim.client.zadd(keys.GATEWAYS, {"gw-a": now, "gw-b": now})
+        sim.client.set(keys.gateway_heartbeat("gw-b"), b"alive", px=60_000)
+        assert gw_a.command("choir", "bob", "join", name="Bob", role="singer", conn="c2")["ok"]
+        assert gw_b.command("choir", "cy", "join", name="Cy", role="singer", conn="c8")["ok"]
+        wait_for(lambda: not member(sim, "choir", "bob")["connected"], 5, "bob disconnected")
+        assert member(sim, "choir", "cy")["connected"]
