@@ -48,7 +48,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_room
 from common.settings import DEFAULT_REDIS_URL
-from common.streams import Entry, range_entries
+from common.streams import Entry, parse_entries
 from common.wire import decode_tap
 from mixer.roomstate import Member, Song
 
@@ -161,7 +161,7 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         _stream_info(name, key, now_us, next(replies), next(replies), next(replies))
         for name, key in stream_names.items()
     ]
-    ctl_pending = len(range_entries(next(replies))) if ctl_applied is not None else None
+    ctl_pending = len(parse_entries(next(replies))) if ctl_applied is not None else None
     taps = [
         _tap_info(room, delay, delay in in_use, now_us, now_pos, next(replies), next(replies))
         for delay in sorted(delays)
@@ -316,7 +316,7 @@ def _song(
 def _stream_info(
     name: str, key: str, now_us: int, length: Any, first: Any, last: Any
 ) -> StreamInfo:
-    firsts, lasts = range_entries(first), range_entries(last)
+    firsts, lasts = parse_entries(first), parse_entries(last)
     return StreamInfo(
         name=name,
         key=key,
@@ -329,14 +329,14 @@ def _stream_info(
 def _tap_info(
     room: str, delay: int, in_use: bool, now_us: int, now_pos: int, length: Any, last: Any
 ) -> TapInfo:
-    entries: list[Entry] = range_entries(last)
+    entries: list[Entry] = parse_entries(last)
     key = keys.room_tap(room, delay)
     if not entries:
         return TapInfo(delay, key, in_use, int(length), None, None, None, None)
-    entry_id, fields = entries[0]
+    entry_id, value = entries[0]
     age = _entry_age_ms(entry_id, now_us)
     try:
-        window = decode_tap(fields.get(b"d", b""))
+        window = decode_tap(value or b"")
     except WireError as exc:
         return TapInfo(delay, key, in_use, int(length), age, None, None, None, f"bad entry: {exc}")
     end = window.start + len(window.samples)

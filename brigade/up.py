@@ -11,30 +11,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-import redis
+from brigade.redisserver import LocalRedis
 
 
 @dataclass
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -48,56 +40,30 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _start_redis() -> tuple[Child, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit(
-            "brigade up: redis-server is not installed. Run 'make run' (it installs it), "
-            "or install Redis, or set REDIS_URL to a running server."
-        )
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="brigade-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--loglevel",
-            "warning",
-        ],
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("brigade up: redis-server did not start") from None
-            time.sleep(0.05)
-    client.close()
-    return Child("redis", proc), url
+    try:
+        server = LocalRedis(quiet=False)
+        server.start()
+    except RuntimeError as exc:
+        raise SystemExit(f"brigade up: {exc}") from None
+    assert server.proc is not None
+    return Child("redis", server.proc), server.url
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
-    proc = subprocess.Popen([sys.executable, "-m", "brigade", *args], env={**os.environ, **env})
+    # A process group of its own: a terminal's Ctrl-C reaches only the launcher,
+    # which then stops the children in order.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brigade", *args], env={**os.environ, **env}, process_group=0
+    )
     return Child(name, proc)
 
 
 def _stop(children: list[Child]) -> None:
+    """Stop in reverse start order, each before the next: gateways say goodbye to
+    their singers, mixers hand their rooms back, and Redis goes last."""
     for child in reversed(children):
         if child.proc.poll() is None:
             child.proc.send_signal(signal.SIGTERM)
-    for child in reversed(children):
         try:
             child.proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 
 from common import keys
 from common.errors import ValidationError
+from common.streams import newest_id, parse_xread, xread_streams
 from gateway.metrics import Metrics
-from gateway.streams import newest_id, parse_xread, xread_streams
 
 log = logging.getLogger(__name__)
 

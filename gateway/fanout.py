@@ -24,11 +24,11 @@ from common.clock import now_samples
 from common.constants import OPUS_FRAME_SAMPLES
 from common.errors import ValidationError, WireError
 from common.protocol import encode_downstream_opus, encode_downstream_pcm16
+from common.streams import Entry, newest_id, parse_xread, xread_streams
 from common.wire import TapWindow, decode_tap
 from gateway.codec import OpusEncoder, float_to_pcm16
 from gateway.metrics import Metrics
 from gateway.session import Session
-from gateway.streams import Entry, newest_id, parse_xread, xread_streams
 from gateway.worker import CodecWorker
 
 log = logging.getLogger(__name__)

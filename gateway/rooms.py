@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgpack
 from redis.asyncio import Redis
 
-from common import keys
+from common import keys, roomview
 from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, seconds_to_samples
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
@@ -221,45 +221,15 @@ def public_state(
     except ValueError:
         version = 0
     records = [_unpack(value) for value in raw_members.values()]
-    records = [r for r in records if isinstance(r.get("singer_id"), str)]
-    # The mixer's order (mixer/store.py public_state): join time, then id.
-    records.sort(key=lambda r: (r.get("joined") or 0, r["singer_id"]))
-    members = []
-    for record in records:
-        members.append(
-            {
-                "singer_id": record["singer_id"],
-                "name": record.get("name", ""),
-                "role": record.get("role", "singer"),
-                "delay": record.get("delay", 0),
-                "bucket": record.get("bucket"),
-                "muted": bool(record.get("muted", False)),
-                "connected": bool(record.get("connected", True)),
-                "late": record.get("late", 0),
-            }
-        )
-    spacing = seconds_to_samples(meta.bucket_spacing_s)
-    return {
-        "room": room,
-        "version": version,
-        "capacity": meta.capacity,
-        "leader": song.get("leader"),
-        "song": {
-            "running": bool(song.get("running", False)),
-            "number": song.get("number", 0),
-            "start_pos": song.get("start_pos"),
-            "end_pos": song.get("end_pos"),
-        },
-        "buckets": {
-            "n": meta.n_buckets,
-            "spacing": spacing,
-            "delays": [spacing * (i + 1) for i in range(meta.n_buckets)],
-        },
-        "taps": sorted(
-            {m["delay"] for m in members if isinstance(m["delay"], int) and m["connected"]}
-        ),
-        "members": members,
-    }
+    return roomview.public_state(
+        room,
+        version=version,
+        capacity=meta.capacity,
+        n_buckets=meta.n_buckets,
+        bucket_spacing=seconds_to_samples(meta.bucket_spacing_s),
+        song=song,
+        members=[r for r in records if isinstance(r.get("singer_id"), str)],
+    )
 
 
 def _parse_meta(raw: dict[bytes, bytes], default_capacity: int) -> RoomMeta:

@@ -33,7 +33,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_display_name, check_id
 from common.settings import MixerSettings
-from common.streams import Entry, xread_entries
+from common.streams import Entry, parse_xread, xread_streams
 from common.wire import decode_chunk, encode_tap
 from mixer import store
 from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult, preferred_owner
@@ -118,7 +118,7 @@ class MixerService:
         self._release = redis.register_script(RELEASE_SCRIPT)
         self._free_since: dict[str, float] = {}
         self._last_publish = 0.0
-        self._key_index: dict[bytes, tuple[str, bool]] = {}
+        self._key_index: dict[str, tuple[str, bool]] = {}
         self._grace = round(settings.reconnect_grace_s * SAMPLE_RATE)
         self._healthy = True
 
@@ -244,13 +244,11 @@ class MixerService:
         self.counters.ticks += 1
         if not self.rooms:
             return
-        streams: dict[bytes, bytes] = {}
+        streams: dict[str, bytes] = {}
         for room in self.rooms.values():
-            streams[keys.room_ctl(room.name).encode()] = room.ctl_cursor
-            streams[keys.room_in(room.name).encode()] = room.in_cursor
-        replies = xread_entries(
-            await self.redis.xread(streams, count=READ_COUNT)  # type: ignore[arg-type]
-        )
+            streams[keys.room_ctl(room.name)] = room.ctl_cursor
+            streams[keys.room_in(room.name)] = room.in_cursor
+        replies = parse_xread(await self.redis.xread(xread_streams(streams), count=READ_COUNT))
         now = now_samples()
         audio: list[tuple[OwnedRoom, list[Entry]]] = []
         for key, entries in replies:
@@ -261,13 +259,13 @@ class MixerService:
             if not is_ctl:
                 audio.append((owned, entries))
                 continue
-            for entry_id, fields in entries:
-                self._command(owned, fields.get(b"d"), now)
+            for entry_id, value in entries:
+                self._command(owned, value, now)
                 owned.ctl_cursor = entry_id
         # Audio after commands: a join in this tick makes the singer's chunks welcome.
         for target, entries in audio:
-            for _entry_id, fields in entries:
-                self._chunk(target, fields.get(b"d"), now)
+            for _entry_id, value in entries:
+                self._chunk(target, value, now)
             target.in_cursor = entries[-1][0]
 
         publish = time.monotonic() - self._last_publish >= self.settings.publish_ms / 1000
@@ -556,8 +554,8 @@ class MixerService:
             links=_parse_links(raw_links),
         )
         self.rooms[room] = owned
-        self._key_index[keys.room_ctl(room).encode()] = (room, True)
-        self._key_index[keys.room_in(room).encode()] = (room, False)
+        self._key_index[keys.room_ctl(room)] = (room, True)
+        self._key_index[keys.room_in(room)] = (room, False)
         self.counters.rooms_claimed += 1
         log.info(
             "room %s: now owned by %s (%d members)",
@@ -568,8 +566,8 @@ class MixerService:
 
     def _forget(self, room: str) -> None:
         self.rooms.pop(room, None)
-        self._key_index.pop(keys.room_ctl(room).encode(), None)
-        self._key_index.pop(keys.room_in(room).encode(), None)
+        self._key_index.pop(keys.room_ctl(room), None)
+        self._key_index.pop(keys.room_in(room), None)
 
     def status(self) -> dict[str, Any]:
         """The heartbeat's content (also what ``brigade inspect`` shows)."""

@@ -12,7 +12,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from common import keys
+from common import keys, roomview
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
 from common.settings import MixerSettings
@@ -131,34 +131,12 @@ def queue_event(pipe: Pipeline, room: str, event: dict[str, Any]) -> None:
 def public_state(room: str, state: RoomState) -> dict[str, Any]:
     """What browsers see of a room (docs/protocol.md, *Room state*)."""
     config = state.config
-    return {
-        "room": room,
-        "version": state.version,
-        "capacity": config.capacity,
-        "leader": state.song.leader,
-        "song": {
-            "running": state.song.running,
-            "number": state.song.number,
-            "start_pos": state.song.start_pos,
-            "end_pos": state.song.end_pos,
-        },
-        "buckets": {
-            "n": config.n_buckets,
-            "spacing": config.bucket_spacing,
-            "delays": [config.bucket_delay(i) for i in range(config.n_buckets)],
-        },
-        "taps": state.taps(),
-        "members": [
-            {
-                "singer_id": m.singer_id,
-                "name": m.name,
-                "role": m.role.value,
-                "delay": m.delay,
-                "bucket": m.bucket,
-                "muted": m.muted,
-                "connected": m.connected,
-                "late": m.late,
-            }
-            for m in sorted(state.members.values(), key=lambda m: (m.joined, m.singer_id))
-        ],
-    }
+    return roomview.public_state(
+        room,
+        version=state.version,
+        capacity=config.capacity,
+        n_buckets=config.n_buckets,
+        bucket_spacing=config.bucket_spacing,
+        song=state.song.to_dict(),
+        members=[m.to_dict() for m in state.members.values()],
+    )

@@ -15,7 +15,7 @@ import redis
 from common import keys
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE
-from common.streams import range_entries, xread_entries
+from common.streams import parse_entries, parse_xread
 from common.wire import TapWindow, decode_tap, encode_chunk
 
 CHUNK = 4800
@@ -53,10 +53,10 @@ class SimGateway:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             reply = self.client.xread({keys.room_events(room): cursor}, block=200)
-            for _key, entries in xread_entries(reply):
-                for entry_id, fields in entries:
+            for _key, entries in parse_xread(reply):
+                for entry_id, value in entries:
                     cursor = entry_id
-                    event = msgpack.unpackb(fields[b"d"])
+                    event = msgpack.unpackb(value or b"\xc0")
                     if (
                         event.get("type") == "reply"
                         and event.get("req") == req
@@ -73,9 +73,9 @@ class SimGateway:
 
     def state(self, room: str) -> dict[str, Any]:
         """The latest published state event of a room."""
-        entries = range_entries(self.client.xrevrange(keys.room_events(room), count=200))
-        for _id, fields in entries:
-            event = msgpack.unpackb(fields[b"d"])
+        entries = parse_entries(self.client.xrevrange(keys.room_events(room), count=200))
+        for _id, value in entries:
+            event = msgpack.unpackb(value or b"\xc0")
             if event.get("type") == "state":
                 return dict(event["state"])
         raise AssertionError(f"no state event in room {room}")
@@ -95,8 +95,8 @@ class SimGateway:
         )
 
     def taps(self, room: str, delay: int, since: bytes = b"0-0") -> list[TapWindow]:
-        entries = range_entries(self.client.xrange(keys.room_tap(room, delay), min=_after(since)))
-        return [decode_tap(fields[b"d"]) for _id, fields in entries]
+        entries = parse_entries(self.client.xrange(keys.room_tap(room, delay), min=_after(since)))
+        return [decode_tap(value or b"") for _id, value in entries]
 
 
 def _after(entry_id: bytes) -> bytes:

@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import redis
+from brigade.redisserver import LocalRedis, free_port
+
+__all__ = ["REPO", "Process", "RedisServer", "free_port", "processes", "wait_for"]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (never Redis's default 6379)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != 6379:
-            return port
 
 
 def wait_for(predicate: object, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
@@ -42,56 +31,8 @@ def wait_for(predicate: object, timeout_s: float, what: str, interval_s: float =
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-class RedisServer:
-    """A private redis-server; ``stop``/``start`` keep the port (for outage tests)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run 'make test' (it installs it)")
-        self.binary = binary
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="bb-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            wait_for(client.ping, 10, f"redis-server on port {self.port}")
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+RedisServer = LocalRedis
+"""The tests' private redis-server (the same one ``brigade up`` starts)."""
 
 
 class Process:

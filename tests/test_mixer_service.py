@@ -12,7 +12,7 @@ import redis
 
 from common import keys
 from common.clock import now_samples
-from common.streams import range_entries
+from common.streams import parse_entries
 from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, tone
 from tests.support import Process, RedisServer, processes, wait_for
 
@@ -106,7 +106,7 @@ def test_two_mixers_split_rooms_and_failover_on_sigkill(
         killed = time.monotonic()
         wait_for(lambda: owner(sim.client, room) == "m2", 5, "m2 to take the room over")
         assert time.monotonic() - killed < 5
-        last_id = range_entries(sim.client.xrevrange(keys.room_tap(room, db), count=1))[0][0]
+        last_id = parse_entries(sim.client.xrevrange(keys.room_tap(room, db), count=1))[0][0]
         wait_for(lambda: len(sim.taps(room, db, since=last_id)) > 0, 3, "tap frames resumed by m2")
         # The room's state survived the takeover.
         assert {m["singer_id"] for m in sim.state(room)["members"]} == {"a", "b"}
