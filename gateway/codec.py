@@ -77,6 +77,16 @@ _DECODE_FLOAT: Final = _declare(
     ctypes.c_int,  # frame_size
     ctypes.c_int,  # decode_fec
 )
+_DECODE_INT16: Final = _declare(
+    "opus_decode",
+    ctypes.c_int,
+    _DECODER_P,
+    ctypes.c_char_p,  # data
+    ctypes.c_int32,  # len
+    ctypes.c_void_p,  # pcm: a numpy int16 buffer address
+    ctypes.c_int,  # frame_size
+    ctypes.c_int,  # decode_fec
+)
 _ENCODE_FLOAT: Final = _declare(
     "opus_encode_float",
     ctypes.c_int32,
@@ -182,6 +192,31 @@ class OpusDecoder:
                 buf = grown
             pos += self.decode_into(packet, buf[pos : pos + MAX_PACKET_SAMPLES])
         return buf[:pos]
+
+    def decode_frames_int16(self, packets: Sequence[bytes]) -> npt.NDArray[np.int16]:
+        """Decode 20 ms packets straight to int16, 960 samples each, into one new array.
+
+        For the internal wire, which carries int16: libopus's own int16 output
+        saves scaling, clipping and converting a float buffer per message.
+        Raises :class:`CodecError` for an empty or corrupt packet, or one that
+        is not 20 ms.
+        """
+        state = self._live()
+        out = np.empty(len(packets) * OPUS_FRAME_SAMPLES, dtype="<i2")
+        base = out.ctypes.data
+        for index, packet in enumerate(packets):
+            if not isinstance(packet, bytes) or not packet:
+                raise CodecError(f"packet {index} is empty or not bytes")
+            address = base + index * OPUS_FRAME_SAMPLES * 2
+            n = int(_DECODE_INT16(state, packet, len(packet), address, OPUS_FRAME_SAMPLES, 0))
+            if n != OPUS_FRAME_SAMPLES:
+                if n < 0:
+                    raise CodecError(_decode_error(n, packet, OPUS_FRAME_SAMPLES))
+                raise CodecError(
+                    f"packet {index} holds {n} samples; every packet must be 20 ms "
+                    f"({OPUS_FRAME_SAMPLES} samples)"
+                )
+        return out
 
     def conceal(self, out: Samples) -> int:
         """Write 960 samples of packet-loss concealment for one missing 20 ms frame."""

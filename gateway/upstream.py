@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys
-from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
+from common.constants import SAMPLE_RATE
 from common.protocol import CODEC_OPUS, Code, ProtocolError, Upstream
 from common.wire import encode_chunk
 from gateway.codec import CodecError, OpusDecoder
@@ -136,20 +136,8 @@ class SingerStream:
         assert decoder is not None
         if reset:
             decoder.reset()
-        out = np.empty(len(packets) * OPUS_FRAME_SAMPLES, dtype=np.float32)
-        for index, packet in enumerate(packets):
-            offset = index * OPUS_FRAME_SAMPLES
-            n = decoder.decode_into(packet, out[offset : offset + OPUS_FRAME_SAMPLES])
-            if n != OPUS_FRAME_SAMPLES:
-                raise CodecError(
-                    f"packet {index} holds {n} samples; every packet must be 20 ms "
-                    f"({OPUS_FRAME_SAMPLES} samples)"
-                )
-        # Decoded Opus is finite and within about [-1, 1]: scale, clip, convert
-        # (rounding towards zero; the last bit is noise at this level).
-        np.multiply(out, 32768.0, out=out)
-        np.clip(out, -32768.0, 32767.0, out=out)
-        return out.astype("<i2")
+        # Straight to int16, the internal wire's sample type: no float pass in between.
+        return decoder.decode_frames_int16(packets)
 
 
 ErrorHandler = Callable[[CodecError], None]

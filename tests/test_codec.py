@@ -346,3 +346,28 @@ def test_pcm16_odd_byte_count_is_rejected() -> None:
 def test_pcm16_non_contiguous_view_is_rejected() -> None:
     with pytest.raises(CodecError, match="contiguous"):
         pcm16_to_float(memoryview(bytes(8))[::2])
+
+
+def test_int16_batch_decode_matches_the_float_decode() -> None:
+    encoder = OpusEncoder()
+    signal = (0.4 * np.sin(2 * np.pi * 440 * np.arange(960 * 8) / 48000)).astype(np.float32)
+    packets = encoder.encode_frames(signal)
+    as_float = OpusDecoder().decode_packets(packets)
+    as_int16 = OpusDecoder().decode_frames_int16(packets)
+    assert as_int16.dtype == np.dtype("<i2") and as_int16.shape == (960 * 8,)
+    scaled = np.clip(np.round(as_float * 32768), -32768, 32767)
+    assert np.abs(scaled - as_int16.astype(np.float64)).max() <= 2
+
+
+def test_int16_batch_decode_rejects_bad_packets() -> None:
+    decoder = OpusDecoder()
+    good = OpusEncoder().encode_frames(np.zeros(960, np.float32))[0]
+    with pytest.raises(CodecError, match="empty"):
+        decoder.decode_frames_int16([good, b""])
+    with pytest.raises(CodecError):
+        decoder.decode_frames_int16([b"\xff\xff\xff\xff"])
+    # Legal Opus, but not the 20 ms packets the protocol asks for.
+    with pytest.raises(CodecError):
+        decoder.decode_frames_int16([opuslib_packet(1920)])
+    with pytest.raises(CodecError, match="480 samples"):
+        decoder.decode_frames_int16([opuslib_packet(480)])
