@@ -57,6 +57,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def speed_probe_ms() -> float:
+    """CPU time (ms) of a fixed pure-Python loop: higher means a slower CPU right now.
+
+    On a virtual machine the host's other tenants (and the sibling hyperthread)
+    change how much work a CPU-second buys; comparing this to an idle
+    baseline says how much of a step's cost per singer is the machine's mood.
+    """
+    started = time.process_time()
+    total = 0
+    for i in range(300_000):
+        total += i * i % 7
+    return (time.process_time() - started) * 1000
+
+
 def machine_busy_seconds() -> float:
     """CPU time the whole machine spent busy (all cores, from /proc/stat), in seconds."""
     with open("/proc/stat", encoding="ascii") as stat:
@@ -169,7 +183,13 @@ class Scenario:
 class Ramp:
     """Runs one scenario's ramp and judges its steps."""
 
-    def __init__(self, stack: Stack, scenario: Scenario, args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        scenario: Scenario,
+        args: argparse.Namespace,
+        baseline_probe_ms: float,
+    ) -> None:
         self.stack = stack
         self.scenario = scenario
         self.args = args
@@ -192,6 +212,7 @@ class Ramp:
         self.cpu: dict[tuple[int, str], dict[str, float]] = {}
         self.steps: list[dict[str, Any]] = []
         self.profiles: list[subprocess.Popen[bytes]] = []
+        self.baseline_probe_ms = baseline_probe_ms
 
     def _pids(self) -> dict[str, int]:
         assert self.run is not None
@@ -204,6 +225,7 @@ class Ramp:
     async def on_edge(self, index: int, edge: str) -> None:
         self.cpu[(index, edge)] = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
         self.cpu[(index, edge)]["machine"] = machine_busy_seconds()
+        self.cpu[(index, edge)]["probe_ms"] = speed_probe_ms()
         self.cpu[(index, edge)]["time"] = time.monotonic()
         if edge == "start" and self.args.profile:
             self._profile(index)
@@ -229,6 +251,9 @@ class Ramp:
     async def on_window(self, window: WindowResult) -> bool:
         start, end = self.cpu.get((window.index, "start")), self.cpu.get((window.index, "end"))
         step = judge(window, start, end)
+        if start is not None and end is not None:
+            probe = (start["probe_ms"] + end["probe_ms"]) / 2
+            step["cpu_slowdown"] = probe / self.baseline_probe_ms
         self.steps.append(step)
         print(format_step(self.scenario.name, step), flush=True)
         return bool(step["passed"])
@@ -282,7 +307,7 @@ def judge(
     if start is not None and end is not None:
         seconds = end["time"] - start["time"]
         for name in start:
-            if name in {"time", "machine"} or name not in end:
+            if name in {"time", "machine", "probe_ms"} or name not in end:
                 continue
             used = end[name] - start[name]
             cpu[name] = {
@@ -330,14 +355,15 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
         f"ms/singer-s: gateways {ms('all-gateway')} mixer {ms('all-mixer')} "
         f"redis {ms('all-redis')} generator {ms('all-generator')} "
         f"= {cpu.get('total', {}).get('cores', 0):.2f} cores "
-        f"(+{cpu.get('other', {}).get('cores', 0):.2f} other)  {verdict}"
+        f"(+{cpu.get('other', {}).get('cores', 0):.2f} other, "
+        f"CPU x{step.get('cpu_slowdown', 0):.2f} slower than idle)  {verdict}"
     )
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     header = (
         "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
-        "mixer", "redis", "generator", "total cores", "other",
+        "mixer", "redis", "generator", "total cores", "other", "slowdown",
     )  # fmt: skip
     rows = [list(header)]
     for scenario in results:
@@ -364,6 +390,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                     f"{cpu.get('total', {}).get('cores', 0):.2f}",
                     f"{cpu.get('other', {}).get('cores', 0):.2f}"
                     + (" (disturbed)" if step.get("disturbed") else ""),
+                    f"x{step.get('cpu_slowdown', 0):.2f}",
                 ]
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -371,7 +398,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     return (
         "\n".join(lines) + "\n(CPU in ms per singer-second; late/missing in % of expected frames; "
-        "other: cores used by processes outside the benchmark)"
+        "other: cores used by processes outside the benchmark; slowdown: a fixed loop's CPU "
+        "time at the step's edges over its idle time)"
     )
 
 
@@ -421,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     log_dir = RESULTS_DIR / "capacity-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    wait_for_quiet(args.quiet_wait_s)
+    baseline = sorted(speed_probe_ms() for _ in range(7))[3]
     results: list[dict[str, Any]] = []
     for scenario in chosen:
         busy = wait_for_quiet(args.quiet_wait_s)
@@ -429,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         stack = Stack(args.gateways, log_dir, nice=args.nice)
         stack.start()
         try:
-            results.append(asyncio.run(Ramp(stack, scenario, args).go()))
+            results.append(asyncio.run(Ramp(stack, scenario, args, baseline).go()))
         finally:
             stack.stop()
     summary: dict[str, Any] = {
@@ -452,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "connect_rate": args.connect_rate,
             "steps": args.steps,
         },
-        "machine": machine(),
+        "machine": {**machine(), "idle_speed_probe_ms": baseline},
         "runtime_s": round(time.time() - started, 1),
     }
     print()

@@ -1,0 +1,207 @@
+"""One load-generator process: many simulated singers on one event loop.
+
+A worker runs the singers of a :class:`WorkerPlan` and reports through
+``emit`` (JSON-ready dicts):
+
+- ``progress`` every ``progress_s``: running totals for the display;
+- ``window`` once per measurement window, ``horizon`` after it ends (when
+  every frame of it has been settled): the window's stats merged over the
+  worker's singers;
+- ``done`` at the end: every singer's report.
+
+``brigade load --procs N`` runs N of these as ``brigade load --worker``
+subprocesses that read the plan as JSON on stdin (a line ``stop`` on stdin
+ends the run early) and write the events as JSON lines on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from brigade.loadclient import (
+    Behaviour,
+    LocalClock,
+    Singer,
+    SingerSpec,
+    UpstreamAudio,
+    window_totals,
+)
+from brigade.loadstats import Windows
+from common.constants import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Event = dict[str, Any]
+Emit = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything one worker needs; all times are wall-clock epoch seconds."""
+
+    worker: int
+    singers: list[SingerSpec]
+    windows: list[tuple[int, int]]
+    """Measurement windows: play-time intervals in room-clock samples."""
+    stop_at: float
+    latency_ms: float = 100.0
+    frames_per_message: int = 5
+    clock_skew_ms: float = 0.0
+    leave: bool = True
+    horizon_s: float = 2.0
+    verify_index: int | None = None
+    """The singer (by index) that decodes its downstream audio; None: nobody."""
+    progress_s: float = 1.0
+    uvloop: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["windows"] = [list(w) for w in self.windows]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerPlan:
+        values = dict(data)
+        values["singers"] = [SingerSpec(**s) for s in data["singers"]]
+        values["windows"] = [(int(lo), int(hi)) for lo, hi in data["windows"]]
+        return cls(**values)
+
+
+def _progress(worker: int, singers: list[Singer]) -> Event:
+    totals: dict[str, int] = {}
+    for singer in singers:
+        for name, value in singer.live.__dict__.items():
+            totals[name] = totals.get(name, 0) + value
+    missing = sum(w.frames.missing for s in singers for w in s.stats)
+    return {
+        "type": "progress",
+        "worker": worker,
+        "time": time.time(),
+        "singers": len(singers),
+        "joined": sum(1 for s in singers if s.joined and not s.closed_early),
+        "failed": sum(1 for s in singers if s.error is not None),
+        "missing": missing,
+        **totals,
+    }
+
+
+async def run_worker(plan: WorkerPlan, emit: Emit, stop: asyncio.Event) -> None:
+    """Run the plan's singers to the end (or until ``stop`` is set), emitting events."""
+    windows = Windows(plan.windows)
+    behaviour = Behaviour(
+        windows=windows,
+        stop_at=plan.stop_at,
+        latency_samples=round(plan.latency_ms * SAMPLE_RATE / 1000),
+        leave=plan.leave,
+        horizon=round(plan.horizon_s * SAMPLE_RATE),
+    )
+    audio = UpstreamAudio(plan.frames_per_message)
+    clock = LocalClock(plan.clock_skew_ms)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=15)
+    ) as http:
+        singers = [
+            Singer(spec, behaviour, audio, http, clock, verify=spec.index == plan.verify_index)
+            for spec in plan.singers
+        ]
+        tasks = [asyncio.create_task(s.run(), name=f"singer-{s.spec.index}") for s in singers]
+        reporter = asyncio.create_task(_report_windows(plan, singers, emit))
+        progress = asyncio.create_task(_report_progress(plan, singers, emit))
+        stopper: asyncio.Future[Any] = asyncio.create_task(stop.wait())
+        everyone: asyncio.Future[list[Any]] = asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait([stopper, everyone], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            for singer in singers:
+                singer.stop()
+        results = await everyone
+        for singer, result in zip(singers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("singer %d crashed: %r", singer.spec.index, result)
+                singer.error = singer.error or f"crashed: {result!r}"
+        for task in (reporter, progress, stopper):
+            task.cancel()
+        await asyncio.gather(reporter, progress, stopper, return_exceptions=True)
+    emit(_progress(plan.worker, singers))
+    emit({"type": "done", "worker": plan.worker, "singers": [s.report() for s in singers]})
+
+
+async def _report_progress(plan: WorkerPlan, singers: list[Singer], emit: Emit) -> None:
+    while True:
+        await asyncio.sleep(plan.progress_s)
+        emit(_progress(plan.worker, singers))
+
+
+async def _report_windows(plan: WorkerPlan, singers: list[Singer], emit: Emit) -> None:
+    for index, (_, hi) in enumerate(plan.windows):
+        settled_at = hi / SAMPLE_RATE + plan.horizon_s + 0.25
+        await asyncio.sleep(max(0.0, settled_at - time.time()))
+        for singer in singers:
+            singer.settle()
+        stats = window_totals(singers, index)
+        start, end = plan.windows[index][0] / SAMPLE_RATE, hi / SAMPLE_RATE
+        planned = [s for s in singers if s.spec.join_at <= start]
+        emit(
+            {
+                "type": "window",
+                "worker": plan.worker,
+                "index": index,
+                "stats": stats.to_json(),
+                "singers": len(planned),
+                "joined": sum(1 for s in planned if s.connected_through(start, end)),
+                "failed": sum(1 for s in planned if s.error is not None),
+            }
+        )
+
+
+def worker_main() -> int:
+    """``brigade load --worker``: plan on stdin, events as JSON lines on stdout."""
+    plan = WorkerPlan.from_json(json.loads(sys.stdin.readline()))
+    out = sys.stdout
+
+    def emit(event: Event) -> None:
+        out.write(json.dumps(event, separators=(",", ":")) + "\n")
+        out.flush()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_stdin() -> None:
+            line = sys.stdin.readline()
+            if not line or line.strip() == "stop":
+                stop.set()
+                loop.remove_reader(sys.stdin.fileno())
+
+        with contextlib.suppress(NotImplementedError, ValueError, OSError):
+            loop.add_reader(sys.stdin.fileno(), on_stdin)
+        await run_worker(plan, emit, stop)
+
+    run_loop(main(), plan.uvloop)
+    return 0
+
+
+def run_loop(main: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
+    """``asyncio.run(main)``, or on uvloop's event loop (checked to be installed earlier)."""
+    if use_uvloop:
+        uvloop = importlib.import_module("uvloop")  # optional: imported only when asked for
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
+
+
+def uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
