@@ -18,6 +18,12 @@ MIXERS: Final = f"{PREFIX}:mixers"
 GATEWAYS: Final = f"{PREFIX}:gateways"
 """Sorted set: gateway id -> last heartbeat (unix seconds)."""
 
+EVENTS_MAXLEN: Final = 500
+"""``MAXLEN ~`` of every room's events stream (writers: the mixer, gateways for chat)."""
+
+CTL_MAXLEN: Final = 1000
+"""``MAXLEN ~`` of every room's control stream (writers: gateways)."""
+
 
 def _room(room: str) -> str:
     return f"{PREFIX}:{{{room}}}"

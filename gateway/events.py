@@ -27,11 +27,6 @@ from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-EVENTS_MAXLEN: Final = 500
-"""MAXLEN ~ for the events stream when the gateway appends (chat), as the mixers use."""
-
-CTL_MAXLEN: Final = 1000
-"""MAXLEN ~ for the control stream: far more than a mixer ever lags behind."""
 
 _BLOCK_MS: Final = 100
 """XREAD BLOCK: also the longest wait before a newly watched room is read."""
@@ -112,13 +107,13 @@ class Events:
     async def send(self, room: str, entry: Mapping[str, object]) -> None:
         """Append a control entry without waiting for a reply; raises RedisError."""
         await self._redis.xadd(
-            keys.room_ctl(room), {b"d": msgpack.packb(dict(entry))}, maxlen=CTL_MAXLEN
+            keys.room_ctl(room), {b"d": msgpack.packb(dict(entry))}, maxlen=keys.CTL_MAXLEN
         )
 
     async def post(self, room: str, event: Mapping[str, object]) -> None:
         """Append an event (chat) to the room's events stream; raises RedisError."""
         await self._redis.xadd(
-            keys.room_events(room), {b"d": msgpack.packb(dict(event))}, maxlen=EVENTS_MAXLEN
+            keys.room_events(room), {b"d": msgpack.packb(dict(event))}, maxlen=keys.EVENTS_MAXLEN
         )
 
     async def run(self) -> None:

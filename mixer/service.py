@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 2000
 """Most entries read from one stream per tick (the rest wait for the next)."""
-CTL_MAXLEN: Final = 1000
 MAINTENANCE_S: Final = 0.5
 CLAIM_GRACE_S: Final = 1.0
 """A free room not claimed by its preferred mixer within this long is anyone's."""
@@ -229,7 +228,6 @@ class MixerService:
             await self._drop_heartbeat()
         except RedisError as exc:
             log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
-        self.rooms.clear()
 
     async def _drop_heartbeat(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -20,8 +20,6 @@ from mixer.room import Member, RoomConfig, RoomState, Song
 
 log = logging.getLogger(__name__)
 
-EVENTS_MAXLEN = 500
-
 
 def config_from_meta(meta: dict[bytes, bytes], settings: MixerSettings) -> RoomConfig:
     """The room's configuration: its meta hash where set, else the defaults."""
@@ -123,7 +121,7 @@ def queue_event(pipe: Pipeline, room: str, event: dict[str, Any]) -> None:
     pipe.xadd(
         keys.room_events(room),
         {"d": msgpack.packb(event)},
-        maxlen=EVENTS_MAXLEN,
+        maxlen=keys.EVENTS_MAXLEN,
         approximate=True,
     )
 
