@@ -193,6 +193,9 @@ class Fanout:
 
     def _fresh_windows(self, tap: Tap, entries: list[Entry], now: int) -> list[TapWindow]:
         windows: list[TapWindow] = []
+        # Where the next window should start: the tap's own mark moves only when the
+        # batch is encoded, so within one read the expectation advances here.
+        expected = tap.next_start
         for _, data in entries:
             self._metrics.inc("windows_in_total")
             try:
@@ -207,8 +210,9 @@ class Fanout:
             if window.start + window.samples.shape[0] + tap.delay < now:
                 self._metrics.inc("windows_stale_total")
                 continue
-            if tap.next_start is not None and window.start != tap.next_start:
+            if expected is not None and window.start != expected:
                 self._metrics.inc("tap_gaps_total")
+            expected = window.start + window.samples.shape[0]
             windows.append(window)
         return windows
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 from aiohttp import web
 
 from common import protocol as p
+from common.clock import now_samples
 from common.constants import SAMPLE_RATE
-from common.wire import decode_chunk
+from common.streams import Entry
+from common.wire import decode_chunk, encode_tap
 from gateway.codec import CodecError, OpusDecoder, OpusEncoder
+from gateway.fanout import Fanout, Tap
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.session import ErrorThrottle, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
+from gateway.worker import CodecWorker
 
 NOW = 86_000_000_000_000
 
@@ -182,3 +188,20 @@ def test_metrics_render_prometheus_text() -> None:
     assert 'bb_gateway_room_late_writes{room="we\\"ird"} 7' in lines
     with pytest.raises(KeyError):
         metrics.inc("no_such_counter")
+
+
+def test_tap_gaps_count_only_real_gaps_within_one_read() -> None:
+    metrics = Metrics()
+    redis: Any = None  # _fresh_windows does no I/O
+    fanout = Fanout(redis, metrics, CodecWorker())
+    tap = Tap("choir", 144000, next_start=None)
+    start = (now_samples() // 960) * 960
+    frames = np.zeros(4800, np.float32)
+    # Three windows that follow each other, then one after a 960-sample gap.
+    starts = [start, start + 4800, start + 9600, start + 15360]
+    entries: list[Entry] = [
+        (f"{i}-0".encode(), encode_tap("choir", 144000, s, s, frames)) for i, s in enumerate(starts)
+    ]
+    windows = fanout._fresh_windows(tap, entries, now_samples())
+    assert [w.start for w in windows] == starts
+    assert metrics.get("tap_gaps_total") == 1
