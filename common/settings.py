@@ -145,6 +145,9 @@ class MixerSettings(_Settings):
     heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
     publish_ms: int = field(default=250, metadata={"help": "occupancy/stats publish period, ms"})
     tap_maxlen: int = field(default=50, metadata={"help": "MAXLEN of a tap stream (entries)"})
+    levels_ms: int = field(
+        default=1000, metadata={"help": "period of level-meter events while a song runs, ms"}
+    )
     max_rooms: int = field(default=1000, metadata={"help": "most rooms this mixer will own"})
     reconnect_grace_s: float = field(
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
@@ -166,6 +169,7 @@ class MixerSettings(_Settings):
             "tap_maxlen",
             "max_rooms",
             "reconnect_grace_s",
+            "levels_ms",
         ):
             _positive(name, getattr(self, name))
         if self.lead_s >= self.ring_s / 2:

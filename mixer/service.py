@@ -85,6 +85,8 @@ class OwnedRoom:
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Singer -> (gateway id, connection id) of their current connection."""
     links_dirty: set[str] = field(default_factory=set)
+    levels_at: float = 0.0
+    """When the last ``levels`` event went out (monotonic seconds)."""
 
     @property
     def state(self) -> RoomState:
@@ -407,7 +409,11 @@ class MixerService:
         pipe.hset(keys.room_stats(owned.name), mapping=stats)
         # Everything read so far is applied: trim it so the stream holds only the backlog.
         pipe.xtrim(keys.room_in(owned.name), minid=owned.in_cursor, approximate=True)
-        if owned.state.song.running:
+        # Every singer's level goes to every browser in the room, O(members^2) bytes per
+        # event: so levels go out less often (levels_ms) than occupancy and stats.
+        mono = time.monotonic()
+        if owned.state.song.running and mono - owned.levels_at >= self.settings.levels_ms / 1000:
+            owned.levels_at = mono
             levels = {
                 m.singer_id: round(m.level_db, 1)
                 for m in owned.state.members.values()
