@@ -11,7 +11,3 @@ from common.constants import SAMPLE_RATE
 def now_samples() -> int:
     """The current room clock, in whole samples since the epoch."""
     return time.time_ns() * SAMPLE_RATE // 1_000_000_000
-
-
-def samples_to_seconds(samples: int) -> float:
-    return samples / SAMPLE_RATE

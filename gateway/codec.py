@@ -13,7 +13,7 @@ libopus calls release the GIL, so codec work can run in a thread pool.
 
 import ctypes
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Self
 
 import numpy as np
@@ -146,7 +146,40 @@ def _describe(value: object) -> str:
 # --- decoder ------------------------------------------------------------------
 
 
-class OpusDecoder:
+class _OpusState:
+    """A libopus encoder or decoder state: freed on close() or garbage collection."""
+
+    def __init__(
+        self, state: object, destroy: Callable[[object], None], ctl: Callable[..., int]
+    ) -> None:
+        self._state: object | None = state
+        self._ctl_func = ctl
+        self._free = weakref.finalize(self, destroy, state)
+
+    def reset(self) -> None:
+        """Return to a freshly created state (settings such as the bitrate are kept)."""
+        code = int(self._ctl_func(self._live(), _OPUS_RESET_STATE))
+        if code != _OPUS_OK:
+            raise CodecError(f"OPUS_RESET_STATE failed: {_strerror(code)}")
+
+    def close(self) -> None:
+        """Free the libopus state; safe to call more than once."""
+        self._state = None
+        self._free()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _live(self) -> object:
+        if self._state is None:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        return self._state
+
+
+class OpusDecoder(_OpusState):
     """One per singer stream (decoder state is per stream).
 
     Decodes 48 kHz mono float32.  Call :meth:`close` (or use ``with``) to free
@@ -154,8 +187,7 @@ class OpusDecoder:
     """
 
     def __init__(self) -> None:
-        self._state: object | None = _create_decoder()
-        self._free = weakref.finalize(self, _DECODER_DESTROY, self._state)
+        super().__init__(_create_decoder(), _DECODER_DESTROY, _DECODER_CTL)
 
     def decode_into(self, packet: bytes, out: Samples) -> int:
         """Decode one packet into ``out`` and return the number of samples written.
@@ -229,28 +261,6 @@ class OpusDecoder:
             raise CodecError(f"opus_decode_float (concealment) failed: {_strerror(n)}")
         return n
 
-    def reset(self) -> None:
-        """Return to a freshly created state (after a gap or when the stream restarts)."""
-        code = int(_DECODER_CTL(self._live(), _OPUS_RESET_STATE))
-        if code != _OPUS_OK:
-            raise CodecError(f"OPUS_RESET_STATE failed: {_strerror(code)}")
-
-    def close(self) -> None:
-        """Free the libopus state; safe to call more than once."""
-        self._state = None
-        self._free()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _live(self) -> object:
-        if self._state is None:
-            raise RuntimeError("OpusDecoder is closed")
-        return self._state
-
 
 def _decode_error(code: int, packet: bytes, room: int) -> str:
     if code == _OPUS_BUFFER_TOO_SMALL:
@@ -266,7 +276,7 @@ def _decode_error(code: int, packet: bytes, room: int) -> str:
 # --- encoder ------------------------------------------------------------------
 
 
-class OpusEncoder:
+class OpusEncoder(_OpusState):
     """One per tap per gateway: 48 kHz mono float32 in, one packet per 20 ms frame.
 
     Uses OPUS_APPLICATION_AUDIO (music, not speech).  ``bitrate`` in b/s,
@@ -276,8 +286,7 @@ class OpusEncoder:
     def __init__(self, bitrate: int = 64_000, complexity: int | None = None) -> None:
         if not MIN_BITRATE <= bitrate <= MAX_BITRATE:
             raise CodecError(f"bitrate {bitrate} b/s is outside [{MIN_BITRATE}, {MAX_BITRATE}]")
-        self._state: object | None = _create_encoder()
-        self._free = weakref.finalize(self, _ENCODER_DESTROY, self._state)
+        super().__init__(_create_encoder(), _ENCODER_DESTROY, _ENCODER_CTL)
         self._out = (ctypes.c_char * MAX_PACKET_BYTES)()
         try:
             self._ctl(_OPUS_SET_BITRATE_REQUEST, bitrate, f"bitrate {bitrate}")
@@ -320,32 +329,10 @@ class OpusEncoder:
             for i in range(0, samples.shape[0], OPUS_FRAME_SAMPLES)
         ]
 
-    def reset(self) -> None:
-        """Return to a freshly created state, keeping bitrate and complexity."""
-        code = int(_ENCODER_CTL(self._live(), _OPUS_RESET_STATE))
-        if code != _OPUS_OK:
-            raise CodecError(f"OPUS_RESET_STATE failed: {_strerror(code)}")
-
-    def close(self) -> None:
-        """Free the libopus state; safe to call more than once."""
-        self._state = None
-        self._free()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def _ctl(self, request: int, value: int, what: str) -> None:
         code = int(_ENCODER_CTL(self._live(), request, ctypes.c_int(value)))
         if code != _OPUS_OK:
             raise CodecError(f"{what} rejected by libopus: {_strerror(code)}")
-
-    def _live(self) -> object:
-        if self._state is None:
-            raise RuntimeError("OpusEncoder is closed")
-        return self._state
 
 
 # --- PCM16 --------------------------------------------------------------------

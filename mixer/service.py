@@ -541,7 +541,7 @@ class MixerService:
 
     async def _adopt(self, room: str) -> None:
         try:
-            state, ctl_cursor, _ = await store.load_room(self.redis, room, self.settings)
+            state, ctl_cursor = await store.load_room(self.redis, room, self.settings)
         except RedisError:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise

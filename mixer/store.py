@@ -45,10 +45,8 @@ def config_from_meta(meta: dict[bytes, bytes], settings: MixerSettings) -> RoomC
     )
 
 
-async def load_room(
-    redis: "Redis", room: str, settings: MixerSettings
-) -> tuple[RoomState, bytes, bool]:
-    """Read a room's state; returns (state, last applied control id, meta existed)."""
+async def load_room(redis: "Redis", room: str, settings: MixerSettings) -> tuple[RoomState, bytes]:
+    """Read a room's state; returns (state, id of the last applied control entry)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.room_meta(room))
         pipe.hgetall(keys.room_members(room))
@@ -84,7 +82,7 @@ async def load_room(
     except ValueError:
         log.warning("room %s: unreadable state version %r", room, song_raw.get(b"version"))
     ctl = song_raw.get(b"ctl", b"0-0")
-    return state, ctl, bool(meta)
+    return state, ctl
 
 
 def queue_persist(
