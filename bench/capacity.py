@@ -45,7 +45,7 @@ from typing import Any, Final
 from bench.results import RESULTS_DIR, write_results
 from brigade.load import prepare
 from brigade.loadrun import LoadConfig, LoadRun, WindowResult
-from brigade.loadworker import uvloop_available
+from common.aio import EVENT_LOOPS
 from tests.support import Process, RedisServer, free_port, wait_for
 
 MAX_BAD_FRACTION: Final = 0.001
@@ -130,6 +130,8 @@ class Stack:
     """Nice value for the mixer and Redis (0: as started; negative: favoured)."""
     realtime: int = 0
     """SCHED_FIFO priority for the mixer and Redis (0: the normal scheduler)."""
+    event_loop: str = "uvloop"
+    """The mixer's and the gateways' event loop (``BB_EVENT_LOOP``)."""
     redis: RedisServer = field(init=False)
     mixer: Process = field(init=False)
     gateway_procs: list[Process] = field(default_factory=list)
@@ -138,7 +140,11 @@ class Stack:
     def start(self) -> None:
         self.redis = RedisServer()
         self.redis.start()
-        env = {"REDIS_URL": self.redis.url, "BB_LOG_LEVEL": "WARNING"}
+        env = {
+            "REDIS_URL": self.redis.url,
+            "BB_LOG_LEVEL": "WARNING",
+            "BB_EVENT_LOOP": self.event_loop,
+        }
         self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
         for i in range(self.gateways):
             port = free_port()
@@ -225,7 +231,7 @@ class Ramp:
             affinity=scenario.affinity,
             procs=args.procs,
             redis_url=stack.redis.url,
-            uvloop=args.uvloop,
+            event_loop=args.event_loop,
         )
         self.run: LoadRun | None = None
         self.cpu: dict[tuple[int, str], dict[str, float]] = {}
@@ -474,8 +480,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="wait up to this long for other processes to go quiet before a scenario",
     )  # fmt: skip
     p.add_argument(
-        "--uvloop", action=argparse.BooleanOptionalAction, default=uvloop_available(),
-        help="run the generator on uvloop (default: when installed)",
+        "--event-loop", choices=EVENT_LOOPS, default="uvloop",
+        help="event loop of the generator, the mixer and the gateways (default uvloop)",
     )  # fmt: skip
     p.add_argument("--name", default="capacity", help="results file name (default capacity)")
     return p.parse_args(list(argv))
@@ -498,7 +504,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         busy = wait_for_quiet(args.quiet_wait_s)
         if busy >= 0.2:
             print(f"warning: starting with {busy:.2f} cores used by other processes", flush=True)
-        stack = Stack(args.gateways, log_dir, nice=args.nice, realtime=args.realtime)
+        stack = Stack(
+            args.gateways,
+            log_dir,
+            nice=args.nice,
+            realtime=args.realtime,
+            event_loop=args.event_loop,
+        )
         stack.start()
         try:
             results.append(asyncio.run(Ramp(stack, scenario, args, baseline).go()))
@@ -515,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": {
             "gateways": args.gateways,
             "generator_procs": args.procs,
-            "generator_uvloop": args.uvloop,
+            "event_loop": args.event_loop,
             "mixer_and_redis_nice": args.nice,
             "mixer_and_redis_sched_fifo": args.realtime,
             "mixers": 1,

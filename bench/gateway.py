@@ -6,7 +6,7 @@ table and writes ``bench-results/gateway.json``.
 The set-up is the real topology on this machine: a private redis-server, one
 ``brigade mixer`` and one ``brigade gateway`` process.  This process plays
 the browsers: N singers join one room, the first leads and starts a song,
-and every singer streams real Opus (5 packets = 100 ms per message, at
+and every singer streams real Opus (10 packets = 200 ms per message, as the browser does, at
 real-time pace, on their own positions) while reading its tap's frames.
 
 ``cpu_ms_per_singer_second`` is the gateway process's CPU time (user +
@@ -47,14 +47,16 @@ import numpy.typing as npt
 from bench.results import print_table, write_results
 from common import protocol as p
 from common.clock import now_samples
-from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
+from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
 from gateway.codec import OpusDecoder, OpusEncoder
 from tests.support import Process, RedisServer, free_port, wait_for
 
 TARGET_MS = 2.5
 ORIGINAL_MS = 8.7
-PACKETS_PER_MESSAGE = 5
-"""What the browser client sends (100 ms); the protocol allows up to 200 ms."""
+PACKETS_PER_MESSAGE = UPSTREAM_FRAMES_PER_MESSAGE
+"""What the browser client sends (200 ms, served as ``frames_per_message``)."""
+SHORT_MESSAGE = 5
+"""The low end of the protocol's intended 100-200 ms, measured beside it."""
 ROOM = "bench"
 
 
@@ -392,16 +394,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--singers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs at the browser's message size (median)"
+    )
     args = parser.parse_args(list(argv) if argv is not None else [])
-    results = run(args.singers, args.seconds, per_message=PACKETS_PER_MESSAGE)
-    long = run(args.singers, args.seconds, per_message=2 * PACKETS_PER_MESSAGE)
+    # This VM's CPU speed drifts by up to a third over minutes: the headline is
+    # the median of several runs, each beside its own libopus decode figure.
+    runs = [
+        run(args.singers, args.seconds, per_message=PACKETS_PER_MESSAGE)
+        for _ in range(max(1, args.repeat))
+    ]
+    runs.sort(key=lambda r: float(r["cpu_ms_per_singer_second"] or 0))  # type: ignore[arg-type]
+    results = dict(runs[len(runs) // 2])
+    short = run(args.singers, args.seconds, per_message=SHORT_MESSAGE)
     results.update(
-        cpu_ms_per_singer_second_200ms_messages=long["cpu_ms_per_singer_second"],
+        cpu_ms_per_singer_second_runs=[r["cpu_ms_per_singer_second"] for r in runs],
+        opus_decode_ms_per_singer_second_runs=[r["opus_decode_ms_per_singer_second"] for r in runs],
+        cpu_ms_per_singer_second_100ms_messages=short["cpu_ms_per_singer_second"],
         aiohttp_receive_floor_ms_per_singer_second=round(
             receive_floor(args.singers, PACKETS_PER_MESSAGE, args.seconds), 3
         ),
-        aiohttp_receive_floor_ms_per_singer_second_200ms_messages=round(
-            receive_floor(args.singers, 2 * PACKETS_PER_MESSAGE, args.seconds), 3
+        aiohttp_receive_floor_ms_per_singer_second_100ms_messages=round(
+            receive_floor(args.singers, SHORT_MESSAGE, args.seconds), 3
         ),
         target_cpu_ms_per_singer_second=TARGET_MS,
         original_cpu_ms_per_singer_second=ORIGINAL_MS,
@@ -415,14 +429,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         f"{results['window_s']} s measured",
         [
             (
-                "cpu_ms_per_singer_second (100 ms msgs)",
+                f"cpu_ms_per_singer_second ({PACKETS_PER_MESSAGE * 20} ms msgs, median)",
                 str(results["cpu_ms_per_singer_second"]),
                 f"<= {TARGET_MS} (original ~{ORIGINAL_MS})",
             ),
             (
-                "  same, 200 ms messages",
-                str(results["cpu_ms_per_singer_second_200ms_messages"]),
-                f"<= {TARGET_MS}",
+                "  each run",
+                " / ".join(str(x) for x in results["cpu_ms_per_singer_second_runs"]),  # type: ignore[attr-defined]
+                "",
+            ),
+            (
+                f"  same, {SHORT_MESSAGE * 20} ms messages",
+                str(results["cpu_ms_per_singer_second_100ms_messages"]),
+                "protocol's low end",
             ),
             (
                 "opus_decode_ms_per_singer_second",
@@ -430,9 +449,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
                 "raw libopus, same packets",
             ),
             (
-                "aiohttp receive floor (100 / 200 ms)",
+                f"aiohttp receive floor ({PACKETS_PER_MESSAGE * 20} / {SHORT_MESSAGE * 20} ms)",
                 f"{results['aiohttp_receive_floor_ms_per_singer_second']} / "
-                f"{results['aiohttp_receive_floor_ms_per_singer_second_200ms_messages']}",
+                f"{results['aiohttp_receive_floor_ms_per_singer_second_100ms_messages']}",
                 "bare server, same traffic",
             ),
             ("gateway_cpu_percent", str(results["gateway_cpu_percent"]), "of one core"),

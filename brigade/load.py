@@ -18,6 +18,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,8 +39,14 @@ from brigade.loadrun import (
     WindowResult,
     build_plan,
 )
-from brigade.loadworker import run_loop, uvloop_available, worker_main
-from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
+from brigade.loadworker import worker_main
+from common import aio
+from common.constants import (
+    OPUS_FRAME_SAMPLES,
+    PROTOCOL_VERSION,
+    SAMPLE_RATE,
+    UPSTREAM_FRAMES_PER_MESSAGE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,10 @@ def parser() -> argparse.ArgumentParser:
         help="simulated output->input latency subtracted from positions (default 100)",
     )  # fmt: skip
     p.add_argument(
-        "--frames-per-message", type=int, default=5, help="20 ms packets per message (default 5)"
+        "--frames-per-message",
+        type=int,
+        default=None,
+        help="20 ms packets per message (default: what the gateway serves, like the browser)",
     )
     p.add_argument(
         "--clock-skew-ms", type=float, default=0.0,
@@ -112,8 +122,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-leave", action="store_true", help="close without sending leave")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument(
-        "--uvloop", action="store_true",
-        help="run on uvloop's event loop (pip install uvloop; cheaper per message)",
+        "--event-loop", choices=aio.EVENT_LOOPS, default="uvloop",
+        help="the generator's event loop (default uvloop: cheaper per message)",
     )  # fmt: skip
     p.add_argument("--log-level", default=os.environ.get("BB_LOG_LEVEL", "WARNING"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -128,9 +138,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         raise LoadError(f"singer counts must be positive and increasing, got {steps}")
     if args.measure_s <= 0 or args.warmup_s < 0 or args.settle_s < 0 or args.connect_rate <= 0:
         raise LoadError("durations must be positive (warm-up and settle may be 0)")
-    if args.uvloop and not uvloop_available():
-        raise LoadError("--uvloop: uvloop is not installed (pip install uvloop)")
-    if not 1 <= args.frames_per_message <= 50:
+    if args.frames_per_message is not None and not 1 <= args.frames_per_message <= 50:
         raise LoadError("--frames-per-message must be 1-50 (the protocol's limit)")
     room_size = args.room_size or steps[-1]
     if not 1 <= room_size <= MAX_ROOM_CAPACITY:
@@ -155,15 +163,20 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         password=args.password,
         bucket=args.bucket,
         redis_url=args.redis_url,
-        uvloop=args.uvloop,
+        event_loop=args.event_loop,
     )
 
 
 # --- before the run -----------------------------------------------------------------
 
 
-async def preflight(config: LoadConfig, rooms: Sequence[str]) -> None:
-    """Check every gateway speaks our protocol; create the rooms big enough."""
+async def preflight(config: LoadConfig, rooms: Sequence[str]) -> int:
+    """Check every gateway speaks our protocol; create the rooms big enough.
+
+    Returns the packets per upstream message that the (first) gateway asks
+    clients to send, as the browser client reads it from ``/api/constants``.
+    """
+    served: int | None = None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         for url in config.urls:
             try:
@@ -182,6 +195,10 @@ async def preflight(config: LoadConfig, rooms: Sequence[str]) -> None:
             for key, value in wanted.items():
                 if constants.get(key) != value:
                     raise LoadError(f"gateway {url} has {key}={constants.get(key)}, we use {value}")
+            frames = constants.get("frames_per_message", UPSTREAM_FRAMES_PER_MESSAGE)
+            if not isinstance(frames, int) or not 1 <= frames <= 50:
+                raise LoadError(f"gateway {url} serves frames_per_message={frames!r}, not 1-50")
+            served = frames if served is None else served
         capacity = min(MAX_ROOM_CAPACITY, max(config.room_size, 1))
         for room in rooms:
             body: dict[str, Any] = {"room": room, "capacity": capacity}
@@ -191,6 +208,7 @@ async def preflight(config: LoadConfig, rooms: Sequence[str]) -> None:
                 if response.status not in (201, 409):
                     text = (await response.text())[:200]
                     raise LoadError(f"creating room {room} failed: {response.status} {text}")
+    return served or UPSTREAM_FRAMES_PER_MESSAGE
 
 
 # --- display ------------------------------------------------------------------------
@@ -296,7 +314,12 @@ def clock_summary(singers: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def results_json(config: LoadConfig, run: LoadRun) -> dict[str, Any]:
     failed = [s for s in run.singers if s.get("error")]
     return {
-        "config": {**config.__dict__, "urls": list(config.urls), "steps": list(config.steps)},
+        "config": {
+            **config.__dict__,
+            "urls": list(config.urls),
+            "steps": list(config.steps),
+            "frames_per_message": run.plan.frames_per_message,
+        },
         "windows": [w.to_json() for w in run.windows],
         "completed_windows": len(run.completed()),
         "stopped_early": run.stopped_early,
@@ -333,9 +356,13 @@ async def prepare(config: LoadConfig) -> Plan:
     """Check the gateways, create the rooms, and plan the run to start shortly."""
     start = WORKER_START_S if config.procs > 1 else 1.0
     plan = build_plan(config, time.time() + start + 0.5)
-    await preflight(config, plan.rooms)
+    served = await preflight(config, plan.rooms)
+    if config.frames_per_message is None:
+        plan = dataclasses.replace(plan, frames_per_message=served)
     if plan.singers[0].join_at < time.time() + start:
-        plan = build_plan(config, time.time() + start)
+        plan = dataclasses.replace(
+            build_plan(config, time.time() + start), frames_per_message=plan.frames_per_message
+        )
     return plan
 
 
@@ -360,7 +387,7 @@ def main(argv: Sequence[str]) -> int:
         return worker_main()
     try:
         config = config_from_args(args)
-        run, results = run_loop(run_load(config, quiet=args.quiet), config.uvloop)
+        run, results = aio.run(run_load(config, quiet=args.quiet), config.event_loop)
     except LoadError as exc:
         print(f"brigade load: {exc}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from brigade.loadclient import SingerSpec
 from brigade.loadserver import Snapshot, member_records, snapshot, upstream_delta
 from brigade.loadstats import FrameCounts, WindowStats
 from brigade.loadworker import Event, WorkerPlan, run_worker
-from common.constants import SAMPLE_RATE
+from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class LoadConfig:
     affinity: str = "round"
     """``round``: singer i on gateway i mod G; ``room``: room r on gateway r mod G."""
     latency_ms: float = 100.0
-    frames_per_message: int = 5
+    frames_per_message: int | None = None
+    """Packets per upstream message; None: what the gateway serves (``prepare``)."""
     clock_skew_ms: float = 0.0
     horizon_s: float = 2.0
     procs: int = 1
@@ -69,8 +70,8 @@ class LoadConfig:
     """Every singer but the leaders moves to this bucket; None: the server spreads them."""
     progress_s: float = 1.0
     redis_url: str | None = None
-    uvloop: bool = False
-    """Run the workers on uvloop's event loop (must be installed)."""
+    event_loop: str = "uvloop"
+    """The workers' event loop (common/aio.py)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Plan:
     windows: list[tuple[int, int]]
     """Play-time intervals (room-clock samples)."""
     stop_at: float
+    frames_per_message: int = UPSTREAM_FRAMES_PER_MESSAGE
 
     @property
     def rooms(self) -> list[str]:
@@ -132,7 +134,8 @@ def build_plan(config: LoadConfig, t0: float) -> Plan:
         t = hi
         previous = total
     stop_at = windows[-1][1] / SAMPLE_RATE + config.horizon_s + 0.5
-    return Plan(singers, windows, stop_at)
+    frames = config.frames_per_message or UPSTREAM_FRAMES_PER_MESSAGE
+    return Plan(singers, windows, stop_at, frames)
 
 
 @dataclass
@@ -224,13 +227,13 @@ class LoadRun:
                 windows=self.plan.windows,
                 stop_at=self.plan.stop_at,
                 latency_ms=c.latency_ms,
-                frames_per_message=c.frames_per_message,
+                frames_per_message=self.plan.frames_per_message,
                 clock_skew_ms=c.clock_skew_ms,
                 leave=c.leave,
                 horizon_s=c.horizon_s,
                 verify_index=verify_index,
                 progress_s=c.progress_s,
-                uvloop=c.uvloop,
+                event_loop=c.event_loop,
             )
             for w in range(self.procs)
         ]

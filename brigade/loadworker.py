@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -38,11 +37,11 @@ from brigade.loadclient import (
     window_totals,
 )
 from brigade.loadstats import Windows
-from common.constants import SAMPLE_RATE
+from common import aio
+from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Event = dict[str, Any]
 Emit = Callable[[Event], None]
 
@@ -57,14 +56,14 @@ class WorkerPlan:
     """Measurement windows: play-time intervals in room-clock samples."""
     stop_at: float
     latency_ms: float = 100.0
-    frames_per_message: int = 5
+    frames_per_message: int = UPSTREAM_FRAMES_PER_MESSAGE
     clock_skew_ms: float = 0.0
     leave: bool = True
     horizon_s: float = 2.0
     verify_index: int | None = None
     """The singer (by index) that decodes its downstream audio; None: nobody."""
     progress_s: float = 1.0
-    uvloop: bool = False
+    event_loop: str = "uvloop"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -190,18 +189,5 @@ def worker_main() -> int:
             loop.add_reader(sys.stdin.fileno(), on_stdin)
         await run_worker(plan, emit, stop)
 
-    run_loop(main(), plan.uvloop)
+    aio.run(main(), plan.event_loop)
     return 0
-
-
-def run_loop(main: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
-    """``asyncio.run(main)``, or on uvloop's event loop (checked to be installed earlier)."""
-    if use_uvloop:
-        uvloop = importlib.import_module("uvloop")  # optional: imported only when asked for
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)
-
-
-def uvloop_available() -> bool:
-    return importlib.util.find_spec("uvloop") is not None

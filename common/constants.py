@@ -34,6 +34,15 @@ DEFAULT_LEAD_S: Final = 1.0
 DEFAULT_BUCKET_SPACING_S: Final = 3.0
 DEFAULT_N_BUCKETS: Final = 6
 
+UPSTREAM_FRAMES_PER_MESSAGE: Final = 10
+"""20 ms frames a client should put in one upstream message (200 ms).
+
+The protocol accepts 1-50; 5-10 is the intended range. Fewer, larger
+messages halve the gateway's per-message work (WebSocket frame, parse,
+checks, queueing) against 5 per message, at the price of 100 ms more
+upstream delay, which the bucket spacing (3 s) absorbs. Served to clients
+as ``frames_per_message``."""
+
 MAX_CHUNK_SAMPLES: Final = 2 * SAMPLE_RATE
 """Largest chunk one message may carry (2 s); larger ones are rejected on decode."""
 
@@ -50,6 +59,7 @@ def constants_json() -> dict[str, int | float]:
         "opus_frame_samples": OPUS_FRAME_SAMPLES,
         "occ_frame_samples": OCC_FRAME_SAMPLES,
         "opus_lookahead_samples": OPUS_LOOKAHEAD_SAMPLES,
+        "frames_per_message": UPSTREAM_FRAMES_PER_MESSAGE,
         "protocol_version": PROTOCOL_VERSION,
         "default_lead_s": DEFAULT_LEAD_S,
         "default_bucket_spacing_s": DEFAULT_BUCKET_SPACING_S,

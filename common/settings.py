@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Self, TypeVar
 
 from common import constants
+from common.aio import EVENT_LOOPS
 from common.errors import ValidationError
 from common.names import check_id
 
@@ -45,6 +46,9 @@ class _Settings:
     """Shared machinery; subclasses only declare fields and ``check``."""
 
     redis_url: str = field(default=DEFAULT_REDIS_URL, metadata={"help": "Redis connection URL"})
+    event_loop: str = field(
+        default="uvloop", metadata={"help": "event loop: uvloop (faster) or asyncio"}
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -92,6 +96,10 @@ class _Settings:
     def check(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValidationError(f"redis_url must be a redis:// URL, got {self.redis_url!r}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValidationError(
+                f"event_loop must be one of {', '.join(EVENT_LOOPS)}, got {self.event_loop!r}"
+            )
 
     def replace(self, **changes: Any) -> Self:
         new = dataclasses.replace(self, **changes)

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from common import keys
+from common import aio, keys
 from common.errors import ValidationError
 from common.settings import GatewaySettings
 from gateway.app import connect_redis, create_app
@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
         log.error("invalid settings: %s", exc)
         return 2
     if args.check:
-        return asyncio.run(_check(settings))
-    return asyncio.run(_serve(settings))
+        return aio.run(_check(settings), settings.event_loop)
+    return aio.run(_serve(settings), settings.event_loop)
 
 
 async def _check(settings: GatewaySettings) -> int:

@@ -11,7 +11,7 @@ import msgpack
 import redis
 from redis.asyncio import Redis
 
-from common import keys, logs
+from common import aio, keys, logs
 from common.errors import ValidationError
 from common.settings import MixerSettings
 from mixer.service import MixerService
@@ -82,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
         return check(settings)
     logs.configure(args.log_level)
     try:
-        return asyncio.run(serve(settings))
+        return aio.run(serve(settings), settings.event_loop)
     except SystemExit as exc:
         log.error("%s", exc)
         return 1

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from tests.support import RedisServer
+
+# Property tests check behaviour, never speed: on a busy 2-core machine (CI, or
+# benchmarks running beside the suite) Hypothesis's timing checks would fail
+# tests for the machine's load rather than for the code.
+settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")

@@ -317,6 +317,7 @@ class App {
       sampleRate: this.sampleRate,
       frameSamples: this.frameSamples,
       lookahead: this.constants.opus_lookahead_samples,
+      framesPerMessage: this.constants.frames_per_message,
       send: (buffer) => {
         if (conn.sendAudio(buffer)) this.counters.sentMessages++;
         else this.counters.droppedUp++;

@@ -62,7 +62,7 @@ function randomStreamId() {
  * stream (new stream id, fresh encoder), as the protocol asks.
  */
 export class UpstreamEncoder {
-  constructor({ codec, sampleRate, frameSamples, lookahead, framesPerMessage = 5, send, onError = () => {} }) {
+  constructor({ codec, sampleRate, frameSamples, lookahead, framesPerMessage = 10, send, onError = () => {} }) {
     this.codec = codec;
     if (!Number.isInteger(lookahead)) throw new Error("lookahead (opus_lookahead_samples from /api/constants) is required");
     this.lookahead = lookahead;
