@@ -210,6 +210,10 @@ class GatewaySettings(_Settings):
         default="", metadata={"help": "comma-separated Origins allowed besides the gateway's own"}
     )
     in_maxlen: int = field(default=2000, metadata={"help": "MAXLEN of a room's input stream"})
+    downstream_ms: int = field(
+        default=200,
+        metadata={"help": "send tap audio to listeners this often, ms (0: as the mixer publishes)"},
+    )
     reconnect_grace_s: float = field(
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
     )
@@ -230,3 +234,6 @@ class GatewaySettings(_Settings):
             "heartbeat_ttl_ms",
         ):
             _positive(name, getattr(self, name))
+        if not 0 <= self.downstream_ms <= 500:
+            # Frames leave the mixer lead_s (1 s) ahead of their play time.
+            raise ValidationError(f"downstream_ms must be in [0, 500], got {self.downstream_ms}")

@@ -6,11 +6,18 @@ tap is picked up quickly.  Each tap has one Opus encoder in this gateway and
 its pcm16 form is computed once, so the codec cost is per tap, not per
 listener; every listener gets the same bytes in its own bounded queue
 (:meth:`Session.send_audio`), where a slow client loses its own oldest frames.
+
+Reads are paced: after a delivery the next read waits ``period_ms`` (200 ms
+by default), so each listener gets the mixer's ~100 ms windows two at a
+time, in one socket write.  Per listener that halves the writes, the
+wake-ups and the client's receive work; the frames still leave about
+``lead`` - 0.2 s before their play time, which is what the lead is for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,10 +92,15 @@ class Tap:
 class Fanout:
     """Subscriptions of sessions to taps, and the task that serves them."""
 
-    def __init__(self, redis: Redis, metrics: Metrics, worker: CodecWorker) -> None:
+    def __init__(
+        self, redis: Redis, metrics: Metrics, worker: CodecWorker, *, period_ms: float = 200.0
+    ) -> None:
+        if period_ms < 0:
+            raise ValueError(f"period_ms must be >= 0, got {period_ms}")
         self._redis = redis
         self._metrics = metrics
         self._worker = worker
+        self._period_s = period_ms / 1000
         self._taps: dict[tuple[str, int], Tap] = {}
         self._of_session: dict[Session, Tap] = {}
         self._changed = asyncio.Event()
@@ -125,6 +137,7 @@ class Fanout:
     async def run(self) -> None:
         """Serve the taps forever; Redis errors back off and retry."""
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             if not self._taps:
                 self._changed.clear()
@@ -145,7 +158,15 @@ class Fanout:
                 continue
             failures = 0
             if reply:
+                delivered = loop.time()
                 await self._deliver(reply)
+                # Let the next windows gather; a new tap wakes the loop early.
+                pause = delivered + self._period_s - loop.time()
+                if pause > 0:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause):
+                            await self._changed.wait()
 
     async def _start_new_taps(self) -> None:
         # A new tap starts after the newest window already in its stream, so the

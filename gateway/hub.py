@@ -71,7 +71,7 @@ class Hub:
         self.rooms = RoomDirectory(redis, settings.default_capacity)
         self.events = Events(redis, self.metrics, settings.gateway_id, self._on_event)
         self.worker = CodecWorker(options.codec_threads)
-        self.fanout = Fanout(redis, self.metrics, self.worker)
+        self.fanout = Fanout(redis, self.metrics, self.worker, period_ms=settings.downstream_ms)
         self.uplinks = [
             Uplink(redis, self.metrics, self.worker, maxlen=settings.in_maxlen)
             for _ in range(max(1, options.codec_threads))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 
+from common import keys
 from common import protocol as p
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE
@@ -17,7 +20,7 @@ from common.wire import decode_chunk, encode_tap
 from gateway.codec import CodecError, OpusDecoder, OpusEncoder
 from gateway.fanout import Fanout, Tap
 from gateway.metrics import Metrics, RoomFigures, render
-from gateway.session import ErrorThrottle, RateLimiter, Session
+from gateway.session import ErrorThrottle, Member, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
 from gateway.worker import CodecWorker
 
@@ -205,3 +208,41 @@ def test_tap_gaps_count_only_real_gaps_within_one_read() -> None:
     windows = fanout._fresh_windows(tap, entries, now_samples())
     assert [w.start for w in windows] == starts
     assert metrics.get("tap_gaps_total") == 1
+
+
+async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_url: str) -> None:
+    """With period_ms=200 and a window every 100 ms, deliveries come in pairs, none lost."""
+    redis = Redis.from_url(redis_url)
+    metrics = Metrics()
+    fanout = Fanout(redis, metrics, CodecWorker(), period_ms=200)
+    session = Session(
+        ws=web.WebSocketResponse(), metrics=metrics, audio_queue_frames=500, conn="c1"
+    )
+    session.member = Member("choir", "s1", "Ann", "singer", "pcm16")
+    loop = asyncio.get_running_loop()
+    received: list[tuple[float, int]] = []
+
+    def send_audio(data: bytes, frames: int) -> None:
+        received.append((loop.time(), p.parse_downstream(data).start))
+
+    session.send_audio = send_audio  # type: ignore[method-assign]
+    delay = 3 * SAMPLE_RATE
+    fanout.subscribe(session, "choir", delay)
+    task = asyncio.create_task(fanout.run())
+    try:
+        await asyncio.sleep(0.3)  # the tap starts after what its stream holds now
+        start = (now_samples() // 960) * 960
+        starts = [start + k * 4800 for k in range(12)]
+        silence = np.zeros(4800, np.float32)
+        for s in starts:
+            window = encode_tap("choir", delay, s, s, silence)
+            await redis.xadd(keys.room_tap("choir", delay), {"d": window})
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+    assert [s for _, s in received] == starts  # every window, in order
+    deliveries = len({round(t, 3) for t, _ in received})
+    assert deliveries <= 8, received  # about 6 for 12 windows; 12 without pacing
