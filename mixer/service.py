@@ -322,6 +322,8 @@ class MixerService:
         status = owned.mixer.apply(chunk.singer, chunk.start, chunk.samples, now)
         self.counters.chunks_in += 1
         owned.counters_dirty = True
+        if status is ApplyStatus.OK:
+            return  # the common case, before any set lookup (Enum.__hash__ is Python code)
         if status is ApplyStatus.LATE:
             self.counters.late += 1
         elif status in _REJECTED:
