@@ -387,9 +387,10 @@ def run(
 def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     """Measure, print a table, write bench-results/gateway.json and return the results.
 
-    The headline is with the browser client's messages (5 packets, 100 ms);
-    the same run also measures 10-packet (200 ms, the protocol's upper end)
-    messages and the receive floor of a bare aiohttp server.
+    The headline is the median of ``--repeat`` runs with the browser
+    client's messages (10 packets, 200 ms); one more run measures 5-packet
+    (100 ms, the intended range's low end) messages, and the receive floor
+    of a bare aiohttp server is measured for both.
     """
     parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--singers", type=int, default=100)
