@@ -357,12 +357,10 @@ async def prepare(config: LoadConfig) -> Plan:
     start = WORKER_START_S if config.procs > 1 else 1.0
     plan = build_plan(config, time.time() + start + 0.5)
     served = await preflight(config, plan.rooms)
+    if plan.singers[0].join_at < time.time() + start:
+        plan = build_plan(config, time.time() + start)
     if config.frames_per_message is None:
         plan = dataclasses.replace(plan, frames_per_message=served)
-    if plan.singers[0].join_at < time.time() + start:
-        plan = dataclasses.replace(
-            build_plan(config, time.time() + start), frames_per_message=plan.frames_per_message
-        )
     return plan
 
 

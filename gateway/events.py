@@ -24,6 +24,7 @@ from common import keys
 from common.errors import ValidationError
 from common.streams import newest_id, parse_xread, xread_streams
 from gateway.metrics import Metrics
+from gateway.retry import back_off
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +132,7 @@ class Events:
                 )
             except (RedisError, ValidationError) as exc:
                 failures += 1
-                self._metrics.inc("redis_errors_total")
-                delay = min(2.0, 0.05 * 2 ** min(failures, 6))
-                log.warning("reading room events failed (%s); retrying in %.2f s", exc, delay)
-                await asyncio.sleep(delay)
+                await back_off(self._metrics, failures, "reading room events", exc)
                 continue
             failures = 0
             for key, entries in reply:

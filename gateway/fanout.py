@@ -35,6 +35,7 @@ from common.streams import Entry, newest_id, parse_xread, xread_streams
 from common.wire import TapWindow, decode_tap
 from gateway.codec import OpusEncoder, float_to_pcm16
 from gateway.metrics import Metrics
+from gateway.retry import back_off
 from gateway.session import Session
 from gateway.worker import CodecWorker
 
@@ -151,10 +152,7 @@ class Fanout:
                 )
             except (RedisError, ValidationError) as exc:
                 failures += 1
-                self._metrics.inc("redis_errors_total")
-                delay = min(2.0, 0.05 * 2 ** min(failures, 6))
-                log.warning("reading taps failed (%s); retrying in %.2f s", exc, delay)
-                await asyncio.sleep(delay)
+                await back_off(self._metrics, failures, "reading taps", exc)
                 continue
             failures = 0
             if reply:

@@ -19,7 +19,6 @@ the newest chunk is refused (counted), never the loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +35,8 @@ from common.protocol import CODEC_OPUS, Code, ProtocolError, Upstream
 from common.wire import encode_chunk
 from gateway.codec import CodecError, OpusDecoder
 from gateway.metrics import Metrics
+from gateway.retry import back_off
 from gateway.worker import CodecWorker
-
-log = logging.getLogger(__name__)
 
 MAX_AHEAD_SAMPLES: Final = SAMPLE_RATE // 2
 """Audio may end at most 0.5 s ahead of the room clock (clock error, not time travel)."""
@@ -232,13 +230,8 @@ class Uplink:
                     await self._write(entries)
                 except RedisError as exc:
                     failures += 1
-                    self._metrics.inc("redis_errors_total")
                     self._metrics.drop("push_failed", len(entries))
-                    delay = min(2.0, 0.05 * 2 ** min(failures, 6))
-                    log.warning(
-                        "pushing audio to Redis failed (%s); retrying in %.2f s", exc, delay
-                    )
-                    await asyncio.sleep(delay)
+                    await back_off(self._metrics, failures, "pushing audio to Redis", exc)
                 else:
                     failures = 0
                     self._metrics.inc("chunks_pushed_total", len(entries))

@@ -20,6 +20,7 @@ from common.wire import decode_chunk, encode_tap
 from gateway.codec import CodecError, OpusDecoder, OpusEncoder
 from gateway.fanout import Fanout, Tap
 from gateway.metrics import Metrics, RoomFigures, render
+from gateway.retry import delay_s
 from gateway.session import ErrorThrottle, Member, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
 from gateway.worker import CodecWorker
@@ -246,3 +247,8 @@ async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_u
     assert [s for _, s in received] == starts  # every window, in order
     deliveries = len({round(t, 3) for t, _ in received})
     assert deliveries <= 8, received  # about 6 for 12 windows; 12 without pacing
+
+
+def test_redis_retry_delay_doubles_from_a_tenth_of_a_second_up_to_two() -> None:
+    assert [delay_s(n) for n in range(1, 8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert delay_s(10_000) == 2.0
