@@ -30,6 +30,8 @@ import redis
 from bench.results import print_table, write_results
 from common import keys
 from common.clock import now_samples
+from common.commands import Envelope, Halt, Join, Lead, Start, encode_envelope
+from common.records import Role
 from common.wire import encode_chunk
 from tests.simgateway import SimGateway
 from tests.support import Process, RedisServer, wait_for
@@ -79,21 +81,18 @@ def setup_rooms(sim: SimGateway, n_singers: int, tag: str) -> list[SingerPlan]:
             pipe.xadd(
                 keys.room_ctl(room),
                 {
-                    "d": msgpack.packb(
-                        {
-                            "cmd": "join",
-                            "singer": f"s{i}",
-                            "name": f"Singer {i}",
-                            "role": "singer",
-                            "gw": "bench",
-                            "req": None,
-                        }
+                    "d": encode_envelope(
+                        Envelope(
+                            singer=f"s{i}",
+                            cmd=Join(name=f"Singer {i}", role=Role.SINGER),
+                            gw="bench",
+                        )
                     )
                 },
             )
         pipe.execute()
-        assert sim.command(room, "s0", "lead")["ok"]
-        assert sim.command(room, "s0", "start")["ok"]
+        assert sim.command(room, "s0", Lead()).ok
+        assert sim.command(room, "s0", Start()).ok
         state = sim.state(room)
         start = int(state["song"]["start_pos"])
         delays = {m["singer_id"]: int(m["delay"]) for m in state["members"]}
@@ -141,7 +140,7 @@ def run_step(
     chunks = c1["chunks_in"] - c0["chunks_in"]
     # Free the rooms for the next step: everyone leaves, the songs stop.
     for room in {p.room for p in plans}:
-        sim.command(room, "s0", "halt")
+        sim.command(room, "s0", Halt())
     return {
         "singers": n_singers,
         "chunks_per_s": chunks / elapsed,

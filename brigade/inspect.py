@@ -20,10 +20,9 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import msgpack
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -43,21 +42,21 @@ from brigade.inspect_view import (
     render_room,
     to_json,
 )
-from common import keys
+from common import keys, records
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_room
+from common.records import GatewayStatus, Member, MixerStatus, Song
 from common.settings import DEFAULT_REDIS_URL
 from common.streams import Entry, parse_entries
 from common.wire import decode_tap
-from mixer.roomstate import Member, Song
 
 SCAN_COUNT: Final = 1000
 MAX_SCAN_CALLS: Final = 100
 """Bound on SCAN round trips for one room's stale tap streams."""
 CLEAR_SCREEN: Final = "\x1b[H\x1b[2J"
 _ENTRY_ID: Final = re.compile(rb"[0-9]{1,20}-[0-9]{1,20}")
-_RECORD_ERRORS: Final = (ValueError, TypeError, KeyError, msgpack.UnpackException)
+_R = TypeVar("_R")
 
 
 class UnknownRoom(LookupError):
@@ -211,54 +210,38 @@ def _entry_age_ms(entry_id: bytes, now_us: int) -> int:
     return now_us // 1000 - int(entry_id.split(b"-", 1)[0])
 
 
-def _unpack_map(raw: Any) -> dict[str, Any] | None:
-    """A msgpack map from a heartbeat key; None when absent or unreadable."""
+def _record(raw: Any, kind: type[_R]) -> _R | None:
+    """A heartbeat record; None when absent or unreadable."""
     if raw is None:
         return None
     try:
-        value = msgpack.unpackb(bytes(raw))
-    except _RECORD_ERRORS:
+        return records.decode(bytes(raw), kind)
+    except ValidationError:
         return None
-    return value if isinstance(value, dict) else None
-
-
-def _int_map(value: Any) -> dict[str, int]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _mixer_info(mixer_id: str, age_s: float, raw: Any) -> MixerInfo:
-    status = _unpack_map(raw)
-    body = status or {}
-    rooms = body.get("rooms")
-    started = body.get("started")
+    status = _record(raw, MixerStatus)
     return MixerInfo(
         mixer_id=mixer_id,
         heartbeat_age_s=age_s,
         alive=status is not None,
-        rooms=[str(r) for r in rooms] if isinstance(rooms, list) else [],
-        pid=_opt_int(body.get("pid")),
-        started=float(started) if isinstance(started, int | float) else None,
-        counters=_int_map(body.get("counters")),
+        rooms=status.rooms if status else [],
+        pid=status.pid if status else None,
+        started=status.started if status else None,
+        counters=status.counters if status else {},
     )
 
 
 def _gateway_info(gateway_id: str, age_s: float, raw: Any) -> GatewayInfo:
-    status = _unpack_map(raw)
-    body = status or {}
-    url = body.get("url")
+    status = _record(raw, GatewayStatus)
     return GatewayInfo(
         gateway_id=gateway_id,
         heartbeat_age_s=age_s,
         alive=status is not None,
-        url=url if isinstance(url, str) else None,
-        connections=_opt_int(body.get("connections")),
-        counters=_int_map(body.get("counters")),
+        url=status.url if status else None,
+        connections=status.connections if status else None,
+        counters=status.counters if status else {},
     )
 
 
@@ -268,8 +251,8 @@ def _room_summary(room: str, replies: Iterator[Any]) -> RoomSummary:
     song: Song | None = None
     if song_raw is not None:
         try:
-            song = Song.from_dict(msgpack.unpackb(bytes(song_raw)))
-        except _RECORD_ERRORS:
+            song = records.decode(bytes(song_raw), Song)
+        except ValidationError:
             song = None
     return RoomSummary(
         name=room,
@@ -289,8 +272,8 @@ def _members(raw: dict[bytes, bytes]) -> tuple[list[Member], dict[str, str]]:
     bad: dict[str, str] = {}
     for singer, record in raw.items():
         try:
-            members.append(Member.from_dict(msgpack.unpackb(record)))
-        except _RECORD_ERRORS as exc:
+            members.append(records.decode(record, Member))
+        except ValidationError as exc:
             bad[_text(singer)] = str(exc) or type(exc).__name__
     return members, bad
 
@@ -301,8 +284,8 @@ def _song(
     song: Song | None = None
     if b"state" in raw:
         try:
-            song = Song.from_dict(msgpack.unpackb(raw[b"state"]))
-        except _RECORD_ERRORS as exc:
+            song = records.decode(raw[b"state"], Song)
+        except ValidationError as exc:
             problems.append(f"song state unreadable: {exc}")
     version_raw = raw.get(b"version")
     version = int(version_raw) if version_raw is not None and version_raw.isdigit() else None
@@ -347,19 +330,18 @@ def _occupancy(raw: Any, problems: list[str]) -> Occupancy | None:
     if raw is None:
         return None
     try:
-        snap = msgpack.unpackb(bytes(raw))
-        mixer = snap.get("mixer")
-        return Occupancy(
-            clock=int(snap["clock"]),
-            ring_samples=int(snap["ring_samples"]),
-            frame_samples=int(snap["frame_samples"]),
-            occupied=int(snap["occupied"]),
-            bitmap=bytes(snap["bitmap"]),
-            mixer=mixer if isinstance(mixer, str) else None,
-        )
-    except (*_RECORD_ERRORS, AttributeError) as exc:
-        problems.append(f"occupancy snapshot unreadable: {exc!r}")
+        snap = records.decode(bytes(raw), records.Occupancy)
+    except ValidationError as exc:
+        problems.append(f"occupancy snapshot unreadable: {exc}")
         return None
+    return Occupancy(
+        clock=snap.clock,
+        ring_samples=snap.ring_samples,
+        frame_samples=snap.frame_samples,
+        occupied=snap.occupied,
+        bitmap=snap.bitmap,
+        mixer=snap.mixer or None,
+    )
 
 
 def _shown_url(url: str) -> str:

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from common.constants import SAMPLE_RATE
-from mixer.roomstate import SILENCE_DB, Member, Song
+from common.records import SILENCE_DB, Member, Song
 
 BLOCKS: Final = " ▁▂▃▄▅▆▇█"
 """Chart levels: empty, then eighths of a character cell."""
@@ -196,6 +197,8 @@ def to_json(data: Overview | RoomDetail) -> str:
 def _json_default(value: object) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 

@@ -59,9 +59,14 @@ def room_events(room: str) -> str:
     return f"{_room(room)}:events"
 
 
-def room_tap(room: str, delay: int) -> str:
-    """Stream: the mix windows of one tap (a delay in samples in use in the room)."""
-    return f"{_room(room)}:tap:{delay}"
+def room_tap(room: str, delay: int, mix: str = "full") -> str:
+    """Stream: the mix windows of one tap (a delay in samples, and the full or solo mix).
+
+    ``bb:{R}:tap:{delay}`` for the full mix, ``bb:{R}:tap:solo:{delay}`` for the solo mix.
+    """
+    if mix == "full":
+        return f"{_room(room)}:tap:{delay}"
+    return f"{_room(room)}:tap:{mix}:{delay}"
 
 
 def room_occupancy(room: str) -> str:

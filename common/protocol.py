@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Literal
 
+import msgspec
+
+from common.commands import (
+    CLIENT_COMMANDS,
+    MAX_DELAY_S,
+    ClientCommand,
+    parse_client_command,
+)
 from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
@@ -45,9 +53,6 @@ MAX_TOKEN_CHARS: Final = 128
 MAX_REQ: Final = 2**53 - 1
 """Largest ``req`` / ``ping.id``: integers a JavaScript client can represent exactly."""
 
-MAX_BUCKETS: Final = 64
-MAX_DELAY_S: Final = 115.0
-"""Largest custom delay (seconds): a little less than the default 120 s ring."""
 
 MESSAGES_PER_S: Final = 60
 """Default per-connection message rate limit."""
@@ -86,6 +91,8 @@ class Code(StrEnum):
     NO_SONG = "no_song"
     BAD_BUCKET = "bad_bucket"
     BAD_DELAY = "bad_delay"
+    BAD_GAIN = "bad_gain"
+    BAD_ROUNDS = "bad_rounds"
     SPECTATOR_CANNOT_LEAD = "spectator_cannot_lead"
     UNAVAILABLE = "unavailable"
 
@@ -157,32 +164,10 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
-    """A control message without arguments: ``lead``, ``start``, ``stop``, ``halt``, ``leave``."""
+class RoomCommand:
+    """A room command from the browser (common/commands.py), with its ``req``."""
 
-    type: Literal["lead", "start", "stop", "halt", "leave"]
-    req: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JoinBucket:
-    bucket: int
-    req: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SetDelay:
-    delay_s: float
-    req: int | None = None
-
-    @property
-    def delay_samples(self) -> int:
-        return round(self.delay_s * SAMPLE_RATE)
-
-
-@dataclass(frozen=True, slots=True)
-class Mute:
-    muted: bool
+    cmd: ClientCommand
     req: int | None = None
 
 
@@ -192,9 +177,7 @@ class Chat:
     req: int | None = None
 
 
-ClientMessage = Hello | Ping | Command | JoinBucket | SetDelay | Mute | Chat
-
-_COMMANDS: Final = frozenset({"lead", "start", "stop", "halt", "leave"})
+ClientMessage = Hello | Ping | RoomCommand | Chat
 
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
@@ -218,22 +201,12 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
                 t=_number(obj, "t"),
                 req=req,
             )
-        if isinstance(kind, str) and kind in _COMMANDS:
-            return Command(type=kind, req=req)  # type: ignore[arg-type]
-        if kind == "join_bucket":
-            return JoinBucket(bucket=_int(obj, "bucket", 0, MAX_BUCKETS - 1), req=req)
-        if kind == "set_delay":
-            delay_s = _number(obj, "delay_s")
-            if not 0 < delay_s <= MAX_DELAY_S:
-                raise ProtocolError(
-                    Code.BAD_DELAY, f"delay_s must be in (0, {MAX_DELAY_S:g}], got {delay_s:g}"
-                )
-            return SetDelay(delay_s=delay_s, req=req)
-        if kind == "mute":
-            muted = obj.get("muted")
-            if not isinstance(muted, bool):
-                raise _bad_field("muted", "a boolean", muted)
-            return Mute(muted=muted, req=req)
+        if isinstance(kind, str) and kind in CLIENT_COMMANDS:
+            try:
+                return RoomCommand(parse_client_command(obj), req)
+            except msgspec.ValidationError as exc:
+                code = Code(CLIENT_COMMANDS[kind].error_code)
+                raise ProtocolError(code, f"{kind}: {exc}") from None
         if kind == "chat":
             return Chat(text=_chat_text(obj.get("text")), req=req)
     except ProtocolError as exc:

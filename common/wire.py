@@ -7,8 +7,9 @@ little-endian samples.  Two kinds travel this way:
   Header ``{"v", "k": "chunk", "room", "singer", "stream", "seq", "start",
   "n", "dtype"}``; ``dtype`` is ``"<f4"`` or ``"<i2"``.
 * ``tap``: a tap's mix window, mixer -> gateways (``bb:{room}:tap:{delay}``).
-  Header ``{"v", "k": "tap", "room", "delay", "start", "n", "dtype", "clock"}``;
-  ``n`` is a whole number of 960-sample frames and ``dtype`` is ``"<f4"``.
+  Header ``{"v", "k": "tap", "room", "delay", "start", "n", "dtype", "clock",
+  "mix"}``; ``n`` is a whole number of 960-sample frames, ``dtype`` is
+  ``"<f4"`` and ``mix`` is ``"full"`` or ``"solo"`` (absent: full).
 
 ``start`` is an absolute sample position (48 kHz since the epoch) and ``n``
 the sample count.  Decoding validates everything and raises
@@ -57,6 +58,7 @@ class TapWindow:
     start: int
     clock: int
     samples: Samples
+    mix: str = "full"
 
 
 def encode_chunk(
@@ -83,9 +85,11 @@ def encode_chunk(
     return msgpack.packb(header) + samples.astype(_DTYPES[dtype], copy=False).tobytes()
 
 
-def encode_tap(room: str, delay: int, start: int, clock: int, samples: Samples) -> bytes:
+def encode_tap(
+    room: str, delay: int, start: int, clock: int, samples: Samples, mix: str = "full"
+) -> bytes:
     """Frame a tap window (float32, a whole number of 960-sample frames)."""
-    header = {
+    header: dict[str, object] = {
         "v": WIRE_VERSION,
         "k": "tap",
         "room": room,
@@ -95,6 +99,8 @@ def encode_tap(room: str, delay: int, start: int, clock: int, samples: Samples) 
         "dtype": "<f4",
         "clock": clock,
     }
+    if mix != "full":
+        header["mix"] = mix
     return msgpack.packb(header) + samples.astype("<f4", copy=False).tobytes()
 
 
@@ -133,12 +139,16 @@ def decode_tap(data: bytes) -> TapWindow:
         room = check_room(header.get("room"))
     except ValueError as exc:
         raise WireError(str(exc)) from None
+    mix = header.get("mix", "full")
+    if mix not in ("full", "solo"):
+        raise WireError(f"tap mix must be 'full' or 'solo', got {mix!r:.20}")
     return TapWindow(
         room=room,
         delay=_int_field(header, "delay", 0, _MAX_POSITION),
         start=start,
         clock=_int_field(header, "clock", 0, _MAX_POSITION),
         samples=_samples(header, payload, n),
+        mix=mix,
     )
 
 

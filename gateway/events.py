@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
-import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys
+from common.commands import AnyCommand, Envelope, encode_envelope
 from common.errors import ValidationError
+from common.events import Chat, Event, Reply, decode_event, encode_event
 from common.streams import newest_id, parse_xread, xread_streams
 from gateway.metrics import Metrics
 from gateway.retry import back_off
@@ -35,16 +35,7 @@ _BLOCK_MS: Final = 100
 _MAX_EVENT_BYTES: Final = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The mixer's answer to one control command."""
-
-    ok: bool
-    code: str
-    message: str
-
-
-EventHandler = Callable[[str, dict[str, Any]], None]
+EventHandler = Callable[[str, Event], None]
 
 
 class Events:
@@ -85,9 +76,9 @@ class Events:
         return list(self._watchers)
 
     async def command(
-        self, room: str, cmd: str, singer: str, timeout_s: float, **args: object
+        self, room: str, singer: str, cmd: AnyCommand, timeout_s: float, *, conn: str = ""
     ) -> Reply | None:
-        """Append a control command and wait for the mixer's reply (None on timeout).
+        """Send ``cmd`` for ``singer`` and wait for the mixer's reply (None on timeout).
 
         Raises RedisError when the command cannot be written.
         """
@@ -95,8 +86,8 @@ class Events:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         try:
-            entry = {"cmd": cmd, "singer": singer, "gw": self._gateway_id, "req": req, **args}
-            await self.send(room, entry)
+            envelope = Envelope(singer=singer, cmd=cmd, gw=self._gateway_id, req=req, conn=conn)
+            await self.send(room, envelope)
             self._metrics.inc("control_total")
             async with asyncio.timeout(timeout_s):
                 return await future
@@ -105,16 +96,16 @@ class Events:
         finally:
             self._pending.pop(req, None)
 
-    async def send(self, room: str, entry: Mapping[str, object]) -> None:
+    async def send(self, room: str, envelope: Envelope) -> None:
         """Append a control entry without waiting for a reply; raises RedisError."""
         await self._redis.xadd(
-            keys.room_ctl(room), {b"d": msgpack.packb(dict(entry))}, maxlen=keys.CTL_MAXLEN
+            keys.room_ctl(room), {b"d": encode_envelope(envelope)}, maxlen=keys.CTL_MAXLEN
         )
 
-    async def post(self, room: str, event: Mapping[str, object]) -> None:
+    async def post(self, room: str, event: Chat) -> None:
         """Append an event (chat) to the room's events stream; raises RedisError."""
         await self._redis.xadd(
-            keys.room_events(room), {b"d": msgpack.packb(dict(event))}, maxlen=keys.EVENTS_MAXLEN
+            keys.room_events(room), {b"d": encode_event(event)}, maxlen=keys.EVENTS_MAXLEN
         )
 
     async def run(self) -> None:
@@ -150,43 +141,19 @@ class Events:
         except ValidationError as exc:
             log.debug("room %s: skipping a bad event: %s", room, exc)
             return
-        if event.get("type") == "reply":
-            if event.get("gw") == self._gateway_id:
-                self._resolve(event)
+        if isinstance(event, Reply):
+            if event.gw == self._gateway_id:
+                future = self._pending.get(event.req)
+                if future is not None and not future.done():
+                    future.set_result(event)
             return
         try:
             self._on_event(room, event)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             # A malformed event must not stop the reader for every other room.
-            log.warning("room %s: could not dispatch a %r event: %s", room, event.get("type"), exc)
-
-    def _resolve(self, event: dict[str, Any]) -> None:
-        req = event.get("req")
-        future = self._pending.get(req) if isinstance(req, int) else None
-        if future is None or future.done():
-            return
-        code = event.get("code")
-        message = event.get("message")
-        future.set_result(
-            Reply(
-                ok=event.get("ok") is True,
-                code=code if isinstance(code, str) else "",
-                message=message if isinstance(message, str) else "",
+            log.warning(
+                "room %s: could not dispatch a %s event: %s", room, type(event).__name__, exc
             )
-        )
-
-
-def decode_event(data: object) -> dict[str, Any]:
-    """One msgpack event map; raises ValidationError."""
-    if not isinstance(data, bytes) or len(data) > _MAX_EVENT_BYTES:
-        raise ValidationError("event is not a bytes value of a sane size")
-    try:
-        event = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ValidationError(f"event is not msgpack: {type(exc).__name__}") from None
-    if not isinstance(event, dict):
-        raise ValidationError(f"event must be a map, got {type(event).__name__}")
-    return event
 
 
 def _room_of(key: str) -> str:

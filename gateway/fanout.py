@@ -61,6 +61,7 @@ class Tap:
 
     room: str
     delay: int
+    mix: str = "full"
     sessions: set[Session] = field(default_factory=set)
     last_id: bytes | None = None
     next_start: int | None = None
@@ -68,7 +69,7 @@ class Tap:
 
     @property
     def key(self) -> str:
-        return keys.room_tap(self.room, self.delay)
+        return keys.room_tap(self.room, self.delay, self.mix)
 
     def encode(self, windows: list[TapWindow], opus: bool, pcm16: bool) -> list[Encoded]:
         """Encode windows in order (in a worker thread: one call at a time per tap)."""
@@ -102,23 +103,24 @@ class Fanout:
         self._metrics = metrics
         self._worker = worker
         self._period_s = period_ms / 1000
-        self._taps: dict[tuple[str, int], Tap] = {}
+        self._taps: dict[tuple[str, int, str], Tap] = {}
         self._of_session: dict[Session, Tap] = {}
         self._changed = asyncio.Event()
 
-    def subscribe(self, session: Session, room: str, delay: int) -> None:
-        """Make ``session`` listen to the tap ``delay`` of ``room`` (and no other)."""
+    def subscribe(self, session: Session, room: str, delay: int, mix: str = "full") -> None:
+        """Make ``session`` listen to the tap ``(delay, mix)`` of ``room`` (and no other)."""
         current = self._of_session.get(session)
-        if current is not None and (current.room, current.delay) == (room, delay):
+        if current is not None and (current.room, current.delay, current.mix) == (room, delay, mix):
             return
         self.unsubscribe(session)
-        tap = self._taps.get((room, delay))
+        tap = self._taps.get((room, delay, mix))
         if tap is None:
-            tap = self._taps[(room, delay)] = Tap(room, delay)
+            tap = self._taps[(room, delay, mix)] = Tap(room, delay, mix)
             self._changed.set()
         tap.sessions.add(session)
         self._of_session[session] = tap
         session.delay = delay
+        session.mix = mix
 
     def unsubscribe(self, session: Session) -> None:
         tap = self._of_session.pop(session, None)
@@ -129,7 +131,7 @@ class Fanout:
         if not tap.sessions:
             # The encoder is not closed here: an encode job may still be using it
             # in a worker thread.  It is freed when the last reference goes.
-            del self._taps[(tap.room, tap.delay)]
+            del self._taps[(tap.room, tap.delay, tap.mix)]
 
     @property
     def taps(self) -> int:
@@ -222,7 +224,7 @@ class Fanout:
             except WireError as exc:
                 log.debug("tap %s: skipping a bad window: %s", tap.key, exc)
                 continue
-            if window.delay != tap.delay or window.room != tap.room:
+            if (window.room, window.delay, window.mix) != (tap.room, tap.delay, tap.mix):
                 log.debug("tap %s: window for another tap (%s)", tap.key, window.delay)
                 continue
             # Frames for position p play at p + delay; past that they are useless.

@@ -17,13 +17,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgpack
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common import keys
+from common import keys, records
+from common.events import Chat, Event, Levels, State
 from common.protocol import chat_message, dumps, levels_message, state_message
+from common.records import GatewayStatus
 from common.settings import GatewaySettings
 from gateway.events import Events
 from gateway.fanout import Fanout
@@ -57,7 +58,8 @@ class RoomView:
 
     version: int
     state: dict[str, Any]
-    delays: dict[str, int]
+    taps: dict[str, tuple[int, str]]
+    """Singer -> the tap (delay, mix) they hear."""
 
 
 class Hub:
@@ -122,14 +124,14 @@ class Hub:
         """Subscribe ``session`` to its member's delay in ``state`` (if listed)."""
         if session.member is None or not session.joined or state is None:
             return
-        delay = _delays(state).get(session.member.singer)
-        if delay is not None:
-            self.fanout.subscribe(session, session.member.room, delay)
+        tap = _taps(state).get(session.member.singer)
+        if tap is not None:
+            self.fanout.subscribe(session, session.member.room, *tap)
 
     def state_with(self, room: str, singer: str) -> dict[str, Any] | None:
         """The latest state event seen for ``room`` if it already lists ``singer``."""
         view = self.views.get(room)
-        return view.state if view is not None and singer in view.delays else None
+        return view.state if view is not None and singer in view.taps else None
 
     def close_all(self, code: int, reason: str) -> None:
         for session in list(self.sessions):
@@ -137,38 +139,25 @@ class Hub:
 
     # --- room events --------------------------------------------------------------
 
-    def _on_event(self, room: str, event: dict[str, Any]) -> None:
-        kind = event.get("type")
+    def _on_event(self, room: str, event: Event) -> None:
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
-        if kind == "state":
-            state = event["state"]
-            version = event.get("version", state.get("version", 0))
-            if not isinstance(state, dict) or not isinstance(version, int):
-                raise TypeError("state event without a state map and an integer version")
-            view = RoomView(version, state, _delays(state))
+        if isinstance(event, State):
+            view = RoomView(event.version, event.state, _taps(event.state))
             self.views[room] = view
-            text = dumps(state_message(version, state)).encode("utf-8")
+            text = dumps(state_message(event.version, event.state)).encode("utf-8")
             for session in sessions:
                 session.send_json(text)
-                delay = view.delays.get(session.member.singer) if session.member else None
-                if delay is not None and delay != session.delay:
-                    self.fanout.subscribe(session, room, delay)
-        elif kind == "chat":
-            text = dumps(
-                chat_message(
-                    str(event["singer"]),
-                    str(event["name"]),
-                    str(event["text"]),
-                    int(event["clock"]),
-                )
-            ).encode("utf-8")
+                tap = view.taps.get(session.member.singer) if session.member else None
+                if tap is not None and tap != (session.delay, session.mix):
+                    self.fanout.subscribe(session, room, *tap)
+        elif isinstance(event, Chat):
+            text = dumps(chat_message(event.singer, event.name, event.text, event.clock)).encode(
+                "utf-8"
+            )
             for session in sessions:
                 session.send_json(text)
-        elif kind == "levels":
-            levels = event["levels"]
-            if not isinstance(levels, dict):
-                raise TypeError("levels event without a levels map")
-            text = dumps(levels_message(int(event["clock"]), levels)).encode("utf-8")
+        elif isinstance(event, Levels):
+            text = dumps(levels_message(event.clock, event.levels)).encode("utf-8")
             for session in sessions:
                 session.send_latest(text)
 
@@ -183,7 +172,7 @@ class Hub:
                 singers=roles.count("singer"),
                 spectators=roles.count("spectator"),
                 late_writes=self.late_writes.get(room),
-                members=len(view.delays) if view is not None else None,
+                members=len(view.taps) if view is not None else None,
             )
         return figures
 
@@ -214,16 +203,16 @@ class Hub:
         ttl_ms = settings.heartbeat_ttl_ms
         key = keys.gateway_heartbeat(settings.gateway_id)
         while True:
-            status = {
-                "id": settings.gateway_id,
-                "url": f"http://{settings.host}:{settings.port}",
-                "connections": len(self.sessions),
-                "counters": self.metrics.snapshot(),
-            }
+            status = GatewayStatus(
+                id=settings.gateway_id,
+                url=f"http://{settings.host}:{settings.port}",
+                connections=len(self.sessions),
+                counters=self.metrics.snapshot(),
+            )
             try:
                 now = time.time()
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(key, msgpack.packb(status), px=ttl_ms)
+                    pipe.set(key, records.encode(status), px=ttl_ms)
                     pipe.zadd(keys.GATEWAYS, {settings.gateway_id: now})
                     pipe.zremrangebyscore(keys.GATEWAYS, "-inf", now - _GATEWAY_SET_RETENTION_S)
                     await pipe.execute()
@@ -253,15 +242,22 @@ HUB: Final = web.AppKey("hub", Hub)
 """Where the application keeps its hub."""
 
 
-def _delays(state: dict[str, Any]) -> dict[str, int]:
+def _taps(state: dict[str, Any]) -> dict[str, tuple[int, str]]:
+    """Singer -> (delay, mix heard) from a public room state."""
     members = state.get("members")
-    delays: dict[str, int] = {}
+    taps: dict[str, tuple[int, str]] = {}
     if not isinstance(members, list):
-        return delays
+        return taps
     for member in members:
         if isinstance(member, dict):
             singer = member.get("singer_id")
             delay = member.get("delay")
-            if isinstance(singer, str) and isinstance(delay, int) and not isinstance(delay, bool):
-                delays[singer] = delay
-    return delays
+            hears = member.get("hears", "full")
+            if (
+                isinstance(singer, str)
+                and isinstance(delay, int)
+                and not isinstance(delay, bool)
+                and hears in ("full", "solo")
+            ):
+                taps[singer] = (delay, hears)
+    return taps

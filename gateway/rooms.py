@@ -13,18 +13,21 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Final
 
-import msgpack
 from redis.asyncio import Redis
 
-from common import keys, roomview
+from common import keys, records, roomview
 from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, seconds_to_samples
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
+from common.records import Member, Occupancy, Role, RoomMeta, Song
+
+log = logging.getLogger(__name__)
 
 MAX_CAPACITY: Final = 1000
 MAX_LISTED_ROOMS: Final = 1000
@@ -36,21 +39,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
-
-
-@dataclass(frozen=True, slots=True)
-class RoomMeta:
-    """``bb:{R}:meta``: the settings fixed when the room was created."""
-
-    capacity: int
-    password_hash: str
-    n_buckets: int
-    bucket_spacing_s: float
-    created_at: float
-
-    @property
-    def has_password(self) -> bool:
-        return bool(self.password_hash)
 
 
 def token_digest(token: str) -> str:
@@ -91,7 +79,7 @@ class RoomDirectory:
 
     async def meta(self, room: str) -> RoomMeta | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(keys.room_meta(room))  # type: ignore[assignment]
-        return _parse_meta(raw, self._default_capacity) if raw else None
+        return records.decode_meta(raw) if raw else None
 
     async def ensure(self, room: str, password: str | None) -> RoomMeta:
         """The room's settings, creating it (with ``password``) if it does not exist."""
@@ -143,8 +131,7 @@ class RoomDirectory:
             raw_meta, raw_members, raw_song = await pipe.execute()
         if not raw_meta:
             return None
-        meta = _parse_meta(raw_meta, self._default_capacity)
-        return public_state(room, meta, raw_members, raw_song)
+        return public_state(room, records.decode_meta(raw_meta), raw_members, raw_song)
 
     async def listing(self) -> list[dict[str, Any]]:
         """``GET /api/rooms``: every room with its singer count and flags."""
@@ -163,17 +150,16 @@ class RoomDirectory:
             raw_meta, member_values, song_raw = results[3 * index : 3 * index + 3]
             if not raw_meta:
                 continue
-            meta = _parse_meta(raw_meta, self._default_capacity)
-            records = [_unpack(value) for value in member_values]
-            song = _unpack(song_raw) if song_raw else {}
-            singers = [m for m in records if m.get("role") == "singer" and m.get("connected", True)]
+            meta = records.decode_meta(raw_meta)
+            song = _song(song_raw)
+            singers = [m for m in _members(member_values) if m.role is Role.SINGER and m.connected]
             rooms.append(
                 {
                     "room": name,
                     "singers": len(singers),
                     "capacity": meta.capacity,
                     "password": meta.has_password,
-                    "song": bool(song.get("running")),
+                    "song": song.running,
                 }
             )
         return rooms
@@ -183,15 +169,17 @@ class RoomDirectory:
         raw = await self._redis.get(keys.room_occupancy(room))
         if raw is None:
             return None
-        snapshot = _unpack(raw)
-        bitmap = snapshot.get("bitmap", b"")
+        try:
+            snapshot = records.decode(raw, Occupancy)
+        except ValidationError:
+            return None
         return {
             "room": room,
-            "clock": snapshot.get("clock"),
-            "ring_samples": snapshot.get("ring_samples"),
-            "frame_samples": snapshot.get("frame_samples"),
-            "occupied": snapshot.get("occupied"),
-            "bitmap": base64.b64encode(bitmap if isinstance(bitmap, bytes) else b"").decode(),
+            "clock": snapshot.clock,
+            "ring_samples": snapshot.ring_samples,
+            "frame_samples": snapshot.frame_samples,
+            "occupied": snapshot.occupied,
+            "bitmap": base64.b64encode(snapshot.bitmap).decode(),
         }
 
     async def late_writes(self, rooms: list[str]) -> dict[str, int]:
@@ -215,45 +203,37 @@ def public_state(
     room: str, meta: RoomMeta, raw_members: dict[bytes, bytes], raw_song: dict[bytes, bytes]
 ) -> dict[str, Any]:
     """The public room state (docs/protocol.md, *Room state*) from Redis hashes."""
-    song = _unpack(raw_song[b"state"]) if b"state" in raw_song else {}
     try:
         version = int(raw_song.get(b"version", b"0"))
     except ValueError:
         version = 0
-    records = [_unpack(value) for value in raw_members.values()]
     return roomview.public_state(
         room,
         version=version,
         capacity=meta.capacity,
         n_buckets=meta.n_buckets,
         bucket_spacing=seconds_to_samples(meta.bucket_spacing_s),
-        song=song,
-        members=[r for r in records if isinstance(r.get("singer_id"), str)],
+        song=_song(raw_song.get(b"state")),
+        members=_members(raw_members.values()),
     )
 
 
-def _parse_meta(raw: dict[bytes, bytes], default_capacity: int) -> RoomMeta:
-    def text(name: str, default: str) -> str:
-        value = raw.get(name.encode())
-        return value.decode("utf-8", "replace") if value is not None else default
+def _members(values: Iterable[bytes]) -> list[Member]:
+    """The readable member records (an unreadable one is skipped: the mixer rewrites it)."""
+    members: list[Member] = []
+    for value in values:
+        try:
+            members.append(records.decode(value, Member))
+        except ValidationError as exc:
+            log.debug("skipping an unreadable member record: %s", exc)
+    return members
 
+
+def _song(value: bytes | None) -> Song:
+    if value is None:
+        return Song()
     try:
-        return RoomMeta(
-            capacity=int(text("capacity", str(default_capacity))),
-            password_hash=text("password_hash", ""),
-            n_buckets=int(text("n_buckets", str(DEFAULT_N_BUCKETS))),
-            bucket_spacing_s=float(text("bucket_spacing_s", str(DEFAULT_BUCKET_SPACING_S))),
-            created_at=float(text("created_at", "0")),
-        )
-    except ValueError as exc:
-        raise ValidationError(f"room meta is malformed: {exc}") from None
-
-
-def _unpack(data: object) -> dict[str, Any]:
-    if not isinstance(data, bytes):
-        return {}
-    try:
-        value = msgpack.unpackb(data, raw=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return records.decode(value, Song)
+    except ValidationError as exc:
+        log.debug("unreadable song record: %s", exc)
+        return Song()

@@ -99,6 +99,8 @@ class Session:
     member: Member | None = None
     delay: int | None = None
     """The tap this session listens to (its member's delay in the latest state)."""
+    mix: str = "full"
+    """Which mix of that tap: its member's ``hears`` in the latest state."""
     joined: bool = False
     """True once ``welcome`` is queued: only then may room events and audio follow."""
     throttle: ErrorThrottle = field(default_factory=ErrorThrottle)

@@ -21,19 +21,18 @@ from aiohttp.http_websocket import WebSocketError
 from redis.exceptions import RedisError
 
 from common.clock import now_samples
+from common.commands import ClientCommand, Disconnect, Envelope, Join, Leave, command_name
 from common.constants import constants_json
 from common.errors import ValidationError
+from common.events import Chat as ChatEvent
 from common.protocol import (
     CODEC_IDS,
     Chat,
     Code,
-    Command,
     Hello,
-    JoinBucket,
-    Mute,
     Ping,
     ProtocolError,
-    SetDelay,
+    RoomCommand,
     ack_message,
     limits_json,
     parse_client_message,
@@ -41,6 +40,7 @@ from common.protocol import (
     pong_message,
     welcome_message,
 )
+from common.records import Role
 from gateway.codec import CodecError
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
@@ -160,13 +160,12 @@ class Connection:
         member = self.session.member
         if member is None or not self._join_sent or self._left:
             return
-        entry = {
-            "cmd": "disconnect",
-            "singer": member.singer,
-            "gw": self.hub.settings.gateway_id,
-            "req": 0,
-            "conn": self.session.conn,
-        }
+        entry = Envelope(
+            singer=member.singer,
+            cmd=Disconnect(),
+            gw=self.hub.settings.gateway_id,
+            conn=self.session.conn,
+        )
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await self.hub.events.send(member.room, entry)
@@ -259,11 +258,9 @@ class Connection:
             self._join_sent = True
             reply = await hub.events.command(
                 room,
-                "join",
                 singer,
+                Join(name=hello.name, role=Role(hello.role)),
                 hub.options.reply_timeout_s,
-                name=hello.name,
-                role=hello.role,
                 conn=session.conn,
             )
         except (RedisError, ValidationError) as exc:
@@ -334,21 +331,12 @@ class Connection:
             self.session.send_json(pong_message(message, now_samples()), urgent=True)
         elif isinstance(message, Hello):
             self._error(Code.ALREADY_JOINED, "this connection has already joined", req=message.req)
-        elif isinstance(message, Command) and message.type == "leave":
+        elif isinstance(message, RoomCommand) and isinstance(message.cmd, Leave):
             await self._leave(message.req)
-        elif isinstance(message, Command):
-            self._spawn(message.type, message.req)
-        elif isinstance(message, JoinBucket):
-            self._spawn("join_bucket", message.req, bucket=message.bucket)
-        elif isinstance(message, SetDelay):
-            self._spawn("set_delay", message.req, delay=message.delay_samples)
-        elif isinstance(message, Mute):
-            self._spawn("mute", message.req, muted=message.muted)
+        elif isinstance(message, RoomCommand):
+            self._track(self._command(message.cmd, message.req))
         elif isinstance(message, Chat):
             self._track(self._chat(message))
-
-    def _spawn(self, cmd: str, req: int | None, **args: object) -> None:
-        self._track(self._command(cmd, req, **args))
 
     def _track(self, coro: object) -> None:
         assert asyncio.iscoroutine(coro)
@@ -361,34 +349,33 @@ class Connection:
         self._commands.add(task)
         task.add_done_callback(self._commands.discard)
 
-    async def _command(self, cmd: str, req: int | None, **args: object) -> None:
+    async def _command(self, cmd: ClientCommand, req: int | None) -> None:
         member = self.session.member
         assert member is not None
+        name = command_name(cmd)
         try:
             reply = await self.hub.events.command(
-                member.room, cmd, member.singer, self.hub.options.reply_timeout_s, **args
+                member.room, member.singer, cmd, self.hub.options.reply_timeout_s
             )
         except RedisError as exc:
-            log.debug("%s: %s failed: %s", self.session.conn, cmd, exc)
+            log.debug("%s: %s failed: %s", self.session.conn, name, exc)
             reply = None
         if reply is None:
             self.hub.metrics.drop("unavailable")
-            self._error(Code.UNAVAILABLE, f"{cmd}: the room's mixer did not answer; retry", req=req)
+            self._error(
+                Code.UNAVAILABLE, f"{name}: the room's mixer did not answer; retry", req=req
+            )
         elif not reply.ok:
-            self._error(_code(reply.code), reply.message or f"{cmd} was refused", req=req)
+            self._error(_code(reply.code), reply.message or f"{name} was refused", req=req)
         elif req is not None:
             self.session.send_json(ack_message(req), urgent=True)
 
     async def _chat(self, chat: Chat) -> None:
         member = self.session.member
         assert member is not None
-        event = {
-            "type": "chat",
-            "singer": member.singer,
-            "name": member.name,
-            "text": chat.text,
-            "clock": now_samples(),
-        }
+        event = ChatEvent(
+            singer=member.singer, name=member.name, text=chat.text, clock=now_samples()
+        )
         try:
             await self.hub.events.post(member.room, event)
         except RedisError:
@@ -403,7 +390,7 @@ class Connection:
         assert member is not None
         try:
             await self.hub.events.command(
-                member.room, "leave", member.singer, self.hub.options.reply_timeout_s
+                member.room, member.singer, Leave(), self.hub.options.reply_timeout_s
             )
             await self.hub.rooms.forget_token(member.room, member.singer)
         except RedisError as exc:

@@ -12,6 +12,7 @@ Pure core: no I/O, no clock, no asyncio. Time is passed in.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -164,8 +165,8 @@ class Ring:
             base = tail << _FRAME_SHIFT
             flags[tail] = counts[base : base + _FRAME].tobytes() != _ZERO_FRAME_BYTES
 
-    def write(self, start: int, samples: npt.NDArray[np.float32]) -> WriteStatus:
-        """Add a chunk of 1-D float32 ``samples`` at absolute position ``start``.
+    def write(self, start: int, samples: npt.NDArray[np.float32], gain: float = 1.0) -> WriteStatus:
+        """Add a chunk of 1-D float32 ``samples`` times ``gain`` at absolute position ``start``.
 
         Checked in this order: longer than the ring (``TOO_LONG``), reaching
         past ``cleared`` (``FUTURE``), starting before ``cleared - length``
@@ -194,6 +195,8 @@ class Ring:
             return WriteStatus.TOO_OLD
         if n == 0:
             return WriteStatus.OK
+        if gain != 1.0:
+            samples = np.multiply(samples, np.float32(gain), dtype=np.float32)
         audio = self._audio
         counts = self._counts
         i = start % length
@@ -260,6 +263,48 @@ class Ring:
             np.multiply(head, self._audio[i:], out=head)
             np.take(_GAIN, self._counts[:j], out=tail, mode="clip")
             np.multiply(tail, self._audio[:j], out=tail)
+
+    def read_repeats(
+        self, start: int, out: npt.NDArray[np.float32], offsets: Sequence[int]
+    ) -> None:
+        """Like :meth:`read`, for the sum of the ring at ``start - d`` for each offset ``d``.
+
+        Audio and counts are summed before the auto-gain, so a voice heard
+        again (a round) counts as a voice where it sounds. Source positions
+        older than the ring's window read as silence.
+        """
+        if out.dtype != np.float32 or out.ndim != 1:
+            raise ValueError(f"out must be 1-D float32, got dtype {out.dtype} shape {out.shape}")
+        n = out.shape[0]
+        self._check_range(start, n)
+        low = self._cleared - self.length
+        audio = np.zeros(n, dtype=np.float32)
+        counts = np.zeros(n, dtype=np.uint32)
+        for offset in offsets:
+            source = start - offset
+            skip = max(0, low - source)
+            if skip < n:
+                self._accumulate(source + skip, audio[skip:], counts[skip:])
+        np.minimum(counts, _COUNT_LIMIT - 1, out=counts)
+        np.take(_GAIN, counts, out=out)
+        np.multiply(out, audio, out=out)
+
+    def _accumulate(
+        self, start: int, audio: npt.NDArray[np.float32], counts: npt.NDArray[np.uint32]
+    ) -> None:
+        # Adds [start, start + len(audio)) of the ring into audio and counts.
+        length = self.length
+        i = start % length
+        j = i + audio.shape[0]
+        if j <= length:
+            np.add(audio, self._audio[i:j], out=audio)
+            np.add(counts, self._counts[i:j], out=counts)
+        else:
+            k = length - i
+            np.add(audio[:k], self._audio[i:], out=audio[:k])
+            np.add(audio[k:], self._audio[: j - length], out=audio[k:])
+            np.add(counts[:k], self._counts[i:], out=counts[:k])
+            np.add(counts[k:], self._counts[: j - length], out=counts[k:])
 
     def read_raw(
         self, start: int, n: int

@@ -30,6 +30,7 @@ from mixer.roomstate import (
     RoomConfig,
     RoomState,
     Song,
+    Tap,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "RoomMixer",
     "RoomState",
     "Song",
+    "Tap",
     "TapOutput",
 ]
 
@@ -104,9 +106,13 @@ class TapOutput:
     unless frames were skipped.
     """
 
-    delay: int
+    tap: Tap
     start: int
     samples: Samples
+
+    @property
+    def delay(self) -> int:
+        return self.tap.delay
 
 
 def _dropped_zero() -> dict[str, int]:
@@ -136,15 +142,25 @@ class MixerCounters:
 
 
 class RoomMixer:
-    """The authoritative ring of one room plus the emission frontier of each tap."""
+    """The authoritative rings of one room plus the emission frontier of each tap.
+
+    Sources: each singer's chunk is written into the full ring with the
+    singer's gain (fader and leader boost); a soloed singer's chunk also goes
+    into the solo ring, which exists only while someone is soloed. Rounds
+    are summed at read time: a tap's frame at ``p`` is the ring at ``p`` plus
+    the ring at ``p - k * period`` for each repeat ``k``, so a voice comes
+    back exactly when each bucket reaches its repeat, and nothing is
+    scheduled or stored twice.
+    """
 
     def __init__(self, name: str, state: RoomState, now: int) -> None:
         """An empty ring of ``state.config.ring_samples``, cleared up to ``now``."""
         self.name = name
         self.state = state
         self.ring = Ring(state.config.ring_samples, now)
+        self.solo_ring: Ring | None = None
         self.counters = MixerCounters()
-        self._frontiers: dict[int, int] = {}
+        self._frontiers: dict[Tap, int] = {}
         # Per singer, the end of the last applied write: each position is mixed at most
         # once per singer, so a duplicated or replayed chunk cannot double a voice.
         self._written: dict[str, int] = {}
@@ -153,9 +169,9 @@ class RoomMixer:
     def config(self) -> RoomConfig:
         return self.state.config
 
-    def frontier(self, delay: int) -> int | None:
-        """The next position the tap ``delay`` will emit; None for a tap not seen yet."""
-        return self._frontiers.get(delay)
+    def frontier(self, delay: int, mix: str = "full") -> int | None:
+        """The next position the tap ``(delay, mix)`` will emit; None for a tap not seen yet."""
+        return self._frontiers.get(Tap(delay, mix))  # type: ignore[arg-type]
 
     def apply(self, singer_id: str, start: int, samples: Samples, now: int) -> ApplyStatus:
         """Add a singer's chunk for ``[start, start + len(samples))`` at room time ``now``.
@@ -168,9 +184,10 @@ class RoomMixer:
             raise ValidationError(
                 f"samples must be 1-D float32, got dtype {samples.dtype} shape {samples.shape}"
             )
-        self.ring.clear_to(now)
+        self._clear_to(now)
         self.counters.chunks_in += 1
-        member = self.state.members.get(singer_id)
+        state = self.state
+        member = state.members.get(singer_id)
         if member is None:
             return self._drop(ApplyStatus.UNKNOWN_SINGER, None)
         if member.role is Role.SPECTATOR or member.muted:
@@ -182,7 +199,7 @@ class RoomMixer:
         if n > self.ring.length:
             # Malformed whatever the song window would leave of it.
             return self._drop(ApplyStatus.TOO_LONG, member)
-        song = self.state.song
+        song = state.song
         if song.start_pos is None:
             return self._drop(ApplyStatus.NO_SONG, member)
         lo = max(start, song.start_pos)
@@ -194,9 +211,19 @@ class RoomMixer:
             if hi <= done:
                 return self._drop(ApplyStatus.OVERLAP, member)
             lo = done
-        written = self.ring.write(lo, samples[lo - start : hi - start])
-        if written is not WriteStatus.OK:
-            return self._drop(_WRITE_STATUS[written], member)
+        part = samples[lo - start : hi - start]
+        gain = state.gain(member)
+        if gain > 0.0:
+            written = self.ring.write(lo, part, gain)
+            if written is not WriteStatus.OK:
+                return self._drop(_WRITE_STATUS[written], member)
+            if member.soloed and self.solo_ring is not None:
+                self.solo_ring.write(lo, part, gain)
+        elif lo < self.ring.cleared - self.ring.length or hi > self.ring.cleared:
+            # A silenced singer's chunk is checked like any other, only not mixed.
+            return self._drop(
+                ApplyStatus.TOO_OLD if hi <= self.ring.cleared else ApplyStatus.FUTURE, member
+            )
         self._written[singer_id] = hi
         member.chunks += 1
         # A dot product is ~10x cheaper than mean(x * x) and allocates nothing.
@@ -204,7 +231,7 @@ class RoomMixer:
         member.level_db = 20.0 * math.log10(max(rms, _MIN_RMS))
         # Later taps may still hear it, so it stays written; but someone
         # further down the chain already missed part of it.
-        if any(f > lo for d, f in self._frontiers.items() if d > member.delay):
+        if any(f > lo for t, f in self._frontiers.items() if t.delay > member.delay):
             member.late += 1
             self.counters.late += 1
             return ApplyStatus.LATE
@@ -218,20 +245,26 @@ class RoomMixer:
         frame; a tap more than 50 frames behind skips its oldest ones.
         Taps no longer in use are forgotten.
         """
-        self.ring.clear_to(now)
+        self._clear_to(now)
         taps = self.state.taps()
         frontiers = self._frontiers
-        live = set(taps)
-        for delay in [d for d in frontiers if d not in live]:
-            del frontiers[delay]
+        if len(frontiers) != len(taps) or any(t not in frontiers for t in taps):
+            live = set(taps)
+            for tap in [t for t in frontiers if t not in live]:
+                del frontiers[tap]
         if len(self._written) > len(self.state.members):
             members = self.state.members
             self._written = {k: v for k, v in self._written.items() if k in members}
         lead = self.config.lead_samples
+        rounds = self.state.song.rounds
+        offsets = rounds.offsets() if rounds.repeats else None
         outputs: list[TapOutput] = []
-        for delay in taps:
-            last_due = (now - delay + lead) // _FRAME
-            frontier = frontiers.get(delay)
+        for tap in taps:
+            ring = self.solo_ring if tap.mix == "solo" else self.ring
+            if ring is None:
+                continue
+            last_due = (now - tap.delay + lead) // _FRAME
+            frontier = frontiers.get(tap)
             first = last_due if frontier is None else frontier // _FRAME
             if first > last_due:
                 continue
@@ -241,11 +274,25 @@ class RoomMixer:
                 first = last_due - MAX_FRAMES_PER_TICK + 1
                 due = MAX_FRAMES_PER_TICK
             out = np.empty(due * _FRAME, dtype=np.float32)
-            self.ring.read(first * _FRAME, out)
-            outputs.append(TapOutput(delay=delay, start=first * _FRAME, samples=out))
-            frontiers[delay] = (last_due + 1) * _FRAME
+            if offsets is None:
+                ring.read(first * _FRAME, out)
+            else:
+                ring.read_repeats(first * _FRAME, out, offsets)
+            outputs.append(TapOutput(tap=tap, start=first * _FRAME, samples=out))
+            frontiers[tap] = (last_due + 1) * _FRAME
             self.counters.frames_out += due
         return outputs
+
+    def _clear_to(self, now: int) -> None:
+        self.ring.clear_to(now)
+        if self.state.soloing:
+            if self.solo_ring is None:
+                # Solo costs nothing until someone solos: the second ring starts then.
+                self.solo_ring = Ring(self.ring.length, now)
+            else:
+                self.solo_ring.clear_to(now)
+        elif self.solo_ring is not None:
+            self.solo_ring = None
 
     def _drop(self, status: ApplyStatus, member: Member | None) -> ApplyStatus:
         self.counters.dropped[status.value] += 1

@@ -13,10 +13,8 @@ listen-only spectators. Bucket ``i`` has delay ``(i + 1) * bucket_spacing``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from common.constants import (
     DEFAULT_BUCKET_SPACING_S,
@@ -29,8 +27,19 @@ from common.constants import (
 )
 from common.errors import BrigadeError, ValidationError
 from common.names import check_display_name, check_id
+from common.records import SILENCE_DB, Member, Mix, Role, Rounds, Song, check_gain_db
 
-__all__ = ["CommandError", "Member", "Role", "RoomConfig", "RoomState", "Song"]
+__all__ = [
+    "SILENCE_DB",
+    "CommandError",
+    "Member",
+    "Role",
+    "RoomConfig",
+    "RoomState",
+    "Rounds",
+    "Song",
+    "Tap",
+]
 
 _MIN_DELAY_MARGIN: Final = seconds_to_samples(0.25)
 """A delay must exceed the downlink lead by this much, or frames would be read before written."""
@@ -38,13 +47,8 @@ _MIN_DELAY_MARGIN: Final = seconds_to_samples(0.25)
 _MAX_DELAY_MARGIN: Final = seconds_to_samples(5.0)
 """A delay must stay this far inside the ring, so late writes and reads still fit in it."""
 
-SILENCE_DB: Final = -120.0
-"""The level reported for silence (and the floor of every level)."""
-
-
-class Role(StrEnum):
-    SINGER = "singer"
-    SPECTATOR = "spectator"
+_REPEAT_SLACK: Final = seconds_to_samples(1.0)
+"""Margin kept between the last repeat's source and the ring's oldest sample (late taps)."""
 
 
 class CommandError(BrigadeError):
@@ -56,170 +60,11 @@ class CommandError(BrigadeError):
         self.message = message
 
 
-# --- validation of msgpack records -------------------------------------------------------
+class Tap(NamedTuple):
+    """A subscription to a room's audio: the mix as heard at ``delay``."""
 
-
-def _mapping(data: object, what: str) -> Mapping[str, object]:
-    if not isinstance(data, Mapping):
-        raise ValidationError(f"{what} must be a map, got {type(data).__name__}")
-    return data
-
-
-def _required(d: Mapping[str, object], key: str, what: str) -> object:
-    if key not in d:
-        raise ValidationError(f"{what}: missing field {key!r}")
-    return d[key]
-
-
-def _int(value: object, key: str, what: str, *, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"{what}: {key!r} must be an integer, got {type(value).__name__}")
-    if low is not None and value < low:
-        raise ValidationError(f"{what}: {key!r} = {value} is below {low}")
-    return value
-
-
-def _opt_int(value: object, key: str, what: str, *, low: int | None = None) -> int | None:
-    return None if value is None else _int(value, key, what, low=low)
-
-
-def _bool(value: object, key: str, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError(f"{what}: {key!r} must be a boolean, got {type(value).__name__}")
-    return value
-
-
-def _float(value: object, key: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(f"{what}: {key!r} must be a finite number, got {value!r:.40}")
-    return float(value)
-
-
-# --- records --------------------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    """One member of a room: identity, place in the chain, live counters.
-
-    ``joined`` is the clock of the first join; it orders members when
-    delays are spread. ``late``, ``chunks``, ``rejected`` and ``level_db``
-    are maintained by the mixer per chunk.
-    """
-
-    singer_id: str
-    name: str
-    role: Role
     delay: int
-    bucket: int | None
-    joined: int
-    muted: bool = False
-    connected: bool = True
-    disconnected_at: int | None = None
-    late: int = 0
-    chunks: int = 0
-    rejected: int = 0
-    level_db: float = SILENCE_DB
-
-    def to_dict(self) -> dict[str, object]:
-        """The member as a msgpack-friendly map (str/int/float/bool/None values)."""
-        return {
-            "singer_id": self.singer_id,
-            "name": self.name,
-            "role": self.role.value,
-            "delay": self.delay,
-            "bucket": self.bucket,
-            "joined": self.joined,
-            "muted": self.muted,
-            "connected": self.connected,
-            "disconnected_at": self.disconnected_at,
-            "late": self.late,
-            "chunks": self.chunks,
-            "rejected": self.rejected,
-            "level_db": self.level_db,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> Member:
-        """Parse a map made by :meth:`to_dict`; raises ValidationError.
-
-        Identity and place are required; flags and counters default when absent.
-        """
-        what = "member"
-        d = _mapping(data, what)
-        role = _required(d, "role", what)
-        if role not in ("singer", "spectator"):
-            raise ValidationError(
-                f"{what}: 'role' must be 'singer' or 'spectator', got {role!r:.40}"
-            )
-        try:
-            singer_id = check_id(_required(d, "singer_id", what), "singer_id")
-            name = check_display_name(_required(d, "name", what))
-        except ValidationError as exc:
-            raise ValidationError(f"{what}: {exc}") from None
-        return cls(
-            singer_id=singer_id,
-            name=name,
-            role=Role(role),
-            delay=_int(_required(d, "delay", what), "delay", what, low=0),
-            bucket=_opt_int(_required(d, "bucket", what), "bucket", what, low=0),
-            joined=_int(_required(d, "joined", what), "joined", what),
-            muted=_bool(d.get("muted", False), "muted", what),
-            connected=_bool(d.get("connected", True), "connected", what),
-            disconnected_at=_opt_int(d.get("disconnected_at"), "disconnected_at", what),
-            late=_int(d.get("late", 0), "late", what, low=0),
-            chunks=_int(d.get("chunks", 0), "chunks", what, low=0),
-            rejected=_int(d.get("rejected", 0), "rejected", what, low=0),
-            level_db=_float(d.get("level_db", SILENCE_DB), "level_db", what),
-        )
-
-
-@dataclass
-class Song:
-    """The song state: input is mixed only inside ``[start_pos, end_pos)``.
-
-    Both positions are in the leader's frame: the ring position the leader
-    was playing when they pressed start (or stop). ``end_pos`` is None while
-    the song runs; after a stop the window stays, so chunks still in flight
-    for the song's last seconds are mixed.
-    """
-
-    running: bool = False
-    leader: str | None = None
-    start_pos: int | None = None
-    end_pos: int | None = None
-    number: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        """The song as a msgpack-friendly map."""
-        return {
-            "running": self.running,
-            "leader": self.leader,
-            "start_pos": self.start_pos,
-            "end_pos": self.end_pos,
-            "number": self.number,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> Song:
-        """Parse a map made by :meth:`to_dict`; raises ValidationError."""
-        what = "song"
-        d = _mapping(data, what)
-        leader = d.get("leader")
-        if leader is not None:
-            leader = check_id(leader, "song leader")
-        song = cls(
-            running=_bool(d.get("running", False), "running", what),
-            leader=leader,
-            start_pos=_opt_int(d.get("start_pos"), "start_pos", what),
-            end_pos=_opt_int(d.get("end_pos"), "end_pos", what),
-            number=_int(d.get("number", 0), "number", what, low=0),
-        )
-        if song.running and (song.start_pos is None or song.end_pos is not None):
-            raise ValidationError("song: a running song needs start_pos and no end_pos")
-        if song.end_pos is not None and song.start_pos is None:
-            raise ValidationError("song: end_pos without start_pos")
-        return song
+    mix: Mix = "full"
 
 
 @dataclass(frozen=True)
@@ -290,19 +135,34 @@ def _join_order(member: Member) -> tuple[int, str]:
     return member.joined, member.singer_id
 
 
+def db_to_gain(gain_db: float) -> float:
+    """A level in dB as a linear factor (``-inf`` is 0)."""
+    return 0.0 if gain_db == -math.inf else 10.0 ** (gain_db / 20.0)
+
+
 @dataclass
 class _TapsCache:
     version: int = -1
-    taps: list[int] = field(default_factory=list)
+    taps: list[Tap] = field(default_factory=list)
+    soloing: bool = False
+
+
+@dataclass
+class Subscription:
+    """A tap asked for by a non-member (a recorder), alive until ``expires``."""
+
+    tap: Tap
+    expires: int
 
 
 class RoomState:
-    """Members and song of one room, changed only through its commands.
+    """Members, song and console of one room, changed only through its commands.
 
     ``version`` increases with every change a client should see (members,
-    roles, delays, mutes, connection, song). The mixer's per-chunk counters
-    on members (``late``, ``chunks``, ``rejected``, ``level_db``) do not
-    bump it: they are published with the stats, not as state changes.
+    roles, delays, mutes, gains, solo, connection, song). The mixer's
+    per-chunk counters on members (``late``, ``chunks``, ``rejected``,
+    ``level_db``) do not bump it: they are published with the stats, not as
+    state changes.
     """
 
     def __init__(
@@ -314,6 +174,7 @@ class RoomState:
         self.config = config
         self.members: dict[str, Member] = dict(members or {})
         self.song = song if song is not None else Song()
+        self.subscriptions: dict[str, Subscription] = {}
         self.version = 0
         self._taps = _TapsCache()
         self._fit_to_config()
@@ -335,33 +196,8 @@ class RoomState:
                 member.delay = min(max(member.delay, config.min_delay), config.max_delay)
         if self.song.leader is not None and self.song.leader not in self.members:
             self.song.leader = None
-
-    # --- persistence ------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, object]:
-        """Members, song and version as a msgpack-friendly map."""
-        return {
-            "version": self.version,
-            "members": {sid: m.to_dict() for sid, m in self.members.items()},
-            "song": self.song.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: object, config: RoomConfig | None = None) -> RoomState:
-        """Parse a map made by :meth:`to_dict`; raises ValidationError.
-
-        ``config`` is not part of the record (it comes from the room's
-        settings); the default config is used when it is None.
-        """
-        d = _mapping(data, "room state")
-        raw_members = _mapping(d.get("members", {}), "room members")
-        members: dict[str, Member] = {}
-        for key, raw in raw_members.items():
-            members[key] = Member.from_dict(raw)
-        song = Song.from_dict(d.get("song", {}))
-        state = cls(config if config is not None else RoomConfig(), members, song)
-        state.version = _int(d.get("version", 0), "version", "room state", low=0)
-        return state
+        if not self._rounds_fit(self.song.rounds, self._largest_delay()):
+            self.song.rounds = Rounds(bpm=self.song.rounds.bpm, beats=self.song.rounds.beats)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -372,13 +208,47 @@ class RoomState:
             raise CommandError("unknown_singer", f"{singer_id!r:.80} is not in this room")
         return member
 
-    def taps(self) -> list[int]:
-        """Sorted distinct delays of the connected members (cached per version)."""
+    def taps(self) -> list[Tap]:
+        """The taps in use: connected members' (delay, mix heard) plus live subscriptions.
+
+        Sorted and distinct; cached per version. A solo tap exists only while
+        someone is soloed.
+        """
+        cache = self._refresh()
+        return list(cache.taps)
+
+    @property
+    def soloing(self) -> bool:
+        """Whether anyone is in the solo mix (else the solo mix does not exist)."""
+        return self._refresh().soloing
+
+    def hears(self, member: Member) -> Mix:
+        """The mix ``member`` hears: their choice, but the solo mix only while someone solos."""
+        return "solo" if member.mix == "solo" and self.soloing else "full"
+
+    def gain(self, member: Member) -> float:
+        """The linear factor applied to ``member``'s voice: their fader, plus the leader's boost."""
+        gain_db = member.gain_db
+        if member.singer_id == self.song.leader:
+            gain_db += self.song.leader_boost_db
+        return 1.0 if gain_db == 0.0 else db_to_gain(gain_db)
+
+    def _refresh(self) -> _TapsCache:
         cache = self._taps
         if cache.version != self.version:
-            cache.taps = sorted({m.delay for m in self.members.values() if m.connected})
+            soloing = any(m.soloed for m in self.members.values())
+            cache.soloing = soloing
+            taps = {
+                Tap(m.delay, "solo" if soloing and m.mix == "solo" else "full")
+                for m in self.members.values()
+                if m.connected
+            }
+            taps.update(
+                sub.tap for sub in self.subscriptions.values() if sub.tap.mix == "full" or soloing
+            )
+            cache.taps = sorted(taps)
             cache.version = self.version
-        return list(cache.taps)
+        return cache
 
     def buckets(self) -> list[list[str]]:
         """Connected member ids per bucket, in join order (members on custom delays omitted)."""
@@ -395,11 +265,11 @@ class RoomState:
 
         New spectators go to the last bucket, new singers to the least
         populated of buckets ``1 .. n - 2`` (lowest on ties). A reconnect
-        keeps delay and bucket; if the role changed, the member is placed as
-        a new member of that role would be (a leader turning spectator gives
-        up the lead, halting a running song). Capacity counts connected
-        members: CommandError ``room_full``. Invalid ids or names raise
-        ValidationError.
+        keeps delay, bucket and console settings; if the role changed, the
+        member is placed as a new member of that role would be (a leader
+        turning spectator gives up the lead, halting a running song).
+        Capacity counts connected members: CommandError ``room_full``.
+        Invalid ids or names raise ValidationError.
         """
         check_id(singer_id, "singer_id")
         name = check_display_name(name)
@@ -410,7 +280,9 @@ class RoomState:
         if (member is None or not member.connected) and self._connected() >= self.config.capacity:
             raise CommandError("room_full", f"the room is full ({self.config.capacity} members)")
         if member is None:
-            member = Member(singer_id, name, role, delay=0, bucket=None, joined=now)
+            member = Member(
+                singer_id=singer_id, name=name, role=role, delay=0, bucket=None, joined=now
+            )
             self._place(member, self._bucket_for_new(role))
             self.members[singer_id] = member
         else:
@@ -420,7 +292,7 @@ class RoomState:
             if member.role is not role:
                 member.role = role
                 if role is Role.SPECTATOR and self.song.leader == singer_id:
-                    self._drop_leader(now)
+                    self._drop_leader(singer_id, now)
                 self._place(member, self._bucket_for_new(role, exclude=member))
         self._changed()
         return member
@@ -443,6 +315,7 @@ class RoomState:
         """Remove members disconnected for longer than ``grace_samples``; returns their ids.
 
         A leader removed this way loses the lead and a running song is halted.
+        Tap subscriptions past their time go too.
         """
         gone = [
             m.singer_id
@@ -453,9 +326,22 @@ class RoomState:
         ]
         for singer_id in gone:
             self._remove(singer_id, now)
-        if gone:
+        stale = [name for name, sub in self.subscriptions.items() if sub.expires <= now]
+        for name in stale:
+            del self.subscriptions[name]
+        if gone or stale:
             self._changed()
         return gone
+
+    def subscribe_tap(self, subscriber: str, delay: int, mix: Mix, now: int, ttl: int) -> None:
+        """Keep a tap ``(delay, mix)`` for ``subscriber`` (not a member) for ``ttl`` samples."""
+        check_id(subscriber, "subscriber")
+        self._check_delay(delay)
+        tap = Tap(delay, mix)
+        old = self.subscriptions.get(subscriber)
+        self.subscriptions[subscriber] = Subscription(tap, now + ttl)
+        if old is None or old.tap != tap:
+            self._changed()
 
     # --- song -------------------------------------------------------------------------------
 
@@ -493,6 +379,7 @@ class RoomState:
         self.song.running = True
         self.song.start_pos = now - leader.delay
         self.song.end_pos = None
+        self.song.stopped_by = None
         self.song.number += 1
         self._changed()
 
@@ -501,13 +388,76 @@ class RoomState:
         self._leader(singer_id)
         if not self.song.running:
             raise CommandError("no_song", "no song is running")
-        self._halt(now)
+        self._halt(singer_id, now)
 
     def halt(self, singer_id: str, now: int) -> None:
         """Any member: stop the running song as the leader would; a no-op without one."""
         self.member(singer_id)
         if self.song.running:
-            self._halt(now)
+            self._halt(singer_id, now)
+
+    def set_rounds(self, singer_id: str, rounds: Rounds) -> None:
+        """Leader only, between songs: the round settings of the songs to come.
+
+        Refused (``bad_rounds``) when ``repeats`` periods plus the largest
+        delay in use do not fit in the ring: the last bucket must still find
+        the first voice of its last repeat there.
+        """
+        self._leader(singer_id, "set the rounds")
+        if self.song.running:
+            raise CommandError("song_running", "rounds cannot change while a song runs")
+        if not self._rounds_fit(rounds, self._largest_delay()):
+            room = (self._room_for_repeats(self._largest_delay())) / SAMPLE_RATE
+            raise CommandError(
+                "bad_rounds",
+                f"{rounds.repeats} repeats of {rounds.period_samples / SAMPLE_RATE:g} s do not "
+                f"fit in the ring behind the largest delay: at most {room:.1f} s of repeats",
+            )
+        if rounds != self.song.rounds:
+            self.song.rounds = rounds
+            self._changed()
+
+    def set_leader_boost(self, singer_id: str, boost_db: float) -> None:
+        """Leader only: how much louder the leader's voice is in every mix."""
+        self._leader(singer_id, "set the leader's boost")
+        if not 0 <= boost_db <= 12:
+            raise CommandError("bad_gain", f"boost must be 0 .. 12 dB, got {boost_db!r:.20}")
+        if boost_db != self.song.leader_boost_db:
+            self.song.leader_boost_db = float(boost_db)
+            self._changed()
+
+    # --- console ----------------------------------------------------------------------------
+
+    def set_gain(self, singer_id: str, target: str, gain_db: float) -> None:
+        """Set ``target``'s mic gain: the leader may set anyone's, a singer only their own."""
+        self.member(singer_id)
+        member = self.member(target)
+        if singer_id not in (target, self.song.leader):
+            raise CommandError("not_leader", "only the leader can set another singer's gain")
+        try:
+            gain_db = check_gain_db(gain_db)
+        except ValidationError as exc:
+            raise CommandError("bad_gain", str(exc)) from None
+        if member.gain_db != gain_db:
+            member.gain_db = gain_db
+            self._changed()
+
+    def solo(self, singer_id: str, target: str, on: bool) -> None:
+        """Leader only: put ``target`` in (or out of) the solo mix."""
+        self._leader(singer_id, "solo singers")
+        member = self.member(target)
+        if member.soloed != on:
+            member.soloed = on
+            self._changed()
+
+    def set_mix(self, singer_id: str, mix: Mix) -> None:
+        """Choose the mix to hear: ``full`` or ``solo`` (the full mix while nobody solos)."""
+        member = self.member(singer_id)
+        if mix not in ("full", "solo"):
+            raise CommandError("bad_message", f"mix must be 'full' or 'solo', got {mix!r:.20}")
+        if member.mix != mix:
+            member.mix = mix
+            self._changed()
 
     # --- places -----------------------------------------------------------------------------
 
@@ -529,15 +479,7 @@ class RoomState:
     def set_delay(self, singer_id: str, delay_samples: int) -> None:
         """Give a member a custom delay in ``[min_delay, max_delay]`` samples (no bucket)."""
         member = self.member(singer_id)
-        low, high = self.config.min_delay, self.config.max_delay
-        if (
-            isinstance(delay_samples, bool)
-            or not isinstance(delay_samples, int)
-            or not low <= delay_samples <= high
-        ):
-            raise CommandError(
-                "bad_delay", f"delay must be {low} .. {high} samples, got {delay_samples!r:.40}"
-            )
+        self._check_delay(delay_samples)
         if member.delay != delay_samples or member.bucket is not None:
             member.delay = delay_samples
             member.bucket = None
@@ -558,6 +500,32 @@ class RoomState:
     def _connected(self) -> int:
         return sum(1 for m in self.members.values() if m.connected)
 
+    def _check_delay(self, delay: int) -> None:
+        low, high = self.config.min_delay, self.config.max_delay
+        if isinstance(delay, bool) or not isinstance(delay, int) or not low <= delay <= high:
+            raise CommandError(
+                "bad_delay", f"delay must be {low} .. {high} samples, got {delay!r:.40}"
+            )
+        if not self._rounds_fit(self.song.rounds, delay):
+            raise CommandError(
+                "bad_delay",
+                f"a delay of {delay / SAMPLE_RATE:g} s leaves no room in the ring for the "
+                "rounds; turn repeats down first",
+            )
+
+    def _largest_delay(self) -> int:
+        delays = [m.delay for m in self.members.values()]
+        delays.extend(sub.tap.delay for sub in self.subscriptions.values())
+        return max([self.config.bucket_delay(self.config.spectator_bucket), *delays])
+
+    def _room_for_repeats(self, delay: int) -> int:
+        # A tap at `delay` reads position p at p + delay - lead (up to 50 frames late),
+        # and its last repeat needs p - span still inside the ring then.
+        return self.config.ring_samples - delay + self.config.lead_samples - _REPEAT_SLACK
+
+    def _rounds_fit(self, rounds: Rounds, delay: int) -> bool:
+        return rounds.span_samples <= self._room_for_repeats(delay)
+
     def _place(self, member: Member, bucket: int) -> None:
         member.bucket = bucket
         member.delay = self.config.bucket_delay(bucket)
@@ -572,25 +540,26 @@ class RoomState:
         singer_buckets = range(1, self.config.n_buckets - 1)
         return min(singer_buckets, key=lambda b: (counts[b], b))
 
-    def _leader(self, singer_id: str) -> Member:
+    def _leader(self, singer_id: str, what: str = "start or stop the song") -> Member:
         member = self.member(singer_id)
         if self.song.leader != singer_id:
-            raise CommandError("not_leader", "only the leader can start or stop the song")
+            raise CommandError("not_leader", f"only the leader can {what}")
         return member
 
-    def _halt(self, now: int) -> None:
+    def _halt(self, singer_id: str, now: int) -> None:
         leader = self.members.get(self.song.leader) if self.song.leader is not None else None
         delay = leader.delay if leader is not None else self.config.bucket_delay(0)
         self.song.end_pos = now - delay
         self.song.running = False
+        self.song.stopped_by = singer_id
         self._changed()
 
-    def _drop_leader(self, now: int) -> None:
+    def _drop_leader(self, singer_id: str, now: int) -> None:
         if self.song.running:
-            self._halt(now)
+            self._halt(singer_id, now)
         self.song.leader = None
 
     def _remove(self, singer_id: str, now: int) -> None:
         if self.song.leader == singer_id:
-            self._drop_leader(now)
+            self._drop_leader(singer_id, now)
         del self.members[singer_id]

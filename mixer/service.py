@@ -20,24 +20,23 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from common import keys
+from common import keys, records
 from common.clock import now_samples
-from common.constants import SAMPLE_RATE
-from common.errors import ValidationError, WireError
-from common.names import check_display_name, check_id
+from common.constants import SAMPLE_RATE, seconds_to_samples
+from common.records import MixerStatus
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread, xread_streams
-from common.wire import decode_chunk, encode_tap
+from common.wire import encode_tap
 from mixer import store
+from mixer.host import HostCounters, HostTiming, Publish, RoomHost
 from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult, preferred_owner
-from mixer.room import ApplyStatus, CommandError, Role, RoomMixer, RoomState
+from mixer.room import RoomState
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +47,14 @@ CLAIM_GRACE_S: Final = 1.0
 """A free room not claimed by its preferred mixer within this long is anyone's."""
 OCC_TTL_MS: Final = 10_000
 TAP_TTL_MS: Final = 10_000
+_NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
 MAX_BACKOFF_S: Final = 2.0
 
 
 @dataclass
 class ServiceCounters:
-    """Process-wide totals, logged at shutdown and published in the heartbeat."""
+    """The loop's own totals; the rooms' totals are in :class:`HostCounters`."""
 
-    chunks_in: int = 0
-    chunks_rejected: int = 0
-    late: int = 0
-    frames_out: int = 0
-    bad_wire: int = 0
-    bad_ctl: int = 0
-    commands: int = 0
     ticks: int = 0
     tick_overruns: int = 0
     tick_errors: int = 0
@@ -72,37 +65,19 @@ class ServiceCounters:
 
 @dataclass
 class OwnedRoom:
-    """A room this mixer owns, with its stream cursors and persistence marks."""
+    """A room this mixer owns: its pure host and its stream cursors."""
 
-    name: str
-    mixer: RoomMixer
+    host: RoomHost
     in_cursor: bytes
     ctl_cursor: bytes
-    persisted_version: int = -1
-    persisted_ids: set[str] = field(default_factory=set)
-    counters_dirty: bool = False
-    events: list[dict[str, Any]] = field(default_factory=list)
-    links: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Singer -> (gateway id, connection id) of their current connection."""
-    links_dirty: set[str] = field(default_factory=set)
-    levels_at: float = 0.0
-    """When the last ``levels`` event went out (monotonic seconds)."""
+
+    @property
+    def name(self) -> str:
+        return self.host.name
 
     @property
     def state(self) -> RoomState:
-        return self.mixer.state
-
-
-_REJECTED: Final = frozenset(
-    {
-        ApplyStatus.AHEAD,
-        ApplyStatus.FUTURE,
-        ApplyStatus.TOO_OLD,
-        ApplyStatus.TOO_LONG,
-        ApplyStatus.OVERLAP,
-        ApplyStatus.UNKNOWN_SINGER,
-    }
-)
+        return self.host.state
 
 
 class MixerService:
@@ -113,14 +88,18 @@ class MixerService:
         self.redis = redis
         self.rooms: dict[str, OwnedRoom] = {}
         self.counters = ServiceCounters()
+        self.room_counters = HostCounters()
         self.started = time.time()
         self._nonce = f"{os.getpid()}-{time.time_ns()}"
         self._renew = redis.register_script(RENEW_SCRIPT)
         self._release = redis.register_script(RELEASE_SCRIPT)
         self._free_since: dict[str, float] = {}
-        self._last_publish = 0.0
         self._key_index: dict[str, tuple[str, bool]] = {}
-        self._grace = round(settings.reconnect_grace_s * SAMPLE_RATE)
+        self._timing = HostTiming(
+            publish=seconds_to_samples(settings.publish_ms / 1000),
+            levels=seconds_to_samples(settings.levels_ms / 1000),
+            grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
+        )
         self._healthy = True
 
     # ---------------------------------------------------------------- running
@@ -220,7 +199,7 @@ class MixerService:
                         owned.name,
                         owned.state,
                         owned.ctl_cursor,
-                        owned.persisted_ids - set(owned.state.members),
+                        owned.host.persisted_ids - set(owned.state.members),
                     )
                 await pipe.execute()
             for owned in self.rooms.values():
@@ -240,7 +219,7 @@ class MixerService:
     # ------------------------------------------------------------------ tick
 
     async def tick(self) -> None:
-        """One tick: read, apply, emit, write back."""
+        """One tick: read, step every room, write back in one pipeline."""
         self.counters.ticks += 1
         if not self.rooms:
             return
@@ -250,178 +229,62 @@ class MixerService:
             streams[keys.room_in(room.name)] = room.in_cursor
         replies = parse_xread(await self.redis.xread(xread_streams(streams), count=READ_COUNT))
         now = now_samples()
-        audio: list[tuple[OwnedRoom, list[Entry]]] = []
+        read: dict[str, tuple[list[Entry], list[Entry]]] = {}
         for key, entries in replies:
             name, is_ctl = self._key_index.get(key, ("", False))
             owned = self.rooms.get(name)
             if owned is None or not entries:
                 continue
-            if not is_ctl:
-                audio.append((owned, entries))
-                continue
-            for entry_id, value in entries:
-                self._command(owned, value, now)
-                owned.ctl_cursor = entry_id
-        # Audio after commands: a join in this tick makes the singer's chunks welcome.
-        for target, entries in audio:
-            for _entry_id, value in entries:
-                self._chunk(target, value, now)
-            target.in_cursor = entries[-1][0]
-
-        publish = time.monotonic() - self._last_publish >= self.settings.publish_ms / 1000
+            ctl, audio = read.setdefault(name, ([], []))
+            (ctl if is_ctl else audio).extend(entries)
         async with self.redis.pipeline(transaction=False) as pipe:
             for owned in self.rooms.values():
-                self._queue_taps(pipe, owned, now, publish)
-                self._queue_state(pipe, owned, now, publish)
-            if publish:
-                self._last_publish = time.monotonic()
+                ctl, audio = read.get(owned.name, _NOTHING)
+                if ctl:
+                    owned.ctl_cursor = ctl[-1][0]
+                if audio:
+                    owned.in_cursor = audio[-1][0]
+                out = owned.host.step(
+                    (value for _id, value in ctl), (value for _id, value in audio), now
+                )
+                self._queue(pipe, owned, out, now, bool(ctl))
             await pipe.execute()
 
-    def _command(self, owned: OwnedRoom, data: bytes | None, now: int) -> None:
-        try:
-            msg = _parse_command(data)
-        except ValidationError as exc:
-            self.counters.bad_ctl += 1
-            log.debug("room %s: dropped control entry: %s", owned.name, exc)
-            return
-        self.counters.commands += 1
-        reply: dict[str, Any] = {
-            "type": "reply",
-            "singer": msg["singer"],
-            "gw": msg.get("gw"),
-            "req": msg.get("req"),
-            "cmd": msg["cmd"],
-            "ok": True,
-        }
-        try:
-            if _stale_disconnect(owned, msg):
-                # The singer resumed on another connection before this one's close arrived.
-                owned.events.append(reply)
-                return
-            _dispatch(owned.state, msg, now)
-            if msg["cmd"] == "join":
-                owned.links[msg["singer"]] = (str(msg.get("gw") or ""), str(msg.get("conn") or ""))
-                owned.links_dirty.add(msg["singer"])
-        except CommandError as exc:
-            reply.update(ok=False, code=exc.code, message=exc.message)
-        except ValidationError as exc:
-            reply.update(ok=False, code="bad_message", message=str(exc))
-        owned.events.append(reply)
-
-    def _chunk(self, owned: OwnedRoom, data: bytes | None, now: int) -> None:
-        try:
-            if data is None:
-                raise WireError("stream entry has no 'd' field")
-            chunk = decode_chunk(data)
-            if chunk.room != owned.name:
-                raise WireError(f"chunk for room {chunk.room!r} in the stream of {owned.name!r}")
-        except WireError as exc:
-            self.counters.bad_wire += 1
-            log.debug("room %s: dropped chunk: %s", owned.name, exc)
-            return
-        status = owned.mixer.apply(chunk.singer, chunk.start, chunk.samples, now)
-        self.counters.chunks_in += 1
-        owned.counters_dirty = True
-        if status is ApplyStatus.OK:
-            return  # the common case, before any set lookup (Enum.__hash__ is Python code)
-        if status is ApplyStatus.LATE:
-            self.counters.late += 1
-        elif status in _REJECTED:
-            self.counters.chunks_rejected += 1
-
-    def _queue_taps(self, pipe: Any, owned: OwnedRoom, now: int, publish: bool) -> None:
-        for out in owned.mixer.tick(now):
-            key = keys.room_tap(owned.name, out.delay)
+    def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
+        """Write one room's step: taps, records, events, and the periodic snapshots."""
+        room = owned.name
+        for tap in out.taps:
+            key = keys.room_tap(room, tap.delay, tap.tap.mix)
             pipe.xadd(
                 key,
-                {"d": encode_tap(owned.name, out.delay, out.start, now, out.samples)},
+                {"d": encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix)},
                 maxlen=self.settings.tap_maxlen,
                 approximate=True,
             )
-            if publish:
+            if out.stats is not None:
                 pipe.pexpire(key, TAP_TTL_MS)
-            self.counters.frames_out += len(out.samples) // 960
-
-    def _queue_state(self, pipe: Any, owned: OwnedRoom, now: int, publish: bool) -> None:
-        state = owned.state
-        if publish:
-            expired = state.expire(now, self._grace)
-            if expired:
-                log.info("room %s: %d member(s) left for good", owned.name, len(expired))
-        if state.version != owned.persisted_version or (publish and owned.counters_dirty):
-            current = set(state.members)
-            gone = owned.persisted_ids - current
-            store.queue_persist(pipe, owned.name, state, owned.ctl_cursor, gone)
-            if gone:
+        if out.persist:
+            store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, out.removed)
+            if out.removed:
                 # Their places are gone for good: so are their resume tokens and links.
-                pipe.hdel(keys.room_tokens(owned.name), *gone)
-                pipe.hdel(keys.room_links(owned.name), *gone)
-                for singer in gone:
-                    owned.links.pop(singer, None)
-                    owned.links_dirty.discard(singer)
-            if state.version != owned.persisted_version:
-                store.queue_event(
-                    pipe,
-                    owned.name,
-                    {
-                        "type": "state",
-                        "version": state.version,
-                        "state": store.public_state(owned.name, state),
-                    },
-                )
-            owned.persisted_ids = current
-            owned.persisted_version = state.version
-            owned.counters_dirty = False
-        elif owned.events:
-            # Replies that changed nothing still move the control cursor forward.
-            pipe.hset(keys.room_song(owned.name), "ctl", owned.ctl_cursor)
-        if owned.links_dirty:
-            links = {
-                singer: " ".join(owned.links[singer])
-                for singer in owned.links_dirty
-                if singer in owned.links
-            }
-            if links:
-                pipe.hset(keys.room_links(owned.name), mapping=links)
-            owned.links_dirty.clear()
-        for event in owned.events:
-            store.queue_event(pipe, owned.name, event)
-        owned.events.clear()
-        if publish:
-            self._queue_publish(pipe, owned, now)
-
-    def _queue_publish(self, pipe: Any, owned: OwnedRoom, now: int) -> None:
-        snap = owned.mixer.ring.occupancy_snapshot()
-        pipe.set(
-            keys.room_occupancy(owned.name),
-            msgpack.packb(
-                {
-                    "clock": snap.clock,
-                    "ring_samples": snap.ring_samples,
-                    "frame_samples": snap.frame_samples,
-                    "occupied": snap.occupied,
-                    "bitmap": snap.bitmap,
-                    "mixer": self.settings.mixer_id,
-                }
-            ),
-            px=OCC_TTL_MS,
-        )
-        stats: dict[str, Any] = dict(owned.mixer.counters.to_dict())
-        stats.update(clock=now, mixer=self.settings.mixer_id)
-        pipe.hset(keys.room_stats(owned.name), mapping=stats)
-        # Everything read so far is applied: trim it so the stream holds only the backlog.
-        pipe.xtrim(keys.room_in(owned.name), minid=owned.in_cursor, approximate=True)
-        # Every singer's level goes to every browser in the room, O(members^2) bytes per
-        # event: so levels go out less often (levels_ms) than occupancy and stats.
-        mono = time.monotonic()
-        if owned.state.song.running and mono - owned.levels_at >= self.settings.levels_ms / 1000:
-            owned.levels_at = mono
-            levels = {
-                m.singer_id: round(m.level_db, 1)
-                for m in owned.state.members.values()
-                if m.connected and m.role is Role.SINGER
-            }
-            store.queue_event(pipe, owned.name, {"type": "levels", "clock": now, "levels": levels})
+                pipe.hdel(keys.room_tokens(room), *out.removed)
+                pipe.hdel(keys.room_links(room), *out.removed)
+        elif read_ctl:
+            # Commands that changed nothing still move the control cursor forward.
+            pipe.hset(keys.room_song(room), "ctl", owned.ctl_cursor)
+        if out.links:
+            pipe.hset(keys.room_links(room), mapping=out.links)
+        for event in out.events:
+            store.queue_event(pipe, room, event)
+        if out.occupancy is not None:
+            pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
+        if out.stats is not None:
+            pipe.hset(
+                keys.room_stats(room),
+                mapping={**out.stats, "clock": now, "mixer": self.settings.mixer_id},
+            )
+            # Everything read so far is applied: trim it so the stream holds only the backlog.
+            pipe.xtrim(keys.room_in(room), minid=owned.in_cursor, approximate=True)
 
     # ----------------------------------------------------------- maintenance
 
@@ -433,7 +296,7 @@ class MixerService:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(
                 keys.mixer_heartbeat(s.mixer_id),
-                msgpack.packb(self.status()),
+                records.encode(self.status()),
                 px=s.heartbeat_ttl_ms,
             )
             pipe.zadd(keys.MIXERS, {s.mixer_id: now_s})
@@ -469,14 +332,7 @@ class MixerService:
         registered there is left alone.) The members keep their places for the
         reconnect grace, so singers resuming through another gateway lose nothing.
         """
-        gateways = sorted(
-            {
-                gw
-                for owned in self.rooms.values()
-                for singer, (gw, _conn) in owned.links.items()
-                if gw and (m := owned.state.members.get(singer)) is not None and m.connected
-            }
-        )
+        gateways = sorted(set().union(*(owned.host.gateways() for owned in self.rooms.values())))
         if not gateways:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -493,10 +349,7 @@ class MixerService:
             return
         now = now_samples()
         for owned in self.rooms.values():
-            for singer, (gw, _conn) in list(owned.links.items()):
-                member = owned.state.members.get(singer)
-                if gw in dead and member is not None and member.connected:
-                    owned.state.disconnect(singer, now)
+            owned.host.disconnect_gateways(dead, now)
         log.warning(
             "gateway(s) %s stopped heartbeating: their singers are marked disconnected",
             ", ".join(sorted(dead)),
@@ -510,7 +363,7 @@ class MixerService:
                 owned = self.rooms[room]
                 store.queue_meta(pipe, room, owned.state)
                 store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, set())
-                owned.persisted_version = -1  # publish a fresh state event next tick
+                owned.host.resync()  # publish a fresh state event next tick
             await pipe.execute()
 
     async def _claim(self, free_candidates: list[str], live: set[str]) -> None:
@@ -550,14 +403,18 @@ class MixerService:
         raw_links = await self.redis.hgetall(keys.room_links(room))
         now = now_samples()
         owned = OwnedRoom(
-            name=room,
-            mixer=RoomMixer(room, state, now),
+            host=RoomHost(
+                room,
+                state,
+                now,
+                links=_parse_links(raw_links),
+                timing=self._timing,
+                mixer_id=self.settings.mixer_id,
+                counters=self.room_counters,
+            ),
             # Audio queued before we owned the room is stale by now: start at the present.
             in_cursor=f"{int(time.time() * 1000)}-0".encode(),
             ctl_cursor=ctl_cursor,
-            persisted_version=state.version,
-            persisted_ids=set(state.members),
-            links=_parse_links(raw_links),
         )
         self.rooms[room] = owned
         self._key_index[keys.room_ctl(room)] = (room, True)
@@ -575,89 +432,25 @@ class MixerService:
         self._key_index.pop(keys.room_ctl(room), None)
         self._key_index.pop(keys.room_in(room), None)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> MixerStatus:
         """The heartbeat's content (also what ``brigade inspect`` shows)."""
-        return {
-            "id": self.settings.mixer_id,
-            "nonce": self._nonce,
-            "pid": os.getpid(),
-            "started": self.started,
-            "rooms": sorted(self.rooms),
-            "counters": asdict(self.counters),
-        }
+        return MixerStatus(
+            id=self.settings.mixer_id,
+            nonce=self._nonce,
+            pid=os.getpid(),
+            started=self.started,
+            rooms=sorted(self.rooms),
+            counters={**asdict(self.counters), **asdict(self.room_counters)},
+        )
 
     def summary(self) -> str:
-        c = self.counters
+        c, r = self.counters, self.room_counters
         return (
-            f"mixer {self.settings.mixer_id}: chunks_in={c.chunks_in} "
-            f"rejected={c.chunks_rejected} late={c.late} bad_wire={c.bad_wire} "
-            f"frames_out={c.frames_out} commands={c.commands} ticks={c.ticks} "
+            f"mixer {self.settings.mixer_id}: chunks_in={r.chunks_in} "
+            f"rejected={r.chunks_rejected} late={r.late} bad_wire={r.bad_wire} "
+            f"frames_out={r.frames_out} commands={r.commands} ticks={c.ticks} "
             f"overruns={c.tick_overruns} redis_errors={c.redis_errors} rooms={len(self.rooms)}"
         )
-
-
-# ------------------------------------------------------------------ commands
-
-
-def _parse_command(data: bytes | None) -> dict[str, Any]:
-    if data is None:
-        raise ValidationError("control entry has no 'd' field")
-    try:
-        msg = msgpack.unpackb(
-            data, max_str_len=4096, max_bin_len=0, max_array_len=64, max_map_len=32
-        )
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise ValidationError(f"control entry is not msgpack: {type(exc).__name__}") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("cmd"), str):
-        raise ValidationError("control entry must be a map with a 'cmd' string")
-    check_id(msg.get("singer"), "singer")
-    req = msg.get("req")
-    if req is not None and (not isinstance(req, int) or isinstance(req, bool)):
-        raise ValidationError("'req' must be an integer")
-    return msg
-
-
-def _dispatch(state: RoomState, msg: dict[str, Any], now: int) -> None:
-    """Apply one control command to the room state (raises CommandError)."""
-    cmd: str = msg["cmd"]
-    singer: str = msg["singer"]
-    if cmd == "join":
-        role = msg.get("role")
-        if role not in ("singer", "spectator"):
-            raise ValidationError(f"role must be 'singer' or 'spectator', got {role!r:.20}")
-        state.join(singer, check_display_name(msg.get("name")), Role(role), now)
-    elif cmd == "disconnect":
-        state.disconnect(singer, now)
-    elif cmd == "leave":
-        state.leave(singer, now)
-    elif cmd == "lead":
-        state.request_lead(singer, now)
-    elif cmd == "start":
-        state.start_song(singer, now)
-    elif cmd == "stop":
-        state.stop_song(singer, now)
-    elif cmd == "halt":
-        state.halt(singer, now)
-    elif cmd == "join_bucket":
-        state.join_bucket(singer, _int_arg(msg, "bucket"))
-    elif cmd == "set_delay":
-        state.set_delay(singer, _int_arg(msg, "delay"))
-    elif cmd == "mute":
-        muted = msg.get("muted")
-        if not isinstance(muted, bool):
-            raise ValidationError("'muted' must be true or false")
-        state.set_muted(singer, muted)
-    else:
-        raise ValidationError(f"unknown command {cmd!r:.30}")
-
-
-def _stale_disconnect(owned: OwnedRoom, msg: dict[str, Any]) -> bool:
-    """A ``disconnect`` from a connection the singer has since replaced."""
-    if msg["cmd"] != "disconnect":
-        return False
-    link = owned.links.get(msg["singer"])
-    sender = (str(msg.get("gw") or ""), str(msg.get("conn") or ""))
-    return link is not None and all(link) and all(sender) and link != sender
 
 
 def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
@@ -667,10 +460,3 @@ def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
         if len(parts) == 2:
             links[bytes(singer).decode(errors="replace")] = (parts[0], parts[1])
     return links
-
-
-def _int_arg(msg: dict[str, Any], name: str) -> int:
-    value = msg.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError(f"{name!r} must be an integer")
-    return value

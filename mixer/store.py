@@ -8,40 +8,28 @@ the caller, so one round trip per tick carries all of a mixer's writes.
 import logging
 from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from common import keys, roomview
+from common import keys, records, roomview
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
+from common.events import Chat, Levels, Reply, State, encode_event
+from common.records import Member, RoomMeta, Song
 from common.settings import MixerSettings
-from mixer.room import Member, RoomConfig, RoomState, Song
+from mixer.roomstate import RoomConfig, RoomState
 
 log = logging.getLogger(__name__)
 
 
-def config_from_meta(meta: dict[bytes, bytes], settings: MixerSettings) -> RoomConfig:
-    """The room's configuration: its meta hash where set, else the defaults."""
-
-    def number(name: str, default: float) -> float:
-        raw = meta.get(name.encode())
-        if raw is None or raw == b"":
-            return default
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValidationError(f"meta field {name}={raw!r} is not a number") from None
-
-    defaults = RoomConfig()
+def config_from_meta(meta: RoomMeta, settings: MixerSettings) -> RoomConfig:
+    """The room's configuration: its meta record, with the mixer's ring and lead."""
     return RoomConfig(
         ring_samples=settings.ring_s * SAMPLE_RATE,
         lead_samples=seconds_to_samples(settings.lead_s),
-        bucket_spacing=seconds_to_samples(
-            number("bucket_spacing_s", defaults.bucket_spacing / SAMPLE_RATE)
-        ),
-        n_buckets=int(number("n_buckets", defaults.n_buckets)),
-        capacity=int(number("capacity", defaults.capacity)),
+        bucket_spacing=seconds_to_samples(meta.bucket_spacing_s),
+        n_buckets=meta.n_buckets,
+        capacity=meta.capacity,
     )
 
 
@@ -51,25 +39,25 @@ async def load_room(redis: "Redis", room: str, settings: MixerSettings) -> tuple
         pipe.hgetall(keys.room_meta(room))
         pipe.hgetall(keys.room_members(room))
         pipe.hgetall(keys.room_song(room))
-        meta, members_raw, song_raw = await pipe.execute()
+        meta_raw, members_raw, song_raw = await pipe.execute()
     try:
-        config = config_from_meta(meta, settings)
+        config = config_from_meta(records.decode_meta(meta_raw), settings)
     except ValidationError as exc:
         log.warning("room %s: bad meta (%s); using defaults", room, exc)
-        config = config_from_meta({}, settings)
+        config = config_from_meta(RoomMeta(), settings)
     members: dict[str, Member] = {}
     for singer, raw in members_raw.items():
         try:
-            member = Member.from_dict(msgpack.unpackb(raw))
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            member = records.decode(raw, Member)
+        except ValidationError as exc:
             log.warning("room %s: dropping unreadable member record %r: %s", room, singer, exc)
             continue
         members[member.singer_id] = member
     song: Song | None = None
     if b"state" in song_raw:
         try:
-            song = Song.from_dict(msgpack.unpackb(song_raw[b"state"]))
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            song = records.decode(song_raw[b"state"], Song)
+        except ValidationError as exc:
             log.warning("room %s: unreadable song record, starting with none: %s", room, exc)
     try:
         state = RoomState(config, members, song)
@@ -92,14 +80,14 @@ def queue_persist(
     if state.members:
         pipe.hset(
             keys.room_members(room),
-            mapping={sid: msgpack.packb(m.to_dict()) for sid, m in state.members.items()},
+            mapping={sid: records.encode(m) for sid, m in state.members.items()},
         )
     if removed:
         pipe.hdel(keys.room_members(room), *removed)
     pipe.hset(
         keys.room_song(room),
         mapping={
-            "state": msgpack.packb(state.song.to_dict()),
+            "state": records.encode(state.song),
             "version": state.version,
             "ctl": ctl_cursor,
         },
@@ -115,10 +103,10 @@ def queue_meta(pipe: Pipeline, room: str, state: RoomState) -> None:
     pipe.hsetnx(keys.room_meta(room), "bucket_spacing_s", config.bucket_spacing / SAMPLE_RATE)
 
 
-def queue_event(pipe: Pipeline, room: str, event: dict[str, Any]) -> None:
+def queue_event(pipe: Pipeline, room: str, event: Reply | State | Levels | Chat) -> None:
     pipe.xadd(
         keys.room_events(room),
-        {"d": msgpack.packb(event)},
+        {"d": encode_event(event)},
         maxlen=keys.EVENTS_MAXLEN,
         approximate=True,
     )
@@ -133,6 +121,6 @@ def public_state(room: str, state: RoomState) -> dict[str, Any]:
         capacity=config.capacity,
         n_buckets=config.n_buckets,
         bucket_spacing=config.bucket_spacing,
-        song=state.song.to_dict(),
-        members=[m.to_dict() for m in state.members.values()],
+        song=state.song,
+        members=state.members.values(),
     )

@@ -7,14 +7,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import numpy.typing as npt
 import redis
 
 from common import keys
 from common.clock import now_samples
+from common.commands import AnyCommand, Envelope, Join, encode_envelope
 from common.constants import SAMPLE_RATE
+from common.events import Reply, State, decode_event
+from common.records import Role
 from common.streams import parse_entries, parse_xread
 from common.wire import TapWindow, decode_tap, encode_chunk
 
@@ -41,30 +43,27 @@ class SimGateway:
         self.client.sadd(keys.ROOMS, room)
 
     def command(
-        self, room: str, singer: str, cmd: str, timeout_s: float = 8, **args: Any
-    ) -> dict[str, Any]:
-        """Send a control command and wait for the mixer's reply event."""
+        self, room: str, singer: str, cmd: AnyCommand, timeout_s: float = 8, conn: str = ""
+    ) -> Reply:
+        """Send a typed control command and wait for the mixer's reply event."""
         req = next(self._req)
         cursor = self._events.get(room, b"0-0")
-        self.client.xadd(
-            keys.room_ctl(room),
-            {"d": msgpack.packb({"cmd": cmd, "singer": singer, "gw": self.gw, "req": req, **args})},
-        )
+        envelope = Envelope(singer=singer, cmd=cmd, gw=self.gw, req=req, conn=conn)
+        self.client.xadd(keys.room_ctl(room), {"d": encode_envelope(envelope)})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             reply = self.client.xread({keys.room_events(room): cursor}, block=200)
             for _key, entries in parse_xread(reply):
                 for entry_id, value in entries:
                     cursor = entry_id
-                    event = msgpack.unpackb(value or b"\xc0")
-                    if (
-                        event.get("type") == "reply"
-                        and event.get("req") == req
-                        and event.get("gw") == self.gw
-                    ):
+                    event = decode_event(value)
+                    if isinstance(event, Reply) and event.req == req and event.gw == self.gw:
                         self._events[room] = cursor
-                        return dict(event)
+                        return event
         raise AssertionError(f"no reply to {cmd} in room {room} within {timeout_s} s")
+
+    def join(self, room: str, singer: str, name: str, conn: str = "") -> Reply:
+        return self.command(room, singer, Join(name=name, role=Role.SINGER), conn=conn)
 
     def owner(self, room: str) -> str | None:
         """The id of the mixer holding the room's lease."""
@@ -75,9 +74,9 @@ class SimGateway:
         """The latest published state event of a room."""
         entries = parse_entries(self.client.xrevrange(keys.room_events(room), count=200))
         for _id, value in entries:
-            event = msgpack.unpackb(value or b"\xc0")
-            if event.get("type") == "state":
-                return dict(event["state"])
+            event = decode_event(value)
+            if isinstance(event, State):
+                return event.state
         raise AssertionError(f"no state event in room {room}")
 
     def member_delay(self, room: str, singer: str) -> int:
@@ -94,8 +93,12 @@ class SimGateway:
             approximate=True,
         )
 
-    def taps(self, room: str, delay: int, since: bytes = b"0-0") -> list[TapWindow]:
-        entries = parse_entries(self.client.xrange(keys.room_tap(room, delay), min=_after(since)))
+    def taps(
+        self, room: str, delay: int, since: bytes = b"0-0", mix: str = "full"
+    ) -> list[TapWindow]:
+        entries = parse_entries(
+            self.client.xrange(keys.room_tap(room, delay, mix), min=_after(since))
+        )
         return [decode_tap(value or b"") for _id, value in entries]
 
 

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from common import keys
+from common.commands import Disconnect, Join, decode_envelope
 from common.protocol import hello_message
 from common.settings import GatewaySettings
 from gateway.app import create_app
@@ -223,10 +224,11 @@ async def test_without_a_mixer_a_join_is_unavailable(
     assert client_redis.sismember(keys.ROOMS, "newroom")
     assert client_redis.hget(keys.room_meta("newroom"), "password_hash")
     entries: list[tuple[bytes, dict[bytes, bytes]]] = client_redis.xrange(keys.room_ctl("newroom"))  # type: ignore[assignment]
-    commands = [msgpack.unpackb(fields[b"d"]) for _, fields in entries]
-    assert [c["cmd"] for c in commands] == ["join", "disconnect"]
-    assert commands[0]["name"] == "Ann" and commands[0]["gw"] == "gw-test"
-    token_hash = client_redis.hget(keys.room_tokens("newroom"), commands[0]["singer"])
+    commands = [decode_envelope(fields[b"d"]) for _, fields in entries]
+    assert [type(c.cmd) for c in commands] == [Join, Disconnect]
+    assert isinstance(commands[0].cmd, Join) and commands[0].cmd.name == "Ann"
+    assert commands[0].gw == "gw-test"
+    token_hash = client_redis.hget(keys.room_tokens("newroom"), commands[0].singer)
     assert isinstance(token_hash, bytes) and len(token_hash) == 64
 
 

@@ -214,7 +214,7 @@ class Voice:
             delay = int(self.peer.me()["delay"])
             # 50 ms after the singer "sang" it, like a browser with a small capture buffer.
             while self.pos + CHUNK + delay + 2400 <= now_samples():
-                packets = self.encoder.encode_frames(voice(self.freq, self.pos, CHUNK))
+                packets = self.encoder.encode_frames(self.signal(self.pos, CHUNK))
                 # Positions on the wire are those of the decoded stream (docs/protocol.md).
                 start = self.pos - OPUS_LOOKAHEAD_SAMPLES
                 data = p.encode_upstream_opus(self.stream, self.seq, start, packets)
@@ -222,6 +222,10 @@ class Voice:
                 self.pos += CHUNK
                 self.seq += 1
             await asyncio.sleep(0.02)
+
+    def signal(self, start: int, n: int) -> Samples:
+        """What this voice sings at positions [start, start + n)."""
+        return voice(self.freq, start, n)
 
     def restart(self, skip: int = 0) -> None:
         """A new capture stream (new id, seq from 0, fresh encoder), after ``skip`` samples."""
@@ -308,6 +312,8 @@ async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 15)
 async def start_song(leader: Peer, places: list[tuple[Peer, int]]) -> int:
     """``leader`` leads, everyone moves to their bucket, the song starts; returns start_pos."""
     await leader.ok("lead")
+    # Unity gain for the leader (the default boost is +6 dB): heard sample-exactly.
+    await leader.ok("set_leader_boost", boost_db=0)
     for peer, bucket in places:
         await peer.ok("join_bucket", bucket=bucket)
         await leader.wait_member(peer.singer, bucket=bucket)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
+import msgspec
 import numpy as np
 import pytest
 import redis
@@ -27,9 +27,10 @@ from brigade.inspect_view import (
     render_room,
     time_axis,
 )
-from common import keys
+from common import keys, records
+from common.commands import Lead, Start
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
-from mixer.roomstate import Member, Song
+from common.records import Member, Song
 from tests.simgateway import SimGateway, Singer
 from tests.support import Process, free_port, processes, wait_for
 
@@ -108,7 +109,7 @@ def test_occupancy_refuses_a_short_bitmap() -> None:
 
 
 def _member(singer: str, name: str, delay_s: float, late: int, **extra: object) -> Member:
-    return Member.from_dict(
+    return msgspec.convert(
         {
             "singer_id": singer,
             "name": name,
@@ -119,7 +120,8 @@ def _member(singer: str, name: str, delay_s: float, late: int, **extra: object) 
             "late": late,
             "chunks": 40,
             **extra,
-        }
+        },
+        Member,
     )
 
 
@@ -218,15 +220,15 @@ def sim(redis_url: str) -> Iterator[SimGateway]:
 
 def _occupied(client: redis.Redis, room: str) -> int:
     raw = client.get(keys.room_occupancy(room))
-    return int(msgpack.unpackb(raw)["occupied"]) if raw else 0  # type: ignore[arg-type]
+    return records.decode(raw, records.Occupancy).occupied if raw else 0
 
 
 def _sing_until_the_ring_fills(sim: SimGateway, room: str) -> tuple[int, int]:
     """Two singers join, A leads and starts; both sing until the snapshot shows audio."""
     for singer, name in (("a", "Ann"), ("b", "Bob")):
-        assert sim.command(room, singer, "join", name=name, role="singer")["ok"]
-    assert sim.command(room, "a", "lead")["ok"]
-    assert sim.command(room, "a", "start")["ok"]
+        assert sim.join(room, singer, name).ok
+    assert sim.command(room, "a", Lead()).ok
+    assert sim.command(room, "a", Start()).ok
     start = int(sim.state(room)["song"]["start_pos"])
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
     singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]

@@ -12,6 +12,7 @@ import redis
 
 from common import keys
 from common.clock import now_samples
+from common.commands import Disconnect, Lead, SetLeaderBoost, Start
 from common.streams import parse_entries
 from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, tone
 from tests.support import Process, RedisServer, processes, wait_for
@@ -38,10 +39,12 @@ def sim(redis_url: str) -> Iterator[SimGateway]:
 
 def run_song(sim: SimGateway, room: str, seconds: float) -> tuple[int, int, int]:
     """Leader A (bucket 0) sings 440 Hz, follower B sings 660 Hz; returns (start, dA, dB)."""
-    assert sim.command(room, "a", "join", name="Ann", role="singer")["ok"]
-    assert sim.command(room, "b", "join", name="Bob", role="singer")["ok"]
-    assert sim.command(room, "a", "lead")["ok"]
-    assert sim.command(room, "a", "start")["ok"]
+    assert sim.join(room, "a", "Ann").ok
+    assert sim.join(room, "b", "Bob").ok
+    assert sim.command(room, "a", Lead()).ok
+    # Unity gain for the leader, so the taps carry the tone sample-exactly.
+    assert sim.command(room, "a", SetLeaderBoost(boost_db=0.0)).ok
+    assert sim.command(room, "a", Start()).ok
     state = sim.state(room)
     start = int(state["song"]["start_pos"])
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
@@ -187,11 +190,11 @@ def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output
         # A singer resumes through gateway B before gateway A notices the old socket died:
         # A's late disconnect must not undo the resume. (Gateways store the resume token.)
         sim.client.hset(keys.room_tokens("choir"), "ann", "digest")
-        assert gw_a.command("choir", "ann", "join", name="Ann", role="singer", conn="c1")["ok"]
-        assert gw_b.command("choir", "ann", "join", name="Ann", role="singer", conn="c7")["ok"]
-        assert gw_a.command("choir", "ann", "disconnect", conn="c1")["ok"]
+        assert gw_a.join("choir", "ann", "Ann", conn="c1").ok
+        assert gw_b.join("choir", "ann", "Ann", conn="c7").ok
+        assert gw_a.command("choir", "ann", Disconnect(), conn="c1").ok
         assert member(sim, "choir", "ann")["connected"]
-        assert gw_b.command("choir", "ann", "disconnect", conn="c7")["ok"]
+        assert gw_b.command("choir", "ann", Disconnect(), conn="c7").ok
         wait_for(lambda: not member(sim, "choir", "ann")["connected"], 3, "ann disconnected")
 
         # When the place expires (grace 1 s), the resume token goes with it.
@@ -206,7 +209,7 @@ def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output
         now = time.time()
         sim.client.zadd(keys.GATEWAYS, {"gw-a": now, "gw-b": now})
         sim.client.set(keys.gateway_heartbeat("gw-b"), b"alive", px=60_000)
-        assert gw_a.command("choir", "bob", "join", name="Bob", role="singer", conn="c2")["ok"]
-        assert gw_b.command("choir", "cy", "join", name="Cy", role="singer", conn="c8")["ok"]
+        assert gw_a.join("choir", "bob", "Bob", conn="c2").ok
+        assert gw_b.join("choir", "cy", "Cy", conn="c8").ok
         wait_for(lambda: not member(sim, "choir", "bob")["connected"], 5, "bob disconnected")
         assert member(sim, "choir", "cy")["connected"]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common import commands as c
 from common import protocol as p
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
@@ -83,14 +84,32 @@ def test_hello_errors_are_fatal_and_carry_the_req() -> None:
     ("obj", "expected"),
     [
         ({"type": "ping", "id": 3, "t": 12.5}, p.Ping(3, 12.5)),
-        ({"type": "lead", "req": 1}, p.Command("lead", 1)),
-        ({"type": "start"}, p.Command("start")),
-        ({"type": "stop"}, p.Command("stop")),
-        ({"type": "halt"}, p.Command("halt")),
-        ({"type": "leave"}, p.Command("leave")),
-        ({"type": "join_bucket", "bucket": 2}, p.JoinBucket(2)),
-        ({"type": "set_delay", "delay_s": 7.5}, p.SetDelay(7.5)),
-        ({"type": "mute", "muted": True}, p.Mute(True)),
+        ({"type": "lead", "req": 1}, p.RoomCommand(c.Lead(), 1)),
+        ({"type": "start"}, p.RoomCommand(c.Start())),
+        ({"type": "stop"}, p.RoomCommand(c.Stop())),
+        ({"type": "halt"}, p.RoomCommand(c.Halt())),
+        ({"type": "leave"}, p.RoomCommand(c.Leave())),
+        ({"type": "join_bucket", "bucket": 2}, p.RoomCommand(c.JoinBucket(bucket=2))),
+        ({"type": "set_delay", "delay_s": 7.5}, p.RoomCommand(c.SetDelay(delay_s=7.5))),
+        ({"type": "mute", "muted": True}, p.RoomCommand(c.Mute(muted=True))),
+        (
+            {"type": "set_gain", "target": "s-1", "gain_db": -6},
+            p.RoomCommand(c.SetGain(target="s-1", gain_db=-6.0)),
+        ),
+        (
+            {"type": "set_gain", "target": "s-1", "gain_db": None, "req": 4},
+            p.RoomCommand(c.SetGain(target="s-1", gain_db=None), 4),
+        ),
+        (
+            {"type": "solo", "target": "s-2", "on": True},
+            p.RoomCommand(c.Solo(target="s-2", on=True)),
+        ),
+        ({"type": "set_mix", "mix": "solo"}, p.RoomCommand(c.SetMix(mix="solo"))),
+        (
+            {"type": "set_rounds", "bpm": 120, "beats": 4, "repeats": 2},
+            p.RoomCommand(c.SetRounds(bpm=120.0, beats=4, repeats=2)),
+        ),
+        ({"type": "set_leader_boost", "boost_db": 3}, p.RoomCommand(c.SetLeaderBoost(boost_db=3))),
         ({"type": "chat", "text": "  hello  "}, p.Chat("hello")),
     ],
 )
@@ -99,7 +118,7 @@ def test_control_messages(obj: dict[str, object], expected: p.ClientMessage) -> 
 
 
 def test_set_delay_converts_to_samples() -> None:
-    assert p.SetDelay(7.5).delay_samples == 360_000
+    assert c.SetDelay(delay_s=7.5).delay_samples == 360_000
 
 
 @pytest.mark.parametrize(
@@ -117,12 +136,21 @@ def test_set_delay_converts_to_samples() -> None:
         ({"type": "ping", "id": "1", "t": 1}, p.Code.BAD_MESSAGE),
         ({"type": "ping", "id": -1, "t": 1}, p.Code.BAD_MESSAGE),
         ({"type": "ping", "id": 1, "t": "now"}, p.Code.BAD_MESSAGE),
-        ({"type": "join_bucket", "bucket": 64}, p.Code.BAD_MESSAGE),
-        ({"type": "join_bucket", "bucket": True}, p.Code.BAD_MESSAGE),
-        ({"type": "join_bucket", "bucket": 1.0}, p.Code.BAD_MESSAGE),
+        ({"type": "join_bucket", "bucket": 64}, p.Code.BAD_BUCKET),
+        ({"type": "join_bucket", "bucket": True}, p.Code.BAD_BUCKET),
+        ({"type": "join_bucket", "bucket": 1.0}, p.Code.BAD_BUCKET),
+        ({"type": "join_bucket"}, p.Code.BAD_BUCKET),
         ({"type": "set_delay", "delay_s": 0}, p.Code.BAD_DELAY),
         ({"type": "set_delay", "delay_s": 116}, p.Code.BAD_DELAY),
-        ({"type": "set_delay", "delay_s": "3"}, p.Code.BAD_MESSAGE),
+        ({"type": "set_delay", "delay_s": "3"}, p.Code.BAD_DELAY),
+        ({"type": "set_gain", "target": "s-1", "gain_db": 12.5}, p.Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s 1", "gain_db": 0}, p.Code.BAD_GAIN),
+        ({"type": "set_gain", "gain_db": 0}, p.Code.BAD_GAIN),
+        ({"type": "solo", "target": "s-1", "on": "yes"}, p.Code.BAD_MESSAGE),
+        ({"type": "set_mix", "mix": "monitor"}, p.Code.BAD_MESSAGE),
+        ({"type": "set_rounds", "bpm": 10, "beats": 4, "repeats": 2}, p.Code.BAD_ROUNDS),
+        ({"type": "set_rounds", "bpm": 120, "beats": 4, "repeats": 21}, p.Code.BAD_ROUNDS),
+        ({"type": "set_leader_boost", "boost_db": -1}, p.Code.BAD_GAIN),
         ({"type": "mute", "muted": 1}, p.Code.BAD_MESSAGE),
         ({"type": "chat", "text": ""}, p.Code.BAD_MESSAGE),
         ({"type": "chat", "text": "x" * 501}, p.Code.BAD_MESSAGE),

@@ -42,7 +42,7 @@ class Model:
             del self.audio[p]
             del self.count[p]
 
-    def write(self, start: int, samples: list[float]) -> WriteStatus:
+    def write(self, start: int, samples: list[float], gain: float = 1.0) -> WriteStatus:
         n = len(samples)
         if n > self.length:
             self.counters.rejected_too_long += 1
@@ -57,7 +57,7 @@ class Model:
             return WriteStatus.OK
         for k, v in enumerate(samples):
             p = start + k
-            self.audio[p] = self.audio.get(p, 0.0) + v
+            self.audio[p] = self.audio.get(p, 0.0) + gain * v
             self.count[p] = self.count.get(p, 0) + 1
         self.counters.applied += 1
         return WriteStatus.OK
@@ -135,6 +135,7 @@ class RingMachine(RuleBasedStateMachine):
         seed=st.integers(min_value=0, max_value=2**32),
     )
     def write(self, data: st.DataObject, seed: int) -> None:
+        gain = data.draw(st.sampled_from([1.0, 0.5, 0.25, 2.0]), label="gain")
         length = self.model.length
         n = data.draw(
             st.one_of(
@@ -152,8 +153,29 @@ class RingMachine(RuleBasedStateMachine):
         )
         start = self._relative_start(n, back)
         samples = chunk(seed, n)
-        expected = self.model.write(start, as_floats(samples))
-        assert self.ring.write(start, samples) is expected
+        expected = self.model.write(start, as_floats(samples), gain)
+        assert self.ring.write(start, samples, gain) is expected
+
+    @precondition(lambda self: self.started)
+    @rule(data=st.data())
+    def read_repeats(self, data: st.DataObject) -> None:
+        length = self.model.length
+        n = data.draw(st.integers(min_value=0, max_value=length), label="n")
+        start = self._relative_start(n, data.draw(st.integers(0, length - n), label="back"))
+        offsets = data.draw(st.lists(st.integers(0, 2 * length), max_size=4), label="offsets")
+        offsets = [0, *offsets]
+        out = np.full(n, np.nan, dtype=np.float32)
+        self.ring.read_repeats(start, out, offsets)
+        low = self.model.cleared - length
+        audio, count = [0.0] * n, [0] * n
+        for offset in offsets:
+            for i in range(n):
+                p = start + i - offset
+                if p >= low:
+                    audio[i] += self.model.audio.get(p, 0.0)
+                    count[i] += self.model.count.get(p, 0)
+        want = [a * math.sqrt(3.0 / (c + 2)) for a, c in zip(audio, count, strict=True)]
+        assert np.allclose(out, want, rtol=1e-5, atol=1e-5)
 
     @precondition(lambda self: self.started)
     @rule(data=st.data(), raw=st.booleans())

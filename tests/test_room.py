@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common import records
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.errors import BrigadeError, ValidationError
 from mixer.room import (
@@ -33,6 +35,7 @@ from mixer.room import (
     RoomMixer,
     RoomState,
     Song,
+    Tap,
     TapOutput,
 )
 
@@ -206,6 +209,7 @@ def test_leader_expiring_halts_the_song_and_clears_the_lead() -> None:
         start_pos=T0 + 6 * S - SMALL.bucket_delay(0),
         end_pos=T0 + 20 * S - SMALL.bucket_delay(0),
         number=1,
+        stopped_by="lead",
     )
 
 
@@ -242,7 +246,7 @@ def test_request_lead_reassigns_everyone_in_join_order() -> None:
     # a, b, d, e dealt round robin over buckets 1..3; c in bucket 0; spectator last.
     assert buckets == {"c": 0, "a": 1, "b": 2, "d": 3, "e": 1, "watch": 4}
     assert all(m.delay == SMALL.bucket_delay(m.bucket or 0) for m in state.members.values())
-    assert state.taps() == [SMALL.bucket_delay(i) for i in range(5)]
+    assert state.taps() == [Tap(SMALL.bucket_delay(i)) for i in range(5)]
     # Someone else may take the lead between songs; the old leader is dealt out.
     state.request_lead("e", T0 + 11 * S)
     assert state.members["e"].bucket == 0
@@ -252,7 +256,14 @@ def test_request_lead_reassigns_everyone_in_join_order() -> None:
 def test_request_lead_deals_by_join_time_not_by_storage_order() -> None:
     # Loaded from Redis, the hash order is arbitrary: "joined" decides.
     members = {
-        sid: Member(sid, sid.upper(), Role.SINGER, SMALL.bucket_delay(1), 1, joined)
+        sid: Member(
+            singer_id=sid,
+            name=sid.upper(),
+            role=Role.SINGER,
+            delay=SMALL.bucket_delay(1),
+            bucket=1,
+            joined=joined,
+        )
         for sid, joined in [("late", T0 + 9), ("lead", T0), ("mid", T0 + 5), ("early", T0 + 1)]
     }
     state = RoomState(SMALL, members)
@@ -265,6 +276,7 @@ def test_request_lead_refusals() -> None:
     assert command_code(lambda: state.request_lead("watch", T0)) == "spectator_cannot_lead"
     assert command_code(lambda: state.request_lead("nobody", T0)) == "unknown_singer"
     state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     state.start_song("lead", T0 + S)
     assert command_code(lambda: state.request_lead("b", T0 + 2 * S)) == "song_running"
     assert state.song.leader == "lead"
@@ -279,18 +291,34 @@ def test_start_and_stop_song() -> None:
     assert command_code(lambda: state.stop_song("lead", T0 + 2 * S)) == "no_song"
     assert command_code(lambda: state.start_song("zed", T0 + 2 * S)) == "unknown_singer"
     state.start_song("lead", T0 + 2 * S)
-    assert state.song == Song(True, "lead", T0 + 2 * S - d0, None, 1)
+    assert (state.song.running, state.song.start_pos, state.song.end_pos) == (
+        True,
+        T0 + 2 * S - d0,
+        None,
+    )
+    assert (state.song.leader, state.song.number) == ("lead", 1)
     assert command_code(lambda: state.start_song("lead", T0 + 3 * S)) == "song_running"
     assert command_code(lambda: state.stop_song("b", T0 + 3 * S)) == "not_leader"
     state.stop_song("lead", T0 + 4 * S)
-    assert state.song == Song(False, "lead", T0 + 2 * S - d0, T0 + 4 * S - d0, 1)
+    assert (state.song.running, state.song.start_pos, state.song.end_pos) == (
+        False,
+        T0 + 2 * S - d0,
+        T0 + 4 * S - d0,
+    )
+    assert (state.song.stopped_by, state.song.number) == ("lead", 1)
     state.start_song("lead", T0 + 5 * S)
-    assert state.song == Song(True, "lead", T0 + 5 * S - d0, None, 2)
+    assert (state.song.running, state.song.start_pos, state.song.number) == (
+        True,
+        T0 + 5 * S - d0,
+        2,
+    )
+    assert state.song.stopped_by is None
 
 
 def test_anyone_may_halt() -> None:
     state = room(lead=Role.SINGER, watch=Role.SPECTATOR)
     state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     version = state.version
     state.halt("watch", T0 + S)  # no song: nothing happens
     assert state.version == version
@@ -324,7 +352,7 @@ def test_set_delay() -> None:
     state.set_delay("a", SMALL.min_delay)
     assert (state.members["a"].delay, state.members["a"].bucket) == (SMALL.min_delay, None)
     state.set_delay("b", SMALL.max_delay)
-    assert state.taps() == [SMALL.min_delay, SMALL.max_delay]
+    assert state.taps() == [Tap(SMALL.min_delay), Tap(SMALL.max_delay)]
     bad_delays: list[Any] = [SMALL.min_delay - 1, SMALL.max_delay + 1, float(SR * 2), True, None]
     for bad in bad_delays:
         with pytest.raises(CommandError) as info:
@@ -351,11 +379,11 @@ def test_set_muted_and_version_counts_changes_only() -> None:
 
 def test_taps_are_the_distinct_delays_of_connected_members() -> None:
     state = room(a=Role.SINGER, b=Role.SINGER, c=Role.SINGER, d=Role.SINGER, w=Role.SPECTATOR)
-    assert state.taps() == [SMALL.bucket_delay(i) for i in (1, 2, 3, 4)]
+    assert state.taps() == [Tap(SMALL.bucket_delay(i)) for i in (1, 2, 3, 4)]
     state.disconnect("c", T0 + 9 * S)
-    assert state.taps() == [SMALL.bucket_delay(i) for i in (1, 2, 4)]
+    assert state.taps() == [Tap(SMALL.bucket_delay(i)) for i in (1, 2, 4)]
     state.set_delay("b", 77_777)
-    assert state.taps() == [77_777, SMALL.bucket_delay(1), SMALL.bucket_delay(4)]
+    assert state.taps() == [Tap(d) for d in (77_777, SMALL.bucket_delay(1), SMALL.bucket_delay(4))]
 
 
 @settings(max_examples=60, deadline=None)
@@ -386,27 +414,29 @@ def test_spreading_is_even(roles: list[Role]) -> None:
 # --- persistence ------------------------------------------------------------------------------
 
 
-def test_state_round_trips_through_msgpack() -> None:
+def test_state_round_trips_through_its_records() -> None:
     state = room(lead=Role.SINGER, b=Role.SINGER, w=Role.SPECTATOR)
     state.request_lead("lead", T0 + 5 * S)
     state.start_song("lead", T0 + 6 * S)
     state.set_delay("b", 99_999)
     state.set_muted("w", True)
+    state.set_gain("lead", "b", -math.inf)
+    state.solo("lead", "lead", True)
     state.disconnect("w", T0 + 7 * S)
     state.members["b"].late = 3
     state.members["b"].level_db = -12.5
-    wire = msgpack.packb(state.to_dict())
-    back = RoomState.from_dict(msgpack.unpackb(wire), SMALL)
+    members = {sid: records.decode(records.encode(m), Member) for sid, m in state.members.items()}
+    song = records.decode(records.encode(state.song), Song)
+    back = RoomState(SMALL, members, song)
     assert back.members == state.members
     assert back.song == state.song
-    assert back.version == state.version
-    assert back.to_dict() == state.to_dict()
-    for m in state.members.values():
-        assert Member.from_dict(msgpack.unpackb(msgpack.packb(m.to_dict()))) == m
+    assert back.members["b"].gain_db == -math.inf
 
 
-def good_member() -> dict[str, object]:
-    return Member("ann", "Ann", Role.SINGER, SR * 2, 1, T0).to_dict()
+def good_member() -> dict[str, Any]:
+    return msgspec.to_builtins(  # type: ignore[no-any-return]
+        Member(singer_id="ann", name="Ann", role=Role.SINGER, delay=SR * 2, bucket=1, joined=T0)
+    )
 
 
 @pytest.mark.parametrize(
@@ -426,40 +456,51 @@ def good_member() -> dict[str, object]:
         {**good_member(), "muted": 1},
         {**good_member(), "level_db": float("nan")},
         {**good_member(), "late": -1},
+        {**good_member(), "gain_db": 13.0},
+        {**good_member(), "mix": "monitor"},
         {k: v for k, v in good_member().items() if k != "joined"},
     ],
 )
-def test_member_from_dict_rejects_garbage(garbage: object) -> None:
+def test_member_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        Member.from_dict(garbage)
+        records.decode(msgpack.packb(garbage), Member)
 
 
 @pytest.mark.parametrize(
     "garbage",
     [
         [],
-        {"members": []},
-        {"members": {"ann": {"singer_id": "ann"}}},
-        {"members": {"bob": good_member()}},  # stored under another id
-        {"members": {}, "song": {"running": True}},  # running without start_pos
-        {"members": {}, "song": {"end_pos": 5}},
-        {"members": {}, "song": {"leader": 7}},
-        {"members": {}, "song": {"number": -1}},
-        {"members": {}, "song": "playing"},
-        {"members": {}, "version": "12"},
+        {"running": True},  # running without start_pos
+        {"end_pos": 5},
+        {"leader": 7},
+        {"number": -1},
+        {"rounds": {"bpm": 10}},
+        {"rounds": {"repeats": 21}},
+        {"leader_boost_db": 40},
+        "playing",
     ],
 )
-def test_state_from_dict_rejects_garbage(garbage: object) -> None:
+def test_song_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        RoomState.from_dict(garbage, SMALL)
+        records.decode(msgpack.packb(garbage), Song)
+
+
+def test_members_stored_under_another_id_are_refused() -> None:
+    member = records.decode(msgpack.packb(good_member()), Member)
+    with pytest.raises(ValidationError):
+        RoomState(SMALL, {"bob": member})
 
 
 def test_loaded_state_fits_the_config() -> None:
     # Written by a room with 6 buckets of 3 s and a 120 s ring, loaded into SMALL.
     members = {
-        "a": Member("a", "A", Role.SPECTATOR, 18 * S, 5, T0),
-        "b": Member("b", "B", Role.SINGER, 100 * S, None, T0),
-        "c": Member("c", "C", Role.SINGER, 6 * S, 1, T0),
+        "a": Member(
+            singer_id="a", name="A", role=Role.SPECTATOR, delay=18 * S, bucket=5, joined=T0
+        ),
+        "b": Member(
+            singer_id="b", name="B", role=Role.SINGER, delay=100 * S, bucket=None, joined=T0
+        ),
+        "c": Member(singer_id="c", name="C", role=Role.SINGER, delay=6 * S, bucket=1, joined=T0),
     }
     state = RoomState(SMALL, members, Song(leader="gone"))
     assert (state.members["a"].bucket, state.members["a"].delay) == (4, SMALL.bucket_delay(4))
@@ -556,6 +597,7 @@ def chain_room(*followers: tuple[str, int]) -> RoomState:
     """A leader in bucket 0 and followers in the given buckets."""
     state = room(lead=Role.SINGER, **{sid: Role.SINGER for sid, _ in followers})
     state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     for sid, bucket in followers:
         state.join_bucket(sid, bucket)
     return state
@@ -645,6 +687,7 @@ def test_singers_in_one_bucket_do_not_hear_each_other() -> None:
 def song_mixer(*followers: tuple[str, int], config: RoomConfig = SMALL) -> RoomMixer:
     state = room(config, lead=Role.SINGER, **{sid: Role.SINGER for sid, _ in followers})
     state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     for sid, bucket in followers:
         state.join_bucket(sid, bucket)
     state.start_song("lead", T0)  # the song window starts at T0 - 1 s
@@ -735,6 +778,7 @@ def test_too_old_and_too_long() -> None:
 def test_muted_spectators_unknown_and_no_song_are_dropped_without_rejection() -> None:
     state = room(lead=Role.SINGER, a=Role.SINGER, watch=Role.SPECTATOR)
     state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     mixer = RoomMixer("choir", state, T0)
     now = T0 + 10 * S
     pos = now - 3 * S

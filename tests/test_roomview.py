@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import msgpack
-
+from common import records
 from common.constants import SAMPLE_RATE
-from gateway.rooms import RoomMeta
+from common.records import RoomMeta
 from gateway.rooms import public_state as gateway_view
 from mixer.room import Role, RoomConfig, RoomState
 from mixer.store import public_state as mixer_view
@@ -25,9 +24,12 @@ def test_gateway_view_of_stored_state_equals_the_mixer_view() -> None:
     state.set_muted("bo", True)
     state.disconnect("zed", T0 + 30)
 
-    raw_members = {sid.encode(): msgpack.packb(m.to_dict()) for sid, m in state.members.items()}
+    state.set_gain("amy", "bo", -6.0)
+    state.solo("amy", "bo", True)
+    state.set_mix("zed", "solo")
+    raw_members = {sid.encode(): records.encode(m) for sid, m in state.members.items()}
     raw_song = {
-        b"state": msgpack.packb(state.song.to_dict()),
+        b"state": records.encode(state.song),
         b"version": str(state.version).encode(),
     }
     meta = RoomMeta(
@@ -42,3 +44,7 @@ def test_gateway_view_of_stored_state_equals_the_mixer_view() -> None:
     assert [m["singer_id"] for m in expected["members"]] == ["zed", "amy", "lis", "bo"]
     assert expected["leader"] == "amy" and expected["song"]["running"]
     assert expected["taps"] == sorted({m.delay for m in state.members.values() if m.connected})
+    bo = next(m for m in expected["members"] if m["singer_id"] == "bo")
+    zed = next(m for m in expected["members"] if m["singer_id"] == "zed")
+    assert (bo["gain_db"], bo["soloed"], expected["solo"]) == (-6.0, True, ["bo"])
+    assert (zed["mix"], zed["hears"]) == ("solo", "solo")

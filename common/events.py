@@ -1,0 +1,76 @@
+"""The events of a room (``bb:{R}:events``), defined once.
+
+The owning mixer publishes :class:`Reply` (the answer to one command),
+:class:`State` (the public room state after a change) and :class:`Levels`;
+gateways publish :class:`Chat`. Every gateway watching the room decodes them
+with :func:`decode_event` and dispatches on the class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from common.errors import ValidationError
+
+__all__ = ["Chat", "Event", "Levels", "Reply", "State", "decode_event", "encode_event"]
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    pass
+
+
+class Reply(_Event, tag="reply", frozen=True):
+    """The mixer's answer to the command ``req`` that gateway ``gw`` sent for ``singer``."""
+
+    singer: str
+    cmd: str
+    ok: bool
+    gw: str = ""
+    req: int = 0
+    code: str = ""
+    message: str = ""
+
+
+class State(_Event, tag="state", frozen=True):
+    """The room's public state (docs/protocol.md, *Room state*) at ``version``."""
+
+    version: int
+    state: dict[str, Any]
+
+
+class Chat(_Event, tag="chat", frozen=True):
+    singer: str
+    name: str
+    text: str
+    clock: int
+
+
+class Levels(_Event, tag="levels", frozen=True):
+    """Each singing member's level in dBFS, about once a second during a song."""
+
+    clock: int
+    levels: dict[str, float]
+
+
+Event = Reply | State | Chat | Levels
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(Event)
+_MAX_EVENT_BYTES: Final = 1 << 20
+
+
+def encode_event(event: Reply | State | Chat | Levels) -> bytes:
+    """The event entry's ``d`` field."""
+    return _ENCODER.encode(event)
+
+
+def decode_event(data: object) -> Reply | State | Chat | Levels:
+    """Parse and validate one event; raises ValidationError."""
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) > _MAX_EVENT_BYTES:
+        raise ValidationError("event is not a bytes value of a sane size")
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        raise ValidationError(f"event: {exc}") from None

@@ -1,0 +1,251 @@
+"""The records kept in Redis, defined once (docs/redis.md).
+
+Each record is a typed :mod:`msgspec` struct with one encoder and one
+decoder; the owning mixer writes them, gateways and ``brigade inspect`` read
+them, and nobody parses them by hand. Decoding validates every field and
+raises :class:`common.errors.ValidationError` with the path of the bad field.
+
+* :class:`Member` (``bb:{R}:members``, one msgpack value per singer) and
+  :class:`Song` (``bb:{R}:song`` field ``state``): written by the mixer.
+* :class:`RoomMeta` (``bb:{R}:meta``, a hash of strings): written once by the
+  gateway that creates the room.
+* :class:`Occupancy` (``bb:{R}:occ``) and :class:`MixerStatus` /
+  :class:`GatewayStatus` (heartbeat keys): snapshots with a TTL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import msgspec
+
+from common.constants import (
+    DEFAULT_BUCKET_SPACING_S,
+    DEFAULT_N_BUCKETS,
+    SAMPLE_RATE,
+)
+from common.errors import ValidationError
+from common.names import check_display_name, check_id
+
+__all__ = [
+    "MAX_GAIN_DB",
+    "SILENCE_DB",
+    "GatewayStatus",
+    "Member",
+    "Mix",
+    "MixerStatus",
+    "Occupancy",
+    "Role",
+    "RoomMeta",
+    "Rounds",
+    "Song",
+    "decode",
+    "decode_meta",
+    "encode",
+    "meta_fields",
+]
+
+SILENCE_DB: Final = -120.0
+"""The level reported for silence (and the floor of every level)."""
+
+MAX_GAIN_DB: Final = 12.0
+"""Loudest mic gain the console allows; the quietest is -inf (silenced)."""
+
+DEFAULT_LEADER_BOOST_DB: Final = 6.0
+"""The leader's voice is this much louder in everyone's mix (the original used ~2x)."""
+
+MAX_LEADER_BOOST_DB: Final = 12.0
+
+Mix = Literal["full", "solo"]
+"""Which mix of a room a tap carries: everyone, or only the soloed singers."""
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Role(StrEnum):
+    SINGER = "singer"
+    SPECTATOR = "spectator"
+
+
+class Member(msgspec.Struct, kw_only=True):
+    """One member of a room: identity, place in the chain, console, live counters.
+
+    ``joined`` is the clock of the first join; it orders members when delays
+    are spread. ``gain_db`` is the conductor's fader (``-inf``: silenced);
+    ``soloed`` puts the member in the room's solo mix; ``mix`` is what the
+    member chose to hear. ``late``, ``chunks``, ``rejected`` and ``level_db``
+    are maintained by the mixer per chunk.
+    """
+
+    singer_id: str
+    name: str
+    role: Role
+    delay: NonNegative
+    bucket: NonNegative | None
+    joined: int
+    muted: bool = False
+    connected: bool = True
+    disconnected_at: int | None = None
+    late: NonNegative = 0
+    chunks: NonNegative = 0
+    rejected: NonNegative = 0
+    level_db: float = SILENCE_DB
+    gain_db: float = 0.0
+    soloed: bool = False
+    mix: Mix = "full"
+
+    def __post_init__(self) -> None:
+        check_id(self.singer_id, "member singer_id")
+        self.name = check_display_name(self.name)
+        if not math.isfinite(self.level_db):
+            raise ValidationError(f"member level_db must be finite, got {self.level_db}")
+        check_gain_db(self.gain_db)
+
+
+def check_gain_db(gain_db: float) -> float:
+    """A console gain: ``-inf`` (silenced) up to :data:`MAX_GAIN_DB`; raises ValidationError."""
+    if math.isnan(gain_db) or gain_db > MAX_GAIN_DB:
+        raise ValidationError(f"gain_db must be -inf .. +{MAX_GAIN_DB:g} dB, got {gain_db}")
+    return float(gain_db)
+
+
+class Rounds(msgspec.Struct, frozen=True, kw_only=True):
+    """Round settings: every voice is heard again ``repeats`` times, one period apart.
+
+    The period is ``beats * 60 / bpm`` seconds. ``repeats == 0`` is off.
+    """
+
+    bpm: Annotated[float, msgspec.Meta(ge=20, le=300)] = 120.0
+    beats: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    repeats: Annotated[int, msgspec.Meta(ge=0, le=20)] = 0
+
+    @property
+    def period_samples(self) -> int:
+        """One repeat's length in samples, ``beats * 60 / bpm`` seconds."""
+        return round(self.beats * 60 * SAMPLE_RATE / self.bpm)
+
+    @property
+    def span_samples(self) -> int:
+        """How far back the last repeat reaches: ``repeats`` periods."""
+        return self.repeats * self.period_samples
+
+    def offsets(self) -> tuple[int, ...]:
+        """The ring offsets summed into a tap: 0 (the voice) and each repeat."""
+        period = self.period_samples
+        return tuple(k * period for k in range(self.repeats + 1))
+
+
+class Song(msgspec.Struct, kw_only=True):
+    """The song state: input is mixed only inside ``[start_pos, end_pos)``.
+
+    Both positions are in the leader's frame: the ring position the leader
+    was playing when they pressed start (or stop). ``end_pos`` is None while
+    the song runs; after a stop the window stays, so chunks still in flight
+    for the song's last seconds are mixed. ``rounds`` and
+    ``leader_boost_db`` are the leader's settings for the songs to come.
+    """
+
+    running: bool = False
+    leader: str | None = None
+    start_pos: int | None = None
+    end_pos: int | None = None
+    number: NonNegative = 0
+    stopped_by: str | None = None
+    rounds: Rounds = msgspec.field(default_factory=Rounds)
+    leader_boost_db: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEADER_BOOST_DB)] = (
+        DEFAULT_LEADER_BOOST_DB
+    )
+
+    def __post_init__(self) -> None:
+        if self.leader is not None:
+            check_id(self.leader, "song leader")
+        if self.running and (self.start_pos is None or self.end_pos is not None):
+            raise ValidationError("song: a running song needs start_pos and no end_pos")
+        if self.end_pos is not None and self.start_pos is None:
+            raise ValidationError("song: end_pos without start_pos")
+
+
+class RoomMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """``bb:{R}:meta``: the settings fixed when the room was created (a hash of strings)."""
+
+    capacity: Annotated[int, msgspec.Meta(ge=1)] = 100
+    password_hash: str = ""
+    n_buckets: Annotated[int, msgspec.Meta(ge=3, le=64)] = DEFAULT_N_BUCKETS
+    bucket_spacing_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_BUCKET_SPACING_S
+    created_at: float = 0.0
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_hash)
+
+
+class Occupancy(msgspec.Struct, frozen=True, kw_only=True):
+    """``bb:{R}:occ``: which 128-sample frames of the ring hold audio, at ``clock``."""
+
+    clock: int
+    ring_samples: int
+    frame_samples: int
+    occupied: int
+    bitmap: bytes
+    mixer: str = ""
+
+
+class MixerStatus(msgspec.Struct, kw_only=True):
+    """``bb:mixer:{id}``: a live mixer's heartbeat."""
+
+    id: str
+    nonce: str
+    pid: int
+    started: float
+    rooms: list[str]
+    counters: dict[str, int]
+
+
+class GatewayStatus(msgspec.Struct, kw_only=True):
+    """``bb:gateway:{id}``: a live gateway's heartbeat."""
+
+    id: str
+    url: str
+    connections: int
+    counters: dict[str, int]
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_T = TypeVar("_T")
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    """A record as msgpack (the form stored in Redis)."""
+    return _ENCODER.encode(record)
+
+
+def decode(data: object, kind: type[_T]) -> _T:
+    """Parse a msgpack record of type ``kind``; raises ValidationError naming the field."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ValidationError(f"{kind.__name__} record must be bytes, got {type(data).__name__}")
+    try:
+        return msgspec.msgpack.decode(data, type=kind)
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        raise ValidationError(f"{kind.__name__} record: {exc}") from None
+
+
+def decode_meta(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> RoomMeta:
+    """``bb:{R}:meta`` as read by HGETALL; unknown fields are ignored; raises ValidationError."""
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if name in RoomMeta.__struct_fields__ and text != "":
+            fields[name] = text
+    try:
+        return msgspec.convert(fields, RoomMeta, strict=False)
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        raise ValidationError(f"room meta is malformed: {exc}") from None
+
+
+def meta_fields(meta: RoomMeta) -> dict[str, str]:
+    """``meta`` as the strings of its Redis hash."""
+    return {name: str(getattr(meta, name)) for name in meta.__struct_fields__}

@@ -1,0 +1,347 @@
+"""The pure room host: everything a mixer does for one room, without I/O.
+
+:meth:`RoomHost.step` takes what a tick read for the room (control entries
+and audio chunks, still encoded) and the clock, applies them, and returns a
+:class:`Publish`: the tap windows, the events, and what must be persisted.
+The service (mixer/service.py) only reads Redis, calls ``step`` and writes
+the result back, so every rule here (who may do what, expiry, stale
+disconnects, what changed) is tested in-process with ``now`` as an argument.
+
+Commands are dispatched through :data:`HANDLERS`: one row per command
+class (common/commands.py), naming the :class:`RoomState` method it calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from common.commands import (
+    Command,
+    Disconnect,
+    Envelope,
+    Halt,
+    Join,
+    JoinBucket,
+    Lead,
+    Leave,
+    Mute,
+    SetDelay,
+    SetGain,
+    SetLeaderBoost,
+    SetMix,
+    SetRounds,
+    Solo,
+    Start,
+    Stop,
+    SubscribeTap,
+    command_name,
+    decode_envelope,
+)
+from common.constants import SAMPLE_RATE, seconds_to_samples
+from common.errors import ValidationError, WireError
+from common.events import Levels, Reply, State
+from common.records import Occupancy, Role, Rounds
+from common.wire import decode_chunk
+from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
+from mixer.store import public_state
+
+__all__ = ["HANDLERS", "HostCounters", "HostTiming", "Publish", "RoomHost"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[RoomState, str, Any, int], None]
+
+HANDLERS: Final[dict[type[Command], Handler]] = {
+    Join: lambda s, who, c, now: s.join(who, c.name, c.role, now),  # type: ignore[dict-item]
+    Disconnect: lambda s, who, c, now: s.disconnect(who, now),
+    Leave: lambda s, who, c, now: s.leave(who, now),
+    Lead: lambda s, who, c, now: s.request_lead(who, now),
+    Start: lambda s, who, c, now: s.start_song(who, now),
+    Stop: lambda s, who, c, now: s.stop_song(who, now),
+    Halt: lambda s, who, c, now: s.halt(who, now),
+    JoinBucket: lambda s, who, c, now: s.join_bucket(who, c.bucket),
+    SetDelay: lambda s, who, c, now: s.set_delay(who, c.delay_samples),
+    Mute: lambda s, who, c, now: s.set_muted(who, c.muted),
+    SetGain: lambda s, who, c, now: s.set_gain(
+        who, c.target, -math.inf if c.gain_db is None else c.gain_db
+    ),
+    SetLeaderBoost: lambda s, who, c, now: s.set_leader_boost(who, c.boost_db),
+    Solo: lambda s, who, c, now: s.solo(who, c.target, c.on),
+    SetMix: lambda s, who, c, now: s.set_mix(who, c.mix),
+    SetRounds: lambda s, who, c, now: s.set_rounds(
+        who, Rounds(bpm=c.bpm, beats=c.beats, repeats=c.repeats)
+    ),
+    SubscribeTap: lambda s, who, c, now: s.subscribe_tap(
+        who, seconds_to_samples(c.delay_s), c.mix, now, seconds_to_samples(c.ttl_s)
+    ),
+}
+"""Command class -> the RoomState call it makes (``who`` is the envelope's singer)."""
+
+
+@dataclass
+class HostCounters:
+    """Totals over every room a mixer hosts (published in its heartbeat)."""
+
+    chunks_in: int = 0
+    chunks_rejected: int = 0
+    late: int = 0
+    frames_out: int = 0
+    bad_wire: int = 0
+    bad_ctl: int = 0
+    commands: int = 0
+
+
+@dataclass
+class Publish:
+    """What one step of a room asks the service to write."""
+
+    taps: list[TapOutput] = field(default_factory=list)
+    events: list[Reply | State | Levels] = field(default_factory=list)
+    persist: bool = False
+    """Write the members and song records (and the control cursor)."""
+    removed: set[str] = field(default_factory=set)
+    """Members gone for good: delete their records, resume tokens and links."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Singer -> ``GATEWAY CONN`` of connections that joined in this step."""
+    occupancy: Occupancy | None = None
+    stats: dict[str, int] | None = None
+    """Set on publish steps: occupancy, the room's counters; trim the consumed input."""
+
+
+_REJECTED: Final = frozenset(
+    {
+        ApplyStatus.AHEAD,
+        ApplyStatus.FUTURE,
+        ApplyStatus.TOO_OLD,
+        ApplyStatus.TOO_LONG,
+        ApplyStatus.OVERLAP,
+        ApplyStatus.UNKNOWN_SINGER,
+    }
+)
+
+
+@dataclass(frozen=True)
+class HostTiming:
+    """The host's periods, in samples."""
+
+    publish: int = seconds_to_samples(0.25)
+    levels: int = SAMPLE_RATE
+    grace: int = 30 * SAMPLE_RATE
+
+
+class RoomHost:
+    """One room's mixer, links and persistence marks; pure (``now`` is an argument)."""
+
+    def __init__(
+        self,
+        name: str,
+        state: RoomState,
+        now: int,
+        *,
+        links: dict[str, tuple[str, str]] | None = None,
+        timing: HostTiming | None = None,
+        mixer_id: str = "",
+        counters: HostCounters | None = None,
+    ) -> None:
+        self.name = name
+        self.mixer = RoomMixer(name, state, now)
+        self.links: dict[str, tuple[str, str]] = dict(links or {})
+        """Singer -> (gateway id, connection id) of their current connection."""
+        self.timing = timing or HostTiming()
+        self.mixer_id = mixer_id
+        self.counters = counters if counters is not None else HostCounters()
+        self.persisted_version = state.version
+        self.persisted_ids = set(state.members)
+        self._counters_dirty = False
+        self._published_at: int | None = None
+        self._levels_at: int | None = None
+
+    @property
+    def state(self) -> RoomState:
+        return self.mixer.state
+
+    # --- one step ------------------------------------------------------------------------
+
+    def step(
+        self, commands: Iterable[bytes | None], chunks: Iterable[bytes | None], now: int
+    ) -> Publish:
+        """Apply a tick's control entries, then its chunks, then emit what is due."""
+        out = Publish()
+        for data in commands:
+            reply = self.command(data, now, out)
+            if reply is not None:
+                out.events.append(reply)
+        # Audio after commands: a join in this tick makes the singer's chunks welcome.
+        for data in chunks:
+            self.chunk(data, now)
+        out.taps = self.mixer.tick(now)
+        self.counters.frames_out += sum(len(t.samples) for t in out.taps) // 960
+        publish = self._published_at is None or now - self._published_at >= self.timing.publish
+        if publish:
+            self._published_at = now
+            self._expire(now)
+        self._persist_marks(out, publish)
+        if publish:
+            self._publish(now, out)
+        return out
+
+    def command(self, data: bytes | None, now: int, out: Publish | None = None) -> Reply | None:
+        """Decode and apply one control entry; its reply (None: the entry was unreadable)."""
+        try:
+            envelope = decode_envelope(data)
+        except ValidationError as exc:
+            self.counters.bad_ctl += 1
+            log.debug("room %s: dropped control entry: %s", self.name, exc)
+            return None
+        self.counters.commands += 1
+        return self.apply(envelope, now, out)
+
+    def apply(self, envelope: Envelope, now: int, out: Publish | None = None) -> Reply:
+        """Apply a decoded command; the reply says whether the room accepted it."""
+        cmd = envelope.cmd
+        reply = Reply(
+            singer=envelope.singer,
+            gw=envelope.gw,
+            req=envelope.req,
+            cmd=command_name(cmd),
+            ok=True,
+        )
+        if isinstance(cmd, Disconnect) and self._stale(envelope):
+            # The singer resumed on another connection before this one's close arrived.
+            return reply
+        try:
+            HANDLERS[type(cmd)](self.state, envelope.singer, cmd, now)
+        except CommandError as exc:
+            return Reply(
+                singer=reply.singer,
+                gw=reply.gw,
+                req=reply.req,
+                cmd=reply.cmd,
+                ok=False,
+                code=exc.code,
+                message=exc.message,
+            )
+        except ValidationError as exc:
+            return Reply(
+                singer=reply.singer,
+                gw=reply.gw,
+                req=reply.req,
+                cmd=reply.cmd,
+                ok=False,
+                code="bad_message",
+                message=str(exc),
+            )
+        if isinstance(cmd, Join):
+            link = (envelope.gw, envelope.conn)
+            self.links[envelope.singer] = link
+            if out is not None:
+                out.links[envelope.singer] = " ".join(link)
+        return reply
+
+    def chunk(self, data: bytes | None, now: int) -> ApplyStatus | None:
+        """Decode and apply one audio chunk (None: unreadable, counted as bad wire)."""
+        try:
+            if data is None:
+                raise WireError("stream entry has no 'd' field")
+            chunk = decode_chunk(data)
+            if chunk.room != self.name:
+                raise WireError(f"chunk for room {chunk.room!r} in the stream of {self.name!r}")
+        except WireError as exc:
+            self.counters.bad_wire += 1
+            log.debug("room %s: dropped chunk: %s", self.name, exc)
+            return None
+        status = self.mixer.apply(chunk.singer, chunk.start, chunk.samples, now)
+        self.counters.chunks_in += 1
+        self._counters_dirty = True
+        if status is ApplyStatus.OK:
+            return status  # the common case, before any set lookup (Enum.__hash__ is Python)
+        if status is ApplyStatus.LATE:
+            self.counters.late += 1
+        elif status in _REJECTED:
+            self.counters.chunks_rejected += 1
+        return status
+
+    def disconnect_gateways(self, dead: set[str], now: int) -> int:
+        """Mark disconnected the connected members whose gateway died; returns how many."""
+        count = 0
+        for singer, (gw, _conn) in list(self.links.items()):
+            member = self.state.members.get(singer)
+            if gw in dead and member is not None and member.connected:
+                self.state.disconnect(singer, now)
+                count += 1
+        return count
+
+    def gateways(self) -> set[str]:
+        """The gateways of the connected members (to watch for dead ones)."""
+        return {
+            gw
+            for singer, (gw, _conn) in self.links.items()
+            if gw and (m := self.state.members.get(singer)) is not None and m.connected
+        }
+
+    def resync(self) -> None:
+        """Publish the whole state again on the next step (after Redis lost it)."""
+        self.persisted_version = -1
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _stale(self, envelope: Envelope) -> bool:
+        link = self.links.get(envelope.singer)
+        sender = (envelope.gw, envelope.conn)
+        return link is not None and all(link) and all(sender) and link != sender
+
+    def _expire(self, now: int) -> None:
+        gone = self.state.expire(now, self.timing.grace)
+        if gone:
+            log.info("room %s: %d member(s) left for good", self.name, len(gone))
+
+    def _persist_marks(self, out: Publish, publish: bool) -> None:
+        state = self.state
+        changed = state.version != self.persisted_version
+        if not changed and not (publish and self._counters_dirty):
+            return
+        current = set(state.members)
+        out.removed = self.persisted_ids - current
+        for singer in out.removed:
+            self.links.pop(singer, None)
+            out.links.pop(singer, None)
+        out.persist = True
+        if changed:
+            # Before the replies: a gateway acks a command once the state shows it.
+            out.events.insert(0, State(version=state.version, state=public_state(self.name, state)))
+        self.persisted_ids = current
+        self.persisted_version = state.version
+        self._counters_dirty = False
+
+    def _publish(self, now: int, out: Publish) -> None:
+        snap = self.mixer.ring.occupancy_snapshot()
+        out.occupancy = Occupancy(
+            clock=snap.clock,
+            ring_samples=snap.ring_samples,
+            frame_samples=snap.frame_samples,
+            occupied=snap.occupied,
+            bitmap=snap.bitmap,
+            mixer=self.mixer_id,
+        )
+        out.stats = self.mixer.counters.to_dict()
+        # Every singer's level goes to every browser in the room, O(members^2) bytes per
+        # event: so levels go out less often than occupancy and stats.
+        state = self.state
+        if state.song.running and (
+            self._levels_at is None or now - self._levels_at >= self.timing.levels
+        ):
+            self._levels_at = now
+            out.events.append(
+                Levels(
+                    clock=now,
+                    levels={
+                        m.singer_id: round(m.level_db, 1)
+                        for m in state.members.values()
+                        if m.connected and m.role is Role.SINGER
+                    },
+                )
+            )

@@ -1,0 +1,283 @@
+"""The mixing console, solo and rounds end to end.
+
+A real redis-server, two real ``brigade mixer`` processes, two real
+``brigade gateway`` processes, and protocol clients with real Opus
+(tests/test_gateway_e2e.py's ``Peer`` and ``Voice``). Levels are measured in
+the band of each singer's tone as a later bucket decodes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import redis
+
+from common import keys, records
+from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
+from common.records import MixerStatus
+from tests.support import Process, RedisServer, free_port, wait_for
+from tests.test_gateway_e2e import (
+    Peer,
+    Samples,
+    Voice,
+    _healthy,
+    band,
+    first_frame,
+    rms,
+    start_song,
+    stretch,
+    until,
+)
+
+
+@dataclass
+class Stack:
+    redis: redis.Redis
+    gateways: list[str]
+    mixers: dict[str, Process]
+    log_dir: Path
+    env: dict[str, str]
+
+    def ws(self, index: int) -> str:
+        return self.gateways[index].replace("http://", "ws://") + "/ws"
+
+    def owner(self, room: str) -> str | None:
+        raw: Any = self.redis.get(keys.room_lease(room))
+        return bytes(raw).decode() if raw else None
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    log_dir = Path(tmp_path_factory.mktemp("console-e2e"))
+    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "INFO"}
+    mixers = {
+        name: Process(["mixer"], {**env, "BB_MIXER_ID": name}, log_dir, name)
+        for name in ("mx1", "mx2")
+    }
+    gateways, urls = [], []
+    for index in (1, 2):
+        port = free_port()
+        gateway_env = {**env, "BB_GATEWAY_ID": f"cgw{index}", "BB_PORT": str(port)}
+        gateways.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, proc in zip(urls, gateways, strict=True):
+            wait_for(functools.partial(_healthy, url), 20, f"{proc.name} at {url}")
+        yield Stack(client, urls, mixers, log_dir, env)
+    finally:
+        for proc in [*reversed(gateways), *mixers.values()]:
+            if proc.alive():
+                code = proc.stop()
+                assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
+            assert "Traceback" not in proc.log(), proc.log()
+        client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def newest_ms(client: redis.Redis, key: str) -> int:
+    """The time part of a stream's newest entry id (0 when empty)."""
+    newest: Any = client.xrevrange(key, count=1)
+    return int(bytes(newest[0][0]).split(b"-")[0]) if newest else 0
+
+
+def heartbeat_pid(client: redis.Redis, mixer: str) -> int | None:
+    raw: Any = client.get(keys.mixer_heartbeat(mixer))
+    return records.decode(raw, MixerStatus).pid if raw else None
+
+
+def level_db(audio: Samples, freq: float) -> float:
+    return 20 * math.log10(max(rms(band(audio, freq)), 1e-9))
+
+
+async def heard(peer: Peer, start: int, span: int, what: str) -> Samples:
+    """Positions [start, start + span) of the tap ``peer`` hears now (waits for them)."""
+    delay = int(peer.me()["delay"])
+    await until(
+        lambda: all(q in peer.heard(delay) for q in range(start, start + span, OPUS_FRAME_SAMPLES)),
+        what,
+        timeout_s=30,
+    )
+    return stretch(peer.heard(delay), start, span)
+
+
+async def test_a_singer_at_minus_12_db_is_heard_12_db_quieter(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    await ann.join("console", "Ann")
+    await bob.join("console", "Bob")
+    await cat.join("console", "Cat")
+    await ann.ok("lead")
+    # Bob cannot turn Ann down; the leader can turn Bob down; Bob can set his own.
+    refused = await bob.request("set_gain", target=ann.singer, gain_db=-6)
+    assert (refused["type"], refused["code"]) == ("error", "not_leader")
+    await bob.ok("set_gain", target=bob.singer, gain_db=-3)
+    await ann.ok("set_gain", target=bob.singer, gain_db=-12)
+    await cat.wait_member(bob.singer, gain_db=-12.0)
+    start = await start_song(ann, [(ann, 1), (bob, 1), (cat, 2)])
+    voices = [Voice(ann, 440, start), Voice(bob, 660, start)]
+    for v in voices:
+        v.start()
+    try:
+        first = first_frame(start)
+        audio = await heard(cat, first, 2 * SAMPLE_RATE, "Cat's tap to cover two seconds")
+    finally:
+        for v in voices:
+            await v.stop()
+    difference = level_db(audio, 660) - level_db(audio, 440)
+    assert abs(difference - -12.0) <= 0.5, f"Bob is {difference:.2f} dB against Ann"
+    for peer in (ann, bob, cat):
+        await peer.close()
+
+
+async def test_the_solo_mix_carries_only_the_soloed_singer(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann, bob = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    full, solo = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    await ann.join("solo", "Ann")
+    await bob.join("solo", "Bob")
+    await full.join("solo", "Full", role="spectator")
+    await solo.join("solo", "Solo", role="spectator")
+    await ann.ok("lead")
+    refused = await bob.request("solo", target=bob.singer, on=True)
+    assert (refused["type"], refused["code"]) == ("error", "not_leader")
+    await ann.ok("solo", target=bob.singer, on=True)
+    await solo.ok("set_mix", mix="solo")
+    await solo.wait_member(solo.singer, hears="solo")
+    assert full.me()["hears"] == "full"
+    start = await start_song(ann, [(ann, 1), (bob, 1)])
+    voices = [Voice(ann, 440, start), Voice(bob, 660, start)]
+    for v in voices:
+        v.start()
+    try:
+        first = first_frame(start)
+        by_solo = await heard(solo, first, 2 * SAMPLE_RATE, "the solo listener's tap")
+        by_full = await heard(full, first, 2 * SAMPLE_RATE, "the full listener's tap")
+    finally:
+        for v in voices:
+            await v.stop()
+    assert rms(band(by_solo, 660)) > 0.05, "the solo mix lacks the soloed singer"
+    assert rms(band(by_solo, 440)) < 0.01, "the solo mix carries a singer not soloed"
+    assert rms(band(by_full, 660)) > 0.05 and rms(band(by_full, 440)) > 0.05
+    assert stack.redis.exists(keys.room_tap("solo", int(solo.me()["delay"]), "solo"))
+    for peer in (ann, bob, full, solo):
+        await peer.close()
+
+
+class Burst(Voice):
+    """Half a second of tone at the start of the song, then silence."""
+
+    def __init__(self, peer: Peer, freq: float, start: int, length: int) -> None:
+        super().__init__(peer, freq, start)
+        self.song_start, self.length = start, length
+
+    def signal(self, start: int, n: int) -> Samples:
+        positions = np.arange(start, start + n, dtype=np.int64)
+        t = (positions % (SAMPLE_RATE * 1000)).astype(np.float64) / SAMPLE_RATE
+        on = positions < self.song_start + self.length
+        return (0.3 * np.sin(2 * np.pi * self.freq * t) * on).astype(np.float32)
+
+
+def onsets(audio: Samples, freq: float, threshold: float) -> list[int]:
+    """Sample offsets where the band's 5 ms envelope rises above ``threshold``."""
+    part = np.abs(band(audio, freq, width=60))
+    envelope = np.convolve(part, np.ones(240) / 240, mode="same")
+    above = envelope > threshold
+    rises = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    return [int(r) for r in rises]
+
+
+async def test_rounds_repeat_the_leader_at_each_period(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    await ann.join("rounds", "Ann")
+    await cat.join("rounds", "Cat", role="spectator")
+    await ann.ok("lead")
+    too_long = await ann.request("set_rounds", bpm=60, beats=64, repeats=20)
+    assert (too_long["type"], too_long["code"]) == ("error", "bad_rounds")
+    await ann.ok("set_rounds", bpm=120, beats=4, repeats=2)
+    start = await start_song(ann, [(ann, 0), (cat, 1)])
+    period = 2 * SAMPLE_RATE
+    burst = Burst(ann, 440, start, SAMPLE_RATE // 2)
+    burst.start()
+    try:
+        # From a little before the song, so the first burst's onset is inside the window.
+        first = first_frame(start) - 5 * OPUS_FRAME_SAMPLES
+        audio = await heard(cat, first, 3 * period, "the listener's tap to cover three periods")
+    finally:
+        await burst.stop()
+    # Frame q of a tap holds the decoded stream at q - lookahead (docs/protocol.md).
+    origin = first - OPUS_LOOKAHEAD_SAMPLES
+    found = onsets(audio, 440, 0.05)
+    expected = [start + k * period - origin for k in range(3)]
+    assert len(found) == 3, f"onsets at {found}, expected near {expected}"
+    for got, want in zip(found, expected, strict=True):
+        assert abs(got - want) <= SAMPLE_RATE // 200, f"onset at {got}, expected {want} (±5 ms)"
+    # Nothing between the repeats.
+    for k in range(3):
+        gap = audio[expected[k] + period // 3 : expected[k] + period - period // 10]
+        assert rms(band(gap, 440)) < 0.01
+    await ann.close()
+    await cat.close()
+
+
+async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    await ann.join("failover", "Ann")
+    await bob.join("failover", "Bob")
+    await cat.join("failover", "Cat", role="spectator")
+    await ann.ok("lead")
+    await ann.ok("set_gain", target=bob.singer, gain_db=-9)
+    await ann.ok("solo", target=bob.singer, on=True)
+    await ann.ok("set_rounds", bpm=120, beats=4, repeats=2)
+    await ann.ok("set_leader_boost", boost_db=3)
+    await cat.ok("set_mix", mix="solo")
+    owner = stack.owner("failover")
+    assert owner in stack.mixers
+    version = int(cat.state()["version"])
+    killed_ms = int(time.time() * 1000)
+    stack.mixers[owner].kill()
+    survivor = next(name for name in stack.mixers if name != owner)
+    wait_for(lambda: stack.owner("failover") == survivor, 15, "the other mixer to take over")
+    # A command after the takeover is answered by the new owner, from the stored state.
+    await ann.ok("set_leader_boost", boost_db=4)
+    state = (await cat.wait(lambda m: m["type"] == "state" and m["version"] > version))["state"]
+    members = {m["singer_id"]: m for m in state["members"]}
+    assert members[bob.singer]["gain_db"] == -9.0 and members[bob.singer]["soloed"]
+    assert members[cat.singer]["hears"] == "solo"
+    assert state["song"]["rounds"] == {"bpm": 120.0, "beats": 4, "repeats": 2}
+    assert state["song"]["leader_boost_db"] == 4.0
+    # And the new owner mixes with them: the solo tap flows again for Cat.
+    delay = int(members[cat.singer]["delay"])
+    wait_for(
+        lambda: newest_ms(stack.redis, keys.room_tap("failover", delay, "solo")) > killed_ms,
+        10,
+        "the new owner's solo tap",
+    )
+    # Restart the killed mixer for the other tests of this module.
+    name = owner or ""
+    again = Process(["mixer"], {**stack.env, "BB_MIXER_ID": name}, stack.log_dir, f"{name}-again")
+    stack.mixers[name] = again
+    wait_for(lambda: heartbeat_pid(stack.redis, name) == again.proc.pid, 20, "the restarted mixer")
+    for peer in (ann, bob, cat):
+        await peer.close()
