@@ -21,6 +21,7 @@ import numpy.typing as npt
 from bench.results import print_table, write_results
 from common.constants import DEFAULT_RING_S, OCC_FRAME_SAMPLES, OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from mixer.ring import Ring
+from mixer.room import Role, RoomConfig, RoomMixer, RoomState
 
 CHUNK_SAMPLES: Final = SAMPLE_RATE // 10  # one 100 ms chunk from a singer
 BATCH: Final = 100
@@ -164,6 +165,68 @@ def bench_snapshot(rng: random.Random) -> float:
     return _median_us(batch, BATCH, BATCHES // 4)
 
 
+ROOM_SINGERS: Final = 12
+TICK_SAMPLES: Final = SAMPLE_RATE // 10  # the mixer's 100 ms tick
+
+
+def _room(solo: bool = False, repeats: int = 0) -> tuple[RoomState, RoomMixer, int]:
+    """A default room with 12 singers over the buckets and a song running since 100 s ago.
+
+    ``solo`` solos one singer (not the one the benchmarks write for) and makes
+    every listener choose the solo mix; ``repeats`` sets rounds of 2 s.
+    """
+    now = EPOCH_SAMPLES
+    state = RoomState(RoomConfig())
+    for i in range(ROOM_SINGERS):
+        state.join(f"s{i}", f"Singer {i}", Role.SINGER, now - 110 * SAMPLE_RATE + i)
+    state.request_lead("s0", now - 110 * SAMPLE_RATE)
+    if repeats:
+        from mixer.roomstate import Rounds  # noqa: PLC0415  (not in older cores, which bench.mixer also measures)
+
+        state.set_rounds("s0", Rounds(bpm=120, beats=4, repeats=repeats))
+    state.start_song("s0", now - 100 * SAMPLE_RATE)
+    if solo:
+        state.solo("s0", "s2", True)
+        for i in range(ROOM_SINGERS):
+            state.set_mix(f"s{i}", "solo")
+    return state, RoomMixer("bench", state, now), now
+
+
+def bench_room_apply(solo: bool = False) -> float:
+    """RoomMixer.apply() of one 100 ms chunk from a singer (not the leader, not soloed)."""
+    state, mixer, now = _room(solo)
+    singer = "s1"
+    delay = state.members[singer].delay
+    chunk = np.full(CHUNK_SAMPLES, 0.1, dtype=np.float32)
+    first = now - delay - (BATCH + 1) * CHUNK_SAMPLES
+    starts = [first + i * CHUNK_SAMPLES for i in range(BATCH)]
+    apply = mixer.apply
+    written = mixer._written
+
+    def batch() -> None:
+        written.clear()  # each position once per singer: start the run again
+        for start in starts:
+            apply(singer, start, chunk, now)
+
+    return _median_us(batch, BATCH, BATCHES)
+
+
+def bench_room_tick(solo: bool = False, repeats: int = 0) -> float:
+    """RoomMixer.tick() every 100 ms, per tap frame emitted (all taps of the room)."""
+    _state, mixer, now = _room(solo, repeats)
+    mixer.tick(now)
+    frames = sum(len(out.samples) for out in mixer.tick(now + TICK_SAMPLES)) // OPUS_FRAME_SAMPLES
+    clock = [now + TICK_SAMPLES]
+    tick = mixer.tick
+
+    def batch() -> None:
+        for _ in range(10):
+            clock[0] += TICK_SAMPLES
+            tick(clock[0])
+
+    return _median_us(batch, 10 * frames, BATCHES // 4)
+
+
 def main() -> dict[str, object]:
     """Run the ring benchmarks, print a table and write ``bench-results/mixer.json``."""
     rng = random.Random(20240601)
@@ -173,6 +236,12 @@ def main() -> dict[str, object]:
     naive_us = bench_naive_occupancy(rng)
     snapshot_us = bench_snapshot(rng)
     incremental_us = occupancy[str(DEFAULT_RING_S)]
+    room_apply_us = bench_room_apply()
+    room_tick_us = bench_room_tick()
+    has_solo = hasattr(RoomState, "solo")
+    room_apply_solo_us = bench_room_apply(solo=True) if has_solo else None
+    room_tick_solo_us = bench_room_tick(solo=True) if has_solo else None
+    room_tick_rounds_us = bench_room_tick(repeats=2) if has_solo else None
     growth = occupancy[str(OCCUPANCY_RING_S[-1])] / occupancy[str(OCCUPANCY_RING_S[0])]
 
     results: dict[str, object] = {
@@ -183,6 +252,11 @@ def main() -> dict[str, object]:
         "naive_occupancy_us": round(naive_us, 3),
         "naive_vs_incremental_ratio": round(naive_us / incremental_us, 1),
         "snapshot_us": round(snapshot_us, 3),
+        "room_apply_us": round(room_apply_us, 3),
+        "room_tick_frame_us": round(room_tick_us, 3),
+        "room_apply_solo_us": _rounded(room_apply_solo_us),
+        "room_tick_frame_solo_us": _rounded(room_tick_solo_us),
+        "room_tick_frame_rounds2_us": _rounded(room_tick_rounds_us),
         "samples": BATCH * BATCHES,
         "naive_samples": NAIVE_BATCH * NAIVE_BATCHES,
         "cpu_count": os.cpu_count(),
@@ -200,6 +274,11 @@ def main() -> dict[str, object]:
         ("naive_occupancy_us (scan 120 s ring)", f"{naive_us:.1f} us", ""),
         ("naive / incremental (120 s)", f"{naive_us / incremental_us:.0f}x", ""),
         ("snapshot_us (packbits, 120 s ring)", f"{snapshot_us:.2f} us", ""),
+        ("room_apply_us (RoomMixer.apply, 4 800 samples)", f"{room_apply_us:.2f} us", ""),
+        ("room_tick_frame_us (per tap frame)", f"{room_tick_us:.2f} us", ""),
+        ("  the same with a singer soloed", _us(room_apply_solo_us), ""),
+        ("  tick per frame, solo mix for all", _us(room_tick_solo_us), ""),
+        ("  tick per frame, rounds of 2 repeats", _us(room_tick_rounds_us), ""),
     ]
     print_table(
         f"mixer ring: median of {BATCHES} batches x {BATCH} calls "
@@ -209,6 +288,14 @@ def main() -> dict[str, object]:
     path = write_results("mixer", results)
     print(f"wrote {path}")
     return results
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} us"
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def gather_overview(client: redis.Redis, url: str) -> Overview:
 
 def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     """One room in detail; raises UnknownRoom when Redis has no trace of it."""
-    tap_prefix = keys.room_tap(room, 0)[:-1]
+    tap_prefix = keys.room_tap(room, 0)[:-1]  # bb:{R}:tap: (full) and bb:{R}:tap:solo:
     with client.pipeline(transaction=False) as pipe:
         pipe.time()
         pipe.sismember(keys.ROOMS, room)
@@ -126,12 +126,15 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     now_pos = now_us * SAMPLE_RATE // 1_000_000
     problems: list[str] = []
     members, bad_members = _members(members_raw)
-    in_use = {m.delay for m in members if m.connected}
+    soloing = any(m.soloed for m in members)
+    in_use = {
+        (m.delay, "solo" if soloing and m.mix == "solo" else "full") for m in members if m.connected
+    }
     delays = set(in_use)
     for key in tap_keys:
-        suffix = key.removeprefix(tap_prefix)
-        if suffix.isdigit():
-            delays.add(int(suffix))
+        mix, _, number = key.removeprefix(tap_prefix).rpartition(":")
+        if number.isdigit() and mix in ("", "solo"):
+            delays.add((int(number), mix or "full"))
     song, song_version, ctl_applied = _song(song_raw, problems)
     stream_names = {
         "in": keys.room_in(room),
@@ -148,9 +151,9 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
             pipe.xrevrange(key, count=1)
         if ctl_applied is not None:
             pipe.xrange(keys.room_ctl(room), min=f"({ctl_applied}", count=PENDING_LIMIT)
-        for delay in sorted(delays):
-            pipe.xlen(keys.room_tap(room, delay))
-            pipe.xrevrange(keys.room_tap(room, delay), count=1)
+        for delay, mix in sorted(delays):
+            pipe.xlen(keys.room_tap(room, delay, mix))
+            pipe.xrevrange(keys.room_tap(room, delay, mix), count=1)
         pipe.get(keys.room_occupancy(room))
         pipe.hgetall(keys.room_stats(room))
         replies = iter(pipe.execute())
@@ -162,8 +165,8 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     ]
     ctl_pending = len(parse_entries(next(replies))) if ctl_applied is not None else None
     taps = [
-        _tap_info(room, delay, delay in in_use, now_us, now_pos, next(replies), next(replies))
-        for delay in sorted(delays)
+        _tap_info(room, tap, tap in in_use, now_us, now_pos, next(replies), next(replies))
+        for tap in sorted(delays)
     ]
     occupancy = _occupancy(next(replies), problems)
     stats = {_text(k): _text(v) for k, v in next(replies).items()}
@@ -310,20 +313,29 @@ def _stream_info(
 
 
 def _tap_info(
-    room: str, delay: int, in_use: bool, now_us: int, now_pos: int, length: Any, last: Any
+    room: str,
+    tap: tuple[int, str],
+    in_use: bool,
+    now_us: int,
+    now_pos: int,
+    length: Any,
+    last: Any,
 ) -> TapInfo:
+    delay, mix = tap
     entries: list[Entry] = parse_entries(last)
-    key = keys.room_tap(room, delay)
+    key = keys.room_tap(room, delay, mix)
     if not entries:
-        return TapInfo(delay, key, in_use, int(length), None, None, None, None)
+        return TapInfo(delay, key, in_use, int(length), None, None, None, None, mix=mix)
     entry_id, value = entries[0]
     age = _entry_age_ms(entry_id, now_us)
     try:
         window = decode_tap(value or b"")
     except WireError as exc:
-        return TapInfo(delay, key, in_use, int(length), age, None, None, None, f"bad entry: {exc}")
+        return TapInfo(
+            delay, key, in_use, int(length), age, None, None, None, f"bad entry: {exc}", mix
+        )
     end = window.start + len(window.samples)
-    return TapInfo(delay, key, in_use, int(length), age, window.start, end, now_pos - end)
+    return TapInfo(delay, key, in_use, int(length), age, window.start, end, now_pos - end, mix=mix)
 
 
 def _occupancy(raw: Any, problems: list[str]) -> Occupancy | None:

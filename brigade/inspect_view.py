@@ -114,6 +114,8 @@ class TapInfo:
     lag: int | None
     """Samples from the end of the newest window to the room clock (now)."""
     error: str | None = None
+    mix: str = "full"
+    """``full``, or ``solo`` for the mix of the soloed singers."""
 
 
 @dataclass(frozen=True)
@@ -454,9 +456,18 @@ def _song_line(data: RoomDetail) -> str:
         return "-" if p is None else f"{p} ({duration((p - ref) / SAMPLE_RATE)} vs {ref_name})"
 
     state = "running" if song.running else "stopped"
+    if not song.running and song.stopped_by:
+        state += f" by {song.stopped_by}"
+    rounds = song.rounds
+    repeats = (
+        f"rounds {rounds.repeats} x {rounds.beats} beats at {rounds.bpm:g} bpm"
+        if rounds.repeats
+        else "no rounds"
+    )
     return (
         f"song: #{song.number} {state}, leader {song.leader or '-'}, "
-        f"start {pos(song.start_pos)}, end {pos(song.end_pos)}, version {data.song_version}"
+        f"start {pos(song.start_pos)}, end {pos(song.end_pos)}, version {data.song_version}; "
+        f"{repeats}, leader boost {song.leader_boost_db:+g} dB"
     )
 
 
@@ -486,6 +497,9 @@ def _members_lines(data: RoomDetail) -> list[str]:
                 str(m.chunks),
                 str(m.rejected),
                 "-" if m.level_db <= SILENCE_DB else f"{m.level_db:.1f} dB",
+                ("off" if m.gain_db == -math.inf else f"{m.gain_db:+g} dB")
+                + (" solo" if m.soloed else ""),
+                m.mix,
             ]
         )
     if rows:
@@ -501,6 +515,8 @@ def _members_lines(data: RoomDetail) -> list[str]:
                 ">CHUNKS",
                 ">REJECTED",
                 ">LEVEL",
+                "GAIN",
+                "HEARS",
             ],
             rows,
         )
@@ -514,13 +530,15 @@ def _taps_lines(data: RoomDetail) -> list[str]:
     if not data.taps:
         lines.append("  (none)")
         return lines
-    by_delay: dict[int, list[str]] = {}
+    soloing = any(m.soloed for m in data.members)
+    by_tap: dict[tuple[int, str], list[str]] = {}
     for m in data.members:
         if m.connected:
-            by_delay.setdefault(m.delay, []).append(m.singer_id)
+            hears = "solo" if soloing and m.mix == "solo" else "full"
+            by_tap.setdefault((m.delay, hears), []).append(m.singer_id)
     rows = []
     for t in data.taps:
-        note = ",".join(sorted(by_delay.get(t.delay, []))) if t.in_use else "stale"
+        note = ",".join(sorted(by_tap.get((t.delay, t.mix), []))) if t.in_use else "stale"
         if t.error:
             note += f" ! {t.error}"
         rows.append(
