@@ -43,6 +43,7 @@ def public_state(
             "number": song.get("number", 0),
             "start_pos": song.get("start_pos"),
             "end_pos": song.get("end_pos"),
+            "stopped_by": song.get("stopped_by"),
         },
         "buckets": {
             "n": n_buckets,

@@ -181,7 +181,9 @@ class Song:
     Both positions are in the leader's frame: the ring position the leader
     was playing when they pressed start (or stop). ``end_pos`` is None while
     the song runs; after a stop the window stays, so chunks still in flight
-    for the song's last seconds are mixed.
+    for the song's last seconds are mixed. ``stopped_by`` is the member who
+    stopped or halted the last song (None while one runs, and when it ended
+    because its leader left), so every page can say who ended it.
     """
 
     running: bool = False
@@ -189,6 +191,7 @@ class Song:
     start_pos: int | None = None
     end_pos: int | None = None
     number: int = 0
+    stopped_by: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The song as a msgpack-friendly map."""
@@ -198,6 +201,7 @@ class Song:
             "start_pos": self.start_pos,
             "end_pos": self.end_pos,
             "number": self.number,
+            "stopped_by": self.stopped_by,
         }
 
     @classmethod
@@ -208,12 +212,16 @@ class Song:
         leader = d.get("leader")
         if leader is not None:
             leader = check_id(leader, "song leader")
+        stopped_by = d.get("stopped_by")
+        if stopped_by is not None:
+            stopped_by = check_id(stopped_by, "song stopped_by")
         song = cls(
             running=_bool(d.get("running", False), "running", what),
             leader=leader,
             start_pos=_opt_int(d.get("start_pos"), "start_pos", what),
             end_pos=_opt_int(d.get("end_pos"), "end_pos", what),
             number=_int(d.get("number", 0), "number", what, low=0),
+            stopped_by=stopped_by,
         )
         if song.running and (song.start_pos is None or song.end_pos is not None):
             raise ValidationError("song: a running song needs start_pos and no end_pos")
@@ -494,6 +502,7 @@ class RoomState:
         self.song.start_pos = now - leader.delay
         self.song.end_pos = None
         self.song.number += 1
+        self.song.stopped_by = None
         self._changed()
 
     def stop_song(self, singer_id: str, now: int) -> None:
@@ -501,13 +510,17 @@ class RoomState:
         self._leader(singer_id)
         if not self.song.running:
             raise CommandError("no_song", "no song is running")
-        self._halt(now)
+        self._halt(now, singer_id)
 
     def halt(self, singer_id: str, now: int) -> None:
-        """Any member: stop the running song as the leader would; a no-op without one."""
-        self.member(singer_id)
+        """Leader only: stop the running song now; a no-op without one.
+
+        Ending the song for everyone is the leader's decision: anyone else
+        gets ``not_leader`` (they can ask the leader, or leave).
+        """
+        self._leader(singer_id)
         if self.song.running:
-            self._halt(now)
+            self._halt(now, singer_id)
 
     # --- places -----------------------------------------------------------------------------
 
@@ -578,16 +591,17 @@ class RoomState:
             raise CommandError("not_leader", "only the leader can start or stop the song")
         return member
 
-    def _halt(self, now: int) -> None:
+    def _halt(self, now: int, stopped_by: str | None) -> None:
         leader = self.members.get(self.song.leader) if self.song.leader is not None else None
         delay = leader.delay if leader is not None else self.config.bucket_delay(0)
         self.song.end_pos = now - delay
         self.song.running = False
+        self.song.stopped_by = stopped_by
         self._changed()
 
     def _drop_leader(self, now: int) -> None:
         if self.song.running:
-            self._halt(now)
+            self._halt(now, None)
         self.song.leader = None
 
     def _remove(self, singer_id: str, now: int) -> None:

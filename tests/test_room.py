@@ -35,6 +35,7 @@ from mixer.room import (
     Song,
     TapOutput,
 )
+from mixer.store import public_state
 
 SR = SAMPLE_RATE
 FRAME = OPUS_FRAME_SAMPLES
@@ -283,22 +284,44 @@ def test_start_and_stop_song() -> None:
     assert command_code(lambda: state.start_song("lead", T0 + 3 * S)) == "song_running"
     assert command_code(lambda: state.stop_song("b", T0 + 3 * S)) == "not_leader"
     state.stop_song("lead", T0 + 4 * S)
-    assert state.song == Song(False, "lead", T0 + 2 * S - d0, T0 + 4 * S - d0, 1)
+    assert state.song == Song(False, "lead", T0 + 2 * S - d0, T0 + 4 * S - d0, 1, "lead")
     state.start_song("lead", T0 + 5 * S)
     assert state.song == Song(True, "lead", T0 + 5 * S - d0, None, 2)
 
 
-def test_anyone_may_halt() -> None:
-    state = room(lead=Role.SINGER, watch=Role.SPECTATOR)
+def test_only_the_leader_may_halt() -> None:
+    state = room(lead=Role.SINGER, b=Role.SINGER, watch=Role.SPECTATOR)
     state.request_lead("lead", T0)
     version = state.version
-    state.halt("watch", T0 + S)  # no song: nothing happens
+    state.halt("lead", T0 + S)  # no song: nothing happens
     assert state.version == version
     state.start_song("lead", T0 + 2 * S)
-    state.halt("watch", T0 + 3 * S)
+    assert command_code(lambda: state.halt("watch", T0 + 3 * S)) == "not_leader"
+    assert command_code(lambda: state.halt("b", T0 + 3 * S)) == "not_leader"
+    assert state.song.running and state.song.stopped_by is None
+    assert command_code(lambda: state.halt("zed", T0 + 3 * S)) == "unknown_singer"
+    state.halt("lead", T0 + 3 * S)
     assert not state.song.running
     assert state.song.end_pos == T0 + 3 * S - SMALL.bucket_delay(0)
-    assert command_code(lambda: state.halt("zed", T0 + 4 * S)) == "unknown_singer"
+    assert state.song.stopped_by == "lead"
+    state.start_song("lead", T0 + 4 * S)
+    assert state.song.stopped_by is None
+
+
+def test_stopped_by_round_trips_and_is_public() -> None:
+    song = Song(False, "lead", 10, 20, 3, "lead")
+    assert Song.from_dict(song.to_dict()) == song
+    assert Song.from_dict({**song.to_dict(), "stopped_by": None}).stopped_by is None
+    # Records written before the field existed still load.
+    legacy = {k: v for k, v in song.to_dict().items() if k != "stopped_by"}
+    assert Song.from_dict(legacy).stopped_by is None
+    with pytest.raises(ValidationError):
+        Song.from_dict({**song.to_dict(), "stopped_by": "no spaces allowed"})
+    state = room(lead=Role.SINGER)
+    state.request_lead("lead", T0)
+    state.start_song("lead", T0 + S)
+    state.stop_song("lead", T0 + 2 * S)
+    assert public_state("r", state)["song"]["stopped_by"] == "lead"
 
 
 # --- places -----------------------------------------------------------------------------------
