@@ -113,10 +113,10 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
             for page in (ann, ben):
                 poll(
                     page,
-                    "document.querySelectorAll('#singers li').length === 2",
+                    "document.querySelectorAll('#people li').length === 2",
                     "two singers listed",
                 )
-                names = page.inner_text("#singers")
+                names = page.inner_text("#people")
                 assert "Ann" in names and "Ben" in names
 
             # Ann leads (first bucket); Ben then moves to a later bucket by hand

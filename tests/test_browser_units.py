@@ -31,7 +31,7 @@ def page() -> Iterator[Any]:
                 """async () => {
                   window.cal = await import('/static/calibration.js');
                   window.clk = await import('/static/clock.js');
-                  window.conn = await import('/static/connection.js');
+                  window.conn = await import('/static/protocol.js');
                   window.occ = await import('/static/occupancy.js');
                   window.f32 = (b64) => new Float32Array(
                     Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
