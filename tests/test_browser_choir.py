@@ -160,7 +160,10 @@ def test_only_the_leader_stops_and_everyone_sees_who_stopped(
                     if (typeof e.data !== 'string') return;  // tap audio
                     const m = JSON.parse(e.data);
                     if (m.type === 'welcome') ws.send(JSON.stringify({type: 'halt', req: 7}));
-                    if (m.type === 'error' && m.req === 7) { ws.close(); resolve(m.code); }
+                    if (m.type === 'error' && m.req === 7) {
+                      ws.send(JSON.stringify({type: 'leave'}));
+                      resolve(m.code);
+                    }
                   };
                 })"""
             )

@@ -25,13 +25,20 @@ export function inSongWindow(song, pos, length) {
  * percent, text}`, level being "idle", "waiting", "quiet", "good", "warn" or
  * "bad". The meter is full only when audio is actually heard, smoothly.
  */
-export function playbackHealth(reports, { joined, running }) {
+export function playbackHealth(reports, { joined, running, first = false }) {
   if (!joined || reports.length === 0) return { level: "idle", percent: 0, text: "" };
   const last = reports[reports.length - 1];
   const quanta = reports.reduce((n, s) => n + s.quanta, 0);
   const under = reports.reduce((n, s) => n + s.underflowQuanta, 0);
   const fraction = quanta ? under / quanta : 0;
+  const quiet = running
+    ? first
+      ? "You sing first: nobody is ahead of you to hear."
+      : "Connected, but nothing to hear yet: the earlier buckets are silent."
+    : "Connected. The room is quiet until a song starts.";
   if (last.starved || !(last.bufferedMs > 0)) {
+    // No audio is arriving: between songs (or in the first bucket) that is expected.
+    if (!running || first) return { level: "quiet", percent: 0, text: quiet };
     return { level: "waiting", percent: 0, text: "Waiting for audio from the room…" };
   }
   const heard = reports.some((s) => s.outDb > QUIET_DB);
@@ -43,13 +50,7 @@ export function playbackHealth(reports, { joined, running }) {
     };
   }
   if (fraction > 0) return { level: "warn", percent: 80, text: "A few dropouts in playback." };
-  if (!heard) {
-    return {
-      level: "quiet",
-      percent: 0,
-      text: running ? "Connected, but nothing to hear yet: the earlier buckets are silent." : "Connected. The room is quiet until a song starts.",
-    };
-  }
+  if (!heard) return { level: "quiet", percent: 0, text: quiet };
   return { level: "good", percent: 100, text: "You hear the room clearly." };
 }
 
@@ -131,6 +132,7 @@ export class AudioPath {
   onStats(stats) {
     this.reports.push(stats);
     if (this.reports.length > HEALTH_WINDOW) this.reports.shift();
-    return playbackHealth(this.reports, { joined: this.store.joined, running: this.store.running });
+    const first = this.store.joined && this.store.bucketOf() === 0;
+    return playbackHealth(this.reports, { joined: this.store.joined, running: this.store.running, first });
   }
 }

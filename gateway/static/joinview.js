@@ -96,7 +96,8 @@ export class JoinView {
 
   render() {
     const singer = this.role === "singer";
-    $("calibration").classList.toggle("dim", !singer);
+    $("calibration").classList.toggle("calibration-off", !singer);
+    $("cal-listener").hidden = singer;
     $("join-hint").textContent = singer
       ? this.latencyKnown()
         ? "Use headphones while singing, so the microphone hears only you."

@@ -145,7 +145,7 @@ export class StageView {
   }
 
   onChat(msg) {
-    views.appendChat($("chat-log"), msg);
+    views.appendChat($("chat-log"), { ...msg, action: msg.text === ASK_STOP_TEXT });
     const store = this.store;
     if (msg.text === ASK_STOP_TEXT && store.isLeader && store.running && msg.singer !== store.meId) {
       this.stopRequests.add(msg.name);
@@ -161,6 +161,9 @@ export class StageView {
     const singer = this.role === "singer";
     const running = store.running;
     const isLeader = store.isLeader;
+
+    // Between songs the microphone reaches nobody; say so rather than let the meter suggest otherwise.
+    $("mic-hint").textContent = running ? "" : "The others hear your microphone only while a song runs.";
 
     // Room card.
     const alone = $("alone");

@@ -126,8 +126,9 @@ export function updateLevels(list, levels) {
   }
 }
 
-export function appendChat(log, { name, text }) {
-  log.append(h("li", {}, h("b", {}, `${name}:`), text));
+/** A chat line; an `action` line reads as a sentence ("Lis asks the leader to stop the song."). */
+export function appendChat(log, { name, text, action = false }) {
+  log.append(action ? h("li", { class: "action" }, h("b", {}, name), ` ${text}.`) : h("li", {}, h("b", {}, `${name}:`), text));
   while (log.children.length > 200) log.firstChild.remove();
   log.scrollTop = log.scrollHeight;
 }
