@@ -30,6 +30,15 @@ from tests.browser_support import (
 
 SIZES = ((1280, 800), (390, 844))
 
+# Keeps the page's WebSockets reachable, so that a test can drop the connection.
+TRACK_SOCKETS = """
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+"""
+
 # getUserMedia refused the way Chromium refuses it when the person clicks "Block".
 DENY_MIC = """
   navigator.mediaDevices.getUserMedia = () =>
@@ -218,7 +227,10 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
         browser = launch(pw, mic)
         try:
             page = pages.open(
-                browser, f"{stack}/r/choir", permissions=["clipboard-read", "clipboard-write"]
+                browser,
+                f"{stack}/r/choir",
+                init_script=TRACK_SOCKETS,
+                permissions=["clipboard-read", "clipboard-write"],
             )
             # The link fills the room; the cursor waits in the name field.
             assert page.input_value("#room") == "choir"
@@ -247,6 +259,26 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
             assert again["bucket"] == 3 and again["name"] == "Ann"
             assert "back in your place" in text(page, "#notice")
             pages.shots(page, "after-reload")
+
+            # A dropped connection comes back to the same seat by itself, too.
+            page.evaluate(
+                """() => {
+                  window.__said = [];
+                  const record = (id) => new MutationObserver(() =>
+                    window.__said.push(document.getElementById(id).textContent)
+                  ).observe(document.getElementById(id), {childList: true, subtree: true});
+                  record('status');
+                  record('announcer');
+                  window.__sockets.at(-1).close();
+                }"""
+            )
+            poll(page, "window.__sockets.at(-1).readyState === WebSocket.OPEN", "reconnected")
+            poll(page, "document.querySelector('#status').innerText.includes('bucket 4')", "back")
+            poll(page, "window.__said.some((t) => t.startsWith('Back in room'))", "announced")
+            said = " | ".join(page.evaluate("window.__said"))
+            assert "reconnecting" in said and "Back in room choir, bucket 4" in said, said
+            assert page.evaluate("bbDebug.me.singer_id") == seat["singer_id"]
+            assert page.evaluate("bbDebug.state.members.length") == 1
 
             # Leaving frees the seat: the next load of the link shows the form again.
             page.click("#leave")

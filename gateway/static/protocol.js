@@ -155,7 +155,7 @@ const ERROR_TEXT = {
   bad_room: "Room names use only letters, digits, - and _ (at most 40, no spaces).",
   bad_name: "Your name must be 1 to 40 ordinary characters.",
   room_full: "This room is full. Ask the organiser, or try again later.",
-  bad_resume: "Your old place in the room has expired; you joined again.",
+  bad_resume: "Your place in the room had expired.",
   unavailable: "The server is busy or restarting. Try again in a moment.",
   not_leader: "Only the leader can do that.",
   song_running: "Not while a song is running.",

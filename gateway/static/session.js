@@ -139,6 +139,11 @@ export class Session {
         await this.connect(saved && saved.singer ? { singer: saved.singer, token: saved.token } : null);
         return;
       } catch (err) {
+        if (err instanceof ProtocolError && err.code === "bad_resume") {
+          // The server gave the seat up (away longer than its grace): join afresh.
+          clearSeat();
+          continue;
+        }
         if (err instanceof ProtocolError && err.fatal) throw err;
       }
     }

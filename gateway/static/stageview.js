@@ -75,7 +75,7 @@ export class StageView {
         this.askedStop = true;
         const leader = this.store.leader();
         this.announce(`You asked ${leader ? leader.name : "the leader"} to stop.`);
-        this.pendingFocus = "leave";
+        this.pendingFocus = "chat-text";
         this.render();
       }
     });
