@@ -357,7 +357,7 @@ def test_codec_falls_back_to_pcm16(page: Any) -> None:
 
 # --- the room store, announcements and playback health (pure modules) ----------------------
 
-ROOM_STATE = {
+ROOM_STATE: dict[str, Any] = {
     "room": "choir",
     "version": 3,
     "capacity": 100,
