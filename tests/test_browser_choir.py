@@ -296,6 +296,7 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
 
 
 def test_a_blocked_microphone_explains_and_lets_you_listen(stack: str, output_dir: Path) -> None:
+    axe = require_axe()
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw)
@@ -311,6 +312,7 @@ def test_a_blocked_microphone_explains_and_lets_you_listen(stack: str, output_di
             assert "blocked" in result and "Listening" not in result
             assert active_id(page) == "mic-listen"
             pages.shots(page, "microphone-blocked")
+            audit(page, axe, output_dir / "axe-microphone-blocked.json")
 
             # Joining to sing meets the same help, which stays until acted on ...
             page.fill("#latency-ms", "0")
@@ -478,6 +480,20 @@ def test_phone_layout_puts_song_microphone_and_buckets_first(
 # --- 8. accessibility ----------------------------------------------------------------------------
 
 
+def audit(page: Any, axe: Path, report: Path) -> None:
+    """Run axe-core on ``page``; save every violation; fail on serious or critical ones."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.add_script_tag(path=str(axe))
+    result = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then((r) => r.violations.map((v) => ({id: v.id, impact: v.impact,"
+        " help: v.help, nodes: v.nodes.map((n) => n.target.join(' '))})))"
+    )
+    report.write_text(json.dumps(result, indent=2))
+    serious = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert not serious, json.dumps(serious, indent=2)
+
+
 def test_accessibility_names_roles_live_region_and_axe(
     stack: str, output_dir: Path, mic: Path
 ) -> None:
@@ -488,6 +504,7 @@ def test_accessibility_names_roles_live_region_and_axe(
         try:
             ann = pages.open(browser, f"{stack}/r/choir")
             ben = pages.open(browser, f"{stack}/r/choir")
+            audit(ann, axe, output_dir / "axe-landing.json")
             fill_join(ann, "Ann")
             joined(ann)
             fill_join(ben, "Ben")
@@ -536,15 +553,7 @@ def test_accessibility_names_roles_live_region_and_axe(
 
             # axe-core finds nothing serious on the joined page, for either member.
             for who, page in (("leader", ann), ("singer", ben)):
-                page.add_script_tag(path=str(axe))
-                result = page.evaluate(
-                    "axe.run(document, {resultTypes: ['violations']})"
-                    ".then((r) => r.violations.map((v) => ({id: v.id, impact: v.impact,"
-                    " help: v.help, nodes: v.nodes.map((n) => n.target.join(' '))})))"
-                )
-                (output_dir / f"axe-{who}.json").write_text(json.dumps(result, indent=2))
-                serious = [v for v in result if v["impact"] in ("serious", "critical")]
-                assert not serious, json.dumps(serious, indent=2)
+                audit(page, axe, output_dir / f"axe-{who}.json")
             pages.shots(ann, "a11y-leader")
             pages.assert_clean()
         finally:

@@ -191,6 +191,9 @@ export class StageView {
     $("stop").hidden = !isLeader;
     $("start").disabled = running;
     $("stop").disabled = !running;
+    // The one the leader needs next looks like it.
+    $("start").classList.toggle("primary", !running);
+    $("stop").classList.toggle("primary", running);
     $("ask-stop").hidden = isLeader || !running || !state.leader;
     $("ask-stop").disabled = this.askedStop;
 
@@ -203,7 +206,9 @@ export class StageView {
     views.renderPeople($("people"), state, store.meId, this.sampleRate);
     views.updateLevels($("people"), this.levels);
     const c = store.counts();
-    const parts = [`${c.singers} ${c.singers === 1 ? "singer" : "singers"}`, `${c.listeners} ${c.listeners === 1 ? "listener" : "listeners"}`];
+    const parts = [];
+    if (c.singers || !c.listeners) parts.push(`${c.singers} ${c.singers === 1 ? "singer" : "singers"}`);
+    if (c.listeners) parts.push(`${c.listeners} ${c.listeners === 1 ? "listener" : "listeners"}`);
     if (c.away) parts.push(`${c.away} reconnecting`);
     $("people-count").textContent = `(${parts.join(", ")})`;
     this.restoreFocus();
