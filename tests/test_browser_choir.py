@@ -27,6 +27,7 @@ from tests.browser_support import (
     tone,
     write_wav,
 )
+from tests.support import wait_for
 
 SIZES = ((1280, 800), (390, 844))
 
@@ -426,6 +427,13 @@ def test_states_stay_true_and_figures_live_in_details(
             for jargon in ("dBFS", "round trip", "Round trip", "Opus", "ms (", "ppm", "(bad_"):
                 assert jargon not in main, jargon
             assert not page.evaluate("document.querySelector('#details').open")
+            # The occupancy chart in Details answers 404 until the room's mixer has
+            # published (the browser would log that as a console error): wait for it.
+            wait_for(
+                lambda: urllib.request.urlopen(f"{stack}/api/rooms/choir/occupancy").status == 200,
+                20,
+                "the room's first occupancy snapshot",
+            )
             page.click("#details summary")
             poll(
                 page,
