@@ -9,6 +9,8 @@
 //   joinview.js         the join form and the microphone help
 //   calibrationview.js  the calibration card
 //   stageview.js        the room on screen
+//   detailsview.js      the folded Details panel (figures, occupancy chart)
+//   notice.js           the message line
 //
 // Addresses: /r/<room> is a room's link. URL parameters (all optional):
 //   room, name, role=singer|spectator  pre-fill the join form
@@ -22,20 +24,19 @@ import { CalibrationView, isMicBlocked } from "./calibrationview.js";
 import { ClockEstimator } from "./clock.js";
 import { chooseCodec } from "./codec.js";
 import { installDebugHook } from "./debug.js";
+import { DetailsView } from "./detailsview.js";
 import { JoinView } from "./joinview.js";
-import { OccupancyChart } from "./occupancy.js";
+import { Notice } from "./notice.js";
 import { ProtocolError, errorText, normaliseRoom } from "./protocol.js";
 import { RoomStore } from "./roomstore.js";
 import { loadPerson, loadSeat, roomFromLocation, savePerson } from "./seat.js";
 import { Session } from "./session.js";
 import { StageView } from "./stageview.js";
-import { levelPercent, seconds } from "./views.js";
+import { levelPercent } from "./views.js";
 
 const $ = (id) => document.getElementById(id);
-const nowMs = () => performance.timeOrigin + performance.now();
 const LEVELS_STALE_MS = 1500;
 const TICK_MS = 500;
-const NOTICE_MS = 8000;
 const RESUME_WAIT_MS = 1000;
 
 class App {
@@ -54,7 +55,7 @@ class App {
     this.pttHeld = false;
     this.lastHealth = null;
     this.counters = { sentMessages: 0, droppedUp: 0, receivedFrames: 0, badFrames: 0, codecErrors: 0 };
-    this.noticeTimer = null;
+    this.notice = new Notice($("notice"), $("notice-text"), $("notice-close"));
     this.pendingJoin = null;
     this.debug = installDebugHook(this);
 
@@ -87,7 +88,7 @@ class App {
         levels: (levels) => this.onLevels(levels),
         audio: (frame) => this.audio.onAudio(frame),
         badFrame: () => this.counters.badFrames++,
-        error: (msg) => this.showNotice(errorText(msg.code, msg.message), "error"),
+        error: (msg) => this.notice.show(errorText(msg.code, msg.message), "error"),
         pong: (summary, { first }) => {
           this.debug.offsets.push(summary);
           if (this.debug.offsets.length > 200) this.debug.offsets.shift();
@@ -110,19 +111,10 @@ class App {
         onDetailsToggle: (open) => this.onDetailsToggle(open),
       },
     });
+    this.details = new DetailsView(this);
     this.store.onChange(() => {
       const me = this.store.me();
       if (me && this.engine) this.engine.follow(this.clock, me.delay);
-    });
-    this.chart = new OccupancyChart($("occupancy"), {
-      sampleRate: this.sampleRate,
-      markers: (occ) => this.occupancyMarkers(occ),
-      // Enough of the ring to show every tap in use, and at least 20 s.
-      windowSamples: () => {
-        const delays = this.store.state ? this.store.state.taps || [] : [];
-        return Math.max(20 * this.sampleRate, Math.max(0, ...delays) + 5 * this.sampleRate);
-      },
-      onError: (err) => ($("occupancy-info").textContent = `Not available yet (${err.message}).`),
     });
   }
 
@@ -146,7 +138,6 @@ class App {
     this.calibration.bind();
     this.stage.bind();
     this.bindKeys();
-    $("notice-close").addEventListener("click", () => this.hideNotice());
     $("sound-on").addEventListener("click", () => {
       if (this.engine) this.engine.ctx.resume().then(() => this.tick());
     });
@@ -230,7 +221,7 @@ class App {
       this.joinRoom({ ...pending, role: "spectator" });
       return;
     }
-    this.showNotice("You will join as a listener: you hear everyone, nobody hears you. You can measure again at any time.");
+    this.notice.show("You will join as a listener: you hear everyone, nobody hears you. You can measure again at any time.");
     $("join").focus();
   }
 
@@ -240,7 +231,7 @@ class App {
       this.join.hideMicHelp();
       this.calibration.lastFailure = null;
       this.calibration.render();
-      this.showNotice("The microphone works now.");
+      this.notice.show("The microphone works now.");
     } catch (err) {
       if (isMicBlocked(err)) this.join.showMicHelp(err);
       else this.fail(err);
@@ -249,7 +240,7 @@ class App {
 
   async joinRoom(form, { rejoin = false } = {}) {
     this.join.showError("");
-    this.hideNotice();
+    this.notice.hide();
     if (form.role === "singer" && this.calibration.latencyMs === null) {
       this.join.showError("Singers need their latency first (step 1): measure it, enter it if you know it, or choose to only listen.");
       $("cal-latency").focus();
@@ -304,11 +295,11 @@ class App {
     // The address becomes the room's link, so a reload comes back here.
     const link = `/r/${encodeURIComponent(room)}${location.search}`;
     if (location.pathname + location.search !== link) history.replaceState(null, "", link);
-    if ($("details").open) this.chart.start(room);
+    this.details.follow();
     const me = this.store.me();
     const where = me && this.store.state ? this.store.bucketOf(me) : null;
     this.stage.announce(`${resumed ? "Back in" : "You joined"} room ${room}${where === null ? "" : `, bucket ${where + 1}`}.`);
-    if (resumed) this.showNotice("You are back in your place.");
+    if (resumed) this.notice.show("You are back in your place.");
     if (!resumed || document.activeElement === document.body) $("room-title").focus();
   }
 
@@ -329,11 +320,11 @@ class App {
   async leave() {
     await this.session.leave();
     this.backToSetup();
-    this.showNotice("You left the room.");
+    this.notice.show("You left the room.");
   }
 
   backToSetup() {
-    this.chart.stop();
+    this.details.stop();
     this.audio.close();
     if (this.engine) this.engine.stopFollowing();
     this.role = null;
@@ -351,7 +342,7 @@ class App {
       await this.session.request(type, fields);
       return true;
     } catch (err) {
-      this.showNotice(err instanceof ProtocolError ? errorText(err.code, err.message) : String(err), "error");
+      this.notice.show(err instanceof ProtocolError ? errorText(err.code, err.message) : String(err), "error");
       return false;
     }
   }
@@ -381,9 +372,8 @@ class App {
     this.stage.setHealth(this.lastHealth);
   }
 
-  onDetailsToggle(open) {
-    if (open && this.store.joined) this.chart.start(this.store.state.room);
-    else this.chart.stop();
+  onDetailsToggle() {
+    this.details.follow();
     this.tick();
   }
 
@@ -397,66 +387,11 @@ class App {
     this.stage.renderStatus(this.session.status === "idle" && $("join").disabled ? "connecting" : this.session.status);
     const muted = this.engine !== null && this.engine.ctx.state !== "running" && this.store.joined;
     $("sound-on").hidden = !muted;
-    this.stage.renderDetails(this.detailRows());
-  }
-
-  detailRows() {
-    const rows = [];
-    const clock = this.clock.ready ? this.clock.summary(nowMs()) : null;
-    if (clock) {
-      const sign = clock.offsetMs >= 0 ? "+" : "−";
-      rows.push(["Clock offset to the server", `${sign}${Math.abs(clock.offsetMs).toFixed(1)} ms`]);
-      rows.push(["Round trip", `${clock.rttMs.toFixed(0)} ms`]);
-      if (clock.driftPpm) rows.push(["Clock drift", `${clock.driftPpm.toFixed(0)} ppm`]);
-    }
-    rows.push(...this.calibration.details());
-    if (this.codec) rows.push(["Audio codec", this.codec === "opus" ? "Opus" : "PCM16"]);
-    const me = this.store.me();
-    if (me) rows.push(["Your delay", seconds(me.delay, this.sampleRate)]);
-    const stats = this.engine ? this.engine.lastStats : null;
-    if (stats && this.store.joined) {
-      rows.push(["Playback buffer", `${Math.round(stats.bufferedMs)} ms`]);
-      rows.push(["Playback dropouts (total)", String(stats.totals.underflowQuanta)]);
-    }
-    if (this.store.joined) {
-      const c = this.counters;
-      rows.push(["Audio messages sent / frames received", `${c.sentMessages} / ${c.receivedFrames}`]);
-    }
-    return rows.length ? rows : [["Nothing yet", "join a room to see the connection's figures"]];
-  }
-
-  occupancyMarkers(occ) {
-    const markers = [];
-    const room = this.store.state;
-    if (!room) return markers;
-    const me = this.store.me();
-    for (const delay of room.taps || []) {
-      const mine = me && me.delay === delay;
-      const label = `${mine ? "you, " : ""}${seconds(delay, this.sampleRate)}`;
-      markers.push({ pos: occ.clock - delay, label, color: mine ? "#c0392b" : "#5b6677" });
-    }
-    if (room.song && typeof room.song.start_pos === "number") markers.push({ pos: room.song.start_pos, label: "song start", color: "#1e7a45" });
-    $("occupancy-info").textContent = `${occ.occupied ?? "?"} of ${occ.nFrames} frames hold audio.`;
-    return markers;
-  }
-
-  /** A message at the top: errors stay until dismissed or replaced, other news fades. */
-  showNotice(text, kind = "info") {
-    const el = $("notice");
-    $("notice-text").textContent = text;
-    el.className = kind === "error" ? "notice error" : "notice";
-    el.hidden = false;
-    clearTimeout(this.noticeTimer);
-    if (kind !== "error") this.noticeTimer = setTimeout(() => this.hideNotice(), NOTICE_MS);
-  }
-
-  hideNotice() {
-    clearTimeout(this.noticeTimer);
-    $("notice").hidden = true;
+    this.details.render();
   }
 
   fail(err) {
-    this.showNotice(err instanceof ProtocolError ? errorText(err.code, err.message) : err.message || String(err), "error");
+    this.notice.show(err instanceof ProtocolError ? errorText(err.code, err.message) : err.message || String(err), "error");
     console.warn(err);
   }
 }

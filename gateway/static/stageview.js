@@ -274,12 +274,6 @@ export class StageView {
     views.renderStatus($("status"), { dot, parts });
   }
 
-  /** The Details panel's figures: `rows` is [[term, value], ...]. */
-  renderDetails(rows) {
-    if (!$("details").open) return;
-    $("details-list").replaceChildren(...rows.flatMap(([term, value]) => [views.h("dt", {}, term), views.h("dd", {}, value)]));
-  }
-
   async copyInvite() {
     const input = $("invite-link");
     let copied = false;
