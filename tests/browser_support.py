@@ -68,9 +68,15 @@ def require_axe() -> Path:
     pytest.skip(reason)
 
 
-def chromium_args(fake_mic: Path | None = None) -> list[str]:
-    """Launch flags: headless as root, and a fake microphone playing ``fake_mic`` (a WAV)."""
+def chromium_args(fake_mic: Path | None = None, autoplay: bool = True) -> list[str]:
+    """Launch flags: headless as root, and a fake microphone playing ``fake_mic`` (a WAV).
+
+    ``autoplay=False`` applies a desktop browser's policy: sound starts only after a click.
+    """
     args = list(BASE_ARGS)
+    if not autoplay:
+        args = [a for a in args if not a.startswith("--autoplay-policy")]
+        args.append("--autoplay-policy=document-user-activation-required")
     if fake_mic is not None:
         args += [
             "--use-fake-ui-for-media-stream",
@@ -80,11 +86,11 @@ def chromium_args(fake_mic: Path | None = None) -> list[str]:
     return args
 
 
-def launch(playwright: Any, fake_mic: Path | None = None) -> Any:
+def launch(playwright: Any, fake_mic: Path | None = None, autoplay: bool = True) -> Any:
     """A fresh Chromium (new user data dir) with the test flags."""
     binary = require_chromium()
     return playwright.chromium.launch(
-        executable_path=str(binary), headless=True, args=chromium_args(fake_mic)
+        executable_path=str(binary), headless=True, args=chromium_args(fake_mic, autoplay)
     )
 
 

@@ -293,6 +293,31 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
             browser.close()
 
 
+def test_a_reload_without_a_click_offers_to_turn_the_sound_on(stack: str, output_dir: Path) -> None:
+    """Browsers start sound only after a click; a reload that rejoins by itself has had
+    none. The page must still rejoin, and offer the click."""
+    pages = Pages(output_dir)
+    with sync_playwright() as pw:
+        browser = launch(pw, autoplay=False)
+        try:
+            page = pages.open(browser, f"{stack}/r/choir")
+            fill_join(page, "Lis", role="spectator")
+            joined(page)
+            assert page.is_hidden("#sound-off")
+            page.reload()
+            page.wait_for_selector("body[data-ready]")
+            joined(page)
+            assert page.evaluate("bbDebug.audioState") == "suspended"
+            page.wait_for_selector("#sound-off:not([hidden])")
+            pages.shots(page, "sound-paused")
+            page.click("#sound-on")
+            page.wait_for_selector("#sound-off", state="hidden")
+            assert page.evaluate("bbDebug.audioState") == "running"
+            pages.assert_clean()
+        finally:
+            browser.close()
+
+
 # --- 3. a blocked microphone ------------------------------------------------------------------
 
 

@@ -386,7 +386,7 @@ class App {
     }
     this.stage.renderStatus(this.session.status === "idle" && $("join").disabled ? "connecting" : this.session.status);
     const muted = this.engine !== null && this.engine.ctx.state !== "running" && this.store.joined;
-    $("sound-on").hidden = !muted;
+    $("sound-off").hidden = !muted;
     this.details.render();
   }
 
