@@ -239,6 +239,7 @@ class App {
   }
 
   async joinRoom(form, { rejoin = false } = {}) {
+    this.pendingJoin = null;
     this.join.showError("");
     this.notice.hide();
     if (form.role === "singer" && this.calibration.latencyMs === null) {
