@@ -86,7 +86,9 @@ export class StageView {
       const delay = Number($("delay-s").value);
       if ($("delay-s").value === "" || !(delay > 0)) return;
       this.pendingFocus = { bucket: null };
-      this.actions.request("set_delay", { delay_s: delay });
+      this.actions.request("set_delay", { delay_s: delay }).then((ok) => {
+        if (!ok) this.pendingFocus = null;
+      });
     });
     $("chat-form").addEventListener("submit", (e) => {
       e.preventDefault();
