@@ -10,10 +10,15 @@ MAX_DISPLAY_NAME = 40
 
 
 def check_room(room: object) -> str:
-    """A room name: 1-40 of ``A-Z a-z 0-9 _ -`` (it is embedded in key names)."""
+    """A room name: 1-40 of ``A-Z a-z 0-9 _ -`` (it is embedded in key names).
+
+    Returned in lower case: room names are case-insensitive, so "Choir" and
+    "choir" are one room (a choir member who types the name differently from
+    the organiser must not end up alone in a new room).
+    """
     if not isinstance(room, str) or not _ROOM_RE.fullmatch(room):
         raise ValidationError(f"room name must be 1-40 of A-Z a-z 0-9 _ -, got {room!r:.60}")
-    return room
+    return room.lower()
 
 
 def check_id(value: object, what: str = "id") -> str:

@@ -144,8 +144,10 @@ class Song(msgspec.Struct, kw_only=True):
     Both positions are in the leader's frame: the ring position the leader
     was playing when they pressed start (or stop). ``end_pos`` is None while
     the song runs; after a stop the window stays, so chunks still in flight
-    for the song's last seconds are mixed. ``rounds`` and
-    ``leader_boost_db`` are the leader's settings for the songs to come.
+    for the song's last seconds are mixed. ``stopped_by`` is the member who
+    stopped or halted the last song (None while one runs, and when it ended
+    because its leader left). ``rounds`` and ``leader_boost_db`` are the
+    leader's settings for the songs to come.
     """
 
     running: bool = False
@@ -162,6 +164,8 @@ class Song(msgspec.Struct, kw_only=True):
     def __post_init__(self) -> None:
         if self.leader is not None:
             check_id(self.leader, "song leader")
+        if self.stopped_by is not None:
+            check_id(self.stopped_by, "song stopped_by")
         if self.running and (self.start_pos is None or self.end_pos is not None):
             raise ValidationError("song: a running song needs start_pos and no end_pos")
         if self.end_pos is not None and self.start_pos is None:

@@ -45,6 +45,8 @@ def add_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
         return web.Response(text=_PLACEHOLDER, content_type="text/html")
 
     app.router.add_get("/", index)
+    # A room's link (/r/choir) is the page itself; the page reads the room from its path.
+    app.router.add_get("/r/{room}", index)
     app.router.add_get("/ws", ws.handle)
     app.router.add_get("/api/constants", constants)
     app.router.add_get("/api/rooms", list_rooms)
@@ -72,6 +74,7 @@ async def constants(request: web.Request) -> web.Response:
         {
             **constants_json(),
             **limits_json(settings.max_message_bytes, settings.max_messages_per_s),
+            "reconnect_grace_s": settings.reconnect_grace_s,
         }
     )
 

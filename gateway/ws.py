@@ -306,6 +306,7 @@ class Connection:
                 constants={
                     **constants_json(),
                     **limits_json(hub.settings.max_message_bytes, hub.settings.max_messages_per_s),
+                    "reconnect_grace_s": hub.settings.reconnect_grace_s,
                 },
                 state=state,
             ),

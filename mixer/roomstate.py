@@ -292,7 +292,7 @@ class RoomState:
             if member.role is not role:
                 member.role = role
                 if role is Role.SPECTATOR and self.song.leader == singer_id:
-                    self._drop_leader(singer_id, now)
+                    self._drop_leader(now)
                 self._place(member, self._bucket_for_new(role, exclude=member))
         self._changed()
         return member
@@ -391,8 +391,12 @@ class RoomState:
         self._halt(singer_id, now)
 
     def halt(self, singer_id: str, now: int) -> None:
-        """Any member: stop the running song as the leader would; a no-op without one."""
-        self.member(singer_id)
+        """Leader only: stop the running song now; a no-op without one.
+
+        Ending the song for everyone is the leader's decision: anyone else
+        gets ``not_leader`` (they can ask the leader, or leave).
+        """
+        self._leader(singer_id, "halt the song")
         if self.song.running:
             self._halt(singer_id, now)
 
@@ -546,7 +550,7 @@ class RoomState:
             raise CommandError("not_leader", f"only the leader can {what}")
         return member
 
-    def _halt(self, singer_id: str, now: int) -> None:
+    def _halt(self, singer_id: str | None, now: int) -> None:
         leader = self.members.get(self.song.leader) if self.song.leader is not None else None
         delay = leader.delay if leader is not None else self.config.bucket_delay(0)
         self.song.end_pos = now - delay
@@ -554,12 +558,13 @@ class RoomState:
         self.song.stopped_by = singer_id
         self._changed()
 
-    def _drop_leader(self, singer_id: str, now: int) -> None:
+    def _drop_leader(self, now: int) -> None:
+        # The song ends because its leader left: nobody stopped it.
         if self.song.running:
-            self._halt(singer_id, now)
+            self._halt(None, now)
         self.song.leader = None
 
     def _remove(self, singer_id: str, now: int) -> None:
         if self.song.leader == singer_id:
-            self._drop_leader(singer_id, now)
+            self._drop_leader(now)
         del self.members[singer_id]

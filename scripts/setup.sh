@@ -3,6 +3,7 @@
 # environment and the Python packages. Safe to run again; it only does what
 # is missing.  Usage: scripts/setup.sh [--browser]
 #   --browser  also make sure Chromium is installed (the browser tests need it)
+#              and axe-core (the accessibility audit) in $VENV/axe
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,5 +56,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+# axe-core for the page's accessibility audit (tests/test_browser_choir.py),
+# from the npm registry into the venv: no CDN at test time. Pinned to one
+# version so that an audit's findings do not change under the tests.
+AXE_VERSION="4.10.3"
+if [ "$want_browser" = 1 ] && [ ! -f "$VENV/axe/node_modules/axe-core/axe.min.js" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    say "installing axe-core $AXE_VERSION (npm) into $VENV/axe"
+    npm install --silent --no-audit --no-fund --prefix "$VENV/axe" "axe-core@$AXE_VERSION"
+  else
+    say "WARNING: npm not found: the accessibility audit cannot run (install nodejs and npm)"
+  fi
 fi
 say "ready"

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import threading
+import urllib.request
 import wave
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import numpy.typing as npt
 import pytest
 
 from common.constants import constants_json
+from tests.support import Process, free_port, processes, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -54,9 +56,27 @@ def require_chromium() -> Path:
     pytest.skip(reason)
 
 
-def chromium_args(fake_mic: Path | None = None) -> list[str]:
-    """Launch flags: headless as root, and a fake microphone playing ``fake_mic`` (a WAV)."""
+def require_axe() -> Path:
+    """axe-core's script (``scripts/setup.sh --browser`` installs it); skip, or fail in CI."""
+    venv = Path(os.environ.get("VENV", REPO / ".venv"))
+    path = venv / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+    if path.is_file():
+        return path
+    reason = f"axe-core not found at {path}: run 'make test' (scripts/setup.sh installs it)"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def chromium_args(fake_mic: Path | None = None, autoplay: bool = True) -> list[str]:
+    """Launch flags: headless as root, and a fake microphone playing ``fake_mic`` (a WAV).
+
+    ``autoplay=False`` applies a desktop browser's policy: sound starts only after a click.
+    """
     args = list(BASE_ARGS)
+    if not autoplay:
+        args = [a for a in args if not a.startswith("--autoplay-policy")]
+        args.append("--autoplay-policy=document-user-activation-required")
     if fake_mic is not None:
         args += [
             "--use-fake-ui-for-media-stream",
@@ -66,11 +86,11 @@ def chromium_args(fake_mic: Path | None = None) -> list[str]:
     return args
 
 
-def launch(playwright: Any, fake_mic: Path | None = None) -> Any:
+def launch(playwright: Any, fake_mic: Path | None = None, autoplay: bool = True) -> Any:
     """A fresh Chromium (new user data dir) with the test flags."""
     binary = require_chromium()
     return playwright.chromium.launch(
-        executable_path=str(binary), headless=True, args=chromium_args(fake_mic)
+        executable_path=str(binary), headless=True, args=chromium_args(fake_mic, autoplay)
     )
 
 
@@ -221,3 +241,39 @@ def static_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- the real stack for end-to-end tests ----------------------------------------------
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return bool(response.status == 200)
+
+
+@contextmanager
+def browser_stack(redis_url: str, output_dir: Path) -> Iterator[str]:
+    """A mixer and a gateway on ``redis_url``; yields the gateway's base URL."""
+    require_chromium()  # before starting anything
+    port = free_port()
+    env = {"REDIS_URL": redis_url}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], env, output_dir, "mixer"))
+        started.append(
+            Process(
+                ["gateway", "--host", "127.0.0.1", "--port", str(port)], env, output_dir, "gateway"
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
+        yield base
+        for proc in started:
+            assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
+
+
+def poll(page: Any, expression: str, what: str, timeout_s: float = 20) -> Any:
+    """Wait until ``expression`` (JavaScript) is truthy in ``page``; return its value."""
+    handle = page.wait_for_function(expression, timeout=timeout_s * 1000)
+    value = handle.json_value()
+    assert value, what
+    return value

@@ -7,7 +7,6 @@ positions, so D_Ben - D_Ann seconds after she sang it); Ann must not hear Ben.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,17 @@ from playwright.sync_api import sync_playwright
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
 from tests.browser_support import (
     best_lag,
+    browser_stack,
     decode_dump,
     gated_tone,
     launch,
-    require_chromium,
+    poll,
     tone,
     tone_envelope,
     tone_level,
     write_wav,
 )
-from tests.support import Process, free_port, processes, wait_for
+from tests.support import wait_for
 
 RATE = SAMPLE_RATE
 # Ann's microphone: 440 Hz notes of uneven lengths in a 4 s loop, so that the
@@ -37,29 +37,11 @@ LOOP_S = 4.0
 BLOCK = OCC_FRAME_SAMPLES  # envelope resolution: 128 samples (2.7 ms)
 
 
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as response:
-        return bool(response.status == 200)
-
-
 @pytest.fixture
 def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
     """A mixer and a gateway on the test's Redis; yields the gateway's base URL."""
-    require_chromium()  # before starting anything
-    port = free_port()
-    env = {"REDIS_URL": redis_url}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        started.append(
-            Process(
-                ["gateway", "--host", "127.0.0.1", "--port", str(port)], env, output_dir, "gateway"
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
+    with browser_stack(redis_url, output_dir) as base:
         yield base
-        for proc in started:
-            assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
 
 
 def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = None) -> None:
@@ -74,14 +56,6 @@ def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = 
         page.screenshot(path=str(screenshot), full_page=True)
     page.click("#join")
     page.wait_for_selector("#stage:not([hidden])", timeout=15_000)
-
-
-def poll(page: Any, expression: str, what: str, timeout_s: float = 20) -> Any:
-    """Wait until ``expression`` (JavaScript) is truthy in ``page``; return its value."""
-    handle = page.wait_for_function(expression, timeout=timeout_s * 1000)
-    value = handle.json_value()
-    assert value, what
-    return value
 
 
 @pytest.mark.parametrize("codec", ["opus", "pcm16"])
@@ -113,10 +87,10 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
             for page in (ann, ben):
                 poll(
                     page,
-                    "document.querySelectorAll('#singers li').length === 2",
+                    "document.querySelectorAll('#people li').length === 2",
                     "two singers listed",
                 )
-                names = page.inner_text("#singers")
+                names = page.inner_text("#people")
                 assert "Ann" in names and "Ben" in names
 
             # Ann leads (first bucket); Ben then moves to a later bucket by hand

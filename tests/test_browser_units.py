@@ -31,7 +31,7 @@ def page() -> Iterator[Any]:
                 """async () => {
                   window.cal = await import('/static/calibration.js');
                   window.clk = await import('/static/clock.js');
-                  window.conn = await import('/static/connection.js');
+                  window.conn = await import('/static/protocol.js');
                   window.occ = await import('/static/occupancy.js');
                   window.f32 = (b64) => new Float32Array(
                     Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
@@ -353,3 +353,98 @@ def test_codec_falls_back_to_pcm16(page: Any) -> None:
     # Debian's Chromium has WebCodecs Opus; without an encoder a singer falls
     # back to pcm16, while a listener (who only decodes) keeps Opus.
     assert got == {"native": "opus", "forced": "pcm16", "missing": "pcm16", "listener": "opus"}
+
+
+# --- the room store, announcements and playback health (pure modules) ----------------------
+
+ROOM_STATE: dict[str, Any] = {
+    "room": "choir",
+    "version": 3,
+    "capacity": 100,
+    "leader": "s-ann",
+    "song": {"running": False, "number": 0, "start_pos": None, "end_pos": None, "stopped_by": None},
+    "buckets": {"n": 6, "spacing": 144000, "delays": [144000 * (i + 1) for i in range(6)]},
+    "taps": [144000, 864000],
+    "members": [
+        {"singer_id": "s-ann", "name": "Ann", "role": "singer", "delay": 144000, "bucket": 0,
+         "muted": False, "connected": True, "late": 0},
+        {"singer_id": "s-lis", "name": "Lis", "role": "spectator", "delay": 864000, "bucket": 5,
+         "muted": False, "connected": True, "late": 0},
+    ],
+}  # fmt: skip
+
+
+def store_facts(page: Any, me: str, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply ``changes`` (song and leader fields) one by one; return what the page would say."""
+    return list(
+        page.evaluate(
+            """async ([state, me, changes]) => {
+              const { RoomStore } = await import('/static/roomstore.js');
+              const { changesToAnnounce } = await import('/static/stageview.js');
+              const store = new RoomStore();
+              store.setMe(me);
+              store.apply(state);
+              const out = [];
+              let version = state.version;
+              for (const change of changes) {
+                const previous = store.state;
+                const next = {...previous, ...change, version: ++version,
+                              song: {...previous.song, ...(change.song || {})}};
+                store.apply(next);
+                out.push({song: store.song(), said: changesToAnnounce(store, previous),
+                          counts: store.counts(), alone: store.alone});
+              }
+              return out;
+            }""",
+            [ROOM_STATE, me, changes],
+        )
+    )
+
+
+def test_room_store_says_who_stopped_and_counts_listeners_apart(page: Any) -> None:
+    run = {"song": {"running": True, "number": 1, "start_pos": 10}}
+    stop = {"song": {"running": False, "end_pos": 20, "stopped_by": "s-ann"}}
+    lis = store_facts(page, "s-lis", [run, stop])
+    assert lis[0]["song"]["text"] == "Song 1 is running, led by Ann."
+    assert lis[0]["said"] == ["Song 1 started."]
+    assert lis[1]["song"]["text"].startswith("Ann stopped song 1.")
+    assert lis[1]["said"] == ["Ann stopped song 1."]
+    assert lis[1]["counts"] == {"singers": 1, "listeners": 1, "away": 0, "total": 2}
+    ann = store_facts(page, "s-ann", [run, stop])
+    assert ann[1]["song"]["text"].startswith("You stopped song 1.")
+    # The leader left: the song ended without anyone stopping it.
+    gone = {"leader": None, "members": ROOM_STATE["members"][1:]}
+    left = store_facts(page, "s-lis", [run, {**gone, "song": {"running": False, "end_pos": 20}}])
+    assert left[1]["song"]["text"].startswith("Song 1 ended: its leader left the room.")
+    assert "Ann left." in left[1]["said"]
+    assert left[1]["alone"]
+    # A listener is never told to press Lead.
+    nobody = store_facts(page, "s-lis", [{"leader": None}])
+    assert "Press Lead" not in nobody[0]["song"]["text"]
+
+
+def test_playback_health_is_full_only_when_something_is_heard(page: Any) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { playbackHealth, inSongWindow } = await import('/static/audiopath.js');
+          const report = (over) => ({quanta: 100, underflowQuanta: 0, starved: false,
+                                     bufferedMs: 500, outDb: -20, ...over});
+          const h = (reports, opts) => playbackHealth(reports, {joined: true, ...opts});
+          return {
+            heard: h([report()], {running: true}),
+            silent: h([report({outDb: -Infinity})], {running: false}),
+            starvedBetween: h([report({starved: true, bufferedMs: 0})], {running: false}),
+            starvedInSong: h([report({starved: true, bufferedMs: 0})], {running: true}),
+            dropouts: h([report({underflowQuanta: 10})], {running: true}),
+            window: [inSongWindow({running: true, start_pos: 100, end_pos: null}, 50, 60),
+                     inSongWindow({running: false, start_pos: 100, end_pos: 200}, 200, 10),
+                     inSongWindow({running: false, start_pos: 100, end_pos: 200}, 150, 10)],
+          };
+        }"""
+    )
+    assert (got["heard"]["level"], got["heard"]["percent"]) == ("good", 100)
+    for quiet in ("silent", "starvedBetween"):
+        assert (got[quiet]["level"], got[quiet]["percent"]) == ("quiet", 0), got[quiet]
+    assert got["starvedInSong"]["level"] == "waiting"
+    assert got["dropouts"]["level"] == "bad"
+    assert got["window"] == [True, False, True]

@@ -82,9 +82,13 @@ async def test_health_constants_and_the_client_page(client: TestClient[Any, Any]
     assert constants["sample_rate"] == 48000
     assert constants["opus_frame_samples"] == 960
     assert constants["max_message_bytes"] == 64 * 1024
+    assert constants["reconnect_grace_s"] == 30.0  # the page's give-up time
     page = await client.get("/")
     assert page.status == 200
     assert "<html" in (await page.text()).lower() or "Bucket Brigade" in await page.text()
+    # A room's link is the same page.
+    link = await client.get("/r/choir")
+    assert (link.status, await link.text()) == (200, await page.text())
 
 
 async def test_rooms_api(client: TestClient[Any, Any], redis_url: str) -> None:
@@ -92,6 +96,7 @@ async def test_rooms_api(client: TestClient[Any, Any], redis_url: str) -> None:
     assert created.status == 201
     assert await created.json() == {"room": "choir", "capacity": 100, "password": True}
     assert (await client.post("/api/rooms", json={"room": "choir"})).status == 409
+    assert (await client.post("/api/rooms", json={"room": "Choir"})).status == 409  # one room
     small = await client.post("/api/rooms", json={"room": "duo", "capacity": 2})
     assert small.status == 201
     for body in (
@@ -117,6 +122,7 @@ async def test_rooms_api(client: TestClient[Any, Any], redis_url: str) -> None:
     }
     state = await (await client.get("/api/rooms/choir")).json()
     assert state["room"] == "choir"
+    assert await (await client.get("/api/rooms/CHOIR")).json() == state
     assert state["members"] == []
     assert state["buckets"]["delays"][:2] == [144000, 288000]
     assert (await client.get("/api/rooms/nowhere")).status == 404

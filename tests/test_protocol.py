@@ -44,6 +44,13 @@ def test_hello_is_parsed_with_its_options() -> None:
     assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", "singer", "opus")
 
 
+def test_room_names_are_case_insensitive() -> None:
+    # "Choir" typed by one member and "choir" by the organiser are one room.
+    for typed in ("Choir", "CHOIR", "choir"):
+        hello = parse({**HELLO, "room": typed})
+        assert isinstance(hello, p.Hello) and hello.room == "choir"
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [

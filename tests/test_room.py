@@ -38,6 +38,7 @@ from mixer.room import (
     Tap,
     TapOutput,
 )
+from mixer.store import public_state
 
 SR = SAMPLE_RATE
 FRAME = OPUS_FRAME_SAMPLES
@@ -209,7 +210,7 @@ def test_leader_expiring_halts_the_song_and_clears_the_lead() -> None:
         start_pos=T0 + 6 * S - SMALL.bucket_delay(0),
         end_pos=T0 + 20 * S - SMALL.bucket_delay(0),
         number=1,
-        stopped_by="lead",
+        stopped_by=None,  # nobody stopped it: its leader left
     )
 
 
@@ -315,18 +316,37 @@ def test_start_and_stop_song() -> None:
     assert state.song.stopped_by is None
 
 
-def test_anyone_may_halt() -> None:
-    state = room(lead=Role.SINGER, watch=Role.SPECTATOR)
+def test_only_the_leader_may_halt() -> None:
+    state = room(lead=Role.SINGER, b=Role.SINGER, watch=Role.SPECTATOR)
     state.request_lead("lead", T0)
     state.set_leader_boost("lead", 0.0)  # unity gain: heard sample-exactly
     version = state.version
-    state.halt("watch", T0 + S)  # no song: nothing happens
+    state.halt("lead", T0 + S)  # no song: nothing happens
     assert state.version == version
     state.start_song("lead", T0 + 2 * S)
-    state.halt("watch", T0 + 3 * S)
+    assert command_code(lambda: state.halt("watch", T0 + 3 * S)) == "not_leader"
+    assert command_code(lambda: state.halt("b", T0 + 3 * S)) == "not_leader"
+    assert state.song.running and state.song.stopped_by is None
+    assert command_code(lambda: state.halt("zed", T0 + 3 * S)) == "unknown_singer"
+    state.halt("lead", T0 + 3 * S)
     assert not state.song.running
     assert state.song.end_pos == T0 + 3 * S - SMALL.bucket_delay(0)
-    assert command_code(lambda: state.halt("zed", T0 + 4 * S)) == "unknown_singer"
+    assert state.song.stopped_by == "lead"
+    state.start_song("lead", T0 + 4 * S)
+    assert state.song.stopped_by is None
+
+
+def test_stopped_by_round_trips_and_is_public() -> None:
+    song = Song(running=False, leader="lead", start_pos=10, end_pos=20, number=3, stopped_by="lead")
+    assert records.decode(records.encode(song), Song) == song
+    # Records written before the field existed still load.
+    legacy = {k: v for k, v in msgspec.to_builtins(song).items() if k != "stopped_by"}
+    assert records.decode(msgpack.packb(legacy), Song).stopped_by is None
+    state = room(lead=Role.SINGER)
+    state.request_lead("lead", T0)
+    state.start_song("lead", T0 + S)
+    state.stop_song("lead", T0 + 2 * S)
+    assert public_state("r", state)["song"]["stopped_by"] == "lead"
 
 
 # --- places -----------------------------------------------------------------------------------
@@ -477,6 +497,7 @@ def test_member_record_rejects_garbage(garbage: object) -> None:
         {"rounds": {"bpm": 10}},
         {"rounds": {"repeats": 21}},
         {"leader_boost_db": 40},
+        {"stopped_by": "no spaces allowed"},
         "playing",
     ],
 )

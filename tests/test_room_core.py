@@ -173,7 +173,6 @@ class RoomCoreMachine(RuleBasedStateMachine):
             self.model.forget_solo()
 
 
-
 RoomCoreMachine.TestCase.settings = settings(
     max_examples=60,
     stateful_step_count=50,

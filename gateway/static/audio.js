@@ -26,7 +26,9 @@ export class AudioEngine {
     node.connect(ctx.destination);
     const engine = new AudioEngine(ctx, node, frameSamples);
     if (wantMic) await engine.startMic();
-    if (ctx.state !== "running") await ctx.resume();
+    // Not awaited: without a click the browser may hold sound back until one
+    // (a reload that rejoins); the page offers a button for that case.
+    if (ctx.state !== "running") ctx.resume().catch(() => {});
     return engine;
   }
 

@@ -9,7 +9,7 @@
 // upstream `start` = first input position − lookahead, and decoded downstream
 // samples are placed at `start` − lookahead.
 
-import { CODEC_IDS, packUpstream } from "./connection.js";
+import { CODEC_IDS, packUpstream } from "./protocol.js";
 
 export const OPUS_BITRATE = 64_000;
 

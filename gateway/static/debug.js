@@ -102,6 +102,9 @@ export function installDebugHook(app) {
     get me() {
       return app.me();
     },
+    get audioState() {
+      return app.engine ? app.engine.ctx.state : null;
+    },
     get codec() {
       return app.codec;
     },

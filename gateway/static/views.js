@@ -1,6 +1,10 @@
-// Rendering of the room: buckets, singers, chat, meters. Plain DOM, no
-// framework; every function takes the data it shows and returns or fills
-// elements, so app.js stays about wiring.
+// Rendering helpers for the room: buckets, people, chat, meters. Plain DOM,
+// no framework; every function takes the data it shows and fills elements,
+// so stageview.js stays about what to show when.
+
+import { bucketOf } from "./roomstore.js";
+
+export { bucketOf };
 
 /** Element builder: h("div", {class: "x", onclick: f}, child, "text", ...). */
 export function h(tag, attrs = {}, ...children) {
@@ -29,20 +33,13 @@ export function levelPercent(db) {
   return Math.max(0, Math.min(100, ((db + 60) / 60) * 100));
 }
 
-/** Which bucket a member is in: their `bucket` field, else matched by delay, else null (custom). */
-export function bucketOf(member, buckets) {
-  if (Number.isInteger(member.bucket) && member.bucket >= 0 && member.bucket < buckets.n) return member.bucket;
-  const i = buckets.delays.indexOf(member.delay);
-  return i >= 0 ? i : null;
-}
-
 function chip(member, meId) {
   const cls = member.singer_id === meId ? "chip me" : "chip";
   const title = member.role === "spectator" ? "listening" : member.muted ? "muted" : "";
   return h("span", { class: cls, title }, member.name);
 }
 
-/** The buckets list: label and delay, who sits there, a join button. */
+/** The buckets list: label and delay, who sits there, a join button named after its bucket. */
 export function renderBuckets(list, room, meId, sampleRate, onJoin) {
   const { buckets, members } = room;
   const me = members.find((m) => m.singer_id === meId);
@@ -51,15 +48,16 @@ export function renderBuckets(list, room, meId, sampleRate, onJoin) {
   for (let i = 0; i < buckets.n; i++) {
     const inside = members.filter((m) => bucketOf(m, buckets) === i);
     const role = i === 0 ? ", leader" : i === buckets.n - 1 ? ", listeners" : "";
+    const mine = i === myBucket;
     rows.push(
       h(
         "li",
-        { class: i === myBucket ? "bucket mine" : "bucket", dataset: { bucket: String(i) } },
+        { class: mine ? "bucket mine" : "bucket", dataset: { bucket: String(i) }, tabindex: mine ? "-1" : null },
         h("span", { class: "label" }, `Bucket ${i + 1}`, h("small", {}, `${seconds(buckets.delays[i], sampleRate)}${role}`)),
         h("span", { class: "chips" }, inside.length ? inside.map((m) => chip(m, meId)) : h("span", { class: "chip empty" }, "nobody")),
-        i === myBucket
-          ? h("span", { class: "hint" }, "you")
-          : h("button", { type: "button", class: "small", onclick: () => onJoin(i) }, "Join"),
+        mine
+          ? h("span", { class: "you" }, "you are here")
+          : h("button", { type: "button", class: "small", "aria-label": `Join bucket ${i + 1}`, onclick: () => onJoin(i) }, "Join"),
       ),
     );
   }
@@ -68,7 +66,7 @@ export function renderBuckets(list, room, meId, sampleRate, onJoin) {
     rows.push(
       h(
         "li",
-        { class: myBucket === null && me ? "bucket mine" : "bucket" },
+        { class: myBucket === null && me ? "bucket mine" : "bucket", tabindex: myBucket === null && me ? "-1" : null },
         h("span", { class: "label" }, "Custom", h("small", {}, "own delay")),
         h("span", { class: "chips" }, custom.map((m) => h("span", {}, chip(m, meId), ` ${seconds(m.delay, sampleRate)}`))),
         h("span"),
@@ -78,8 +76,25 @@ export function renderBuckets(list, room, meId, sampleRate, onJoin) {
   list.replaceChildren(...rows);
 }
 
-/** The singer list with a level meter each; meters are updated by `updateLevels`. */
-export function renderSingers(list, room, meId, sampleRate) {
+/** A level meter: role=meter with its value, so assistive technology can read it. */
+export function meter(label, cls = "meter") {
+  return h(
+    "div",
+    { class: cls, role: "meter", "aria-label": label, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", "aria-valuetext": "silent" },
+    h("div", { class: "level" }),
+  );
+}
+
+/** Set a meter (the role=meter element) to `percent`, with words for screen readers. */
+export function setMeter(el, percent, text = null) {
+  const value = Math.round(percent);
+  el.firstElementChild.style.width = `${value}%`;
+  el.setAttribute("aria-valuenow", String(value));
+  el.setAttribute("aria-valuetext", text ?? (value === 0 ? "silent" : `${value} percent`));
+}
+
+/** Everyone in the room, in delay order, with a level meter each (updated by `updateLevels`). */
+export function renderPeople(list, room, meId, sampleRate) {
   const members = [...room.members].sort((a, b) => a.delay - b.delay || a.name.localeCompare(b.name));
   list.replaceChildren(
     ...members.map((m) =>
@@ -95,10 +110,10 @@ export function renderSingers(list, room, meId, sampleRate) {
           m.role === "spectator" ? h("span", { class: "badge" }, "listening") : null,
           m.muted ? h("span", { class: "badge" }, "muted") : null,
           m.connected === false ? h("span", { class: "badge" }, "reconnecting") : null,
-          m.late ? h("span", { class: "badge", title: "audio arrived too late for the next bucket" }, `late ${m.late}`) : null,
+          m.late ? h("span", { class: "badge", title: "their audio arrived too late for the next bucket" }, "connection slow") : null,
           h("small", {}, seconds(m.delay, sampleRate)),
         ),
-        h("div", { class: "meter" }, h("div", { class: "level" })),
+        m.role === "spectator" ? h("span") : meter(`${m.name}'s level`),
       ),
     ),
   );
@@ -106,22 +121,23 @@ export function renderSingers(list, room, meId, sampleRate) {
 
 export function updateLevels(list, levels) {
   for (const row of list.children) {
-    const db = levels[row.dataset.singer];
-    row.querySelector(".level").style.width = `${levelPercent(db)}%`;
+    const el = row.querySelector("[role=meter]");
+    if (el) setMeter(el, levelPercent(levels[row.dataset.singer]));
   }
 }
 
-export function appendChat(log, { name, text }) {
-  log.append(h("li", {}, h("b", {}, `${name}:`), text));
+/** A chat line; an `action` line reads as a sentence ("Lis asks the leader to stop the song."). */
+export function appendChat(log, { name, text, action = false }) {
+  log.append(action ? h("li", { class: "action" }, h("b", {}, name), ` ${text}.`) : h("li", {}, h("b", {}, `${name}:`), text));
   while (log.children.length > 200) log.firstChild.remove();
   log.scrollTop = log.scrollHeight;
 }
 
-/** A status line built from parts (strings or [text, cls] pairs for the dot). */
+/** The status line: a dot and a few short parts (a visual summary; not a live region). */
 export function renderStatus(el, { dot, parts }) {
-  const nodes = [h("span", { class: `dot ${dot}` })];
+  const nodes = dot ? [h("span", { class: `dot ${dot}`, "aria-hidden": "true" })] : [];
   parts.forEach((part, i) => {
-    if (i) nodes.push(h("span", { class: "sep" }, "·"));
+    if (i) nodes.push(h("span", { class: "sep", "aria-hidden": "true" }, "·"));
     nodes.push(part);
   });
   el.replaceChildren(...nodes);

@@ -1,0 +1,138 @@
+// The room as this page knows it: the latest `state` (docs/protocol.md, *Room
+// state*), who "me" is, and the facts the views show, derived in one place so
+// that every sentence on the page agrees with every other. Pure: no DOM, no
+// socket; views subscribe with `onChange`.
+
+/** Which bucket a member is in: their `bucket` field, else matched by delay, else null (custom). */
+export function bucketOf(member, buckets) {
+  if (Number.isInteger(member.bucket) && member.bucket >= 0 && member.bucket < buckets.n) return member.bucket;
+  const i = buckets.delays.indexOf(member.delay);
+  return i >= 0 ? i : null;
+}
+
+export class RoomStore {
+  constructor() {
+    this.state = null;
+    this.meId = null;
+    this.listeners = new Set();
+  }
+
+  /** Call `fn(store, previous)` after every change; returns an unsubscribe function. */
+  onChange(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Forget the room (left it, or back to the form). */
+  reset() {
+    const previous = this.state;
+    this.state = null;
+    this.meId = null;
+    this.emit(previous);
+  }
+
+  setMe(singerId) {
+    this.meId = singerId;
+  }
+
+  /** Apply a room state; older versions than the one held are ignored. Returns true when applied. */
+  apply(state) {
+    if (!state || typeof state !== "object") return false;
+    const held = this.state ? this.state.version : null;
+    if (typeof held === "number" && typeof state.version === "number" && state.version < held) return false;
+    const previous = this.state;
+    this.state = state;
+    this.emit(previous);
+    return true;
+  }
+
+  emit(previous) {
+    for (const fn of this.listeners) fn(this, previous);
+  }
+
+  get joined() {
+    return this.state !== null && this.meId !== null;
+  }
+
+  get members() {
+    return this.state ? this.state.members : [];
+  }
+
+  member(singerId) {
+    return this.members.find((m) => m.singer_id === singerId) ?? null;
+  }
+
+  me() {
+    return this.meId === null ? null : this.member(this.meId);
+  }
+
+  leader() {
+    return this.state && this.state.leader ? this.member(this.state.leader) : null;
+  }
+
+  get isLeader() {
+    return this.state !== null && this.meId !== null && this.state.leader === this.meId;
+  }
+
+  get amSinger() {
+    const me = this.me();
+    return me !== null && me.role === "singer";
+  }
+
+  get running() {
+    return Boolean(this.state && this.state.song && this.state.song.running);
+  }
+
+  /** Bucket index of `member` (default: me), or null for a custom delay. */
+  bucketOf(member = this.me()) {
+    return member && this.state ? bucketOf(member, this.state.buckets) : null;
+  }
+
+  /** Who is here: connected singers and listeners, and those reconnecting. */
+  counts() {
+    let singers = 0;
+    let listeners = 0;
+    let away = 0;
+    for (const m of this.members) {
+      if (m.connected === false) away++;
+      else if (m.role === "spectator") listeners++;
+      else singers++;
+    }
+    return { singers, listeners, away, total: this.members.length };
+  }
+
+  /** Nobody else is in the room (it was empty, or was just created by this join). */
+  get alone() {
+    return this.joined && this.members.every((m) => m.singer_id === this.meId);
+  }
+
+  /**
+   * The song in words a person needs, from this member's point of view:
+   * `{phase, text, stoppedBy}` where phase is "running", "stopped" (a song
+   * ended and says by whom), "ready" (a leader, no song yet) or "no-leader".
+   */
+  song() {
+    const state = this.state;
+    if (!state) return { phase: "none", text: "" };
+    const song = state.song || {};
+    const leader = this.leader();
+    const you = (m) => (m && m.singer_id === this.meId ? "You" : m ? m.name : null);
+    if (song.running) {
+      const by = leader ? (leader.singer_id === this.meId ? "you" : leader.name) : "nobody";
+      return { phase: "running", text: `Song ${song.number} is running, led by ${by}.` };
+    }
+    let ended = null;
+    if (song.number > 0 && typeof song.end_pos === "number") {
+      const stopper = song.stopped_by ? this.member(song.stopped_by) : null;
+      if (stopper) ended = `${you(stopper)} stopped song ${song.number}.`;
+      else if (song.stopped_by) ended = `Song ${song.number} was stopped by its leader, who has since left.`;
+      else ended = `Song ${song.number} ended: its leader left the room.`;
+    }
+    let next;
+    if (leader && leader.singer_id === this.meId) next = "You lead: press Start song when everyone is in place.";
+    else if (leader) next = `${leader.name} leads; waiting for the next song.`;
+    else if (this.amSinger) next = "Nobody leads yet. Press Lead to lead a song.";
+    else next = "Nobody leads yet; a singer can choose to lead.";
+    return { phase: ended ? "stopped" : leader ? "ready" : "no-leader", text: ended ? `${ended} ${next}` : next };
+  }
+}
