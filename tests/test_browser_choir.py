@@ -591,3 +591,67 @@ def test_accessibility_names_roles_live_region_and_axe(
             pages.assert_clean()
         finally:
             browser.close()
+
+
+# --- the mixing console ------------------------------------------------------------------------
+
+
+def test_the_console_faders_solo_and_mix_choice(stack: str, output_dir: Path, mic: Path) -> None:
+    pages = Pages(output_dir)
+    with sync_playwright() as pw:
+        browser = launch(pw, mic)
+        try:
+            ann = pages.open(browser, f"{stack}/r/console")
+            bob = pages.open(browser, f"{stack}/r/console")
+            fill_join(ann, "Ann")
+            joined(ann)
+            fill_join(bob, "Bob")
+            joined(bob)
+            ann.click("#lead")
+            poll(ann, "bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            bob_id = bob.evaluate("bbDebug.me.singer_id")
+            # The leader has a fader and a solo button per singer; Bob only his own fader.
+            poll(ann, "document.querySelectorAll('#console .console-row').length === 2", "rows")
+            poll(bob, "document.querySelectorAll('#console .console-row').length === 1", "Bob's")
+            assert bob.locator("#console button", has_text="Solo").count() == 0
+            assert bob.get_by_role("slider", name="Microphone level of Bob").count() == 1
+            assert bob.get_by_role("slider", name="Microphone level of Ann").count() == 0
+
+            # The leader turns Bob down to -12 dB; everyone sees it in the state.
+            fader = ann.get_by_role("slider", name="Microphone level of Bob")
+            fader.fill("-12")
+            fader.dispatch_event("change")
+            poll(
+                bob,
+                f"bbDebug.state.members.find((m) => m.singer_id === '{bob_id}').gain_db === -12",
+                "Bob's gain reaches his page",
+            )
+            assert bob.input_value("#console input[type=range]") == "-12"
+            # Bob sets his own fader to off (the bottom of the range): null on the wire.
+            own = bob.get_by_role("slider", name="Microphone level of Bob")
+            own.fill(own.get_attribute("min") or "-41")
+            own.dispatch_event("change")
+            poll(
+                ann,
+                f"bbDebug.state.members.find((m) => m.singer_id === '{bob_id}').gain_db === null",
+                "Bob silenced himself",
+            )
+
+            # Solo Bob; Ann chooses to hear the soloed singers.
+            solo = ann.get_by_role("button", name="Solo Bob")
+            solo.click()
+            poll(ann, "bbDebug.state.solo.length === 1", "Bob is soloed")
+            assert (
+                ann.get_by_role("button", name="Solo Bob").get_attribute("aria-pressed") == "true"
+            )
+            ann.check("#console input[name=mix][value=solo]")
+            poll(ann, "bbDebug.me.hears === 'solo'", "Ann hears the solo mix")
+            # Rounds: refused during a song, set between songs.
+            ann.fill("#console input[name=repeats]", "2")
+            ann.click("#console form.rounds button[type=submit]")
+            poll(ann, "bbDebug.state.song.rounds.repeats === 2", "the rounds are set")
+            pages.shots(ann, "console-leader")
+            pages.shots(bob, "console-singer")
+            pages.assert_clean()
+        finally:
+            browser.close()

@@ -5,6 +5,7 @@
 // Changes a person cares about (a song starts or stops, you moved, someone
 // came or went) are announced once through a polite live region.
 
+import { renderConsole } from "./console.js";
 import { roomLink } from "./seat.js";
 import * as views from "./views.js";
 
@@ -206,6 +207,7 @@ export class StageView {
       });
     });
     views.renderPeople($("people"), state, store.meId, this.sampleRate);
+    renderConsole($("console"), state, store.meId, (type, fields) => this.actions.request(type, fields));
     views.updateLevels($("people"), this.levels);
     const c = store.counts();
     const parts = [];

@@ -1,0 +1,149 @@
+"""The pure room host: encoded commands and chunks in, what to publish out; no I/O, no sleeps."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+
+from common import commands as c
+from common.constants import SAMPLE_RATE
+from common.events import Levels, Reply, State
+from common.records import Role
+from common.wire import encode_chunk
+from mixer.host import HANDLERS, HostTiming, RoomHost
+from mixer.room import RoomConfig, RoomState
+
+SR = SAMPLE_RATE
+T0 = 1_700_000_000 * SR
+CONFIG = RoomConfig(ring_samples=20 * SR, lead_samples=SR // 2, bucket_spacing=SR, n_buckets=5)
+TIMING = HostTiming(publish=SR // 4, levels=SR, grace=10 * SR)
+
+
+def ctl(singer: str, cmd: c.AnyCommand, req: int = 0, gw: str = "gw1", conn: str = "") -> bytes:
+    return c.encode_envelope(c.Envelope(singer=singer, cmd=cmd, gw=gw, req=req, conn=conn))
+
+
+def host() -> RoomHost:
+    return RoomHost("r", RoomState(CONFIG), T0, timing=TIMING, mixer_id="m1")
+
+
+def replies(out: typing.Any) -> list[Reply]:
+    return [e for e in out.events if isinstance(e, Reply)]
+
+
+def test_every_command_has_exactly_one_table_row() -> None:
+    assert set(HANDLERS) == set(typing.get_args(c.AnyCommand))
+
+
+def test_a_step_applies_commands_then_chunks_and_emits_taps() -> None:
+    h = host()
+    join = [
+        ctl(s, c.Join(name=s.upper(), role=Role.SINGER), i, conn=f"k{s}")
+        for i, s in enumerate("ab")
+    ]
+    out = h.step(join, [], T0)
+    assert [r.ok for r in replies(out)] == [True, True]
+    assert isinstance(out.events[0], State)  # the state comes before the replies it answers
+    assert out.persist and out.links == {"a": "gw1 ka", "b": "gw1 kb"}
+    out = h.step(
+        [ctl("a", c.Lead()), ctl("a", c.SetLeaderBoost(boost_db=0)), ctl("a", c.Start())],
+        [],
+        T0 + SR,
+    )
+    assert all(r.ok for r in replies(out))
+    start = h.state.song.start_pos
+    assert start is not None
+    tone = np.full(SR // 10, 0.25, dtype=np.float32)
+    # Ann (bucket 0, 1 s) has sung [start, start + 0.1 s) by start + 1.1 s.
+    out = h.step([], [encode_chunk("r", "a", 1, 0, start, tone)], start + SR + SR // 10)
+    assert h.counters.chunks_in == 1 and h.counters.chunks_rejected == 0
+    b_delay = h.state.members["b"].delay
+    # Bob's tap emits position p at p + delay - lead.
+    later = h.step([], [], start + b_delay - CONFIG.lead_samples + SR // 5)
+    heard = [t for t in later.taps if t.delay == b_delay]
+    assert heard and heard[0].start <= start < heard[0].start + len(heard[0].samples) - 100
+    first = heard[0].samples[start - heard[0].start : start - heard[0].start + 100]
+    np.testing.assert_allclose(first, 0.25)  # one voice: gain sqrt(3/3) = 1, boost 0 dB
+
+
+def test_bad_entries_are_counted_and_dropped() -> None:
+    h = host()
+    out = h.step([b"not msgpack", None, ctl("a", c.Lead())], [b"junk", None], T0)
+    assert h.counters.bad_ctl == 2 and h.counters.bad_wire == 2
+    refused = replies(out)
+    assert [(r.ok, r.code) for r in refused] == [(False, "unknown_singer")]
+
+
+def test_refusals_come_back_with_their_code() -> None:
+    h = host()
+    h.step(
+        [
+            ctl("a", c.Join(name="A", role=Role.SINGER)),
+            ctl("b", c.Join(name="B", role=Role.SINGER)),
+        ],
+        [],
+        T0,
+    )
+    out = h.step(
+        [
+            ctl("b", c.SetGain(target="a", gain_db=-6), 1),
+            ctl("b", c.Solo(target="a", on=True), 2),
+            ctl("b", c.Halt(), 3),
+            ctl("a", c.SetRounds(bpm=20, beats=64, repeats=20), 4),
+        ],
+        [],
+        T0 + 1,
+    )
+    assert [(r.req, r.code) for r in replies(out)] == [
+        (1, "not_leader"),
+        (2, "not_leader"),
+        (3, "not_leader"),
+        (4, "not_leader"),
+    ]
+    h.step([ctl("a", c.Lead())], [], T0 + 2)
+    out = h.step([ctl("a", c.SetRounds(bpm=20, beats=64, repeats=20), 5)], [], T0 + 3)
+    assert [(r.req, r.code) for r in replies(out)] == [(5, "bad_rounds")]
+
+
+def test_a_stale_disconnect_is_ignored_and_expiry_removes_for_good() -> None:
+    h = host()
+    h.step([ctl("a", c.Join(name="A", role=Role.SINGER), gw="gw1", conn="old")], [], T0)
+    h.step([ctl("a", c.Join(name="A", role=Role.SINGER), gw="gw2", conn="new")], [], T0 + 1)
+    out = h.step([ctl("a", c.Disconnect(), gw="gw1", conn="old")], [], T0 + 2)
+    assert replies(out)[0].ok and h.state.members["a"].connected
+    h.step([ctl("a", c.Disconnect(), gw="gw2", conn="new")], [], T0 + SR)
+    assert not h.state.members["a"].connected
+    out = h.step([], [], T0 + 12 * SR)  # past the 10 s grace, on a publish step
+    assert out.removed == {"a"} and "a" not in h.links and out.persist
+
+
+def test_dead_gateways_disconnect_their_singers() -> None:
+    h = host()
+    h.step(
+        [
+            ctl("a", c.Join(name="A", role=Role.SINGER), gw="gw1", conn="1"),
+            ctl("b", c.Join(name="B", role=Role.SINGER), gw="gw2", conn="2"),
+        ],
+        [],
+        T0,
+    )
+    assert h.gateways() == {"gw1", "gw2"}
+    assert h.disconnect_gateways({"gw2"}, T0 + 1) == 1
+    assert h.state.members["a"].connected and not h.state.members["b"].connected
+    assert h.gateways() == {"gw1"}
+
+
+def test_publish_steps_carry_occupancy_stats_and_levels() -> None:
+    h = host()
+    h.step(
+        [ctl("a", c.Join(name="A", role=Role.SINGER)), ctl("a", c.Lead()), ctl("a", c.Start())],
+        [],
+        T0,
+    )
+    out = h.step([], [], T0 + 1)
+    assert out.occupancy is None and out.stats is None  # not yet a publish period later
+    out = h.step([], [], T0 + SR)
+    assert out.occupancy is not None and out.occupancy.mixer == "m1"
+    assert out.stats is not None and "chunks_in" in out.stats
+    assert any(isinstance(e, Levels) and "a" in e.levels for e in out.events)
