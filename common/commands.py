@@ -69,10 +69,20 @@ class Command(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 
 
 class Join(Command, tag="join", frozen=True):
-    """A connection joined (or resumed) as ``name`` in ``role``."""
+    """A connection joined (or resumed) as ``name`` in ``role``.
+
+    ``token_digest`` is the SHA-256 of the member's resume token: the mixer
+    keeps it in the member record and writes it back if Redis loses it.
+    ``password_hash`` is the room password hash the gateway checked the
+    joiner's password against; the mixer refuses the join when it is not the
+    room's own (a room never opens by accident, even right after a Redis
+    restart).
+    """
 
     name: str
     role: Role
+    token_digest: str = ""
+    password_hash: str = ""
 
     def __post_init__(self) -> None:
         check_display_name(self.name)

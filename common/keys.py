@@ -12,6 +12,14 @@ PREFIX: Final = "bb"
 ROOMS: Final = f"{PREFIX}:rooms"
 """Set of all room names."""
 
+ACTIVE_ROOMS: Final = f"{PREFIX}:rooms:active"
+"""Set of the rooms that want a mixer: a gateway adds a room with every command it
+sends; the owning mixer removes it when it releases the room (nobody connected)."""
+
+IDLE_ROOMS: Final = f"{PREFIX}:rooms:idle"
+"""Sorted set: room -> unix time it became idle (created, or released by its mixer).
+A room idle for longer than the mixers' ``room_idle_delete_s`` is deleted with its keys."""
+
 MIXERS: Final = f"{PREFIX}:mixers"
 """Sorted set: mixer id -> last heartbeat (unix seconds)."""
 
@@ -102,3 +110,20 @@ def room_links(room: str) -> str:
 def room_tokens(room: str) -> str:
     """Hash: singer id -> SHA-256 hex of the singer's resume token."""
     return f"{_room(room)}:tokens"
+
+
+def room_keys(room: str) -> list[str]:
+    """Every fixed key of a room (its tap streams expire on their own)."""
+    return [
+        room_meta(room),
+        room_members(room),
+        room_song(room),
+        room_in(room),
+        room_ctl(room),
+        room_events(room),
+        room_occupancy(room),
+        room_stats(room),
+        room_lease(room),
+        room_links(room),
+        room_tokens(room),
+    ]

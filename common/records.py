@@ -96,6 +96,8 @@ class Member(msgspec.Struct, kw_only=True):
     gain_db: float = 0.0
     soloed: bool = False
     mix: Mix = "full"
+    token_digest: str = ""
+    """SHA-256 hex of the member's resume token (never shown in the public view)."""
 
     def __post_init__(self) -> None:
         check_id(self.singer_id, "member singer_id")

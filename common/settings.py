@@ -160,6 +160,14 @@ class MixerSettings(_Settings):
     reconnect_grace_s: float = field(
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
     )
+    room_release_s: float = field(
+        default=120.0,
+        metadata={"help": "a room with nobody connected is released by its mixer after this, s"},
+    )
+    room_idle_delete_s: float = field(
+        default=86_400.0,
+        metadata={"help": "a room unused for this long is deleted with all its keys, s"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -178,6 +186,8 @@ class MixerSettings(_Settings):
             "max_rooms",
             "reconnect_grace_s",
             "levels_ms",
+            "room_release_s",
+            "room_idle_delete_s",
         ):
             _positive(name, getattr(self, name))
         if self.lead_s >= self.ring_s / 2:

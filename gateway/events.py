@@ -97,10 +97,18 @@ class Events:
             self._pending.pop(req, None)
 
     async def send(self, room: str, envelope: Envelope) -> None:
-        """Append a control entry without waiting for a reply; raises RedisError."""
-        await self._redis.xadd(
-            keys.room_ctl(room), {b"d": encode_envelope(envelope)}, maxlen=keys.CTL_MAXLEN
-        )
+        """Append a control entry without waiting for a reply; raises RedisError.
+
+        The room joins the active set in the same transaction: a mixer claims it
+        (or keeps it), and one retiring it sees either both or neither.
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.ACTIVE_ROOMS, room)
+            pipe.zrem(keys.IDLE_ROOMS, room)
+            pipe.xadd(
+                keys.room_ctl(room), {b"d": encode_envelope(envelope)}, maxlen=keys.CTL_MAXLEN
+            )
+            await pipe.execute()
 
     async def post(self, room: str, event: Chat) -> None:
         """Append an event (chat) to the room's events stream; raises RedisError."""

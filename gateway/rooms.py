@@ -73,8 +73,13 @@ class RoomDirectory:
         }
         args = [item for pair in fields.items() for item in pair]
         created = bool(await self._create(keys=[keys.room_meta(room)], args=args))
-        # Idempotent, and also repairs the set if a creator died in between.
-        await self._redis.sadd(keys.ROOMS, room)
+        # Idempotent, and also repairs the set if a creator died in between. A room
+        # nobody joins stays idle, and is deleted after the mixers' idle time.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(keys.ROOMS, room)
+            if created:
+                pipe.zadd(keys.IDLE_ROOMS, {room: time.time()}, nx=True)
+            await pipe.execute()
         return created
 
     async def meta(self, room: str) -> RoomMeta | None:

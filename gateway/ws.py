@@ -44,6 +44,7 @@ from common.records import Role
 from gateway.codec import CodecError
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
+from gateway.rooms import token_digest
 from gateway.session import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -259,7 +260,12 @@ class Connection:
             reply = await hub.events.command(
                 room,
                 singer,
-                Join(name=hello.name, role=Role(hello.role)),
+                Join(
+                    name=hello.name,
+                    role=Role(hello.role),
+                    token_digest=token_digest(token),
+                    password_hash=meta.password_hash,
+                ),
                 hub.options.reply_timeout_s,
                 conn=session.conn,
             )

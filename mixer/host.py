@@ -13,6 +13,7 @@ class (common/commands.py), naming the :class:`RoomState` method it calls.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -44,7 +45,7 @@ from common.commands import (
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError, WireError
 from common.events import Levels, Reply, State
-from common.records import Occupancy, Role, Rounds
+from common.records import Occupancy, Role, RoomMeta, Rounds
 from common.wire import decode_chunk
 from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
 from mixer.store import public_state
@@ -53,10 +54,10 @@ __all__ = ["HANDLERS", "HostCounters", "HostTiming", "Publish", "RoomHost"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[RoomState, str, Any, int], None]
+Handler = Callable[[RoomState, str, Any, int], object]
 
 HANDLERS: Final[dict[type[Command], Handler]] = {
-    Join: lambda s, who, c, now: s.join(who, c.name, c.role, now),  # type: ignore[dict-item]
+    Join: lambda s, who, c, now: s.join(who, c.name, c.role, now, c.token_digest),
     Disconnect: lambda s, who, c, now: s.disconnect(who, now),
     Leave: lambda s, who, c, now: s.leave(who, now),
     Lead: lambda s, who, c, now: s.request_lead(who, now),
@@ -146,8 +147,11 @@ class RoomHost:
         timing: HostTiming | None = None,
         mixer_id: str = "",
         counters: HostCounters | None = None,
+        meta: RoomMeta | None = None,
     ) -> None:
         self.name = name
+        self.meta = meta
+        """The room's settings as loaded: rewritten from here if Redis loses them."""
         self.mixer = RoomMixer(name, state, now)
         self.links: dict[str, tuple[str, str]] = dict(links or {})
         """Singer -> (gateway id, connection id) of their current connection."""
@@ -159,6 +163,7 @@ class RoomHost:
         self._counters_dirty = False
         self._published_at: int | None = None
         self._levels_at: int | None = None
+        self._unused_since: int | None = now
 
     @property
     def state(self) -> RoomState:
@@ -179,6 +184,13 @@ class RoomHost:
         for data in chunks:
             self.chunk(data, now)
         out.taps = self.mixer.tick(now)
+        in_use = bool(self.state.subscriptions) or any(
+            m.connected for m in self.state.members.values()
+        )
+        if in_use:
+            self._unused_since = None
+        elif self._unused_since is None:
+            self._unused_since = now
         self.counters.frames_out += sum(len(t.samples) for t in out.taps) // 960
         publish = self._published_at is None or now - self._published_at >= self.timing.publish
         if publish:
@@ -213,6 +225,16 @@ class RoomHost:
         if isinstance(cmd, Disconnect) and self._stale(envelope):
             # The singer resumed on another connection before this one's close arrived.
             return reply
+        if isinstance(cmd, Join) and not self._password_checked(cmd):
+            return Reply(
+                singer=reply.singer,
+                gw=reply.gw,
+                req=reply.req,
+                cmd=reply.cmd,
+                ok=False,
+                code="bad_password",
+                message="wrong or missing password",
+            )
         try:
             HANDLERS[type(cmd)](self.state, envelope.singer, cmd, now)
         except CommandError as exc:
@@ -283,11 +305,20 @@ class RoomHost:
             if gw and (m := self.state.members.get(singer)) is not None and m.connected
         }
 
+    def unused_for(self, now: int) -> int:
+        """Samples since the room last had a connected member or a tap subscriber (0: in use)."""
+        return 0 if self._unused_since is None else now - self._unused_since
+
     def resync(self) -> None:
         """Publish the whole state again on the next step (after Redis lost it)."""
         self.persisted_version = -1
 
     # --- internals -----------------------------------------------------------------------
+
+    def _password_checked(self, join: Join) -> bool:
+        # The gateway checked the password against the hash it names: it must be ours.
+        expected = self.meta.password_hash if self.meta is not None else ""
+        return not expected or hmac.compare_digest(join.password_hash, expected)
 
     def _stale(self, envelope: Envelope) -> bool:
         link = self.links.get(envelope.singer)
@@ -318,7 +349,7 @@ class RoomHost:
         self._counters_dirty = False
 
     def _publish(self, now: int, out: Publish) -> None:
-        snap = self.mixer.ring.occupancy_snapshot()
+        snap = self.mixer.occupancy(now)
         out.occupancy = Occupancy(
             clock=snap.clock,
             ring_samples=snap.ring_samples,

@@ -53,3 +53,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+RETIRE_SCRIPT: Final = """
+-- KEYS: lease, ctl stream, active set, idle set; ARGV: mixer id, room, ctl cursor, now (s)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #redis.call('XRANGE', KEYS[2], '(' .. ARGV[3], '+', 'COUNT', 1) > 0 then return 0 end
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+"""Give a room nobody uses back: only while we own it and no command waits in its
+control stream (a gateway adds the room to the active set and its command in one
+transaction, so a join is either seen here or re-activates the room after)."""
+
+DELETE_SCRIPT: Final = """
+-- KEYS: active set, idle set, rooms set, then every key of the room; ARGV: room, deadline (s)
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+local since = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not since or tonumber(since) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return redis.call('DEL', unpack(KEYS, 4))
+"""
+"""Delete a room idle since before the deadline, with all its keys, unless it is in use."""

@@ -12,6 +12,7 @@ The room model itself (members, buckets, song) lives in
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Final
@@ -19,9 +20,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from common.constants import OPUS_FRAME_SAMPLES, seconds_to_samples
+from common.constants import OCC_FRAME_SAMPLES, OPUS_FRAME_SAMPLES, seconds_to_samples
 from common.errors import ValidationError
-from mixer.ring import Ring, WriteStatus
+from mixer.ring import OccupancySnapshot, Ring, WriteStatus
 from mixer.roomstate import (
     SILENCE_DB,
     CommandError,
@@ -58,6 +59,15 @@ MAX_FRAMES_PER_TICK: Final = 50
 """Most frames one tap emits per tick; a tap further behind skips its oldest frames."""
 
 _FRAME: Final = OPUS_FRAME_SAMPLES
+_RING_KEEP: Final = seconds_to_samples(2.0)
+"""How long past the last tap's end of the song the ring is kept (late chunks)."""
+
+
+@functools.cache
+def _empty_bitmap(frames: int) -> bytes:
+    return bytes((frames + 7) // 8)
+
+
 _MIN_RMS: Final = 10.0 ** (SILENCE_DB / 20.0)
 
 
@@ -109,6 +119,8 @@ class TapOutput:
     tap: Tap
     start: int
     samples: Samples
+    fresh: bool = False
+    """The tap's first output: its stream is new (and needs its time-to-live set)."""
 
     @property
     def delay(self) -> int:
@@ -154,10 +166,15 @@ class RoomMixer:
     """
 
     def __init__(self, name: str, state: RoomState, now: int) -> None:
-        """An empty ring of ``state.config.ring_samples``, cleared up to ``now``."""
+        """A room with no ring yet: the ring exists only while a song needs it.
+
+        A ring of 120 s costs 35 MB, so an idle room holds none: it is made
+        (silent, cleared up to that time) when a song runs, and dropped once
+        every tap has played the last song's end, repeats included.
+        """
         self.name = name
         self.state = state
-        self.ring = Ring(state.config.ring_samples, now)
+        self.ring: Ring | None = None
         self.solo_ring: Ring | None = None
         self.counters = MixerCounters()
         self._frontiers: dict[Tap, int] = {}
@@ -184,9 +201,9 @@ class RoomMixer:
             raise ValidationError(
                 f"samples must be 1-D float32, got dtype {samples.dtype} shape {samples.shape}"
             )
-        self._clear_to(now)
         self.counters.chunks_in += 1
         state = self.state
+        ring = self._clear_to(now)
         member = state.members.get(singer_id)
         if member is None:
             return self._drop(ApplyStatus.UNKNOWN_SINGER, None)
@@ -196,11 +213,11 @@ class RoomMixer:
         end = start + n
         if end > now - member.delay + AHEAD_TOLERANCE:
             return self._drop(ApplyStatus.AHEAD, member)
-        if n > self.ring.length:
+        if n > state.config.ring_samples:
             # Malformed whatever the song window would leave of it.
             return self._drop(ApplyStatus.TOO_LONG, member)
         song = state.song
-        if song.start_pos is None:
+        if song.start_pos is None or ring is None:
             return self._drop(ApplyStatus.NO_SONG, member)
         lo = max(start, song.start_pos)
         hi = end if song.end_pos is None else min(end, song.end_pos)
@@ -214,15 +231,15 @@ class RoomMixer:
         part = samples[lo - start : hi - start]
         gain = state.gain(member)
         if gain > 0.0:
-            written = self.ring.write(lo, part, gain)
+            written = ring.write(lo, part, gain)
             if written is not WriteStatus.OK:
                 return self._drop(_WRITE_STATUS[written], member)
             if member.soloed and self.solo_ring is not None:
                 self.solo_ring.write(lo, part, gain)
-        elif lo < self.ring.cleared - self.ring.length or hi > self.ring.cleared:
+        elif lo < ring.cleared - ring.length or hi > ring.cleared:
             # A silenced singer's chunk is checked like any other, only not mixed.
             return self._drop(
-                ApplyStatus.TOO_OLD if hi <= self.ring.cleared else ApplyStatus.FUTURE, member
+                ApplyStatus.TOO_OLD if hi <= ring.cleared else ApplyStatus.FUTURE, member
             )
         self._written[singer_id] = hi
         member.chunks += 1
@@ -245,7 +262,7 @@ class RoomMixer:
         frame; a tap more than 50 frames behind skips its oldest ones.
         Taps no longer in use are forgotten.
         """
-        self._clear_to(now)
+        ring = self._clear_to(now)
         taps = self.state.taps()
         frontiers = self._frontiers
         if len(frontiers) != len(taps) or any(t not in frontiers for t in taps):
@@ -260,8 +277,8 @@ class RoomMixer:
         offsets = rounds.offsets() if rounds.repeats else None
         outputs: list[TapOutput] = []
         for tap in taps:
-            ring = self.solo_ring if tap.mix == "solo" else self.ring
-            if ring is None:
+            source = self.solo_ring if tap.mix == "solo" else ring
+            if source is None and tap.mix == "solo":
                 continue
             last_due = (now - tap.delay + lead) // _FRAME
             frontier = frontiers.get(tap)
@@ -273,26 +290,67 @@ class RoomMixer:
                 self.counters.frames_skipped += due - MAX_FRAMES_PER_TICK
                 first = last_due - MAX_FRAMES_PER_TICK + 1
                 due = MAX_FRAMES_PER_TICK
-            out = np.empty(due * _FRAME, dtype=np.float32)
-            if offsets is None:
-                ring.read(first * _FRAME, out)
+            if source is None:
+                out = np.zeros(due * _FRAME, dtype=np.float32)  # no song: silence
+            elif offsets is None:
+                out = np.empty(due * _FRAME, dtype=np.float32)
+                source.read(first * _FRAME, out)
             else:
-                ring.read_repeats(first * _FRAME, out, offsets)
-            outputs.append(TapOutput(tap=tap, start=first * _FRAME, samples=out))
+                out = np.empty(due * _FRAME, dtype=np.float32)
+                source.read_repeats(first * _FRAME, out, offsets)
+            outputs.append(
+                TapOutput(tap=tap, start=first * _FRAME, samples=out, fresh=frontier is None)
+            )
             frontiers[tap] = (last_due + 1) * _FRAME
             self.counters.frames_out += due
+        if ring is not None and not self._song_audible(now):
+            self.ring = self.solo_ring = None
         return outputs
 
-    def _clear_to(self, now: int) -> None:
-        self.ring.clear_to(now)
+    def occupancy(self, now: int) -> OccupancySnapshot:
+        """The ring's occupancy, or an empty one (stamped ``now``) while there is no ring."""
+        if self.ring is not None:
+            return self.ring.occupancy_snapshot()
+        length = self.config.ring_samples
+        return OccupancySnapshot(
+            clock=now,
+            ring_samples=length,
+            frame_samples=OCC_FRAME_SAMPLES,
+            bitmap=_empty_bitmap(length // OCC_FRAME_SAMPLES),
+            occupied=0,
+        )
+
+    def _song_audible(self, now: int) -> bool:
+        """Whether a tap may still read song audio: during a song and until its end has played.
+
+        The end reaches the last tap (and its last repeat) ``largest delay +
+        repeats`` after it was sung; two seconds more for late chunks.
+        """
+        song = self.state.song
+        if song.start_pos is None:
+            return False
+        if song.running or song.end_pos is None:
+            return True
+        horizon = self.state.largest_delay() + song.rounds.span_samples + _RING_KEEP
+        return now < song.end_pos + horizon
+
+    def _clear_to(self, now: int) -> Ring | None:
+        ring = self.ring
+        if ring is None:
+            if not self.state.song.running:
+                return None
+            ring = self.ring = Ring(self.config.ring_samples, now)
+        else:
+            ring.clear_to(now)
         if self.state.soloing:
             if self.solo_ring is None:
                 # Solo costs nothing until someone solos: the second ring starts then.
-                self.solo_ring = Ring(self.ring.length, now)
+                self.solo_ring = Ring(ring.length, now)
             else:
                 self.solo_ring.clear_to(now)
         elif self.solo_ring is not None:
             self.solo_ring = None
+        return ring
 
     def _drop(self, status: ApplyStatus, member: Member | None) -> ApplyStatus:
         self.counters.dropped[status.value] += 1

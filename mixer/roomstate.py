@@ -260,7 +260,9 @@ class RoomState:
 
     # --- membership -------------------------------------------------------------------------
 
-    def join(self, singer_id: str, name: str, role: Role, now: int) -> Member:
+    def join(
+        self, singer_id: str, name: str, role: Role, now: int, token_digest: str = ""
+    ) -> Member:
         """Add a member, or reconnect one already present (keeping their place).
 
         New spectators go to the last bucket, new singers to the least
@@ -281,13 +283,20 @@ class RoomState:
             raise CommandError("room_full", f"the room is full ({self.config.capacity} members)")
         if member is None:
             member = Member(
-                singer_id=singer_id, name=name, role=role, delay=0, bucket=None, joined=now
+                singer_id=singer_id,
+                name=name,
+                role=role,
+                delay=0,
+                bucket=None,
+                joined=now,
+                token_digest=token_digest,
             )
             self._place(member, self._bucket_for_new(role))
             self.members[singer_id] = member
         else:
             member.name = name
             member.connected = True
+            member.token_digest = token_digest or member.token_digest
             member.disconnected_at = None
             if member.role is not role:
                 member.role = role
@@ -516,6 +525,10 @@ class RoomState:
                 f"a delay of {delay / SAMPLE_RATE:g} s leaves no room in the ring for the "
                 "rounds; turn repeats down first",
             )
+
+    def largest_delay(self) -> int:
+        """The largest delay a tap may have now: the last bucket, or a larger one in use."""
+        return self._largest_delay()
 
     def _largest_delay(self) -> int:
         delays = [m.delay for m in self.members.values()]

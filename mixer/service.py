@@ -35,7 +35,14 @@ from common.streams import Entry, parse_xread, xread_streams
 from common.wire import encode_tap
 from mixer import store
 from mixer.host import HostCounters, HostTiming, Publish, RoomHost
-from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult, preferred_owner
+from mixer.lease import (
+    DELETE_SCRIPT,
+    RELEASE_SCRIPT,
+    RENEW_SCRIPT,
+    RETIRE_SCRIPT,
+    LeaseResult,
+    preferred_owner,
+)
 from mixer.room import RoomState
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,9 @@ OCC_TTL_MS: Final = 10_000
 TAP_TTL_MS: Final = 10_000
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
 MAX_BACKOFF_S: Final = 2.0
+SWEEP_S: Final = 10.0
+"""How often a mixer looks for rooms idle long enough to delete."""
+SWEEP_BATCH: Final = 50
 
 
 @dataclass
@@ -61,6 +71,8 @@ class ServiceCounters:
     redis_errors: int = 0
     rooms_claimed: int = 0
     rooms_lost: int = 0
+    rooms_released: int = 0
+    rooms_deleted: int = 0
 
 
 @dataclass
@@ -93,6 +105,9 @@ class MixerService:
         self._nonce = f"{os.getpid()}-{time.time_ns()}"
         self._renew = redis.register_script(RENEW_SCRIPT)
         self._release = redis.register_script(RELEASE_SCRIPT)
+        self._retire = redis.register_script(RETIRE_SCRIPT)
+        self._delete = redis.register_script(DELETE_SCRIPT)
+        self._next_sweep = 0.0
         self._free_since: dict[str, float] = {}
         self._key_index: dict[str, tuple[str, bool]] = {}
         self._timing = HostTiming(
@@ -261,7 +276,9 @@ class MixerService:
                 maxlen=self.settings.tap_maxlen,
                 approximate=True,
             )
-            if out.stats is not None:
+            if tap.fresh or out.stats is not None:
+                # From its first window on: a tap that lives less than one publish
+                # period must still expire.
                 pipe.pexpire(key, TAP_TTL_MS)
         if out.persist:
             store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, out.removed)
@@ -302,7 +319,7 @@ class MixerService:
             pipe.zadd(keys.MIXERS, {s.mixer_id: now_s})
             pipe.zremrangebyscore(keys.MIXERS, "-inf", now_s - 2 * s.heartbeat_ttl_ms / 1000)
             pipe.zrangebyscore(keys.MIXERS, now_s - s.heartbeat_ttl_ms / 1000, "+inf")
-            pipe.smembers(keys.ROOMS)
+            pipe.smembers(keys.ACTIVE_ROOMS)
             for room in owned:
                 await self._renew(
                     keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms], client=pipe
@@ -320,8 +337,64 @@ class MixerService:
                 reacquired.append(room)
         if reacquired:
             await self._rewrite(reacquired)
+        await self._retire_unused()
         await self._claim(sorted(all_rooms - set(self.rooms)), live)
         await self._disconnect_dead_gateways()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_S
+            await self._delete_idle_rooms(now_s)
+
+    async def _retire_unused(self) -> None:
+        """Give back the rooms nobody has used for ``room_release_s``: they cost nothing then.
+
+        The state is written first; the room leaves the active set (so no mixer
+        claims it) only if no command waits in its control stream. A later
+        command from any gateway makes it active again.
+        """
+        now = now_samples()
+        release = seconds_to_samples(self.settings.room_release_s)
+        unused = [o for o in self.rooms.values() if o.host.unused_for(now) >= release]
+        for owned in unused:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                store.queue_persist(
+                    pipe,
+                    owned.name,
+                    owned.state,
+                    owned.ctl_cursor,
+                    owned.host.persisted_ids - set(owned.state.members),
+                )
+                await pipe.execute()
+            retired = await self._retire(
+                keys=[
+                    keys.room_lease(owned.name),
+                    keys.room_ctl(owned.name),
+                    keys.ACTIVE_ROOMS,
+                    keys.IDLE_ROOMS,
+                ],
+                args=[self.settings.mixer_id, owned.name, owned.ctl_cursor, f"{time.time():.3f}"],
+            )
+            if retired:
+                self.counters.rooms_released += 1
+                log.info("room %s: unused, released", owned.name)
+                self._forget(owned.name)
+
+    async def _delete_idle_rooms(self, now_s: float) -> None:
+        """Delete rooms idle for ``room_idle_delete_s`` with every key (any live mixer does it)."""
+        deadline = now_s - self.settings.room_idle_delete_s
+        due: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            keys.IDLE_ROOMS, "-inf", deadline, start=0, num=SWEEP_BATCH
+        )
+        for raw in due:
+            room = bytes(raw).decode()
+            deleted = await self._delete(
+                keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
+                args=[room, f"{deadline:.3f}"],
+            )
+            if deleted:
+                self.counters.rooms_deleted += 1
+                log.info(
+                    "room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s
+                )
 
     async def _disconnect_dead_gateways(self) -> None:
         """Mark disconnected the members whose gateway died without saying goodbye.
@@ -361,7 +434,8 @@ class MixerService:
         async with self.redis.pipeline(transaction=False) as pipe:
             for room in rooms:
                 owned = self.rooms[room]
-                store.queue_meta(pipe, room, owned.state)
+                store.queue_meta(pipe, room, owned.state, owned.host.meta)
+                pipe.sadd(keys.ACTIVE_ROOMS, room)  # we hold it: it is in use
                 store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, set())
                 owned.host.resync()  # publish a fresh state event next tick
             await pipe.execute()
@@ -396,7 +470,7 @@ class MixerService:
 
     async def _adopt(self, room: str) -> None:
         try:
-            state, ctl_cursor = await store.load_room(self.redis, room, self.settings)
+            state, ctl_cursor, meta = await store.load_room(self.redis, room, self.settings)
         except RedisError:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise
@@ -411,6 +485,7 @@ class MixerService:
                 timing=self._timing,
                 mixer_id=self.settings.mixer_id,
                 counters=self.room_counters,
+                meta=meta,
             ),
             # Audio queued before we owned the room is stale by now: start at the present.
             in_cursor=f"{int(time.time() * 1000)}-0".encode(),

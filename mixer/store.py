@@ -33,18 +33,25 @@ def config_from_meta(meta: RoomMeta, settings: MixerSettings) -> RoomConfig:
     )
 
 
-async def load_room(redis: "Redis", room: str, settings: MixerSettings) -> tuple[RoomState, bytes]:
-    """Read a room's state; returns (state, id of the last applied control entry)."""
+async def load_room(
+    redis: "Redis", room: str, settings: MixerSettings
+) -> tuple[RoomState, bytes, RoomMeta | None]:
+    """Read a room's state: (state, id of the last applied control entry, its meta).
+
+    The meta is None when Redis has none (or an unreadable one): the room then
+    runs on the defaults, and nothing is rewritten from it.
+    """
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.room_meta(room))
         pipe.hgetall(keys.room_members(room))
         pipe.hgetall(keys.room_song(room))
         meta_raw, members_raw, song_raw = await pipe.execute()
+    meta: RoomMeta | None = None
     try:
-        config = config_from_meta(records.decode_meta(meta_raw), settings)
+        meta = records.decode_meta(meta_raw) if meta_raw else None
     except ValidationError as exc:
         log.warning("room %s: bad meta (%s); using defaults", room, exc)
-        config = config_from_meta(RoomMeta(), settings)
+    config = config_from_meta(meta or RoomMeta(), settings)
     members: dict[str, Member] = {}
     for singer, raw in members_raw.items():
         try:
@@ -70,7 +77,7 @@ async def load_room(redis: "Redis", room: str, settings: MixerSettings) -> tuple
     except ValueError:
         log.warning("room %s: unreadable state version %r", room, song_raw.get(b"version"))
     ctl = song_raw.get(b"ctl", b"0-0")
-    return state, ctl
+    return state, ctl, meta
 
 
 def queue_persist(
@@ -94,13 +101,33 @@ def queue_persist(
     )
 
 
-def queue_meta(pipe: Pipeline, room: str, state: RoomState) -> None:
-    """Re-create the room's meta and index entry (after Redis lost them)."""
+def queue_meta(pipe: Pipeline, room: str, state: RoomState, meta: RoomMeta | None) -> None:
+    """Re-create what Redis lost of the room: its meta, index entry and resume tokens.
+
+    Fields a gateway may have re-created meanwhile are kept, except the
+    password hash: ours wins, so a password room never opens by accident.
+    """
     config = state.config
     pipe.sadd(keys.ROOMS, room)
-    pipe.hsetnx(keys.room_meta(room), "capacity", config.capacity)
-    pipe.hsetnx(keys.room_meta(room), "n_buckets", config.n_buckets)
-    pipe.hsetnx(keys.room_meta(room), "bucket_spacing_s", config.bucket_spacing / SAMPLE_RATE)
+    fields = (
+        records.meta_fields(meta)
+        if meta is not None
+        else {
+            "capacity": str(config.capacity),
+            "n_buckets": str(config.n_buckets),
+            "bucket_spacing_s": str(config.bucket_spacing / SAMPLE_RATE),
+        }
+    )
+    for name, value in fields.items():
+        if name == "password_hash" and value:
+            pipe.hset(keys.room_meta(room), name, value)
+        else:
+            pipe.hsetnx(keys.room_meta(room), name, value)
+    tokens: dict[str | bytes, str | bytes] = {
+        sid: m.token_digest for sid, m in state.members.items() if m.token_digest
+    }
+    if tokens:
+        pipe.hset(keys.room_tokens(room), mapping=tokens)  # type: ignore[arg-type]
 
 
 def queue_event(pipe: Pipeline, room: str, event: Reply | State | Levels | Chat) -> None:

@@ -41,6 +41,7 @@ class SimGateway:
         fields: dict[str, float | str] = {"created_at": time.time(), **meta}
         self.client.hset(keys.room_meta(room), mapping=fields)  # type: ignore[arg-type]
         self.client.sadd(keys.ROOMS, room)
+        self.client.sadd(keys.ACTIVE_ROOMS, room)  # as a gateway's first command would
 
     def command(
         self, room: str, singer: str, cmd: AnyCommand, timeout_s: float = 8, conn: str = ""
@@ -49,7 +50,11 @@ class SimGateway:
         req = next(self._req)
         cursor = self._events.get(room, b"0-0")
         envelope = Envelope(singer=singer, cmd=cmd, gw=self.gw, req=req, conn=conn)
-        self.client.xadd(keys.room_ctl(room), {"d": encode_envelope(envelope)})
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(keys.ACTIVE_ROOMS, room)
+            pipe.zrem(keys.IDLE_ROOMS, room)
+            pipe.xadd(keys.room_ctl(room), {"d": encode_envelope(envelope)})
+            pipe.execute()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             reply = self.client.xread({keys.room_events(room): cursor}, block=200)

@@ -822,6 +822,7 @@ def test_muted_spectators_unknown_and_no_song_are_dropped_without_rejection() ->
     assert c.chunks_in == 6
     assert (c.dropped["no_song"], c.dropped["muted"], c.dropped["unknown_singer"]) == (2, 2, 1)
     assert c.to_dict()["dropped_muted"] == 2
+    assert mixer.ring is not None
     assert not mixer.ring.read_raw(pos - CHUNK, CHUNK)[1].any()  # nothing before the song
     assert (mixer.ring.read_raw(pos + 1, CHUNK)[1] == 1).all()
     with pytest.raises(ValidationError):
@@ -878,9 +879,31 @@ def test_a_singer_is_mixed_at_most_once_per_position() -> None:
     # Half overlapping: only the new half is written.
     y = tone(440.0, start + CHUNK // 2, CHUNK)
     assert mixer.apply("a", start + CHUNK // 2, y, now) is ApplyStatus.OK
+    assert mixer.ring is not None
     audio, counts = mixer.ring.read_raw(start, CHUNK + CHUNK // 2)
     assert counts.max() == 1 and counts.min() == 1
     np.testing.assert_allclose(audio, tone(440.0, start, CHUNK + CHUNK // 2), atol=1e-6)
     a = mixer.state.members["a"]
     assert (a.chunks, a.rejected) == (2, 1)
     assert mixer.counters.dropped["overlap"] == 1
+
+
+def test_the_ring_exists_only_while_a_song_can_be_heard() -> None:
+    state = room(lead=Role.SINGER, b=Role.SINGER)
+    state.request_lead("lead", T0)
+    mixer = RoomMixer("r", state, T0)
+    outputs = mixer.tick(T0 + S)
+    assert mixer.ring is None and outputs  # taps flow, silent, with no ring behind them
+    assert all(not out.samples.any() for out in outputs)
+    assert mixer.occupancy(T0 + S).occupied == 0
+    state.start_song("lead", T0 + 2 * S)
+    mixer.tick(T0 + 2 * S)
+    assert mixer.ring is not None
+    state.stop_song("lead", T0 + 3 * S)
+    end = state.song.end_pos
+    assert end is not None
+    horizon = state.largest_delay() + 2 * S
+    mixer.tick(end + horizon - S)
+    assert mixer.ring is not None  # the last bucket has not played the end yet
+    mixer.tick(end + horizon + S)
+    assert mixer.ring is None and mixer.solo_ring is None

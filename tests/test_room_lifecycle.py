@@ -1,0 +1,127 @@
+"""Rooms cost nothing when unused and keep their secrets: real redis-server, real mixers.
+
+* A room nobody is connected to is released by its mixer, and a command
+  brings it back with its state; a room unused for the idle time is deleted
+  with every key.
+* A password room stays closed after Redis restarts empty, and its members'
+  resume tokens still work: the owning mixer writes back what Redis lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common import keys, records
+from common.commands import Disconnect, Join, Lead
+from common.records import MixerStatus, Role
+from gateway.rooms import token_digest
+from tests.simgateway import SimGateway
+from tests.support import Process, RedisServer, processes, wait_for
+
+
+def mixer(started: list[Process], url: str, log_dir: Path, name: str, **env: str) -> Process:
+    proc = Process(["mixer"], {"REDIS_URL": url, "BB_MIXER_ID": name, **env}, log_dir, name)
+    started.append(proc)
+    return proc
+
+
+def owned_rooms(client: redis.Redis, mixer_id: str) -> list[str] | None:
+    raw: Any = client.get(keys.mixer_heartbeat(mixer_id))
+    return records.decode(raw, MixerStatus).rooms if raw else None
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def test_an_unused_room_is_released_and_comes_back_on_the_next_command(
+    client: redis.Redis, redis_url: str, output_dir: Path
+) -> None:
+    sim = SimGateway(client)
+    env = {"BB_ROOM_RELEASE_S": "1", "BB_RECONNECT_GRACE_S": "0.5"}
+    with processes(output_dir) as started:
+        mixer(started, redis_url, output_dir, "m1", **env)
+        sim.create_room("quiet")
+        wait_for(lambda: sim.owner("quiet") == "m1", 10, "m1 to own the room")
+        assert sim.join("quiet", "ann", "Ann", conn="c1").ok
+        assert sim.command("quiet", "ann", Lead()).ok
+        assert sim.command("quiet", "ann", Disconnect(), conn="c1").ok
+        # Grace (0.5 s) and release time (1 s) later, the mixer lets go of it.
+        wait_for(lambda: sim.owner("quiet") is None, 10, "the room to be released")
+        wait_for(lambda: owned_rooms(client, "m1") == [], 5, "the mixer to own nothing")
+        assert not client.sismember(keys.ACTIVE_ROOMS, "quiet")
+        assert client.zscore(keys.IDLE_ROOMS, "quiet") is not None
+        assert client.sismember(keys.ROOMS, "quiet")  # released, not deleted
+        # The next command makes it active: a mixer claims it and answers.
+        assert sim.join("quiet", "bob", "Bob", conn="c2").ok
+        assert sim.owner("quiet") == "m1"
+        assert client.zscore(keys.IDLE_ROOMS, "quiet") is None
+        state = sim.state("quiet")
+        assert [m["singer_id"] for m in state["members"]] == ["bob"]
+
+
+def test_a_room_unused_for_the_idle_time_is_deleted_with_all_its_keys(
+    client: redis.Redis, redis_url: str, output_dir: Path
+) -> None:
+    sim = SimGateway(client)
+    env = {"BB_ROOM_RELEASE_S": "1", "BB_RECONNECT_GRACE_S": "0.5", "BB_ROOM_IDLE_DELETE_S": "1"}
+    with processes(output_dir) as started:
+        mixer(started, redis_url, output_dir, "m1", **env)
+        sim.create_room("gone")
+        sim.create_room("kept")
+        for room in ("gone", "kept"):
+            assert sim.join(room, "ann", "Ann", conn="c1").ok
+        assert sim.command("gone", "ann", Disconnect(), conn="c1").ok
+        wait_for(
+            lambda: not client.sismember(keys.ROOMS, "gone"), 30, "the idle room to be deleted"
+        )
+        left = [k for k in keys.room_keys("gone") if client.exists(k)]
+        assert left == []
+        assert client.zscore(keys.IDLE_ROOMS, "gone") is None
+        # The room in use is untouched.
+        assert client.sismember(keys.ROOMS, "kept") and sim.owner("kept") == "m1"
+        assert client.exists(keys.room_meta("kept"))
+
+
+def test_a_password_room_stays_closed_after_an_empty_redis_restart(
+    private_redis: RedisServer, output_dir: Path
+) -> None:
+    client = redis.Redis(port=private_redis.port)
+    sim = SimGateway(client)
+    secret = "pbkdf2_sha256$1000$c2FsdA$SECRETHASH"
+    token = "resume-token-of-ann"
+    with processes(output_dir) as started:
+        mixer(started, private_redis.url, output_dir, "m1")
+        sim.create_room("vault", password_hash=secret)
+        wait_for(lambda: sim.owner("vault") == "m1", 10, "m1 to own the room")
+        ann = Join(
+            name="Ann", role=Role.SINGER, token_digest=token_digest(token), password_hash=secret
+        )
+        assert sim.command("vault", "ann", ann, conn="c1").ok
+        # A gateway that checked no password (or another one) cannot get in.
+        refused = sim.command("vault", "eve", Join(name="Eve", role=Role.SINGER))
+        assert (refused.ok, refused.code) == (False, "bad_password")
+
+        private_redis.stop()
+        private_redis.start()  # empty: nothing was persisted
+        # The owner writes back what it holds: the password hash and the resume token.
+        wait_for(
+            lambda: client.hget(keys.room_meta("vault"), "password_hash") == secret.encode(),
+            10,
+            "the password hash to be written back",
+        )
+        assert client.hget(keys.room_tokens("vault"), "ann") == token_digest(token).encode()
+        assert client.sismember(keys.ACTIVE_ROOMS, "vault")
+        # Even if a gateway re-created the room open before that, the mixer refuses the join.
+        client.hset(keys.room_meta("vault"), "password_hash", "")
+        refused = sim.command("vault", "eve", Join(name="Eve", role=Role.SINGER))
+        assert (refused.ok, refused.code) == (False, "bad_password")
+    client.close()
