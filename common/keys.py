@@ -102,6 +102,11 @@ def gateway_heartbeat(gateway_id: str) -> str:
     return f"{PREFIX}:gateway:{gateway_id}"
 
 
+def room_checkpoint(room: str) -> str:
+    """String with a TTL: msgpack checkpoint of the room's unplayed ring audio (failover)."""
+    return f"{_room(room)}:ckpt"
+
+
 def room_links(room: str) -> str:
     """Hash: singer id -> ``GATEWAY_ID CONN`` of the connection the singer joined through."""
     return f"{_room(room)}:links"
@@ -126,4 +131,5 @@ def room_keys(room: str) -> list[str]:
         room_lease(room),
         room_links(room),
         room_tokens(room),
+        room_checkpoint(room),
     ]

@@ -33,6 +33,7 @@ from common.names import check_display_name, check_id
 __all__ = [
     "MAX_GAIN_DB",
     "SILENCE_DB",
+    "Checkpoint",
     "GatewayStatus",
     "Member",
     "Mix",
@@ -197,6 +198,26 @@ class Occupancy(msgspec.Struct, frozen=True, kw_only=True):
     occupied: int
     bitmap: bytes
     mixer: str = ""
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """``bb:{R}:ckpt``: what a new owner needs to carry on a room's audio after a failover.
+
+    The ring's positions ``[start, clock)`` (what some tap has still to emit,
+    repeats included) as float16 audio and zlib-compressed uint16 voice
+    counts, little-endian; each tap's next position (``delay``, ``mix``,
+    ``position``); each singer's end of the last applied write; and the id of
+    the last ``bb:{R}:in`` entry whose chunk is in it, so the new owner
+    replays exactly the chunks that came after.
+    """
+
+    clock: int
+    start: int
+    audio: bytes
+    counts: bytes
+    taps: list[tuple[int, Mix, int]]
+    written: dict[str, int]
+    in_cursor: str = "0-0"
 
 
 class MixerStatus(msgspec.Struct, kw_only=True):

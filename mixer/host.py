@@ -45,7 +45,7 @@ from common.commands import (
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError, WireError
 from common.events import Levels, Reply, State
-from common.records import Occupancy, Role, RoomMeta, Rounds
+from common.records import Checkpoint, Occupancy, Role, RoomMeta, Rounds
 from common.wire import decode_chunk
 from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
 from mixer.store import public_state
@@ -109,6 +109,8 @@ class Publish:
     links: dict[str, str] = field(default_factory=dict)
     """Singer -> ``GATEWAY CONN`` of connections that joined in this step."""
     occupancy: Occupancy | None = None
+    checkpoint: Checkpoint | None = None
+    """About once a second while there is song audio: the failover checkpoint."""
     stats: dict[str, int] | None = None
     """Set on publish steps: occupancy, the room's counters; trim the consumed input."""
 
@@ -132,6 +134,7 @@ class HostTiming:
     publish: int = seconds_to_samples(0.25)
     levels: int = SAMPLE_RATE
     grace: int = 30 * SAMPLE_RATE
+    checkpoint: int = SAMPLE_RATE
 
 
 class RoomHost:
@@ -163,6 +166,7 @@ class RoomHost:
         self._counters_dirty = False
         self._published_at: int | None = None
         self._levels_at: int | None = None
+        self._checkpoint_at: int | None = None
         self._unused_since: int | None = now
 
     @property
@@ -199,7 +203,14 @@ class RoomHost:
         self._persist_marks(out, publish)
         if publish:
             self._publish(now, out)
+        if self._checkpoint_at is None or now - self._checkpoint_at >= self.timing.checkpoint:
+            out.checkpoint = self.mixer.checkpoint()
+            self._checkpoint_at = now if out.checkpoint is not None else None
         return out
+
+    def restore(self, checkpoint: Checkpoint, now: int) -> bool:
+        """Carry on from the previous owner's checkpoint (see :meth:`RoomMixer.restore`)."""
+        return self.mixer.restore(checkpoint, now)
 
     def command(self, data: bytes | None, now: int, out: Publish | None = None) -> Reply | None:
         """Decode and apply one control entry; its reply (None: the entry was unreadable)."""

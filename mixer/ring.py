@@ -325,6 +325,39 @@ class Ring:
             np.concatenate((self._counts[i:], self._counts[:j])),
         )
 
+    def restore(
+        self, start: int, audio: npt.NDArray[np.float32], counts: npt.NDArray[np.uint16]
+    ) -> None:
+        """Set ``[start, start + len(audio))`` to saved audio and counts (a checkpoint).
+
+        The range must lie inside the window, as for :meth:`read`; the
+        occupancy of every frame it touches is recomputed from the counts.
+        """
+        n = audio.shape[0]
+        if audio.dtype != np.float32 or counts.dtype != np.uint16 or counts.shape != (n,):
+            raise ValueError(
+                f"restore needs float32 audio and uint16 counts of one length, got "
+                f"{audio.dtype} {audio.shape} and {counts.dtype} {counts.shape}"
+            )
+        self._check_range(start, n)
+        length = self.length
+        i = start % length
+        k = min(n, length - i)
+        self._audio[i : i + k] = audio[:k]
+        self._counts[i : i + k] = counts[:k]
+        self._refresh_flags(i, i + k)
+        if k < n:
+            self._audio[: n - k] = audio[k:]
+            self._counts[: n - k] = counts[k:]
+            self._refresh_flags(0, n - k)
+
+    def _refresh_flags(self, s: int, e: int) -> None:
+        # Every frame touching ring indices [s, e), from its counts.
+        first = s >> _FRAME_SHIFT
+        last = (e + _FRAME_MASK) >> _FRAME_SHIFT
+        frames = self._counts[first << _FRAME_SHIFT : last << _FRAME_SHIFT]
+        self._flags[first:last] = frames.reshape(-1, _FRAME).any(axis=1)
+
     def occupancy_snapshot(self) -> OccupancySnapshot:
         """The occupancy flags packed into a bitmap, stamped with ``cleared``.
 

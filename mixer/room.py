@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -22,6 +23,7 @@ import numpy.typing as npt
 
 from common.constants import OCC_FRAME_SAMPLES, OPUS_FRAME_SAMPLES, seconds_to_samples
 from common.errors import ValidationError
+from common.records import Checkpoint
 from mixer.ring import OccupancySnapshot, Ring, WriteStatus
 from mixer.roomstate import (
     SILENCE_DB,
@@ -59,6 +61,9 @@ MAX_FRAMES_PER_TICK: Final = 50
 """Most frames one tap emits per tick; a tap further behind skips its oldest frames."""
 
 _FRAME: Final = OPUS_FRAME_SAMPLES
+PLAYABLE_MARGIN: Final = seconds_to_samples(0.2)
+"""After a takeover, a tap resumes no closer than this to its frames' play time."""
+
 _RING_KEEP: Final = seconds_to_samples(2.0)
 """How long past the last tap's end of the song the ring is kept (late chunks)."""
 
@@ -306,6 +311,60 @@ class RoomMixer:
         if ring is not None and not self._song_audible(now):
             self.ring = self.solo_ring = None
         return outputs
+
+    def checkpoint(self) -> Checkpoint | None:
+        """What a new owner needs to go on: the ring from the oldest position a tap still
+        has to emit (its repeats included), the taps' frontiers and the overlap guard.
+
+        None while there is no ring (no song audio to lose).
+        """
+        ring = self.ring
+        if ring is None:
+            return None
+        clock = ring.cleared
+        pending = min(self._frontiers.values(), default=clock)
+        start = max(pending - self.state.song.rounds.span_samples, clock - ring.length)
+        start = min(start, clock)
+        audio, counts = ring.read_raw(start, clock - start)
+        return Checkpoint(
+            clock=clock,
+            start=start,
+            audio=audio.astype("<f2").tobytes(),
+            counts=zlib.compress(counts.astype("<u2").tobytes(), 1),
+            taps=[(tap.delay, tap.mix, position) for tap, position in self._frontiers.items()],
+            written=dict(self._written),
+        )
+
+    def restore(self, checkpoint: Checkpoint, now: int) -> bool:
+        """Carry on from an old owner's checkpoint; False when there was nothing to restore.
+
+        The ring gets the saved audio back (what is still inside its window
+        now); each saved tap resumes at its old frontier, or at the first frame
+        still playable (``PLAYABLE_MARGIN`` before its play time) when the
+        takeover took longer than its lead.
+        """
+        if not self._song_audible(now):
+            return False
+        n = checkpoint.clock - checkpoint.start
+        try:
+            audio = np.frombuffer(checkpoint.audio, dtype="<f2").astype(np.float32)
+            counts = np.frombuffer(zlib.decompress(checkpoint.counts), dtype="<u2").astype(
+                np.uint16
+            )
+        except zlib.error as exc:
+            raise ValidationError(f"checkpoint counts are not zlib data: {exc}") from None
+        if audio.shape != (n,) or counts.shape != (n,) or not np.isfinite(audio).all():
+            raise ValidationError(f"checkpoint holds {audio.shape} / {counts.shape}, not {n}")
+        ring = self.ring = Ring(self.config.ring_samples, now)
+        skip = max(0, ring.cleared - ring.length - checkpoint.start)
+        end = min(n, ring.cleared - checkpoint.start)
+        if skip < end:
+            ring.restore(checkpoint.start + skip, audio[skip:end], counts[skip:end])
+        for delay, mix, position in checkpoint.taps:
+            playable = -(-(now - delay + PLAYABLE_MARGIN) // _FRAME) * _FRAME
+            self._frontiers[Tap(delay, mix)] = max(position, playable)
+        self._written = dict(checkpoint.written)
+        return True
 
     def occupancy(self, now: int) -> OccupancySnapshot:
         """The ring's occupancy, or an empty one (stamped ``now``) while there is no ring."""

@@ -23,13 +23,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys, records
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
-from common.records import MixerStatus
+from common.errors import ValidationError
+from common.records import Checkpoint, MixerStatus
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread, xread_streams
 from common.wire import encode_tap
@@ -54,6 +56,8 @@ CLAIM_GRACE_S: Final = 1.0
 """A free room not claimed by its preferred mixer within this long is anyone's."""
 OCC_TTL_MS: Final = 10_000
 TAP_TTL_MS: Final = 10_000
+CHECKPOINT_TTL_MS: Final = 30_000
+"""A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
 MAX_BACKOFF_S: Final = 2.0
 SWEEP_S: Final = 10.0
@@ -82,6 +86,9 @@ class OwnedRoom:
     host: RoomHost
     in_cursor: bytes
     ctl_cursor: bytes
+    checkpoint_cursor: bytes | None = None
+    """The input cursor of the last checkpoint: the input stream keeps what came after,
+    so a new owner can replay it."""
 
     @property
     def name(self) -> str:
@@ -216,6 +223,9 @@ class MixerService:
                         owned.ctl_cursor,
                         owned.host.persisted_ids - set(owned.state.members),
                     )
+                    checkpoint = owned.host.mixer.checkpoint()
+                    if checkpoint is not None:
+                        self._queue_checkpoint(pipe, owned, checkpoint)
                 await pipe.execute()
             for owned in self.rooms.values():
                 await self._release(
@@ -293,6 +303,8 @@ class MixerService:
             pipe.hset(keys.room_links(room), mapping=out.links)
         for event in out.events:
             store.queue_event(pipe, room, event)
+        if out.checkpoint is not None:
+            self._queue_checkpoint(pipe, owned, out.checkpoint)
         if out.occupancy is not None:
             pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
         if out.stats is not None:
@@ -300,8 +312,18 @@ class MixerService:
                 keys.room_stats(room),
                 mapping={**out.stats, "clock": now, "mixer": self.settings.mixer_id},
             )
-            # Everything read so far is applied: trim it so the stream holds only the backlog.
-            pipe.xtrim(keys.room_in(room), minid=owned.in_cursor, approximate=True)
+            # Trim what is applied, but keep what came after the last checkpoint: a new
+            # owner replays it. (No ring, no checkpoint: everything read can go.)
+            keep_from = owned.in_cursor
+            if owned.host.mixer.ring is not None and owned.checkpoint_cursor is not None:
+                keep_from = owned.checkpoint_cursor
+            pipe.xtrim(keys.room_in(room), minid=keep_from, approximate=True)
+
+    def _queue_checkpoint(self, pipe: Any, owned: OwnedRoom, checkpoint: Checkpoint) -> None:
+        # Everything up to the input cursor is in it: a new owner replays what came after.
+        stamped = msgspec.structs.replace(checkpoint, in_cursor=owned.in_cursor.decode())
+        owned.checkpoint_cursor = owned.in_cursor
+        pipe.set(keys.room_checkpoint(owned.name), records.encode(stamped), px=CHECKPOINT_TTL_MS)
 
     # ----------------------------------------------------------- maintenance
 
@@ -475,6 +497,7 @@ class MixerService:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise
         raw_links = await self.redis.hgetall(keys.room_links(room))
+        raw_checkpoint = await self.redis.get(keys.room_checkpoint(room))
         now = now_samples()
         owned = OwnedRoom(
             host=RoomHost(
@@ -487,10 +510,23 @@ class MixerService:
                 counters=self.room_counters,
                 meta=meta,
             ),
-            # Audio queued before we owned the room is stale by now: start at the present.
+            # Without a checkpoint, audio queued before we owned the room is stale by now:
+            # start at the present.
             in_cursor=f"{int(time.time() * 1000)}-0".encode(),
             ctl_cursor=ctl_cursor,
         )
+        if raw_checkpoint is not None:
+            try:
+                checkpoint = records.decode(raw_checkpoint, Checkpoint)
+                if owned.host.restore(checkpoint, now):
+                    owned.in_cursor = checkpoint.in_cursor.encode()
+                    log.info(
+                        "room %s: ring restored from a checkpoint %.1f s old",
+                        room,
+                        (now - checkpoint.clock) / SAMPLE_RATE,
+                    )
+            except ValidationError as exc:
+                log.warning("room %s: unreadable checkpoint (%s); starting silent", room, exc)
         self.rooms[room] = owned
         self._key_index[keys.room_ctl(room)] = (room, True)
         self._key_index[keys.room_in(room)] = (room, False)

@@ -366,3 +366,20 @@ def test_snapshot_maps_ring_index_to_absolute_position() -> None:
         if p % snap.ring_samples == index
     ]
     assert p == 900
+
+
+def test_restore_sets_audio_counts_and_occupancy_across_the_wrap() -> None:
+    length = 8 * FRAME
+    source = Ring(length, 10 * length + 100)
+    rng = random.Random(7)
+    for start in (10 * length - 3 * FRAME + 5, 10 * length + 40):
+        source.write(start, chunk(rng.randrange(2**32), FRAME + 17))
+    start = source.cleared - length + 60
+    audio, counts = source.read_raw(start, source.cleared - start)
+    target = Ring(length, source.cleared)
+    target.restore(start, audio, counts)
+    again = target.read_raw(start, source.cleared - start)
+    assert np.array_equal(again[0], audio) and np.array_equal(again[1], counts)
+    assert target.occupied_flags().tolist() == source.occupied_flags().tolist()
+    with pytest.raises(ValueError, match="not inside the ring window"):
+        target.restore(target.cleared - 5, audio[:10], counts[:10])

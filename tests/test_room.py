@@ -907,3 +907,40 @@ def test_the_ring_exists_only_while_a_song_can_be_heard() -> None:
     assert mixer.ring is not None  # the last bucket has not played the end yet
     mixer.tick(end + horizon + S)
     assert mixer.ring is None and mixer.solo_ring is None
+
+
+def test_a_checkpoint_lets_a_new_owner_emit_what_the_old_one_would_have() -> None:
+    state = room(lead=Role.SINGER, b=Role.SINGER, c=Role.SINGER)
+    state.request_lead("lead", T0)
+    state.set_rounds("lead", records.Rounds(bpm=120, beats=2, repeats=1))
+    state.start_song("lead", T0 + S)
+    start = state.song.start_pos
+    assert start is not None
+    old = RoomMixer("r", state, T0 + S)
+    d_lead = state.members["lead"].delay
+    now = T0 + S
+    for k in range(30):  # the leader sings 3 s, chunk by chunk, as time goes by
+        pos = start + k * CHUNK
+        now = pos + CHUNK + d_lead
+        old.tick(now)
+        assert old.apply("lead", pos, tone(440.0, pos, CHUNK), now) is ApplyStatus.OK
+    checkpoint = old.checkpoint()
+    assert checkpoint is not None
+    wire = records.decode(records.encode(checkpoint), records.Checkpoint)
+    # The old owner dies; a new one takes over 1.5 s later from the checkpoint.
+    later = now + 3 * S // 2
+    new = RoomMixer("r", RoomState(SMALL, state.members, state.song), later)
+    assert new.restore(wire, later)
+    # What the new owner emits equals what the old one emits (float16 storage aside),
+    # from the first frame still playable on.
+    old_out = {o.tap: o for o in old.tick(later)}
+    new_out = {o.tap: o for o in new.tick(later)}
+    assert new_out.keys() == old_out.keys()
+    for tap, out in new_out.items():
+        assert out.start >= old_out[tap].start
+        offset = out.start - old_out[tap].start
+        np.testing.assert_allclose(out.samples, old_out[tap].samples[offset:], rtol=2e-3, atol=2e-4)
+        playable = later - tap.delay + SR // 5
+        assert out.start <= playable + FRAME
+    heard = np.concatenate([o.samples for o in new_out.values()])
+    assert np.abs(heard).max() > 0.1  # the audio sung before the takeover is there
