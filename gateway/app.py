@@ -16,8 +16,8 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
+from common.backoff import Backoff
 from common.settings import GatewaySettings
 from gateway.api import STATIC_DIR, add_routes
 from gateway.hub import HUB, Hub, Options
@@ -45,7 +45,7 @@ def connect_redis(url: str) -> Redis:
         protocol=2,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        retry=Retry(Backoff(0.05, 0.5), 1),
         health_check_interval=10,
     )
     return Redis.from_pool(pool)
