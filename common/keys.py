@@ -97,3 +97,18 @@ def room_links(room: str) -> str:
 def room_tokens(room: str) -> str:
     """Hash: singer id -> SHA-256 hex of the singer's resume token."""
     return f"{_room(room)}:tokens"
+
+
+def room_guesses(room: str) -> str:
+    """Hash: wrong-password book-keeping of a room (gateway/guard.py), TTL."""
+    return f"{_room(room)}:guesses"
+
+
+def client_guesses(address: str) -> str:
+    """Hash: wrong-password book-keeping of one client address (gateway/guard.py), TTL."""
+    return f"{PREFIX}:client:{address}:guesses"
+
+
+def client_creations(address: str) -> str:
+    """String counter: rooms one client address created in the current minute, TTL."""
+    return f"{PREFIX}:client:{address}:creations"

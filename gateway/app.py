@@ -19,6 +19,7 @@ from redis.asyncio.retry import Retry
 
 from common.backoff import Backoff
 from common.settings import GatewaySettings
+from gateway import edge
 from gateway.api import STATIC_DIR, add_routes
 from gateway.hub import HUB, Hub, Options
 from gateway.session import CLOSE_GOING_AWAY
@@ -80,7 +81,7 @@ def create_app(
     static_dir: Path = STATIC_DIR,
 ) -> web.Application:
     """A gateway web application for ``settings`` (nothing runs until it starts)."""
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[edge.middleware(settings)])
     options = options or Options()
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:

@@ -4,7 +4,9 @@ and read-only views of a room (its public state, occupancy, listing).
 Only the gateway creates rooms (``bb:{R}:meta`` + ``bb:rooms``) and writes
 resume tokens; members, song and taps belong to the room's mixer and are only
 read here.  Every method raises ``RedisError`` when Redis cannot be reached;
-callers turn that into ``unavailable``.
+callers turn that into ``unavailable``.  Creation and password checks go
+through the limits of gateway/guard.py (for the client of the request being
+served) and raise its :class:`gateway.guard.LimitReached` errors.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common import keys, roomview
 from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, seconds_to_samples
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
+from gateway.guard import CLIENT, Guard
 
 MAX_CAPACITY: Final = 1000
 MAX_LISTED_ROOMS: Final = 1000
@@ -47,6 +50,7 @@ class RoomMeta:
     n_buckets: int
     bucket_spacing_s: float
     created_at: float
+    room: str = ""
 
     @property
     def has_password(self) -> bool:
@@ -61,9 +65,10 @@ def token_digest(token: str) -> str:
 class RoomDirectory:
     """Rooms as the gateway sees them in Redis."""
 
-    def __init__(self, redis: Redis, default_capacity: int) -> None:
+    def __init__(self, redis: Redis, default_capacity: int, guard: Guard) -> None:
         self._redis = redis
         self._default_capacity = default_capacity
+        self._guard = guard
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -71,10 +76,15 @@ class RoomDirectory:
     async def create(
         self, room: str, password: str | None = None, capacity: int | None = None
     ) -> bool:
-        """Create ``room``; False when it already exists.  Hashing runs in a thread."""
+        """Create ``room``; False when it already exists.  Hashing runs in a thread.
+
+        Raises :class:`gateway.guard.RoomCapReached` when the deployment is full
+        and :class:`gateway.guard.TooManyRooms` when this client created too many.
+        """
         capacity = self._default_capacity if capacity is None else capacity
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValidationError(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}")
+        await self._guard.take_creation(CLIENT.get())
         stored = await asyncio.to_thread(hash_password, password) if password else ""
         fields = {
             "created_at": f"{time.time():.3f}",
@@ -91,7 +101,7 @@ class RoomDirectory:
 
     async def meta(self, room: str) -> RoomMeta | None:
         raw: dict[bytes, bytes] = await self._redis.hgetall(keys.room_meta(room))  # type: ignore[assignment]
-        return _parse_meta(raw, self._default_capacity) if raw else None
+        return _parse_meta(raw, self._default_capacity, room) if raw else None
 
     async def ensure(self, room: str, password: str | None) -> RoomMeta:
         """The room's settings, creating it (with ``password``) if it does not exist."""
@@ -103,12 +113,20 @@ class RoomDirectory:
                 raise ValidationError(f"room {room} vanished right after its creation")
         return meta
 
-    @staticmethod
-    async def password_ok(meta: RoomMeta, password: str | None) -> bool:
-        """Constant-time check of ``password`` against the room's (in a thread)."""
+    async def password_ok(self, meta: RoomMeta, password: str | None) -> bool:
+        """Constant-time check of ``password`` against the room's (in a thread).
+
+        Raises :class:`gateway.guard.TooManyGuesses`, without hashing, when this
+        client or this room has had too many wrong passwords lately.
+        """
         if not meta.has_password:
             return True
-        return await asyncio.to_thread(check_password, password, meta.password_hash)
+        client = CLIENT.get()
+        await self._guard.take_guess(meta.room, client)
+        ok = await asyncio.to_thread(check_password, password, meta.password_hash)
+        if ok:
+            await self._guard.give_back(meta.room, client)
+        return ok
 
     # --- resume tokens --------------------------------------------------------------
 
@@ -143,11 +161,14 @@ class RoomDirectory:
             raw_meta, raw_members, raw_song = await pipe.execute()
         if not raw_meta:
             return None
-        meta = _parse_meta(raw_meta, self._default_capacity)
+        meta = _parse_meta(raw_meta, self._default_capacity, room)
         return public_state(room, meta, raw_members, raw_song)
 
     async def listing(self) -> list[dict[str, Any]]:
-        """``GET /api/rooms``: every room with its singer count and flags."""
+        """``GET /api/rooms``: every room with its singer count and flags.
+
+        A room with a password shows only its name and that it has one.
+        """
         members: set[bytes] = await self._redis.smembers(keys.ROOMS)  # type: ignore[assignment]
         names = sorted(name.decode() for name in members)[:MAX_LISTED_ROOMS]
         if not names:
@@ -163,7 +184,10 @@ class RoomDirectory:
             raw_meta, member_values, song_raw = results[3 * index : 3 * index + 3]
             if not raw_meta:
                 continue
-            meta = _parse_meta(raw_meta, self._default_capacity)
+            meta = _parse_meta(raw_meta, self._default_capacity, name)
+            if meta.has_password:
+                rooms.append({"room": name, "password": True})
+                continue
             records = [_unpack(value) for value in member_values]
             song = _unpack(song_raw) if song_raw else {}
             singers = [m for m in records if m.get("role") == "singer" and m.get("connected", True)]
@@ -232,7 +256,7 @@ def public_state(
     )
 
 
-def _parse_meta(raw: dict[bytes, bytes], default_capacity: int) -> RoomMeta:
+def _parse_meta(raw: dict[bytes, bytes], default_capacity: int, room: str) -> RoomMeta:
     def text(name: str, default: str) -> str:
         value = raw.get(name.encode())
         return value.decode("utf-8", "replace") if value is not None else default
@@ -244,6 +268,7 @@ def _parse_meta(raw: dict[bytes, bytes], default_capacity: int) -> RoomMeta:
             n_buckets=int(text("n_buckets", str(DEFAULT_N_BUCKETS))),
             bucket_spacing_s=float(text("bucket_spacing_s", str(DEFAULT_BUCKET_SPACING_S))),
             created_at=float(text("created_at", "0")),
+            room=room,
         )
     except ValueError as exc:
         raise ValidationError(f"room meta is malformed: {exc}") from None

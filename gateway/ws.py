@@ -42,6 +42,7 @@ from common.protocol import (
     welcome_message,
 )
 from gateway.codec import CodecError
+from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
 from gateway.session import (
@@ -183,6 +184,8 @@ class Connection:
         """The next data message that passes the size and rate limits (None: closed)."""
         while True:
             msg = await self.ws.receive(timeout_s)
+            if self.session.closed_to(msg.type):  # nothing more from a connection we closed
+                return None
             if msg.type in {WSMsgType.TEXT, WSMsgType.BINARY}:
                 self.hub.metrics.inc("messages_in_total")
                 if len(msg.data) > self.hub.settings.max_message_bytes:
@@ -266,6 +269,9 @@ class Connection:
                 role=hello.role,
                 conn=session.conn,
             )
+        except LimitReached as exc:
+            self._fatal(Code.RATE_LIMITED, str(exc), req=hello.req, fatal=True)
+            return False
         except (RedisError, ValidationError) as exc:
             # ValidationError: a room's meta or password hash in Redis is corrupt.
             log.warning("%s: join of room %s failed: %s", session.conn, room, exc)
