@@ -1,13 +1,17 @@
 """Limits shared by every gateway through Redis: password guesses, room creation, room cap.
 
-Password guesses are counted per client address and per room, each in a
-hash (``bb:client:{ADDR}:guesses``, ``bb:{R}:guesses``).  A guess is
-*taken* before the (costly) PBKDF2 check and given back when it was right,
-so concurrent guesses cannot slip past the limit; the guess over the limit
-is refused without hashing and locks the subject for a minute, then two,
-four, ... up to an hour (the lock count is remembered for an hour after the
-last guess).  Room creation is a plain count per client address and minute,
-and the deployment's rooms (``bb:rooms``) are capped.
+Wrong passwords are counted per client address and per room, each in a
+hash (``bb:client:{ADDR}:guesses``, ``bb:{R}:guesses``).  The wrong guess
+that reaches the limit locks the subject for a minute, then two, four, ...
+up to an hour (the lock count is remembered for an hour after the last
+wrong guess); while locked, guesses are refused before the (costly) PBKDF2
+check.  Right passwords never count, so a reconnect storm into a big
+password room is never refused.  Concurrent guesses could all pass the
+check before the first failure is recorded; the caller therefore checks one
+password at a time per gateway process (:class:`gateway.rooms.RoomDirectory`),
+which bounds a burst to the limit plus the check's concurrency.  Room
+creation is a plain count per client address and minute, and the
+deployment's rooms (``bb:rooms``) are capped.
 
 Whose guess it is comes from :data:`CLIENT`, set for each HTTP request (the
 WebSocket included) by the gateway's middleware (gateway/edge.py), so the
@@ -34,17 +38,25 @@ CLIENT: Final[ContextVar[str]] = ContextVar("client_address", default="unknown")
 WINDOW_MS: Final = 60_000
 MAX_LOCK_MS: Final = 3_600_000
 
-# KEYS[1]: the subject's hash.  ARGV: limit, window ms, longest lock ms.
-# Returns 0 (go ahead: one guess taken) or the ms until guesses are accepted again.
-_TAKE_GUESS: Final = """
+# KEYS[1]: the subject's hash.  Returns 0 (go ahead) or the ms until it is unlocked.
+_LOCKED: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'start', 'n', 'locks', 'until')
-local start, n = tonumber(h[1]) or 0, tonumber(h[2]) or 0
-local locks, locked = tonumber(h[3]) or 0, tonumber(h[4]) or 0
-local limit, window, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local locked = tonumber(redis.call('HGET', KEYS[1], 'until') or '0') or 0
 if now < locked then return locked - now end
+return 0
+"""
+
+# KEYS[1]: the subject's hash.  ARGV: limit, window ms, longest lock ms.
+# Counts one wrong guess; returns the lock it started in ms (0: none).
+_WRONG: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local h = redis.call('HMGET', KEYS[1], 'start', 'n', 'locks')
+local start, n, locks = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+local limit, window, longest = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if now - start >= window then start = now; n = 0 end
+n = n + 1
 if n >= limit then
   locks = locks + 1
   local lock = math.min(longest, window * 2 ^ math.min(locks - 1, 30))
@@ -52,15 +64,8 @@ if n >= limit then
   redis.call('PEXPIRE', KEYS[1], longest + lock)
   return lock
 end
-redis.call('HSET', KEYS[1], 'start', start, 'n', n + 1)
+redis.call('HSET', KEYS[1], 'start', start, 'n', n)
 redis.call('PEXPIRE', KEYS[1], longest)
-return 0
-"""
-
-# KEYS[1]: the subject's hash.  A right guess gives its guess back.
-_GIVE_BACK: Final = """
-local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-if n > 0 then redis.call('HSET', KEYS[1], 'n', n - 1) end
 return 0
 """
 
@@ -135,34 +140,29 @@ class Guard:
         self._redis = redis
         self.limits = limits
         self._metrics = metrics
-        self._take_guess = redis.register_script(_TAKE_GUESS)
-        self._give_back = redis.register_script(_GIVE_BACK)
+        self._locked = redis.register_script(_LOCKED)
+        self._wrong = redis.register_script(_WRONG)
         self._take_creation = redis.register_script(_TAKE_CREATION)
 
-    async def take_guess(self, room: str, client: str) -> None:
-        """Take one password guess for ``client`` on ``room``; raises TooManyGuesses.
-
-        Call before checking the password, and :meth:`give_back` when it was right.
-        """
-        subjects = (
+    def _subjects(self, room: str, client: str) -> tuple[tuple[str, int, str], ...]:
+        return (
             (keys.client_guesses(client), self.limits.password_tries_per_min, "from your address"),
             (keys.room_guesses(room), self.limits.room_password_tries_per_min, "for this room"),
         )
-        taken: list[str] = []
-        for key, limit, whose in subjects:
-            wait_ms = int(await self._take_guess(keys=[key], args=[limit, WINDOW_MS, MAX_LOCK_MS]))
+
+    async def check_guess(self, room: str, client: str) -> None:
+        """Raise TooManyGuesses when ``client`` or ``room`` is locked (call before hashing)."""
+        for key, _limit, whose in self._subjects(room, client):
+            wait_ms = int(await self._locked(keys=[key]))
             if wait_ms > 0:
-                for done in taken:
-                    await self._give_back(keys=[done])
                 wait_s = math.ceil(wait_ms / 1000)
                 message = f"too many wrong passwords {whose}; try again in {wait_s} s"
                 raise self._refused(TooManyGuesses(message, wait_s))
-            taken.append(key)
 
-    async def give_back(self, room: str, client: str) -> None:
-        """A right password: it does not count against the client or the room."""
-        await self._give_back(keys=[keys.client_guesses(client)])
-        await self._give_back(keys=[keys.room_guesses(room)])
+    async def wrong_guess(self, room: str, client: str) -> None:
+        """Count a wrong password against ``client`` and ``room`` (may lock either)."""
+        for key, limit, _whose in self._subjects(room, client):
+            await self._wrong(keys=[key], args=[limit, WINDOW_MS, MAX_LOCK_MS])
 
     async def take_creation(self, client: str) -> None:
         """Admit one room creation by ``client``; raises RoomCapReached or TooManyRooms."""

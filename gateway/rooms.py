@@ -30,6 +30,8 @@ from common.passwords import check_password, hash_password
 from gateway.guard import CLIENT, Guard
 
 MAX_CAPACITY: Final = 1000
+PASSWORD_CHECKS: Final = 2
+"""Password checks (PBKDF2 in a thread) one gateway runs at once; more wait their turn."""
 MAX_LISTED_ROOMS: Final = 1000
 
 # Create the meta hash only if the room does not exist yet, in one step, so no
@@ -69,6 +71,7 @@ class RoomDirectory:
         self._redis = redis
         self._default_capacity = default_capacity
         self._guard = guard
+        self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -122,10 +125,13 @@ class RoomDirectory:
         if not meta.has_password:
             return True
         client = CLIENT.get()
-        await self._guard.take_guess(meta.room, client)
-        ok = await asyncio.to_thread(check_password, password, meta.password_hash)
-        if ok:
-            await self._guard.give_back(meta.room, client)
+        # One check at a time per checker: a burst of guesses sees the failures
+        # recorded before it, so it costs at most the limit plus this concurrency.
+        async with self._checks:
+            await self._guard.check_guess(meta.room, client)
+            ok = await asyncio.to_thread(check_password, password, meta.password_hash)
+            if not ok:
+                await self._guard.wrong_guess(meta.room, client)
         return ok
 
     # --- resume tokens --------------------------------------------------------------
