@@ -74,16 +74,18 @@ def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
 
 def client_address(request: web.BaseRequest, trust_forwarded_for: bool) -> str:
     """The address the limits count against: an IPv4 address or an IPv6 /64."""
-    raw: str | None = None
+    candidates = [request.remote or ""]
     if trust_forwarded_for:
         values = request.headers.getall("X-Forwarded-For", [])
         if values:
-            raw = values[-1].split(",")[-1].strip()
-    if not raw:
-        raw = request.remote
-    try:
-        ip = ipaddress.ip_address(raw or "")
-    except ValueError:
+            candidates.insert(0, values[-1].split(",")[-1].strip())
+    for raw in candidates:
+        try:
+            ip = ipaddress.ip_address(raw)
+            break
+        except ValueError:
+            continue
+    else:
         return "unknown"
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
@@ -139,12 +141,25 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
         if isinstance(exc, HttpProcessingError):
-            if HUB in self._app:
-                self._app[HUB].metrics.drop("bad_request")
-            text = str(msg) % args if args else str(msg)
-            self.logger.info("%s: %s %s", text, type(exc).__name__, exc.message)
-            return
-        super().exception(msg, *args, **kwargs)
+            self._malformed(logging.INFO, msg, args, exc)
+        else:
+            super().exception(msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        # aiohttp already logs non-HTTP bytes (TLS to a plain port) at DEBUG; count them.
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            self._malformed(logging.DEBUG, msg, args, exc)
+        else:
+            super().debug(msg, *args, **kwargs)
+
+    def _malformed(
+        self, level: int, msg: object, args: tuple[object, ...], exc: HttpProcessingError
+    ) -> None:
+        if HUB in self._app:
+            self._app[HUB].metrics.drop("bad_request")
+        text = str(msg) % args if args else str(msg)
+        self.logger.log(level, "%s: %s %s", text, type(exc).__name__, exc.message)
 
 
 def server_options(settings: GatewaySettings, app: web.Application) -> dict[str, Any]:

@@ -15,14 +15,14 @@ import msgpack
 import pytest
 import redis
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 import gateway.rooms
 from common import keys, passwords
 from common.protocol import hello_message
 from common.settings import GatewaySettings
 from gateway.app import create_app
-from gateway.edge import server_options
+from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
 from gateway.hub import HUB, Options
 from gateway.rooms import PASSWORD_CHECKS
 from tests.support import Process, processes, wait_for
@@ -313,6 +313,7 @@ async def test_malformed_requests_are_logged_in_one_line_and_counted(
     client = await start(aiohttp_client, redis_url)
     caplog.set_level(logging.DEBUG, logger="aiohttp.server")
     for request in (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS to a plain port
         b"GET / HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: localhost\r\nX: " + b"y" * 20_000 + b"\r\n\r\n",
         b"GET /\x00 HTTP/1.1\r\n\r\n",
@@ -325,7 +326,7 @@ async def test_malformed_requests_are_logged_in_one_line_and_counted(
         (r.levelname, r.getMessage()) for r in records
     ]
     counts = await metrics(client)
-    assert counts['bb_gateway_drops_total{reason="bad_request"}'] == 3
+    assert counts['bb_gateway_drops_total{reason="bad_request"}'] == 4
 
 
 async def test_a_slow_header_trickle_is_cut_off(
@@ -438,3 +439,36 @@ async def test_a_client_that_does_not_let_the_close_finish_is_dropped(
         assert counts['bb_gateway_drops_total{reason="close_timeout"}'] == 1
     finally:
         writer.close()
+
+
+# --- the edge's pure parts ---------------------------------------------------------------
+
+
+def test_hosts_and_client_addresses() -> None:
+    settings = GatewaySettings(
+        public_host="Sing.Example.org, other.example:8443",
+        allowed_origins="https://choir.example, http://[2001:db8::1]:8080",
+    )
+    hosts = allowed_hosts(settings)
+    assert hosts >= {"localhost", "127.0.0.1", "::1", "sing.example.org", "other.example"}
+    assert {"choir.example", "2001:db8::1"} <= hosts
+    for ok in (None, "localhost", "SING.example.org:80", "10.0.0.1:8080", "[fe80::1]:80"):
+        assert host_allowed(ok, hosts), ok
+    for bad in ("", "evil.example", "localhost.evil.example", "[nope", "sing.example.org.evil"):
+        assert not host_allowed(bad, hosts), bad
+
+
+def test_client_addresses_count_ipv6_per_64_and_trust_only_a_trusted_proxy() -> None:
+    def address(peer: str, forwarded: str | None, trust: bool) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        request = make_mocked_request("GET", "/", headers=headers)
+        request._transport_peername = (peer, 1234)
+        return client_address(request, trust)
+
+    assert address("192.0.2.5", None, False) == "192.0.2.5"
+    assert address("2001:db8:1:2:aaaa::1", None, False) == "2001:db8:1:2::/64"
+    assert address("::ffff:192.0.2.9", None, False) == "192.0.2.9"
+    assert address("10.0.0.2", "198.51.100.1, 203.0.113.7", False) == "10.0.0.2"
+    assert address("10.0.0.2", "198.51.100.1, 203.0.113.7", True) == "203.0.113.7"
+    assert address("10.0.0.2", "garbage", True) == "10.0.0.2"
+    assert address("not an address", None, False) == "unknown"
