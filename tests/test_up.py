@@ -201,3 +201,36 @@ def test_the_supervisor_restarts_with_growing_pauses_and_gives_up_on_bad_setting
     settings = Supervisor()
     bad = settings.start("bad", lambda: _exits(2), now_s=0.0)
     assert settings.poll(0.1) is bad
+
+
+def test_a_killed_redis_is_restarted_and_keeps_its_rooms_with_redis_dir(
+    output_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    proc, log = start_up(output_dir, "--port", str(port), "--redis-dir", str(tmp_path / "r"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
+        create_room(base, "choir")
+        wait_for(lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200, 10, "occupancy")
+        (redis_pid,) = pids(log, "redis")
+        url = re.findall(r"private redis-server at (redis://\S+?)[,\s]", log.read_text())[0]
+        client = redis.Redis.from_url(url)
+        client.set("written-before-the-crash", "kept")  # nobody would write it back
+
+        os.kill(redis_pid, signal.SIGKILL)
+
+        wait_for(lambda: len(pids(log, "redis")) == 2, 20, "Redis to be restarted")
+        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway to reconnect")
+        # The room came back from the append-only file.
+        status, body = get(f"{base}/api/rooms/choir")
+        assert status == 200, body
+        assert json.loads(body)["room"] == "choir"
+        assert client.get("written-before-the-crash") == b"kept"
+        client.close()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()
+    assert f"redis (pid {redis_pid}) was killed by SIGKILL; restarting in" in log.read_text()
