@@ -3,9 +3,9 @@ aiohttp's own server treats connections that misbehave before any handler runs.
 
 - **Host check** (DNS rebinding): a page on an attacker's domain that
   re-resolves to a gateway's address sends that domain as ``Host``.  Every
-  route but ``/healthz`` and ``/metrics`` accepts only ``localhost``, IP
-  addresses (a rebinding needs a name), the hosts of ``BB_ALLOWED_ORIGINS``
-  and ``BB_PUBLIC_HOST``; others get 421.
+  route but ``/healthz`` and ``/metrics`` accepts only ``localhost``, the
+  machine's host name, IP addresses (a rebinding needs a name), the hosts of
+  ``BB_ALLOWED_ORIGINS`` and ``BB_PUBLIC_HOST``; others get 421.
 - **Client address** for the limits of gateway/guard.py: the peer, or with
   ``BB_TRUST_FORWARDED_FOR`` the last ``X-Forwarded-For`` entry (the one the
   proxy in front wrote).  IPv6 clients count per /64, what one host gets.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -41,7 +42,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def allowed_hosts(settings: GatewaySettings) -> frozenset[str]:
     """Host names (lower case, no port) that may appear in ``Host`` besides IP addresses."""
-    hosts = set(LOCAL_HOSTS)
+    # The machine's own name: a page elsewhere cannot make a browser send it.
+    hosts = {*LOCAL_HOSTS, socket.gethostname().lower()}
     for origin in settings.allowed_origins.split(","):
         name = _hostname(origin.strip()) if "//" in origin else None
         if name:

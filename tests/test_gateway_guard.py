@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -452,6 +453,7 @@ def test_hosts_and_client_addresses() -> None:
     hosts = allowed_hosts(settings)
     assert hosts >= {"localhost", "127.0.0.1", "::1", "sing.example.org", "other.example"}
     assert {"choir.example", "2001:db8::1"} <= hosts
+    assert socket.gethostname().lower() in hosts
     for ok in (None, "localhost", "SING.example.org:80", "10.0.0.1:8080", "[fe80::1]:80"):
         assert host_allowed(ok, hosts), ok
     for bad in ("", "evil.example", "localhost.evil.example", "[nope", "sing.example.org.evil"):
