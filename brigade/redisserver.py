@@ -78,6 +78,9 @@ class LocalRedis:
             ],
             stdout=out,
             stderr=out,
+            # Its own process group: a terminal's Ctrl-C meant for ``brigade up`` must
+            # not stop Redis before the gateways and mixers have said goodbye.
+            process_group=0,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout_s
