@@ -7,6 +7,7 @@ password shows nothing but its name (and that it has one) over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -217,7 +218,20 @@ def _room(request: web.Request) -> str | None:
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > _MAX_BODY_BYTES:
         return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(_MAX_BODY_BYTES + 1)
+    hub = request.app[HUB]
+    raw = bytearray()
+    try:
+        # The whole body, however it is split, within the idle timeout: a body
+        # trickled byte by byte must not hold the request open for ever.
+        async with asyncio.timeout(hub.settings.idle_timeout_s):
+            while len(raw) <= _MAX_BODY_BYTES:
+                chunk = await request.content.read(_MAX_BODY_BYTES + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
+    except TimeoutError:
+        hub.metrics.drop("slow_body")
+        return _error(408, f"body not received within {hub.settings.idle_timeout_s:g} s")
     if len(raw) > _MAX_BODY_BYTES:
         return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
     try:

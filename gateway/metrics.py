@@ -52,6 +52,7 @@ DROP_REASONS: Final[dict[str, str]] = {
     "close_timeout": "a connection dropped because the client never completed the close",
     "bad_request": "a malformed HTTP request (aiohttp answered 400)",
     "bad_host": "an HTTP request for a host name this gateway does not serve",
+    "slow_body": "an HTTP request body that did not arrive within idle_timeout_s",
     "bad_origin": "room creation from a foreign Origin",
     "bad_content_type": "room creation whose body is not declared application/json",
     "password_limited": "a password guess refused unchecked: too many wrong ones",

@@ -355,6 +355,33 @@ async def test_a_slow_header_trickle_is_cut_off(
     assert closed, "the server kept a request whose headers never end"
 
 
+
+async def test_a_slow_body_trickle_is_cut_off(
+    aiohttp_client: ClientFactory, redis_url: str
+) -> None:
+    client = await start(aiohttp_client, redis_url, idle_timeout_s=1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    body = json.dumps({"room": "slowly"}).encode()
+    writer.write(
+        b"POST /api/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    answer = b""
+    try:
+        for byte in body[:-1]:  # never the last byte
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                answer = await asyncio.wait_for(reader.read(1024), 0.25)
+            except TimeoutError:
+                continue
+            break
+    finally:
+        writer.close()
+    assert answer.split(b" ", 2)[1:2] == [b"408"], answer[:80]
+    assert (await metrics(client))['bb_gateway_drops_total{reason="slow_body"}'] == 1
+
+
 # --- closing ---------------------------------------------------------------------------
 
 
