@@ -355,7 +355,6 @@ async def test_a_slow_header_trickle_is_cut_off(
     assert closed, "the server kept a request whose headers never end"
 
 
-
 async def test_a_slow_body_trickle_is_cut_off(
     aiohttp_client: ClientFactory, redis_url: str
 ) -> None:
