@@ -110,6 +110,7 @@ def test_compose_file_shape() -> None:
     assert "127.0.0.11" not in nginx + template.replace("Docker: 127.0.0.11", "")
     assert "proxy_set_header Upgrade $http_upgrade" in template
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for" in template
+    assert "location = /metrics {\n        return 403;" in template
     lb = services["lb"]
     assert lb["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
     assert lb["volumes"] == [
