@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-BENCHMARKS: tuple[str, ...] = ("bench.mixer", "bench.codec", "bench.redis", "bench.gateway")
+BENCHMARKS: tuple[str, ...] = (
+    "bench.mixer",
+    "bench.codec",
+    "bench.redis",
+    "bench.gateway",
+    "bench.failover",
+    "bench.clocksync",
+)
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
 
 

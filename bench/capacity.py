@@ -144,6 +144,8 @@ class Stack:
             "REDIS_URL": self.redis.url,
             "BB_LOG_LEVEL": "WARNING",
             "BB_EVENT_LOOP": self.event_loop,
+            # One load generator creates every room from one address.
+            "BB_ROOMS_PER_MIN": "100000",
         }
         self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
         for i in range(self.gateways):

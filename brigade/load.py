@@ -18,6 +18,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import logging
@@ -204,10 +205,18 @@ async def preflight(config: LoadConfig, rooms: Sequence[str]) -> int:
             body: dict[str, Any] = {"room": room, "capacity": capacity}
             if config.password:
                 body["password"] = config.password
-            async with http.post(f"{config.urls[0]}/api/rooms", json=body) as response:
-                if response.status not in (201, 409):
-                    text = (await response.text())[:200]
-                    raise LoadError(f"creating room {room} failed: {response.status} {text}")
+            while True:
+                async with http.post(f"{config.urls[0]}/api/rooms", json=body) as response:
+                    if response.status == 429:
+                        # The gateway's per-address creation limit (BB_ROOMS_PER_MIN): wait.
+                        wait_s = min(60.0, float(response.headers.get("Retry-After", "5")))
+                        print(f"room creation rate-limited; waiting {wait_s:g} s", file=sys.stderr)
+                        await asyncio.sleep(wait_s)
+                        continue
+                    if response.status not in (201, 409):
+                        text = (await response.text())[:200]
+                        raise LoadError(f"creating room {room} failed: {response.status} {text}")
+                    break
     return served or UPSTREAM_FRAMES_PER_MESSAGE
 
 

@@ -1,5 +1,8 @@
-"""A private redis-server: loopback only, nothing on disk, on a port of its own.
+"""A private redis-server: loopback only, on a port of its own.
 
+By default nothing is kept on disk.  Given a directory (``persist_dir``,
+``brigade up --redis-dir``), it keeps an append-only file there (AOF, fsync
+every second), so a restarted server comes back with its rooms.
 ``brigade up`` starts one when no ``REDIS_URL`` is given; the tests and
 benchmarks start theirs the same way.
 """
@@ -11,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import redis
 
@@ -26,9 +30,12 @@ def free_port() -> int:
 
 
 class LocalRedis:
-    """One redis-server process; ``stop``/``start`` keep the port (for outage tests)."""
+    """One redis-server process; ``stop``/``start`` keep the port (and the data in
+    ``persist_dir``, when given)."""
 
-    def __init__(self, port: int | None = None, *, quiet: bool = True) -> None:
+    def __init__(
+        self, port: int | None = None, *, quiet: bool = True, persist_dir: str | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -37,7 +44,12 @@ class LocalRedis:
             )
         self.binary = binary
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="brigade-redis-")
+        self.persistent = persist_dir is not None
+        if persist_dir is not None:
+            Path(persist_dir).mkdir(parents=True, exist_ok=True)
+            self.dir = str(Path(persist_dir).resolve())
+        else:
+            self.dir = tempfile.mkdtemp(prefix="brigade-redis-")
         self.quiet = quiet
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +70,7 @@ class LocalRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--dir",
                 self.dir,
                 "--loglevel",
@@ -66,6 +78,9 @@ class LocalRedis:
             ],
             stdout=out,
             stderr=out,
+            # Its own process group: a terminal's Ctrl-C meant for ``brigade up`` must
+            # not stop Redis before the gateways and mixers have said goodbye.
+            process_group=0,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout_s

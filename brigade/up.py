@@ -2,9 +2,10 @@
 
 Starts a private redis-server on a free port unless ``REDIS_URL`` (or
 ``--redis-url``) names one, then the mixers and gateways as child processes
-with the same commands an operator would use.  Ctrl-C (or SIGTERM) stops
-everything in order; if any child dies, the rest are stopped and the exit
-code says so.
+with the same commands an operator would use.  A child that dies is
+restarted with a growing, jittered pause while the others keep running, so
+killing a mixer fails over as in production (brigade/supervisor.py).  Ctrl-C
+(or SIGTERM) stops everything in order: gateways, mixers, Redis last.
 """
 
 from __future__ import annotations
@@ -17,16 +18,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
 
-from brigade.redisserver import LocalRedis
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
+from brigade.redisserver import LocalRedis, free_port
+from brigade.supervisor import Launch, Supervisor, say
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -39,36 +34,31 @@ def _port_in_use(host: str, port: int) -> bool:
         return False
 
 
-def _start_redis() -> tuple[Child, str]:
+def _redis_launcher(persist_dir: str | None) -> tuple[Launch, str]:
+    """A launch function for the private redis-server (same port on every restart)."""
     try:
-        server = LocalRedis(quiet=False)
-        server.start()
+        server = LocalRedis(quiet=False, persist_dir=persist_dir)
     except RuntimeError as exc:
         raise SystemExit(f"brigade up: {exc}") from None
-    assert server.proc is not None
-    return Child("redis", server.proc), server.url
+
+    def launch() -> subprocess.Popen[bytes]:
+        server.proc = None
+        server.start()
+        assert server.proc is not None
+        return server.proc
+
+    return launch, server.url
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
-    # A process group of its own: a terminal's Ctrl-C reaches only the launcher,
-    # which then stops the children in order.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "brigade", *args], env={**os.environ, **env}, process_group=0
-    )
-    return Child(name, proc)
+def _launcher(args: list[str], env: dict[str, str]) -> Launch:
+    def launch() -> subprocess.Popen[bytes]:
+        # A process group of its own: a terminal's Ctrl-C reaches only the launcher,
+        # which then stops the children in order.
+        return subprocess.Popen(
+            [sys.executable, "-m", "brigade", *args], env={**os.environ, **env}, process_group=0
+        )
 
-
-def _stop(children: list[Child]) -> None:
-    """Stop in reverse start order, each before the next: gateways say goodbye to
-    their singers, mixers hand their rooms back, and Redis goes last."""
-    for child in reversed(children):
-        if child.proc.poll() is None:
-            child.proc.send_signal(signal.SIGTERM)
-        try:
-            child.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+    return launch
 
 
 def main(argv: Sequence[str]) -> int:
@@ -89,6 +79,12 @@ def main(argv: Sequence[str]) -> int:
         default=os.environ.get("REDIS_URL"),
         help="use this Redis instead of starting a private one (env REDIS_URL)",
     )
+    parser.add_argument(
+        "--redis-dir",
+        default=os.environ.get("BB_REDIS_DIR") or None,
+        help="keep the private Redis's data in an append-only file in this directory "
+        "(env BB_REDIS_DIR; default: nothing on disk)",
+    )
     parser.add_argument("--mixers", type=int, default=1, help="mixer processes (default 1)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
     args = parser.parse_args(list(argv))
@@ -103,7 +99,7 @@ def main(argv: Sequence[str]) -> int:
             )
             return 1
 
-    children: list[Child] = []
+    supervisor = Supervisor()
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -115,49 +111,44 @@ def main(argv: Sequence[str]) -> int:
     try:
         url = args.redis_url
         if not url:
-            child, url = _start_redis()
-            children.append(child)
-            print(f"brigade up: started a private redis-server at {url}", flush=True)
+            launch, url = _redis_launcher(args.redis_dir)
+            try:
+                supervisor.start("redis", launch, time.monotonic())
+            except RuntimeError as exc:
+                say(str(exc))
+                return 1
+            kept = f", append-only file in {args.redis_dir}" if args.redis_dir else ""
+            say(f"started a private redis-server at {url}{kept}")
+        elif args.redis_dir:
+            say("--redis-dir is ignored: REDIS_URL names a Redis of its own")
         for i in range(args.mixers):
-            children.append(
-                _spawn(
-                    f"mixer-{i + 1}",
-                    ["mixer"],
-                    {"REDIS_URL": url, "BB_MIXER_ID": f"mixer-local-{i + 1}"},
-                )
-            )
+            # Each mixer's Prometheus metrics on a port of its own, next to the gateways'.
+            metrics_port = free_port()
+            env = {
+                "REDIS_URL": url,
+                "BB_MIXER_ID": f"mixer-local-{i + 1}",
+                "BB_METRICS_PORT": str(metrics_port),
+            }
+            supervisor.start(f"mixer-{i + 1}", _launcher(["mixer"], env), time.monotonic())
+            say(f"mixer-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
         for i in range(args.gateways):
-            children.append(
-                _spawn(
-                    f"gateway-{i + 1}",
-                    ["gateway"],
-                    {
-                        "REDIS_URL": url,
-                        "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
-                        "BB_HOST": args.host,
-                        "BB_PORT": str(args.port + i),
-                    },
-                )
-            )
+            env = {
+                "REDIS_URL": url,
+                "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
+                "BB_HOST": args.host,
+                "BB_PORT": str(args.port + i),
+            }
+            supervisor.start(f"gateway-{i + 1}", _launcher(["gateway"], env), time.monotonic())
         shown = "localhost" if args.host in {"127.0.0.1", "0.0.0.0", "::"} else args.host
         if args.gateways:
-            print(
-                f"brigade up: Bucket Brigade is running at http://{shown}:{args.port}/ "
-                "(Ctrl-C to stop)",
-                flush=True,
-            )
+            say(f"Bucket Brigade is running at http://{shown}:{args.port}/ (Ctrl-C to stop)")
         while not stopping:
-            for child in children:
-                code = child.proc.poll()
-                if code is not None:
-                    print(
-                        f"brigade up: {child.name} exited with code {code}; stopping the rest",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    return 1
+            failed = supervisor.poll(time.monotonic())
+            if failed is not None:
+                say("stopping the rest")
+                return 1
             time.sleep(0.2)
-        print("brigade up: stopping", flush=True)
+        say("stopping")
         return 0
     finally:
-        _stop(children)
+        supervisor.stop()

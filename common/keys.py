@@ -117,6 +117,21 @@ def room_tokens(room: str) -> str:
     return f"{_room(room)}:tokens"
 
 
+def room_guesses(room: str) -> str:
+    """Hash: wrong-password book-keeping of a room (gateway/guard.py), TTL."""
+    return f"{_room(room)}:guesses"
+
+
+def client_guesses(address: str) -> str:
+    """Hash: wrong-password book-keeping of one client address (gateway/guard.py), TTL."""
+    return f"{PREFIX}:client:{address}:guesses"
+
+
+def client_creations(address: str) -> str:
+    """String counter: rooms one client address created in the current minute, TTL."""
+    return f"{PREFIX}:client:{address}:creations"
+
+
 def room_keys(room: str) -> list[str]:
     """Every fixed key of a room (its tap streams expire on their own)."""
     return [
@@ -132,4 +147,5 @@ def room_keys(room: str) -> list[str]:
         room_links(room),
         room_tokens(room),
         room_checkpoint(room),
+        room_guesses(room),
     ]

@@ -168,6 +168,12 @@ class MixerSettings(_Settings):
         default=86_400.0,
         metadata={"help": "a room unused for this long is deleted with all its keys, s"},
     )
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
+    )
+    metrics_port: int = field(
+        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
+    )
 
     def check(self) -> None:
         super().check()
@@ -228,6 +234,34 @@ class GatewaySettings(_Settings):
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
     )
     heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    public_host: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated host names browsers use to reach this deployment "
+            "(localhost, IP addresses and the allowed origins' hosts are always accepted)"
+        },
+    )
+    trust_forwarded_for: bool = field(
+        default=False,
+        metadata={
+            "help": "take the client address from the last X-Forwarded-For entry "
+            "(only behind a proxy that sets it, like compose's nginx)"
+        },
+    )
+    password_tries_per_min: int = field(
+        default=5, metadata={"help": "wrong room passwords per client address per minute"}
+    )
+    room_password_tries_per_min: int = field(
+        default=20, metadata={"help": "wrong passwords per room per minute (all clients)"}
+    )
+    rooms_per_min: int = field(
+        default=10, metadata={"help": "rooms one client address may create per minute"}
+    )
+    room_cap: int = field(default=10_000, metadata={"help": "most rooms in the deployment"})
+    idle_timeout_s: float = field(
+        default=15.0,
+        metadata={"help": "close HTTP connections without a complete request for this long, s"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -242,6 +276,11 @@ class GatewaySettings(_Settings):
             "in_maxlen",
             "reconnect_grace_s",
             "heartbeat_ttl_ms",
+            "password_tries_per_min",
+            "room_password_tries_per_min",
+            "rooms_per_min",
+            "room_cap",
+            "idle_timeout_s",
         ):
             _positive(name, getattr(self, name))
         if not 0 <= self.downstream_ms <= 500:

@@ -25,6 +25,7 @@ from common import aio, keys
 from common.errors import ValidationError
 from common.settings import GatewaySettings
 from gateway.app import connect_redis, create_app
+from gateway.edge import server_options
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ async def _serve(settings: GatewaySettings) -> int:
         return 1
     app = create_app(settings)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
+        app,
+        handle_signals=False,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        **server_options(settings, app),
     )
     await runner.setup()
     try:

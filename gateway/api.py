@@ -1,11 +1,13 @@
 """The gateway's HTTP endpoints: the browser client, the JSON API, health, metrics.
 
 Every handler answers JSON errors with a status and a message, never a
-traceback; Redis being unreachable is a 503 everywhere.
+traceback; Redis being unreachable is a 503 everywhere.  A room with a
+password shows nothing but its name (and that it has one) over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -19,6 +21,7 @@ from common.errors import ValidationError
 from common.names import check_room
 from common.protocol import MAX_PASSWORD_CHARS, limits_json
 from gateway import ws
+from gateway.guard import LimitReached
 from gateway.hub import HUB
 from gateway.metrics import render
 from gateway.rooms import MAX_CAPACITY
@@ -88,6 +91,20 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 
 async def create_room(request: web.Request) -> web.Response:
+    """``POST /api/rooms``: JSON only, and from an allowed Origin when a browser asks.
+
+    A cross-site form or ``fetch`` without a preflight can only send
+    ``text/plain`` or form bodies; a JSON one needs a CORS preflight, which
+    this gateway never grants.  The Origin check covers the rest.
+    """
+    hub = request.app[HUB]
+    if request.content_type != "application/json":
+        hub.metrics.drop("bad_content_type")
+        return _error(415, "send the room as JSON (Content-Type: application/json)")
+    if not ws.origin_allowed(request, hub.allowed_origins):
+        hub.metrics.drop("bad_origin")
+        log.info("refused room creation from Origin %r", request.headers.get("Origin"))
+        return _error(403, "origin not allowed")
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
@@ -107,11 +124,12 @@ async def create_room(request: web.Request) -> web.Response:
             raise ValidationError(f"capacity must be an integer in [1, {MAX_CAPACITY}]")
     except ValidationError as exc:
         return _error(400, str(exc))
-    hub = request.app[HUB]
     try:
         created = await hub.rooms.create(room, password, capacity)
     except RedisError as exc:
         return _unavailable(exc)
+    except LimitReached as exc:
+        return _limited(exc)
     if not created:
         return _error(409, f"room {room} already exists")
     return web.json_response(
@@ -129,13 +147,19 @@ async def room_state(request: web.Request) -> web.Response:
     if room is None:
         return _error(404, "no such room")
     hub = request.app[HUB]
-    view = hub.views.get(room)
-    if view is not None:
-        return web.json_response(view.state)
     try:
-        state = await hub.rooms.state(room)
+        meta = await hub.rooms.meta(room)
+        if meta is None:
+            return _error(404, f"no room named {room}")
+        if meta.has_password:
+            return web.json_response({"room": room, "password": True})
+        view = hub.views.get(room)
+        state = view.state if view is not None else await hub.rooms.state(room)
     except RedisError as exc:
         return _unavailable(exc)
+    except ValidationError as exc:
+        log.warning("room %s: %s", room, exc)
+        return _error(503, "the room's settings cannot be read")
     if state is None:
         return _error(404, f"no room named {room}")
     return web.json_response(state)
@@ -145,10 +169,17 @@ async def room_occupancy(request: web.Request) -> web.Response:
     room = _room(request)
     if room is None:
         return _error(404, "no such room")
+    rooms = request.app[HUB].rooms
     try:
-        snapshot = await request.app[HUB].rooms.occupancy(room)
+        meta = await rooms.meta(room)
+        if meta is not None and meta.has_password:
+            return _error(403, f"room {room} is protected by a password")
+        snapshot = await rooms.occupancy(room)
     except RedisError as exc:
         return _unavailable(exc)
+    except ValidationError as exc:
+        log.warning("room %s: %s", room, exc)
+        return _error(503, "the room's settings cannot be read")
     if snapshot is None:
         return _error(404, f"no occupancy published for room {room} (no mixer owns it yet)")
     return web.json_response(snapshot)
@@ -174,6 +205,12 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def _limited(exc: LimitReached) -> web.Response:
+    response = _error(exc.status, str(exc))
+    response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return response
+
+
 def _room(request: web.Request) -> str | None:
     try:
         return check_room(request.match_info["room"])
@@ -184,7 +221,20 @@ def _room(request: web.Request) -> str | None:
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > _MAX_BODY_BYTES:
         return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(_MAX_BODY_BYTES + 1)
+    hub = request.app[HUB]
+    raw = bytearray()
+    try:
+        # The whole body, however it is split, within the idle timeout: a body
+        # trickled byte by byte must not hold the request open for ever.
+        async with asyncio.timeout(hub.settings.idle_timeout_s):
+            while len(raw) <= _MAX_BODY_BYTES:
+                chunk = await request.content.read(_MAX_BODY_BYTES + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
+    except TimeoutError:
+        hub.metrics.drop("slow_body")
+        return _error(408, f"body not received within {hub.settings.idle_timeout_s:g} s")
     if len(raw) > _MAX_BODY_BYTES:
         return _error(413, f"body over {_MAX_BODY_BYTES} bytes")
     try:

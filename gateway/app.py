@@ -16,9 +16,10 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
+from common.backoff import Backoff
 from common.settings import GatewaySettings
+from gateway import edge
 from gateway.api import STATIC_DIR, add_routes
 from gateway.hub import HUB, Hub, Options
 from gateway.session import CLOSE_GOING_AWAY
@@ -45,7 +46,7 @@ def connect_redis(url: str) -> Redis:
         protocol=2,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        retry=Retry(Backoff(0.05, 0.5), 1),
         health_check_interval=10,
     )
     return Redis.from_pool(pool)
@@ -80,7 +81,7 @@ def create_app(
     static_dir: Path = STATIC_DIR,
 ) -> web.Application:
     """A gateway web application for ``settings`` (nothing runs until it starts)."""
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[edge.middleware(settings)])
     options = options or Options()
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:

@@ -28,6 +28,7 @@ from common.records import GatewayStatus
 from common.settings import GatewaySettings
 from gateway.events import Events
 from gateway.fanout import Fanout
+from gateway.guard import Guard, Limits
 from gateway.metrics import Metrics, RoomFigures
 from gateway.outbox import Outbox
 from gateway.rooms import RoomDirectory
@@ -70,7 +71,11 @@ class Hub:
         self.options = options
         self.redis = redis
         self.metrics = Metrics()
-        self.rooms = RoomDirectory(redis, settings.default_capacity)
+        self.rooms = RoomDirectory(
+            redis,
+            settings.default_capacity,
+            Guard(redis, Limits.from_settings(settings), self.metrics),
+        )
         self.events = Events(redis, self.metrics, settings.gateway_id, self._on_event)
         self.worker = CodecWorker(options.codec_threads)
         self.fanout = Fanout(redis, self.metrics, self.worker, period_ms=settings.downstream_ms)

@@ -48,6 +48,16 @@ DROP_REASONS: Final[dict[str, str]] = {
     "push_failed": "audio dropped because Redis refused or was unreachable",
     "busy": "control message refused: too many commands in flight",
     "unavailable": "control message refused: Redis or the mixer did not answer",
+    "after_close": "a message that arrived after the server closed the connection",
+    "close_timeout": "a connection dropped because the client never completed the close",
+    "bad_request": "a malformed HTTP request (aiohttp answered 400)",
+    "bad_host": "an HTTP request for a host name this gateway does not serve",
+    "slow_body": "an HTTP request body that did not arrive within idle_timeout_s",
+    "bad_origin": "room creation from a foreign Origin",
+    "bad_content_type": "room creation whose body is not declared application/json",
+    "password_limited": "a password guess refused unchecked: too many wrong ones",
+    "rooms_limited": "room creation refused: too many from one client address",
+    "room_cap": "room creation refused: the deployment holds room_cap rooms",
 }
 
 

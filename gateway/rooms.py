@@ -4,7 +4,9 @@ and read-only views of a room (its public state, occupancy, listing).
 Only the gateway creates rooms (``bb:{R}:meta`` + ``bb:rooms``) and writes
 resume tokens; members, song and taps belong to the room's mixer and are only
 read here.  Every method raises ``RedisError`` when Redis cannot be reached;
-callers turn that into ``unavailable``.
+callers turn that into ``unavailable``.  Creation and password checks go
+through the limits of gateway/guard.py (for the client of the request being
+served) and raise its :class:`gateway.guard.LimitReached` errors.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, second
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
 from common.records import Member, Occupancy, Role, RoomMeta, Song
+from gateway.guard import CLIENT, Guard
 
 log = logging.getLogger(__name__)
 
 MAX_CAPACITY: Final = 1000
+PASSWORD_CHECKS: Final = 2
+"""Password checks (PBKDF2 in a thread) one gateway runs at once; more wait their turn."""
 MAX_LISTED_ROOMS: Final = 1000
 
 # Create the meta hash only if the room does not exist yet, in one step, so no
@@ -49,9 +54,11 @@ def token_digest(token: str) -> str:
 class RoomDirectory:
     """Rooms as the gateway sees them in Redis."""
 
-    def __init__(self, redis: Redis, default_capacity: int) -> None:
+    def __init__(self, redis: Redis, default_capacity: int, guard: Guard) -> None:
         self._redis = redis
         self._default_capacity = default_capacity
+        self._guard = guard
+        self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -59,10 +66,15 @@ class RoomDirectory:
     async def create(
         self, room: str, password: str | None = None, capacity: int | None = None
     ) -> bool:
-        """Create ``room``; False when it already exists.  Hashing runs in a thread."""
+        """Create ``room``; False when it already exists.  Hashing runs in a thread.
+
+        Raises :class:`gateway.guard.RoomCapReached` when the deployment is full
+        and :class:`gateway.guard.TooManyRooms` when this client created too many.
+        """
         capacity = self._default_capacity if capacity is None else capacity
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValidationError(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}")
+        await self._guard.take_creation(CLIENT.get())
         stored = await asyncio.to_thread(hash_password, password) if password else ""
         fields = {
             "created_at": f"{time.time():.3f}",
@@ -96,12 +108,23 @@ class RoomDirectory:
                 raise ValidationError(f"room {room} vanished right after its creation")
         return meta
 
-    @staticmethod
-    async def password_ok(meta: RoomMeta, password: str | None) -> bool:
-        """Constant-time check of ``password`` against the room's (in a thread)."""
+    async def password_ok(self, room: str, meta: RoomMeta, password: str | None) -> bool:
+        """Constant-time check of ``password`` against the room's (in a thread).
+
+        Raises :class:`gateway.guard.TooManyGuesses`, without hashing, when this
+        client or this room has had too many wrong passwords lately.
+        """
         if not meta.has_password:
             return True
-        return await asyncio.to_thread(check_password, password, meta.password_hash)
+        client = CLIENT.get()
+        # One check at a time per checker: a burst of guesses sees the failures
+        # recorded before it, so it costs at most the limit plus this concurrency.
+        async with self._checks:
+            await self._guard.check_guess(room, client)
+            ok = await asyncio.to_thread(check_password, password, meta.password_hash)
+            if not ok:
+                await self._guard.wrong_guess(room, client)
+        return ok
 
     # --- resume tokens --------------------------------------------------------------
 
@@ -139,7 +162,10 @@ class RoomDirectory:
         return public_state(room, records.decode_meta(raw_meta), raw_members, raw_song)
 
     async def listing(self) -> list[dict[str, Any]]:
-        """``GET /api/rooms``: every room with its singer count and flags."""
+        """``GET /api/rooms``: every room with its singer count and flags.
+
+        A room with a password shows only its name and that it has one.
+        """
         members: set[bytes] = await self._redis.smembers(keys.ROOMS)  # type: ignore[assignment]
         names = sorted(name.decode() for name in members)[:MAX_LISTED_ROOMS]
         if not names:
@@ -156,6 +182,9 @@ class RoomDirectory:
             if not raw_meta:
                 continue
             meta = records.decode_meta(raw_meta)
+            if meta.has_password:
+                rooms.append({"room": name, "password": True})
+                continue
             song = _song(song_raw)
             singers = [m for m in _members(member_values) if m.role is Role.SINGER and m.connected]
             rooms.append(

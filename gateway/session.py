@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from common.protocol import Code, CodecName, Role, dumps, error_message
 from gateway.metrics import Metrics
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_CONTROL_QUEUE: Final = 256
 """Queued JSON messages before a client counts as unresponsive and is closed."""
+
+CLOSE_DEADLINE_S: Final = 5.0
+"""How long a closed connection may take to finish the close before it is dropped."""
 
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
@@ -104,6 +107,7 @@ class Session:
     joined: bool = False
     """True once ``welcome`` is queued: only then may room events and audio follow."""
     throttle: ErrorThrottle = field(default_factory=ErrorThrottle)
+    close_deadline_s: float = CLOSE_DEADLINE_S
     _control: deque[bytes] = field(default_factory=deque)
     _audio: deque[tuple[bytes, int]] = field(default_factory=deque)
     _audio_frames: int = 0
@@ -111,6 +115,7 @@ class Session:
     _close: tuple[int, str] | None = None
     _closer: asyncio.Task[None] | None = None
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _deadline: asyncio.TimerHandle | None = None
 
     @property
     def closing(self) -> bool:
@@ -185,11 +190,40 @@ class Session:
         return self._audio_frames
 
     def close(self, code: int, reason: str = "") -> None:
-        """Send the queued control messages (not the audio), then close with ``code``."""
+        """Send the queued control messages (not the audio), then close with ``code``.
+
+        From now on nothing the client sends is processed (:meth:`closed_to`);
+        a client that does not let the close finish (it never reads, so its
+        buffer stays full, or it never answers the close frame) is dropped
+        after ``close_deadline_s``.
+        """
         if self._close is None:
             self._close = (code, reason)
             self.clear_audio()
+            if self.transport is not None:
+                self._deadline = asyncio.get_running_loop().call_later(
+                    self.close_deadline_s, self._drop
+                )
         self.outbox.mark(self, urgent=True)
+
+    def closed_to(self, kind: WSMsgType) -> bool:
+        """True once :meth:`close` was called: a message of ``kind`` received now is
+        not processed (data messages are counted as dropped, ``after_close``)."""
+        if self._close is None:
+            return False
+        if kind in {WSMsgType.TEXT, WSMsgType.BINARY}:
+            self.metrics.drop("after_close")
+        return True
+
+    def _drop(self) -> None:
+        self._deadline = None
+        if self._closed.is_set():
+            return
+        log.info("dropping %s: the close did not finish in %g s", self.conn, self.close_deadline_s)
+        self.metrics.drop("close_timeout")
+        if self.transport is not None:
+            self.transport.abort()
+        self._closed.set()
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait for the close asked by :meth:`close` (abort the transport on timeout)."""
@@ -244,6 +278,9 @@ class Session:
             log.debug("%s: close failed: %s", self.conn, exc)
         finally:
             self._closed.set()
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
 
 
 def connection_ids() -> Callable[[], str]:

@@ -42,6 +42,7 @@ from common.protocol import (
 )
 from common.records import Role
 from gateway.codec import CodecError
+from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
 from gateway.rooms import token_digest
@@ -183,6 +184,8 @@ class Connection:
         """The next data message that passes the size and rate limits (None: closed)."""
         while True:
             msg = await self.ws.receive(timeout_s)
+            if self.session.closed_to(msg.type):  # nothing more from a connection we closed
+                return None
             if msg.type in {WSMsgType.TEXT, WSMsgType.BINARY}:
                 self.hub.metrics.inc("messages_in_total")
                 if len(msg.data) > self.hub.settings.max_message_bytes:
@@ -244,7 +247,7 @@ class Connection:
         fresh = hello.resume is None
         try:
             meta = await hub.rooms.ensure(room, hello.password)
-            if not await hub.rooms.password_ok(meta, hello.password):
+            if not await hub.rooms.password_ok(room, meta, hello.password):
                 self._fatal(Code.BAD_PASSWORD, "wrong or missing password", req=hello.req)
                 return False
             if hello.resume is None:
@@ -269,6 +272,9 @@ class Connection:
                 hub.options.reply_timeout_s,
                 conn=session.conn,
             )
+        except LimitReached as exc:
+            self._fatal(Code.RATE_LIMITED, str(exc), req=hello.req, fatal=True)
+            return False
         except (RedisError, ValidationError) as exc:
             # ValidationError: a room's meta or password hash in Redis is corrupt.
             log.warning("%s: join of room %s failed: %s", session.conn, room, exc)

@@ -7,13 +7,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import msgpack
 import redis
 from redis.asyncio import Redis
 
-from common import aio, keys, logs
+from common import aio, keys, logs, records
 from common.errors import ValidationError
+from common.records import MixerStatus
 from common.settings import MixerSettings
+from mixer import metrics
 from mixer.service import MixerService
 
 log = logging.getLogger("mixer")
@@ -40,7 +41,14 @@ async def serve(settings: MixerSettings) -> int:
         settings.lead_s,
     )
     try:
-        await service.run(stop)
+        if settings.metrics_port:
+            async with metrics.serve(service, settings.metrics_host, settings.metrics_port):
+                log.info(
+                    "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+                )
+                await service.run(stop)
+        else:
+            await service.run(stop)
     finally:
         log.info("stopping: %s", service.summary())
         await client.aclose()
@@ -60,8 +68,12 @@ def check(settings: MixerSettings) -> int:
     if raw is None:
         print(f"unhealthy: no heartbeat from mixer {settings.mixer_id}")
         return 1
-    status = msgpack.unpackb(bytes(raw))  # type: ignore[arg-type]
-    print(f"healthy: mixer {settings.mixer_id} owns {len(status.get('rooms', []))} room(s)")
+    try:
+        status = records.decode(raw, MixerStatus)
+    except ValidationError as exc:
+        print(f"unhealthy: unreadable heartbeat: {exc}")
+        return 1
+    print(f"healthy: mixer {settings.mixer_id} owns {len(status.rooms)} room(s)")
     return 0
 
 

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys, records
+from common.backoff import Backoff
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
@@ -59,7 +60,11 @@ TAP_TTL_MS: Final = 10_000
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
-MAX_BACKOFF_S: Final = 2.0
+REDIS_FAILURES: Final = (RedisError, RuntimeError)
+"""What a Redis call raises when Redis is gone. With uvloop, redis-py has been seen
+raising a bare RuntimeError for a server that accepts a connection and closes it
+(client limit, protected mode): that is Redis being unavailable too, not a reason
+to exit."""
 SWEEP_S: Final = 10.0
 """How often a mixer looks for rooms idle long enough to delete."""
 SWEEP_BATCH: Final = 50
@@ -123,6 +128,7 @@ class MixerService:
             grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
         )
         self._healthy = True
+        self._backoff = Backoff(0.05, 2.0)
 
     # ---------------------------------------------------------------- running
 
@@ -142,7 +148,7 @@ class MixerService:
         while not stop.is_set():
             try:
                 raw = await self.redis.get(keys.mixer_heartbeat(self.settings.mixer_id))
-            except RedisError as exc:
+            except REDIS_FAILURES as exc:
                 await self._redis_down(exc)
                 continue
             if raw is None:
@@ -158,15 +164,16 @@ class MixerService:
         loop = asyncio.get_running_loop()
         period = self.settings.tick_ms / 1000
         next_at = loop.time()
-        backoff = 0.0
+        failures = 0
         while not stop.is_set():
             next_at += period
             try:
-                await self.tick()
-                backoff = 0.0
-                self._redis_up()
-            except RedisError as exc:
-                backoff = await self._redis_down(exc, backoff)
+                if await self.tick():
+                    failures = 0
+                    self._redis_up()
+            except REDIS_FAILURES as exc:
+                failures += 1
+                await self._redis_down(exc, failures)
                 next_at = loop.time()
             except Exception:
                 # One bad tick must not stop the mixer: log it with its traceback, count it.
@@ -182,25 +189,25 @@ class MixerService:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def _maintenance_loop(self, stop: asyncio.Event) -> None:
-        backoff = 0.0
+        failures = 0
         while not stop.is_set():
             try:
                 await self.maintain()
-                backoff = 0.0
-            except RedisError as exc:
-                backoff = await self._redis_down(exc, backoff)
+                failures = 0
+                self._redis_up()
+            except REDIS_FAILURES as exc:
+                failures += 1
+                await self._redis_down(exc, failures)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), MAINTENANCE_S)
 
-    async def _redis_down(self, exc: Exception, backoff: float = 0.0) -> float:
+    async def _redis_down(self, exc: Exception, failures: int = 1) -> None:
         self.counters.redis_errors += 1
         if self._healthy:
             log.warning("Redis unavailable (%s); retrying with back-off", exc)
             self._healthy = False
-        backoff = min(MAX_BACKOFF_S, max(0.05, backoff * 2))
-        await asyncio.sleep(backoff)
-        return backoff
+        await asyncio.sleep(self._backoff.compute(failures))
 
     def _redis_up(self) -> None:
         if not self._healthy:
@@ -243,11 +250,14 @@ class MixerService:
 
     # ------------------------------------------------------------------ tick
 
-    async def tick(self) -> None:
-        """One tick: read, step every room, write back in one pipeline."""
+    async def tick(self) -> bool:
+        """One tick: read, step every room, write back in one pipeline.
+
+        Returns whether it talked to Redis (not when no room is owned).
+        """
         self.counters.ticks += 1
         if not self.rooms:
-            return
+            return False
         streams: dict[str, bytes] = {}
         for room in self.rooms.values():
             streams[keys.room_ctl(room.name)] = room.ctl_cursor
@@ -274,6 +284,7 @@ class MixerService:
                 )
                 self._queue(pipe, owned, out, now, bool(ctl))
             await pipe.execute()
+        return True
 
     def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
         """Write one room's step: taps, records, events, and the periodic snapshots."""

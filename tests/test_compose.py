@@ -1,6 +1,10 @@
-"""compose.yaml's topology run as local processes (no Docker engine here).
+"""compose.yaml, parsed by a compose implementation and run as local processes
+(no container engine here).
 
-Each service is started with exactly the command, environment and health
+podman-compose (a dev dependency) parses the file and, with a stand-in for
+the podman binary and ``--dry-run``, shows the containers it would create:
+that is where podman-compose's own reading of ``deploy`` shows. Each service
+is started with exactly the command, environment and health
 check that compose.yaml gives it. The only rewrites are what containers get
 for free: the `redis` host name becomes the local redis port, each replica
 gets its own id (a container's own hostname) and each gateway its own port
@@ -60,30 +64,97 @@ def healthy(service: dict[str, Any], env: dict[str, str]) -> bool:
     )
 
 
+FAKE_PODMAN = """#!/bin/sh
+# Stand-in for podman: knows no containers, images, volumes or networks.
+echo "[]"
+"""
+
+
+def podman_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run podman-compose on compose.yaml, dry, with a stand-in podman (project "bb")."""
+    fake = tmp_path / "podman"
+    fake.write_text(FAKE_PODMAN)
+    fake.chmod(0o755)
+    argv = [str(BIN / "podman-compose"), "--podman-path", str(fake), "--dry-run", "--verbose"]
+    argv += ["-p", "bb", "-f", str(REPO / "compose.yaml"), *args]
+    result = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
     assert set(services) == {"redis", "mixer", "gateway", "lb"}
-    assert services["mixer"]["deploy"]["replicas"] == 2
-    assert services["gateway"]["deploy"]["replicas"] == 2
+    for name in ("mixer", "gateway"):
+        assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     dockerfile = (REPO / services["mixer"]["build"]["dockerfile"]).read_text()
     assert "libopus0" in dockerfile
+    # Redis keeps an append-only file on a named volume.
+    command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert services["redis"]["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in spec["volumes"]
+    # nginx: the main file includes what the image renders from the template, with
+    # the container's own resolver (Docker's 127.0.0.11 does not exist under podman).
     nginx = (REPO / "docker" / "nginx.conf").read_text()
+    template = (REPO / "docker" / "gateways.conf.template").read_text()
+    assert "include /etc/nginx/conf.d/gateways.conf;" in nginx
     port = services["gateway"]["environment"]["BB_PORT"]
-    assert f"server gateway:{port}" in nginx
-    assert "proxy_set_header Upgrade $http_upgrade" in nginx
-    assert services["lb"]["volumes"][0].startswith("./docker/nginx.conf:")
+    assert f"server gateway:{port} resolve;" in template
+    assert "resolver ${NGINX_LOCAL_RESOLVERS} " in template
+    assert "127.0.0.11" not in nginx + template.replace("Docker: 127.0.0.11", "")
+    assert "proxy_set_header Upgrade $http_upgrade" in template
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for" in template
+    assert "location = /metrics {\n        return 403;" in template
+    lb = services["lb"]
+    assert lb["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
+    assert lb["volumes"] == [
+        "./docker/nginx.conf:/etc/nginx/nginx.conf:ro",
+        "./docker/gateways.conf.template:/etc/nginx/templates/gateways.conf.template:ro",
+    ]
+    # Gateways are reached only through lb, so they may trust its X-Forwarded-For.
+    assert services["gateway"]["environment"]["BB_TRUST_FORWARDED_FOR"] == "true"
+    assert "ports" not in services["gateway"]
 
 
-def test_compose_topology_runs_as_local_processes(output_dir: Path) -> None:
+def test_podman_compose_parses_the_file(tmp_path: Path) -> None:
+    config = yaml.safe_load(podman_compose(tmp_path, "config").stdout)
+    services = config["services"]
+    assert set(services) == {"redis", "mixer", "gateway", "lb"}
+    assert services["gateway"]["environment"]["BB_ALLOWED_ORIGINS"] == ""
+    assert services["redis"]["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in config["volumes"]
+
+
+def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path: Path) -> None:
+    log = podman_compose(tmp_path, "up", "-d", "--no-build").stderr
+    created = re.findall(r"/podman create --name=(\S+)", log)
+    assert sorted(created) == [
+        "bb_gateway_1",
+        "bb_gateway_2",
+        "bb_lb_1",
+        "bb_mixer_1",
+        "bb_mixer_2",
+        "bb_redis_1",
+    ]
+    (redis_line,) = [line for line in log.splitlines() if "create --name=bb_redis_1" in line]
+    assert "type=volume,source=bb_redis-data,destination=/data" in redis_line
+    assert redis_line.rstrip().endswith("--appendonly yes --appendfsync everysec")
+
+
+def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Path) -> None:
     spec = load_compose()["services"]
-    server = RedisServer()
     redis_cmd = spec["redis"]["command"]
-    assert redis_cmd[0] == "redis-server"
-    # The compose command plus the port a container would have to itself.
-    server.start()  # RedisServer passes the same persistence flags as compose
+    assert redis_cmd[0] == "redis-server" and "--appendonly" in redis_cmd
+    # Persistence as in compose (an append-only file in a directory of its own),
+    # on the port a container would have to itself.
+    server = RedisServer(persist_dir=str(tmp_path / "redis-data"))
+    server.start()
     procs: list[subprocess.Popen[bytes]] = []
     client = redis.Redis(port=server.port)
     try:

@@ -1,0 +1,92 @@
+"""The mixer's Prometheus metrics (``GET /metrics`` on ``BB_METRICS_PORT``).
+
+A custom collector reads the service's counters at scrape time (nothing is
+counted twice, nothing runs per chunk), rendered by prometheus-client and
+served by a tiny aiohttp app on the mixer's own event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mixer.service import MixerService
+
+PREFIX = "bb_mixer_"
+
+
+class MixerCollector(Collector):
+    """The service's loop and room totals as counters; rooms and members as gauges."""
+
+    def __init__(self, service: MixerService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        labels = ["mixer"]
+        mixer_id = service.settings.mixer_id
+        for counters in (service.counters, service.room_counters):
+            for field in dataclasses.fields(counters):
+                family = CounterMetricFamily(
+                    PREFIX + field.name, field.name.replace("_", " "), labels=labels
+                )
+                family.add_metric([mixer_id], getattr(counters, field.name))
+                yield family
+        rooms = GaugeMetricFamily(PREFIX + "rooms", "rooms this mixer owns", labels=labels)
+        rooms.add_metric([mixer_id], len(service.rooms))
+        yield rooms
+        rings = GaugeMetricFamily(
+            PREFIX + "rings", "rooms holding a ring (a song can be heard)", labels=labels
+        )
+        rings.add_metric([mixer_id], sum(1 for o in service.rooms.values() if o.host.mixer.ring))
+        yield rings
+        members = GaugeMetricFamily(
+            PREFIX + "room_members", "connected members, per room", labels=["mixer", "room"]
+        )
+        late = CounterMetricFamily(
+            PREFIX + "room_late", "late writes, per room", labels=["mixer", "room"]
+        )
+        for name, owned in sorted(service.rooms.items()):
+            state = owned.state
+            members.add_metric(
+                [mixer_id, name], sum(1 for m in state.members.values() if m.connected)
+            )
+            late.add_metric([mixer_id, name], owned.host.mixer.counters.late)
+        yield members
+        yield late
+
+
+def render(service: MixerService) -> bytes:
+    """The Prometheus text exposition of ``service``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MixerCollector(service))
+    return generate_latest(registry)
+
+
+@asynccontextmanager
+async def serve(service: MixerService, host: str, port: int) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on ``host:port`` while the context lasts."""
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=render(service))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,80 @@
+"""The mixer at its edges: Prometheus metrics from a real process, Redis quirks."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common.settings import MixerSettings
+from mixer.service import MixerService
+from tests.simgateway import SimGateway
+from tests.support import Process, free_port, processes, wait_for
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_a_mixer_serves_prometheus_metrics(redis_url: str, output_dir: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    port = free_port()
+    with processes(output_dir) as started:
+        env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mm", "BB_METRICS_PORT": str(port)}
+        started.append(Process(["mixer"], env, output_dir, "mm"))
+        sim.create_room("metered")
+        wait_for(lambda: sim.owner("metered") == "mm", 10, "the mixer to own the room")
+        assert sim.join("metered", "ann", "Ann").ok
+        wait_for(lambda: scrape(port).get('bb_mixer_rooms{mixer="mm"}') == 1, 10, "metrics")
+        values = scrape(port)
+        assert values['bb_mixer_commands_total{mixer="mm"}'] >= 1
+        assert values['bb_mixer_room_members{mixer="mm",room="metered"}'] == 1
+        assert 'bb_mixer_chunks_in_total{mixer="mm"}' in values
+    client.close()
+
+
+class _ClosingRedis:
+    """Stands in for redis-py under uvloop against a server that accepts and closes:
+    every call raises a bare RuntimeError (see ECOSYSTEM.md)."""
+
+    calls = 0
+
+    async def get(self, *_args: Any) -> None:
+        _ClosingRedis.calls += 1
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    def register_script(self, _script: str) -> object:
+        return object()
+
+
+async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
+    service = MixerService(MixerSettings(mixer_id="quirk"), _ClosingRedis())  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(service._wait_for_free_id(stop))
+    await asyncio.sleep(0.5)
+    assert not waiting.done(), "the mixer gave up instead of retrying"
+    stop.set()
+    await asyncio.wait_for(waiting, 5)
+    assert service.counters.redis_errors >= 2 and _ClosingRedis.calls >= 2
+
+
+@pytest.mark.parametrize("failures", [1, 4, 20])
+def test_the_mixer_backs_off_with_jitter_inside_the_shared_curve(failures: int) -> None:
+    service = MixerService(MixerSettings(mixer_id="curve"), _ClosingRedis())  # type: ignore[arg-type]
+    nominal = service._backoff.nominal_s(failures)
+    pauses = {service._backoff.compute(failures) for _ in range(50)}
+    assert all(nominal / 2 <= p <= nominal for p in pauses)
+    assert len(pauses) > 1  # jittered: processes that failed together spread out
