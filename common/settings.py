@@ -168,6 +168,13 @@ class MixerSettings(_Settings):
         default=86_400.0,
         metadata={"help": "a room unused for this long is deleted with all its keys, s"},
     )
+    checkpoint_ms: int = field(
+        default=1000,
+        metadata={"help": "period of the failover checkpoint of a room's ring, ms (0: none)"},
+    )
+    tap_ttl_ms: int = field(
+        default=10_000, metadata={"help": "a tap stream expires this long after its last window"}
+    )
     metrics_host: str = field(
         default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
     )
@@ -194,8 +201,13 @@ class MixerSettings(_Settings):
             "levels_ms",
             "room_release_s",
             "room_idle_delete_s",
+            "tap_ttl_ms",
         ):
             _positive(name, getattr(self, name))
+        if self.checkpoint_ms < 0:
+            raise ValidationError(
+                f"checkpoint_ms must be 0 (off) or positive, got {self.checkpoint_ms}"
+            )
         if self.lead_s >= self.ring_s / 2:
             raise ValidationError("lead_s must be well under half the ring")
 

@@ -135,6 +135,7 @@ class HostTiming:
     levels: int = SAMPLE_RATE
     grace: int = 30 * SAMPLE_RATE
     checkpoint: int = SAMPLE_RATE
+    """0: no checkpoints."""
 
 
 class RoomHost:
@@ -203,7 +204,8 @@ class RoomHost:
         self._persist_marks(out, publish)
         if publish:
             self._publish(now, out)
-        if self._checkpoint_at is None or now - self._checkpoint_at >= self.timing.checkpoint:
+        period = self.timing.checkpoint
+        if period and (self._checkpoint_at is None or now - self._checkpoint_at >= period):
             out.checkpoint = self.mixer.checkpoint()
             self._checkpoint_at = now if out.checkpoint is not None else None
         return out

@@ -282,9 +282,8 @@ class RoomMixer:
         offsets = rounds.offsets() if rounds.repeats else None
         outputs: list[TapOutput] = []
         for tap in taps:
-            source = self.solo_ring if tap.mix == "solo" else ring
-            if source is None and tap.mix == "solo":
-                continue
+            # No ring, no song: every tap (solo ones too) carries silence.
+            source = self.solo_ring if tap.mix == "solo" and ring is not None else ring
             last_due = (now - tap.delay + lead) // _FRAME
             frontier = frontiers.get(tap)
             first = last_due if frontier is None else frontier // _FRAME

@@ -56,7 +56,6 @@ MAINTENANCE_S: Final = 0.5
 CLAIM_GRACE_S: Final = 1.0
 """A free room not claimed by its preferred mixer within this long is anyone's."""
 OCC_TTL_MS: Final = 10_000
-TAP_TTL_MS: Final = 10_000
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
@@ -126,6 +125,7 @@ class MixerService:
             publish=seconds_to_samples(settings.publish_ms / 1000),
             levels=seconds_to_samples(settings.levels_ms / 1000),
             grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
+            checkpoint=seconds_to_samples(settings.checkpoint_ms / 1000),
         )
         self._healthy = True
         self._backoff = Backoff(0.05, 2.0)
@@ -230,7 +230,9 @@ class MixerService:
                         owned.ctl_cursor,
                         owned.host.persisted_ids - set(owned.state.members),
                     )
-                    checkpoint = owned.host.mixer.checkpoint()
+                    checkpoint = (
+                        owned.host.mixer.checkpoint() if self.settings.checkpoint_ms else None
+                    )
                     if checkpoint is not None:
                         self._queue_checkpoint(pipe, owned, checkpoint)
                 await pipe.execute()
@@ -300,7 +302,7 @@ class MixerService:
             if tap.fresh or out.stats is not None:
                 # From its first window on: a tap that lives less than one publish
                 # period must still expire.
-                pipe.pexpire(key, TAP_TTL_MS)
+                pipe.pexpire(key, self.settings.tap_ttl_ms)
         if out.persist:
             store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, out.removed)
             if out.removed:

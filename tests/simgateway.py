@@ -68,7 +68,11 @@ class SimGateway:
         raise AssertionError(f"no reply to {cmd} in room {room} within {timeout_s} s")
 
     def join(self, room: str, singer: str, name: str, conn: str = "") -> Reply:
-        return self.command(room, singer, Join(name=name, role=Role.SINGER), conn=conn)
+        """Join as a gateway does once it has checked the password against the room's hash."""
+        stored: Any = self.client.hget(keys.room_meta(room), "password_hash")
+        checked = bytes(stored).decode() if stored else ""
+        join = Join(name=name, role=Role.SINGER, password_hash=checked)
+        return self.command(room, singer, join, conn=conn)
 
     def owner(self, room: str) -> str | None:
         """The id of the mixer holding the room's lease."""

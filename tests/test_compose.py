@@ -161,7 +161,11 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
         mixer_ids = []
         for i in range(spec["mixer"]["deploy"]["replicas"]):
             mixer_id = f"mixer-replica-{i + 1}"
-            env = service_env(spec["mixer"], server.port, BB_MIXER_ID=mixer_id)
+            # Each container has a network of its own; as local processes the replicas'
+            # metrics ports must differ.
+            env = service_env(
+                spec["mixer"], server.port, BB_MIXER_ID=mixer_id, BB_METRICS_PORT=str(free_port())
+            )
             log = (output_dir / f"{mixer_id}.log").open("wb")
             procs.append(
                 subprocess.Popen(

@@ -19,8 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 import gateway.rooms
-from common import keys, passwords
+from common import keys, passwords, records
 from common.protocol import hello_message
+from common.records import Member, Occupancy, Role, Song
 from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
@@ -175,13 +176,15 @@ async def test_a_password_room_shows_nothing_but_its_name(
     assert (await client.post("/api/rooms", json={"room": "secret", "password": "pw"})).ok
     assert (await client.post("/api/rooms", json={"room": "open"})).ok
     r = redis.Redis.from_url(redis_url)
-    member = {"singer_id": "s-1", "name": "Zelda", "role": "singer", "delay": 144000}
-    song = {"running": True, "leader": "s-1", "start_pos": 1, "end_pos": None, "number": 1}
-    occ = {"clock": 5, "ring_samples": 1280, "frame_samples": 128, "occupied": 3, "bitmap": b"\0"}
+    member = Member(
+        singer_id="s-1", name="Zelda", role=Role.SINGER, delay=144000, bucket=0, joined=1
+    )
+    song = Song(running=True, leader="s-1", start_pos=1, number=1)
+    occ = Occupancy(clock=5, ring_samples=1280, frame_samples=128, occupied=3, bitmap=b"\0\0")
     for room in ("secret", "open"):
-        r.hset(keys.room_members(room), "s-1", msgpack.packb(member))
-        r.hset(keys.room_song(room), mapping={"state": msgpack.packb(song), "version": 3})
-        r.set(keys.room_occupancy(room), msgpack.packb(occ))
+        r.hset(keys.room_members(room), "s-1", records.encode(member))
+        r.hset(keys.room_song(room), mapping={"state": records.encode(song), "version": 3})
+        r.set(keys.room_occupancy(room), records.encode(occ))
     r.close()
 
     listing = await (await client.get("/api/rooms")).json()

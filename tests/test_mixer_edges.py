@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 import redis
 
+from common import keys
+from common.commands import SetDelay
 from common.settings import MixerSettings
 from mixer.service import MixerService
 from tests.simgateway import SimGateway
@@ -78,3 +81,26 @@ def test_the_mixer_backs_off_with_jitter_inside_the_shared_curve(failures: int) 
     pauses = {service._backoff.compute(failures) for _ in range(50)}
     assert all(nominal / 2 <= p <= nominal for p in pauses)
     assert len(pauses) > 1  # jittered: processes that failed together spread out
+
+
+def test_short_lived_taps_do_not_leak_streams(redis_url: str, output_dir: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    with processes(output_dir) as started:
+        env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mt", "BB_TAP_TTL_MS": "1500"}
+        started.append(Process(["mixer"], env, output_dir, "mt"))
+        sim.create_room("fidget")
+        wait_for(lambda: sim.owner("fidget") == "mt", 10, "the mixer to own the room")
+        assert sim.join("fidget", "ann", "Ann").ok
+        # A new delay every ~120 ms: each tap lives about one tick, less than a publish
+        # period, so only a TTL set with its first window makes its stream expire.
+        for i in range(25):
+            assert sim.command("fidget", "ann", SetDelay(delay_s=5.0 + i * 0.25)).ok
+            time.sleep(0.12)
+        final = sim.member_delay("fidget", "ann")
+        time.sleep(3.0)
+        left = sorted(
+            bytes(k).decode() for k in client.scan_iter(match=keys.room_tap("fidget", 0)[:-1] + "*")
+        )
+        assert left == [keys.room_tap("fidget", final)], left
+    client.close()

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from common.commands import Disconnect, Join, Lead
 from common.records import MixerStatus, Role
 from gateway.rooms import token_digest
 from tests.simgateway import SimGateway
-from tests.support import Process, RedisServer, processes, wait_for
+from tests.support import Process, RedisServer, free_port, processes, wait_for
 
 
 def mixer(started: list[Process], url: str, log_dir: Path, name: str, **env: str) -> Process:
@@ -125,3 +127,51 @@ def test_a_password_room_stays_closed_after_an_empty_redis_restart(
         refused = sim.command("vault", "eve", Join(name="Eve", role=Role.SINGER))
         assert (refused.ok, refused.code) == (False, "bad_password")
     client.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_thousand_rooms_through_the_public_api_cost_the_mixers_nothing(
+    client: redis.Redis, redis_url: str, output_dir: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    mixer_env = {"BB_ROOM_RELEASE_S": "1", "BB_RECONNECT_GRACE_S": "0.5"}
+    with processes(output_dir) as started:
+        mixers = [mixer(started, redis_url, output_dir, f"k{i}", **mixer_env) for i in (1, 2)]
+        gateway_env = {
+            "REDIS_URL": redis_url,
+            "BB_PORT": str(port),
+            "BB_GATEWAY_ID": "kgw",
+            "BB_ROOMS_PER_MIN": "5000",
+        }
+        started.append(Process(["gateway"], gateway_env, output_dir, "gateway"))
+        wait_for(
+            lambda: urllib.request.urlopen(base + "/healthz", timeout=1).status == 200, 20, "gw"
+        )
+        for i in range(1000):
+            body = json.dumps({"room": f"idle{i}"}).encode()
+            request = urllib.request.Request(
+                base + "/api/rooms", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 201
+        # Some are used for a moment, then left: their mixers let them go again.
+        sim = SimGateway(client)
+        for i in range(0, 1000, 50):
+            assert sim.join(f"idle{i}", "ann", "Ann", conn="c").ok
+            assert sim.command(f"idle{i}", "ann", Disconnect(), conn="c").ok
+        wait_for(
+            lambda: all(owned_rooms(client, f"k{i}") == [] for i in (1, 2)),
+            30,
+            "every room to be released",
+        )
+        assert client.scard(keys.ROOMS) == 1000
+        assert client.scard(keys.ACTIVE_ROOMS) == 0
+        total = sum(rss_mb(m.proc.pid) for m in mixers)
+        assert total < 200, f"the mixers hold {total:.0f} MB for 1000 idle rooms"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import redis
 
 from brigade.redisserver import LocalRedis
@@ -20,6 +22,7 @@ from brigade.supervisor import Supervisor
 from common import keys
 from common.backoff import Backoff
 from common.constants import SAMPLE_RATE
+from common.protocol import hello_message
 from tests.support import REPO, free_port, wait_for
 
 
@@ -32,6 +35,8 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def create_room(base: str, room: str) -> None:
+    """Create ``room`` through the API and join it once, so a mixer takes it (rooms
+    nobody joins cost the mixers nothing and are never claimed)."""
     request = urllib.request.Request(
         f"{base}/api/rooms",
         data=json.dumps({"room": room}).encode(),
@@ -40,6 +45,18 @@ def create_room(base: str, room: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=2) as response:
         assert response.status == 201
+    asyncio.run(_visit(base, room))
+
+
+async def _visit(base: str, room: str) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(base + "/ws") as ws:
+        await ws.send_json(hello_message(room, "Visitor", role="spectator", codec="pcm16"))
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                reply = json.loads(msg.data)
+                if reply["type"] in {"welcome", "error"}:
+                    assert reply["type"] == "welcome", reply
+                    return
 
 
 def start_up(output_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -88,6 +105,7 @@ def test_up_serves_the_page_and_stops_cleanly(output_dir: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=2) as response:
             assert response.status == 201
+        asyncio.run(_visit(base, "choir"))
         wait_for(
             lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200,
             10,
