@@ -11,6 +11,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.redis",
     "bench.gateway",
     "bench.failover",
+    "bench.failover_audio",
     "bench.clocksync",
 )
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
