@@ -149,7 +149,10 @@ class MixerSettings(_Settings):
         metadata={"help": "downlink lead: frames leave this long before play time, s"},
     )
     tick_ms: int = field(default=100, metadata={"help": "mixer tick period, ms"})
-    lease_ttl_ms: int = field(default=3000, metadata={"help": "room lease time-to-live, ms"})
+    lease_ttl_ms: int = field(
+        default=1500,
+        metadata={"help": "room lease time-to-live, ms (renewed every 0.5 s; the takeover time)"},
+    )
     heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
     publish_ms: int = field(default=250, metadata={"help": "occupancy/stats publish period, ms"})
     tap_maxlen: int = field(default=50, metadata={"help": "MAXLEN of a tap stream (entries)"})
@@ -207,6 +210,11 @@ class MixerSettings(_Settings):
         if self.checkpoint_ms < 0:
             raise ValidationError(
                 f"checkpoint_ms must be 0 (off) or positive, got {self.checkpoint_ms}"
+            )
+        if self.lease_ttl_ms < 1000:
+            raise ValidationError(
+                f"lease_ttl_ms must be at least 1000 (leases are renewed every 500 ms), "
+                f"got {self.lease_ttl_ms}"
             )
         if self.lead_s >= self.ring_s / 2:
             raise ValidationError("lead_s must be well under half the ring")

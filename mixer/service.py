@@ -353,7 +353,9 @@ class MixerService:
             )
             pipe.zadd(keys.MIXERS, {s.mixer_id: now_s})
             pipe.zremrangebyscore(keys.MIXERS, "-inf", now_s - 2 * s.heartbeat_ttl_ms / 1000)
-            pipe.zrangebyscore(keys.MIXERS, now_s - s.heartbeat_ttl_ms / 1000, "+inf")
+            # Live: heartbeat within one lease TTL. A mixer whose leases expire has been
+            # silent that long, so the survivors rank among themselves and claim at once.
+            pipe.zrangebyscore(keys.MIXERS, now_s - s.lease_ttl_ms / 1000, "+inf")
             pipe.smembers(keys.ACTIVE_ROOMS)
             for room in owned:
                 await self._renew(

@@ -27,7 +27,7 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     sim = SimGateway(client)
-    env = {"REDIS_URL": redis_url, "BB_LEASE_TTL_MS": "1500"}
+    env = {"REDIS_URL": redis_url}
     with processes(output_dir) as started:
         mixers = {
             name: Process(["mixer"], {**env, "BB_MIXER_ID": name}, output_dir, name)
