@@ -76,7 +76,11 @@ def main() -> dict[str, object]:
     print_table(
         f"Failover: SIGKILL of a mixer owning some of {ROOMS} rooms ({ROUNDS} rounds)",
         [
-            ("median takeover, s", f"{results['median_takeover_s']:.2f}", "lease TTL 1.5 s + <= 0.5 s"),
+            (
+                "median takeover, s",
+                f"{results['median_takeover_s']:.2f}",
+                "lease TTL 1.5 s + <= 0.5 s",
+            ),
             ("worst takeover, s", f"{max(takeovers):.2f}", "< 5"),
         ],
     )
