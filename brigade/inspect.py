@@ -420,7 +420,7 @@ def _options(
             parser.error(f"--watch needs a positive period, got {args.watch}")
     if room is not None:
         try:
-            check_room(room)
+            room = check_room(room)  # room names are case-insensitive: "Choir" is "choir"
         except ValidationError as exc:
             parser.error(str(exc))
     if args.last is not None and not args.last > 0:

@@ -262,7 +262,8 @@ def test_inspect_a_room_with_a_running_mixer(
         row = next(line for line in overview.splitlines() if line.startswith("  choir"))
         assert row.split()[1] == "m1" and "2/2" in row and "running" in row
 
-        assert inspect_cmd.main(["--redis-url", redis_url, "choir", "--width", "100"]) == 0
+        # Room names are case-insensitive, here as everywhere.
+        assert inspect_cmd.main(["--redis-url", redis_url, "Choir", "--width", "100"]) == 0
         detail = capsys.readouterr().out
         (output_dir / "inspect-choir.txt").write_text(detail)
         assert "room choir: owner m1, lease" in detail
