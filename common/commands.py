@@ -186,25 +186,6 @@ class SetRounds(Command, tag="set_rounds", frozen=True):
     repeats: Annotated[int, msgspec.Meta(ge=0, le=20)]
 
 
-AnyCommand = (
-    Join
-    | Disconnect
-    | SubscribeTap
-    | Leave
-    | Lead
-    | Start
-    | Stop
-    | Halt
-    | JoinBucket
-    | SetDelay
-    | Mute
-    | SetGain
-    | SetLeaderBoost
-    | Solo
-    | SetMix
-    | SetRounds
-)
-
 ClientCommand = (
     Leave
     | Lead
@@ -221,6 +202,9 @@ ClientCommand = (
     | SetRounds
 )
 """The commands a browser may send as JSON text frames."""
+
+AnyCommand = Join | Disconnect | SubscribeTap | ClientCommand
+"""Every command: the browser's, and the membership ones only gateways send."""
 
 CLIENT_COMMANDS: Final[dict[str, type[Command]]] = {
     cls.__struct_config__.tag: cls for cls in ClientCommand.__args__

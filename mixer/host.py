@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from common.commands import (
     Command,
     Disconnect,
@@ -239,37 +241,13 @@ class RoomHost:
             # The singer resumed on another connection before this one's close arrived.
             return reply
         if isinstance(cmd, Join) and not self._password_checked(cmd):
-            return Reply(
-                singer=reply.singer,
-                gw=reply.gw,
-                req=reply.req,
-                cmd=reply.cmd,
-                ok=False,
-                code="bad_password",
-                message="wrong or missing password",
-            )
+            return _refused(reply, "bad_password", "wrong or missing password")
         try:
             HANDLERS[type(cmd)](self.state, envelope.singer, cmd, now)
         except CommandError as exc:
-            return Reply(
-                singer=reply.singer,
-                gw=reply.gw,
-                req=reply.req,
-                cmd=reply.cmd,
-                ok=False,
-                code=exc.code,
-                message=exc.message,
-            )
+            return _refused(reply, exc.code, exc.message)
         except ValidationError as exc:
-            return Reply(
-                singer=reply.singer,
-                gw=reply.gw,
-                req=reply.req,
-                cmd=reply.cmd,
-                ok=False,
-                code="bad_message",
-                message=str(exc),
-            )
+            return _refused(reply, "bad_message", str(exc))
         if isinstance(cmd, Join):
             link = (envelope.gw, envelope.conn)
             self.links[envelope.singer] = link
@@ -389,3 +367,7 @@ class RoomHost:
                     },
                 )
             )
+
+
+def _refused(reply: Reply, code: str, message: str) -> Reply:
+    return msgspec.structs.replace(reply, ok=False, code=code, message=message)

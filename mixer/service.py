@@ -223,13 +223,7 @@ class MixerService:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for owned in self.rooms.values():
-                    store.queue_persist(
-                        pipe,
-                        owned.name,
-                        owned.state,
-                        owned.ctl_cursor,
-                        owned.host.persisted_ids - set(owned.state.members),
-                    )
+                    self._queue_persist(pipe, owned)
                     checkpoint = (
                         owned.host.mixer.checkpoint() if self.settings.checkpoint_ms else None
                     )
@@ -332,6 +326,12 @@ class MixerService:
                 keep_from = owned.checkpoint_cursor
             pipe.xtrim(keys.room_in(room), minid=keep_from, approximate=True)
 
+    @staticmethod
+    def _queue_persist(pipe: Any, owned: OwnedRoom) -> None:
+        """Write the room's whole state (before it leaves this mixer)."""
+        removed = owned.host.persisted_ids - set(owned.state.members)
+        store.queue_persist(pipe, owned.name, owned.state, owned.ctl_cursor, removed)
+
     def _queue_checkpoint(self, pipe: Any, owned: OwnedRoom, checkpoint: Checkpoint) -> None:
         # Everything up to the input cursor is in it: a new owner replays what came after.
         stamped = msgspec.structs.replace(checkpoint, in_cursor=owned.in_cursor.decode())
@@ -393,13 +393,7 @@ class MixerService:
         unused = [o for o in self.rooms.values() if o.host.unused_for(now) >= release]
         for owned in unused:
             async with self.redis.pipeline(transaction=False) as pipe:
-                store.queue_persist(
-                    pipe,
-                    owned.name,
-                    owned.state,
-                    owned.ctl_cursor,
-                    owned.host.persisted_ids - set(owned.state.members),
-                )
+                self._queue_persist(pipe, owned)
                 await pipe.execute()
             retired = await self._retire(
                 keys=[
