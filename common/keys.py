@@ -102,3 +102,13 @@ def room_links(room: str) -> str:
 def room_tokens(room: str) -> str:
     """Hash: singer id -> SHA-256 hex of the singer's resume token."""
     return f"{_room(room)}:tokens"
+
+
+def room_track(room: str, track_id: str) -> str:
+    """String with a TTL: a backing track's audio (Ogg Opus, 48 kHz mono)."""
+    return f"{_room(room)}:track:{track_id}"
+
+
+def room_image(room: str, image_id: str) -> str:
+    """String with a TTL: the room's image (PNG, JPEG or WebP bytes)."""
+    return f"{_room(room)}:image:{image_id}"

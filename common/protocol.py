@@ -93,6 +93,9 @@ class Code(StrEnum):
     BAD_DELAY = "bad_delay"
     BAD_GAIN = "bad_gain"
     BAD_ROUNDS = "bad_rounds"
+    BAD_TRACK = "bad_track"
+    BAD_METRONOME = "bad_metronome"
+    BAD_LYRICS = "bad_lyrics"
     SPECTATOR_CANNOT_LEAD = "spectator_cannot_lead"
     UNAVAILABLE = "unavailable"
 

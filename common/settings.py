@@ -160,6 +160,10 @@ class MixerSettings(_Settings):
     reconnect_grace_s: float = field(
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
     )
+    material_ttl_s: float = field(
+        default=3600.0,
+        metadata={"help": "a room's tracks and image expire this long after it was last in use, s"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -178,6 +182,7 @@ class MixerSettings(_Settings):
             "max_rooms",
             "reconnect_grace_s",
             "levels_ms",
+            "material_ttl_s",
         ):
             _positive(name, getattr(self, name))
         if self.lead_s >= self.ring_s / 2:
@@ -218,6 +223,14 @@ class GatewaySettings(_Settings):
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
     )
     heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    material_ttl_s: float = field(
+        default=3600.0,
+        metadata={"help": "a room's tracks and image expire this long after it was last in use, s"},
+    )
+    tracks_dir: str = field(
+        default="",
+        metadata={"help": "folder of backing tracks offered to every room (scanned on request)"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -232,6 +245,7 @@ class GatewaySettings(_Settings):
             "in_maxlen",
             "reconnect_grace_s",
             "heartbeat_ttl_ms",
+            "material_ttl_s",
         ):
             _positive(name, getattr(self, name))
         if not 0 <= self.downstream_ms <= 500:
