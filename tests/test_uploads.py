@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,10 +100,8 @@ def test_sniffing_ignores_names_and_knows_an_mpeg_frame() -> None:
             sniff_audio(not_audio + bytes(10))
 
 
-def test_the_library_is_read_on_request_and_never_leaves_its_folder(tmp_path: object) -> None:
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+def test_the_library_is_read_on_request_and_never_leaves_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path
     assert library_listing(str(folder)) == []
     (folder / "hymn.flac").write_bytes(encode(good_track(), SAMPLE_RATE, "flac"))
     (folder / "notes.txt").write_text("not a track")

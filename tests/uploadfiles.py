@@ -86,6 +86,8 @@ def bad_uploads() -> list[BadUpload]:
     eleven_minutes = encode(long_tone, 8000, "flac")
     zip_file = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(200)
     svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    midi = b"MThd\x00\x00\x00\x06\x00\x01" + bytes(64)
+    silence = encode(np.zeros(8000, np.float32), 8000, "wav")
     html = b"<!doctype html><html><body><script>alert(1)</script></body></html>"
     return [
         BadUpload("truncated WAV", "track", "a.wav", wav[: len(wav) // 2], 400),
