@@ -15,6 +15,7 @@ for people. Nothing is stored before it returns.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -165,8 +166,10 @@ def prepare_track(data: bytes) -> PreparedTrack:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    """libsndfile's reason, without its "Error opening <object at 0x...>:" preamble."""
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"^Error( opening <[^>]*>)?\s*:\s*", "", lines[0]) if lines else ""
+    return text[:200] or type(exc).__name__
 
 
 def library_listing(folder: str) -> list[dict[str, object]]:
