@@ -3,8 +3,8 @@
 A real redis-server, two ``brigade mixer`` and two ``brigade gateway``
 processes, protocol clients (tests/test_gateway_e2e.py's ``Peer``) and HTTP
 uploads of files made on the spot (tests/uploadfiles.py). The track and
-image keys get a TTL of 8 s here (longer than a failover, which takes about 4 s) (``BB_MATERIAL_TTL_S``), so expiry is seen
-within the test.
+image keys get a TTL of 8 s here (``BB_MATERIAL_TTL_S``; longer than a
+failover, which takes about 4 s), so expiry is seen within the test.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,10 @@ class Stack:
 
     def ws(self, index: int = 0) -> str:
         return self.gateways[index].replace("http://", "ws://") + "/ws"
+
+    def owner(self, room: str) -> str:
+        raw: Any = self.redis.get(keys.room_lease(room))
+        return bytes(raw).decode() if raw else ""
 
     def material_keys(self) -> list[bytes]:
         found: list[bytes] = []
@@ -193,10 +196,10 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     assert state["song"]["metronome"]["count_in"] is True
 
     # The owning mixer dies: the other one takes the room over with its material.
-    owner = bytes(stack.redis.get(keys.room_lease("material")) or b"").decode()
+    owner = stack.owner("material")
     stack.mixers[owner].kill()
     await until(
-        lambda: (stack.redis.get(keys.room_lease("material")) or b"").decode() not in ("", owner),
+        lambda: stack.owner("material") not in ("", owner),
         "another mixer to own the room",
         timeout_s=15,
     )
@@ -213,27 +216,10 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
         assert (await r.json())["material"]["tracks"][0]["id"] == track["id"]
 
     # brigade inspect shows it.
-    shown = subprocess.run(
-        [sys.executable, "-m", "brigade", "inspect", "--redis-url", stack.url, "material"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=30,
-        check=True,
-    ).stdout
+    shown = await inspect(stack, "material")
     assert "track Hymn.mp3" in shown and "metronome 120 bpm, 4 per bar, count-in" in shown
     assert "lyrics: 4 lines" in shown and "image/png" in shown
-    as_json = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "brigade", "inspect", "--redis-url", stack.url, "material"]
-            + ["--json"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=30,
-            check=True,
-        ).stdout
-    )
+    as_json = json.loads(await inspect(stack, "material", "--json"))
     assert as_json["material"]["tracks"][0]["id"] == track["id"]
 
     # The song ends by itself when the track does: count-in bar (2 s) + the track.
@@ -253,6 +239,24 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     # Restart the killed mixer so the module's other tests have two again.
     killed = stack.mixers[owner]
     stack.mixers[owner] = Process(["mixer"], _env_of(stack, owner), killed.log_path.parent, owner)
+
+
+async def inspect(stack: Stack, *args: str) -> str:
+    """``brigade inspect`` as an operator runs it; its standard output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "brigade",
+        "inspect",
+        "--redis-url",
+        stack.url,
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    return out.decode()
 
 
 def _env_of(stack: Stack, mixer: str) -> dict[str, str]:
@@ -306,12 +310,12 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
 
 
 async def test_the_library_is_read_on_request_and_its_tracks_are_taken_like_uploads(
-    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path
+    stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     base = stack.gateways[0]
     async with http.get(base + "/api/tracks") as r:
         listed = (await r.json())["tracks"]
-    folder = Path(json.loads(json.dumps(_library_dir(stack))))
+    folder = Path(_library_dir(stack))
     (folder / "Anthem.flac").write_bytes(encode(good_track(), SAMPLE_RATE, "flac"))
     async with http.get(base + "/api/tracks") as r:
         now_listed = (await r.json())["tracks"]
