@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-BENCHMARKS: tuple[str, ...] = ("bench.mixer", "bench.codec", "bench.redis", "bench.gateway")
+BENCHMARKS: tuple[str, ...] = (
+    "bench.mixer",
+    "bench.codec",
+    "bench.redis",
+    "bench.gateway",
+    "bench.material",
+)
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
 
 
