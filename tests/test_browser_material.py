@@ -8,7 +8,8 @@ position origin + i and each click at its beat's position (measured from his
 page's own output, ``bbDebug.played``, which the worklet stamps with the
 positions it plays), Ann's voice at the positions she sang it, and see each
 lyric line change when his playback reaches the position Ann's advance was
-stamped with. Cat joins late and sees the lyrics and the image.
+stamped with. Ben sets his own backing and click levels (50 %, 100 %) and
+hears exactly those gains. Cat joins late and sees the lyrics and the image.
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
                 "Ben sees the material",
             )
             ann.screenshot(path=str(output_dir / "ann-material.png"), full_page=True)
+            # Ben sets his own levels: the track at 50 % (a gain of 0.25), the click at 100 %.
+            for slider, value in (("#level-track", 50), ("#level-click", 100)):
+                ben.eval_on_selector(
+                    slider,
+                    "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }",
+                    value,
+                )
+            saved = ben.evaluate("JSON.parse(localStorage.getItem('bb-levels'))")
+            assert saved == {"track": 50, "click": 100}
 
             ann.click("#start")
             song = poll(ann, "bbDebug.state.song.running && bbDebug.state.song", "the song runs")
@@ -210,13 +220,16 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
         min(mix_start + mix.shape[0], played_start + played.shape[0]),
     )
     clicks_only[at(m_lo) : at(m_hi)] -= mix[m_lo - mix_start : m_hi - mix_start]
-    clicks_only[at(origin) : at(origin) + track.shape[0]] -= 0.64 * track
+    clicks_only[at(origin) : at(origin) + track.shape[0]] -= 0.25 * track
     expected_clicks = clicks_between(start, end, start, METRONOME, end_pos=end)
     assert len(expected_clicks) == 4 + 8 and expected_clicks[0].pos == start
-    click_errors = []
+    click_errors, click_gains = [], []
     for click in expected_clicks:
-        spot = locate(clicks_only, click_wave(click.accent), at(click.pos), search=RATE // 50)
+        wave = click_wave(click.accent)
+        spot = locate(clicks_only, wave, at(click.pos), search=RATE // 50)
         click_errors.append(spot + played_start - click.pos)
+        heard = clicks_only[spot : spot + wave.shape[0]]
+        click_gains.append(float(np.dot(heard, wave) / np.dot(wave, wave)))
     # Ann's voice: where she sang it (440 Hz envelopes, 128-sample blocks).
     lo = max(start, sent_start)
     lo += -lo % OCC_FRAME_SAMPLES
@@ -232,13 +245,15 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
         assert seen, f"Ben never highlighted line {line}: {ben_log}"
         lyric_errors.append(seen[0]["pos"] - pos)
     print(
-        f"track at {track_error:+d} samples (gain {gain:.2f}); clicks at "
+        f"track at {track_error:+d} samples (gain {gain:.2f}); clicks (gain "
+        f"{min(click_gains):.3f}-{max(click_gains):.3f}) at "
         f"{click_errors} samples; voice lag {voice_ms:.1f} ms (corr {voice_corr:.2f}); "
         f"lyric lines at {[round(e / 48, 1) for e in lyric_errors]} ms; Ben's delay "
         f"{ben_delay / RATE:.0f} s, playback offset {ben_offset:.1f} ms"
     )
     assert abs(track_error) <= TOLERANCE
-    assert 0.4 < gain < 0.9  # Ben's default backing level, 80 %: a gain of 0.64
+    assert abs(gain - 0.25) < 0.03  # Ben's own backing level, 50 %
+    assert all(abs(g - 1.0) < 0.02 for g in click_gains), click_gains  # his click at 100 %
     assert all(abs(e) <= TOLERANCE for e in click_errors), click_errors
     assert voice_corr > 0.8 and abs(voice_ms) <= 6
     assert all(abs(e) <= round(0.05 * RATE) for e in lyric_errors), lyric_errors
