@@ -26,6 +26,9 @@ __all__ = [
     "CLICK_ACCENT_HZ",
     "CLICK_HZ",
     "CLICK_SAMPLES",
+    "MAX_IMAGE_BYTES",
+    "MAX_TRACK_BYTES",
+    "MAX_TRACK_S",
     "Click",
     "beat_position",
     "clicks_between",
@@ -34,6 +37,13 @@ __all__ = [
     "song_origin",
     "track_index",
 ]
+
+MAX_TRACK_BYTES: Final = 20 * 1024 * 1024
+"""Largest backing track file accepted (an upload or a library file)."""
+MAX_TRACK_S: Final = 600
+"""Longest backing track accepted: 10 minutes."""
+MAX_IMAGE_BYTES: Final = 5 * 1024 * 1024
+"""Largest room image accepted."""
 
 CLICK_SAMPLES: Final = 480
 """A click lasts 10 ms (a decaying sine burst, synthesized by the page)."""

@@ -8,13 +8,12 @@ never runs it as anything but a picture.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Literal
 
+from common.tracks import MAX_IMAGE_BYTES
 from gateway.tracks import UploadError
 
 __all__ = ["MAX_IMAGE_BYTES", "ImageType", "image_type"]
-
-MAX_IMAGE_BYTES: Final = 5 * 1024 * 1024
 
 ImageType = Literal["image/png", "image/jpeg", "image/webp"]
 

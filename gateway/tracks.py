@@ -27,6 +27,7 @@ import soundfile as sf
 import soxr
 
 from common.constants import SAMPLE_RATE
+from common.tracks import MAX_TRACK_BYTES, MAX_TRACK_S
 
 __all__ = [
     "LIBRARY_SUFFIXES",
@@ -40,8 +41,6 @@ __all__ = [
     "sniff_audio",
 ]
 
-MAX_TRACK_BYTES: Final = 20 * 1024 * 1024
-MAX_TRACK_S: Final = 600
 LIBRARY_SUFFIXES: Final = frozenset({".mp3", ".ogg", ".opus", ".oga", ".flac", ".wav"})
 _MIN_RATE: Final = 8000
 _MAX_RATE: Final = 192_000

@@ -9,6 +9,8 @@ import { h } from "./views.js";
 const TRACK_TYPES = "audio/mpeg,audio/ogg,audio/opus,audio/flac,audio/wav,audio/x-wav,.mp3,.ogg,.opus,.flac,.wav";
 const IMAGE_TYPES = "image/png,image/jpeg,image/webp";
 
+const mb = (bytes) => Math.round(bytes / (1024 * 1024));
+
 /** `m:ss` for a length in samples. */
 export function duration(samples, sampleRate) {
   const s = Math.floor(samples / sampleRate);
@@ -44,7 +46,7 @@ function levelSlider(id, label, value, onChange) {
 }
 
 /**
- * Fill `container`. `ctx`: {state, meId, sampleRate, levels, setLevels(levels),
+ * Fill `container`. `ctx`: {state, meId, sampleRate, limits (the served constants), levels, setLevels(levels),
  * request(type, fields), upload(kind, file), library (names or null),
  * loadLibrary(), useLibrary(name), nextLine()}.
  */
@@ -81,7 +83,7 @@ function leaderControls(ctx, song) {
     type: "file",
     accept: TRACK_TYPES,
     disabled: running,
-    "aria-label": "Upload a backing track (MP3, Ogg, FLAC or WAV, at most 20 MB and 10 minutes)",
+    "aria-label": `Upload a backing track (MP3, Ogg, FLAC or WAV, at most ${mb(ctx.limits.max_track_bytes ?? 20971520)} MB and ${Math.round((ctx.limits.max_track_s ?? 600) / 60)} minutes)`,
     onchange: (e) => {
       const f = e.target.files[0];
       if (f) ctx.upload("track", f);
@@ -113,12 +115,12 @@ function leaderControls(ctx, song) {
     h("label", {}, h("input", { type: "checkbox", name: "count_in", checked: m.count_in }), " count in one bar"),
     h("button", { type: "submit", class: "small", disabled: running }, "Set"),
   );
-  const lyrics = h("textarea", { id: "lyrics-text", rows: "4", maxlength: "10000", "aria-label": "Lyrics, one line per row" }, state.material ? state.material.lyrics : "");
+  const lyrics = h("textarea", { id: "lyrics-text", rows: "4", maxlength: String(ctx.limits.max_lyrics_chars ?? 10000), "aria-label": "Lyrics, one line per row" }, state.material ? state.material.lyrics : "");
   const image = h("input", {
     id: "image-file",
     type: "file",
     accept: IMAGE_TYPES,
-    "aria-label": "Show an image (PNG, JPEG or WebP, at most 5 MB)",
+    "aria-label": `Show an image (PNG, JPEG or WebP, at most ${mb(ctx.limits.max_image_bytes ?? 5242880)} MB)`,
     onchange: (e) => {
       const f = e.target.files[0];
       if (f) ctx.upload("image", f);
@@ -200,6 +202,7 @@ export class MaterialPanel {
       state,
       meId: this.app.store.meId,
       sampleRate: this.app.sampleRate,
+      limits: this.app.constants,
       levels: this.backing ? this.backing.levels : { track: 80, click: 60 },
       setLevels: (levels) => this.backing && this.backing.setLevels(levels),
       request: (type, fields) => this.app.request(type, fields),
