@@ -550,6 +550,9 @@ class RoomState:
             raise CommandError(
                 "bad_lyrics", f"cue position {pos} is not near your position now ({here})"
             )
+        lines = self.material.lyrics.rstrip("\n").count("\n") + 1 if self.material.lyrics else 0
+        if line >= lines:
+            raise CommandError("bad_lyrics", f"the lyrics have no line {line} ({lines} lines)")
         if cues and pos < cues[-1].pos:
             raise CommandError("bad_lyrics", "a cue cannot come before the previous one")
         if len(cues) >= MAX_CUES:

@@ -244,6 +244,9 @@ def test_lyric_cues_follow_the_leaders_position_in_order() -> None:
         assert bad.value.code == "bad_lyrics"
     with pytest.raises(CommandError):
         state.cue_lyrics("s-ben", 2, T0 + 2 * SAMPLE_RATE, now)
+    with pytest.raises(CommandError) as no_line:
+        state.cue_lyrics("s-lead", 3, T0 + 2 * SAMPLE_RATE, now)  # three lines: 0, 1, 2
+    assert no_line.value.code == "bad_lyrics"
     assert [(c.pos, c.line) for c in state.material.cues] == [(T0 + 2 * SAMPLE_RATE - 100, 1)]
     state.stop_song("s-lead", now)
     state.start_song("s-lead", now + SAMPLE_RATE)
