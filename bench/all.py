@@ -13,6 +13,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.failover",
     "bench.failover_audio",
     "bench.clocksync",
+    "bench.material",
 )
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
 

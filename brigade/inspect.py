@@ -46,7 +46,7 @@ from common import keys, records
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_room
-from common.records import GatewayStatus, Member, MixerStatus, Song
+from common.records import GatewayStatus, Material, Member, MixerStatus, Song
 from common.settings import DEFAULT_REDIS_URL
 from common.streams import Entry, parse_entries
 from common.wire import decode_tap
@@ -136,6 +136,10 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         if number.isdigit() and mix in ("", "solo"):
             delays.add((int(number), mix or "full"))
     song, song_version, ctl_applied = _song(song_raw, problems)
+    material = _material(song_raw, problems)
+    blob_ids = [t.id for t in material.tracks] if material else []
+    if material is not None and material.image is not None:
+        blob_ids.append(material.image.id)
     stream_names = {
         "in": keys.room_in(room),
         "ctl": keys.room_ctl(room),
@@ -156,6 +160,9 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
             pipe.xrevrange(keys.room_tap(room, delay, mix), count=1)
         pipe.get(keys.room_occupancy(room))
         pipe.hgetall(keys.room_stats(room))
+        for blob_id in blob_ids:
+            kind = keys.room_track if blob_id.startswith("t-") else keys.room_image
+            pipe.pttl(kind(room, blob_id))
         replies = iter(pipe.execute())
 
     owner_raw, pttl = next(replies), next(replies)
@@ -170,6 +177,7 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     ]
     occupancy = _occupancy(next(replies), problems)
     stats = {_text(k): _text(v) for k, v in next(replies).items()}
+    blob_ttl_ms = {blob_id: _pttl(next(replies)) for blob_id in blob_ids}
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}
     password_set = bool(meta.pop("password_hash", ""))
     return RoomDetail(
@@ -192,6 +200,8 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         stats=stats,
         occupancy=occupancy,
         problems=problems,
+        material=material,
+        blob_ttl_ms=blob_ttl_ms,
     )
 
 
@@ -297,6 +307,16 @@ def _song(
         problems.append(f"song ctl cursor is not a stream entry id: {ctl!r:.40}")
         ctl = None
     return song, version, _text(ctl) if ctl is not None else None
+
+
+def _material(raw: dict[bytes, bytes], problems: list[str]) -> Material | None:
+    if b"material" not in raw:
+        return None
+    try:
+        return records.decode(raw[b"material"], Material)
+    except ValidationError as exc:
+        problems.append(f"material unreadable: {exc}")
+        return None
 
 
 def _stream_info(

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.constants import SAMPLE_RATE
-from common.records import SILENCE_DB, Member, Song
+from common.records import SILENCE_DB, Material, Member, Song
 
 BLOCKS: Final = " ▁▂▃▄▅▆▇█"
 """Chart levels: empty, then eighths of a character cell."""
@@ -179,6 +179,9 @@ class RoomDetail:
     occupancy: Occupancy | None
     problems: list[str]
     """Records that could not be read (song, occupancy), one line each."""
+    material: Material | None = None
+    blob_ttl_ms: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    """Track or image id -> the PTTL of its bytes' key (None: the key is missing)."""
 
     @property
     def now_pos(self) -> int:
@@ -403,6 +406,7 @@ def render_room(data: RoomDetail, width: int = 100, last_s: float | None = None)
     lines.append(f"room {data.name}: {owner}{registered}")
     lines.append(_meta_line(data))
     lines.append(_song_line(data))
+    lines += _material_lines(data)
     lines.append("")
     lines += _members_lines(data)
     lines.append("")
@@ -469,6 +473,46 @@ def _song_line(data: RoomDetail) -> str:
         f"start {pos(song.start_pos)}, end {pos(song.end_pos)}, version {data.song_version}; "
         f"{repeats}, leader boost {song.leader_boost_db:+g} dB"
     )
+
+
+def _material_lines(data: RoomDetail) -> list[str]:
+    """The backing track, metronome, lyrics, image and the room's tracks with their keys' TTL."""
+    song, material = data.song, data.material
+    if song is None:
+        return []
+
+    def ttl(blob_id: str) -> str:
+        left = data.blob_ttl_ms.get(blob_id)
+        return "bytes missing" if left is None else f"expires in {_lease(left)}"
+
+    m = song.metronome
+    metronome = (
+        f"metronome {m.bpm:g} bpm, {m.beats} per bar{', count-in' if m.count_in else ''}"
+        if m.on
+        else "metronome off"
+    )
+    chosen = f"track {song.track.name} ({song.track.id})" if song.track else "no track"
+    lines = [f"material: {chosen}; {metronome}"]
+    if material is None:
+        return lines
+    for track in material.tracks:
+        lines.append(
+            f"  track {track.id} {track.name!r}: {duration(track.samples / SAMPLE_RATE)}, "
+            f"{track.size_bytes / 1e6:.2f} MB ({track.source}), {ttl(track.id)}"
+        )
+    if material.image is not None:
+        image = material.image
+        lines.append(
+            f"  image {image.id}: {image.content_type}, {image.size_bytes / 1e6:.2f} MB, "
+            f"{ttl(image.id)}"
+        )
+    if material.lyrics:
+        n_lines = material.lyrics.count("\n") + 1
+        lines.append(
+            f"  lyrics: {n_lines} lines, {len(material.lyrics)} characters; "
+            f"{len(material.cues)} cue(s) in this song"
+        )
+    return lines
 
 
 def _members_lines(data: RoomDetail) -> list[str]:

@@ -21,15 +21,27 @@ import msgspec
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import check_display_name
-from common.records import MAX_GAIN_DB, MAX_LEADER_BOOST_DB, Mix, Role
+from common.records import (
+    MAX_GAIN_DB,
+    MAX_LEADER_BOOST_DB,
+    MAX_LYRICS_CHARS,
+    Image,
+    MaterialId,
+    Mix,
+    Role,
+    Track,
+)
 
 __all__ = [
     "CLIENT_COMMANDS",
     "MAX_BUCKETS",
     "MAX_DELAY_S",
+    "AddTrack",
     "AnyCommand",
+    "ClearImage",
     "ClientCommand",
     "Command",
+    "CueLyrics",
     "Disconnect",
     "Envelope",
     "Halt",
@@ -40,9 +52,13 @@ __all__ = [
     "Mute",
     "SetDelay",
     "SetGain",
+    "SetImage",
     "SetLeaderBoost",
+    "SetLyrics",
+    "SetMetronome",
     "SetMix",
     "SetRounds",
+    "SetTrack",
     "Solo",
     "Start",
     "Stop",
@@ -186,6 +202,58 @@ class SetRounds(Command, tag="set_rounds", frozen=True):
     repeats: Annotated[int, msgspec.Meta(ge=0, le=20)]
 
 
+class SetTrack(Command, tag="set_track", frozen=True):
+    """Leader, between songs: back the next songs with the room's track ``track`` (null: none)."""
+
+    error_code: ClassVar[str] = "bad_track"
+    track: MaterialId | None
+
+
+class SetMetronome(Command, tag="set_metronome", frozen=True):
+    """Leader, between songs: the metronome of the next songs."""
+
+    error_code: ClassVar[str] = "bad_metronome"
+    on: bool
+    bpm: Annotated[float, msgspec.Meta(ge=20, le=300)] = 100.0
+    beats: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
+    count_in: bool = False
+
+
+class SetLyrics(Command, tag="set_lyrics", frozen=True):
+    """Leader: the lyrics shown to everyone (empty: none). Lines are separated by newlines."""
+
+    error_code: ClassVar[str] = "bad_lyrics"
+    text: Annotated[str, msgspec.Meta(max_length=MAX_LYRICS_CHARS)]
+
+
+class CueLyrics(Command, tag="cue_lyrics", frozen=True):
+    """Leader, during a song: line ``line`` is current from the leader's position ``pos`` on."""
+
+    error_code: ClassVar[str] = "bad_lyrics"
+    line: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    pos: Annotated[int, msgspec.Meta(ge=0, lt=1 << 62)]
+
+
+class ClearImage(Command, tag="clear_image", frozen=True):
+    """Leader: take the room's image down."""
+
+
+class AddTrack(Command, tag="add_track", frozen=True):
+    """Sent by a gateway once it stored an upload (or a library track) for the leader.
+
+    The room lists it and chooses it for the next songs; the oldest track
+    nobody has chosen goes when the room holds too many.
+    """
+
+    track: Track
+
+
+class SetImage(Command, tag="set_image", frozen=True):
+    """Sent by a gateway once it stored the leader's image upload."""
+
+    image: Image
+
+
 ClientCommand = (
     Leave
     | Lead
@@ -200,11 +268,16 @@ ClientCommand = (
     | Solo
     | SetMix
     | SetRounds
+    | SetTrack
+    | SetMetronome
+    | SetLyrics
+    | CueLyrics
+    | ClearImage
 )
 """The commands a browser may send as JSON text frames."""
 
-AnyCommand = Join | Disconnect | SubscribeTap | ClientCommand
-"""Every command: the browser's, and the membership ones only gateways send."""
+AnyCommand = Join | Disconnect | SubscribeTap | AddTrack | SetImage | ClientCommand
+"""Every command: the browser's, and those only gateways send (membership, stored uploads)."""
 
 CLIENT_COMMANDS: Final[dict[str, type[Command]]] = {
     cls.__struct_config__.tag: cls for cls in ClientCommand.__args__
@@ -246,7 +319,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(Envelope)
-_MAX_ENTRY_BYTES: Final = 8192
+_MAX_ENTRY_BYTES: Final = 64 * 1024
+"""Lyrics (10 000 characters, up to 4 bytes each in UTF-8) are the largest command."""
 
 
 def encode_envelope(envelope: Envelope) -> bytes:

@@ -149,3 +149,13 @@ def room_keys(room: str) -> list[str]:
         room_checkpoint(room),
         room_guesses(room),
     ]
+
+
+def room_track(room: str, track_id: str) -> str:
+    """String with a TTL: a backing track's audio (Ogg Opus, 48 kHz mono)."""
+    return f"{_room(room)}:track:{track_id}"
+
+
+def room_image(room: str, image_id: str) -> str:
+    """String with a TTL: the room's image (PNG, JPEG or WebP bytes)."""
+    return f"{_room(room)}:image:{image_id}"

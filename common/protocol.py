@@ -32,6 +32,8 @@ from common.commands import (
 from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
+from common.records import MAX_LYRICS_CHARS
+from common.tracks import MAX_IMAGE_BYTES, MAX_TRACK_BYTES, MAX_TRACK_S
 
 # --- limits -----------------------------------------------------------------------
 
@@ -93,6 +95,9 @@ class Code(StrEnum):
     BAD_DELAY = "bad_delay"
     BAD_GAIN = "bad_gain"
     BAD_ROUNDS = "bad_rounds"
+    BAD_TRACK = "bad_track"
+    BAD_METRONOME = "bad_metronome"
+    BAD_LYRICS = "bad_lyrics"
     SPECTATOR_CANNOT_LEAD = "spectator_cannot_lead"
     UNAVAILABLE = "unavailable"
 
@@ -582,4 +587,8 @@ def limits_json(
         "max_name_chars": MAX_DISPLAY_NAME,
         "max_delay_s": MAX_DELAY_S,
         "hello_timeout_s": HELLO_TIMEOUT_S,
+        "max_lyrics_chars": MAX_LYRICS_CHARS,
+        "max_track_bytes": MAX_TRACK_BYTES,
+        "max_track_s": MAX_TRACK_S,
+        "max_image_bytes": MAX_IMAGE_BYTES,
     }

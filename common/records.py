@@ -7,6 +7,10 @@ raises :class:`common.errors.ValidationError` with the path of the bad field.
 
 * :class:`Member` (``bb:{R}:members``, one msgpack value per singer) and
   :class:`Song` (``bb:{R}:song`` field ``state``): written by the mixer.
+* :class:`Material` (``bb:{R}:song`` field ``material``): the room's
+  tracks, lyrics, image and the current song's lyric cues, written by the
+  mixer only when they change; the audio and image bytes themselves live in
+  keys of their own (``bb:{R}:track:{id}``, ``bb:{R}:image:{id}``).
 * :class:`RoomMeta` (``bb:{R}:meta``, a hash of strings): written once by the
   gateway that creates the room.
 * :class:`Occupancy` (``bb:{R}:occ``) and :class:`MixerStatus` /
@@ -31,11 +35,18 @@ from common.errors import ValidationError
 from common.names import check_display_name, check_id
 
 __all__ = [
+    "MAX_CUES",
     "MAX_GAIN_DB",
+    "MAX_LYRICS_CHARS",
+    "MAX_ROOM_TRACKS",
     "SILENCE_DB",
     "Checkpoint",
+    "Cue",
     "GatewayStatus",
+    "Image",
+    "Material",
     "Member",
+    "Metronome",
     "Mix",
     "MixerStatus",
     "Occupancy",
@@ -43,6 +54,7 @@ __all__ = [
     "RoomMeta",
     "Rounds",
     "Song",
+    "Track",
     "decode",
     "decode_meta",
     "encode",
@@ -64,6 +76,16 @@ Mix = Literal["full", "solo"]
 """Which mix of a room a tap carries: everyone, or only the soloed singers."""
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+MAX_ROOM_TRACKS: Final = 3
+"""Tracks a room keeps (uploaded or taken from the library); the oldest unused goes first."""
+
+MAX_LYRICS_CHARS: Final = 10_000
+MAX_CUES: Final = 1000
+"""Lyric cues kept for one song (a line change every 2 s for half an hour)."""
+
+MaterialId = Annotated[str, msgspec.Meta(pattern=r"^[a-z]-[0-9a-f]{12}$")]
+"""A track's or an image's id: its kind's letter, ``-``, 12 hex digits."""
 
 
 class Role(StrEnum):
@@ -141,6 +163,70 @@ class Rounds(msgspec.Struct, frozen=True, kw_only=True):
         return tuple(k * period for k in range(self.repeats + 1))
 
 
+class Metronome(msgspec.Struct, frozen=True, kw_only=True):
+    """The leader's metronome for the songs to come: clicks made by each page.
+
+    ``beats`` per bar, the first accented; ``count_in`` adds one bar of
+    clicks before the music (common/tracks.py has the positions).
+    """
+
+    on: bool = False
+    bpm: Annotated[float, msgspec.Meta(ge=20, le=300)] = 100.0
+    beats: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
+    count_in: bool = False
+
+
+class Track(msgspec.Struct, frozen=True, kw_only=True):
+    """A backing track of the room: 48 kHz mono, ``samples`` long, in ``bb:{R}:track:{id}``."""
+
+    id: MaterialId
+    name: Annotated[str, msgspec.Meta(max_length=200)]
+    samples: Annotated[int, msgspec.Meta(gt=0)]
+    size_bytes: NonNegative = 0
+    source: Literal["upload", "library"] = "upload"
+
+
+class Image(msgspec.Struct, frozen=True, kw_only=True):
+    """The room's image, in ``bb:{R}:image:{id}``, served with its ``content_type``."""
+
+    id: MaterialId
+    content_type: Literal["image/png", "image/jpeg", "image/webp"]
+    size_bytes: NonNegative = 0
+
+
+class Cue(msgspec.Struct, frozen=True, array_like=True):
+    """A lyric line change: from song position ``pos`` on, line ``line`` is current."""
+
+    pos: int
+    line: NonNegative
+
+
+class Material(msgspec.Struct, kw_only=True):
+    """The room's song material besides the song record: tracks, lyrics, image, cues.
+
+    ``cues`` belong to the current (or last) song and are cleared when the
+    next one starts; they are in increasing position order.
+    """
+
+    tracks: list[Track] = msgspec.field(default_factory=list)
+    lyrics: Annotated[str, msgspec.Meta(max_length=MAX_LYRICS_CHARS)] = ""
+    image: Image | None = None
+    cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
+        default_factory=list
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.tracks) > MAX_ROOM_TRACKS:
+            raise ValidationError(f"material: {len(self.tracks)} tracks, at most {MAX_ROOM_TRACKS}")
+
+    def find(self, track_id: str) -> Track | None:
+        return next((t for t in self.tracks if t.id == track_id), None)
+
+    def blob_ids(self) -> tuple[list[str], list[str]]:
+        """The ids whose bytes live in keys of their own: (tracks, images)."""
+        return [t.id for t in self.tracks], [self.image.id] if self.image else []
+
+
 class Song(msgspec.Struct, kw_only=True):
     """The song state: input is mixed only inside ``[start_pos, end_pos)``.
 
@@ -163,6 +249,9 @@ class Song(msgspec.Struct, kw_only=True):
     leader_boost_db: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEADER_BOOST_DB)] = (
         DEFAULT_LEADER_BOOST_DB
     )
+    track: Track | None = None
+    """The backing track chosen for the songs to come (and the running one)."""
+    metronome: Metronome = msgspec.field(default_factory=Metronome)
 
     def __post_init__(self) -> None:
         if self.leader is not None:

@@ -9,7 +9,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from common.records import Member, Song
+from common.records import Material, Member, Song, Track
+from common.tracks import song_origin
 
 
 def public_state(
@@ -21,6 +22,7 @@ def public_state(
     bucket_spacing: int,
     song: Song,
     members: Iterable[Member],
+    material: Material | None = None,
 ) -> dict[str, Any]:
     """Room state as browsers see it: members in join order, taps in use, the console."""
     ordered = sorted(members, key=lambda m: (m.joined, m.singer_id))
@@ -44,6 +46,8 @@ def public_state(
         for m in ordered
     ]
     rounds = song.rounds
+    material = material if material is not None else Material()
+    metronome = song.metronome
     return {
         "room": room,
         "version": version,
@@ -57,6 +61,27 @@ def public_state(
             "stopped_by": song.stopped_by,
             "rounds": {"bpm": rounds.bpm, "beats": rounds.beats, "repeats": rounds.repeats},
             "leader_boost_db": song.leader_boost_db,
+            "track": _track(song.track),
+            "metronome": {
+                "on": metronome.on,
+                "bpm": metronome.bpm,
+                "beats": metronome.beats,
+                "count_in": metronome.count_in,
+            },
+            # Where the music (and track sample 0) begins: start_pos, after a count-in bar.
+            "origin": None if song.start_pos is None else song_origin(song.start_pos, metronome),
+        },
+        "material": {
+            "tracks": [_track(t) for t in material.tracks],
+            "lyrics": material.lyrics,
+            "image": None
+            if material.image is None
+            else {
+                "id": material.image.id,
+                "content_type": material.image.content_type,
+                "bytes": material.image.size_bytes,
+            },
+            "cues": [[cue.pos, cue.line] for cue in material.cues],
         },
         "buckets": {
             "n": n_buckets,
@@ -66,4 +91,16 @@ def public_state(
         "solo": [m.singer_id for m in ordered if m.soloed],
         "taps": sorted({m.delay for m in ordered if m.connected}),
         "members": listed,
+    }
+
+
+def _track(track: Track | None) -> dict[str, Any] | None:
+    if track is None:
+        return None
+    return {
+        "id": track.id,
+        "name": track.name,
+        "samples": track.samples,
+        "bytes": track.size_bytes,
+        "source": track.source,
     }

@@ -184,6 +184,10 @@ class MixerSettings(_Settings):
     metrics_port: int = field(
         default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
     )
+    material_ttl_s: float = field(
+        default=3600.0,
+        metadata={"help": "a room's tracks and image expire this long after it was last in use, s"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -205,6 +209,7 @@ class MixerSettings(_Settings):
             "room_release_s",
             "room_idle_delete_s",
             "tap_ttl_ms",
+            "material_ttl_s",
         ):
             _positive(name, getattr(self, name))
         if self.checkpoint_ms < 0:
@@ -282,6 +287,14 @@ class GatewaySettings(_Settings):
         default=15.0,
         metadata={"help": "close HTTP connections without a complete request for this long, s"},
     )
+    material_ttl_s: float = field(
+        default=3600.0,
+        metadata={"help": "a room's tracks and image expire this long after it was last in use, s"},
+    )
+    tracks_dir: str = field(
+        default="",
+        metadata={"help": "folder of backing tracks offered to every room (scanned on request)"},
+    )
 
     def check(self) -> None:
         super().check()
@@ -301,6 +314,7 @@ class GatewaySettings(_Settings):
             "rooms_per_min",
             "room_cap",
             "idle_timeout_s",
+            "material_ttl_s",
         ):
             _positive(name, getattr(self, name))
         if not 0 <= self.downstream_ms <= 500:

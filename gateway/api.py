@@ -23,6 +23,7 @@ from common.protocol import MAX_PASSWORD_CHARS, limits_json
 from gateway import ws
 from gateway.guard import LimitReached
 from gateway.hub import HUB
+from gateway.material import add_material_routes
 from gateway.metrics import render
 from gateway.rooms import MAX_CAPACITY
 
@@ -58,6 +59,7 @@ def add_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/api/rooms/{room}/occupancy", room_occupancy)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_material_routes(app)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir, follow_symlinks=False)
 

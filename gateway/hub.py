@@ -148,7 +148,10 @@ class Hub:
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
         if isinstance(event, State):
             view = RoomView(event.version, event.state, _taps(event.state))
-            self.views[room] = view
+            if room in self.by_room:
+                # A room watched only for an upload's reply keeps no view: nothing would
+                # drop it, and GET /api/rooms/{room} would serve it stale.
+                self.views[room] = view
             text = dumps(state_message(event.version, event.state)).encode("utf-8")
             for session in sessions:
                 session.send_json(text)

@@ -33,6 +33,8 @@ COUNTERS: Final[dict[str, str]] = {
     "frames_dropped_total": "tap frames dropped from slow clients' send queues",
     "events_in_total": "room events read from Redis",
     "redis_errors_total": "failed Redis operations (the gateway retries with back-off)",
+    "uploads_total": "backing tracks and images stored for a room",
+    "uploads_refused_total": "uploads refused (not the leader, too big, not audio or an image...)",
 }
 
 DROP_REASONS: Final[dict[str, str]] = {

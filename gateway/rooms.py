@@ -27,7 +27,7 @@ from common import keys, records, roomview
 from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, seconds_to_samples
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
-from common.records import Member, Occupancy, Role, RoomMeta, Song
+from common.records import Material, Member, Occupancy, Role, RoomMeta, Song
 from gateway.guard import CLIENT, Guard
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ def public_state(
         bucket_spacing=seconds_to_samples(meta.bucket_spacing_s),
         song=_song(raw_song.get(b"state")),
         members=_members(raw_members.values()),
+        material=_material(raw_song.get(b"material")),
     )
 
 
@@ -271,3 +272,13 @@ def _song(value: bytes | None) -> Song:
     except ValidationError as exc:
         log.debug("unreadable song record: %s", exc)
         return Song()
+
+
+def _material(value: bytes | None) -> Material:
+    if value is None:
+        return Material()
+    try:
+        return records.decode(value, Material)
+    except ValidationError as exc:
+        log.debug("unreadable material record: %s", exc)
+        return Material()

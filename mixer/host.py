@@ -23,7 +23,10 @@ from typing import Any, Final
 import msgspec
 
 from common.commands import (
+    AddTrack,
+    ClearImage,
     Command,
+    CueLyrics,
     Disconnect,
     Envelope,
     Halt,
@@ -34,9 +37,13 @@ from common.commands import (
     Mute,
     SetDelay,
     SetGain,
+    SetImage,
     SetLeaderBoost,
+    SetLyrics,
+    SetMetronome,
     SetMix,
     SetRounds,
+    SetTrack,
     Solo,
     Start,
     Stop,
@@ -47,7 +54,7 @@ from common.commands import (
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError, WireError
 from common.events import Levels, Reply, State
-from common.records import Checkpoint, Occupancy, Role, RoomMeta, Rounds
+from common.records import Checkpoint, Metronome, Occupancy, Role, RoomMeta, Rounds
 from common.wire import decode_chunk
 from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
 from mixer.store import public_state
@@ -78,6 +85,15 @@ HANDLERS: Final[dict[type[Command], Handler]] = {
     SetRounds: lambda s, who, c, now: s.set_rounds(
         who, Rounds(bpm=c.bpm, beats=c.beats, repeats=c.repeats)
     ),
+    SetTrack: lambda s, who, c, now: s.set_track(who, c.track),
+    SetMetronome: lambda s, who, c, now: s.set_metronome(
+        who, Metronome(on=c.on, bpm=c.bpm, beats=c.beats, count_in=c.count_in)
+    ),
+    SetLyrics: lambda s, who, c, now: s.set_lyrics(who, c.text),
+    CueLyrics: lambda s, who, c, now: s.cue_lyrics(who, c.line, c.pos, now),
+    ClearImage: lambda s, who, c, now: s.clear_image(who),
+    AddTrack: lambda s, who, c, now: s.add_track(who, c.track),
+    SetImage: lambda s, who, c, now: s.set_image(who, c.image),
     SubscribeTap: lambda s, who, c, now: s.subscribe_tap(
         who, seconds_to_samples(c.delay_s), c.mix, now, seconds_to_samples(c.ttl_s)
     ),
@@ -106,6 +122,10 @@ class Publish:
     events: list[Reply | State | Levels] = field(default_factory=list)
     persist: bool = False
     """Write the members and song records (and the control cursor)."""
+    persist_material: bool = False
+    """Also write the material record (tracks, lyrics, image, cues): only when it changed."""
+    discard: list[tuple[str, str]] = field(default_factory=list)
+    """``(kind, id)`` of tracks and images no longer listed: delete their bytes."""
     removed: set[str] = field(default_factory=set)
     """Members gone for good: delete their records, resume tokens and links."""
     links: dict[str, str] = field(default_factory=dict)
@@ -165,6 +185,7 @@ class RoomHost:
         self.mixer_id = mixer_id
         self.counters = counters if counters is not None else HostCounters()
         self.persisted_version = state.version
+        self.persisted_material = state.material_version
         self.persisted_ids = set(state.members)
         self._counters_dirty = False
         self._published_at: int | None = None
@@ -190,6 +211,11 @@ class RoomHost:
         # Audio after commands: a join in this tick makes the singer's chunks welcome.
         for data in chunks:
             self.chunk(data, now)
+        state = self.state
+        if state.end_with_track(now):
+            log.info("room %s: song %d ended with its track", self.name, state.song.number)
+        if state.discarded:
+            out.discard, state.discarded = state.discarded, []
         out.taps = self.mixer.tick(now)
         in_use = bool(self.state.subscriptions) or any(
             m.connected for m in self.state.members.values()
@@ -303,6 +329,7 @@ class RoomHost:
     def resync(self) -> None:
         """Publish the whole state again on the next step (after Redis lost it)."""
         self.persisted_version = -1
+        self.persisted_material = -1
 
     # --- internals -----------------------------------------------------------------------
 
@@ -332,6 +359,8 @@ class RoomHost:
             self.links.pop(singer, None)
             out.links.pop(singer, None)
         out.persist = True
+        out.persist_material = state.material_version != self.persisted_material
+        self.persisted_material = state.material_version
         if changed:
             # Before the replies: a gateway acks a command once the state shows it.
             out.events.insert(0, State(version=state.version, state=public_state(self.name, state)))

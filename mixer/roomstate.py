@@ -27,7 +27,23 @@ from common.constants import (
 )
 from common.errors import BrigadeError, ValidationError
 from common.names import check_display_name, check_id
-from common.records import SILENCE_DB, Member, Mix, Role, Rounds, Song, check_gain_db
+from common.records import (
+    MAX_CUES,
+    MAX_ROOM_TRACKS,
+    SILENCE_DB,
+    Cue,
+    Image,
+    Material,
+    Member,
+    Metronome,
+    Mix,
+    Role,
+    Rounds,
+    Song,
+    Track,
+    check_gain_db,
+)
+from common.tracks import song_end
 
 __all__ = [
     "SILENCE_DB",
@@ -48,6 +64,10 @@ _MAX_DELAY_MARGIN: Final = seconds_to_samples(5.0)
 """A delay must stay this far inside the ring, so late writes and reads still fit in it."""
 
 _REPEAT_SLACK: Final = seconds_to_samples(1.0)
+
+_CUE_AHEAD: Final = seconds_to_samples(0.5)
+_CUE_BEHIND: Final = seconds_to_samples(10.0)
+"""A lyric cue's position must lie within this of the leader's position when it arrives."""
 """Margin kept between the last repeat's source and the ring's oldest sample (late taps)."""
 
 
@@ -170,10 +190,16 @@ class RoomState:
         config: RoomConfig,
         members: dict[str, Member] | None = None,
         song: Song | None = None,
+        material: Material | None = None,
     ) -> None:
         self.config = config
         self.members: dict[str, Member] = dict(members or {})
         self.song = song if song is not None else Song()
+        self.material = material if material is not None else Material()
+        self.material_version = 0
+        """Bumped when :attr:`material` changes (it is persisted only then: lyrics are big)."""
+        self.discarded: list[tuple[str, str]] = []
+        """``(kind, id)`` of tracks and images the room no longer lists: their bytes can go."""
         self.subscriptions: dict[str, Subscription] = {}
         self.version = 0
         self._taps = _TapsCache()
@@ -198,6 +224,8 @@ class RoomState:
             self.song.leader = None
         if not self._rounds_fit(self.song.rounds, self._largest_delay()):
             self.song.rounds = Rounds(bpm=self.song.rounds.bpm, beats=self.song.rounds.beats)
+        if self.song.track is not None and not self.song.running:
+            self.song.track = self.material.find(self.song.track.id)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -390,6 +418,9 @@ class RoomState:
         self.song.end_pos = None
         self.song.stopped_by = None
         self.song.number += 1
+        if self.material.cues:
+            self.material.cues = []
+            self._material_changed()
         self._changed()
 
     def stop_song(self, singer_id: str, now: int) -> None:
@@ -438,6 +469,149 @@ class RoomState:
         if boost_db != self.song.leader_boost_db:
             self.song.leader_boost_db = float(boost_db)
             self._changed()
+
+    def end_with_track(self, now: int) -> bool:
+        """End the running song when the leader's position passes the end of its track.
+
+        The window closes exactly at the track's last sample; nobody stopped
+        it (``stopped_by`` is None). Returns whether the song ended.
+        """
+        song = self.song
+        if not song.running or song.track is None or song.start_pos is None:
+            return False
+        leader = self.members.get(song.leader) if song.leader is not None else None
+        delay = leader.delay if leader is not None else self.config.bucket_delay(0)
+        end = song_end(song.start_pos, song.metronome, song.track.samples)
+        if now - delay < end:
+            return False
+        song.end_pos = end
+        song.running = False
+        song.stopped_by = None
+        self._changed()
+        return True
+
+    # --- song material ----------------------------------------------------------------------
+
+    def add_track(self, singer_id: str, track: Track) -> None:
+        """Leader, between songs: list ``track`` and choose it for the next songs.
+
+        A room lists at most :data:`MAX_ROOM_TRACKS`; the oldest one not
+        chosen goes (its bytes with it, through :attr:`discarded`).
+        """
+        self._leader(singer_id, "add a backing track")
+        self._between_songs("the track")
+        tracks = [t for t in self.material.tracks if t.id != track.id]
+        tracks.append(track)
+        while len(tracks) > MAX_ROOM_TRACKS:
+            old = tracks.pop(0)
+            self.discarded.append(("track", old.id))
+        self.material.tracks = tracks
+        self.song.track = track
+        self._material_changed()
+        self._changed()
+
+    def set_track(self, singer_id: str, track_id: str | None) -> None:
+        """Leader, between songs: back the next songs with the track ``track_id`` (or none)."""
+        self._leader(singer_id, "choose the backing track")
+        self._between_songs("the track")
+        track = None
+        if track_id is not None:
+            track = self.material.find(track_id)
+            if track is None:
+                raise CommandError("bad_track", f"the room has no track {track_id!r:.40}")
+        if track != self.song.track:
+            self.song.track = track
+            self._changed()
+
+    def set_metronome(self, singer_id: str, metronome: Metronome) -> None:
+        """Leader, between songs: the metronome of the next songs."""
+        self._leader(singer_id, "set the metronome")
+        self._between_songs("the metronome")
+        if metronome != self.song.metronome:
+            self.song.metronome = metronome
+            self._changed()
+
+    def set_lyrics(self, singer_id: str, text: str) -> None:
+        """Leader: the lyrics everyone sees (empty clears them); allowed during a song."""
+        self._leader(singer_id, "set the lyrics")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if any(ord(c) < 32 and c not in "\n\t" for c in text):
+            raise CommandError("bad_lyrics", "lyrics may not contain control characters")
+        if text != self.material.lyrics:
+            self.material.lyrics = text
+            self._material_changed()
+            self._changed()
+
+    def cue_lyrics(self, singer_id: str, line: int, pos: int, now: int) -> None:
+        """Leader, during a song: line ``line`` is current from the leader's position ``pos`` on.
+
+        ``pos`` is where the leader's playback was when they advanced; it must
+        lie in the song, near the leader's position now, and not before the
+        previous cue.
+        """
+        leader = self._leader(singer_id, "advance the lyrics")
+        song = self.song
+        if not song.running or song.start_pos is None:
+            raise CommandError("no_song", "lyric lines advance during a song")
+        here = now - leader.delay
+        cues = self.material.cues
+        if not (max(song.start_pos, here - _CUE_BEHIND) <= pos <= here + _CUE_AHEAD):
+            raise CommandError(
+                "bad_lyrics", f"cue position {pos} is not near your position now ({here})"
+            )
+        lines = self.material.lyrics.rstrip("\n").count("\n") + 1 if self.material.lyrics else 0
+        if line >= lines:
+            raise CommandError("bad_lyrics", f"the lyrics have no line {line} ({lines} lines)")
+        if cues and pos < cues[-1].pos:
+            raise CommandError("bad_lyrics", "a cue cannot come before the previous one")
+        if len(cues) >= MAX_CUES:
+            raise CommandError("bad_lyrics", f"at most {MAX_CUES} cues in one song")
+        self.material.cues = [*cues, Cue(pos, line)]
+        self._material_changed()
+        self._changed()
+
+    def set_image(self, singer_id: str, image: Image) -> None:
+        """Leader: show ``image`` to everyone (replacing the previous one)."""
+        self._leader(singer_id, "set the image")
+        old = self.material.image
+        if old is not None and old.id != image.id:
+            self.discarded.append(("image", old.id))
+        self.material.image = image
+        self._material_changed()
+        self._changed()
+
+    def clear_image(self, singer_id: str) -> None:
+        """Leader: take the image down."""
+        self._leader(singer_id, "clear the image")
+        old = self.material.image
+        if old is not None:
+            self.discarded.append(("image", old.id))
+            self.material.image = None
+            self._material_changed()
+            self._changed()
+
+    def forget_material(self, track_ids: set[str], image_ids: set[str]) -> None:
+        """Drop tracks and images whose bytes expired from Redis while nobody was here."""
+        material = self.material
+        tracks = [t for t in material.tracks if t.id not in track_ids]
+        image = material.image if material.image and material.image.id not in image_ids else None
+        if tracks == material.tracks and image == material.image:
+            return
+        material.tracks = tracks
+        material.image = image
+        # A running song keeps its track's record: the pages already hold the audio.
+        track = self.song.track
+        if track is not None and track.id in track_ids and not self.song.running:
+            self.song.track = None
+        self._material_changed()
+        self._changed()
+
+    def _between_songs(self, what: str) -> None:
+        if self.song.running:
+            raise CommandError("song_running", f"{what} cannot change while a song runs")
+
+    def _material_changed(self) -> None:
+        self.material_version += 1
 
     # --- console ----------------------------------------------------------------------------
 

@@ -129,6 +129,8 @@ class MixerService:
         )
         self._healthy = True
         self._backoff = Backoff(0.05, 2.0)
+        self._material_period_s = min(60.0, settings.material_ttl_s / 3)
+        self._material_due = 0.0
 
     # ---------------------------------------------------------------- running
 
@@ -297,8 +299,12 @@ class MixerService:
                 # From its first window on: a tap that lives less than one publish
                 # period must still expire.
                 pipe.pexpire(key, self.settings.tap_ttl_ms)
+        if out.discard:
+            store.queue_discard(pipe, room, out.discard)
         if out.persist:
-            store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, out.removed)
+            store.queue_persist(
+                pipe, room, owned.state, owned.ctl_cursor, out.removed, out.persist_material
+            )
             if out.removed:
                 # Their places are gone for good: so are their resume tokens and links.
                 pipe.hdel(keys.room_tokens(room), *out.removed)
@@ -381,6 +387,10 @@ class MixerService:
             self._next_sweep = time.monotonic() + SWEEP_S
             await self._delete_idle_rooms(now_s)
 
+        if time.monotonic() >= self._material_due:
+            self._material_due = time.monotonic() + self._material_period_s
+            await self.refresh_material()
+
     async def _retire_unused(self) -> None:
         """Give back the rooms nobody has used for ``room_release_s``: they cost nothing then.
 
@@ -425,6 +435,36 @@ class MixerService:
                 self.counters.rooms_deleted += 1
                 log.info(
                     "room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s
+                )
+
+    async def refresh_material(self) -> None:
+        """Keep the tracks and images of rooms in use from expiring; forget the expired ones.
+
+        A room is in use while it has a connected member. Their keys carry a
+        TTL of ``material_ttl_s``, renewed here every third of it; the
+        material of a room left alone for that long expires with nothing
+        else to clean up. A key found missing (it expired before someone
+        came back) is dropped from the room's state, so no page asks for it.
+        """
+        ttl_ms = round(self.settings.material_ttl_s * 1000)
+        work: list[tuple[OwnedRoom, list[tuple[str, str, str]]]] = []
+        for owned in self.rooms.values():
+            blobs = store.blob_keys(owned.name, owned.state)
+            if blobs and any(m.connected for m in owned.state.members.values()):
+                work.append((owned, blobs))
+        if not work:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _owned, blobs in work:
+                for _kind, _id, key in blobs:
+                    pipe.pexpire(key, ttl_ms)
+            results = iter(await pipe.execute())
+        for owned, blobs in work:
+            gone = [(kind, blob_id) for kind, blob_id, _key in blobs if not next(results)]
+            if gone:
+                log.info("room %s: %d expired track(s)/image(s) forgotten", owned.name, len(gone))
+                owned.state.forget_material(
+                    {i for k, i in gone if k == "track"}, {i for k, i in gone if k == "image"}
                 )
 
     async def _disconnect_dead_gateways(self) -> None:

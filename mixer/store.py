@@ -15,7 +15,7 @@ from common import keys, records, roomview
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
 from common.events import Chat, Levels, Reply, State, encode_event
-from common.records import Member, RoomMeta, Song
+from common.records import Material, Member, RoomMeta, Song
 from common.settings import MixerSettings
 from mixer.roomstate import RoomConfig, RoomState
 
@@ -60,6 +60,12 @@ async def load_room(
             log.warning("room %s: dropping unreadable member record %r: %s", room, singer, exc)
             continue
         members[member.singer_id] = member
+    material: Material | None = None
+    if b"material" in song_raw:
+        try:
+            material = records.decode(song_raw[b"material"], Material)
+        except ValidationError as exc:
+            log.warning("room %s: unreadable material record, starting with none: %s", room, exc)
     song: Song | None = None
     if b"state" in song_raw:
         try:
@@ -67,7 +73,7 @@ async def load_room(
         except ValidationError as exc:
             log.warning("room %s: unreadable song record, starting with none: %s", room, exc)
     try:
-        state = RoomState(config, members, song)
+        state = RoomState(config, members, song, material)
     except ValidationError as exc:
         log.warning("room %s: inconsistent stored state (%s); starting empty", room, exc)
         state = RoomState(config)
@@ -81,9 +87,14 @@ async def load_room(
 
 
 def queue_persist(
-    pipe: Pipeline, room: str, state: RoomState, ctl_cursor: bytes, removed: set[str]
+    pipe: Pipeline,
+    room: str,
+    state: RoomState,
+    ctl_cursor: bytes,
+    removed: set[str],
+    material: bool = True,
 ) -> None:
-    """Write the whole room state (members, song, version, control cursor)."""
+    """Write the room state (members, song, version, control cursor; the material if asked)."""
     if state.members:
         pipe.hset(
             keys.room_members(room),
@@ -99,6 +110,28 @@ def queue_persist(
             "ctl": ctl_cursor,
         },
     )
+    if material:
+        pipe.hset(keys.room_song(room), "material", records.encode(state.material))
+
+
+def queue_discard(pipe: Pipeline, room: str, discard: list[tuple[str, str]]) -> None:
+    """Delete the bytes of tracks and images the room no longer lists."""
+    names = [blob_key(room, kind, blob_id) for kind, blob_id in discard]
+    if names:
+        pipe.delete(*names)
+
+
+def blob_key(room: str, kind: str, blob_id: str) -> str:
+    """The key holding a track's (``kind`` "track") or an image's bytes."""
+    return keys.room_track(room, blob_id) if kind == "track" else keys.room_image(room, blob_id)
+
+
+def blob_keys(room: str, state: RoomState) -> list[tuple[str, str, str]]:
+    """``(kind, id, key)`` of every track and image the room lists."""
+    tracks, images = state.material.blob_ids()
+    return [("track", t, keys.room_track(room, t)) for t in tracks] + [
+        ("image", i, keys.room_image(room, i)) for i in images
+    ]
 
 
 def queue_meta(pipe: Pipeline, room: str, state: RoomState, meta: RoomMeta | None) -> None:
@@ -150,4 +183,5 @@ def public_state(room: str, state: RoomState) -> dict[str, Any]:
         bucket_spacing=config.bucket_spacing,
         song=state.song,
         members=state.members.values(),
+        material=state.material,
     )

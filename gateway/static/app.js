@@ -10,6 +10,10 @@
 //   calibrationview.js  the calibration card
 //   stageview.js        the room on screen
 //   detailsview.js      the folded Details panel (figures, occupancy chart)
+//   backing.js          the backing track and clicks at song positions, own levels
+//   metronome.js        click positions and sound (also loaded by the worklet)
+//   lyrics.js           lyrics, image and timed lines
+//   materialview.js     track, metronome, lyrics and image controls, uploads
 //   notice.js           the message line
 //
 // Addresses: /r/<room> is a room's link. URL parameters (all optional):
@@ -20,12 +24,15 @@
 
 import { AudioEngine } from "./audio.js";
 import { AudioPath } from "./audiopath.js";
+import { Backing } from "./backing.js";
 import { CalibrationView, isMicBlocked } from "./calibrationview.js";
 import { ClockEstimator } from "./clock.js";
 import { chooseCodec } from "./codec.js";
 import { installDebugHook } from "./debug.js";
 import { DetailsView } from "./detailsview.js";
 import { JoinView } from "./joinview.js";
+import { LyricsView, lyricLines, nextLine } from "./lyrics.js";
+import { MaterialPanel } from "./materialview.js";
 import { Notice } from "./notice.js";
 import { ProtocolError, errorText, normaliseRoom } from "./protocol.js";
 import { RoomStore } from "./roomstore.js";
@@ -112,9 +119,11 @@ class App {
       },
     });
     this.details = new DetailsView(this);
+    this.material = new MaterialPanel({ app: this, Backing, LyricsView, nextLine, lyricLines, $ });
     this.store.onChange(() => {
       const me = this.store.me();
       if (me && this.engine) this.engine.follow(this.clock, me.delay);
+      this.material.onState(this.store.state);
     });
   }
 
@@ -125,6 +134,12 @@ class App {
 
   me() {
     return this.store.me();
+  }
+
+  /** This tab's seat in the room (singer id and resume token), for uploads. */
+  seat() {
+    const seat = loadSeat();
+    return seat && seat.singer && seat.token ? { singer: seat.singer, token: seat.token } : null;
   }
 
   // --- set-up -------------------------------------------------------------
@@ -173,6 +188,13 @@ class App {
       this.pttHeld = true;
       $("mic-card").classList.add("talking");
     });
+    document.addEventListener("keydown", (e) => {
+      // The leader advances the lyrics with Page Down (what page-turner pedals send) or ↓.
+      if ((e.code !== "PageDown" && e.code !== "ArrowDown") || typing(e) || $("stage").hidden) return;
+      if (!this.store.isLeader || !this.store.running) return;
+      e.preventDefault();
+      this.material.nextLine();
+    });
     document.addEventListener("keyup", (e) => {
       if (e.code !== "Space") return;
       this.pttHeld = false;
@@ -188,6 +210,8 @@ class App {
       this.engine = await AudioEngine.create({ sampleRate: this.sampleRate, frameSamples: this.constants.opus_frame_samples, wantMic: false });
       this.engine.onMic = (pos, samples) => this.audio.onMic(pos, samples);
       this.engine.onStats = (stats) => this.onStats(stats);
+      this.engine.onPlayed = (pos, samples) => this.debug.played.add(pos, samples);
+      if (this.debug.recording) this.engine.configure({ record: true });
       this.audio.engine = this.engine;
     }
     if (wantMic && !this.engine.hasMic) await this.engine.startMic();
@@ -326,6 +350,7 @@ class App {
 
   backToSetup() {
     this.details.stop();
+    this.material.reset();
     this.audio.close();
     if (this.engine) this.engine.stopFollowing();
     this.role = null;

@@ -46,6 +46,7 @@ export class AudioEngine {
     this.nextJob = 1;
     this.onMic = () => {};
     this.onStats = () => {};
+    this.onPlayed = () => {};
     this.lastStats = null;
     node.port.onmessage = (event) => this.onMessage(event.data);
   }
@@ -66,6 +67,7 @@ export class AudioEngine {
 
   onMessage(msg) {
     if (msg.type === "mic") this.onMic(msg.pos, msg.samples);
+    else if (msg.type === "played") this.onPlayed(msg.pos, msg.samples);
     else if (msg.type === "stats") {
       this.lastStats = msg;
       this.onStats(msg);
@@ -87,6 +89,17 @@ export class AudioEngine {
 
   configure(fields) {
     this.node.port.postMessage({ type: "config", ...fields });
+  }
+
+  /** The song window, origin and metronome the worklet adds the material for. */
+  setSong(song) {
+    this.node.port.postMessage({ type: "song", start: song.start, end: song.end, origin: song.origin, metronome: song.metronome });
+  }
+
+  /** The backing track's samples (48 kHz mono; null: none). */
+  setTrack(id, samples) {
+    if (samples) this.node.port.postMessage({ type: "track", id, samples }, [samples.buffer]);
+    else this.node.port.postMessage({ type: "track", id: null, samples: null });
   }
 
   /** Write decoded samples at their room position. */

@@ -74,15 +74,24 @@ export class SampleRecorder {
 export function installDebugHook(app) {
   const sent = new SampleRecorder(app.constants.sample_rate);
   const received = new SampleRecorder(app.constants.sample_rate);
+  const played = new SampleRecorder(app.constants.sample_rate);
   const hook = {
     sent,
     received,
+    /** What this page actually played (mix, backing track and clicks), by position. */
+    played,
     offsets: [],
-    /** Start recording sent and received audio (the last `seconds` of each). */
+    /** Each change of the highlighted lyric line: `{line, pos}` (this page's playback position). */
+    lyrics: [],
+    /** Start recording sent, received and played audio (the last `seconds` of each). */
     record(seconds = 30) {
       sent.start(seconds);
       received.start(seconds);
+      played.start(seconds);
+      this.recording = true;
+      if (app.engine) app.engine.configure({ record: true });
     },
+    recording: false,
     get clock() {
       return app.clock ? app.clock.summary(performance.timeOrigin + performance.now()) : null;
     },

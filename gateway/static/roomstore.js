@@ -126,6 +126,7 @@ export class RoomStore {
       const stopper = song.stopped_by ? this.member(song.stopped_by) : null;
       if (stopper) ended = `${you(stopper)} stopped song ${song.number}.`;
       else if (song.stopped_by) ended = `Song ${song.number} was stopped by its leader, who has since left.`;
+      else if (song.track && typeof song.origin === "number" && song.end_pos === song.origin + song.track.samples) ended = `Song ${song.number} ended with its backing track.`;
       else ended = `Song ${song.number} ended: its leader left the room.`;
     }
     let next;

@@ -19,6 +19,16 @@
 //
 // Calibration: `playRecord` plays a given signal instead of the mix and
 // records the raw microphone over exactly the same frames.
+//
+// Song material: the backing track and the metronome's clicks are added to
+// the mix sample by sample at the same positions (track sample i at the
+// song's origin + i, clicks from metronome.js), each with this listener's
+// own gain, inside the song window [start, end).
+//
+// Debug: with `record` on, what is played is posted back with its positions
+// (bbDebug.played), so tests measure the page's own output.
+
+import { clickSampleAt, clickWave } from "./metronome.js";
 
 const JUMP_SAMPLES = 960; // 20 ms: beyond this, jump instead of slewing
 const SLEW_DEADBAND = 24; // 0.5 ms: anchor jitter below this is ignored
@@ -46,6 +56,15 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.quantaSinceFrame = Infinity;
     this.expectFrom = Infinity;
     this.resetStats();
+    this.song = { start: null, end: null, origin: null, metronome: null };
+    this.track = null;
+    this.trackGain = 0.64;
+    this.clickGain = 0.36;
+    this.waves = [clickWave(false), clickWave(true)];
+    this.record = false;
+    this.played = null;
+    this.playedPos = 0;
+    this.playedFill = 0;
     this.totals = { underflowQuanta: 0, underflowSamples: 0, late: 0, early: 0, jumps: 0, slews: 0 };
     this.port.onmessage = (event) => this.onMessage(event.data);
   }
@@ -68,10 +87,22 @@ class BrigadeProcessor extends AudioWorkletProcessor {
           this.micFill = 0;
         }
         if ("gain" in msg) this.gain = msg.gain;
+        if ("trackGain" in msg) this.trackGain = msg.trackGain;
+        if ("clickGain" in msg) this.clickGain = msg.clickGain;
+        if ("record" in msg) {
+          this.record = msg.record;
+          this.playedFill = 0;
+        }
         if ("capture" in msg) {
           this.capture = msg.capture;
           this.micFill = 0;
         }
+        break;
+      case "song":
+        this.song = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome };
+        break;
+      case "track":
+        this.track = msg.samples;
         break;
       case "reset":
         // A new tap (delay): nothing buffered belongs to it.
@@ -190,6 +221,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         out[j] = 0;
         if (p >= this.expectFrom) missing++;
       }
+      if (this.song.start !== null) out[j] += this.material(p);
       this.stats.outSq += out[j] * out[j];
     }
     if (primed && missing) {
@@ -201,7 +233,40 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.quantaSinceFrame++;
 
     if (this.capture && this.latency !== null) this.captureMic(mono, n, advance);
+    if (this.record) this.recordPlayed(out, Math.min(n, advance));
     this.playPos += advance;
+  }
+
+  /** Backing track and click for position p, at this listener's levels. */
+  material(p) {
+    const song = this.song;
+    if (p < song.start || (song.end !== null && p >= song.end)) return 0;
+    let x = 0;
+    if (this.track !== null && this.trackGain > 0) {
+      const i = p - song.origin;
+      if (i >= 0 && i < this.track.length) x += this.track[i] * this.trackGain;
+    }
+    if (this.clickGain > 0 && song.metronome && song.metronome.on) x += clickSampleAt(p, song, this.waves) * this.clickGain;
+    return x;
+  }
+
+  /** Post the played samples with their positions, in blocks of contiguous positions. */
+  recordPlayed(out, count) {
+    if (this.played === null) this.played = new Float32Array(4096);
+    if (this.playedFill > 0 && this.playedPos + this.playedFill !== this.playPos) this.flushPlayed();
+    if (this.playedFill === 0) this.playedPos = this.playPos;
+    for (let j = 0; j < count; j++) {
+      this.played[this.playedFill++] = out[j];
+      if (this.playedFill === this.played.length) this.flushPlayed();
+    }
+  }
+
+  flushPlayed() {
+    if (this.playedFill === 0) return;
+    const samples = this.played.slice(0, this.playedFill);
+    this.port.postMessage({ type: "played", pos: this.playedPos, samples }, [samples.buffer]);
+    this.playedPos += this.playedFill;
+    this.playedFill = 0;
   }
 
   captureMic(mono, n, advance) {

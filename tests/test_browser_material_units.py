@@ -1,0 +1,221 @@
+"""The page's song material modules, run in real Chromium against the Python arithmetic.
+
+metronome.js must place every click exactly where common/tracks.py does (the
+mixer ends songs with the same origin), and the worklet's per-sample click
+must be the click wave at those positions; backing.js, lyrics.js and
+materialview.js pure helpers are checked on their own. No gateway: a static
+server serves the modules.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.sync_api import sync_playwright
+
+from common.constants import SAMPLE_RATE
+from common.records import Metronome
+from common.tracks import (
+    CLICK_SAMPLES,
+    beat_position,
+    clicks_between,
+    count_in_samples,
+    song_origin,
+)
+from tests.browser_support import launch, static_server
+
+T0 = 85_236_480_000_000
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Any]:
+    with static_server() as base, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            pg = browser.new_page()
+            pg.goto(f"{base}/blank")
+            pg.evaluate(
+                """async () => {
+                  window.met = await import('/static/metronome.js');
+                  window.back = await import('/static/backing.js');
+                  window.lyr = await import('/static/lyrics.js');
+                  window.mat = await import('/static/materialview.js');
+                }"""
+            )
+            yield pg
+        finally:
+            browser.close()
+
+
+def metronome_cases() -> list[Metronome]:
+    rng = random.Random(11)
+    cases = [
+        Metronome(on=True, bpm=120, beats=4),
+        Metronome(on=True, bpm=120, beats=4, count_in=True),
+        Metronome(on=True, bpm=97, beats=3, count_in=True),
+        Metronome(on=True, bpm=20, beats=16, count_in=True),
+        Metronome(on=True, bpm=300, beats=1),
+    ]
+    cases += [
+        Metronome(
+            on=True,
+            bpm=round(rng.uniform(20, 300), 2),
+            beats=rng.randint(1, 16),
+            count_in=rng.random() < 0.5,
+        )
+        for _ in range(25)
+    ]
+    return cases
+
+
+def as_js(m: Metronome) -> dict[str, Any]:
+    return {"on": m.on, "bpm": m.bpm, "beats": m.beats, "count_in": m.count_in}
+
+
+def test_clicks_fall_where_the_python_arithmetic_puts_them(page: Any) -> None:
+    for m in metronome_cases():
+        lo, hi = T0 - SAMPLE_RATE, T0 + 30 * SAMPLE_RATE
+        got = page.evaluate(
+            "([lo, hi, start, m]) => met.clicksBetween(lo, hi, start, m)", [lo, hi, T0, as_js(m)]
+        )
+        want = [
+            {"pos": c.pos, "beat": c.beat, "accent": c.accent}
+            for c in clicks_between(lo, hi, T0, m)
+        ]
+        assert got == want, m
+        assert page.evaluate("([m]) => met.countInSamples(m)", [as_js(m)]) == count_in_samples(m)
+        assert page.evaluate("([s, m]) => met.songOrigin(s, m)", [T0, as_js(m)]) == song_origin(
+            T0, m
+        )
+        for beat in (-16, -1, 0, 1, 7, 1000):
+            assert page.evaluate(
+                "([o, bpm, k]) => met.beatPosition(o, bpm, k)", [T0, m.bpm, beat]
+            ) == beat_position(T0, m.bpm, beat)
+
+
+def test_the_worklets_click_samples_are_the_click_wave_at_each_beat(page: Any) -> None:
+    """``clickSampleAt`` per sample over the count-in and a bar: clicks and silence only."""
+    m = Metronome(on=True, bpm=133, beats=3, count_in=True)
+    origin = song_origin(T0, m)
+    span = 4 * SAMPLE_RATE
+    rendered = np.array(
+        page.evaluate(
+            """([start, origin, m, n]) => {
+              const song = {start, end: null, origin, metronome: m};
+              const waves = [met.clickWave(false), met.clickWave(true)];
+              const out = [];
+              for (let i = 0; i < n; i++) {
+                out.push(met.clickSampleAt(start - 1000 + i, song, waves));
+              }
+              return out;
+            }""",
+            [T0, origin, as_js(m), span],
+        )
+    )
+    waves = [
+        np.array(page.evaluate("(a) => Array.from(met.clickWave(a))", accent))
+        for accent in (False, True)
+    ]
+    expected = np.zeros(span)
+    for click in clicks_between(T0 - 1000, T0 - 1000 + span, T0, m):
+        at = click.pos - (T0 - 1000)
+        part = waves[int(click.accent)][: span - at]
+        expected[at : at + part.shape[0]] += part
+    assert np.array_equal(rendered, expected)
+    assert np.all(rendered[:1000] == 0)  # nothing before the song starts
+    # The first click is the count-in's accented one, at start_pos exactly.
+    assert rendered[1000] == 0 and rendered[1001] != 0 and np.count_nonzero(waves[1]) > 400
+    assert waves[1].shape[0] == CLICK_SAMPLES
+    # No click from the end position on.
+    ended = page.evaluate(
+        """([start, origin, m]) => {
+          const song = {start, end: start + 10, origin, metronome: m};
+          const waves = [met.clickWave(false), met.clickWave(true)];
+          return [5, 10, 11].map((d) => met.clickSampleAt(start + d, song, waves));
+        }""",
+        [T0, origin, as_js(m)],
+    )
+    assert ended[0] != 0 and ended[1:] == [0, 0]
+
+
+def test_track_positions_levels_and_the_song_window(page: Any) -> None:
+    assert page.evaluate("back.trackIndex(1000, 1000, 10)") == 0
+    assert page.evaluate("back.trackIndex(1009, 1000, 10)") == 9
+    assert page.evaluate("[back.trackIndex(999, 1000, 10), back.trackIndex(1010, 1000, 10)]") == [
+        None,
+        None,
+    ]
+    assert page.evaluate("[0, 50, 100, 150, -5, 'x'].map(back.levelGain)") == [
+        0,
+        0.25,
+        1,
+        1,
+        0,
+        0,
+    ]
+    state = {
+        "song": {
+            "running": True,
+            "start_pos": T0,
+            "end_pos": None,
+            "origin": T0 + 96000,
+            "metronome": {"on": True, "bpm": 120, "beats": 4, "count_in": True},
+            "track": {"id": "t-0123456789ab", "samples": 5},
+        }
+    }
+    assert page.evaluate("(s) => back.songMaterial(s)", state) == {
+        "start": T0,
+        "end": None,
+        "origin": T0 + 96000,
+        "metronome": state["song"]["metronome"],
+        "trackId": "t-0123456789ab",
+    }
+    assert page.evaluate("back.songMaterial({song: {start_pos: null}}).start") is None
+    # Levels are remembered per browser; anything unreadable falls back to the defaults.
+    levels = page.evaluate(
+        """() => {
+          const store = new Map();
+          const fake = {getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v)};
+          const first = back.loadLevels(fake);
+          back.saveLevels({track: 35, click: 0}, fake);
+          const saved = back.loadLevels(fake);
+          store.set('bb-levels', '{"track": 900, "click": "x"}');
+          const bad = back.loadLevels(fake);
+          store.set('bb-levels', 'not json');
+          return [first, saved, bad, back.loadLevels(fake)];
+        }"""
+    )
+    default = {"track": 80, "click": 60}
+    assert levels == [default, {"track": 35, "click": 0}, default, default]
+
+
+def test_the_current_lyric_line_follows_the_cues(page: Any) -> None:
+    cues = [[T0 + 100, 0], [T0 + 500, 1], [T0 + 900, 3]]
+    got = page.evaluate(
+        "([cues, t]) => [0, 100, 499, 500, 2000].map((d) => lyr.currentLine(cues, t + d))",
+        [cues, T0],
+    )
+    assert got == [-1, 0, 0, 1, 3]
+    assert page.evaluate("lyr.currentLine([], 5)") == -1
+    assert page.evaluate("lyr.lyricLines('a\\nb\\n\\n')") == ["a", "b"]
+    assert page.evaluate("lyr.lyricLines('')") == []
+    assert page.evaluate(
+        "[lyr.nextLine([], 3), lyr.nextLine([[1, 0]], 3), lyr.nextLine([[1, 2]], 3)]"
+    ) == [
+        0,
+        1,
+        2,
+    ]
+    assert page.evaluate("mat.duration(48000 * 125, 48000)") == "2:05"
+    summary = page.evaluate(
+        """mat.materialSummary({track: {name: 'Hymn.mp3', samples: 48000 * 61},
+            metronome: {on: true, bpm: 90, beats: 3, count_in: true}}, 48000)"""
+    )
+    assert (
+        summary
+        == "Backing track: Hymn.mp3 (1:01). Metronome: 90 bpm, 3 per bar, one bar counted in"
+    )

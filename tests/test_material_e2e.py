@@ -1,0 +1,375 @@
+"""Song material against the real stack: uploads, the room's records, failover and expiry.
+
+A real redis-server, two ``brigade mixer`` and two ``brigade gateway``
+processes, protocol clients (tests/test_gateway_e2e.py's ``Peer``) and HTTP
+uploads of files made on the spot (tests/uploadfiles.py). The track and
+image keys get a TTL of 8 s here (``BB_MATERIAL_TTL_S``; longer than a
+failover, which takes about 4 s), so expiry is seen within the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import redis
+
+from common import keys
+from common.constants import SAMPLE_RATE
+from tests.support import REPO, Process, RedisServer, free_port, wait_for
+from tests.test_gateway_e2e import Peer, _healthy, until
+from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
+
+TTL_S = 8.0
+
+
+@dataclass
+class Stack:
+    redis: redis.Redis
+    gateways: list[str]
+    mixers: dict[str, Process]
+    url: str
+
+    def ws(self, index: int = 0) -> str:
+        return self.gateways[index].replace("http://", "ws://") + "/ws"
+
+    def owner(self, room: str) -> str:
+        raw: Any = self.redis.get(keys.room_lease(room))
+        return bytes(raw).decode() if raw else ""
+
+    def material_keys(self, rooms: str = "*") -> list[bytes]:
+        """The track and image keys of the rooms matching ``rooms`` (a glob)."""
+        found: list[bytes] = []
+        for pattern in (f"bb:{{{rooms}}}:track:*", f"bb:{{{rooms}}}:image:*"):
+            found.extend(bytes(k) for k in self.redis.scan_iter(match=pattern, count=1000))
+        return found
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    log_dir = Path(tmp_path_factory.mktemp("material-e2e"))
+    library = log_dir / "library"
+    library.mkdir()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "BB_LOG_LEVEL": "INFO",
+        "BB_MATERIAL_TTL_S": str(TTL_S),
+        "BB_TRACKS_DIR": str(library),
+    }
+    mixers = {
+        name: Process(["mixer"], {**env, "BB_MIXER_ID": name}, log_dir, name)
+        for name in ("tmx1", "tmx2")
+    }
+    gateways, urls = [], []
+    for index in (1, 2):
+        port = free_port()
+        gateway_env = {**env, "BB_GATEWAY_ID": f"tgw{index}", "BB_PORT": str(port)}
+        gateways.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, proc in zip(urls, gateways, strict=True):
+            wait_for(functools.partial(_healthy, url), 20, f"{proc.name} at {url}")
+        yield Stack(client, urls, mixers, redis_server.url)
+    finally:
+        for proc in [*reversed(gateways), *mixers.values()]:
+            if proc.alive():
+                proc.stop()
+            # No upload, good or bad, may make any process log a traceback.
+            assert "Traceback" not in proc.log(), proc.log()
+        client.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def seat(peer: Peer) -> dict[str, str]:
+    return {"X-BB-Singer": peer.singer, "X-BB-Token": peer.token}
+
+
+async def upload(
+    http: aiohttp.ClientSession,
+    base: str,
+    room: str,
+    kind: str,
+    data: bytes,
+    headers: dict[str, str],
+    name: str = "song.wav",
+) -> tuple[int, dict[str, Any]]:
+    path = f"/api/rooms/{room}/tracks" if kind == "track" else f"/api/rooms/{room}/image"
+    async with http.post(base + path, data=data, params={"name": name}, headers=headers) as r:
+        return r.status, await r.json()
+
+
+def latest_state(peer: Peer) -> dict[str, Any]:
+    states = [m["state"] for m in peer.json if m["type"] in ("state", "welcome") and m["state"]]
+    return max(states, key=lambda s: int(s["version"]))
+
+
+async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann, ben = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    await ann.join("badfiles", "Ann")
+    await ben.join("badfiles", "Ben")
+    await ann.ok("lead")
+    base = stack.gateways[1]  # not the gateway Ann is connected to
+    version = latest_state(ann)["version"]
+    good = encode(good_track(), SAMPLE_RATE, "wav")
+    # Who may upload: a seat is needed, it must be this room's, and the leader's.
+    assert (await upload(http, base, "badfiles", "track", good, {}))[0] == 401
+    wrong = {"X-BB-Singer": ann.singer, "X-BB-Token": "not-the-token"}
+    assert (await upload(http, base, "badfiles", "track", good, wrong))[0] == 403
+    status, body = await upload(http, base, "badfiles", "track", good, seat(ben))
+    assert (status, body["error"]) == (403, "only the leader can add a track or an image")
+    status, body = await upload(http, base, "badfiles", "image", png_bytes(), seat(ben))
+    assert status == 403
+
+    for bad in bad_uploads():
+        status, body = await upload(http, base, "badfiles", bad.endpoint, bad.data, seat(ann))
+        print(f"{bad.what}: {status} {body['error']}")
+        assert status == bad.status, (bad.what, body)
+        assert isinstance(body["error"], str) and 10 < len(body["error"]) < 300
+    assert stack.material_keys() == []
+    await asyncio.sleep(0.5)
+    state = latest_state(ann)
+    assert state["version"] == version, "a refused upload changed the room"
+    assert state["material"]["tracks"] == [] and state["material"]["image"] is None
+    assert state["song"]["track"] is None
+    # The leader's good upload after all that is taken.
+    status, body = await upload(http, base, "badfiles", "track", good, seat(ann))
+    assert status == 201, body
+    await ann.wait(lambda m: m["type"] == "state" and m["state"]["song"]["track"] is not None)
+    for peer in (ann, ben):
+        await peer.close()
+
+
+async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann = Peer(http, stack.ws(0))
+    await ann.join("material", "Ann")
+    await ann.ok("lead")
+    base = stack.gateways[0]
+    track_file = encode(good_track(44_100), 44_100, "mp3", channels=2)
+    status, body = await upload(http, base, "material", "track", track_file, seat(ann), "Hymn.mp3")
+    assert status == 201, body
+    track = body["track"]
+    print(f"2 s stereo MP3 upload decoded and stored in {body['decode_ms']} ms")
+    assert track["name"] == "Hymn.mp3" and abs(track["samples"] - 2 * SAMPLE_RATE) < 2000
+    status, image = await upload(http, base, "material", "image", png_bytes(), seat(ann))
+    assert status == 201, image
+    lyrics = "Row, row, row your boat\nGently down the stream\nMerrily, merrily"
+    await ann.ok("set_lyrics", text=lyrics)
+    await ann.ok("set_metronome", on=True, bpm=120, beats=4, count_in=True)
+
+    # The bytes are served by every gateway, with their own type and nosniff.
+    for gateway in stack.gateways:
+        async with http.get(f"{gateway}/api/rooms/material/tracks/{track['id']}") as r:
+            assert r.status == 200 and r.content_type == "audio/ogg"
+            assert (await r.read())[:4] == b"OggS"
+        async with http.get(f"{gateway}/api/rooms/material/images/{image['image']['id']}") as r:
+            assert r.status == 200 and r.content_type == "image/png"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            assert await r.read() == png_bytes()
+    async with http.get(f"{base}/api/rooms/material/images/i-000000000000") as r:
+        assert r.status == 404
+
+    # A late joiner gets all of it in its welcome.
+    late = Peer(http, stack.ws(1))
+    welcome = await late.join("material", "Late", role="spectator")
+    state = welcome["state"] or latest_state(late)
+    assert state["material"]["lyrics"] == lyrics
+    assert state["material"]["image"]["id"] == image["image"]["id"]
+    assert state["song"]["track"]["id"] == track["id"]
+    assert state["song"]["metronome"]["count_in"] is True
+
+    # The owning mixer dies: the other one takes the room over with its material.
+    owner = stack.owner("material")
+    stack.mixers[owner].kill()
+    await until(
+        lambda: stack.owner("material") not in ("", owner),
+        "another mixer to own the room",
+        timeout_s=15,
+    )
+    await ann.ok("set_lyrics", text=lyrics + "\nLife is but a dream")
+    await until(
+        lambda: latest_state(late)["material"]["lyrics"].endswith("Life is but a dream"),
+        "the new lyrics to reach the late joiner",
+    )
+    state = latest_state(late)
+    assert state["song"]["track"]["id"] == track["id"]
+    assert state["material"]["image"] is not None
+    # A gateway with nobody in the room (as after a restart) reads it all from Redis.
+    await late.close()
+    await asyncio.sleep(0.5)
+    async with http.get(f"{stack.gateways[1]}/api/rooms/material") as r:
+        from_redis = await r.json()
+    assert from_redis["material"]["tracks"][0]["id"] == track["id"]
+    assert from_redis["material"]["lyrics"].endswith("Life is but a dream")
+    assert from_redis["song"]["metronome"]["count_in"] is True
+
+    # brigade inspect shows it.
+    shown = await inspect(stack, "material")
+    assert "track Hymn.mp3" in shown and "metronome 120 bpm, 4 per bar, count-in" in shown
+    assert "lyrics: 4 lines" in shown and "image/png" in shown
+    as_json = json.loads(await inspect(stack, "material", "--json"))
+    assert as_json["material"]["tracks"][0]["id"] == track["id"]
+
+    # The song ends by itself when the track does: count-in bar (2 s) + the track.
+    await ann.ok("start")
+    started = await ann.wait(lambda m: m["type"] == "state" and m["state"]["song"]["running"])
+    song = started["state"]["song"]
+    assert song["origin"] == song["start_pos"] + 2 * SAMPLE_RATE
+    ended = await ann.wait(
+        lambda m: m["type"] == "state" and m["state"]["song"]["end_pos"] is not None,
+        timeout_s=15,
+    )
+    song = ended["state"]["song"]
+    assert song["end_pos"] == song["origin"] + track["samples"]
+    assert song["stopped_by"] is None and not song["running"]
+    await ann.close()
+    # Restart the killed mixer so the module's other tests have two again.
+    killed = stack.mixers[owner]
+    stack.mixers[owner] = Process(["mixer"], _env_of(stack, owner), killed.log_path.parent, owner)
+
+
+async def inspect(stack: Stack, *args: str) -> str:
+    """``brigade inspect`` as an operator runs it; its standard output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "brigade",
+        "inspect",
+        "--redis-url",
+        stack.url,
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    return out.decode()
+
+
+def _env_of(stack: Stack, mixer: str) -> dict[str, str]:
+    return {"REDIS_URL": stack.url, "BB_MATERIAL_TTL_S": str(TTL_S), "BB_MIXER_ID": mixer}
+
+
+async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """Rooms created, given a track and an image, then left: their bytes expire."""
+    long_track = np.tile(good_track(), 5)  # 10 s
+    track_file = encode(long_track, SAMPLE_RATE, "flac")
+    assert stack.material_keys("abandoned*") == []
+    before: Any = stack.redis.info("memory")
+    rooms = [f"abandoned{i}" for i in range(5)]
+    leaders = []
+    base = stack.gateways[1]
+    for room in rooms:
+        leader = Peer(http, stack.ws(0))
+        await leader.join(room, "Ann")
+        await leader.ok("lead")
+        for _ in range(2):
+            status, body = await upload(http, base, room, "track", track_file, seat(leader))
+            assert status == 201, body
+        status, _ = await upload(http, base, room, "image", png_bytes(), seat(leader))
+        assert status == 201
+        leaders.append(leader)
+    # While their leaders are there the rooms are in use: nothing expires.
+    await asyncio.sleep(TTL_S + 1)
+    held = stack.material_keys("abandoned*")
+    assert len(held) == 3 * len(rooms)
+    held_bytes = sum(int(stack.redis.memory_usage(key) or 0) for key in held)
+    during: Any = stack.redis.info("memory")
+    for leader in leaders:
+        await leader.ok("leave")
+        await leader.close()
+
+    # The gateway that only took the uploads serves the room's current state, not a copy
+    # of a state event it saw while waiting for an upload's reply.
+    async def members_listed() -> int:
+        async with http.get(f"{base}/api/rooms/{rooms[0]}") as r:
+            return len((await r.json())["members"])
+
+    for _ in range(50):
+        if await members_listed() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await members_listed() == 0
+    # Nobody is in these rooms: nothing renews their keys, which expire after TTL_S.
+    wait_for(lambda: not stack.material_keys("abandoned*"), 3 * TTL_S, "the keys to expire")
+    # (The rooms' tap streams go 10 s after their last window, on their own.)
+    wait_for(lambda: not any(stack.redis.scan_iter(match="bb:{abandoned*}:tap:*")), 30, "the taps")
+    after: Any = stack.redis.info("memory")
+    grown = int(after["used_memory"]) - int(before["used_memory"])
+    peak = int(during["used_memory"]) - int(before["used_memory"])
+    released = int(during["used_memory"]) - int(after["used_memory"])
+    print(
+        f"5 abandoned rooms: {len(held)} keys of {held_bytes} B; used_memory +{peak} B "
+        f"while held, {grown:+d} B after expiry (the rooms' own small records stay)"
+    )
+    assert held_bytes > 500_000 and released >= 0.9 * held_bytes
+
+    # Someone comes back to such a room: the mixer forgets what expired.
+    back = Peer(http, stack.ws(0))
+    await back.join(rooms[0], "Back")
+    await until(
+        lambda: (
+            latest_state(back)["material"]["tracks"] == []
+            and latest_state(back)["material"]["image"] is None
+        ),
+        "the expired material to leave the room's state",
+        timeout_s=10,
+    )
+    await back.close()
+
+
+async def test_the_library_is_read_on_request_and_its_tracks_are_taken_like_uploads(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    base = stack.gateways[0]
+    async with http.get(base + "/api/tracks") as r:
+        listed = (await r.json())["tracks"]
+    folder = Path(_library_dir(stack))
+    (folder / "Anthem.flac").write_bytes(encode(good_track(), SAMPLE_RATE, "flac"))
+    async with http.get(base + "/api/tracks") as r:
+        now_listed = (await r.json())["tracks"]
+    assert [t["name"] for t in now_listed] == sorted([*(t["name"] for t in listed), "Anthem.flac"])
+    ann = Peer(http, stack.ws(0))
+    await ann.join("library", "Ann")
+    await ann.ok("lead")
+    async with http.post(
+        f"{base}/api/rooms/library/tracks", params={"library": "Anthem.flac"}, headers=seat(ann)
+    ) as r:
+        assert r.status == 201
+        assert (await r.json())["track"]["name"] == "Anthem.flac"
+    async with http.post(
+        f"{base}/api/rooms/library/tracks", params={"library": "../x.flac"}, headers=seat(ann)
+    ) as r:
+        assert r.status == 404
+    await ann.wait(
+        lambda m: (
+            m["type"] == "state" and (m["state"]["song"]["track"] or {}).get("source") == "library"
+        )
+    )
+    await ann.close()
+
+
+def _library_dir(stack: Stack) -> str:
+    log = next(iter(stack.mixers.values())).log_path.parent
+    return str(log / "library")
