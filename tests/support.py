@@ -9,12 +9,23 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from brigade.redisserver import LocalRedis, free_port
 
-__all__ = ["REPO", "Process", "RedisServer", "free_port", "processes", "wait_for"]
+__all__ = [
+    "REPO",
+    "Cluster",
+    "Process",
+    "RedisServer",
+    "cluster",
+    "free_port",
+    "processes",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,3 +96,49 @@ def processes(log_dir: Path) -> Iterator[list[Process]]:
     finally:
         for proc in reversed(started):
             proc.stop()
+
+
+@dataclass
+class Cluster:
+    """Mixers and gateways started together (see :func:`cluster`)."""
+
+    mixers: dict[str, Process]
+    gateways: list[Process]
+    urls: list[str]
+    """The gateways' base URLs, ``http://127.0.0.1:PORT``."""
+
+
+@contextlib.contextmanager
+def cluster(env: Mapping[str, str], log_dir: Path, prefix: str, n: int = 2) -> Iterator[Cluster]:
+    """``n`` mixers and ``n`` gateways on one Redis (``env`` names it), ready to serve.
+
+    At the end every process still alive is stopped and must exit 0, and no
+    process may have logged a traceback (a test that kills one replaces it).
+    """
+    mixers = {
+        f"{prefix}mx{i}": Process(
+            ["mixer"], {**env, "BB_MIXER_ID": f"{prefix}mx{i}"}, log_dir, f"{prefix}mx{i}"
+        )
+        for i in range(1, n + 1)
+    }
+    gateways, urls = [], []
+    for i in range(1, n + 1):
+        port = free_port()
+        gateway_env = {**env, "BB_GATEWAY_ID": f"{prefix}gw{i}", "BB_PORT": str(port)}
+        gateways.append(Process(["gateway"], gateway_env, log_dir, f"{prefix}gateway{i}"))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, proc in zip(urls, gateways, strict=True):
+            wait_for(lambda url=url: _healthy(url), 20, f"{proc.name} at {url}")
+        yield Cluster(mixers, gateways, urls)
+    finally:
+        for proc in [*reversed(gateways), *mixers.values()]:
+            if proc.alive():
+                code = proc.stop()
+                assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
+            assert "Traceback" not in proc.log(), proc.log()
+
+
+def _healthy(url: str) -> bool:
+    with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+        return bool(response.status == 200)

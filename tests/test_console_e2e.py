@@ -8,7 +8,6 @@ the band of each singer's tone as a later bucket decodes it.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,12 +23,11 @@ import redis
 from common import keys, records
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from common.records import MixerStatus
-from tests.support import Process, RedisServer, free_port, wait_for
+from tests.support import Process, RedisServer, cluster, wait_for
 from tests.test_gateway_e2e import (
     Peer,
     Samples,
     Voice,
-    _healthy,
     band,
     first_frame,
     rms,
@@ -61,27 +59,9 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     client.flushall()
     log_dir = Path(tmp_path_factory.mktemp("console-e2e"))
     env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "INFO"}
-    mixers = {
-        name: Process(["mixer"], {**env, "BB_MIXER_ID": name}, log_dir, name)
-        for name in ("mx1", "mx2")
-    }
-    gateways, urls = [], []
-    for index in (1, 2):
-        port = free_port()
-        gateway_env = {**env, "BB_GATEWAY_ID": f"cgw{index}", "BB_PORT": str(port)}
-        gateways.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, gateways, strict=True):
-            wait_for(functools.partial(_healthy, url), 20, f"{proc.name} at {url}")
-        yield Stack(client, urls, mixers, log_dir, env)
-    finally:
-        for proc in [*reversed(gateways), *mixers.values()]:
-            if proc.alive():
-                code = proc.stop()
-                assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
-            assert "Traceback" not in proc.log(), proc.log()
-        client.close()
+    with cluster(env, log_dir, "c") as started:
+        yield Stack(client, started.urls, started.mixers, log_dir, env)
+    client.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ failover, which takes about 4 s), so expiry is seen within the test.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -25,8 +24,8 @@ import redis
 
 from common import keys
 from common.constants import SAMPLE_RATE
-from tests.support import REPO, Process, RedisServer, free_port, wait_for
-from tests.test_gateway_e2e import Peer, _healthy, until
+from tests.support import REPO, Process, RedisServer, cluster, wait_for
+from tests.test_gateway_e2e import Peer, until
 from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
 
 TTL_S = 8.0
@@ -67,27 +66,10 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         "BB_MATERIAL_TTL_S": str(TTL_S),
         "BB_TRACKS_DIR": str(library),
     }
-    mixers = {
-        name: Process(["mixer"], {**env, "BB_MIXER_ID": name}, log_dir, name)
-        for name in ("tmx1", "tmx2")
-    }
-    gateways, urls = [], []
-    for index in (1, 2):
-        port = free_port()
-        gateway_env = {**env, "BB_GATEWAY_ID": f"tgw{index}", "BB_PORT": str(port)}
-        gateways.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, gateways, strict=True):
-            wait_for(functools.partial(_healthy, url), 20, f"{proc.name} at {url}")
-        yield Stack(client, urls, mixers, redis_server.url)
-    finally:
-        for proc in [*reversed(gateways), *mixers.values()]:
-            if proc.alive():
-                proc.stop()
-            # No upload, good or bad, may make any process log a traceback.
-            assert "Traceback" not in proc.log(), proc.log()
-        client.close()
+    # No upload, good or bad, may make any process log a traceback (cluster checks).
+    with cluster(env, log_dir, "t") as started:
+        yield Stack(client, started.urls, started.mixers, redis_server.url)
+    client.close()
 
 
 @pytest.fixture
