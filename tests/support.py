@@ -23,6 +23,7 @@ __all__ = [
     "RedisServer",
     "cluster",
     "free_port",
+    "healthy",
     "processes",
     "wait_for",
 ]
@@ -129,7 +130,7 @@ def cluster(env: Mapping[str, str], log_dir: Path, prefix: str, n: int = 2) -> I
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc in zip(urls, gateways, strict=True):
-            wait_for(lambda url=url: _healthy(url), 20, f"{proc.name} at {url}")
+            wait_for(lambda url=url: healthy(url), 20, f"{proc.name} at {url}")
         yield Cluster(mixers, gateways, urls)
     finally:
         for proc in [*reversed(gateways), *mixers.values()]:
@@ -139,6 +140,7 @@ def cluster(env: Mapping[str, str], log_dir: Path, prefix: str, n: int = 2) -> I
             assert "Traceback" not in proc.log(), proc.log()
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the gateway at ``url`` answers ``/healthz`` with 200."""
     with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
         return bool(response.status == 200)

@@ -9,7 +9,6 @@ import asyncio
 import functools
 import json
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from common import protocol as p
 from common.clock import now_samples
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from gateway.codec import OpusDecoder, OpusEncoder
-from tests.support import Process, RedisServer, free_port, wait_for
+from tests.support import Process, RedisServer, free_port, healthy, wait_for
 
 Samples = npt.NDArray[np.float32]
 
@@ -269,18 +268,13 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc in zip(urls, procs[1:], strict=True):
-            wait_for(functools.partial(_healthy, url), 20, f"{proc.name} at {url}")
+            wait_for(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
         yield Stack(redis_server.url, urls, procs)
     finally:
         for proc in reversed(procs):
             code = proc.stop()
             assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
             assert "Traceback" not in proc.log(), proc.log()
-
-
-def _healthy(url: str) -> bool:
-    with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-        return bool(response.status == 200)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import redis
 from brigade.redisserver import LocalRedis
 from common import keys
 from common import protocol as p
-from tests.support import Process, free_port, processes, wait_for
-from tests.test_gateway_e2e import Peer, _healthy
+from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.test_gateway_e2e import Peer
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ async def test_a_password_room_stays_closed_and_tokens_work_after_a_redis_restar
             started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "sx"}, output_dir, "mixer"))
             gw_env = {**env, "BB_PORT": str(port), "BB_GATEWAY_ID": "sgw"}
             started.append(Process(["gateway"], gw_env, output_dir, "gateway"))
-            wait_for(functools.partial(_healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
+            wait_for(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
 
             ann = Peer(http, ws)
             await ann.join("vault", "Ann", password="open sesame")
