@@ -275,7 +275,7 @@ class RecorderService:
         tap = keys.room_tap(info.room, info.delay)
         cursor = b"0-0"
         next_subscribe = next_song = 0.0
-        last_window = time.monotonic()
+        last_progress = time.monotonic()
         with pcm.open("ab") as out:
             while not take.done:
                 now = time.monotonic()
@@ -288,15 +288,16 @@ class RecorderService:
                         info.end_pos = take.end_pos
                         files.write_info(info_path, info)
                         continue
-                if take.end_pos is not None and now - last_window > IDLE_END_S:
-                    log.warning("room %s: the tap stopped before the song's end", info.room)
+                if take.end_pos is not None and now - last_progress > IDLE_END_S:
+                    # The tap stopped short of the end, or has long passed it: the rest is silence.
+                    log.warning("room %s: no audio for song %d's last part", info.room, info.number)
                     break
                 reply = await self.redis.xread({tap: cursor}, count=100, block=500)
                 for _key, entries in parse_xread(reply):
                     for entry_id, value in entries:
                         cursor = entry_id
-                        last_window = time.monotonic()
-                        self._write(out, take, value)
+                        if self._write(out, take, value):
+                            last_progress = time.monotonic()
         if take.end_pos is None:  # cancelled runs never get here; a dead room does
             take.end(take.frontier)
         length = take.limit - info.start_pos
@@ -313,13 +314,14 @@ class RecorderService:
         )
         await asyncio.to_thread(self._retention)
 
-    def _write(self, out: Any, take: Take, value: bytes | None) -> None:
+    def _write(self, out: Any, take: Take, value: bytes | None) -> bool:
+        """Append what a tap window adds to the take; False when it adds nothing."""
         try:
             window = decode_tap(value or b"")
         except WireError as exc:
             log.debug("bad tap window: %s", exc)
             self.counters["bad_windows"] += 1
-            return
+            return False
         placed = take.place(window.start, len(window.samples))
         if placed.silence:
             self.counters["gap_samples"] += placed.silence
@@ -327,6 +329,7 @@ class RecorderService:
         if placed.hi > placed.lo:
             out.write(files.to_int16(window.samples[placed.lo : placed.hi]))
             self.counters["samples"] += placed.hi - placed.lo
+        return placed.silence > 0 or placed.hi > placed.lo
 
     async def _subscribe(self, info: TakeInfo) -> None:
         envelope = Envelope(
