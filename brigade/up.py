@@ -153,6 +153,7 @@ def main(argv: Sequence[str]) -> int:
             env = {
                 "REDIS_URL": url,
                 "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
+                "BB_RECORDINGS_DIR": args.recordings_dir,
                 "BB_HOST": args.host,
                 "BB_PORT": str(args.port + i),
             }

@@ -333,6 +333,10 @@ class GatewaySettings(_Settings):
         default="",
         metadata={"help": "folder of backing tracks offered to every room (scanned on request)"},
     )
+    recordings_dir: str = field(
+        default="./recordings",
+        metadata={"help": "the recorder's folder: each room's recordings are served from it"},
+    )
 
     def check(self) -> None:
         super().check()

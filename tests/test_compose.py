@@ -104,6 +104,7 @@ def test_compose_file_shape() -> None:
     assert "deploy" not in recorder and recorder["volumes"] == ["recordings:/recordings"]
     assert recorder["environment"]["BB_RECORDINGS_DIR"] == "/recordings"
     assert services["gateway"]["volumes"] == ["recordings:/recordings:ro"]
+    assert services["gateway"]["environment"]["BB_RECORDINGS_DIR"] == "/recordings"
     assert "recordings" in spec["volumes"]
     assert "COPY recorder ./recorder" in dockerfile and "chown brigade /recordings" in dockerfile
     # nginx: the main file includes what the image renders from the template, with
