@@ -206,3 +206,51 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
     )
     print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms")
     client.close()
+
+
+def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_the_gap(
+    redis_url: str, output_dir: Path
+) -> None:
+    """The only recorder dies mid-song and a new one comes only after the song is over:
+    the take on disk is found by room and song and finished to the song's length."""
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        first = Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "r1")
+        started.append(first)
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        delays = room_with_three_buckets(sim)
+        assert sim.command(ROOM, "a", Start()).ok
+        start = int(sim.state(ROOM)["song"]["start_pos"])
+        voice = Voice(sim, "a", 440, delays["a"], start, 0, 3600 * SAMPLE_RATE)
+
+        def take_samples() -> int:
+            return sum(p.stat().st_size for p in (root / ".takes").glob("*.pcm")) // 2
+
+        sing_until([voice], lambda: take_samples() >= SAMPLE_RATE, 30)
+        first.kill()
+        had = take_samples()
+        sing_until([voice], lambda: now_samples() > start + had + 6 * SAMPLE_RATE, 15)
+        assert sim.command(ROOM, "a", Stop()).ok
+        end = int(sim.state(ROOM)["song"]["end_pos"])
+        # Long enough for the tap stream to forget the song: nobody records it.
+        tap = keys.room_tap(ROOM, 5 * round(SPACING_S * SAMPLE_RATE))  # the recorder's
+        sing_until([voice], lambda: not client.exists(tap), 40)
+        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r2"}, output_dir, "r2"))
+        wait_for(lambda: recordings(root), 30, "the recording finished")
+
+    [flac] = recordings(root)
+    recorded, _ = sf.read(flac, dtype="float32")
+    assert abs(len(recorded) - (end - start)) <= OPUS_FRAME_SAMPLES
+    want = expected_mix([voice], start, end - start)
+    np.testing.assert_allclose(recorded[:had], want[:had], rtol=0, atol=2e-3)
+    gap = recorded[had : end - start]
+    assert len(gap) > 2 * SAMPLE_RATE and float(np.abs(gap).max()) < 1e-4  # silence, no shift
+    assert json.loads(flac.with_suffix(".json").read_text())["end_pos"] == end
+    client.close()
