@@ -165,18 +165,23 @@ class RecorderService:
             if task.done():
                 del self._tasks[room]
         active: Any = await self.redis.smembers(keys.ACTIVE_ROOMS)
-        rooms = {bytes(r).decode() for r in active}
         leftover = {info.room for info in self._takes_on_disk()}
-        for room in sorted(rooms | leftover):
+        rooms = sorted(({bytes(r).decode() for r in active} | leftover) - set(self._tasks))
+        # One round trip for every room's song record.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hget(keys.room_song(room), "state")
+            raw_songs: list[Any] = await pipe.execute()
+        for room, raw in zip(rooms, raw_songs, strict=True):
             if room in self._tasks:
                 continue
-            song = await self._song(room)
-            if song is None or song.start_pos is None:
-                continue
-            if (room, song.number, song.start_pos) in self._finished:
-                continue
-            has_take = files.take_paths(self.root, room, song.number, song.start_pos)[1].exists()
-            if not song.running and not has_take and room not in leftover:
+            # A take a dead recorder left is finished even when its room is gone.
+            wanted = room in leftover
+            song = self._decode_song(room, raw)
+            if song is not None and song.start_pos is not None:
+                this = (room, song.number, song.start_pos)
+                wanted = wanted or (song.running and this not in self._finished)
+            if not wanted:
                 continue
             result = await self._renew(
                 keys=[keys.room_reclease(room)], args=[self._id, self.settings.lease_ttl_ms]
@@ -194,7 +199,9 @@ class RecorderService:
         return found
 
     async def _song(self, room: str) -> Song | None:
-        raw = await self.redis.hget(keys.room_song(room), "state")
+        return self._decode_song(room, await self.redis.hget(keys.room_song(room), "state"))
+
+    def _decode_song(self, room: str, raw: Any) -> Song | None:
         if raw is None:
             return None
         try:
