@@ -13,6 +13,7 @@ much it costs and how fast. Writes ``bench-results/recorder.json``.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ def cost(server: RedisServer, log_dir: Path) -> dict[str, float]:
     client.flushall()
     sim = SimGateway(client)
     root = log_dir / "recordings-cost"
+    shutil.rmtree(root, ignore_errors=True)  # an earlier run's
     env = {"REDIS_URL": server.url, "BB_LOG_LEVEL": "WARNING", "BB_RECORDINGS_DIR": str(root)}
     mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "bench-m"}, log_dir, "bench-mixer")
     recorder = Process(["recorder"], {**env, "BB_RECORDER_ID": "bench-r"}, log_dir, "bench-rec")
@@ -134,6 +136,7 @@ def takeover(server: RedisServer, log_dir: Path, index: int) -> dict[str, float]
     client.flushall()
     sim = SimGateway(client)
     root = log_dir / f"recordings-kill{index}"
+    shutil.rmtree(root, ignore_errors=True)
     env = {"REDIS_URL": server.url, "BB_LOG_LEVEL": "WARNING", "BB_RECORDINGS_DIR": str(root)}
     mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "bench-m"}, log_dir, "bench-mixer-k")
     recorders = {
