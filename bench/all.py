@@ -14,6 +14,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.failover_audio",
     "bench.clocksync",
     "bench.material",
+    "bench.recorder",
 )
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""
 

@@ -1,11 +1,12 @@
 """``brigade up``: the whole system on one machine (what ``make run`` calls).
 
 Starts a private redis-server on a free port unless ``REDIS_URL`` (or
-``--redis-url``) names one, then the mixers and gateways as child processes
+``--redis-url``) names one, then the mixers, a recorder (every song to FLAC and
+Ogg Opus in ``--recordings-dir``) and the gateways as child processes
 with the same commands an operator would use.  A child that dies is
 restarted with a growing, jittered pause while the others keep running, so
 killing a mixer fails over as in production (brigade/supervisor.py).  Ctrl-C
-(or SIGTERM) stops everything in order: gateways, mixers, Redis last.
+(or SIGTERM) stops everything in order: gateways, the recorder, mixers, Redis last.
 """
 
 from __future__ import annotations
@@ -87,9 +88,17 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--mixers", type=int, default=1, help="mixer processes (default 1)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
+    parser.add_argument(
+        "--recorders", type=int, default=1, help="recorder processes (default 1; 0: no recordings)"
+    )
+    parser.add_argument(
+        "--recordings-dir",
+        default=os.environ.get("BB_RECORDINGS_DIR", "./recordings"),
+        help="where the recorder writes the songs (env BB_RECORDINGS_DIR)",
+    )
     args = parser.parse_args(list(argv))
-    if args.mixers < 1 or args.gateways < 0:
-        parser.error("need at least one mixer and zero or more gateways")
+    if args.mixers < 1 or args.gateways < 0 or args.recorders < 0:
+        parser.error("need at least one mixer and zero or more gateways and recorders")
     for i in range(args.gateways):
         if _port_in_use(args.host, args.port + i):
             print(
@@ -131,10 +140,20 @@ def main(argv: Sequence[str]) -> int:
             }
             supervisor.start(f"mixer-{i + 1}", _launcher(["mixer"], env), time.monotonic())
             say(f"mixer-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
+        for i in range(args.recorders):
+            env = {
+                "REDIS_URL": url,
+                "BB_RECORDER_ID": f"recorder-local-{i + 1}",
+                "BB_RECORDINGS_DIR": args.recordings_dir,
+            }
+            supervisor.start(f"recorder-{i + 1}", _launcher(["recorder"], env), time.monotonic())
+        if args.recorders:
+            say(f"songs are recorded into {os.path.abspath(args.recordings_dir)}")
         for i in range(args.gateways):
             env = {
                 "REDIS_URL": url,
                 "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
+                "BB_RECORDINGS_DIR": args.recordings_dir,
                 "BB_HOST": args.host,
                 "BB_PORT": str(args.port + i),
             }

@@ -97,6 +97,16 @@ def mixer_heartbeat(mixer_id: str) -> str:
     return f"{PREFIX}:mixer:{mixer_id}"
 
 
+def recorder_heartbeat(recorder_id: str) -> str:
+    """String with a TTL: a live recorder's status (msgpack)."""
+    return f"{PREFIX}:recorder:{recorder_id}"
+
+
+def room_reclease(room: str) -> str:
+    """String with a TTL: the id of the recorder that records the room's songs."""
+    return f"{_room(room)}:reclease"
+
+
 def gateway_heartbeat(gateway_id: str) -> str:
     """String with a TTL: a live gateway's status (msgpack)."""
     return f"{PREFIX}:gateway:{gateway_id}"
@@ -144,6 +154,7 @@ def room_keys(room: str) -> list[str]:
         room_occupancy(room),
         room_stats(room),
         room_lease(room),
+        room_reclease(room),
         room_links(room),
         room_tokens(room),
         room_checkpoint(room),

@@ -226,6 +226,44 @@ class MixerSettings(_Settings):
 
 
 @dataclass(frozen=True)
+class RecorderSettings(_Settings):
+    """Settings of one recorder process (``brigade recorder``)."""
+
+    recorder_id: str = field(
+        default_factory=lambda: _process_id("recorder"),
+        metadata={"help": "unique id of this recorder"},
+    )
+    recordings_dir: str = field(
+        default="./recordings", metadata={"help": "folder the recordings are written to"}
+    )
+    recordings_keep: int = field(
+        default=20, metadata={"help": "recordings kept per room (the oldest go first)"}
+    )
+    recordings_max_mb: int = field(
+        default=2000, metadata={"help": "total size of the recordings kept, MB"}
+    )
+    lease_ttl_ms: int = field(
+        default=3000,
+        metadata={"help": "recording lease time-to-live, ms (renewed every 0.5 s; the takeover)"},
+    )
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    poll_ms: int = field(
+        default=1000, metadata={"help": "how often the rooms' songs are looked at, ms"}
+    )
+
+    def check(self) -> None:
+        super().check()
+        check_id(self.recorder_id, "recorder_id")
+        for name in ("recordings_keep", "recordings_max_mb", "heartbeat_ttl_ms", "poll_ms"):
+            _positive(name, getattr(self, name))
+        if self.lease_ttl_ms < 1000:
+            raise ValidationError(
+                f"lease_ttl_ms must be at least 1000 (leases are renewed every 500 ms), "
+                f"got {self.lease_ttl_ms}"
+            )
+
+
+@dataclass(frozen=True)
 class GatewaySettings(_Settings):
     """Settings of one gateway process (``brigade gateway``)."""
 
@@ -294,6 +332,10 @@ class GatewaySettings(_Settings):
     tracks_dir: str = field(
         default="",
         metadata={"help": "folder of backing tracks offered to every room (scanned on request)"},
+    )
+    recordings_dir: str = field(
+        default="./recordings",
+        metadata={"help": "the recorder's folder: each room's recordings are served from it"},
     )
 
     def check(self) -> None:

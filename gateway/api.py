@@ -25,6 +25,7 @@ from gateway.guard import LimitReached
 from gateway.hub import HUB
 from gateway.material import add_material_routes
 from gateway.metrics import render
+from gateway.recordings import add_recording_routes
 from gateway.rooms import MAX_CAPACITY
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def add_routes(app: web.Application, static_dir: Path = STATIC_DIR) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_material_routes(app)
+    add_recording_routes(app)
     if static_dir.is_dir():
         app.router.add_static("/static/", static_dir, follow_symlinks=False)
 

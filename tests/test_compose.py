@@ -87,7 +87,7 @@ def podman_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
 def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "lb"}
+    assert set(services) == {"redis", "mixer", "gateway", "recorder", "lb"}
     for name in ("mixer", "gateway"):
         assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -99,6 +99,14 @@ def test_compose_file_shape() -> None:
     assert command[command.index("--appendonly") + 1] == "yes"
     assert services["redis"]["volumes"] == ["redis-data:/data"]
     assert "redis-data" in spec["volumes"]
+    # One recorder writes the recordings to a named volume the gateways read.
+    recorder = services["recorder"]
+    assert "deploy" not in recorder and recorder["volumes"] == ["recordings:/recordings"]
+    assert recorder["environment"]["BB_RECORDINGS_DIR"] == "/recordings"
+    assert services["gateway"]["volumes"] == ["recordings:/recordings:ro"]
+    assert services["gateway"]["environment"]["BB_RECORDINGS_DIR"] == "/recordings"
+    assert "recordings" in spec["volumes"]
+    assert "COPY recorder ./recorder" in dockerfile and "chown brigade /recordings" in dockerfile
     # nginx: the main file includes what the image renders from the template, with
     # the container's own resolver (Docker's 127.0.0.11 does not exist under podman).
     nginx = (REPO / "docker" / "nginx.conf").read_text()
@@ -125,7 +133,7 @@ def test_compose_file_shape() -> None:
 def test_podman_compose_parses_the_file(tmp_path: Path) -> None:
     config = yaml.safe_load(podman_compose(tmp_path, "config").stdout)
     services = config["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "lb"}
+    assert set(services) == {"redis", "mixer", "gateway", "recorder", "lb"}
     assert services["gateway"]["environment"]["BB_ALLOWED_ORIGINS"] == ""
     assert services["redis"]["volumes"] == ["redis-data:/data"]
     assert "redis-data" in config["volumes"]
@@ -140,6 +148,7 @@ def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path:
         "bb_lb_1",
         "bb_mixer_1",
         "bb_mixer_2",
+        "bb_recorder_1",
         "bb_redis_1",
     ]
     (redis_line,) = [line for line in log.splitlines() if "create --name=bb_redis_1" in line]
@@ -194,6 +203,22 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             )
             gateways.append((gw_id, port, env))
 
+        rec_env = service_env(
+            spec["recorder"],
+            server.port,
+            BB_RECORDER_ID="recorder-replica-1",
+            BB_RECORDINGS_DIR=str(tmp_path / "recordings"),
+        )
+        log = (output_dir / "recorder.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                resolve(spec["recorder"]["command"]),
+                env=rec_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        wait_for(lambda: healthy(spec["recorder"], rec_env), 15, "the recorder healthy")
         for mixer_id, env in mixer_ids:
             wait_for(lambda env=env: healthy(spec["mixer"], env), 15, f"{mixer_id} healthy")
         for gw_id, _port, env in gateways:

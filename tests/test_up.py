@@ -78,9 +78,10 @@ def pids(log: Path, name: str) -> list[int]:
     return [int(p) for p in re.findall(rf"started {name}, pid (\d+)", log.read_text())]
 
 
-def test_up_serves_the_page_and_stops_cleanly(output_dir: Path) -> None:
+def test_up_serves_the_page_and_stops_cleanly(output_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["BB_RECORDINGS_DIR"] = str(tmp_path / "recordings")
     log = (output_dir / "up.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "brigade", "up", "--port", str(port)],
@@ -118,6 +119,8 @@ def test_up_serves_the_page_and_stops_cleanly(output_dir: Path) -> None:
     assert code == 0, (output_dir / "up.log").read_text()
     text = (output_dir / "up.log").read_text()
     assert "Bucket Brigade is running at http://localhost:" in text
+    assert pids(output_dir / "up.log", "recorder-1"), "no recorder started"
+    assert (tmp_path / "recordings" / ".takes").is_dir()
     assert "Traceback" not in text
 
 

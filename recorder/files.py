@@ -1,0 +1,217 @@
+"""Where recordings live on disk, what they are called, what is kept, and how a take
+becomes a FLAC and an Ogg Opus file.
+
+Layout under the recordings folder (``BB_RECORDINGS_DIR``)::
+
+    .takes/<room>-song<n>-<start_pos>.pcm    the take in progress: int16 LE mono, append-only
+    .takes/<room>-song<n>-<start_pos>.json   its TakeInfo (what a successor needs)
+    <room>/<room>-song<n>-<YYYYmmdd-HHMM>-<leader>.flac / .ogg / .json   finished
+
+An append-only raw file is the crash-safe form: whatever a killed recorder
+wrote is valid audio up to its last whole sample, and the successor appends
+to it. A FLAC stream cut by SIGKILL has no length in its header and no
+decoder reads it reliably, so the FLAC and the Ogg are written, block by
+block, only when the take ends, under temporary names renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from common.constants import SAMPLE_RATE
+from recorder.take import TakeInfo
+
+__all__ = [
+    "Recording",
+    "finish",
+    "recording_stem",
+    "sanitise",
+    "scan",
+    "take_paths",
+    "to_delete",
+]
+
+TAKES: Final = ".takes"
+_BLOCK: Final = 10 * SAMPLE_RATE
+"""Samples converted at a time when a take is finished (memory stays bounded)."""
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitise(text: str, fallback: str = "unknown") -> str:
+    """``text`` as a file-name part: letters, digits, ``_`` and ``-`` only, at most 40."""
+    cleaned = _UNSAFE.sub("-", text).strip("-")[:40].strip("-")
+    return cleaned or fallback
+
+
+def take_paths(root: Path, room: str, number: int, start_pos: int) -> tuple[Path, Path]:
+    """The in-progress audio and info files of a take."""
+    stem = f"{sanitise(room)}-song{number}-{start_pos}"
+    return root / TAKES / f"{stem}.pcm", root / TAKES / f"{stem}.json"
+
+
+def recording_stem(info: TakeInfo) -> str:
+    """``<room>-song<n>-<YYYYmmdd-HHMM>-<leader>`` (UTC), recognisable by a person."""
+    when = time.strftime("%Y%m%d-%H%M", time.gmtime(info.created))
+    return f"{sanitise(info.room)}-song{info.number}-{when}-{sanitise(info.leader, 'nobody')}"
+
+
+def write_info(path: Path, info: TakeInfo) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(info))
+    os.replace(tmp, path)
+
+
+def read_info(path: Path) -> TakeInfo | None:
+    """A take's info, or None when it is missing or unreadable."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=TakeInfo)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def pcm_samples(path: Path) -> int:
+    """Whole int16 samples in a take's audio file; a torn last sample is cut off."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size % 2:
+        os.truncate(path, size - 1)
+    return size // 2
+
+
+def to_int16(samples: npt.NDArray[np.float32]) -> bytes:
+    """Float samples as int16 LE bytes, clipped to full scale."""
+    clipped = np.clip(samples, -1.0, 32767 / 32768)
+    return (clipped * 32768).astype("<i2").tobytes()
+
+
+def decode_track(data: bytes) -> npt.NDArray[np.float32]:
+    """A stored backing track (Ogg Opus, 48 kHz mono) as float32 samples."""
+    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"backing track at {rate} Hz, expected {SAMPLE_RATE}")
+    mono: npt.NDArray[np.float32] = audio.mean(axis=1, dtype=np.float32)
+    return mono
+
+
+def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float32] | None) -> Path:
+    """Turn a take into ``<room>/<stem>.flac``, ``.ogg`` and ``.json``; returns the FLAC.
+
+    ``length`` is the song's length in samples (the take's file is padded with
+    silence or cut to it); ``track`` is mixed in at ``info.origin``. Runs in a
+    worker thread: it is the recorder's only codec work.
+    """
+    pcm, info_path = take_paths(root, info.room, info.number, info.start_pos)
+    folder = root / sanitise(info.room)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = recording_stem(info)
+    flac, ogg, sidecar = (folder / f"{stem}{ext}" for ext in (".flac", ".ogg", ".json"))
+    tmp_flac, tmp_ogg = flac.with_suffix(".flac.tmp"), ogg.with_suffix(".ogg.tmp")
+    have = pcm_samples(pcm)
+    with (
+        pcm.open("rb") if have else open(os.devnull, "rb") as src,
+        sf.SoundFile(tmp_flac, "w", SAMPLE_RATE, 1, "PCM_16", format="FLAC") as out_flac,
+        sf.SoundFile(tmp_ogg, "w", SAMPLE_RATE, 1, "OPUS", format="OGG") as out_ogg,
+    ):
+        for lo in range(0, length, _BLOCK):
+            n = min(_BLOCK, length - lo)
+            raw = src.read(2 * n) if lo < have else b""
+            block = np.zeros(n, dtype=np.float32)
+            got = np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2")
+            block[: len(got)] = got.astype(np.float32) / 32768
+            if track is not None and info.origin is not None:
+                _mix_track(block, info.start_pos + lo - info.origin, track)
+            np.clip(block, -1.0, 1.0, out=block)
+            out_flac.write(block)
+            out_ogg.write(block)
+    os.replace(tmp_flac, flac)
+    os.replace(tmp_ogg, ogg)
+    end_pos = info.start_pos + length
+    sidecar.write_text(
+        json.dumps(
+            {
+                "room": info.room,
+                "song": info.number,
+                "start_pos": info.start_pos,
+                "end_pos": end_pos,
+                "length_s": length / SAMPLE_RATE,
+                "leader": info.leader,
+                "created": info.created,
+                "track": info.track_id,
+                "flac": flac.name,
+                "ogg": ogg.name,
+            },
+            indent=1,
+        )
+    )
+    pcm.unlink(missing_ok=True)
+    info_path.unlink(missing_ok=True)
+    return flac
+
+
+def _mix_track(block: npt.NDArray[np.float32], offset: int, track: npt.NDArray[np.float32]) -> None:
+    # block[i] is track sample offset + i (outside the track: nothing).
+    lo, hi = max(0, offset), min(len(track), offset + len(block))
+    if lo < hi:
+        block[lo - offset : hi - offset] += track[lo:hi]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A finished recording: its folder and stem, when it was made, its bytes on disk."""
+
+    room: str
+    stem: str
+    created: float
+    size: int
+
+
+def scan(root: Path) -> list[Recording]:
+    """Every finished recording under ``root`` (by its sidecar)."""
+    found: list[Recording] = []
+    for sidecar in root.glob("*/*.json"):
+        files = [p for p in sidecar.parent.glob(f"{sidecar.stem}.*") if p.is_file()]
+        try:
+            created = float(json.loads(sidecar.read_text()).get("created", 0.0))
+        except (OSError, ValueError, AttributeError):
+            created = sidecar.stat().st_mtime
+        size = sum(p.stat().st_size for p in files)
+        found.append(Recording(sidecar.parent.name, sidecar.stem, created, size))
+    return found
+
+
+def to_delete(recordings: Iterable[Recording], keep: int, max_bytes: int) -> list[Recording]:
+    """The recordings retention removes: beyond the newest ``keep`` of a room, then the
+    oldest of all until the rest fit in ``max_bytes``."""
+    by_age = sorted(recordings, key=lambda r: (r.created, r.stem), reverse=True)
+    kept: list[Recording] = []
+    gone: list[Recording] = []
+    per_room: dict[str, int] = {}
+    for rec in by_age:
+        per_room[rec.room] = per_room.get(rec.room, 0) + 1
+        (kept if per_room[rec.room] <= keep else gone).append(rec)
+    total = sum(r.size for r in kept)
+    while kept and total > max_bytes:
+        oldest = kept.pop()
+        total -= oldest.size
+        gone.append(oldest)
+    return gone
+
+
+def remove(root: Path, recording: Recording) -> None:
+    for path in (root / recording.room).glob(f"{recording.stem}.*"):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,404 @@
+"""The recorder's asyncio + Redis adapter: finds running songs, holds a recording
+lease per room, reads a tap behind the last bucket and appends it to the take.
+
+* the **maintenance** loop: heartbeat, renewal of the recording leases;
+* the **scan** loop: every ``poll_ms``, the rooms with a running song (or a
+  take left on disk by a recorder that died) whose lease is free get a task;
+* one **room task** per recorded room: keeps its tap subscribed, reads the
+  tap stream, writes what :class:`recorder.take.Take` places, and when the
+  song is over turns the take into FLAC and Ogg Opus in a worker thread.
+
+The lease (``bb:{R}:reclease``) uses the mixer's compare-and-set scripts, so a
+room's songs are recorded by exactly one live recorder; a successor continues
+the take's file from where it stops (the tap stream still holds a few
+seconds of windows, so a short takeover loses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common import keys, records
+from common.commands import MAX_DELAY_S, Envelope, SubscribeTap, encode_envelope
+from common.constants import SAMPLE_RATE
+from common.errors import ValidationError, WireError
+from common.records import Member, RoomMeta, Song
+from common.settings import RecorderSettings
+from common.streams import parse_xread
+from common.tracks import song_origin
+from common.wire import decode_tap
+from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
+from recorder import files
+from recorder.take import Take, TakeInfo
+
+__all__ = ["RecorderService", "RecorderStatus", "recording_delay"]
+
+log = logging.getLogger(__name__)
+
+REDIS_FAILURES: Final = (RedisError, RuntimeError, OSError)
+SUBSCRIBER: Final = "recorder"
+"""The tap subscription's name: the same for every recorder, so a successor renews it."""
+SUBSCRIBE_EVERY_S: Final = 2.0
+SUBSCRIBE_TTL_S: Final = 10.0
+IDLE_END_S: Final = 10.0
+"""A song that is over but whose tap sends nothing for this long is finished as it is."""
+
+
+class RecorderStatus(msgspec.Struct, kw_only=True):
+    """``bb:recorder:{id}``: a live recorder's heartbeat."""
+
+    id: str
+    pid: int
+    started: float
+    rooms: list[str]
+    counters: dict[str, int]
+
+
+class RecorderService:
+    """Records every running song of the rooms it holds the recording lease of."""
+
+    def __init__(self, settings: RecorderSettings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.root = Path(settings.recordings_dir)
+        self.counters: Counter[str] = Counter()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: set[tuple[str, int, int]] = set()
+        """(room, song number, start) of the takes this process finished: never again."""
+        self._started = time.time()
+        self._renew = redis.register_script(RENEW_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; room tasks are cancelled, their takes stay on disk."""
+        (self.root / files.TAKES).mkdir(parents=True, exist_ok=True)
+        await self._wait_for_free_id(stop)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._loop(stop, 0.5, self.maintain))
+                group.create_task(self._loop(stop, self.settings.poll_ms / 1000, self.scan))
+        finally:
+            await self._shutdown()
+
+    async def _loop(self, stop: asyncio.Event, period_s: float, step: Any) -> None:
+        while not stop.is_set():
+            try:
+                await step()
+            except REDIS_FAILURES as exc:
+                self.counters["redis_errors"] += 1
+                log.warning("redis unavailable: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period_s)
+
+    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
+        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
+        while not stop.is_set():
+            if await self.redis.get(keys.recorder_heartbeat(self.settings.recorder_id)) is None:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"recorder id {self.settings.recorder_id!r} is in use by a live recorder; "
+                    "give each recorder its own BB_RECORDER_ID"
+                )
+            await asyncio.sleep(0.25)
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(*REDIS_FAILURES):
+            for room in list(self._tasks):
+                await self._release(keys=[keys.room_reclease(room)], args=[self._id])
+            await self.redis.delete(keys.recorder_heartbeat(self._id))
+
+    @property
+    def _id(self) -> str:
+        return self.settings.recorder_id
+
+    def status(self) -> RecorderStatus:
+        return RecorderStatus(
+            id=self._id,
+            pid=os.getpid(),
+            started=self._started,
+            rooms=sorted(self._tasks),
+            counters=dict(self.counters),
+        )
+
+    def summary(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "nothing"
+
+    # --- maintenance -------------------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """Heartbeat, and renew every lease we record under (a lost one stops its task)."""
+        await self.redis.set(
+            keys.recorder_heartbeat(self._id),
+            records.encode(self.status()),
+            px=self.settings.heartbeat_ttl_ms,
+        )
+        for room, task in list(self._tasks.items()):
+            if task.done():
+                continue
+            result = await self._renew(
+                keys=[keys.room_reclease(room)], args=[self._id, self.settings.lease_ttl_ms]
+            )
+            if result == LeaseResult.LOST:
+                log.warning("room %s: recording lease lost, another recorder goes on", room)
+                self.counters["leases_lost"] += 1
+                task.cancel()
+
+    async def scan(self) -> None:
+        """Start a room task for each room with a song to record and a free lease."""
+        for room, task in list(self._tasks.items()):
+            if task.done():
+                del self._tasks[room]
+        active: Any = await self.redis.smembers(keys.ACTIVE_ROOMS)
+        leftover = {info.room for info in self._takes_on_disk()}
+        rooms = sorted(({bytes(r).decode() for r in active} | leftover) - set(self._tasks))
+        # One round trip for every room's song record.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hget(keys.room_song(room), "state")
+            raw_songs: list[Any] = await pipe.execute()
+        for room, raw in zip(rooms, raw_songs, strict=True):
+            if room in self._tasks:
+                continue
+            # A take a dead recorder left is finished even when its room is gone.
+            wanted = room in leftover
+            song = self._decode_song(room, raw)
+            if song is not None and song.start_pos is not None:
+                this = (room, song.number, song.start_pos)
+                wanted = wanted or (song.running and this not in self._finished)
+            if not wanted:
+                continue
+            result = await self._renew(
+                keys=[keys.room_reclease(room)], args=[self._id, self.settings.lease_ttl_ms]
+            )
+            if result == LeaseResult.LOST:
+                continue
+            self._tasks[room] = asyncio.create_task(self._record_room(room), name=f"rec-{room}")
+
+    def _takes_on_disk(self) -> list[TakeInfo]:
+        found = []
+        for path in (self.root / files.TAKES).glob("*.json"):
+            info = files.read_info(path)
+            if info is not None:
+                found.append(info)
+        return found
+
+    async def _song(self, room: str) -> Song | None:
+        return self._decode_song(room, await self.redis.hget(keys.room_song(room), "state"))
+
+    def _decode_song(self, room: str, raw: Any) -> Song | None:
+        if raw is None:
+            return None
+        try:
+            return records.decode(raw, Song)
+        except ValidationError as exc:
+            log.debug("room %s: unreadable song record: %s", room, exc)
+            self.counters["bad_song_records"] += 1
+            return None
+
+    # --- one room ----------------------------------------------------------------------
+
+    async def _record_room(self, room: str) -> None:
+        try:
+            for info in [i for i in self._takes_on_disk() if i.room == room]:
+                await self._record(info)  # a take a dead recorder left behind
+            song = await self._song(room)
+            if (
+                song is not None
+                and song.running
+                and song.start_pos is not None
+                and (room, song.number, song.start_pos) not in self._finished
+            ):
+                await self._record(await self._new_or_existing(room, song))
+        except asyncio.CancelledError:
+            raise
+        except REDIS_FAILURES as exc:
+            log.warning("room %s: redis failed while recording (%s); retried", room, exc)
+            self.counters["redis_errors"] += 1
+            return
+        except Exception:
+            log.exception("room %s: recording failed", room)
+            self.counters["failures"] += 1
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self._release(keys=[keys.room_reclease(room)], args=[self._id])
+
+    async def _new_or_existing(self, room: str, song: Song) -> TakeInfo:
+        assert song.start_pos is not None
+        _pcm, info_path = files.take_paths(self.root, room, song.number, song.start_pos)
+        info = files.read_info(info_path)
+        if info is not None:
+            return info
+        leader = ""
+        members: Any = await self.redis.hgetall(keys.room_members(room))
+        delays = []
+        for value in members.values():
+            try:
+                member = records.decode(value, Member)
+            except ValidationError:
+                continue
+            delays.append(member.delay)
+            if member.singer_id == song.leader:
+                leader = member.name
+        raw_meta: Any = await self.redis.hgetall(keys.room_meta(room))
+        meta = records.decode_meta(raw_meta)
+        info = TakeInfo(
+            room=room,
+            number=song.number,
+            start_pos=song.start_pos,
+            delay=recording_delay(meta, delays),
+            leader=leader,
+            created=time.time(),
+            track_id=song.track.id if song.track else None,
+            origin=song_origin(song.start_pos, song.metronome) if song.track else None,
+        )
+        files.write_info(info_path, info)
+        log.info("room %s: recording song %d (tap delay %d)", room, info.number, info.delay)
+        self.counters["takes"] += 1
+        return info
+
+    async def _record(self, info: TakeInfo) -> None:
+        pcm, info_path = files.take_paths(self.root, info.room, info.number, info.start_pos)
+        take = Take(info.start_pos, written=files.pcm_samples(pcm), end_pos=info.end_pos)
+        if take.written:
+            log.info(
+                "room %s: carrying on song %d at %d samples", info.room, info.number, take.written
+            )
+            self.counters["takes_resumed"] += 1
+        tap = keys.room_tap(info.room, info.delay)
+        cursor = b"0-0"
+        next_subscribe = next_song = 0.0
+        last_progress = time.monotonic()
+        with pcm.open("ab") as out:
+            while not take.done:
+                now = time.monotonic()
+                if now >= next_subscribe:
+                    await self._subscribe(info)
+                    next_subscribe = now + SUBSCRIBE_EVERY_S
+                if now >= next_song:
+                    next_song = now + self.settings.poll_ms / 1000
+                    if take.end_pos is None and await self._song_over(info, take):
+                        info.end_pos = take.end_pos
+                        files.write_info(info_path, info)
+                        continue
+                if take.end_pos is not None and now - last_progress > IDLE_END_S:
+                    # The tap stopped short of the end, or has long passed it: the rest is silence.
+                    log.warning("room %s: no audio for song %d's last part", info.room, info.number)
+                    break
+                reply = await self.redis.xread({tap: cursor}, count=100, block=500)
+                for _key, entries in parse_xread(reply):
+                    for entry_id, value in entries:
+                        cursor = entry_id
+                        if self._write(out, take, value):
+                            last_progress = time.monotonic()
+        if take.end_pos is None:  # cancelled runs never get here; a dead room does
+            take.end(take.frontier)
+        length = take.limit - info.start_pos
+        track = await self._track(info)
+        flac = await asyncio.to_thread(files.finish, self.root, info, length, track)
+        self.counters["recordings"] += 1
+        self._finished.add((info.room, info.number, info.start_pos))
+        log.info(
+            "room %s: song %d recorded: %s (%.1f s)",
+            info.room,
+            info.number,
+            flac.name,
+            length / SAMPLE_RATE,
+        )
+        await asyncio.to_thread(self._retention)
+
+    def _write(self, out: Any, take: Take, value: bytes | None) -> bool:
+        """Append what a tap window adds to the take; False when it adds nothing."""
+        try:
+            window = decode_tap(value or b"")
+        except WireError as exc:
+            log.debug("bad tap window: %s", exc)
+            self.counters["bad_windows"] += 1
+            return False
+        placed = take.place(window.start, len(window.samples))
+        if placed.silence:
+            self.counters["gap_samples"] += placed.silence
+            out.write(bytes(2 * placed.silence))
+        if placed.hi > placed.lo:
+            out.write(files.to_int16(window.samples[placed.lo : placed.hi]))
+            self.counters["samples"] += placed.hi - placed.lo
+        return placed.silence > 0 or placed.hi > placed.lo
+
+    async def _subscribe(self, info: TakeInfo) -> None:
+        envelope = Envelope(
+            singer=SUBSCRIBER,
+            cmd=SubscribeTap(delay_s=info.delay / SAMPLE_RATE, ttl_s=SUBSCRIBE_TTL_S),
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # As a gateway does: the room stays active (and owned) while it is recorded.
+            pipe.sadd(keys.ACTIVE_ROOMS, info.room)
+            pipe.zrem(keys.IDLE_ROOMS, info.room)
+            pipe.xadd(
+                keys.room_ctl(info.room),
+                {"d": encode_envelope(envelope)},
+                maxlen=keys.CTL_MAXLEN,
+                approximate=True,
+            )
+            await pipe.execute()
+
+    async def _song_over(self, info: TakeInfo, take: Take) -> bool:
+        """Look at the song record: sets the take's end once the song has one."""
+        song = await self._song(info.room)
+        if song is None or song.start_pos is None:
+            take.end(take.frontier)  # the room is gone: keep what we have
+        elif song.start_pos == info.start_pos and song.number == info.number:
+            if song.end_pos is None:
+                return False
+            take.end(song.end_pos)
+        elif song.start_pos > info.start_pos:
+            take.end(song.start_pos)  # the next song started; ours ended by then
+        else:
+            take.end(take.frontier)
+        return True
+
+    async def _track(self, info: TakeInfo) -> Any:
+        if info.track_id is None:
+            return None
+        data: Any = await self.redis.get(keys.room_track(info.room, info.track_id))
+        if data is None:
+            log.warning(
+                "room %s: backing track %s is gone; recorded without it", info.room, info.track_id
+            )
+            return None
+        try:
+            return await asyncio.to_thread(files.decode_track, bytes(data))
+        except (RuntimeError, ValueError) as exc:
+            log.warning("room %s: backing track unreadable (%s)", info.room, exc)
+            return None
+
+    def _retention(self) -> None:
+        s = self.settings
+        for rec in files.to_delete(
+            files.scan(self.root), s.recordings_keep, s.recordings_max_mb * 1024 * 1024
+        ):
+            files.remove(self.root, rec)
+            self.counters["recordings_deleted"] += 1
+
+
+def recording_delay(meta: RoomMeta, member_delays: list[int]) -> int:
+    """The recorder's tap: one bucket spacing behind the last bucket (or the latest member).
+
+    Never beyond the largest delay the mixer accepts.
+    """
+    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
+    last = max([meta.n_buckets * spacing, *member_delays])
+    return min(last + spacing, round(MAX_DELAY_S * SAMPLE_RATE))

@@ -1,0 +1,256 @@
+"""The recorder, end to end: real redis-server, a real mixer, real recorder processes,
+singers simulated as a gateway sends their chunks (tests/simgateway.py).
+
+What the recording must be: the tap behind the last bucket, sample for sample
+(each voice at the song position it was sung, at the auto-gain
+``sqrt(3 / (n + 2))`` of the n voices sounding there), plus the song's backing
+track at its positions; FLAC and Ogg Opus files of the song's length.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+import soundfile as sf
+
+from common import keys
+from common.clock import now_samples
+from common.commands import AddTrack, Lead, SetLeaderBoost, Start, Stop
+from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
+from common.records import Track
+from tests.simgateway import CHUNK, SimGateway, tone
+from tests.support import Process, processes, wait_for
+
+ROOM = "rec"
+SPACING_S = 1.5
+
+
+class Voice:
+    """A singer who sings ``freq`` only over song positions ``[lo, hi)`` (chunk-aligned)."""
+
+    def __init__(
+        self, sim: SimGateway, singer: str, freq: float, delay: int, start: int, lo: int, hi: int
+    ) -> None:
+        self.sim, self.singer, self.freq, self.delay = sim, singer, freq, delay
+        self.lo, self.hi = start + lo, start + hi
+        self.next_pos = self.lo
+
+    def pump(self) -> None:
+        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
+            n = min(CHUNK, self.hi - self.next_pos)
+            self.sim.push(ROOM, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
+            self.next_pos += n
+
+
+def expected_mix(voices: list[Voice], start: int, n: int) -> npt.NDArray[np.float32]:
+    """What the last bucket hears for song positions [start, start + n)."""
+    total = np.zeros(n, dtype=np.float64)
+    count = np.zeros(n, dtype=np.int64)
+    for v in voices:
+        lo, hi = max(v.lo, start), min(v.hi, start + n)
+        if lo < hi:
+            total[lo - start : hi - start] += tone(v.freq, lo, hi - lo)
+            count[lo - start : hi - start] += 1
+    mixed: npt.NDArray[np.float32] = (total * np.sqrt(3.0 / (count + 2.0))).astype(np.float32)
+    return mixed
+
+
+def room_with_three_buckets(sim: SimGateway) -> dict[str, int]:
+    for singer, name in (("a", "Ann Lee"), ("b", "Bob"), ("c", "Cy")):
+        assert sim.join(ROOM, singer, name).ok
+    for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
+        assert sim.command(ROOM, "a", cmd).ok
+    delays = {s: sim.member_delay(ROOM, s) for s in "abc"}
+    spacing = round(SPACING_S * SAMPLE_RATE)
+    assert sorted(delays.values()) == [spacing, 2 * spacing, 3 * spacing]
+    return delays
+
+
+def recordings(root: Path) -> list[Path]:
+    return sorted((root / ROOM).glob("*.flac"))
+
+
+def sing_until(voices: list[Voice], done: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for v in voices:
+            v.pump()
+        if done():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
+    redis_url: str, output_dir: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        delays = room_with_three_buckets(sim)
+        # A 4 s backing track, stored as the gateway stores an upload (Ogg Opus).
+        track_len = 4 * SAMPLE_RATE
+        ogg = io.BytesIO()
+        sf.write(ogg, tone(220, 0, track_len, 0.2), SAMPLE_RATE, format="OGG", subtype="OPUS")
+        track = Track(id="t-0123456789ab", name="backing", samples=track_len)
+        client.set(keys.room_track(ROOM, track.id), ogg.getvalue())
+        assert sim.command(ROOM, "a", AddTrack(track=track)).ok
+        assert sim.command(ROOM, "a", Start()).ok
+        start = int(sim.state(ROOM)["song"]["start_pos"])
+        tenth = CHUNK  # 100 ms
+        voices = [
+            Voice(sim, "a", 440, delays["a"], start, 4 * tenth, 30 * tenth),
+            Voice(sim, "b", 660, delays["b"], start, 10 * tenth, 34 * tenth),
+            Voice(sim, "c", 990, delays["c"], start, 16 * tenth, 38 * tenth),
+        ]
+        # The song ends by itself with its track; the recorder then writes its files.
+        sing_until(voices, lambda: recordings(root), 40)
+        wait_for(lambda: client.get(keys.room_reclease(ROOM)) is None, 5, "the lease's release")
+
+    [flac] = recordings(root)
+    assert flac.name.startswith(f"{ROOM}-song1-") and flac.name.endswith("-Ann-Lee.flac")
+    sidecar = json.loads(flac.with_suffix(".json").read_text())
+    assert (sidecar["start_pos"], sidecar["end_pos"]) == (start, start + track_len)
+    recorded, rate = sf.read(flac, dtype="float32")
+    assert rate == SAMPLE_RATE and recorded.ndim == 1
+    assert abs(len(recorded) - track_len) <= OPUS_FRAME_SAMPLES
+    backing, _ = sf.read(io.BytesIO(ogg.getvalue()), dtype="float32")
+    want = expected_mix(voices, start, track_len) + backing[:track_len]
+    # Sample-exact (16-bit FLAC): a voice 1 ms (48 samples) off would miss by ~0.1.
+    np.testing.assert_allclose(recorded[:track_len], want, rtol=0, atol=2e-3)
+    assert all(v.next_pos == v.hi for v in voices)  # everything was sung
+    listened, rate = sf.read(flac.with_suffix(".ogg"), dtype="float32")
+    assert rate == SAMPLE_RATE and abs(len(listened) - track_len) <= OPUS_FRAME_SAMPLES
+    rms = float(np.sqrt(np.mean(want.astype(np.float64) ** 2)))
+    assert abs(float(np.sqrt(np.mean(listened.astype(np.float64) ** 2))) - rms) < 0.1 * rms
+    client.close()
+
+
+def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
+    redis_url: str, output_dir: Path
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        recorders = {
+            rid: Process(["recorder"], {**env, "BB_RECORDER_ID": rid}, output_dir, rid)
+            for rid in ("r1", "r2")
+        }
+        started.extend(recorders.values())
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        delays = room_with_three_buckets(sim)
+        assert sim.command(ROOM, "a", Start()).ok
+        start = int(sim.state(ROOM)["song"]["start_pos"])
+        forever = 3600 * SAMPLE_RATE
+        voices = [
+            Voice(sim, s, f, delays[s], start, 2 * CHUNK, forever)
+            for s, f in (("a", 440), ("b", 660), ("c", 990))
+        ]
+
+        def take_samples() -> int:
+            return sum(p.stat().st_size for p in (root / ".takes").glob("*.pcm")) // 2
+
+        sing_until(voices, lambda: take_samples() >= 2 * SAMPLE_RATE, 30)
+        raw: Any = client.get(keys.room_reclease(ROOM))
+        holder = bytes(raw or b"").decode()
+        assert holder in recorders
+        killed = time.monotonic()
+        recorders[holder].kill()
+        survivor = next(rid for rid in recorders if rid != holder)
+        sing_until(voices, lambda: client.get(keys.room_reclease(ROOM)) == survivor.encode(), 15)
+        takeover_s = time.monotonic() - killed
+        sing_until(voices, lambda: time.monotonic() > killed + 4, 10)
+        assert sim.command(ROOM, "a", Stop()).ok
+        end = int(sim.state(ROOM)["song"]["end_pos"])
+        sing_until(voices, lambda: recordings(root), 30)
+        assert recorders[survivor].alive()
+
+    [flac] = recordings(root)
+    recorded, rate = sf.read(flac, dtype="float32")
+    assert rate == SAMPLE_RATE and abs(len(recorded) - (end - start)) <= OPUS_FRAME_SAMPLES
+    want = expected_mix(voices, start, end - start)
+    wrong = np.abs(recorded[: end - start] - want) > 2e-3
+    gap = int(np.count_nonzero(wrong))
+    # Whatever is not sample-exact is silence the takeover lost, and no more than it took.
+    assert np.all(np.abs(recorded[: end - start][wrong]) < 1e-4)
+    assert gap <= takeover_s * SAMPLE_RATE, (gap, takeover_s)
+    listened, _ = sf.read(flac.with_suffix(".ogg"), dtype="float32")
+    assert abs(len(listened) - (end - start)) <= OPUS_FRAME_SAMPLES
+    assert not list((root / ".takes").glob("*.pcm")), "the take was not cleaned up"
+    (output_dir / "takeover.json").write_text(
+        json.dumps(
+            {"takeover_s": takeover_s, "gap_samples": gap, "song_s": (end - start) / SAMPLE_RATE}
+        )
+    )
+    print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms")
+    client.close()
+
+
+def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_the_gap(
+    redis_url: str, output_dir: Path
+) -> None:
+    """The only recorder dies mid-song and a new one comes only after the song is over:
+    the take on disk is found by room and song and finished to the song's length."""
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        first = Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "r1")
+        started.append(first)
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        delays = room_with_three_buckets(sim)
+        assert sim.command(ROOM, "a", Start()).ok
+        start = int(sim.state(ROOM)["song"]["start_pos"])
+        voice = Voice(sim, "a", 440, delays["a"], start, 0, 3600 * SAMPLE_RATE)
+
+        def take_samples() -> int:
+            return sum(p.stat().st_size for p in (root / ".takes").glob("*.pcm")) // 2
+
+        sing_until([voice], lambda: take_samples() >= SAMPLE_RATE, 30)
+        first.kill()
+        had = take_samples()
+        sing_until([voice], lambda: now_samples() > start + had + 6 * SAMPLE_RATE, 15)
+        assert sim.command(ROOM, "a", Stop()).ok
+        end = int(sim.state(ROOM)["song"]["end_pos"])
+        # Long enough for the tap stream to forget the song: nobody records it.
+        tap = keys.room_tap(ROOM, 5 * round(SPACING_S * SAMPLE_RATE))  # the recorder's
+        sing_until([voice], lambda: not client.exists(tap), 40)
+        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r2"}, output_dir, "r2"))
+        wait_for(lambda: recordings(root), 30, "the recording finished")
+
+    [flac] = recordings(root)
+    recorded, _ = sf.read(flac, dtype="float32")
+    assert abs(len(recorded) - (end - start)) <= OPUS_FRAME_SAMPLES
+    want = expected_mix([voice], start, end - start)
+    np.testing.assert_allclose(recorded[:had], want[:had], rtol=0, atol=2e-3)
+    gap = recorded[had : end - start]
+    assert len(gap) > 2 * SAMPLE_RATE and float(np.abs(gap).max()) < 1e-4  # silence, no shift
+    assert json.loads(flac.with_suffix(".json").read_text())["end_pos"] == end
+    client.close()
