@@ -362,3 +362,7 @@ class GatewaySettings(_Settings):
         if not 0 <= self.downstream_ms <= 500:
             # Frames leave the mixer lead_s (1 s) ahead of their play time.
             raise ValidationError(f"downstream_ms must be in [0, 500], got {self.downstream_ms}")
+
+
+Settings = _Settings
+"""The base of every process's settings (redis_url, event_loop, env + CLI parsing)."""

@@ -1,17 +1,13 @@
 """``brigade mixer``: run a mixer process, or ``--check`` a running one."""
 
-import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 
-import redis
 from redis.asyncio import Redis
 
-from common import aio, keys, logs, records
-from common.errors import ValidationError
+from common import keys, process
 from common.records import MixerStatus
 from common.settings import MixerSettings
 from mixer import metrics
@@ -57,44 +53,22 @@ async def serve(settings: MixerSettings) -> int:
 
 def check(settings: MixerSettings) -> int:
     """Exit 0 when this mixer id has a live heartbeat in Redis, else 1."""
-    try:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
-        raw = client.get(keys.mixer_heartbeat(settings.mixer_id))
-    except redis.RedisError as exc:
-        print(f"unhealthy: Redis unreachable: {exc}")
-        return 1
-    if raw is None:
-        print(f"unhealthy: no heartbeat from mixer {settings.mixer_id}")
-        return 1
-    try:
-        status = records.decode(raw, MixerStatus)
-    except ValidationError as exc:
-        print(f"unhealthy: unreadable heartbeat: {exc}")
-        return 1
-    print(f"healthy: mixer {settings.mixer_id} owns {len(status.rooms)} room(s)")
-    return 0
+    return process.check_heartbeat(
+        settings.redis_url,
+        keys.mixer_heartbeat(settings.mixer_id),
+        MixerStatus,
+        f"mixer {settings.mixer_id}",
+        lambda status: f"owns {len(status.rooms)} room(s)",
+    )
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="brigade mixer", description=__doc__)
-    parser.add_argument(
-        "--check", action="store_true", help="exit 0 if this mixer id has a live heartbeat, else 1"
+    return process.main(
+        argv,
+        prog="brigade mixer",
+        description=__doc__,
+        settings_class=MixerSettings,
+        check=check,
+        serve=serve,
+        log=log,
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env BB_LOG_LEVEL)")
-    MixerSettings.add_arguments(parser)
-    args = parser.parse_args(list(argv))
-    try:
-        settings = MixerSettings.from_namespace(args)
-    except ValidationError as exc:
-        print(f"brigade mixer: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        return check(settings)
-    logs.configure(args.log_level)
-    try:
-        return aio.run(serve(settings), settings.event_loop)
-    except SystemExit as exc:
-        log.error("%s", exc)
-        return 1
