@@ -219,6 +219,13 @@ class SetMetronome(Command, tag="set_metronome", frozen=True):
     count_in: bool = False
 
 
+class SetRecording(Command, tag="set_recording", frozen=True):
+    """Leader, between songs: what the recorder writes of the next songs."""
+
+    stems: bool = False
+    metronome: bool = False
+
+
 class SetLyrics(Command, tag="set_lyrics", frozen=True):
     """Leader: the lyrics shown to everyone (empty: none). Lines are separated by newlines."""
 
@@ -270,6 +277,7 @@ ClientCommand = (
     | SetRounds
     | SetTrack
     | SetMetronome
+    | SetRecording
     | SetLyrics
     | CueLyrics
     | ClearImage

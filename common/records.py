@@ -176,6 +176,18 @@ class Metronome(msgspec.Struct, frozen=True, kw_only=True):
     count_in: bool = False
 
 
+class Recording(msgspec.Struct, frozen=True, kw_only=True):
+    """The leader's recording options for the songs to come (``brigade recorder``).
+
+    ``stems``: each singer's own audio to its own file as well as the mix;
+    ``metronome``: the metronome's clicks in the mix (the pages make them,
+    so a recording has none unless asked).
+    """
+
+    stems: bool = False
+    metronome: bool = False
+
+
 class Track(msgspec.Struct, frozen=True, kw_only=True):
     """A backing track of the room: 48 kHz mono, ``samples`` long, in ``bb:{R}:track:{id}``."""
 
@@ -252,6 +264,7 @@ class Song(msgspec.Struct, kw_only=True):
     track: Track | None = None
     """The backing track chosen for the songs to come (and the running one)."""
     metronome: Metronome = msgspec.field(default_factory=Metronome)
+    recording: Recording = msgspec.field(default_factory=Recording)
 
     def __post_init__(self) -> None:
         if self.leader is not None:

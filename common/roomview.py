@@ -68,6 +68,7 @@ def public_state(
                 "beats": metronome.beats,
                 "count_in": metronome.count_in,
             },
+            "recording": {"stems": song.recording.stems, "metronome": song.recording.metronome},
             # Where the music (and track sample 0) begins: start_pos, after a count-in bar.
             "origin": None if song.start_pos is None else song_origin(song.start_pos, metronome),
         },

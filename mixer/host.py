@@ -42,6 +42,7 @@ from common.commands import (
     SetLyrics,
     SetMetronome,
     SetMix,
+    SetRecording,
     SetRounds,
     SetTrack,
     Solo,
@@ -54,7 +55,15 @@ from common.commands import (
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError, WireError
 from common.events import Levels, Reply, State
-from common.records import Checkpoint, Metronome, Occupancy, Role, RoomMeta, Rounds
+from common.records import (
+    Checkpoint,
+    Metronome,
+    Occupancy,
+    Recording,
+    Role,
+    RoomMeta,
+    Rounds,
+)
 from common.wire import decode_chunk
 from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
 from mixer.store import public_state
@@ -88,6 +97,9 @@ HANDLERS: Final[dict[type[Command], Handler]] = {
     SetTrack: lambda s, who, c, now: s.set_track(who, c.track),
     SetMetronome: lambda s, who, c, now: s.set_metronome(
         who, Metronome(on=c.on, bpm=c.bpm, beats=c.beats, count_in=c.count_in)
+    ),
+    SetRecording: lambda s, who, c, now: s.set_recording(
+        who, Recording(stems=c.stems, metronome=c.metronome)
     ),
     SetLyrics: lambda s, who, c, now: s.set_lyrics(who, c.text),
     CueLyrics: lambda s, who, c, now: s.cue_lyrics(who, c.line, c.pos, now),

@@ -37,6 +37,7 @@ from common.records import (
     Member,
     Metronome,
     Mix,
+    Recording,
     Role,
     Rounds,
     Song,
@@ -529,6 +530,14 @@ class RoomState:
         self._between_songs("the metronome")
         if metronome != self.song.metronome:
             self.song.metronome = metronome
+            self._changed()
+
+    def set_recording(self, singer_id: str, recording: Recording) -> None:
+        """Leader, between songs: what the recorder writes of the next songs."""
+        self._leader(singer_id, "choose what is recorded")
+        self._between_songs("the recording options")
+        if recording != self.song.recording:
+            self.song.recording = recording
             self._changed()
 
     def set_lyrics(self, singer_id: str, text: str) -> None:

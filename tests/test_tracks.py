@@ -21,6 +21,7 @@ from common.commands import (
     Envelope,
     SetLyrics,
     SetMetronome,
+    SetRecording,
     SetTrack,
     Start,
     encode_envelope,
@@ -28,7 +29,7 @@ from common.commands import (
 )
 from common.constants import SAMPLE_RATE
 from common.events import State
-from common.records import Image, Material, Metronome, Song, Track
+from common.records import Image, Material, Metronome, Recording, Song, Track
 from common.tracks import (
     Click,
     beat_position,
@@ -185,6 +186,30 @@ def test_only_the_leader_adds_and_chooses_tracks_and_only_between_songs() -> Non
         with pytest.raises(CommandError) as running:
             attempt()
         assert running.value.code == "song_running"
+
+
+def test_the_leader_chooses_stems_and_clicks_for_the_recording_between_songs() -> None:
+    state = room()
+    assert state.song.recording == Recording()
+    with pytest.raises(CommandError) as refused:
+        state.set_recording("s-ben", Recording(stems=True))
+    assert refused.value.code == "not_leader"
+    version = state.version
+    state.set_recording("s-lead", Recording(stems=True, metronome=True))
+    assert state.version > version
+    view = public_state("r", state)
+    assert view["song"]["recording"] == {"stems": True, "metronome": True}
+    # The song record (what the recorder reads) carries it, and it survives a round trip.
+    again = records.decode(records.encode(state.song), Song)
+    assert again.recording == Recording(stems=True, metronome=True)
+    state.start_song("s-lead", T0)
+    with pytest.raises(CommandError) as running:
+        state.set_recording("s-lead", Recording())
+    assert running.value.code == "song_running"
+    command = parse_client_command({"type": "set_recording", "stems": True})
+    assert command == SetRecording(stems=True, metronome=False)
+    with pytest.raises(msgspec.ValidationError):
+        parse_client_command({"type": "set_recording", "stems": "yes"})
 
 
 def test_a_room_keeps_three_tracks_and_drops_the_oldest() -> None:
