@@ -67,6 +67,9 @@ to exit."""
 SWEEP_S: Final = 10.0
 """How often a mixer looks for rooms idle long enough to delete."""
 SWEEP_BATCH: Final = 50
+STEMS_KEEP_MS: Final = 5_000
+"""While a song's stems are recorded, its input stream keeps this much (a recorder that
+takes over reads them; the tap streams keep about as much)."""
 
 
 @dataclass
@@ -330,6 +333,11 @@ class MixerService:
             keep_from = owned.in_cursor
             if owned.host.mixer.ring is not None and owned.checkpoint_cursor is not None:
                 keep_from = owned.checkpoint_cursor
+            song = owned.state.song
+            if song.running and song.recording.stems:
+                # The recorder reads the singers' chunks too: a successor finds the last
+                # seconds of them still there, as it finds the tap's.
+                keep_from = older_id(keep_from, int(time.time() * 1000) - STEMS_KEEP_MS)
             pipe.xtrim(keys.room_in(room), minid=keep_from, approximate=True)
 
     @staticmethod
@@ -620,3 +628,13 @@ def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
         if len(parts) == 2:
             links[bytes(singer).decode(errors="replace")] = (parts[0], parts[1])
     return links
+
+
+def older_id(entry_id: bytes, ms: int) -> bytes:
+    """The older of a stream entry id and the first id of millisecond ``ms``."""
+    head, _, tail = entry_id.partition(b"-")
+    try:
+        mine = (int(head), int(tail or 0))
+    except ValueError:
+        return entry_id
+    return entry_id if mine <= (ms, 0) else f"{ms}-0".encode()

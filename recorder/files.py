@@ -5,7 +5,12 @@ Layout under the recordings folder (``BB_RECORDINGS_DIR``)::
 
     .takes/<room>-song<n>-<start_pos>.pcm    the take in progress: int16 LE mono, append-only
     .takes/<room>-song<n>-<start_pos>.json   its TakeInfo (what a successor needs)
-    <room>/<room>-song<n>-<YYYYmmdd-HHMM>-<leader>.flac / .ogg / .json   finished
+    .takes/<room>-song<n>-<start_pos>.stem.<singer id>.pcm   a singer's stem (sparse int16)
+    <room>/<stem>.flac / .ogg / .json        finished: the mix and its sidecar, where
+                                             <stem> is <room>-song<n>-<YYYYmmdd-HHMM>-<leader>
+    <room>/<stem>.stem-<NN>-<name>.flac      with stems: one per singer, in bucket order
+    <room>/<stem>.track.flac                 with stems and a track: the track alone
+    <room>/<stem>.lof / .rpp                 with stems: Audacity and REAPER projects
 
 An append-only raw file is the crash-safe form: whatever a killed recorder
 wrote is valid audio up to its last whole sample, and the successor appends
@@ -21,7 +26,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -32,6 +37,8 @@ import numpy.typing as npt
 import soundfile as sf
 
 from common.constants import SAMPLE_RATE
+from common.tracks import CLICK_SAMPLES, click_wave, clicks_between
+from recorder.projects import ProjectStem, audacity_lof, reaper_rpp
 from recorder.take import TakeInfo
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "recording_stem",
     "sanitise",
     "scan",
+    "stem_take_path",
     "take_paths",
     "to_delete",
 ]
@@ -56,10 +64,20 @@ def sanitise(text: str, fallback: str = "unknown") -> str:
     return cleaned or fallback
 
 
+def _take_name(room: str, number: int, start_pos: int) -> str:
+    return f"{sanitise(room)}-song{number}-{start_pos}"
+
+
 def take_paths(root: Path, room: str, number: int, start_pos: int) -> tuple[Path, Path]:
     """The in-progress audio and info files of a take."""
-    stem = f"{sanitise(room)}-song{number}-{start_pos}"
-    return root / TAKES / f"{stem}.pcm", root / TAKES / f"{stem}.json"
+    name = _take_name(room, number, start_pos)
+    return root / TAKES / f"{name}.pcm", root / TAKES / f"{name}.json"
+
+
+def stem_take_path(root: Path, info: TakeInfo, singer: str) -> Path:
+    """The in-progress stem of one singer (a sparse int16 file: sample i is position
+    ``start_pos + i``, holes read as silence). ``singer`` is a checked id."""
+    return root / TAKES / f"{_take_name(info.room, info.number, info.start_pos)}.stem.{singer}.pcm"
 
 
 def recording_stem(info: TakeInfo) -> str:
@@ -108,12 +126,33 @@ def decode_track(data: bytes) -> npt.NDArray[np.float32]:
     return mono
 
 
+def _blocks(path: Path, length: int) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """``(offset, samples)`` blocks of a take file as float32, cut or padded with
+    silence to ``length`` samples; memory stays one block."""
+    have = pcm_samples(path)
+    with path.open("rb") if have else open(os.devnull, "rb") as src:
+        for lo in range(0, length, _BLOCK):
+            n = min(_BLOCK, length - lo)
+            raw = src.read(2 * n) if lo < have else b""
+            block = np.zeros(n, dtype=np.float32)
+            got = np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2")
+            block[: len(got)] = got.astype(np.float32) / 32768
+            yield lo, block
+
+
+def _flac(path: Path) -> sf.SoundFile:
+    return sf.SoundFile(path, "w", SAMPLE_RATE, 1, "PCM_16", format="FLAC")
+
+
 def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float32] | None) -> Path:
     """Turn a take into ``<room>/<stem>.flac``, ``.ogg`` and ``.json``; returns the FLAC.
 
     ``length`` is the song's length in samples (the take's file is padded with
-    silence or cut to it); ``track`` is mixed in at ``info.origin``. Runs in a
-    worker thread: it is the recorder's only codec work.
+    silence or cut to it); ``track`` is mixed in at ``info.origin``, and the
+    metronome's clicks when ``info.clicks``. With ``info.stems``, each singer's
+    stem, the track alone and the two project files too. Runs in a worker
+    thread: it is the recorder's only codec work. Every file is written under
+    a temporary name and renamed into place; the sidecar comes last.
     """
     pcm, info_path = take_paths(root, info.room, info.number, info.start_pos)
     folder = root / sanitise(info.room)
@@ -121,27 +160,36 @@ def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float3
     stem = recording_stem(info)
     flac, ogg, sidecar = (folder / f"{stem}{ext}" for ext in (".flac", ".ogg", ".json"))
     tmp_flac, tmp_ogg = flac.with_suffix(".flac.tmp"), ogg.with_suffix(".ogg.tmp")
-    have = pcm_samples(pcm)
+    clicks = (click_wave(False), click_wave(True))
     with (
-        pcm.open("rb") if have else open(os.devnull, "rb") as src,
-        sf.SoundFile(tmp_flac, "w", SAMPLE_RATE, 1, "PCM_16", format="FLAC") as out_flac,
+        _flac(tmp_flac) as out_flac,
         sf.SoundFile(tmp_ogg, "w", SAMPLE_RATE, 1, "OPUS", format="OGG") as out_ogg,
     ):
-        for lo in range(0, length, _BLOCK):
-            n = min(_BLOCK, length - lo)
-            raw = src.read(2 * n) if lo < have else b""
-            block = np.zeros(n, dtype=np.float32)
-            got = np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2")
-            block[: len(got)] = got.astype(np.float32) / 32768
+        for lo, block in _blocks(pcm, length):
             if track is not None and info.origin is not None:
                 _mix_track(block, info.start_pos + lo - info.origin, track)
+            if info.clicks is not None:
+                _mix_clicks(block, info.start_pos + lo, info, clicks)
             np.clip(block, -1.0, 1.0, out=block)
             out_flac.write(block)
             out_ogg.write(block)
     os.replace(tmp_flac, flac)
     os.replace(tmp_ogg, ogg)
+    stems = _finish_stems(root, info, folder, stem, length, track) if info.stems else []
+    projects: dict[str, str | None] = {"lof": None, "rpp": None}
+    if stems:
+        listed = [ProjectStem(s["name"] or "", s["file"] or "") for s in stems]
+        title = f"{info.room} song {info.number}"
+        for kind, text in (
+            ("lof", audacity_lof(listed)),
+            ("rpp", reaper_rpp(listed, length, title)),
+        ):
+            path = folder / f"{stem}.{kind}"
+            _write_text(path, text)
+            projects[kind] = path.name
     end_pos = info.start_pos + length
-    sidecar.write_text(
+    _write_text(
+        sidecar,
         json.dumps(
             {
                 "room": info.room,
@@ -152,15 +200,79 @@ def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float3
                 "leader": info.leader,
                 "created": info.created,
                 "track": info.track_id,
+                "metronome": info.clicks is not None,
                 "flac": flac.name,
                 "ogg": ogg.name,
+                "stems": stems,
+                **projects,
             },
             indent=1,
-        )
+        ),
     )
     pcm.unlink(missing_ok=True)
+    for singer in info.singers:
+        stem_take_path(root, info, singer).unlink(missing_ok=True)
     info_path.unlink(missing_ok=True)
     return flac
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _finish_stems(
+    root: Path,
+    info: TakeInfo,
+    folder: Path,
+    stem: str,
+    length: int,
+    track: npt.NDArray[np.float32] | None,
+) -> list[dict[str, str | None]]:
+    """Each singer's stem (those who sang) and the track alone, as FLAC files."""
+    listed: list[dict[str, str | None]] = []
+    for singer, name in info.singers.items():
+        source = stem_take_path(root, info, singer)
+        if not source.exists():
+            continue  # a member who never sang in this song
+        path = folder / f"{stem}.stem-{len(listed) + 1:02d}-{sanitise(name, singer)}.flac"
+        tmp = path.with_name(path.name + ".tmp")
+        with _flac(tmp) as out:
+            for _lo, block in _blocks(source, length):
+                np.clip(block, -1.0, 1.0, out=block)
+                out.write(block)
+        os.replace(tmp, path)
+        listed.append({"singer": singer, "name": name, "file": path.name})
+    if track is not None and info.origin is not None:
+        path = folder / f"{stem}.track.flac"
+        tmp = path.with_name(path.name + ".tmp")
+        with _flac(tmp) as out:
+            for lo in range(0, length, _BLOCK):
+                block = np.zeros(min(_BLOCK, length - lo), dtype=np.float32)
+                _mix_track(block, info.start_pos + lo - info.origin, track)
+                np.clip(block, -1.0, 1.0, out=block)
+                out.write(block)
+        os.replace(tmp, path)
+        listed.append({"singer": None, "name": "Backing track", "file": path.name})
+    return listed
+
+
+def _mix_clicks(
+    block: npt.NDArray[np.float32],
+    pos: int,
+    info: TakeInfo,
+    waves: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+) -> None:
+    # block[i] is position pos + i; a click that started just before the block still rings.
+    assert info.clicks is not None
+    n = len(block)
+    for click in clicks_between(
+        pos - CLICK_SAMPLES + 1, pos + n, info.start_pos, info.clicks, info.end_pos
+    ):
+        wave = waves[click.accent]
+        lo, hi = max(click.pos, pos), min(click.pos + CLICK_SAMPLES, pos + n)
+        block[lo - pos : hi - pos] += wave[lo - click.pos : hi - click.pos]
 
 
 def _mix_track(block: npt.NDArray[np.float32], offset: int, track: npt.NDArray[np.float32]) -> None:

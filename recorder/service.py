@@ -33,16 +33,18 @@ from common import keys, records
 from common.commands import MAX_DELAY_S, Envelope, SubscribeTap, encode_envelope
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
+from common.events import Reply, decode_event
 from common.records import Member, RoomMeta, Song
 from common.settings import RecorderSettings
-from common.streams import parse_xread
+from common.streams import parse_entries, parse_xread, xread_streams
 from common.tracks import song_origin
 from common.wire import decode_tap
 from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
 from recorder import files
+from recorder.stems import StemWriter
 from recorder.take import Take, TakeInfo
 
-__all__ = ["RecorderService", "RecorderStatus", "recording_delay"]
+__all__ = ["RecorderService", "RecorderStatus", "last_bucket_delay", "recording_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ SUBSCRIBER: Final = "recorder"
 """The tap subscription's name: the same for every recorder, so a successor renews it."""
 SUBSCRIBE_EVERY_S: Final = 2.0
 SUBSCRIBE_TTL_S: Final = 10.0
+TAP_SILENT_S: Final = 1.0
+"""A tap that sends nothing for this long during a song: look for the mixer's refusal."""
 IDLE_END_S: Final = 10.0
 """A song that is over but whose tap sends nothing for this long is finished as it is."""
 
@@ -243,17 +247,9 @@ class RecorderService:
         info = files.read_info(info_path)
         if info is not None:
             return info
-        leader = ""
-        members: Any = await self.redis.hgetall(keys.room_members(room))
-        delays = []
-        for value in members.values():
-            try:
-                member = records.decode(value, Member)
-            except ValidationError:
-                continue
-            delays.append(member.delay)
-            if member.singer_id == song.leader:
-                leader = member.name
+        members = await self._members(room)
+        leader = next((m.name for m in members if m.singer_id == song.leader), "")
+        delays = [m.delay for m in members]
         raw_meta: Any = await self.redis.hgetall(keys.room_meta(room))
         meta = records.decode_meta(raw_meta)
         info = TakeInfo(
@@ -265,11 +261,33 @@ class RecorderService:
             created=time.time(),
             track_id=song.track.id if song.track else None,
             origin=song_origin(song.start_pos, song.metronome) if song.track else None,
+            stems=song.recording.stems,
+            # Stems in bucket order: the leader first.
+            singers={m.singer_id: m.name for m in sorted(members, key=lambda m: m.delay)}
+            if song.recording.stems
+            else {},
+            clicks=song.metronome if song.recording.metronome and song.metronome.on else None,
         )
         files.write_info(info_path, info)
-        log.info("room %s: recording song %d (tap delay %d)", room, info.number, info.delay)
+        log.info(
+            "room %s: recording song %d (tap delay %d%s)",
+            room,
+            info.number,
+            info.delay,
+            ", stems" if info.stems else "",
+        )
         self.counters["takes"] += 1
         return info
+
+    async def _members(self, room: str) -> list[Member]:
+        raw: Any = await self.redis.hgetall(keys.room_members(room))
+        members = []
+        for value in raw.values():
+            try:
+                members.append(records.decode(value, Member))
+            except ValidationError:
+                self.counters["bad_member_records"] += 1
+        return members
 
     async def _record(self, info: TakeInfo) -> None:
         pcm, info_path = files.take_paths(self.root, info.room, info.number, info.start_pos)
@@ -279,10 +297,15 @@ class RecorderService:
                 "room %s: carrying on song %d at %d samples", info.room, info.number, take.written
             )
             self.counters["takes_resumed"] += 1
-        tap = keys.room_tap(info.room, info.delay)
-        cursor = b"0-0"
+        tap_key, in_key = keys.room_tap(info.room, info.delay), keys.room_in(info.room)
+        cursors = {tap_key: b"0-0"}
+        stems = StemWriter(self.root, info) if info.stems else None
+        if stems is not None:
+            # Each singer's chunks, as the mixer reads them (everything Redis still holds:
+            # positions outside the song are dropped, and a rewrite is harmless).
+            cursors[in_key] = b"0-0"
         next_subscribe = next_song = 0.0
-        last_progress = time.monotonic()
+        last_progress = next_tap_check = time.monotonic()
         with pcm.open("ab") as out:
             while not take.done:
                 now = time.monotonic()
@@ -291,6 +314,8 @@ class RecorderService:
                     next_subscribe = now + SUBSCRIBE_EVERY_S
                 if now >= next_song:
                     next_song = now + self.settings.poll_ms / 1000
+                    if stems is not None:
+                        stems.members(await self._members(info.room))
                     if take.end_pos is None and await self._song_over(info, take):
                         info.end_pos = take.end_pos
                         files.write_info(info_path, info)
@@ -299,12 +324,27 @@ class RecorderService:
                     # The tap stopped short of the end, or has long passed it: the rest is silence.
                     log.warning("room %s: no audio for song %d's last part", info.room, info.number)
                     break
-                reply = await self.redis.xread({tap: cursor}, count=100, block=500)
-                for _key, entries in parse_xread(reply):
-                    for entry_id, value in entries:
-                        cursor = entry_id
+                if now - last_progress > TAP_SILENT_S and now >= next_tap_check:
+                    next_tap_check = now + TAP_SILENT_S
+                    if await self._tap_refused(info, info_path):
+                        del cursors[tap_key]
+                        tap_key = keys.room_tap(info.room, info.delay)
+                        cursors[tap_key] = b"0-0"
+                        next_subscribe = 0.0
+                        continue
+                reply = await self.redis.xread(xread_streams(cursors), count=100, block=500)
+                for key, entries in parse_xread(reply):
+                    if entries:
+                        cursors[key] = entries[-1][0]
+                    if stems is not None and key == in_key:
+                        if stems.write([value for _id, value in entries], take.limit):
+                            files.write_info(info_path, info)  # a new singer's stem
+                        continue
+                    for _entry_id, value in entries if key == tap_key else ():
                         if self._write(out, take, value):
                             last_progress = time.monotonic()
+        if stems is not None:
+            self.counters.update(stems.counters)
         if take.end_pos is None:  # cancelled runs never get here; a dead room does
             take.end(take.frontier)
         length = take.limit - info.start_pos
@@ -341,6 +381,7 @@ class RecorderService:
     async def _subscribe(self, info: TakeInfo) -> None:
         envelope = Envelope(
             singer=SUBSCRIBER,
+            gw=self._id,
             cmd=SubscribeTap(delay_s=info.delay / SAMPLE_RATE, ttl_s=SUBSCRIBE_TTL_S),
         )
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -354,6 +395,49 @@ class RecorderService:
                 approximate=True,
             )
             await pipe.execute()
+
+    async def _tap_refused(self, info: TakeInfo, info_path: Path) -> bool:
+        """The tap sends nothing: did the mixer refuse it (rounds that leave no room in the
+        ring for it)? Then fall back to the last bucket's tap, which always fits, and say
+        so; True when the tap changed."""
+        raw: Any = await self.redis.xrevrange(keys.room_events(info.room), count=200)
+        for _entry_id, value in parse_entries(raw):
+            try:
+                event = decode_event(value)
+            except ValidationError:
+                continue
+            if not (
+                isinstance(event, Reply)
+                and event.singer == SUBSCRIBER
+                and event.gw == self._id
+                and event.cmd == "subscribe_tap"
+            ):
+                continue
+            if event.ok:
+                return False  # accepted: the mixer is slow or the room silent
+            delays = [m.delay for m in await self._members(info.room)]
+            raw_meta: Any = await self.redis.hgetall(keys.room_meta(info.room))
+            fallback = last_bucket_delay(records.decode_meta(raw_meta), delays)
+            self.counters["taps_refused"] += 1
+            if fallback == info.delay:
+                log.error(
+                    "room %s: the mixer refused the recorder's tap (%s) and no other fits",
+                    info.room,
+                    event.message,
+                )
+                return False
+            log.warning(
+                "room %s: the mixer refused the recorder's tap at %d (%s); recording the "
+                "last bucket's tap at %d instead",
+                info.room,
+                info.delay,
+                event.message,
+                fallback,
+            )
+            info.delay = fallback
+            files.write_info(info_path, info)
+            return True
+        return False
 
     async def _song_over(self, info: TakeInfo, take: Take) -> bool:
         """Look at the song record: sets the take's end once the song has one."""
@@ -394,11 +478,21 @@ class RecorderService:
             self.counters["recordings_deleted"] += 1
 
 
+def last_bucket_delay(meta: RoomMeta, member_delays: list[int]) -> int:
+    """The last bucket's delay, or a later member's: every voice is in the mix there.
+
+    The mixer keeps this delay possible whatever the rounds (``set_rounds`` is
+    refused when it would not fit).
+    """
+    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
+    return max([meta.n_buckets * spacing, *member_delays])
+
+
 def recording_delay(meta: RoomMeta, member_delays: list[int]) -> int:
     """The recorder's tap: one bucket spacing behind the last bucket (or the latest member).
 
     Never beyond the largest delay the mixer accepts.
     """
     spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
-    last = max([meta.n_buckets * spacing, *member_delays])
+    last = last_bucket_delay(meta, member_delays)
     return min(last + spacing, round(MAX_DELAY_S * SAMPLE_RATE))

@@ -16,8 +16,9 @@ from typing import Final, NamedTuple
 import msgspec
 
 from common.constants import SAMPLE_RATE
+from common.records import Metronome
 
-__all__ = ["MAX_SONG_SAMPLES", "Placement", "Take", "TakeInfo"]
+__all__ = ["MAX_SONG_SAMPLES", "Placement", "Take", "TakeInfo", "clip"]
 
 MAX_SONG_SAMPLES: Final = 60 * 60 * SAMPLE_RATE
 """A song is cut at 60 minutes."""
@@ -27,7 +28,10 @@ class TakeInfo(msgspec.Struct, kw_only=True):
     """What a successor needs to carry on a take (kept next to its audio, as JSON).
 
     ``delay`` is the tap (samples) the take reads, ``origin`` where the
-    backing track's sample 0 plays (None without a track).
+    backing track's sample 0 plays (None without a track). With ``stems``,
+    each singer's own audio goes to a file of its own; ``singers`` (id ->
+    name, in the order their stems are listed) names them. ``clicks`` is the
+    song's metronome when its clicks go into the mix.
     """
 
     room: str
@@ -39,6 +43,9 @@ class TakeInfo(msgspec.Struct, kw_only=True):
     track_id: str | None = None
     origin: int | None = None
     end_pos: int | None = None
+    stems: bool = False
+    singers: dict[str, str] = msgspec.field(default_factory=dict)
+    clicks: Metronome | None = None
 
 
 class Placement(NamedTuple):
@@ -96,3 +103,13 @@ class Take:
         missing = max(0, self.limit - self.frontier) if self.end_pos is not None else 0
         self.written += missing
         return missing
+
+
+def clip(start_pos: int, limit: int, start: int, n: int) -> tuple[int, int, int] | None:
+    """Where a singer's chunk of ``n`` samples at position ``start`` goes in a stem of a
+    take that covers ``[start_pos, limit)``: ``(file offset, lo, hi)`` meaning
+    ``chunk[lo:hi]`` is written at sample ``offset``; None when none of it is in the song."""
+    lo_pos, hi_pos = max(start, start_pos), min(start + n, limit)
+    if hi_pos <= lo_pos:
+        return None
+    return lo_pos - start_pos, lo_pos - start, hi_pos - start

@@ -4,7 +4,8 @@ singers simulated as a gateway sends their chunks (tests/simgateway.py).
 What the recording must be: the tap behind the last bucket, sample for sample
 (each voice at the song position it was sung, at the auto-gain
 ``sqrt(3 / (n + 2))`` of the n voices sounding there), plus the song's backing
-track at its positions; FLAC and Ogg Opus files of the song's length.
+track at its positions; FLAC and Ogg Opus files of the song's length; with stems,
+each singer alone at the positions they sang.
 """
 
 from __future__ import annotations
@@ -21,11 +22,20 @@ import numpy.typing as npt
 import redis
 import soundfile as sf
 
-from common import keys
+from common import keys, records
 from common.clock import now_samples
-from common.commands import AddTrack, Lead, SetLeaderBoost, Start, Stop
+from common.commands import (
+    AddTrack,
+    Lead,
+    SetLeaderBoost,
+    SetRecording,
+    SetRounds,
+    Start,
+    Stop,
+)
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.records import Track
+from recorder.service import RecorderStatus
 from tests.simgateway import CHUNK, SimGateway, tone
 from tests.support import Process, processes, wait_for
 
@@ -63,6 +73,14 @@ def expected_mix(voices: list[Voice], start: int, n: int) -> npt.NDArray[np.floa
     return mixed
 
 
+def expected_stem(voice: Voice, start: int, n: int) -> npt.NDArray[np.float32]:
+    """A singer's stem for song positions [start, start + n): their voice alone, as sung."""
+    alone = np.zeros(n, dtype=np.float32)
+    lo, hi = max(voice.lo, start), min(voice.hi, start + n)
+    alone[lo - start : hi - start] = tone(voice.freq, lo, hi - lo)
+    return alone
+
+
 def room_with_three_buckets(sim: SimGateway) -> dict[str, int]:
     for singer, name in (("a", "Ann Lee"), ("b", "Bob"), ("c", "Cy")):
         assert sim.join(ROOM, singer, name).ok
@@ -75,7 +93,8 @@ def room_with_three_buckets(sim: SimGateway) -> dict[str, int]:
 
 
 def recordings(root: Path) -> list[Path]:
-    return sorted((root / ROOM).glob("*.flac"))
+    """The mix FLAC of each finished recording (its sidecar is written last)."""
+    return sorted(p.with_suffix(".flac") for p in (root / ROOM).glob("*.json"))
 
 
 def sing_until(voices: list[Voice], done: Any, timeout_s: float) -> None:
@@ -111,6 +130,7 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
         track = Track(id="t-0123456789ab", name="backing", samples=track_len)
         client.set(keys.room_track(ROOM, track.id), ogg.getvalue())
         assert sim.command(ROOM, "a", AddTrack(track=track)).ok
+        assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
         tenth = CHUNK  # 100 ms
@@ -139,6 +159,25 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
     assert rate == SAMPLE_RATE and abs(len(listened) - track_len) <= OPUS_FRAME_SAMPLES
     rms = float(np.sqrt(np.mean(want.astype(np.float64) ** 2)))
     assert abs(float(np.sqrt(np.mean(listened.astype(np.float64) ** 2))) - rms) < 0.1 * rms
+    # The stems: each singer alone, raw, at the positions they sang; the track alone.
+    stems = sidecar["stems"]
+    assert [(s["singer"], s["name"]) for s in stems] == [
+        ("a", "Ann Lee"),
+        ("b", "Bob"),
+        ("c", "Cy"),
+        (None, "Backing track"),
+    ]
+    for voice, stem in zip(voices, stems, strict=False):
+        alone, _ = sf.read(flac.parent / stem["file"], dtype="float32")
+        assert len(alone) == len(recorded)
+        np.testing.assert_allclose(
+            alone[:track_len], expected_stem(voice, start, track_len), atol=2e-4
+        )
+    backing_stem, _ = sf.read(flac.parent / stems[3]["file"], dtype="float32")
+    np.testing.assert_allclose(backing_stem[:track_len], backing[:track_len], atol=2e-4)
+    project = (flac.parent / sidecar["lof"]).read_text()
+    assert all(s["file"] in project for s in stems)
+    assert (flac.parent / sidecar["rpp"]).read_text().count("<SOURCE FLAC") == 4
     client.close()
 
 
@@ -161,6 +200,7 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
         sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
         wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
         delays = room_with_three_buckets(sim)
+        assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
         forever = 3600 * SAMPLE_RATE
@@ -170,7 +210,8 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
         ]
 
         def take_samples() -> int:
-            return sum(p.stat().st_size for p in (root / ".takes").glob("*.pcm")) // 2
+            mix = (root / ".takes").glob(f"{ROOM}-song1-{start}.pcm")
+            return sum(p.stat().st_size for p in mix) // 2
 
         sing_until(voices, lambda: take_samples() >= 2 * SAMPLE_RATE, 30)
         raw: Any = client.get(keys.room_reclease(ROOM))
@@ -198,13 +239,72 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
     assert gap <= takeover_s * SAMPLE_RATE, (gap, takeover_s)
     listened, _ = sf.read(flac.with_suffix(".ogg"), dtype="float32")
     assert abs(len(listened) - (end - start)) <= OPUS_FRAME_SAMPLES
+    # The stems too: each singer alone; what the takeover lost is silence, no more than it took.
+    stems = json.loads(flac.with_suffix(".json").read_text())["stems"]
+    assert [s["singer"] for s in stems] == ["a", "b", "c"]
+    stem_gaps = []
+    for voice, stem in zip(voices, stems, strict=True):
+        alone, _ = sf.read(flac.parent / stem["file"], dtype="float32")
+        assert len(alone) == len(recorded)
+        off = np.abs(alone[: end - start] - expected_stem(voice, start, end - start)) > 2e-4
+        assert np.all(np.abs(alone[: end - start][off]) < 1e-4)
+        stem_gaps.append(int(np.count_nonzero(off)))
+    assert max(stem_gaps) <= takeover_s * SAMPLE_RATE, (stem_gaps, takeover_s)
     assert not list((root / ".takes").glob("*.pcm")), "the take was not cleaned up"
     (output_dir / "takeover.json").write_text(
         json.dumps(
-            {"takeover_s": takeover_s, "gap_samples": gap, "song_s": (end - start) / SAMPLE_RATE}
+            {
+                "takeover_s": takeover_s,
+                "gap_samples": gap,
+                "stem_gap_samples": stem_gaps,
+                "song_s": (end - start) / SAMPLE_RATE,
+            }
         )
     )
-    print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms")
+    print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms, stems {stem_gaps}")
+    client.close()
+
+
+def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
+    redis_url: str, output_dir: Path
+) -> None:
+    """Rounds that fill the ring leave no room for the recorder's tap one spacing behind
+    the last bucket: the mixer refuses it, and the recorder takes the last bucket's tap
+    (which the rounds always leave room for) instead of recording silence."""
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        delays = room_with_three_buckets(sim)
+        # Two repeats 57 s apart: 114 s of a 120 s ring. The last bucket (6 s) still fits;
+        # the recorder's 7.5 s does not.
+        assert sim.command(ROOM, "a", SetRounds(bpm=60, beats=57, repeats=2)).ok
+        assert sim.command(ROOM, "a", Start()).ok
+        start = int(sim.state(ROOM)["song"]["start_pos"])
+        voices = [
+            Voice(sim, s, f, delays[s], start, lo * CHUNK, (lo + 30) * CHUNK)
+            for s, f, lo in (("a", 440, 2), ("b", 660, 5), ("c", 990, 8))
+        ]
+        sing_until(voices, lambda: all(v.next_pos == v.hi for v in voices), 30)
+        assert sim.command(ROOM, "a", Stop()).ok
+        end = int(sim.state(ROOM)["song"]["end_pos"])
+        sing_until(voices, lambda: recordings(root), 40)
+        raw: Any = client.get(keys.recorder_heartbeat("r1"))
+        status = records.decode(raw, RecorderStatus)
+        assert status.counters.get("taps_refused", 0) >= 1
+
+    [flac] = recordings(root)
+    recorded, _ = sf.read(flac, dtype="float32")
+    assert abs(len(recorded) - (end - start)) <= OPUS_FRAME_SAMPLES
+    want = expected_mix(voices, start, end - start)
+    np.testing.assert_allclose(recorded[: end - start], want, rtol=0, atol=2e-3)
     client.close()
 
 

@@ -12,10 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.constants import SAMPLE_RATE
-from common.records import RoomMeta
+from common.records import Member, Metronome, Role, RoomMeta
+from common.tracks import CLICK_SAMPLES, click_wave
+from common.wire import encode_chunk
+from mixer.service import older_id
 from recorder import files
 from recorder.service import recording_delay
-from recorder.take import MAX_SONG_SAMPLES, Take, TakeInfo
+from recorder.stems import StemWriter
+from recorder.take import MAX_SONG_SAMPLES, Take, TakeInfo, clip
 
 windows = st.lists(
     st.tuples(st.integers(-3000, 30_000), st.integers(1, 5000)), min_size=0, max_size=30
@@ -103,3 +107,116 @@ def test_finish_pads_mixes_the_track_and_writes_both_files(tmp_path: Path) -> No
 def test_take_rejects_a_negative_frontier() -> None:
     with pytest.raises(ValueError, match="written"):
         Take(0, written=-1)
+
+
+def _chunk(singer: str, start: int, value: float, n: int = 960, room: str = "r") -> bytes:
+    return encode_chunk(room, singer, 1, 0, start, np.full(n, value, dtype=np.float32))
+
+
+def _member(singer: str, name: str, delay: int, muted: bool = False) -> Member:
+    return Member(
+        singer_id=singer,
+        name=name,
+        role=Role.SINGER,
+        delay=delay,
+        bucket=None,
+        joined=0,
+        muted=muted,
+    )
+
+
+def test_stems_hold_each_singer_alone_at_song_positions(tmp_path: Path) -> None:
+    start = 10_000
+    info = TakeInfo(room="r", number=2, start_pos=start, delay=1, leader="Ann", stems=True)
+    info.singers = {"s-a": "Ann", "s-b": 'Bob "B"'}  # the members at the start, bucket order
+    pcm, info_path = files.take_paths(tmp_path, "r", 2, start)
+    pcm.parent.mkdir(parents=True)
+    pcm.write_bytes(files.to_int16(np.full(3000, 0.1, dtype=np.float32)))
+    files.write_info(info_path, info)
+    writer = StemWriter(tmp_path, info)
+    writer.members(
+        [_member("s-a", "Ann", 1), _member("s-b", "Bob", 2), _member("s-m", "Mo", 3, True)]
+    )
+    grew = writer.write(
+        [
+            _chunk("s-b", start + 960, 0.5),  # Bob, out of order: his second frame first
+            _chunk("s-b", start - 480, 0.3),  # half before the song: only the half inside
+            _chunk("s-a", start + 1920, 0.25),
+            _chunk("s-m", start, 0.9),  # muted: never recorded
+            _chunk("s-a", start, 0.2, room="other"),  # another room's chunk: dropped
+            b"garbage",
+        ],
+        limit=start + 3000,
+    )
+    assert not grew  # both singers were listed already
+    assert writer.write([_chunk("s-c", start + 2880, 0.4)], limit=start + 3000)  # clipped at 3000
+    assert info.singers["s-c"] == "s-c"  # not a member (yet): named by id
+    assert writer.counters["stem_muted_chunks"] == 1 and writer.counters["stem_bad_chunks"] == 2
+    track = np.full(1000, 0.5, dtype=np.float32)
+    info.origin = start + 500
+    flac = files.finish(tmp_path, info, 3000, track)
+    sidecar = json.loads(flac.with_suffix(".json").read_text())
+    names = [(s["singer"], s["name"]) for s in sidecar["stems"]]
+    assert names == [("s-a", "Ann"), ("s-b", 'Bob "B"'), ("s-c", "s-c"), (None, "Backing track")]
+    stems = [flac.parent / s["file"] for s in sidecar["stems"]]
+    assert stems[1].name == f"{flac.stem}.stem-02-Bob-B.flac"
+    ann, bob, cy, backing = (sf.read(p, dtype="float32")[0] for p in stems)
+    assert all(len(a) == 3000 for a in (ann, bob, cy, backing))
+    np.testing.assert_allclose(ann[1920:2880], 0.25, atol=1e-4)
+    assert np.abs(ann[:1920]).max() < 1e-4 and np.abs(ann[2880:]).max() < 1e-4
+    np.testing.assert_allclose(bob[:480], 0.3, atol=1e-4)
+    np.testing.assert_allclose(bob[960:1920], 0.5, atol=1e-4)
+    assert np.abs(bob[480:960]).max() < 1e-4 and np.abs(bob[1920:]).max() < 1e-4
+    np.testing.assert_allclose(cy[2880:], 0.4, atol=1e-4)
+    np.testing.assert_allclose(backing[500:1500], 0.5, atol=1e-4)
+    assert np.abs(backing[:500]).max() < 1e-4 and np.abs(backing[1500:]).max() < 1e-4
+    # The projects open every stem, aligned at 0; retention counts (and removes) them all.
+    lof = (flac.parent / sidecar["lof"]).read_text().splitlines()
+    assert lof == [f'file "{p.name}" offset 0' for p in stems]
+    rpp = (flac.parent / sidecar["rpp"]).read_text()
+    assert rpp.count("<TRACK") == 4 and "NAME \"Bob 'B'\"" in rpp and "LENGTH 0.062500" in rpp
+    assert not list((tmp_path / files.TAKES).iterdir())
+    [rec] = files.scan(tmp_path)
+    assert rec.size == sum(p.stat().st_size for p in flac.parent.iterdir())
+    files.remove(tmp_path, rec)
+    assert not list(flac.parent.iterdir())
+
+
+def test_clicks_go_into_the_mix_only_when_asked(tmp_path: Path) -> None:
+    metronome = Metronome(on=True, bpm=120, beats=4, count_in=True)
+    got = {}
+    for clicks in (None, metronome):
+        root = tmp_path / str(clicks is not None)
+        info = TakeInfo(room="r", number=1, start_pos=0, delay=1, leader="L", clicks=clicks)
+        info.end_pos = SAMPLE_RATE * 3
+        _pcm, info_path = files.take_paths(root, "r", 1, 0)
+        info_path.parent.mkdir(parents=True)
+        files.write_info(info_path, info)
+        flac = files.finish(root, info, 3 * SAMPLE_RATE, None)
+        got[clicks is not None] = sf.read(flac, dtype="float32")[0]
+        assert json.loads(flac.with_suffix(".json").read_text())["metronome"] is (
+            clicks is not None
+        )
+    assert np.abs(got[False]).max() < 1e-4
+    # Clicks every half second from the count-in's start, the first of each bar accented.
+    half = SAMPLE_RATE // 2
+    for beat in range(6):
+        at = beat * half
+        np.testing.assert_allclose(
+            got[True][at : at + CLICK_SAMPLES], click_wave(beat % 4 == 0), atol=1e-4
+        )
+        assert np.abs(got[True][at + CLICK_SAMPLES : at + half]).max() < 1e-4
+
+
+def test_a_stem_chunk_outside_the_song_is_dropped_and_edges_are_cut() -> None:
+    assert clip(100, 200, 0, 50) is None
+    assert clip(100, 200, 200, 50) is None
+    assert clip(100, 200, 90, 20) == (0, 10, 20)
+    assert clip(100, 200, 190, 20) == (90, 0, 10)
+    assert clip(100, 200, 150, 10) == (50, 0, 10)
+
+
+def test_older_stream_id() -> None:
+    assert older_id(b"5000-3", 4000) == b"4000-0"
+    assert older_id(b"3000-7", 4000) == b"3000-7"
+    assert older_id(b"weird", 4000) == b"weird"
