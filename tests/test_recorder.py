@@ -10,10 +10,13 @@ each singer alone at the positions they sang.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,20 +111,47 @@ def sing_until(voices: list[Voice], done: Any, timeout_s: float) -> None:
     raise AssertionError("timed out")
 
 
-def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
-    redis_url: str, output_dir: Path
-) -> None:
+@dataclass
+class Stack:
+    """Real redis-server (the fixture's), one mixer ``m1``, recorders, a simulated gateway
+    and a room ``ROOM`` of 4 buckets owned by the mixer."""
+
+    client: redis.Redis
+    sim: SimGateway
+    root: Path
+    recorders: dict[str, Process]
+    add_recorder: Callable[[str], Process]
+
+
+@contextlib.contextmanager
+def stack(
+    redis_url: str, output_dir: Path, recorders: tuple[str, ...] = ("r1",)
+) -> Iterator[Stack]:
     client = redis.Redis.from_url(redis_url)
-    sim = SimGateway(client)
     root = output_dir / "recordings"
     shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
     env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
     with processes(output_dir) as started:
+
+        def add_recorder(rid: str) -> Process:
+            proc = Process(["recorder"], {**env, "BB_RECORDER_ID": rid}, output_dir, rid)
+            started.append(proc)
+            return proc
+
         started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
+        here = Stack(client, SimGateway(client), root, {}, add_recorder)
+        here.recorders = {rid: add_recorder(rid) for rid in recorders}
         wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
-        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        here.sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_for(lambda: here.sim.owner(ROOM) == "m1", 10, "an owner")
+        yield here
+
+
+def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
+    redis_url: str, output_dir: Path
+) -> None:
+    with stack(redis_url, output_dir) as here:
+        client, sim, root = here.client, here.sim, here.root
         delays = room_with_three_buckets(sim)
         # A 4 s backing track, stored as the gateway stores an upload (Ogg Opus).
         track_len = 4 * SAMPLE_RATE
@@ -178,27 +208,14 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
     project = (flac.parent / sidecar["lof"]).read_text()
     assert all(s["file"] in project for s in stems)
     assert (flac.parent / sidecar["rpp"]).read_text().count("<SOURCE FLAC") == 4
-    client.close()
 
 
 def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
     redis_url: str, output_dir: Path
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
-    sim = SimGateway(client)
-    root = output_dir / "recordings"
-    shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
-    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        recorders = {
-            rid: Process(["recorder"], {**env, "BB_RECORDER_ID": rid}, output_dir, rid)
-            for rid in ("r1", "r2")
-        }
-        started.extend(recorders.values())
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
-        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+    with stack(redis_url, output_dir, ("r1", "r2")) as here:
+        recorders = here.recorders
+        client, sim, root = here.client, here.sim, here.root
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         assert sim.command(ROOM, "a", Start()).ok
@@ -262,7 +279,6 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
         )
     )
     print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms, stems {stem_gaps}")
-    client.close()
 
 
 def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
@@ -271,17 +287,8 @@ def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
     """Rounds that fill the ring leave no room for the recorder's tap one spacing behind
     the last bucket: the mixer refuses it, and the recorder takes the last bucket's tap
     (which the rounds always leave room for) instead of recording silence."""
-    client = redis.Redis.from_url(redis_url)
-    sim = SimGateway(client)
-    root = output_dir / "recordings"
-    shutil.rmtree(root, ignore_errors=True)
-    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
-        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+    with stack(redis_url, output_dir) as here:
+        client, sim, root = here.client, here.sim, here.root
         delays = room_with_three_buckets(sim)
         # Two repeats 57 s apart: 114 s of a 120 s ring. The last bucket (6 s) still fits;
         # the recorder's 7.5 s does not.
@@ -305,7 +312,6 @@ def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
     assert abs(len(recorded) - (end - start)) <= OPUS_FRAME_SAMPLES
     want = expected_mix(voices, start, end - start)
     np.testing.assert_allclose(recorded[: end - start], want, rtol=0, atol=2e-3)
-    client.close()
 
 
 def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_the_gap(
@@ -313,18 +319,9 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
 ) -> None:
     """The only recorder dies mid-song and a new one comes only after the song is over:
     the take on disk is found by room and song and finished to the song's length."""
-    client = redis.Redis.from_url(redis_url)
-    sim = SimGateway(client)
-    root = output_dir / "recordings"
-    shutil.rmtree(root, ignore_errors=True)
-    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        first = Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "r1")
-        started.append(first)
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
-        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+    with stack(redis_url, output_dir) as here:
+        first = here.recorders["r1"]
+        client, sim, root = here.client, here.sim, here.root
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
@@ -342,7 +339,7 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
         # Long enough for the tap stream to forget the song: nobody records it.
         tap = keys.room_tap(ROOM, 5 * round(SPACING_S * SAMPLE_RATE))  # the recorder's
         sing_until([voice], lambda: not client.exists(tap), 40)
-        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r2"}, output_dir, "r2"))
+        here.add_recorder("r2")
         wait_for(lambda: recordings(root), 30, "the recording finished")
 
     [flac] = recordings(root)
@@ -353,4 +350,3 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
     gap = recorded[had : end - start]
     assert len(gap) > 2 * SAMPLE_RATE and float(np.abs(gap).max()) < 1e-4  # silence, no shift
     assert json.loads(flac.with_suffix(".json").read_text())["end_pos"] == end
-    client.close()
