@@ -175,13 +175,22 @@ class Burst(Voice):
         return (0.3 * np.sin(2 * np.pi * self.freq * t) * on).astype(np.float32)
 
 
-def onsets(audio: Samples, freq: float, threshold: float) -> list[int]:
-    """Sample offsets where the band's 5 ms envelope rises above ``threshold``."""
+def onsets(
+    audio: Samples, freq: float, threshold: float, apart: int = SAMPLE_RATE // 10
+) -> list[int]:
+    """Sample offsets where the band's 5 ms envelope rises above ``threshold``.
+
+    A rise within ``apart`` samples of the previous one is the same onset: the
+    envelope ripples (|sin| over 5 ms) and can cross the threshold twice.
+    """
     part = np.abs(band(audio, freq, width=60))
     envelope = np.convolve(part, np.ones(240) / 240, mode="same")
     above = envelope > threshold
-    rises = np.flatnonzero(above[1:] & ~above[:-1]) + 1
-    return [int(r) for r in rises]
+    found: list[int] = []
+    for rise in np.flatnonzero(above[1:] & ~above[:-1]) + 1:
+        if not found or rise - found[-1] > apart:
+            found.append(int(rise))
+    return found
 
 
 async def test_rounds_repeat_the_leader_at_each_period(
