@@ -50,10 +50,12 @@ __all__ = [
     "Mix",
     "MixerStatus",
     "Occupancy",
+    "Recording",
     "Role",
     "RoomMeta",
     "Rounds",
     "Song",
+    "SongSpan",
     "Track",
     "decode",
     "decode_meta",
@@ -239,6 +241,18 @@ class Material(msgspec.Struct, kw_only=True):
         return [t.id for t in self.tracks], [self.image.id] if self.image else []
 
 
+class SongSpan(msgspec.Struct, frozen=True, kw_only=True):
+    """The positions ``[start_pos, end_pos)`` of song ``number``, once it has ended."""
+
+    number: NonNegative
+    start_pos: int
+    end_pos: int
+
+    def __post_init__(self) -> None:
+        if self.end_pos < self.start_pos:
+            raise ValidationError("song span: end_pos before start_pos")
+
+
 class Song(msgspec.Struct, kw_only=True):
     """The song state: input is mixed only inside ``[start_pos, end_pos)``.
 
@@ -261,6 +275,10 @@ class Song(msgspec.Struct, kw_only=True):
     leader_boost_db: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEADER_BOOST_DB)] = (
         DEFAULT_LEADER_BOOST_DB
     )
+    previous: SongSpan | None = None
+    """The song before this one. Later buckets still sing its last seconds after the
+    leader starts the next: its window stays open for their chunks, and the recorder
+    reads its end here."""
     track: Track | None = None
     """The backing track chosen for the songs to come (and the running one)."""
     metronome: Metronome = msgspec.field(default_factory=Metronome)
@@ -275,6 +293,19 @@ class Song(msgspec.Struct, kw_only=True):
             raise ValidationError("song: a running song needs start_pos and no end_pos")
         if self.end_pos is not None and self.start_pos is None:
             raise ValidationError("song: end_pos without start_pos")
+
+    def window(self, lo: int, hi: int) -> tuple[int, int] | None:
+        """The part of positions ``[lo, hi)`` that is mixed: inside this song's window
+        or else the previous song's; None when neither holds any of it."""
+        if self.start_pos is not None:
+            a, b = max(lo, self.start_pos), hi if self.end_pos is None else min(hi, self.end_pos)
+            if a < b:
+                return a, b
+        if self.previous is not None:
+            a, b = max(lo, self.previous.start_pos), min(hi, self.previous.end_pos)
+            if a < b:
+                return a, b
+        return None
 
 
 class RoomMeta(msgspec.Struct, frozen=True, kw_only=True):

@@ -224,10 +224,10 @@ class RoomMixer:
         song = state.song
         if song.start_pos is None or ring is None:
             return self._drop(ApplyStatus.NO_SONG, member)
-        lo = max(start, song.start_pos)
-        hi = end if song.end_pos is None else min(end, song.end_pos)
-        if lo >= hi:
+        window = song.window(start, end)
+        if window is None:
             return self._drop(ApplyStatus.NO_SONG, member)
+        lo, hi = window
         done = self._written.get(singer_id)
         if done is not None and lo < done:
             if hi <= done:

@@ -41,6 +41,7 @@ from common.records import (
     Role,
     Rounds,
     Song,
+    SongSpan,
     Track,
     check_gain_db,
 )
@@ -414,8 +415,16 @@ class RoomState:
         leader = self._leader(singer_id)
         if self.song.running:
             raise CommandError("song_running", "a song is already running")
+        song = self.song
+        start = now - leader.delay
+        if song.start_pos is not None and song.end_pos is not None:
+            song.previous = SongSpan(
+                number=song.number,
+                start_pos=song.start_pos,
+                end_pos=max(song.start_pos, min(song.end_pos, start)),
+            )
         self.song.running = True
-        self.song.start_pos = now - leader.delay
+        self.song.start_pos = start
         self.song.end_pos = None
         self.song.stopped_by = None
         self.song.number += 1

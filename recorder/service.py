@@ -218,17 +218,22 @@ class RecorderService:
     # --- one room ----------------------------------------------------------------------
 
     async def _record_room(self, room: str) -> None:
+        """Record the room's songs while we hold its lease: a take left behind, the running
+        song, then each song that started while we were busy (our tap lags the room by
+        seconds: the next song may have started, or even ended, before our take is done;
+        the tap stream still holds its start)."""
         try:
+            recorded: int | None = None
             for info in [i for i in self._takes_on_disk() if i.room == room]:
                 await self._record(info)  # a take a dead recorder left behind
-            song = await self._song(room)
-            if (
-                song is not None
-                and song.running
-                and song.start_pos is not None
-                and (room, song.number, song.start_pos) not in self._finished
-            ):
+                recorded = max(info.number, recorded or 0)
+            while (song := await self._song(room)) is not None and song.start_pos is not None:
+                if (room, song.number, song.start_pos) in self._finished:
+                    break
+                if not (song.running or (recorded is not None and song.number > recorded)):
+                    break  # an old song: nobody recorded it, and its audio is gone
                 await self._record(await self._new_or_existing(room, song))
+                recorded = song.number
         except asyncio.CancelledError:
             raise
         except REDIS_FAILURES as exc:
@@ -448,8 +453,13 @@ class RecorderService:
             if song.end_pos is None:
                 return False
             take.end(song.end_pos)
+        elif (last := song.previous) is not None and (last.number, last.start_pos) == (
+            info.number,
+            info.start_pos,
+        ):
+            take.end(last.end_pos)  # the next song started right after ours
         elif song.start_pos > info.start_pos:
-            take.end(song.start_pos)  # the next song started; ours ended by then
+            take.end(song.start_pos)  # songs started since: ours ended by then
         else:
             take.end(take.frontier)
         return True

@@ -56,6 +56,9 @@ class Voice:
         self.lo, self.hi = start + lo, start + hi
         self.next_pos = self.lo
 
+    def sung(self) -> bool:
+        return self.next_pos == self.hi
+
     def pump(self) -> None:
         while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
             n = min(CHUNK, self.hi - self.next_pos)
@@ -279,6 +282,40 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
         )
     )
     print(f"takeover {takeover_s:.2f} s, gap {gap / SAMPLE_RATE * 1000:.0f} ms, stems {stem_gaps}")
+
+
+def test_back_to_back_songs_each_end_where_they_ended(redis_url: str, output_dir: Path) -> None:
+    """The leader stops and starts the next song at once. The later buckets are still
+    singing the first song's end: it is in the first recording, which ends at the
+    first song's end (not at the second's start), and the second is recorded too."""
+    with stack(redis_url, output_dir) as here:
+        sim, root = here.sim, here.root
+        delays = room_with_three_buckets(sim)
+        songs: list[tuple[int, int, list[Voice]]] = []
+        everyone: list[Voice] = []  # all sing on: the later buckets are behind the leader
+        for length in (40 * CHUNK, 20 * CHUNK):
+            assert sim.command(ROOM, "a", Start()).ok
+            start = int(sim.state(ROOM)["song"]["start_pos"])
+            voices = [
+                Voice(sim, s, f, delays[s], start, lo * CHUNK, length)
+                for s, f, lo in (("a", 440, 0), ("b", 660, 3), ("c", 990, 6))
+            ]
+            everyone += voices
+            sing_until(everyone, voices[0].sung, 30)  # the leader's part
+            assert sim.command(ROOM, "a", Stop()).ok
+            end = int(sim.state(ROOM)["song"]["end_pos"])
+            assert end >= start + length
+            songs.append((start, end, voices))
+        sing_until(everyone, lambda: len(recordings(root)) == 2, 40)
+        assert all(v.next_pos == v.hi for v in everyone)  # everything was sung
+
+    for flac, (start, end, voices) in zip(recordings(root), songs, strict=True):
+        sidecar = json.loads(flac.with_suffix(".json").read_text())
+        assert (sidecar["start_pos"], sidecar["end_pos"]) == (start, end)
+        recorded, _ = sf.read(flac, dtype="float32")
+        assert len(recorded) == end - start
+        want = expected_mix(voices, start, end - start)
+        np.testing.assert_allclose(recorded, want, rtol=0, atol=2e-3)
 
 
 def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(

@@ -829,6 +829,39 @@ def test_muted_spectators_unknown_and_no_song_are_dropped_without_rejection() ->
         mixer.apply("a", pos + 1, x.astype(np.float64), now)
 
 
+def test_the_last_seconds_of_a_song_still_mix_after_the_next_one_starts() -> None:
+    """The leader stops and starts again at once: a later bucket is still singing the
+    first song's end. Its chunks for that end are mixed; between the songs nothing is."""
+    mixer = song_mixer(("far", 3))
+    state = mixer.state
+    first = state.song.start_pos
+    assert first is not None
+    now = T0 + 10 * S
+    state.stop_song("lead", now)
+    end = state.song.end_pos
+    assert end is not None
+    state.start_song("lead", now + S)
+    assert state.song.previous == records.SongSpan(number=1, start_pos=first, end_pos=end)
+    assert state.song.start_pos == end + S
+    later = now + SMALL.bucket_delay(3) - SMALL.bucket_delay(0)  # the end reaches bucket 3
+    x = tone(660.0, end - CHUNK, CHUNK)
+    assert mixer.apply("far", end - CHUNK, x, later) is ApplyStatus.OK
+    assert mixer.apply("far", end, tone(660.0, end, CHUNK), later) is ApplyStatus.NO_SONG
+    y = tone(660.0, end + S, CHUNK)
+    assert mixer.apply("far", end + S, y, later + 2 * S) is ApplyStatus.OK  # the new song
+    assert mixer.ring is not None
+    np.testing.assert_array_equal(mixer.ring.read_raw(end - CHUNK, CHUNK)[0], x)
+    assert not mixer.ring.read_raw(end, CHUNK)[1].any()
+    # The record keeps the span through a failover (and the recorder reads its end there).
+    again = records.decode(records.encode(state.song), records.Song)
+    assert again.previous == state.song.previous
+    # A window only ever opens the song before: the one before that is closed.
+    state.stop_song("lead", later + S)
+    state.start_song("lead", later + 2 * S)
+    assert state.song.previous is not None and state.song.previous.number == 2
+    assert state.song.window(end - CHUNK, end) is None
+
+
 def test_new_taps_start_at_the_due_frame_and_the_backlog_is_capped() -> None:
     state = room(a=Role.SINGER)
     d = state.members["a"].delay
