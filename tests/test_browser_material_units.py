@@ -142,6 +142,40 @@ def test_the_worklets_click_samples_are_the_click_wave_at_each_beat(page: Any) -
     assert ended[0] != 0 and ended[1:] == [0, 0]
 
 
+def test_the_song_before_plays_on_for_its_last_seconds(page: Any) -> None:
+    """The leader stops and starts the next song at once: a later bucket still plays the
+    first song's end, with its own material, until the second song's window begins."""
+    got = page.evaluate(
+        """(t0) => {
+          const none = {start: null, end: null};
+          const first = {start: t0, end: null, origin: t0, metronome: null};
+          const ended = {...first, end: t0 + 1000};
+          const second = {start: t0 + 1500, end: null, origin: t0 + 1500, metronome: null};
+          const before = met.previousSong(ended, second, null);
+          const at = (p) => {
+            const s = met.songAt(p, second, before);
+            return s === null ? null : s === second ? "second" : "first";
+          };
+          return {
+            before,
+            same: met.previousSong(second, {...second, end: t0 + 2000}, before) === before,
+            fresh: met.previousSong(none, first, null),
+            cleared: met.previousSong(second, none, before),
+            // Started again before the first song's end reached this page: ends at the start.
+            unended: met.previousSong(first, second, null).end,
+            at: [t0 - 1, t0, t0 + 999, t0 + 1000, t0 + 1499, t0 + 1500].map(at),
+            endedAt: met.songAt(t0 + 2000, {...second, end: t0 + 2000}, before),
+          };
+        }""",
+        T0,
+    )
+    assert got["before"] == {"start": T0, "end": T0 + 1000, "origin": T0, "metronome": None}
+    assert got["same"] and got["fresh"] is None and got["cleared"] is None
+    assert got["unended"] == T0 + 1500
+    assert got["at"] == [None, "first", "first", None, None, "second"]
+    assert got["endedAt"] is None
+
+
 def test_track_positions_levels_and_the_song_window(page: Any) -> None:
     assert page.evaluate("back.trackIndex(1000, 1000, 10)") == 0
     assert page.evaluate("back.trackIndex(1009, 1000, 10)") == 9

@@ -75,3 +75,25 @@ export function clickSampleAt(pos, song, waves) {
   }
   return sum;
 }
+
+/**
+ * The song whose window [start, end) holds `pos`: `song`, or `previous`, the one
+ * before it (a later bucket still plays its last seconds after the leader starts
+ * the next); null when neither does. Songs are `{start, end, ...}`.
+ */
+export function songAt(pos, song, previous) {
+  if (song.start !== null && pos >= song.start) return song.end === null || pos < song.end ? song : null;
+  if (previous && pos >= previous.start && pos < previous.end) return previous;
+  return null;
+}
+
+/**
+ * The song before `next` once it replaces `current`: `current` (ended by `next`'s
+ * start at the latest) when `next` started elsewhere, else `previous` unchanged.
+ */
+export function previousSong(current, next, previous) {
+  if (next.start === null) return null;
+  if (current.start === null || current.start === next.start) return previous;
+  const end = current.end === null ? next.start : Math.min(current.end, next.start);
+  return { ...current, end: Math.max(current.start, end) };
+}

@@ -23,12 +23,14 @@
 // Song material: the backing track and the metronome's clicks are added to
 // the mix sample by sample at the same positions (track sample i at the
 // song's origin + i, clicks from metronome.js), each with this listener's
-// own gain, inside the song window [start, end).
+// own gain, inside the song window [start, end); and the song before's, with
+// its own track, for its last seconds that a later bucket still plays after
+// the leader has started the next.
 //
 // Debug: with `record` on, what is played is posted back with its positions
 // (bbDebug.played), so tests measure the page's own output.
 
-import { clickSampleAt, clickWave } from "./metronome.js";
+import { clickSampleAt, clickWave, previousSong, songAt } from "./metronome.js";
 
 const JUMP_SAMPLES = 960; // 20 ms: beyond this, jump instead of slewing
 const SLEW_DEADBAND = 24; // 0.5 ms: anchor jitter below this is ignored
@@ -58,6 +60,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.resetStats();
     this.song = { start: null, end: null, origin: null, metronome: null };
     this.track = null;
+    this.previous = null; // the song before, with its own `track`
     this.trackGain = 0.64;
     this.clickGain = 0.36;
     this.waves = [clickWave(false), clickWave(true)];
@@ -98,9 +101,14 @@ class BrigadeProcessor extends AudioWorkletProcessor {
           this.micFill = 0;
         }
         break;
-      case "song":
-        this.song = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome };
+      case "song": {
+        const next = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome };
+        const previous = previousSong(this.song, next, this.previous);
+        if (previous !== this.previous && previous !== null) previous.track = this.track;
+        this.previous = previous;
+        this.song = next;
         break;
+      }
       case "track":
         this.track = msg.samples;
         break;
@@ -239,12 +247,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
 
   /** Backing track and click for position p, at this listener's levels. */
   material(p) {
-    const song = this.song;
-    if (p < song.start || (song.end !== null && p >= song.end)) return 0;
+    const song = songAt(p, this.song, this.previous);
+    if (song === null) return 0;
+    const track = song === this.song ? this.track : song.track;
     let x = 0;
-    if (this.track !== null && this.trackGain > 0) {
+    if (track !== null && this.trackGain > 0) {
       const i = p - song.origin;
-      if (i >= 0 && i < this.track.length) x += this.track[i] * this.trackGain;
+      if (i >= 0 && i < track.length) x += track[i] * this.trackGain;
     }
     if (this.clickGain > 0 && song.metronome && song.metronome.on) x += clickSampleAt(p, song, this.waves) * this.clickGain;
     return x;
