@@ -4,9 +4,11 @@ lease per room, reads a tap behind the last bucket and appends it to the take.
 * the **maintenance** loop: heartbeat, renewal of the recording leases;
 * the **scan** loop: every ``poll_ms``, the rooms with a running song (or a
   take left on disk by a recorder that died) whose lease is free get a task;
-* one **room task** per recorded room: keeps its tap subscribed, reads the
-  tap stream, writes what :class:`recorder.take.Take` places, and when the
-  song is over turns the take into FLAC and Ogg Opus in a worker thread.
+* one **room task** per recorded room, and under it one **take** task per
+  song (the next song's take starts while the last one's is finishing):
+  keeps its tap subscribed, reads the tap stream (and the input stream for
+  stems), writes what :class:`recorder.take.Take` places, and when the song
+  is over turns the take into FLAC and Ogg Opus in a worker thread.
 
 The lease (``bb:{R}:reclease``) uses the mixer's compare-and-set scripts, so a
 room's songs are recorded by exactly one live recorder; a successor continues
@@ -219,32 +221,64 @@ class RecorderService:
 
     async def _record_room(self, room: str) -> None:
         """Record the room's songs while we hold its lease: a take left behind, the running
-        song, then each song that started while we were busy (our tap lags the room by
-        seconds: the next song may have started, or even ended, before our take is done;
-        the tap stream still holds its start)."""
+        song, and each song that starts meanwhile, in takes of their own. Our tap lags the
+        room by seconds and a take's files take seconds to write, so the next song often
+        starts before the last take is done; its take starts at once, while the tap and
+        input streams still hold its first seconds."""
+        takes: dict[int, asyncio.Task[bool]] = {}
         try:
-            recorded: int | None = None
             for info in [i for i in self._takes_on_disk() if i.room == room]:
-                await self._record(info)  # a take a dead recorder left behind
-                recorded = max(info.number, recorded or 0)
-            while (song := await self._song(room)) is not None and song.start_pos is not None:
-                if (room, song.number, song.start_pos) in self._finished:
+                takes[info.number] = self._start_take(info)  # left behind by a dead recorder
+            while True:
+                song = await self._song(room)
+                if song is not None and song.start_pos is not None:
+                    newest = max(takes, default=None)
+                    fresh = song.running or (newest is not None and song.number > newest)
+                    if (
+                        fresh
+                        and song.number not in takes
+                        and (room, song.number, song.start_pos) not in self._finished
+                    ):
+                        info = await self._new_or_existing(room, song)
+                        takes[song.number] = self._start_take(info)
+                pending = [t for t in takes.values() if not t.done()]
+                if not pending:
                     break
-                if not (song.running or (recorded is not None and song.number > recorded)):
-                    break  # an old song: nobody recorded it, and its audio is gone
-                await self._record(await self._new_or_existing(room, song))
-                recorded = song.number
+                await asyncio.wait(pending, timeout=self.settings.poll_ms / 1000)
         except asyncio.CancelledError:
+            for task in takes.values():
+                task.cancel()
             raise
         except REDIS_FAILURES as exc:
             log.warning("room %s: redis failed while recording (%s); retried", room, exc)
             self.counters["redis_errors"] += 1
+            for task in takes.values():
+                task.cancel()
             return
-        except Exception:
-            log.exception("room %s: recording failed", room)
-            self.counters["failures"] += 1
+        if any(t.result() for t in takes.values() if not t.cancelled()):
+            return  # a take met a Redis failure: the room is scanned again, lease kept
         with contextlib.suppress(*REDIS_FAILURES):
             await self._release(keys=[keys.room_reclease(room)], args=[self._id])
+
+    def _start_take(self, info: TakeInfo) -> asyncio.Task[bool]:
+        return asyncio.create_task(
+            self._take(info), name=f"rec-{info.room}-{info.number}-{info.start_pos}"
+        )
+
+    async def _take(self, info: TakeInfo) -> bool:
+        """Record one take; True when Redis failed (to be carried on by the next scan)."""
+        try:
+            await self._record(info)
+        except asyncio.CancelledError:
+            raise
+        except REDIS_FAILURES as exc:
+            log.warning("room %s: redis failed while recording (%s); retried", info.room, exc)
+            self.counters["redis_errors"] += 1
+            return True
+        except Exception:
+            log.exception("room %s: recording song %d failed", info.room, info.number)
+            self.counters["failures"] += 1
+        return False
 
     async def _new_or_existing(self, room: str, song: Song) -> TakeInfo:
         assert song.start_pos is not None

@@ -287,10 +287,13 @@ def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
 def test_back_to_back_songs_each_end_where_they_ended(redis_url: str, output_dir: Path) -> None:
     """The leader stops and starts the next song at once. The later buckets are still
     singing the first song's end: it is in the first recording, which ends at the
-    first song's end (not at the second's start), and the second is recorded too."""
+    first song's end (not at the second's start), and the second is recorded too,
+    its stems whole from its first chunk (its take starts while the first one's
+    files are still being written)."""
     with stack(redis_url, output_dir) as here:
         sim, root = here.sim, here.root
         delays = room_with_three_buckets(sim)
+        assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         songs: list[tuple[int, int, list[Voice]]] = []
         everyone: list[Voice] = []  # all sing on: the later buckets are behind the leader
         for length in (40 * CHUNK, 20 * CHUNK):
@@ -316,6 +319,9 @@ def test_back_to_back_songs_each_end_where_they_ended(redis_url: str, output_dir
         assert len(recorded) == end - start
         want = expected_mix(voices, start, end - start)
         np.testing.assert_allclose(recorded, want, rtol=0, atol=2e-3)
+        for voice, stem in zip(voices, sidecar["stems"], strict=True):
+            alone, _ = sf.read(flac.parent / stem["file"], dtype="float32")
+            np.testing.assert_allclose(alone, expected_stem(voice, start, end - start), atol=2e-4)
 
 
 def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
