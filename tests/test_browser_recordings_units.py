@@ -76,7 +76,7 @@ def test_lengths_and_local_times_read_as_people_expect(page: Any) -> None:
             "%Y-%m-%d %H:%M"
         )
         assert page.evaluate("(t) => rec.localTime(t)", created) == want
-    assert page.evaluate("[rec.localTime(null), rec.localTime('1')]") == ["", ""]
+    assert page.evaluate("[null, '1', 1e20, NaN, Infinity].map(rec.localTime)") == [""] * 5
 
 
 def test_addresses_name_the_files_of_the_sidecar(page: Any) -> None:
@@ -165,6 +165,57 @@ def test_the_summary_says_what_is_recorded(page: Any) -> None:
     ]
 
 
+def test_the_leaders_checkboxes_send_set_recording_and_show_the_rooms_choice(page: Any) -> None:
+    """What the room says wins: a refused change (``song_running``) is undone on screen."""
+    got = page.evaluate(
+        """async (html) => {
+          document.body.innerHTML = html;
+          window.fetch = async () => new Response('{"recordings": []}');
+          const sent = [];
+          let answer = true;
+          const store = {state: null, joined: true, isLeader: true};
+          const request = async (type, fields) => { sent.push([type, fields]); return answer; };
+          const app = {store, seat: () => null, request};
+          const panel = new rec.RecordingsPanel({app, $: (id) => document.getElementById(id)});
+          panel.bind();
+          const $ = (id) => document.getElementById(id);
+          const look = () => [$('rec-stems').checked, $('rec-clicks').checked,
+            $('rec-stems').disabled, $('recording-options').hidden,
+            $('recording-options-hint').hidden];
+          const out = {};
+          const song = (running, stems, metronome) => ({running, recording: {stems, metronome}});
+          store.state = {room: 'r', song: song(false, false, true)};
+          panel.onState(store.state, null);
+          out.shown = look();
+          $('rec-stems').click();
+          await new Promise((r) => setTimeout(r, 0));
+          answer = false;
+          $('rec-clicks').click();
+          await new Promise((r) => setTimeout(r, 0));
+          out.refused = look();
+          store.state = {room: 'r', song: song(true, true, true)};
+          panel.onState(store.state, null);
+          out.running = look();
+          store.isLeader = false;
+          panel.onState(store.state, null);
+          out.notLeading = look();
+          out.sent = sent;
+          panel.reset();
+          return out;
+        }""",
+        PANEL,
+    )
+    assert got["shown"] == [False, True, False, False, True]
+    assert got["sent"] == [
+        ["set_recording", {"stems": True, "metronome": True}],
+        ["set_recording", {"stems": True, "metronome": False}],
+    ]
+    # The second change was refused: the room still has neither stems nor clicks changed.
+    assert got["refused"] == [False, True, False, False, True]
+    assert got["running"] == [True, True, True, False, False]
+    assert got["notLeading"][3] is True
+
+
 def test_the_panel_keeps_its_rows_and_shows_refusals(page: Any) -> None:
     """A new recording goes on top without rebuilding the others (a player playing
     plays on); a gone one is removed; a 403 and a 503 are said in words."""
@@ -212,8 +263,8 @@ def test_the_panel_keeps_its_rows_and_shows_refusals(page: Any) -> None:
           out.stillListed = rows().length;
           answers.push([503, {error: 'Redis is unreachable; retry'}]);
           document.getElementById('recordings-refresh').click();
-          const button = document.getElementById('recordings-refresh');
-          await until(() => !answers.length && !button.disabled);
+          const list = document.getElementById('recordings');
+          await until(() => !answers.length && !list.hasAttribute('aria-busy'));
           out.unavailable = document.getElementById('recordings-status').textContent;
           out.asked = asked;
           panel.reset();

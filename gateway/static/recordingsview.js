@@ -30,10 +30,17 @@ export function lengthText(seconds) {
 
 const two = (n) => String(n).padStart(2, "0");
 
+/** The Date of a unix time in seconds, or null when it is not one. */
+export function dateOf(created) {
+  if (typeof created !== "number") return null;
+  const d = new Date(created * 1000);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
 /** `YYYY-MM-DD HH:MM` in this browser's time zone for a unix time in seconds; "" when unknown. */
 export function localTime(created) {
-  if (typeof created !== "number" || !Number.isFinite(created)) return "";
-  const d = new Date(created * 1000);
+  const d = dateOf(created);
+  if (!d) return "";
   return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
 }
 
@@ -185,9 +192,10 @@ export class RecordingsPanel {
       this.renderStatus();
       return;
     }
+    const awaiting = this.awaiting;
     this.timer = setTimeout(async () => {
       await this.refresh();
-      if (this.awaiting) this.schedule();
+      if (this.awaiting === awaiting) this.schedule(); // not found yet, and still the one looked for
     }, wait);
   }
 
@@ -201,7 +209,7 @@ export class RecordingsPanel {
     const room = this.room;
     if (!room) return;
     const generation = ++this.generation;
-    this.$("recordings-refresh").disabled = true;
+    this.$("recordings").setAttribute("aria-busy", "true");
     let problem = "";
     let body = null;
     try {
@@ -212,7 +220,7 @@ export class RecordingsPanel {
       problem = `The recordings could not be loaded: ${err.message || "the server did not answer"}.`;
     }
     if (generation !== this.generation || room !== this.room) return;
-    this.$("recordings-refresh").disabled = false;
+    this.$("recordings").removeAttribute("aria-busy");
     this.problem = problem;
     if (body) this.show(newestFirst(body.recordings), Boolean(body.members_only));
     this.renderStatus();
@@ -288,7 +296,7 @@ export class RecordingsPanel {
         { class: "what" },
         h("b", {}, title),
         h("span", { class: "length", title: "length" }, lengthText(rec.length_s)),
-        when ? h("time", { datetime: new Date(rec.created * 1000).toISOString() }, when) : null,
+        when ? h("time", { datetime: dateOf(rec.created).toISOString() }, when) : null,
         rec.leader ? h("span", { class: "leader" }, `led by ${rec.leader}`) : null,
         rec.metronome ? h("span", { class: "badge" }, "clicks") : null,
       ),
@@ -303,11 +311,12 @@ export class RecordingsPanel {
     if (!this.membersOnly) return h("audio", { controls: true, preload: "none", src: url, "aria-label": label });
     const button = h("button", { type: "button", class: "small listen", "aria-label": `Listen to ${label}` }, "Listen");
     button.addEventListener("click", async () => {
-      button.disabled = true;
+      if (button.getAttribute("aria-busy")) return; // not disabled: the focus stays on it
+      button.setAttribute("aria-busy", "true");
       button.textContent = "Loading…";
       const objectUrl = await this.fetchObjectUrl(url, item, `${title}: the mix`);
       if (!objectUrl) {
-        button.disabled = false;
+        button.removeAttribute("aria-busy");
         button.textContent = "Listen";
         return;
       }
@@ -385,6 +394,6 @@ export class RecordingsPanel {
     this.problem = "";
     this.$("recordings-empty").hidden = true;
     this.$("recordings-status").textContent = "";
-    this.$("recordings-refresh").disabled = false;
+    this.$("recordings").removeAttribute("aria-busy");
   }
 }
