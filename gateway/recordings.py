@@ -1,21 +1,40 @@
 """HTTP endpoints for a room's recordings (made by ``brigade recorder``, docs/recording.md).
 
-``GET /api/rooms/{room}/recordings`` lists them, newest first (each one's
-JSON sidecar); ``GET /api/rooms/{room}/recordings/{file}`` sends one file
-(``.flac``, ``.ogg`` or ``.json``). A room with a password shows them only
-to its members: the request carries the seat the page holds (headers
-``X-BB-Singer`` and ``X-BB-Token``), checked as a resume is. The files are
-read from ``BB_RECORDINGS_DIR`` (the recorder's volume, mounted read-only).
+- ``GET /api/rooms/{room}/recordings`` lists them, newest first (each one's
+  JSON sidecar), and says whether fetching them needs the seat
+  (``members_only``).
+- ``GET /api/rooms/{room}/recordings/{file}`` sends one file of a recording:
+  the mix (``<stem>.flac``, ``<stem>.ogg``), its sidecar (``<stem>.json``),
+  and with stems each singer's and the track's FLAC
+  (``<stem>.stem-01-Ann.flac``, ``<stem>.track.flac``) and the two projects
+  (``<stem>.lof``, ``<stem>.rpp``). Any other name is a 404, before the disk
+  is looked at.
+- ``GET /api/rooms/{room}/recordings/{stem}.stems.zip`` sends the stems, the
+  track and the projects of one recording in one ZIP, the files its sidecar
+  lists under their own names (the projects name the stems by bare file
+  name, so they open once unzipped together). The ZIP is made while it is
+  sent (gateway/zipstream.py): stored, not compressed, one block in memory,
+  each block read by one of two worker threads of its own (a slow client
+  holds no thread, and the downloads never take the threads the rest of the
+  gateway uses). 404 when the recording has no stems.
+
+A room with a password shows them only to its members: the request carries
+the seat the page holds (headers ``X-BB-Singer`` and ``X-BB-Token``), checked
+as a resume is. The files are read from ``BB_RECORDINGS_DIR`` (the
+recorder's volume, mounted read-only). Every file is sent as an attachment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, NamedTuple
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -23,26 +42,85 @@ from redis.exceptions import RedisError
 from common.errors import ValidationError
 from common.names import check_room
 from gateway.hub import HUB
+from gateway.zipstream import zip_chunks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_recording_routes"]
+__all__ = ["add_recording_routes", "recording_file", "stems_of"]
 
-_FILE: Final = re.compile(r"[A-Za-z0-9_-]{1,200}\.(flac|ogg|json)")
-_TYPES: Final = {"flac": "audio/flac", "ogg": "audio/ogg", "json": "application/json"}
+# The names recorder/files.py gives a recording's files: letters, digits, `_`
+# and `-` in every part, so no `/`, no `..` and no leading dot can get through.
+_STEM: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_FILE: Final = re.compile(
+    r"[A-Za-z0-9_-]{1,200}"
+    r"(?:\.(?:stem-[0-9]{2,4}-[A-Za-z0-9_-]{1,64}|track)\.flac|\.(?:flac|ogg|json|lof|rpp))"
+)
+_TYPES: Final = {
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "json": "application/json",
+    # Audacity's list of files and REAPER's project are plain text.
+    "lof": "text/plain; charset=utf-8",
+    "rpp": "text/plain; charset=utf-8",
+}
+_ZIP_THREADS: Final = web.AppKey("recording_zip_threads", ThreadPoolExecutor)
 
 
 def add_recording_routes(app: web.Application) -> None:
-    """Register the recordings endpoints."""
+    """Register the recordings endpoints (the ZIP's before the one for single files)."""
+    app.cleanup_ctx.append(_zip_threads)
     app.router.add_get("/api/rooms/{room}/recordings", list_recordings)
+    app.router.add_get("/api/rooms/{room}/recordings/{stem}.stems.zip", get_stems_zip)
     app.router.add_get("/api/rooms/{room}/recordings/{file}", get_recording)
+
+
+async def _zip_threads(app: web.Application) -> AsyncIterator[None]:
+    app[_ZIP_THREADS] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stems-zip")
+    yield
+    app[_ZIP_THREADS].shutdown(wait=False, cancel_futures=True)
+
+
+def recording_file(name: str) -> str | None:
+    """The content type of a recording's file called ``name``, or None for any other name."""
+    if _FILE.fullmatch(name) is None:
+        return None
+    return _TYPES[name.rsplit(".", 1)[1]]
+
+
+def stems_of(sidecar: Any, stem: str) -> list[str]:
+    """The files of recording ``stem`` that go into its stems ZIP, from its sidecar:
+    each stem's and the track's FLAC, then the ``.lof`` and ``.rpp``; empty
+    without stems. Raises ValueError for a sidecar that names anything else."""
+    if not isinstance(sidecar, dict):
+        raise ValueError(f"the sidecar is a {type(sidecar).__name__}, not an object")
+    stems = sidecar.get("stems") or []
+    if not isinstance(stems, list) or not all(isinstance(s, dict) for s in stems):
+        raise ValueError("the sidecar's stems are not a list of objects")
+    if not stems:
+        return []
+    names = [s.get("file") for s in stems]
+    names += [sidecar.get(kind) for kind in ("lof", "rpp") if sidecar.get(kind) is not None]
+    for name in names:
+        if not isinstance(name, str) or recording_file(name) is None:
+            raise ValueError(f"the sidecar names a file {name!r}")
+        if not name.startswith(f"{stem}.") or name.endswith((".json", ".ogg")):
+            raise ValueError(f"the sidecar names {name!r}, not a stem of {stem}")
+    if len(set(names)) != len(names):
+        raise ValueError("the sidecar names a file twice")
+    return names
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def _folder(request: web.Request) -> Path | web.Response:
+class _Room(NamedTuple):
+    name: str
+    folder: Path
+    members_only: bool
+
+
+async def _room(request: web.Request) -> _Room | web.Response:
     """The room's recordings folder, once the request may see it."""
     try:
         room = check_room(request.match_info["room"])
@@ -66,48 +144,133 @@ async def _folder(request: web.Request) -> Path | web.Response:
     except ValidationError as exc:
         log.warning("room %s: %s", room, exc)
         return _error(503, "the room's settings cannot be read")
-    return Path(hub.settings.recordings_dir) / room
+    return _Room(room, Path(hub.settings.recordings_dir) / room, meta.has_password)
 
 
 def _listing(folder: Path) -> list[dict[str, Any]]:
+    """The sidecars in ``folder``, newest first; unreadable ones are left out."""
     found = []
     for sidecar in folder.glob("*.json"):
         try:
-            found.append(json.loads(sidecar.read_text()))
+            record = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             continue
-    return sorted(
-        (r for r in found if isinstance(r, dict)),
-        key=lambda r: float(r.get("created", 0.0)),
-        reverse=True,
-    )
+        if isinstance(record, dict):
+            found.append(record)
+    return sorted(found, key=_created, reverse=True)
+
+
+def _created(sidecar: dict[str, Any]) -> float:
+    created = sidecar.get("created")
+    # bool is an int: a sidecar saying `true` is not a time.
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return float(created)
+    return 0.0
 
 
 async def list_recordings(request: web.Request) -> web.Response:
-    folder = await _folder(request)
-    if isinstance(folder, web.Response):
-        return folder
-    recordings = await asyncio.to_thread(_listing, folder)
-    return web.json_response({"recordings": recordings})
+    room = await _room(request)
+    if isinstance(room, web.Response):
+        return room
+    recordings = await asyncio.to_thread(_listing, room.folder)
+    return web.json_response({"recordings": recordings, "members_only": room.members_only})
+
+
+def _attachment(content_type: str, name: str) -> dict[str, str]:
+    return {
+        "Content-Type": content_type,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "private, max-age=3600",
+    }
 
 
 async def get_recording(request: web.Request) -> web.StreamResponse:
     name = request.match_info["file"]
-    match = _FILE.fullmatch(name)
-    if match is None:
+    content_type = recording_file(name)
+    if content_type is None:
         return _error(404, "no such recording")
-    folder = await _folder(request)
-    if isinstance(folder, web.Response):
-        return folder
-    path = folder / name
+    room = await _room(request)
+    if isinstance(room, web.Response):
+        return room
+    path = room.folder / name
     if not await asyncio.to_thread(path.is_file):
         return _error(404, "no such recording (retention may have removed it)")
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": _TYPES[match.group(1)],
-            "X-Content-Type-Options": "nosniff",
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "private, max-age=3600",
-        },
-    )
+    return web.FileResponse(path, headers=_attachment(content_type, name))
+
+
+class _Opened(NamedTuple):
+    members: Sequence[tuple[str, BinaryIO]]
+    files: contextlib.ExitStack
+
+
+def _open_stems(folder: Path, stem: str) -> _Opened:
+    """Open the files of ``stem``'s stems ZIP. Open files stay readable when
+    retention deletes them meanwhile. Raises LookupError (a 404) with the reason."""
+    try:
+        sidecar = json.loads((folder / f"{stem}.json").read_text())
+    except FileNotFoundError:
+        raise LookupError("no such recording (retention may have removed it)") from None
+    except (OSError, ValueError) as exc:
+        log.warning("recording %s/%s: its sidecar cannot be read: %s", folder.name, stem, exc)
+        raise LookupError("that recording cannot be read") from None
+    try:
+        names = stems_of(sidecar, stem)
+    except ValueError as exc:
+        log.warning("recording %s/%s: %s", folder.name, stem, exc)
+        raise LookupError("that recording cannot be read") from None
+    if not names:
+        raise LookupError("that recording has no stems (the leader did not ask for them)")
+    files = contextlib.ExitStack()
+    try:
+        members = [(name, files.enter_context((folder / name).open("rb"))) for name in names]
+    except OSError:
+        files.close()
+        raise LookupError("that recording's stems are gone (retention removed them)") from None
+    return _Opened(members, files)
+
+
+async def get_stems_zip(request: web.Request) -> web.StreamResponse:
+    stem = request.match_info["stem"]
+    if _STEM.fullmatch(stem) is None:
+        return _error(404, "no such recording")
+    room = await _room(request)
+    if isinstance(room, web.Response):
+        return room
+    try:
+        opened = await asyncio.to_thread(_open_stems, room.folder, stem)
+    except LookupError as exc:
+        return _error(404, str(exc.args[0]))
+    response = web.StreamResponse(headers=_attachment("application/zip", f"{stem}.stems.zip"))
+    chunks = zip_chunks(opened.members)
+    step: Future[bytes] | None = None
+    try:
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        while True:
+            step = request.app[_ZIP_THREADS].submit(next, chunks, b"")
+            chunk = await asyncio.wrap_future(step)
+            if not chunk:
+                break
+            await response.write(chunk)
+    except ConnectionError:
+        log.debug("stems of %s/%s: the client went away", room.name, stem)
+    except OSError as exc:
+        # Too late for a status: cut the connection so the download shows as failed.
+        log.warning("stems of %s/%s: %s; the download is cut short", room.name, stem, exc)
+        if request.transport is not None:
+            request.transport.close()
+    finally:
+        # A cancelled handler (the gateway stopping) may leave a block being read:
+        # close the archive and the files once that read is over, in its thread.
+        if step is None or step.done():
+            _close(chunks, opened.files)
+        else:
+            step.add_done_callback(lambda _: _close(chunks, opened.files))
+    return response
+
+
+def _close(chunks: Generator[bytes, None, None], files: contextlib.ExitStack) -> None:
+    with files:
+        chunks.close()

@@ -15,7 +15,7 @@ import os
 import threading
 import urllib.request
 import wave
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -252,13 +252,21 @@ def _http_ok(url: str) -> bool:
 
 
 @contextmanager
-def browser_stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    """A mixer and a gateway on ``redis_url``; yields the gateway's base URL."""
+def browser_stack(
+    redis_url: str,
+    output_dir: Path,
+    env: Mapping[str, str] | None = None,
+    recorder: bool = False,
+) -> Iterator[str]:
+    """A mixer and a gateway on ``redis_url`` (and a recorder when asked), with ``env``
+    added to their environment; yields the gateway's base URL."""
     require_chromium()  # before starting anything
     port = free_port()
-    env = {"REDIS_URL": redis_url}
+    env = {"REDIS_URL": redis_url, **(env or {})}
     with processes(output_dir) as started:
         started.append(Process(["mixer"], env, output_dir, "mixer"))
+        if recorder:
+            started.append(Process(["recorder"], env, output_dir, "recorder"))
         started.append(
             Process(
                 ["gateway", "--host", "127.0.0.1", "--port", str(port)], env, output_dir, "gateway"

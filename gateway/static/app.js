@@ -14,6 +14,7 @@
 //   metronome.js        click positions and sound (also loaded by the worklet)
 //   lyrics.js           lyrics, image and timed lines
 //   materialview.js     track, metronome, lyrics and image controls, uploads
+//   recordingsview.js   the room's recordings (player, downloads) and the leader's recording options
 //   notice.js           the message line
 //
 // Addresses: /r/<room> is a room's link. URL parameters (all optional):
@@ -35,6 +36,7 @@ import { LyricsView, lyricLines, nextLine } from "./lyrics.js";
 import { MaterialPanel } from "./materialview.js";
 import { Notice } from "./notice.js";
 import { ProtocolError, errorText, normaliseRoom } from "./protocol.js";
+import { RecordingsPanel } from "./recordingsview.js";
 import { RoomStore } from "./roomstore.js";
 import { loadPerson, loadSeat, roomFromLocation, savePerson } from "./seat.js";
 import { Session } from "./session.js";
@@ -120,10 +122,12 @@ class App {
     });
     this.details = new DetailsView(this);
     this.material = new MaterialPanel({ app: this, Backing, LyricsView, nextLine, lyricLines, $ });
-    this.store.onChange(() => {
-      const me = this.store.me();
+    this.recordings = new RecordingsPanel({ app: this, $ });
+    this.store.onChange((store, previous) => {
+      const me = store.me();
       if (me && this.engine) this.engine.follow(this.clock, me.delay);
-      this.material.onState(this.store.state);
+      this.material.onState(store.state);
+      this.recordings.onState(store.state, previous);
     });
   }
 
@@ -136,7 +140,7 @@ class App {
     return this.store.me();
   }
 
-  /** This tab's seat in the room (singer id and resume token), for uploads. */
+  /** This tab's seat in the room (singer id and resume token), for uploads and recordings. */
   seat() {
     const seat = loadSeat();
     return seat && seat.singer && seat.token ? { singer: seat.singer, token: seat.token } : null;
@@ -152,6 +156,7 @@ class App {
     this.join.bind();
     this.calibration.bind();
     this.stage.bind();
+    this.recordings.bind();
     this.bindKeys();
     $("sound-on").addEventListener("click", () => {
       if (this.engine) this.engine.ctx.resume().then(() => this.tick());
@@ -351,6 +356,7 @@ class App {
   backToSetup() {
     this.details.stop();
     this.material.reset();
+    this.recordings.reset();
     this.audio.close();
     if (this.engine) this.engine.stopFollowing();
     this.role = null;
