@@ -49,9 +49,13 @@ async def load_room(
     meta: RoomMeta | None = None
     try:
         meta = records.decode_meta(meta_raw) if meta_raw else None
+        # Readable, but a room this mixer cannot run (spacing below its lead, buckets
+        # past its ring) is run on the defaults too, not fatal to the process.
+        config = config_from_meta(meta or RoomMeta(), settings)
     except ValidationError as exc:
         log.warning("room %s: bad meta (%s); using defaults", room, exc)
-    config = config_from_meta(meta or RoomMeta(), settings)
+        meta = None
+        config = config_from_meta(RoomMeta(), settings)
     members: dict[str, Member] = {}
     for singer, raw in members_raw.items():
         try:

@@ -104,3 +104,27 @@ def test_short_lived_taps_do_not_leak_streams(redis_url: str, output_dir: Path) 
         )
         assert left == [keys.room_tap("fidget", final)], left
     client.close()
+
+
+def test_a_room_the_mixer_cannot_run_as_stored_runs_on_the_defaults(
+    redis_url: str, output_dir: Path
+) -> None:
+    """A meta record that reads but gives a room this mixer cannot run (buckets closer
+    than its lead allows, or more of them than its ring holds) is bad input: the room
+    runs on the defaults, and the mixer goes on serving the others."""
+    client = redis.Redis.from_url(redis_url)
+    sim = SimGateway(client)
+    with processes(output_dir) as started:
+        mixer = Process(["mixer"], {"REDIS_URL": redis_url, "BB_MIXER_ID": "mb"}, output_dir, "mb")
+        started.append(mixer)
+        sim.create_room("tight", bucket_spacing_s=0.1)
+        sim.create_room("long", bucket_spacing_s=30.0, n_buckets=8)
+        sim.create_room("fine")
+        for room in ("tight", "long", "fine"):
+            wait_for(lambda r=room: sim.owner(r) == "mb", 10, f"the mixer to own {room}")
+        for room in ("tight", "long", "fine"):
+            assert sim.join(room, "ann", "Ann").ok
+            assert sim.member_delay(room, "ann") > 0
+        assert mixer.proc.poll() is None
+    assert "bad meta" in (output_dir / "mb.log").read_text()
+    client.close()
