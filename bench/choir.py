@@ -19,7 +19,17 @@ import redis
 
 from common import keys
 from common.clock import now_samples
-from common.commands import Lead, SetLeaderBoost, SetRecording, Start, Stop
+from common.commands import (
+    Envelope,
+    Join,
+    Lead,
+    SetLeaderBoost,
+    SetRecording,
+    Start,
+    Stop,
+    encode_envelope,
+)
+from common.records import Role
 from common.wire import encode_chunk
 from tests.simgateway import CHUNK, SimGateway, tone
 
@@ -43,10 +53,18 @@ class Choir:
         sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
 
     def join(self) -> None:
-        """Everyone joins; ``a`` leads, at no boost (the three voices alike)."""
+        """Everyone joins; ``a`` leads, at no boost (the three voices alike).
+
+        The joins go in one pipeline without waiting for their replies (the
+        mixer applies a room's commands in order: the leader's ``lead`` is
+        accepted only once ``a`` is in, and every delay is read after).
+        """
         sim, room = self.sim, self.room
-        for singer, name, _freq in SINGERS:
-            assert sim.join(room, singer, name).ok
+        with sim.client.pipeline(transaction=False) as pipe:
+            for singer, name, _freq in SINGERS:
+                join = Envelope(singer=singer, cmd=Join(name=name, role=Role.SINGER), gw=sim.gw)
+                pipe.xadd(keys.room_ctl(room), {"d": encode_envelope(join)})
+            pipe.execute()
         for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
             assert sim.command(room, "a", cmd).ok
         self.delays = {singer: sim.member_delay(room, singer) for singer, _n, _f in SINGERS}
