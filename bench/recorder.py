@@ -8,7 +8,11 @@ spread between runs of the same condition:
 
 - **alone**: the mixer only;
 - **recorder**: the mixer and one recorder;
-- **stems**: the same, the leader having asked for stems.
+- **stems**: the same, the leader having asked for stems;
+- **tap**, on request (``--conditions alone,tap,recorder``): no recorder, but
+  the recorder's tap kept subscribed in every room as the recorder keeps it,
+  unread: the mixer's own share of a recorder's cost (one more tap per room)
+  apart from sharing the cores and Redis with a recorder.
 
 Each run is a fresh mixer (and recorder) on an emptied Redis. Over the songs'
 SONG_S seconds, the mixer's:
@@ -34,13 +38,16 @@ the time from the kill to the successor's first write.
 
 tests/test_recorder.py checks that the recordings are right and the takeover
 happens; this says what they cost and how fast. ``bench/recorder_soak.py`` is
-the long run (memory, retention). Writes ``bench-results/recorder.json``.
+the long run (memory, retention). Writes ``bench-results/recorder.json`` (with
+other conditions than the default, ``recorder-<conditions>.json``).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -53,11 +60,18 @@ from bench.choir import Choir, sing
 from bench.procstat import cpu_s
 from bench.results import RESULTS_DIR, print_grid, print_table, write_results
 from common import keys, records
+from common.commands import Envelope, SubscribeTap, encode_envelope
 from common.constants import SAMPLE_RATE
 from common.records import MixerStatus
 from common.streams import parse_entries
 from common.wire import decode_tap
 from recorder.files import TAKES
+from recorder.service import (
+    SUBSCRIBE_EVERY_S,
+    SUBSCRIBE_TTL_S,
+    SUBSCRIBER,
+    recording_delay,
+)
 from tests.simgateway import SimGateway
 from tests.support import Process, RedisServer, wait_for
 
@@ -65,6 +79,14 @@ ROOMS: Final = 8
 SONG_S: Final = 25.0
 ROUNDS: Final = 2
 CONDITIONS: Final = ("alone", "recorder", "stems")
+LABELS: Final = {
+    "alone": "alone",
+    "tap": "a recorder's tap, no recorder",
+    "recorder": "with a recorder",
+    "stems": "with a recorder of stems",
+}
+"""Every condition; ``tap`` (on request) subscribes the recorder's tap in every room, as
+the recorder does, but runs no recorder: the mixer's own share of the recorder's cost."""
 KILL_ROUNDS: Final = 3
 MIXER_ID: Final = "bench-m"
 RECORDER_ID: Final = "bench-r"
@@ -141,6 +163,31 @@ class TickWatch:
         }
 
 
+class TapSubscriber:
+    """Keeps the recorder's tap subscribed in every room, as the recorder does (every 2 s,
+    alive 10 s, one bucket spacing behind the last bucket), without reading it."""
+
+    def __init__(self, client: redis.Redis, choirs: list[Choir]) -> None:
+        self.client = client
+        self.delays: dict[str, int] = {}
+        for choir in choirs:
+            meta: Any = client.hgetall(keys.room_meta(choir.room))
+            delays = list(choir.delays.values())
+            self.delays[choir.room] = recording_delay(records.decode_meta(meta), delays)
+        self._next = 0.0
+
+    def poll(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + SUBSCRIBE_EVERY_S
+        with self.client.pipeline(transaction=False) as pipe:
+            for room, delay in self.delays.items():
+                cmd = SubscribeTap(delay_s=delay / SAMPLE_RATE, ttl_s=SUBSCRIBE_TTL_S)
+                envelope = Envelope(singer=SUBSCRIBER, gw="bench-tap", cmd=cmd)
+                pipe.xadd(keys.room_ctl(room), {"d": encode_envelope(envelope)})
+            pipe.execute()
+
+
 def _percentiles(name: str, values: np.ndarray[Any, Any]) -> dict[str, float]:
     if not len(values):
         return {f"{name}_{p}": float("nan") for p in ("p50", "p99", "max")}
@@ -159,7 +206,7 @@ def cost(server: RedisServer, log_dir: Path, condition: str, index: int) -> dict
     env = {"REDIS_URL": server.url, "BB_LOG_LEVEL": "WARNING", "BB_RECORDINGS_DIR": str(root)}
     mixer = Process(["mixer"], {**env, "BB_MIXER_ID": MIXER_ID}, log_dir, f"mixer-{name}")
     recorder = None
-    if condition != "alone":
+    if condition in ("recorder", "stems"):
         recorder_env = {**env, "BB_RECORDER_ID": RECORDER_ID}
         recorder = Process(["recorder"], recorder_env, log_dir, f"recorder-{name}")
 
@@ -179,11 +226,18 @@ def cost(server: RedisServer, log_dir: Path, condition: str, index: int) -> dict
         watch = TickWatch(client, choirs[-1].room, choirs[-1].delays["a"])
         for choir in choirs:
             choir.start(stems=condition == "stems")
+        taps = TapSubscriber(client, choirs) if condition == "tap" else None
+
+        def also() -> None:
+            watch.poll()
+            if taps is not None:
+                taps.poll()
+
         watch.begin()
         counters_0 = mixer_counters(client)
         mixer_0, recorder_0 = cpu_s(mixer.proc.pid), recorder_cpu()
         wall_0 = time.monotonic()
-        sing(client, choirs, lambda: time.monotonic() > wall_0 + SONG_S, SONG_S + 10, watch.poll)
+        sing(client, choirs, lambda: time.monotonic() > wall_0 + SONG_S, SONG_S + 10, also)
         mixer_s, live_s = cpu_s(mixer.proc.pid) - mixer_0, recorder_cpu() - recorder_0
         wall = time.monotonic() - wall_0
         appended = take_samples(root) / SAMPLE_RATE
@@ -291,22 +345,44 @@ def _spread(runs: list[dict[str, Any]], condition: str, key: str, fmt: str) -> s
     return " / ".join(format(r[key], fmt) for r in runs if r["condition"] == condition)
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, object]:
-    """Per condition, the mean of its runs; the mixer's figures with a recorder over alone."""
+def summary(runs: list[dict[str, Any]], conditions: list[str]) -> dict[str, object]:
+    """Per condition, the mean of its runs; the mixer's CPU under each over alone."""
     out: dict[str, object] = {}
-    for condition in CONDITIONS:
+    for condition in conditions:
         first = next(r for r in runs if r["condition"] == condition)
         out[condition] = {
             key: _mean(runs, condition, key) for key in first if key not in ("condition", "round")
         }
-    alone = _mean(runs, "alone", "mixer_cpu_ms_per_room_s")
-    for condition in CONDITIONS[1:]:
-        ratio = _mean(runs, condition, "mixer_cpu_ms_per_room_s") / alone
-        out[f"mixer_cpu_ratio_{condition}_vs_alone"] = ratio
+    if "alone" in conditions:
+        alone = _mean(runs, "alone", "mixer_cpu_ms_per_room_s")
+        for condition in conditions:
+            if condition != "alone":
+                ratio = _mean(runs, condition, "mixer_cpu_ms_per_room_s") / alone
+                out[f"mixer_cpu_ratio_{condition}_vs_alone"] = ratio
     return out
 
 
-def main() -> dict[str, object]:
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.recorder", description=__doc__)
+    parser.add_argument(
+        "--conditions",
+        default=",".join(CONDITIONS),
+        help=f"comma-separated, of {', '.join(LABELS)} (default: %(default)s); "
+        "another choice writes recorder-<conditions>.json",
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="runs of each condition")
+    parser.add_argument("--kills", type=int, default=KILL_ROUNDS, help="takeover rounds")
+    args = parser.parse_args(argv)
+    args.conditions = args.conditions.split(",")
+    if unknown := set(args.conditions) - set(LABELS):
+        parser.error(f"unknown conditions: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Run the benchmark (``argv``: the command line; none from ``bench.all``)."""
+    args = parse(argv or [])
+    conditions: list[str] = args.conditions
     server = RedisServer()
     server.start()
     log_dir = RESULTS_DIR / "recorder"
@@ -315,25 +391,29 @@ def main() -> dict[str, object]:
     try:
         runs = [
             cost(server, log_dir, condition, index)
-            for index in range(1, ROUNDS + 1)
-            for condition in CONDITIONS
+            for index in range(1, args.rounds + 1)
+            for condition in conditions
         ]
-        kills = [takeover(server, log_dir, i) for i in range(KILL_ROUNDS)]
+        kills = [takeover(server, log_dir, i) for i in range(args.kills)]
     finally:
         server.stop()
-    means = summary(runs)
+    means = summary(runs, conditions)
     results: dict[str, object] = {
         "rooms": ROOMS,
         "song_s": SONG_S,
-        "rounds": ROUNDS,
+        "rounds": args.rounds,
+        "conditions": conditions,
         "runs": runs,
         "means": means,
         "takeovers": kills,
-        "median_lease_takeover_s": statistics.median(k["lease_s"] for k in kills),
-        "max_first_write_s": max(k["first_write_s"] for k in kills),
-        "max_gap_s": max(k["gap_s"] for k in kills),
         "wall_s": time.monotonic() - started,
     }
+    if kills:
+        results |= {
+            "median_lease_takeover_s": statistics.median(k["lease_s"] for k in kills),
+            "max_first_write_s": max(k["first_write_s"] for k in kills),
+            "max_gap_s": max(k["gap_s"] for k in kills),
+        }
 
     def row(label: str, fmt: str, *keys_: str) -> list[str]:
         cells = [" / ".join(format(r[k], fmt) if k in r else "-" for k in keys_) for r in runs]
@@ -341,7 +421,7 @@ def main() -> dict[str, object]:
 
     print_grid(
         f"Recorder and mixer: {ROOMS} rooms x 3 singers, {SONG_S:.0f} s songs, "
-        f"each condition {ROUNDS} times, alternating",
+        f"each condition {args.rounds} times, alternating",
         ["", *(f"{r['condition']} {r['round']}" for r in runs)],
         [
             row("mixer CPU, ms per room-s", ".2f", "mixer_cpu_ms_per_room_s"),
@@ -367,47 +447,42 @@ def main() -> dict[str, object]:
         ],
     )
     print()
-
-    def ratio(condition: str) -> str:
-        return f"{means[f'mixer_cpu_ratio_{condition}_vs_alone']:.2f}"
-
-    rec, stems = means["recorder"], means["stems"]
-    assert isinstance(rec, dict) and isinstance(stems, dict)
-    print_table(
-        f"Recorder: summary (means of {ROUNDS} runs), then {KILL_ROUNDS} SIGKILLs",
-        [
+    rows: list[tuple[str, str, str]] = []
+    for condition in conditions:
+        if condition == "alone" or "alone" not in conditions:
+            continue
+        rows.append(
             (
-                "mixer CPU, with a recorder / alone",
-                ratio("recorder"),
+                f"mixer CPU, {LABELS[condition]} / alone",
+                f"{means[f'mixer_cpu_ratio_{condition}_vs_alone']:.2f}",
                 "runs alone "
                 + _spread(runs, "alone", "mixer_cpu_ms_per_room_s", ".2f")
-                + ", with "
-                + _spread(runs, "recorder", "mixer_cpu_ms_per_room_s", ".2f"),
-            ),
+                + f", {condition} "
+                + _spread(runs, condition, "mixer_cpu_ms_per_room_s", ".2f"),
+            )
+        )
+    for condition in ("recorder", "stems"):
+        mean = means.get(condition)
+        if not isinstance(mean, dict):
+            continue
+        rows += [
             (
-                "mixer CPU, with a recorder of stems / alone",
-                ratio("stems"),
-                "runs " + _spread(runs, "stems", "mixer_cpu_ms_per_room_s", ".2f"),
-            ),
-            ("recorder CPU, ms per room-s", f"{rec['recorder_cpu_ms_per_room_s']:.2f}", ""),
-            (
-                "  of which while songs run",
-                f"{rec['recorder_live_cpu_ms_per_room_s']:.2f}",
-                "read + append",
-            ),
-            (
-                "recorder CPU with stems, ms per room-s",
-                f"{stems['recorder_cpu_ms_per_room_s']:.2f}",
-                f"x{stems['recorder_cpu_ms_per_room_s'] / rec['recorder_cpu_ms_per_room_s']:.2f}",
+                f"recorder CPU, ms per room-s{', stems' if condition == 'stems' else ''}",
+                f"{mean['recorder_cpu_ms_per_room_s']:.2f}",
+                "runs " + _spread(runs, condition, "recorder_cpu_ms_per_room_s", ".2f"),
             ),
             (
                 "  of which while songs run",
-                f"{stems['recorder_live_cpu_ms_per_room_s']:.2f}",
-                "read + append, 3 stems",
+                f"{mean['recorder_live_cpu_ms_per_room_s']:.2f}",
+                "read + append" + (", 3 stems" if condition == "stems" else ""),
             ),
-            ("FLAC, MB per hour", f"{rec['flac_mb_per_hour']:.0f}", "3 tones"),
-            ("Ogg Opus, MB per hour", f"{rec['ogg_mb_per_hour']:.0f}", ""),
-            ("stems (3), MB per hour", f"{stems['stems_mb_per_hour']:.0f}", ""),
+            ("  FLAC, MB per hour", f"{mean['flac_mb_per_hour']:.0f}", "3 tones"),
+            ("  Ogg Opus, MB per hour", f"{mean['ogg_mb_per_hour']:.0f}", ""),
+        ]
+        if condition == "stems":
+            rows.append(("  stems (3), MB per hour", f"{mean['stems_mb_per_hour']:.0f}", ""))
+    if kills:
+        rows += [
             (
                 "lease takeover (median), s",
                 f"{results['median_lease_takeover_s']:.2f}",
@@ -415,11 +490,14 @@ def main() -> dict[str, object]:
             ),
             ("kill -> successor's first write, s", f"{results['max_first_write_s']:.2f}", "worst"),
             ("silence left in the file (worst), s", f"{results['max_gap_s']:.2f}", "0 if < ~5 s"),
-        ],
+        ]
+    print_table(
+        f"Recorder: summary (means of {args.rounds} runs), then {args.kills} SIGKILLs", rows
     )
-    print(f"JSON: {write_results('recorder', results)}  ({results['wall_s']:.0f} s)")
+    name = "recorder" if tuple(conditions) == CONDITIONS else f"recorder-{'-'.join(conditions)}"
+    print(f"JSON: {write_results(name, results)}  ({results['wall_s']:.0f} s)")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -29,7 +29,9 @@ and the songs recorded so far. Every second it checks the recordings folder:
 At the end (the songs stopped, the last recordings written) every song that
 ended was recorded (its number seen in a sidecar at some point: retention
 removes most of them later), and ``.takes/`` is empty. A violation is printed
-and the exit code is 1. Writes ``bench-results/recorder_soak.json``.
+and the exit code is 1. Writes ``bench-results/recorder_soak.json``: the
+2-minute samples, the RSS growth, each file checked (its length, and where its
+longest silence starts and how long it is) and the violations.
 """
 
 from __future__ import annotations
@@ -113,15 +115,18 @@ class Schedule:
     songs: list[Song] = field(default_factory=list)
 
 
-def silence_s(audio: np.ndarray[Any, Any]) -> float:
-    """The longest run of silent 20 ms frames, in seconds."""
+def longest_silence(audio: np.ndarray[Any, Any]) -> tuple[float, float]:
+    """The longest run of silent 20 ms frames: ``(where it starts, how long)``, in seconds."""
     frames = audio[: len(audio) // FRAME * FRAME].reshape(-1, FRAME)
     silent = np.abs(frames).max(axis=1) < SILENT
-    longest = run = 0
-    for quiet in silent:
-        run = run + 1 if quiet else 0
-        longest = max(longest, run)
-    return longest * FRAME / SAMPLE_RATE
+    # Runs of silent frames: the edges where the flag changes, padded at both ends.
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], silent.astype(np.int8), [0]))))
+    starts, ends = edges[::2], edges[1::2]
+    if not len(starts):
+        return 0.0, 0.0
+    longest = int(np.argmax(ends - starts))
+    frame_s = FRAME / SAMPLE_RATE
+    return float(starts[longest] * frame_s), float((ends[longest] - starts[longest]) * frame_s)
 
 
 class Shelf:
@@ -133,7 +138,8 @@ class Shelf:
         """Every recording whose sidecar appeared: its id (file name stem) -> sidecar."""
         self.violations: list[str] = []
         self.transient = 0
-        self.checked = 0
+        self.files: list[dict[str, Any]] = []
+        """Every file checked: its length and its longest silence (where, how long)."""
         self.kept: dict[str, int] = {}
         self._over: set[str] = set()
         self._left: set[Path] = set()
@@ -232,9 +238,12 @@ class Shelf:
             length_s = len(audio) / SAMPLE_RATE
             if abs(length_s - want_s) > LENGTH_TOLERANCE_S:
                 self.violation(f"{name}: {length_s:.3f} s long, the song {want_s:.3f} s")
-            if (quiet := silence_s(audio)) > MAX_SILENCE_S:
-                self.violation(f"{name}: {quiet:.2f} s of silence inside")
-            self.checked += 1
+            at_s, quiet_s = longest_silence(audio)
+            self.files.append(
+                {"file": name, "length_s": length_s, "silence_s": quiet_s, "silence_at_s": at_s}
+            )
+            if quiet_s > MAX_SILENCE_S:
+                self.violation(f"{name}: {quiet_s:.2f} s of silence inside, from {at_s:.2f} s")
 
 
 def mixer_overruns(client: Any, mixer_id: str) -> int:
@@ -381,7 +390,7 @@ def soak(opts: Options) -> dict[str, object]:
         "rss_growth_to_minute": end["minute"],
         "songs_ended": len(ended),
         "recordings_seen": len(shelf.seen),
-        "files_checked": shelf.checked,
+        "files_checked": shelf.files,
         "transient_over_keep": shelf.transient,
         "recorder_counters": counters,
         "violations": shelf.violations,
@@ -397,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results = soak(opts)
-    growth = results["rss_growth_mb"]
-    assert isinstance(growth, dict)
+    growth, checked = results["rss_growth_mb"], results["files_checked"]
+    assert isinstance(growth, dict) and isinstance(checked, list)
     print()
     print_grid(
         f"RSS growth from minute {results['rss_growth_from_minute']:.1f} "
@@ -408,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"songs ended {results['songs_ended']}, recorded {results['recordings_seen']}, "
-        f"files checked {results['files_checked']}, one over keep for an instant "
+        f"files checked {len(checked)}, one over keep for an instant "
         f"{results['transient_over_keep']} times"
     )
     print(f"JSON: {write_results('recorder_soak', results)}")
