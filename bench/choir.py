@@ -33,7 +33,7 @@ from common.records import Role
 from common.wire import encode_chunk
 from tests.simgateway import CHUNK, SimGateway, tone
 
-__all__ = ["SINGERS", "SPACING_S", "Choir", "sing"]
+__all__ = ["SINGERS", "SPACING_S", "Choir", "pump", "sing"]
 
 SINGERS: Final = (("a", "Ann", 440.0), ("b", "Bob", 660.0), ("c", "Cy", 990.0))
 SPACING_S: Final = 1.5
@@ -69,11 +69,13 @@ class Choir:
             assert sim.command(room, "a", cmd).ok
         self.delays = {singer: sim.member_delay(room, singer) for singer, _n, _f in SINGERS}
 
-    def start(self, stems: bool = False) -> tuple[int, int]:
-        """Start a song (with stems: the leader asks for them first); its number and start."""
+    def record_stems(self) -> None:
+        """The leader asks for stems in the next songs' recordings."""
+        assert self.sim.command(self.room, "a", SetRecording(stems=True)).ok
+
+    def start(self) -> tuple[int, int]:
+        """Start a song; its number and start position."""
         sim, room = self.sim, self.room
-        if stems:
-            assert sim.command(room, "a", SetRecording(stems=True)).ok
         assert sim.command(room, "a", Start()).ok
         song = sim.state(room)["song"]
         start = int(song["start_pos"])
@@ -107,6 +109,14 @@ class Choir:
         return queued
 
 
+def pump(client: redis.Redis, choirs: list[Choir]) -> None:
+    """Push every chunk the choirs have sung by now, in one pipeline."""
+    now = now_samples()
+    pipe = client.pipeline(transaction=False)
+    if sum(choir.pump(pipe, now) for choir in choirs):
+        pipe.execute()
+
+
 def sing(
     client: redis.Redis,
     choirs: list[Choir],
@@ -117,10 +127,7 @@ def sing(
     """Keep every choir singing (a pass every 20 ms) until ``until()``; ``also()`` each pass."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        now = now_samples()
-        pipe = client.pipeline(transaction=False)
-        if sum(choir.pump(pipe, now) for choir in choirs):
-            pipe.execute()
+        pump(client, choirs)
         if also is not None:
             also()
         if until():

@@ -56,7 +56,7 @@ import numpy as np
 import redis
 import soundfile as sf
 
-from bench.choir import Choir, sing
+from bench.choir import Choir, pump, sing
 from bench.procstat import cpu_s
 from bench.results import RESULTS_DIR, print_grid, print_table, write_results
 from common import keys, records
@@ -225,7 +225,11 @@ def cost(server: RedisServer, log_dir: Path, condition: str, index: int) -> dict
             choir.join()
         watch = TickWatch(client, choirs[-1].room, choirs[-1].delays["a"])
         for choir in choirs:
-            choir.start(stems=condition == "stems")
+            if condition == "stems":
+                choir.record_stems()
+        for choir in choirs:
+            choir.start()
+            pump(client, choirs)  # the rooms started first sing meanwhile, on time
         taps = TapSubscriber(client, choirs) if condition == "tap" else None
 
         def also() -> None:

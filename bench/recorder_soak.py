@@ -324,7 +324,9 @@ def soak(opts: Options) -> dict[str, object]:
                     room.running.end_pos = room.choir.stop()
                     room.running, room.next_at = None, now + opts.gap_s
                 elif now < singing_until:
-                    number, start = room.choir.start(stems=opts.stems and not room.songs)
+                    if opts.stems and not room.songs:
+                        room.choir.record_stems()  # for every song to come
+                    number, start = room.choir.start()
                     song = Song(room.choir.room, number, start)
                     songs[(song.room, number)] = song
                     room.songs.append(song)
