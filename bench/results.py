@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
@@ -28,4 +29,27 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
         print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}".rstrip())
         if row is header:
             print(rule)
+    print(rule)
+
+
+def print_grid(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` of cells under ``header`` as an aligned grid under ``title``: the
+    first column (what is measured) left-aligned, the others (one per run or
+    condition) right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    rule = "  ".join("-" * w for w in widths)
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            f"{row[0]:<{widths[0]}}",
+            *(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=True)),
+        ]
+        return "  ".join(cells).rstrip()
+
+    print(title)
+    print(rule)
+    print(line(header))
+    print(rule)
+    for row in rows:
+        print(line(row))
     print(rule)
