@@ -325,5 +325,10 @@ def to_delete(recordings: Iterable[Recording], keep: int, max_bytes: int) -> lis
 
 
 def remove(root: Path, recording: Recording) -> None:
+    """Delete every file of a recording, its sidecar last: a recorder that dies halfway
+    leaves a recording that is still listed (and removed by the next retention)."""
+    sidecar = root / recording.room / f"{recording.stem}.json"
     for path in (root / recording.room).glob(f"{recording.stem}.*"):
-        path.unlink(missing_ok=True)
+        if path != sidecar:
+            path.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
