@@ -10,7 +10,7 @@ setup:
 setup-browser:
 	@scripts/setup.sh --browser
 
-## Start the whole system locally (Redis, a mixer, a gateway): http://localhost:8080
+## Start the whole system locally (Redis, a mixer, a recorder, a gateway): http://localhost:8080
 run: setup
 	$(PY) -m brigade up
 
