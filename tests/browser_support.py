@@ -279,6 +279,23 @@ def browser_stack(
             assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
 
 
+def fill_join(
+    page: Any, name: str, *, room: str | None = None, role: str = "singer", password: str = ""
+) -> None:
+    """Fill the form as a person would (a singer enters a known latency) and press Join."""
+    page.fill("#name", name)
+    if room is not None:
+        page.fill("#room", room)
+    if role == "singer":
+        page.fill("#latency-ms", "0")
+        page.click("#manual-latency button[type=submit]")
+    else:
+        page.check("input[name=role][value=spectator]")
+    if password:
+        page.fill("#password", password)
+    page.click("#join")
+
+
 def poll(page: Any, expression: str, what: str, timeout_s: float = 20) -> Any:
     """Wait until ``expression`` (JavaScript) is truthy in ``page``; return its value."""
     handle = page.wait_for_function(expression, timeout=timeout_s * 1000)

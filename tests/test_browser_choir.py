@@ -21,6 +21,7 @@ from playwright.sync_api import sync_playwright
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
     browser_stack,
+    fill_join,
     launch,
     poll,
     require_axe,
@@ -91,23 +92,6 @@ class Pages:
 
     def assert_clean(self) -> None:
         assert not self.errors, f"console errors: {self.errors}"
-
-
-def fill_join(
-    page: Any, name: str, *, room: str | None = None, role: str = "singer", password: str = ""
-) -> None:
-    """Fill the form as a person would (a singer enters a known latency) and press Join."""
-    page.fill("#name", name)
-    if room is not None:
-        page.fill("#room", room)
-    if role == "singer":
-        page.fill("#latency-ms", "0")
-        page.click("#manual-latency button[type=submit]")
-    else:
-        page.check("input[name=role][value=spectator]")
-    if password:
-        page.fill("#password", password)
-    page.click("#join")
 
 
 def joined(page: Any) -> None:

@@ -30,6 +30,7 @@ from tests.browser_support import (
     best_lag,
     browser_stack,
     decode_dump,
+    fill_join,
     gated_tone,
     launch,
     poll,
@@ -67,14 +68,8 @@ def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
 def join(page: Any, base: str, name: str, role: str = "singer") -> None:
     page.goto(f"{base}/?room=songs&role={role}")
     page.wait_for_selector("body[data-ready]")
-    page.fill("#name", name)
-    if role == "singer":
-        page.fill("#latency-ms", "0")
-        page.click("#manual-latency button[type=submit]")
-    else:
-        page.check("input[name=role][value=spectator]")
     page.evaluate("bbDebug.record(40)")
-    page.click("#join")
+    fill_join(page, name, role=role)
     page.wait_for_selector("#stage:not([hidden])", timeout=15_000)
 
 

@@ -35,6 +35,7 @@ from common import keys
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
     browser_stack,
+    fill_join,
     launch,
     poll,
     require_axe,
@@ -86,15 +87,7 @@ def root(output_dir: Path) -> Path:
 def join(page: Any, base: str, room: str, name: str, role: str, password: str = "") -> None:
     page.goto(f"{base}/?room={room}")
     page.wait_for_selector("body[data-ready]")
-    page.fill("#name", name)
-    if role == "singer":
-        page.fill("#latency-ms", "0")
-        page.click("#manual-latency button[type=submit]")
-    else:
-        page.check("input[name=role][value=spectator]")
-    if password:
-        page.fill("#password", password)
-    page.click("#join")
+    fill_join(page, name, role=role, password=password)
     page.wait_for_selector("#stage:not([hidden])", timeout=15_000)
 
 
