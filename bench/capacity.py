@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from bench.procstat import CLK_TCK, cpu_s
 from bench.results import RESULTS_DIR, write_results
 from brigade.load import prepare
 from brigade.loadrun import LoadConfig, LoadRun, WindowResult
@@ -50,21 +51,12 @@ from tests.support import Process, RedisServer, free_port, wait_for
 
 MAX_BAD_FRACTION: Final = 0.001
 """A step fails with more than 0.1 % of its frames late or missing."""
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
 DISTURBED_CORES: Final = 0.15
 """A step during which other processes used more CPU than this is flagged as disturbed."""
 DEFAULT_RT_PRIORITY: Final = 10
 """The mixer's tick has a deadline; see docs/performance.md for why it runs real-time."""
 DEFAULT_STEPS: Final = (200, 300, 400, 500, 600, 700, 800)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def speed_probe_ms() -> float:
@@ -250,7 +242,7 @@ class Ramp:
         return pids
 
     async def on_edge(self, index: int, edge: str) -> None:
-        self.cpu[(index, edge)] = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+        self.cpu[(index, edge)] = {name: cpu_s(pid) for name, pid in self._pids().items()}
         self.cpu[(index, edge)]["machine"] = machine_busy_seconds()
         self.cpu[(index, edge)]["probe_ms"] = speed_probe_ms()
         self.cpu[(index, edge)]["time"] = time.monotonic()

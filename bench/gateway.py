@@ -44,6 +44,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common import protocol as p
 from common.clock import now_samples
@@ -86,13 +87,6 @@ def decode_ms_per_second(packets: list[bytes], seconds: int = 20) -> float:
     for _ in range(frames):
         decoder.decode_into(next(cycle), out)
     return (time.process_time() - start) * 1000 / seconds
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -219,10 +213,10 @@ async def _drive(
         await asyncio.sleep(warmup_s)
         for s in sims:
             s.rtts_ms.clear()
-        m0, c0, t0 = await _metrics(http, base), cpu_seconds(gateway_pid), time.monotonic()
+        m0, c0, t0 = await _metrics(http, base), cpu_s(gateway_pid), time.monotonic()
         frames0 = sum(s.frames_in for s in sims)
         await asyncio.sleep(seconds)
-        m1, c1, t1 = await _metrics(http, base), cpu_seconds(gateway_pid), time.monotonic()
+        m1, c1, t1 = await _metrics(http, base), cpu_s(gateway_pid), time.monotonic()
         frames1 = sum(s.frames_in for s in sims)
         for task in tasks + readers:
             task.cancel()
@@ -296,9 +290,9 @@ async def _floor(port: int, pid: int, singers: int, per_message: int, seconds: f
 
         tasks = [asyncio.create_task(send(i, s)) for i, s in enumerate(sockets)]
         await asyncio.sleep(2)
-        c0 = cpu_seconds(pid)
+        c0 = cpu_s(pid)
         await asyncio.sleep(seconds)
-        c1 = cpu_seconds(pid)
+        c1 = cpu_s(pid)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

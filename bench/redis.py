@@ -27,6 +27,7 @@ import msgpack
 import numpy as np
 import redis
 
+from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common import keys
 from common.clock import now_samples
@@ -42,13 +43,6 @@ STEPS = (250, 500, 1000)
 WARMUP_S = 8.0
 """Long enough for the last singers' bucket (4 x 1.5 s + lead) to reach the song."""
 MEASURE_S = 8.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass
@@ -130,13 +124,13 @@ def run_step(
         if not measuring and time.monotonic() > t_end - MEASURE_S:
             measuring = True
             c0 = mixer_counters(client, mixer.name)
-            cpu0, rcpu0, t0 = cpu_seconds(mixer.proc.pid), cpu_seconds(redis_pid), time.monotonic()
+            cpu0, rcpu0, t0 = cpu_s(mixer.proc.pid), cpu_s(redis_pid), time.monotonic()
         time.sleep(0.01)
     time.sleep(0.6)  # let the last heartbeat carry the counters
     elapsed = time.monotonic() - t0
     c1 = mixer_counters(client, mixer.name)
-    cpu = cpu_seconds(mixer.proc.pid) - cpu0
-    rcpu = cpu_seconds(redis_pid) - rcpu0
+    cpu = cpu_s(mixer.proc.pid) - cpu0
+    rcpu = cpu_s(redis_pid) - rcpu0
     chunks = c1["chunks_in"] - c0["chunks_in"]
     # Free the rooms for the next step: everyone leaves, the songs stop.
     for room in {p.room for p in plans}:

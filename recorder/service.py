@@ -245,18 +245,21 @@ class RecorderService:
                 if not pending:
                     break
                 await asyncio.wait(pending, timeout=self.settings.poll_ms / 1000)
-        except asyncio.CancelledError:
-            for task in takes.values():
-                task.cancel()
-            raise
         except REDIS_FAILURES as exc:
             log.warning("room %s: redis failed while recording (%s); retried", room, exc)
             self.counters["redis_errors"] += 1
+            return
+        except Exception:
+            log.exception("room %s: recording failed", room)
+            self.counters["failures"] += 1
+        else:
+            if any(t.result() for t in takes.values() if not t.cancelled()):
+                return  # a take met a Redis failure: the room is scanned again, lease kept
+        finally:
+            # Stopped early (cancelled, or failed): the takes stay on disk, and the next
+            # holder of the lease carries them on.
             for task in takes.values():
                 task.cancel()
-            return
-        if any(t.result() for t in takes.values() if not t.cancelled()):
-            return  # a take met a Redis failure: the room is scanned again, lease kept
         with contextlib.suppress(*REDIS_FAILURES):
             await self._release(keys=[keys.room_reclease(room)], args=[self._id])
 
