@@ -152,6 +152,8 @@ def main(argv: Sequence[str]) -> int:
     lan: list[str] = []
     if args.https:
         lan = tls.lan_addresses() if args.host in LOCAL_HOSTS else [args.host]
+        if args.host == "0.0.0.0":  # IPv4 only: leave out what it cannot be reached at
+            lan = [a for a in lan if ":" not in a]
         names = tls.host_names()
         ips = ["127.0.0.1", "::1", *(a for a in lan if a not in {"127.0.0.1", "::1"})]
         directory = Path(args.tls_dir) if args.tls_dir else tls.default_dir()

@@ -51,8 +51,13 @@ export function showSecureContextHelp(doc = document, win = window) {
     "its fingerprint).");
   const hint = doc.createElement("p");
   hint.className = "hint";
-  hint.textContent = "If that address does not answer: whoever runs Bucket Brigade starts it with " +
-    "HTTPS, `make run HTTPS=1` or `brigade up --https`, which prints the address to open.";
+  const code = (text) => {
+    const el = doc.createElement("code");
+    el.textContent = text;
+    return el;
+  };
+  hint.append("If that address does not answer: whoever runs Bucket Brigade starts it with HTTPS, ",
+    code("make run HTTPS=1"), " or ", code("brigade up --https"), ", which prints the address to open.");
   if (problem === "insecure") card.append(title, why, what, hint);
   else card.append(title, why);
   const setup = doc.getElementById("setup");
