@@ -28,6 +28,7 @@ import redis
 import yaml
 
 from common import keys
+from tests.caddysupport import caddy_front, fetch, have_caddy
 from tests.simgateway import SimGateway
 from tests.support import REPO, RedisServer, free_port, wait_for
 
@@ -264,6 +265,19 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/rooms", timeout=5) as r:
                 listed = {room["room"] for room in json.load(r)["rooms"]}
             assert set(rooms) <= listed
+        # Caddy, compose's front door, in front of both: the rooms over HTTPS, and
+        # still served with one gateway gone (Caddy tries the other).
+        if have_caddy():
+            upstreams = [f"http://127.0.0.1:{port}" for _gw, port, _env in gateways]
+            with caddy_front(upstreams, tmp_path, output_dir) as front:
+                status, _, body = fetch(f"{front.https}/api/rooms", front.context())
+                assert status == 200
+                assert set(rooms) <= {room["room"] for room in json.loads(body)["rooms"]}
+                gone = procs[len(mixer_ids)]
+                gone.terminate()
+                assert gone.wait(10) == 0
+                statuses = [fetch(f"{front.https}/healthz", front.context())[0] for _ in range(6)]
+                assert statuses == [200] * 6
         # A mixer stopped with SIGTERM hands its rooms over at once.
         procs[0].terminate()
         assert procs[0].wait(10) == 0

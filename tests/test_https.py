@@ -14,7 +14,6 @@ local CA) under the test's own directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import http.client
 import ipaddress
@@ -26,16 +25,12 @@ import socket
 import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from cryptography import x509
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
@@ -57,134 +52,13 @@ from tests.browser_support import (
     tone_level,
     write_wav,
 )
+from tests.caddysupport import Front, caddy_front, compose_env, fetch, require_caddy
 from tests.support import REPO, free_port, wait_for
 
-CADDY = Path(os.environ.get("BB_CADDY", "/usr/bin/caddy"))
 RATE = SAMPLE_RATE
 BLOCK = OCC_FRAME_SAMPLES
 ANN_NOTES = [(0.0, 0.3), (0.5, 0.6), (1.0, 1.6), (2.0, 2.2), (2.5, 3.4)]
 LOOP_S = 4.0
-
-
-def require_caddy() -> Path:
-    """Debian's caddy (``scripts/setup.sh --browser`` installs it); skip, or fail in CI."""
-    if CADDY.is_file() and os.access(CADDY, os.X_OK):
-        return CADDY
-    reason = f"caddy not found at {CADDY}: run 'make test' (scripts/setup.sh installs it)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-# --- Caddy as compose runs it ------------------------------------------------------------
-
-
-def compose_env(service: str) -> dict[str, str]:
-    """A compose service's environment with ``${VAR:-default}`` taken at its default."""
-    spec = yaml.safe_load((REPO / "compose.yaml").read_text())["services"][service]
-    env = {k: str(v) for k, v in (spec.get("environment") or {}).items()}
-    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
-
-
-@dataclass
-class Front:
-    """Caddy in front of one gateway: its ports and its local CA's root."""
-
-    https: str
-    """``https://localhost:PORT``"""
-    http_port: int
-    https_port: int
-    root_ca: Path
-    gateway: str
-    """The gateway's own ``http://127.0.0.1:PORT`` (behind Caddy)."""
-
-    def context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.root_ca))
-
-
-@contextlib.contextmanager
-def caddy_front(gateway: str, tmp_path: Path, output_dir: Path) -> Iterator[Front]:
-    """``caddy run`` on docker/Caddyfile with compose's environment for the caddy
-    service; only the ports, the upstream and the data directory differ."""
-    binary = require_caddy()
-    home = tmp_path / "caddy-home"
-    log_path = output_dir / "caddy.log"
-    # Other processes on the machine may take a free port before Caddy binds it
-    # (Caddy binds every interface, and UDP too for HTTP/3): then try other ports.
-    for _attempt in range(3):
-        http_port, https_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            **compose_env("caddy"),
-            "BB_GATEWAYS": gateway.removeprefix("http://"),
-            "BB_HTTP_PORT": str(http_port),
-            "BB_HTTPS_PORT": str(https_port),
-            "HOME": str(home),
-            "XDG_DATA_HOME": str(home / "data"),
-            "XDG_CONFIG_HOME": str(home / "config"),
-        }
-        assert env["BB_PUBLIC_HOST"] == "localhost"  # compose's default: no public name
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [str(binary), "run", "--config", str(REPO / "docker" / "Caddyfile")],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        front = Front(
-            https=f"https://localhost:{https_port}",
-            http_port=http_port,
-            https_port=https_port,
-            root_ca=home / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt",
-            gateway=gateway,
-        )
-        try:
-            wait_for(
-                lambda front=front, proc=proc: (
-                    proc.poll() is not None
-                    or fetch(f"{front.https}/healthz", front.context())[0] == 200
-                ),
-                30,
-                "the gateway's /healthz through Caddy",
-            )
-            if proc.poll() is not None and "address already in use" in log_path.read_text():
-                continue
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            yield front
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            return
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-    raise AssertionError(f"Caddy found no free ports:\n{log_path.read_text()[-3000:]}")
-
-
-def fetch(
-    url: str,
-    context: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-    method: str = "GET",
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """One request, redirects not followed: (status, headers, body)."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect(), urllib.request.HTTPSHandler(context=context))
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
-    try:
-        with opener.open(request, timeout=5) as response:
-            return int(response.status), dict(response.headers), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 def leaf_certificate(host: str, port: int, context: ssl.SSLContext) -> x509.Certificate:
@@ -298,7 +172,7 @@ def front(redis_url: str, output_dir: Path, tmp_path: Path) -> Iterator[Front]:
     assert env == {"BB_TRUST_FORWARDED_FOR": "true"}
     with (
         browser_stack(redis_url, output_dir, {**env, "BB_ROOMS_PER_MIN": "2"}) as gateway,
-        caddy_front(gateway, tmp_path, output_dir) as proxy,
+        caddy_front([gateway], tmp_path, output_dir) as proxy,
     ):
         yield proxy
 
@@ -365,7 +239,7 @@ def test_the_gateways_trust_only_the_address_caddy_writes(front: Front) -> None:
     # The same requests straight to the gateway (which trusts the header, as it must
     # behind a proxy) would each count against their made-up address: the check above
     # can fail.
-    direct = [create(front.gateway, f"d{i}", f"198.51.100.{i}", None) for i in range(3)]
+    direct = [create(front.gateways[0], f"d{i}", f"198.51.100.{i}", None) for i in range(3)]
     assert direct == [201, 201, 201]
 
 
