@@ -37,7 +37,9 @@ from playwright.sync_api import sync_playwright
 
 from brigade import redirect, tls
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
+from common.errors import ValidationError
 from common.protocol import hello_message
+from common.settings import GatewaySettings
 from tests.browser_support import (
     best_lag,
     browser_stack,
@@ -305,6 +307,20 @@ def test_brigade_up_https_serves_phones_with_its_own_certificate(
         status, _, body = fetch(f"http://127.0.0.1:{http_port}{redirect.CA_PATH}")
         assert status == 200 and body == (tls_dir / "ca.crt").read_bytes()
 
+        # The health check a container would run speaks HTTPS to a TLS gateway.
+        check_env = {**env, "BB_PORT": str(port), "BB_TLS_CERT": str(tls_dir / "server.crt")}
+        check_env["BB_TLS_KEY"] = str(tls_dir / "server.key")
+        check = subprocess.run(
+            [sys.executable, "-m", "brigade", "gateway", "--check"],
+            cwd=REPO,
+            env=check_env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert check.returncode == 0 and f"healthy: https://127.0.0.1:{port}/" in check.stdout
+
         with sync_playwright() as pw:
             lag_ms, corr = sing(pw, base, tls.spki_sha256_b64(leaf), output_dir, "brigade-up")
         assert corr > 0.8
@@ -390,6 +406,12 @@ def test_the_local_ca_stays_and_the_leaf_follows_the_addresses(tmp_path: Path) -
     assert tls.needs_new_leaf(leaf, ca, names, kept, end - dt.timedelta(days=29))
     assert tls.needs_new_leaf(leaf, ca, [*names, "other"], kept, now)
     assert tls.needs_new_leaf(None, ca, names, kept, now)
+
+
+def test_a_gateway_needs_both_halves_of_its_certificate() -> None:
+    with pytest.raises(ValidationError, match="tls_cert and tls_key go together"):
+        GatewaySettings.load([], {"BB_TLS_CERT": "/some/server.crt"})
+    assert GatewaySettings.load([], {}).tls_cert == ""
 
 
 def test_redirect_locations() -> None:
