@@ -263,6 +263,42 @@ def test_chromium_sings_through_caddy_over_wss(front: Front, output_dir: Path) -
     assert abs(lag_ms) <= 6, f"Ben hears Ann {lag_ms:.1f} ms away from where she sang"
 
 
+def _adapt(tmp_path: Path, **env: str) -> dict[str, Any]:
+    """docker/Caddyfile as Caddy reads it (``caddy adapt``) with ``env``."""
+    result = subprocess.run(
+        [str(require_caddy()), "adapt", "--config", str(REPO / "docker" / "Caddyfile")],
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_the_caddyfile_takes_a_public_name_to_acme_and_a_lan_name_to_its_own_ca(
+    tmp_path: Path,
+) -> None:
+    # A public name: no issuer named, so Caddy's default ACME issuers (Let's Encrypt,
+    # ZeroSSL) obtain and renew its certificate. Admin endpoint off, local CA not
+    # installed into this machine's trust store.
+    public = _adapt(tmp_path, BB_PUBLIC_HOST="sing.example.org")
+    assert "tls" not in public["apps"]
+    assert public["admin"] == {"disabled": True}
+    assert public["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False
+    (site, catch_all) = public["apps"]["http"]["servers"]["srv0"]["routes"]
+    assert site["match"] == [{"host": ["sing.example.org"]}]
+    assert catch_all["handle"][0]["routes"][0]["handle"][0]["status_code"] == 421
+    assert public["apps"]["http"]["https_port"] == 443
+    # BB_TLS=internal: a LAN name from Caddy's local CA.
+    lan = _adapt(tmp_path, BB_PUBLIC_HOST="choir.lan, 192.168.1.20", BB_TLS="internal")
+    (policy, *_) = lan["apps"]["tls"]["automation"]["policies"]
+    assert sorted(policy["subjects"]) == ["192.168.1.20", "choir.lan"]
+    assert policy["issuers"] == [{"module": "internal"}]
+
+
 # --- brigade up --https ------------------------------------------------------------------
 
 
