@@ -12,7 +12,7 @@ With ``--https`` the gateways serve HTTPS on the LAN (all addresses, port 8443
 unless told otherwise) with a certificate from a local CA kept in ``--tls-dir``
 (brigade/tls.py), and plain HTTP on ``--http-port`` redirects there: phones get
 a secure context, so the microphone.  The LAN address and the certificate's
-SHA-256 fingerprint are printed (docs/user-guide.md, "Phones on the LAN").
+SHA-256 fingerprint are printed (docs/user-guide.md, "Phones on the same Wi-Fi").
 """
 
 from __future__ import annotations
@@ -149,25 +149,14 @@ def main(argv: Sequence[str]) -> int:
             return 1
 
     tls_env: dict[str, str] = {}
-    lan: list[str] = []
+    lan = _reachable_lan_addresses(args.host) if args.https else []
     if args.https:
-        lan = tls.lan_addresses() if args.host in LOCAL_HOSTS else [args.host]
-        if args.host == "0.0.0.0":  # IPv4 only: leave out what it cannot be reached at
-            lan = [a for a in lan if ":" not in a]
-        names = tls.host_names()
-        ips = ["127.0.0.1", "::1", *(a for a in lan if a not in {"127.0.0.1", "::1"})]
         directory = Path(args.tls_dir) if args.tls_dir else tls.default_dir()
         try:
-            certs = tls.ensure(directory, names, ips, dt.datetime.now(dt.UTC))
+            certs, tls_env = _certificate(directory, lan)
         except (OSError, ValueError) as exc:
             print(f"brigade up: cannot make the certificate in {directory}: {exc}", file=sys.stderr)
             return 1
-        public = ",".join(h for h in (os.environ.get("BB_PUBLIC_HOST", ""), *names[1:]) if h)
-        tls_env = {
-            "BB_TLS_CERT": str(certs.cert),
-            "BB_TLS_KEY": str(certs.key),
-            "BB_PUBLIC_HOST": public,
-        }
 
     supervisor = Supervisor()
     redirector: HTTPServer | None = None
@@ -247,6 +236,28 @@ def main(argv: Sequence[str]) -> int:
         supervisor.stop()
 
 
+def _certificate(directory: Path, lan: list[str]) -> tuple[tls.Certificates, dict[str, str]]:
+    """The certificate for this machine's names and ``lan``, and the gateways' environment."""
+    names = tls.host_names()
+    ips = ["127.0.0.1", "::1", *(a for a in lan if a not in {"127.0.0.1", "::1"})]
+    certs = tls.ensure(directory, names, ips, dt.datetime.now(dt.UTC))
+    # The host name is always served; NAME.local (mDNS) must be named to the gateways.
+    public = ",".join(h for h in (os.environ.get("BB_PUBLIC_HOST", ""), *names[1:]) if h)
+    env = {"BB_TLS_CERT": str(certs.cert), "BB_TLS_KEY": str(certs.key), "BB_PUBLIC_HOST": public}
+    return certs, env
+
+
+def _reachable_lan_addresses(host: str) -> list[str]:
+    """The LAN addresses the gateways can be reached at when listening on ``host``."""
+    if host == "0.0.0.0":  # every IPv4 address
+        return [a for a in tls.lan_addresses() if ":" not in a]
+    if host in {"::", ""}:
+        return tls.lan_addresses()
+    if host in {"127.0.0.1", "::1", "localhost"}:
+        return []
+    return [host]
+
+
 def _https_report(
     args: argparse.Namespace, lan: list[str], certs: tls.Certificates
 ) -> HTTPServer | None:
@@ -254,10 +265,12 @@ def _https_report(
     for address in lan:
         host = f"[{address}]" if ":" in address else address
         say(f"on this network: https://{host}:{args.port}/")
+    if not lan:
+        say(f"listening on {args.host} only: other machines cannot reach it (--host 0.0.0.0)")
     say(f"certificate SHA-256 fingerprint: {certs.fingerprint_sha256}")
     say(
-        'browsers warn once about this certificate (docs/user-guide.md, "Phones on the LAN"); '
-        f"or install the local CA, {certs.ca_cert}"
+        "browsers warn once about this certificate (docs/user-guide.md, "
+        f'"Phones on the same Wi-Fi"), or install the local CA, {certs.ca_cert}'
     )
     if not args.http_port:
         return None
