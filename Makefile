@@ -11,8 +11,9 @@ setup-browser:
 	@scripts/setup.sh --browser
 
 ## Start the whole system locally (Redis, a mixer, a recorder, a gateway): http://localhost:8080
+## make run HTTPS=1: HTTPS for phones on the LAN (https://<this machine>:8443, its own certificate)
 run: setup
-	$(PY) -m brigade up
+	$(PY) -m brigade up$(if $(HTTPS), --https)
 
 ## Full test suite (installs Chromium for the browser tests when missing)
 test: setup-browser lint

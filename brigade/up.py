@@ -7,11 +7,18 @@ with the same commands an operator would use.  A child that dies is
 restarted with a growing, jittered pause while the others keep running, so
 killing a mixer fails over as in production (brigade/supervisor.py).  Ctrl-C
 (or SIGTERM) stops everything in order: gateways, the recorder, mixers, Redis last.
+
+With ``--https`` the gateways serve HTTPS on the LAN (all addresses, port 8443
+unless told otherwise) with a certificate from a local CA kept in ``--tls-dir``
+(brigade/tls.py), and plain HTTP on ``--http-port`` redirects there: phones get
+a secure context, so the microphone.  The LAN address and the certificate's
+SHA-256 fingerprint are printed (docs/user-guide.md, "Phones on the same Wi-Fi").
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import socket
@@ -19,10 +26,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from brigade import redirect, tls
 from brigade.redisserver import LocalRedis, free_port
 from brigade.supervisor import Launch, Supervisor, say
+
+if TYPE_CHECKING:
+    from http.server import HTTPServer
+
+HTTPS_PORT = 8443
+HTTP_PORT = 8080
+LOCAL_HOSTS = {"127.0.0.1", "0.0.0.0", "::"}
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -66,14 +83,33 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="brigade up", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--host",
-        default=os.environ.get("BB_HOST", "127.0.0.1"),
-        help="gateway listen address (env BB_HOST)",
+        default=os.environ.get("BB_HOST"),
+        help="gateway listen address (env BB_HOST; default 127.0.0.1, with --https 0.0.0.0)",
     )
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("BB_PORT", "8080")),
-        help="first gateway's port; more gateways use the next ports (env BB_PORT)",
+        default=int(os.environ["BB_PORT"]) if os.environ.get("BB_PORT") else None,
+        help="first gateway's port; more gateways use the next ports "
+        f"(env BB_PORT; default {HTTP_PORT}, with --https {HTTPS_PORT})",
+    )
+    parser.add_argument(
+        "--https",
+        action="store_true",
+        help="serve HTTPS for phones and other machines on the LAN, with a certificate "
+        "made here (browsers give the microphone only to https:// pages or localhost)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=HTTP_PORT,
+        help=f"with --https: plain HTTP here redirects to HTTPS (default {HTTP_PORT}; 0: none)",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        default=os.environ.get("BB_TLS_DIR") or None,
+        help="with --https: where the local CA and the certificate are kept "
+        "(env BB_TLS_DIR; default $XDG_DATA_HOME/bucket-brigade/tls)",
     )
     parser.add_argument(
         "--redis-url",
@@ -99,6 +135,10 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.mixers < 1 or args.gateways < 0 or args.recorders < 0:
         parser.error("need at least one mixer and zero or more gateways and recorders")
+    if args.host is None:
+        args.host = "0.0.0.0" if args.https else "127.0.0.1"
+    if args.port is None:
+        args.port = HTTPS_PORT if args.https else HTTP_PORT
     for i in range(args.gateways):
         if _port_in_use(args.host, args.port + i):
             print(
@@ -108,7 +148,18 @@ def main(argv: Sequence[str]) -> int:
             )
             return 1
 
+    tls_env: dict[str, str] = {}
+    lan = _reachable_lan_addresses(args.host) if args.https else []
+    if args.https:
+        directory = Path(args.tls_dir) if args.tls_dir else tls.default_dir()
+        try:
+            certs, tls_env = _certificate(directory, lan)
+        except (OSError, ValueError) as exc:
+            print(f"brigade up: cannot make the certificate in {directory}: {exc}", file=sys.stderr)
+            return 1
+
     supervisor = Supervisor()
+    redirector: HTTPServer | None = None
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -156,11 +207,20 @@ def main(argv: Sequence[str]) -> int:
                 "BB_RECORDINGS_DIR": args.recordings_dir,
                 "BB_HOST": args.host,
                 "BB_PORT": str(args.port + i),
+                **tls_env,
             }
             supervisor.start(f"gateway-{i + 1}", _launcher(["gateway"], env), time.monotonic())
-        shown = "localhost" if args.host in {"127.0.0.1", "0.0.0.0", "::"} else args.host
+        shown = "localhost" if args.host in LOCAL_HOSTS else args.host
+        scheme = "https" if args.https else "http"
         if args.gateways:
-            say(f"Bucket Brigade is running at http://{shown}:{args.port}/ (Ctrl-C to stop)")
+            say(f"Bucket Brigade is running at {scheme}://{shown}:{args.port}/ (Ctrl-C to stop)")
+        if args.https and args.gateways:
+            redirector = _https_report(args, lan, certs)
+        elif args.gateways:
+            say(
+                "phones and other machines get a microphone only over HTTPS: "
+                "make run HTTPS=1 (brigade up --https) serves it on the LAN"
+            )
         while not stopping:
             failed = supervisor.poll(time.monotonic())
             if failed is not None:
@@ -170,4 +230,57 @@ def main(argv: Sequence[str]) -> int:
         say("stopping")
         return 0
     finally:
+        if redirector is not None:
+            redirector.shutdown()
+            redirector.server_close()
         supervisor.stop()
+
+
+def _certificate(directory: Path, lan: list[str]) -> tuple[tls.Certificates, dict[str, str]]:
+    """The certificate for this machine's names and ``lan``, and the gateways' environment."""
+    names = tls.host_names()
+    ips = ["127.0.0.1", "::1", *(a for a in lan if a not in {"127.0.0.1", "::1"})]
+    certs = tls.ensure(directory, names, ips, dt.datetime.now(dt.UTC))
+    # The host name is always served; NAME.local (mDNS) must be named to the gateways.
+    public = ",".join(h for h in (os.environ.get("BB_PUBLIC_HOST", ""), *names[1:]) if h)
+    env = {"BB_TLS_CERT": str(certs.cert), "BB_TLS_KEY": str(certs.key), "BB_PUBLIC_HOST": public}
+    return certs, env
+
+
+def _reachable_lan_addresses(host: str) -> list[str]:
+    """The LAN addresses the gateways can be reached at when listening on ``host``."""
+    if host == "0.0.0.0":  # every IPv4 address
+        return [a for a in tls.lan_addresses() if ":" not in a]
+    if host in {"::", ""}:
+        return tls.lan_addresses()
+    if host in {"127.0.0.1", "::1", "localhost"}:
+        return []
+    return [host]
+
+
+def _https_report(
+    args: argparse.Namespace, lan: list[str], certs: tls.Certificates
+) -> HTTPServer | None:
+    """Print where phones go and what they will be shown; start the HTTP redirect."""
+    for address in lan:
+        host = f"[{address}]" if ":" in address else address
+        say(f"on this network: https://{host}:{args.port}/")
+    if not lan:
+        say(f"listening on {args.host} only: other machines cannot reach it (--host 0.0.0.0)")
+    say(f"certificate SHA-256 fingerprint: {certs.fingerprint_sha256}")
+    say(
+        "browsers warn once about this certificate (docs/user-guide.md, "
+        f'"Phones on the same Wi-Fi"), or install the local CA, {certs.ca_cert}'
+    )
+    if not args.http_port:
+        return None
+    try:
+        server = redirect.start(args.host, args.http_port, args.port, certs.ca_cert)
+    except OSError as exc:
+        say(f"no HTTP redirect on port {args.http_port}: {exc}")
+        return None
+    say(
+        f"http://...:{args.http_port}/ redirects there; the CA for phones: "
+        f"http://{lan[0] if lan else 'localhost'}:{args.http_port}{redirect.CA_PATH}"
+    )
+    return server

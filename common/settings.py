@@ -311,6 +311,14 @@ class GatewaySettings(_Settings):
             "(only behind a proxy that sets it, like compose's nginx)"
         },
     )
+    tls_cert: str = field(
+        default="",
+        metadata={
+            "help": "serve HTTPS with this PEM certificate chain (with tls_key; "
+            "brigade up --https makes one); empty: plain HTTP"
+        },
+    )
+    tls_key: str = field(default="", metadata={"help": "the PEM private key of tls_cert"})
     password_tries_per_min: int = field(
         default=5, metadata={"help": "wrong room passwords per client address per minute"}
     )
@@ -340,6 +348,8 @@ class GatewaySettings(_Settings):
 
     def check(self) -> None:
         super().check()
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValidationError("tls_cert and tls_key go together: give both or neither")
         check_id(self.gateway_id, "gateway_id")
         if not 0 <= self.port <= 65535:
             raise ValidationError(f"port must be in [0, 65535], got {self.port}")

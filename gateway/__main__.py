@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 
@@ -61,13 +62,24 @@ def main(argv: list[str]) -> int:
     return aio.run(_serve(settings), settings.event_loop)
 
 
+def _ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """The server's TLS context with ``tls_cert``/``tls_key``; None serves plain HTTP."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 async def _check(settings: GatewaySettings) -> int:
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
-    url = f"http://{host}:{settings.port}/healthz"
+    scheme = "https" if settings.tls_cert else "http"
+    url = f"{scheme}://{host}:{settings.port}/healthz"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
-            http.get(url) as response,
+            # Our own certificate, asked by address: whether it verifies is not the question.
+            http.get(url, ssl=False) as response,
         ):
             healthy = response.status == 200
             print(f"{'healthy' if healthy else 'unhealthy'}: {url} answered {response.status}")
@@ -111,9 +123,10 @@ async def _serve(settings: GatewaySettings) -> int:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        ssl_context = _ssl_context(settings)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
         await site.start()
-    except OSError as exc:
+    except (OSError, ssl.SSLError) as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         await runner.cleanup()
         return 1

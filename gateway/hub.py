@@ -210,10 +210,11 @@ class Hub:
         settings = self.settings
         ttl_ms = settings.heartbeat_ttl_ms
         key = keys.gateway_heartbeat(settings.gateway_id)
+        scheme = "https" if settings.tls_cert else "http"
         while True:
             status = GatewayStatus(
                 id=settings.gateway_id,
-                url=f"http://{settings.host}:{settings.port}",
+                url=f"{scheme}://{settings.host}:{settings.port}",
                 connections=len(self.sessions),
                 counters=self.metrics.snapshot(),
             )

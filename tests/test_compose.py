@@ -28,6 +28,7 @@ import redis
 import yaml
 
 from common import keys
+from tests.caddysupport import caddy_front, fetch, have_caddy
 from tests.simgateway import SimGateway
 from tests.support import REPO, RedisServer, free_port, wait_for
 
@@ -87,7 +88,7 @@ def podman_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
 def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "recorder", "lb"}
+    assert set(services) == {"redis", "mixer", "gateway", "recorder", "caddy", "lb"}
     for name in ("mixer", "gateway"):
         assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -125,16 +126,34 @@ def test_compose_file_shape() -> None:
         "./docker/nginx.conf:/etc/nginx/nginx.conf:ro",
         "./docker/gateways.conf.template:/etc/nginx/templates/gateways.conf.template:ro",
     ]
-    # Gateways are reached only through lb, so they may trust its X-Forwarded-For.
+    # nginx only on request (an operator's own TLS proxy in front); Caddy by default.
+    assert lb["profiles"] == ["plain-http"]
+    # Gateways are reached only through caddy or lb, so they may trust X-Forwarded-For.
     assert services["gateway"]["environment"]["BB_TRUST_FORWARDED_FOR"] == "true"
     assert "ports" not in services["gateway"]
+    # Caddy: HTTPS on 443 (and HTTP/3), HTTP on 80 redirected, its certificates and
+    # local CA on a named volume, the gateways as its upstream (tests/test_https.py
+    # runs Debian's caddy on this same Caddyfile).
+    caddy = services["caddy"]
+    assert caddy["image"].startswith("caddy:2")
+    assert caddy["ports"] == ["80:80", "443:443", "443:443/udp"]
+    assert caddy["volumes"][0] == "./docker/Caddyfile:/etc/caddy/Caddyfile:ro"
+    assert "caddy-data:/data" in caddy["volumes"] and "caddy-data" in spec["volumes"]
+    assert caddy["environment"]["BB_GATEWAYS"] == f"gateway:{port}"
+    assert caddy["environment"]["BB_PUBLIC_HOST"] == "${BB_PUBLIC_HOST:-localhost}"
+    assert caddy["depends_on"]["gateway"]["condition"] == "service_healthy"
+    caddyfile = (REPO / "docker" / "Caddyfile").read_text()
+    assert "https_port {$BB_HTTPS_PORT:443}" in caddyfile
+    assert "reverse_proxy {$BB_GATEWAYS:gateway:8080}" in caddyfile
 
 
 def test_podman_compose_parses_the_file(tmp_path: Path) -> None:
     config = yaml.safe_load(podman_compose(tmp_path, "config").stdout)
     services = config["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "recorder", "lb"}
+    # nginx (lb) belongs to the plain-http profile: not part of the default set.
+    assert set(services) == {"redis", "mixer", "gateway", "recorder", "caddy"}
     assert services["gateway"]["environment"]["BB_ALLOWED_ORIGINS"] == ""
+    assert services["caddy"]["environment"]["BB_PUBLIC_HOST"] == "localhost"
     assert services["redis"]["volumes"] == ["redis-data:/data"]
     assert "redis-data" in config["volumes"]
 
@@ -143,9 +162,9 @@ def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path:
     log = podman_compose(tmp_path, "up", "-d", "--no-build").stderr
     created = re.findall(r"/podman create --name=(\S+)", log)
     assert sorted(created) == [
+        "bb_caddy_1",
         "bb_gateway_1",
         "bb_gateway_2",
-        "bb_lb_1",
         "bb_mixer_1",
         "bb_mixer_2",
         "bb_recorder_1",
@@ -154,6 +173,15 @@ def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path:
     (redis_line,) = [line for line in log.splitlines() if "create --name=bb_redis_1" in line]
     assert "type=volume,source=bb_redis-data,destination=/data" in redis_line
     assert redis_line.rstrip().endswith("--appendonly yes --appendfsync everysec")
+    (caddy_line,) = [line for line in log.splitlines() if "create --name=bb_caddy_1" in line]
+    assert "-p 443:443" in caddy_line and "-p 80:80" in caddy_line
+    assert "type=volume,source=bb_caddy-data,destination=/data" in caddy_line
+
+
+def test_podman_compose_starts_nginx_only_with_its_profile(tmp_path: Path) -> None:
+    log = podman_compose(tmp_path, "--profile", "plain-http", "up", "-d", "--no-build").stderr
+    created = re.findall(r"/podman create --name=(\S+)", log)
+    assert "bb_lb_1" in created and "bb_caddy_1" in created
 
 
 def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Path) -> None:
@@ -237,6 +265,19 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/rooms", timeout=5) as r:
                 listed = {room["room"] for room in json.load(r)["rooms"]}
             assert set(rooms) <= listed
+        # Caddy, compose's front door, in front of both: the rooms over HTTPS, and
+        # still served with one gateway gone (Caddy tries the other).
+        if have_caddy():
+            upstreams = [f"http://127.0.0.1:{port}" for _gw, port, _env in gateways]
+            with caddy_front(upstreams, tmp_path, output_dir) as front:
+                status, _, body = fetch(f"{front.https}/api/rooms", front.context())
+                assert status == 200
+                assert set(rooms) <= {room["room"] for room in json.loads(body)["rooms"]}
+                gone = procs[len(mixer_ids)]
+                gone.terminate()
+                assert gone.wait(10) == 0
+                statuses = [fetch(f"{front.https}/healthz", front.context())[0] for _ in range(6)]
+                assert statuses == [200] * 6
         # A mixer stopped with SIGTERM hands its rooms over at once.
         procs[0].terminate()
         assert procs[0].wait(10) == 0

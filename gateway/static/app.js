@@ -16,6 +16,7 @@
 //   materialview.js     track, metronome, lyrics and image controls, uploads
 //   recordingsview.js   the room's recordings (player, downloads) and the leader's recording options
 //   notice.js           the message line
+//   securecontext.js    why a plain http:// page from another machine has no microphone
 //
 // Addresses: /r/<room> is a room's link. URL parameters (all optional):
 //   room, name, role=singer|spectator  pre-fill the join form
@@ -38,6 +39,7 @@ import { Notice } from "./notice.js";
 import { ProtocolError, errorText, normaliseRoom } from "./protocol.js";
 import { RecordingsPanel } from "./recordingsview.js";
 import { RoomStore } from "./roomstore.js";
+import { showSecureContextHelp } from "./securecontext.js";
 import { loadPerson, loadSeat, roomFromLocation, savePerson } from "./seat.js";
 import { Session } from "./session.js";
 import { StageView } from "./stageview.js";
@@ -429,6 +431,7 @@ class App {
 }
 
 async function main() {
+  showSecureContextHelp();
   const response = await fetch("/api/constants", { cache: "no-store" });
   if (!response.ok) throw new Error(`could not load the audio constants (HTTP ${response.status})`);
   const app = new App(await response.json(), new URLSearchParams(location.search));
