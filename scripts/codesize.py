@@ -5,8 +5,8 @@ Usage: python scripts/codesize.py [--root DIR] [--json] [PACKAGE ...]
 Lines per module are physical lines (``wc -l``) for every ``*.py`` in each package folder given
 (default: the service and tool packages that exist under the root). The largest class and function
 are measured with ``ast`` (``end_lineno - lineno + 1``, decorators excluded) over every package
-given plus ``tests/``, ``bench/`` and ``scripts/`` (``--packages-only``: the packages alone); methods count as functions and nested
-functions count on their own too.
+given plus ``tests/``, ``bench/`` and ``scripts/`` (``--packages-only``: the packages alone);
+methods count as functions and nested functions count on their own too.
 """
 
 from __future__ import annotations
