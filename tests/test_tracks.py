@@ -41,7 +41,7 @@ from common.tracks import (
 )
 from mixer.host import RoomHost
 from mixer.roomstate import CommandError, RoomConfig, RoomState
-from mixer.store import public_state
+from mixer.view import public_state
 
 T0 = 85_236_480_000_000  # some absolute position (about 2026 in samples since the epoch)
 
