@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
     waits = [r["listed_after_end_s"] for r in rows]
     print(
-        f"median from the tap playing the end to the recording listed: {statistics.median(waits):.2f} s"
+        f"median, the tap playing the end to the recording listed: {statistics.median(waits):.2f} s"
     )
     results: dict[str, object] = {
         "rows": rows,
