@@ -65,13 +65,9 @@ from common.constants import SAMPLE_RATE
 from common.records import MixerStatus
 from common.streams import parse_entries
 from common.wire import decode_tap
+from recorder.core import recording_delay
 from recorder.files import TAKES
-from recorder.service import (
-    SUBSCRIBE_EVERY_S,
-    SUBSCRIBE_TTL_S,
-    SUBSCRIBER,
-    recording_delay,
-)
+from recorder.service import SUBSCRIBE_EVERY_S, SUBSCRIBE_TTL_S, SUBSCRIBER
 from tests.simgateway import SimGateway
 from tests.support import Process, RedisServer, wait_for
 
@@ -165,15 +161,16 @@ class TickWatch:
 
 class TapSubscriber:
     """Keeps the recorder's tap subscribed in every room, as the recorder does (every 2 s,
-    alive 10 s, one bucket spacing behind the last bucket), without reading it."""
+    alive 10 s, where the last occupied bucket hears every voice), without reading it."""
 
     def __init__(self, client: redis.Redis, choirs: list[Choir]) -> None:
         self.client = client
         self.delays: dict[str, int] = {}
         for choir in choirs:
             meta: Any = client.hgetall(keys.room_meta(choir.room))
-            delays = list(choir.delays.values())
-            self.delays[choir.room] = recording_delay(records.decode_meta(meta), delays)
+            raw: Any = client.hgetall(keys.room_members(choir.room))
+            members = [records.decode(value, records.Member) for value in raw.values()]
+            self.delays[choir.room] = recording_delay(records.decode_meta(meta), members)
         self._next = 0.0
 
     def poll(self) -> None:

@@ -2,8 +2,9 @@
 
 The owning mixer publishes :class:`Reply` (the answer to one command),
 :class:`State` (the public room state after a change) and :class:`Levels`;
-gateways publish :class:`Chat`. Every gateway watching the room decodes them
-with :func:`decode_event` and dispatches on the class.
+gateways publish :class:`Chat`; the recorder publishes :class:`Recorded`.
+Every gateway watching the room decodes them with :func:`decode_event` and
+dispatches on the class.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import msgspec
 
 from common.errors import ValidationError
 
-__all__ = ["Chat", "Event", "Levels", "Reply", "State", "decode_event", "encode_event"]
+__all__ = [
+    "Chat",
+    "Event",
+    "Levels",
+    "Recorded",
+    "Reply",
+    "State",
+    "decode_event",
+    "encode_event",
+]
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
@@ -54,19 +64,29 @@ class Levels(_Event, tag="levels", frozen=True):
     levels: dict[str, float]
 
 
-Event = Reply | State | Chat | Levels
+class Recorded(_Event, tag="recording", frozen=True):
+    """Song ``song`` (positions ``[start_pos, end_pos)``) is recorded: from now on the
+    room's recordings list it, its mix in ``flac``."""
+
+    song: int
+    start_pos: int
+    end_pos: int
+    flac: str
+
+
+Event = Reply | State | Chat | Levels | Recorded
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(Event)
 _MAX_EVENT_BYTES: Final = 1 << 20
 
 
-def encode_event(event: Reply | State | Chat | Levels) -> bytes:
+def encode_event(event: Event) -> bytes:
     """The event entry's ``d`` field."""
     return _ENCODER.encode(event)
 
 
-def decode_event(data: object) -> Reply | State | Chat | Levels:
+def decode_event(data: object) -> Event:
     """Parse and validate one event; raises ValidationError."""
     if not isinstance(data, bytes | bytearray | memoryview) or len(data) > _MAX_EVENT_BYTES:
         raise ValidationError("event is not a bytes value of a sane size")

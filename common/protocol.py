@@ -411,6 +411,16 @@ def levels_message(clock: int, levels: Mapping[str, float]) -> dict[str, object]
     return {"type": "levels", "clock": clock, "levels": dict(levels)}
 
 
+def recording_message(song: int, start_pos: int, end_pos: int, flac: str) -> dict[str, object]:
+    return {
+        "type": "recording",
+        "song": song,
+        "start_pos": start_pos,
+        "end_pos": end_pos,
+        "flac": flac,
+    }
+
+
 # --- binary audio -------------------------------------------------------------------
 
 KIND_UPSTREAM: Final = 0x01

@@ -22,8 +22,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys, records
-from common.events import Chat, Event, Levels, State
-from common.protocol import chat_message, dumps, levels_message, state_message
+from common.events import Chat, Event, Levels, Recorded, State
+from common.protocol import (
+    chat_message,
+    dumps,
+    levels_message,
+    recording_message,
+    state_message,
+)
 from common.records import GatewayStatus
 from common.settings import GatewaySettings
 from gateway.events import Events
@@ -168,6 +174,12 @@ class Hub:
             text = dumps(levels_message(event.clock, event.levels)).encode("utf-8")
             for session in sessions:
                 session.send_latest(text)
+        elif isinstance(event, Recorded):
+            text = dumps(
+                recording_message(event.song, event.start_pos, event.end_pos, event.flac)
+            ).encode("utf-8")
+            for session in sessions:
+                session.send_json(text)
 
     # --- figures --------------------------------------------------------------------
 

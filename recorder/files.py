@@ -293,9 +293,16 @@ class Recording:
 
 
 def scan(root: Path) -> list[Recording]:
-    """Every finished recording under ``root`` (by its sidecar)."""
+    """Every finished recording under ``root`` (by its sidecar in a room's folder).
+
+    Takes in progress (``.takes/``, whose info files are JSON too) are not
+    recordings: retention never counts nor deletes them. A room's folder is a
+    sanitised name, which never starts with a dot.
+    """
     found: list[Recording] = []
     for sidecar in root.glob("*/*.json"):
+        if sidecar.parent.name.startswith("."):
+            continue
         files = [p for p in sidecar.parent.glob(f"{sidecar.stem}.*") if p.is_file()]
         try:
             created = float(json.loads(sidecar.read_text()).get("created", 0.0))

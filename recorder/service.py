@@ -1,5 +1,5 @@
 """The recorder's asyncio + Redis adapter: finds running songs, holds a recording
-lease per room, reads a tap behind the last bucket and appends it to the take.
+lease per room, reads the tap of the last occupied bucket and appends it to the take.
 
 * the **maintenance** loop: heartbeat, renewal of the recording leases;
 * the **scan** loop: every ``poll_ms``, the rooms with a running song (or a
@@ -7,8 +7,11 @@ lease per room, reads a tap behind the last bucket and appends it to the take.
 * one **room task** per recorded room, and under it one **take** task per
   song (the next song's take starts while the last one's is finishing):
   keeps its tap subscribed, reads the tap stream (and the input stream for
-  stems), writes what :class:`recorder.take.Take` places, and when the song
-  is over turns the take into FLAC and Ogg Opus in a worker thread.
+  stems), feeds :class:`recorder.core.TakeCore` what Redis says and performs
+  what it decides (which tap, the song's end, silence for audio that never
+  came); file writes and the FLAC and Ogg Opus of a finished take run in
+  worker threads. A finished recording is announced to the room's pages
+  (a ``recording`` event on ``bb:{R}:events``).
 
 The lease (``bb:{R}:reclease``) uses the mixer's compare-and-set scripts, so a
 room's songs are recorded by exactly one live recorder; a successor continues
@@ -32,10 +35,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys, records
-from common.commands import MAX_DELAY_S, Envelope, SubscribeTap, encode_envelope
+from common.clock import now_samples
+from common.commands import Envelope, SubscribeTap, encode_envelope
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
-from common.events import Reply, decode_event
+from common.events import Recorded, Reply, decode_event, encode_event
 from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
 from common.records import Member, RoomMeta, Song
 from common.settings import RecorderSettings
@@ -43,10 +47,20 @@ from common.streams import parse_entries, parse_xread, xread_streams
 from common.tracks import song_origin
 from common.wire import decode_tap
 from recorder import files
+from recorder.core import (
+    Finish,
+    Retap,
+    SaveInfo,
+    TakeAction,
+    TakeCore,
+    last_bucket_delay,
+    recording_delay,
+    starts_take,
+)
 from recorder.stems import StemWriter
-from recorder.take import Take, TakeInfo
+from recorder.take import TakeInfo
 
-__all__ = ["RecorderService", "RecorderStatus", "last_bucket_delay", "recording_delay"]
+__all__ = ["RecorderService", "RecorderStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +71,6 @@ SUBSCRIBE_EVERY_S: Final = 2.0
 SUBSCRIBE_TTL_S: Final = 10.0
 TAP_SILENT_S: Final = 1.0
 """A tap that sends nothing for this long during a song: look for the mixer's refusal."""
-IDLE_END_S: Final = 10.0
-"""A song that is over but whose tap sends nothing for this long is finished as it is."""
 
 
 class RecorderStatus(msgspec.Struct, kw_only=True):
@@ -232,13 +244,8 @@ class RecorderService:
             while True:
                 song = await self._song(room)
                 if song is not None and song.start_pos is not None:
-                    newest = max(takes, default=None)
-                    fresh = song.running or (newest is not None and song.number > newest)
-                    if (
-                        fresh
-                        and song.number not in takes
-                        and (room, song.number, song.start_pos) not in self._finished
-                    ):
+                    done = (room, song.number, song.start_pos) in self._finished
+                    if starts_take(song, set(takes), max(takes, default=None), done):
                         info = await self._new_or_existing(room, song)
                         takes[song.number] = self._start_take(info)
                 pending = [t for t in takes.values() if not t.done()]
@@ -289,16 +296,13 @@ class RecorderService:
         info = files.read_info(info_path)
         if info is not None:
             return info
-        members = await self._members(room)
+        members, meta = await self._room(room)
         leader = next((m.name for m in members if m.singer_id == song.leader), "")
-        delays = [m.delay for m in members]
-        raw_meta: Any = await self.redis.hgetall(keys.room_meta(room))
-        meta = records.decode_meta(raw_meta)
         info = TakeInfo(
             room=room,
             number=song.number,
             start_pos=song.start_pos,
-            delay=recording_delay(meta, delays),
+            delay=recording_delay(meta, members),
             leader=leader,
             created=time.time(),
             track_id=song.track.id if song.track else None,
@@ -310,7 +314,7 @@ class RecorderService:
             else {},
             clicks=song.metronome if song.recording.metronome and song.metronome.on else None,
         )
-        files.write_info(info_path, info)
+        await asyncio.to_thread(files.write_info, info_path, info)
         log.info(
             "room %s: recording song %d (tap delay %d%s)",
             room,
@@ -323,6 +327,9 @@ class RecorderService:
 
     async def _members(self, room: str) -> list[Member]:
         raw: Any = await self.redis.hgetall(keys.room_members(room))
+        return self._decode_members(raw)
+
+    def _decode_members(self, raw: Any) -> list[Member]:
         members = []
         for value in raw.values():
             try:
@@ -331,12 +338,43 @@ class RecorderService:
                 self.counters["bad_member_records"] += 1
         return members
 
+    async def _room(self, room: str) -> tuple[list[Member], RoomMeta]:
+        """The room's members and settings, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.room_members(room))
+            pipe.hgetall(keys.room_meta(room))
+            raw_members, raw_meta = await pipe.execute()
+        try:
+            meta = records.decode_meta(raw_meta)
+        except ValidationError:
+            self.counters["bad_meta_records"] += 1
+            meta = RoomMeta()
+        return self._decode_members(raw_members), meta
+
+    async def _look(self, room: str) -> tuple[Song | None, list[Member], RoomMeta]:
+        """The song record, members and settings of a room, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.room_song(room), "state")
+            pipe.hgetall(keys.room_members(room))
+            pipe.hgetall(keys.room_meta(room))
+            raw_song, raw_members, raw_meta = await pipe.execute()
+        try:
+            meta = records.decode_meta(raw_meta)
+        except ValidationError:
+            self.counters["bad_meta_records"] += 1
+            meta = RoomMeta()
+        return self._decode_song(room, raw_song), self._decode_members(raw_members), meta
+
     async def _record(self, info: TakeInfo) -> None:
+        """Feed one take's core (recorder/core.py) what Redis says, perform what it decides."""
         pcm, info_path = files.take_paths(self.root, info.room, info.number, info.start_pos)
-        take = Take(info.start_pos, written=files.pcm_samples(pcm), end_pos=info.end_pos)
-        if take.written:
+        core = TakeCore(info, files.pcm_samples(pcm))
+        if core.take.written:
             log.info(
-                "room %s: carrying on song %d at %d samples", info.room, info.number, take.written
+                "room %s: carrying on song %d at %d samples",
+                info.room,
+                info.number,
+                core.take.written,
             )
             self.counters["takes_resumed"] += 1
         tap_key, in_key = keys.room_tap(info.room, info.delay), keys.room_in(info.room)
@@ -346,52 +384,78 @@ class RecorderService:
             # Each singer's chunks, as the mixer reads them (everything Redis still holds:
             # positions outside the song are dropped, and a rewrite is harmless).
             cursors[in_key] = b"0-0"
-        next_subscribe = next_song = 0.0
+        next_subscribe = next_look = 0.0
         last_progress = next_tap_check = time.monotonic()
+        finish: Finish | None = None
         with pcm.open("ab") as out:
-            while not take.done:
+            while finish is None:
                 now = time.monotonic()
+                actions: list[TakeAction] = []
                 if now >= next_subscribe:
                     await self._subscribe(info)
                     next_subscribe = now + SUBSCRIBE_EVERY_S
-                if now >= next_song:
-                    next_song = now + self.settings.poll_ms / 1000
+                if now >= next_look:
+                    next_look = now + self.settings.poll_ms / 1000
+                    song, members, meta = await self._look(info.room)
                     if stems is not None:
-                        stems.members(await self._members(info.room))
-                    if take.end_pos is None and await self._song_over(info, take):
-                        info.end_pos = take.end_pos
-                        files.write_info(info_path, info)
-                        continue
-                if take.end_pos is not None and now - last_progress > IDLE_END_S:
-                    # The tap stopped short of the end, or has long passed it: the rest is silence.
-                    log.warning("room %s: no audio for song %d's last part", info.room, info.number)
-                    break
-                if now - last_progress > TAP_SILENT_S and now >= next_tap_check:
+                        stems.members(members)
+                    actions += core.observe(song, members, meta, now_samples())
+                else:
+                    actions += core.tick(now_samples())
+                if not actions and now - last_progress > TAP_SILENT_S and now >= next_tap_check:
                     next_tap_check = now + TAP_SILENT_S
-                    if await self._tap_refused(info, info_path):
+                    fallback = await self._tap_refused(info)
+                    if fallback is not None:
+                        actions += core.refused(fallback)
+                for action in actions:
+                    if (
+                        isinstance(action, Retap)
+                        and keys.room_tap(info.room, action.delay) != tap_key
+                    ):
                         del cursors[tap_key]
-                        tap_key = keys.room_tap(info.room, info.delay)
+                        tap_key = keys.room_tap(info.room, action.delay)
                         cursors[tap_key] = b"0-0"
                         next_subscribe = 0.0
-                        continue
-                reply = await self.redis.xread(xread_streams(cursors), count=100, block=500)
+                        log.info(
+                            "room %s: song %d follows the tap at %d",
+                            info.room,
+                            info.number,
+                            action.delay,
+                        )
+                    elif isinstance(action, SaveInfo):
+                        await asyncio.to_thread(files.write_info, info_path, info)
+                    elif isinstance(action, Finish):
+                        finish = action
+                if finish is not None or any(isinstance(a, Retap) for a in actions):
+                    continue
+                wait_ms = max(1, min(500, int(1000 * (next_look - time.monotonic()))))
+                reply = await self.redis.xread(xread_streams(cursors), count=100, block=wait_ms)
+                chunks: list[bytes] = []
                 for key, entries in parse_xread(reply):
                     if entries:
                         cursors[key] = entries[-1][0]
                     if stems is not None and key == in_key:
-                        if stems.write([value for _id, value in entries], take.limit):
-                            files.write_info(info_path, info)  # a new singer's stem
+                        values = [value for _id, value in entries]
+                        if await asyncio.to_thread(stems.write, values, core.take.limit):
+                            await asyncio.to_thread(files.write_info, info_path, info)
                         continue
                     for _entry_id, value in entries if key == tap_key else ():
-                        if self._write(out, take, value):
-                            last_progress = time.monotonic()
+                        chunks += self._place(core, value)
+                if chunks:
+                    last_progress = time.monotonic()
+                    await asyncio.to_thread(out.write, b"".join(chunks))
         if stems is not None:
             self.counters.update(stems.counters)
-        if take.end_pos is None:  # cancelled runs never get here; a dead room does
-            take.end(take.frontier)
-        length = take.limit - info.start_pos
+        if finish.missing:
+            log.warning(
+                "room %s: no audio for song %d's last %.1f s (silence)",
+                info.room,
+                info.number,
+                finish.missing / SAMPLE_RATE,
+            )
+            self.counters["missing_samples"] += finish.missing
         track = await self._track(info)
-        flac = await asyncio.to_thread(files.finish, self.root, info, length, track)
+        flac = await asyncio.to_thread(files.finish, self.root, info, finish.length, track)
         self.counters["recordings"] += 1
         self._finished.add((info.room, info.number, info.start_pos))
         log.info(
@@ -399,26 +463,45 @@ class RecorderService:
             info.room,
             info.number,
             flac.name,
-            length / SAMPLE_RATE,
+            finish.length / SAMPLE_RATE,
         )
         await asyncio.to_thread(self._retention)
+        await self._announce(info, finish.length, flac.name)
 
-    def _write(self, out: Any, take: Take, value: bytes | None) -> bool:
-        """Append what a tap window adds to the take; False when it adds nothing."""
+    def _place(self, core: TakeCore, value: bytes | None) -> list[bytes]:
+        """What a tap window adds to the take, as bytes to append (none: nothing)."""
         try:
             window = decode_tap(value or b"")
         except WireError as exc:
             log.debug("bad tap window: %s", exc)
             self.counters["bad_windows"] += 1
-            return False
-        placed = take.place(window.start, len(window.samples))
+            return []
+        placed = core.place(window.start, len(window.samples))
+        out: list[bytes] = []
         if placed.silence:
             self.counters["gap_samples"] += placed.silence
-            out.write(bytes(2 * placed.silence))
+            out.append(bytes(2 * placed.silence))
         if placed.hi > placed.lo:
-            out.write(files.to_int16(window.samples[placed.lo : placed.hi]))
+            out.append(files.to_int16(window.samples[placed.lo : placed.hi]))
             self.counters["samples"] += placed.hi - placed.lo
-        return placed.silence > 0 or placed.hi > placed.lo
+        return out
+
+    async def _announce(self, info: TakeInfo, length: int, flac: str) -> None:
+        """Tell the room's pages (through their gateways) that the recording is listed."""
+        event = Recorded(
+            song=info.number, start_pos=info.start_pos, end_pos=info.start_pos + length, flac=flac
+        )
+        try:
+            await self.redis.xadd(
+                keys.room_events(info.room),
+                {b"d": encode_event(event)},
+                maxlen=keys.EVENTS_MAXLEN,
+                approximate=True,
+            )
+        except REDIS_FAILURES as exc:
+            # The recording is on disk and listed; a page finds it on its next look.
+            log.warning("room %s: could not announce song %d: %s", info.room, info.number, exc)
+            self.counters["redis_errors"] += 1
 
     async def _subscribe(self, info: TakeInfo) -> None:
         envelope = Envelope(
@@ -438,10 +521,9 @@ class RecorderService:
             )
             await pipe.execute()
 
-    async def _tap_refused(self, info: TakeInfo, info_path: Path) -> bool:
+    async def _tap_refused(self, info: TakeInfo) -> int | None:
         """The tap sends nothing: did the mixer refuse it (rounds that leave no room in the
-        ring for it)? Then fall back to the last bucket's tap, which always fits, and say
-        so; True when the tap changed."""
+        ring for it)? Then the last possible bucket's tap, which always fits."""
         raw: Any = await self.redis.xrevrange(keys.room_events(info.room), count=200)
         for _entry_id, value in parse_entries(raw):
             try:
@@ -456,10 +538,9 @@ class RecorderService:
             ):
                 continue
             if event.ok:
-                return False  # accepted: the mixer is slow or the room silent
-            delays = [m.delay for m in await self._members(info.room)]
-            raw_meta: Any = await self.redis.hgetall(keys.room_meta(info.room))
-            fallback = last_bucket_delay(records.decode_meta(raw_meta), delays)
+                return None  # accepted: the mixer is slow or the room silent
+            members, meta = await self._room(info.room)
+            fallback = last_bucket_delay(meta, [m.delay for m in members])
             self.counters["taps_refused"] += 1
             if fallback == info.delay:
                 log.error(
@@ -467,7 +548,7 @@ class RecorderService:
                     info.room,
                     event.message,
                 )
-                return False
+                return None
             log.warning(
                 "room %s: the mixer refused the recorder's tap at %d (%s); recording the "
                 "last bucket's tap at %d instead",
@@ -476,30 +557,8 @@ class RecorderService:
                 event.message,
                 fallback,
             )
-            info.delay = fallback
-            files.write_info(info_path, info)
-            return True
-        return False
-
-    async def _song_over(self, info: TakeInfo, take: Take) -> bool:
-        """Look at the song record: sets the take's end once the song has one."""
-        song = await self._song(info.room)
-        if song is None or song.start_pos is None:
-            take.end(take.frontier)  # the room is gone: keep what we have
-        elif song.start_pos == info.start_pos and song.number == info.number:
-            if song.end_pos is None:
-                return False
-            take.end(song.end_pos)
-        elif (last := song.previous) is not None and (last.number, last.start_pos) == (
-            info.number,
-            info.start_pos,
-        ):
-            take.end(last.end_pos)  # the next song started right after ours
-        elif song.start_pos > info.start_pos:
-            take.end(song.start_pos)  # songs started since: ours ended by then
-        else:
-            take.end(take.frontier)
-        return True
+            return fallback
+        return None
 
     async def _track(self, info: TakeInfo) -> Any:
         if info.track_id is None:
@@ -523,23 +582,3 @@ class RecorderService:
         ):
             files.remove(self.root, rec)
             self.counters["recordings_deleted"] += 1
-
-
-def last_bucket_delay(meta: RoomMeta, member_delays: list[int]) -> int:
-    """The last bucket's delay, or a later member's: every voice is in the mix there.
-
-    The mixer keeps this delay possible whatever the rounds (``set_rounds`` is
-    refused when it would not fit).
-    """
-    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
-    return max([meta.n_buckets * spacing, *member_delays])
-
-
-def recording_delay(meta: RoomMeta, member_delays: list[int]) -> int:
-    """The recorder's tap: one bucket spacing behind the last bucket (or the latest member).
-
-    Never beyond the largest delay the mixer accepts.
-    """
-    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
-    last = last_bucket_delay(meta, member_delays)
-    return min(last + spacing, round(MAX_DELAY_S * SAMPLE_RATE))

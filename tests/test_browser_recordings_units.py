@@ -289,3 +289,75 @@ def test_the_panel_keeps_its_rows_and_shows_refusals(page: Any) -> None:
     assert all(a["url"] == "/api/rooms/choir/recordings" for a in got["asked"])
     assert all(a["headers"] == {"X-BB-Singer": "s-1", "X-BB-Token": "t"} for a in got["asked"])
     assert got["afterReset"] == 0
+
+
+def test_every_ended_song_is_awaited_until_listed(page: Any) -> None:
+    got = page.evaluate(
+        """(() => {
+          let a = [];
+          a = rec.awaitSong(a, {number: 2, start_pos: 2000});
+          a = rec.awaitSong(a, {number: 3, start_pos: 3000});
+          a = rec.awaitSong(a, {number: 3, start_pos: 3000});
+          return [a.length, rec.stillAwaited(a, [{song: 3, start_pos: 3000}]),
+                  rec.stillAwaited(a, [{song: 2, start_pos: 9}]).length,
+                  rec.stillAwaited(null, [])];
+        })()"""
+    )
+    assert got == [2, [{"number": 2, "start_pos": 2000}], 2, []]
+
+
+def test_three_songs_in_a_row_are_all_shown_without_refresh(page: Any) -> None:
+    """Today: songs 1, 2, 3 end one after the other; the page waited for one song at a
+    time (song 3 replaced song 2) and showed 3 and 1 until Refresh. Now each
+    ``recording`` message, in whatever order, shows the list as the server has it."""
+    got = page.evaluate(
+        """async ([html, one, two, three]) => {
+          document.body.innerHTML = html;
+          let listed = [];
+          window.fetch = async () =>
+            new Response(JSON.stringify({recordings: listed, members_only: false}));
+          const store = {state: null, joined: true, isLeader: false};
+          const app = {store, seat: () => null, request: async () => true};
+          const panel = new rec.RecordingsPanel({app, $: (id) => document.getElementById(id)});
+          panel.bind();
+          const list = document.getElementById('recordings');
+          const settle = () => new Promise((resolve) => {
+            const check = () =>
+              (list.hasAttribute('aria-busy') ? setTimeout(check, 10) : resolve());
+            check();
+          });
+          const rows = () => [...list.querySelectorAll('li')].map((li) => li.dataset.stem);
+          const state = (n, running) =>
+            ({room: 'choir', song: {running, number: n, start_pos: 1000 * n}});
+          let previous = null;
+          for (const n of [1, 2, 3]) {
+            for (const running of [true, false]) {
+              const next = state(n, running);
+              store.state = next;
+              panel.onState(next, previous);
+              previous = next;
+            }
+          }
+          await settle();
+          const out = {waiting: document.getElementById('recordings-status').textContent};
+          listed = [one];
+          await panel.onRecorded({type: 'recording', song: 1, start_pos: 1000});
+          listed = [three, one];  // song 3's recording is listed before song 2's
+          await panel.onRecorded({type: 'recording', song: 3, start_pos: 3000});
+          out.middle = rows();
+          out.stillWaiting = panel.awaiting.map((a) => a.number);
+          listed = [three, two, one];
+          await panel.onRecorded({type: 'recording', song: 2, start_pos: 2000});
+          out.last = rows();
+          out.status = document.getElementById('recordings-status').textContent;
+          out.timer = panel.awaiting.length;
+          panel.reset();
+          return out;
+        }""",
+        [PANEL, sidecar(1, 10.0), sidecar(2, 20.0), sidecar(3, 30.0)],
+    )
+    stems = [f"choir-song{n}-20261201-0800-Ann" for n in (1, 2, 3)]
+    assert got["waiting"].startswith("Songs 1, 2, 3 ended")
+    assert got["middle"] == [stems[2], stems[0]] and got["stillWaiting"] == [2]
+    assert got["last"] == [stems[2], stems[1], stems[0]]
+    assert got["status"] == "" and got["timer"] == 0

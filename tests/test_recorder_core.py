@@ -12,12 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.constants import SAMPLE_RATE
-from common.records import Member, Metronome, Role, RoomMeta
+from common.records import Member, Metronome, Role
 from common.tracks import CLICK_SAMPLES, click_wave
 from common.wire import encode_chunk
 from mixer.service import older_id
 from recorder import files
-from recorder.service import recording_delay
 from recorder.stems import StemWriter
 from recorder.take import MAX_SONG_SAMPLES, Take, TakeInfo, clip
 
@@ -66,11 +65,29 @@ def test_names_are_recognisable_and_safe() -> None:
     assert files.sanitise("") == "unknown"
 
 
-def test_the_recorder_listens_one_spacing_behind_the_last_bucket() -> None:
-    meta = RoomMeta(n_buckets=6, bucket_spacing_s=3.0)
-    assert recording_delay(meta, [3 * SAMPLE_RATE]) == 21 * SAMPLE_RATE
-    assert recording_delay(meta, [30 * SAMPLE_RATE]) == 33 * SAMPLE_RATE
-    assert recording_delay(meta, [114 * SAMPLE_RATE]) == 115 * SAMPLE_RATE  # the mixer's limit
+def test_retention_never_touches_a_take_in_progress(tmp_path: Path) -> None:
+    """Three takes in progress and keep=2: retention lists none of them and deletes none
+    (the glob used to match ``.takes/``: one live take lost, sizes counted)."""
+    takes = []
+    for number in (1, 2, 3):
+        info = TakeInfo(room="r", number=number, start_pos=number * 1000, delay=1, created=number)
+        pcm, info_path = files.take_paths(tmp_path, "r", number, number * 1000)
+        pcm.parent.mkdir(parents=True, exist_ok=True)
+        pcm.write_bytes(bytes(2 * SAMPLE_RATE))
+        files.write_info(info_path, info)
+        takes += [pcm, info_path]
+    done = TakeInfo(room="r", number=0, start_pos=0, delay=1, created=0.5)
+    pcm, info_path = files.take_paths(tmp_path, "r", 0, 0)
+    pcm.write_bytes(bytes(200))
+    files.write_info(info_path, done)
+    flac = files.finish(tmp_path, done, 100, None)
+    [finished] = files.scan(tmp_path)
+    assert finished.stem == flac.stem
+    assert files.to_delete(files.scan(tmp_path), keep=2, max_bytes=finished.size) == []
+    for rec in files.to_delete(files.scan(tmp_path), keep=2, max_bytes=0):
+        files.remove(tmp_path, rec)
+    assert all(p.exists() for p in takes)
+    assert not flac.exists()
 
 
 def test_retention_keeps_the_newest_per_room_then_fits_the_size_cap() -> None:

@@ -97,6 +97,7 @@ class App {
         state: (state) => this.store.apply(state),
         chat: (msg) => this.stage.onChat(msg),
         levels: (levels) => this.onLevels(levels),
+        recording: (msg) => this.recordings.onRecorded(msg),
         audio: (frame) => this.audio.onAudio(frame),
         badFrame: () => this.counters.badFrames++,
         error: (msg) => this.notice.show(errorText(msg.code, msg.message), "error"),

@@ -1,6 +1,8 @@
 // The Recordings panel: the room's recordings (docs/recording.md, *Listening
 // and downloading*), newest first, each with a player and download links,
-// looked up again when a song ends and on Refresh; and for the leader the
+// looked up again when the recorder says one is listed (the `recording`
+// message), while a song that ended has none listed yet, and on Refresh;
+// and for the leader the
 // two recording options of the next songs (`set_recording`, reflected from
 // `song.recording` of the room state).
 //
@@ -103,6 +105,19 @@ export function songEnded(previous, state) {
   return Boolean(previous && previous.song && previous.song.running && state && state.song && !state.song.running);
 }
 
+/** The songs of `awaiting` ({number, start_pos}) whose recording `recordings` does not list yet. */
+export function stillAwaited(awaiting, recordings) {
+  const listed = new Set((Array.isArray(recordings) ? recordings : []).map((r) => `${r.song}:${r.start_pos}`));
+  return (Array.isArray(awaiting) ? awaiting : []).filter((a) => !listed.has(`${a.number}:${a.start_pos}`));
+}
+
+/** `awaiting` with `song` ({number, start_pos}) added once; every earlier song stays awaited. */
+export function awaitSong(awaiting, song) {
+  const list = Array.isArray(awaiting) ? awaiting : [];
+  if (!song || list.some((a) => a.number === song.number && a.start_pos === song.start_pos)) return list;
+  return [...list, { number: song.number, start_pos: song.start_pos }];
+}
+
 /** The wait (ms) before the attempt-th look for a song's recording, or null to give up. */
 export function retryDelayMs(attempt) {
   if (attempt < 0 || attempt >= RETRY_ATTEMPTS) return null;
@@ -130,7 +145,7 @@ export class RecordingsPanel {
     this.recordings = [];
     this.items = new Map(); // stem -> {li, urls: [object URL]}
     this.generation = 0; // a newer refresh wins over one still in flight
-    this.awaiting = null; // {number, start_pos} of a song whose recording is expected
+    this.awaiting = []; // [{number, start_pos}] of the songs whose recording is expected
     this.attempt = 0;
     this.timer = null;
     this.problem = "";
@@ -176,10 +191,11 @@ export class RecordingsPanel {
     if (!ok && this.app.store.state) this.renderOptions(this.app.store.state);
   }
 
-  /** Look for a just-ended song's recording a few times, until it is listed. */
+  /** Look for a just-ended song's recording (and those of earlier songs not listed yet)
+   * a few times, until every one is listed; the recorder's `recording` message comes first. */
   expect(song) {
     clearTimeout(this.timer);
-    this.awaiting = { number: song.number, start_pos: song.start_pos };
+    this.awaiting = awaitSong(this.awaiting, song);
     this.attempt = 0;
     this.renderStatus();
     this.schedule();
@@ -188,15 +204,20 @@ export class RecordingsPanel {
   schedule() {
     const wait = retryDelayMs(this.attempt++);
     if (wait === null) {
-      this.awaiting = null;
+      this.awaiting = [];
       this.renderStatus();
       return;
     }
-    const awaiting = this.awaiting;
     this.timer = setTimeout(async () => {
       await this.refresh();
-      if (this.awaiting === awaiting) this.schedule(); // not found yet, and still the one looked for
+      if (this.awaiting.length) this.schedule(); // some are not listed yet
     }, wait);
+  }
+
+  /** The recorder listed a recording of this room (`recording` message): show the list now. */
+  onRecorded(msg) {
+    if (!this.room || !msg) return Promise.resolve();
+    return this.refresh();
   }
 
   headers() {
@@ -230,17 +251,17 @@ export class RecordingsPanel {
     if (membersOnly !== this.membersOnly) this.clearItems();
     this.membersOnly = membersOnly;
     this.recordings = recordings;
-    const a = this.awaiting;
-    if (a && recordings.some((r) => r.song === a.number && r.start_pos === a.start_pos)) {
-      this.awaiting = null;
-      clearTimeout(this.timer);
-    }
+    this.awaiting = stillAwaited(this.awaiting, recordings);
+    if (!this.awaiting.length) clearTimeout(this.timer);
     this.renderList();
   }
 
   renderStatus() {
     const a = this.awaiting;
-    const waiting = a ? `Song ${a.number} ended: its recording appears here once the recorder has saved it.` : "";
+    const songs = a.map((s) => s.number).join(", ");
+    const waiting = a.length
+      ? `${a.length > 1 ? "Songs" : "Song"} ${songs} ended: ${a.length > 1 ? "their recordings appear" : "its recording appears"} here once the recorder has saved ${a.length > 1 ? "them" : "it"}.`
+      : "";
     const status = this.$("recordings-status");
     status.textContent = this.problem || waiting;
     status.classList.toggle("bad", Boolean(this.problem));
@@ -385,7 +406,7 @@ export class RecordingsPanel {
   reset() {
     clearTimeout(this.timer);
     this.timer = null;
-    this.awaiting = null;
+    this.awaiting = [];
     this.generation++;
     this.clearItems();
     this.room = null;

@@ -18,7 +18,7 @@ const nowMs = () => performance.timeOrigin + performance.now();
 
 /**
  * `handlers`: `welcome(msg, {resumed})`, `state(state)`, `chat(msg)`,
- * `levels(levels)`, `audio(frame)`, `badFrame()`, `error(msg)` (a non-fatal
+ * `levels(levels)`, `recording(msg)`, `audio(frame)`, `badFrame()`, `error(msg)` (a non-fatal
  * error without a req), `pong(summary)`, `status(status)` where status is
  * "connected", "reconnecting" or "idle", and `lost(error)` (the seat could not
  * be kept: back to the form).
@@ -83,6 +83,7 @@ export class Session {
       state: (m) => this.emit("state", m.state),
       chat: (m) => this.emit("chat", m),
       levels: (m) => this.emit("levels", m.levels || {}),
+      recording: (m) => this.emit("recording", m),
       error: (m) => {
         if (m.fatal) this.fatal = m;
         else this.emit("error", m);

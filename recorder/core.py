@@ -1,0 +1,197 @@
+"""The recorder's decisions, pure: which songs get a take, which tap a take reads,
+when a take ends, and what of it is silence because its audio never came.
+
+No I/O, no clock, no asyncio: the adapter (recorder/service.py) reads Redis,
+passes what it read and ``now`` (the room clock, samples since the epoch, as
+the mixer's ``RoomHost.step``) in, and performs the actions it gets back.
+
+Timing, for the record. A tap at delay ``D`` sends song position ``p`` at
+room time ``p + D - lead`` (the mixer's downlink lead, 1 s by default), so
+the take's file reaches the song's end ``lead`` before the bucket at ``D``
+plays it. The take waits for that. Only when the tap has not delivered the
+end :data:`OVERDUE_S` after that bucket played it (a dead mixer, a tap the
+stream forgot) is the rest taken as missing and written as silence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from common.commands import MAX_DELAY_S
+from common.constants import SAMPLE_RATE
+from common.records import Member, Role, RoomMeta, Song
+from recorder.take import Placement, Take, TakeInfo
+
+__all__ = [
+    "OVERDUE_S",
+    "Finish",
+    "Retap",
+    "SaveInfo",
+    "TakeAction",
+    "TakeCore",
+    "last_bucket_delay",
+    "recording_delay",
+    "song_end",
+    "starts_take",
+]
+
+OVERDUE_S: Final = 3.0
+"""How long after the tap's bucket played the song's end the take waits for it."""
+_OVERDUE: Final = round(OVERDUE_S * SAMPLE_RATE)
+_MAX_DELAY: Final = round(MAX_DELAY_S * SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class Retap:
+    """Read (and keep subscribed) the tap at ``delay`` from now on."""
+
+    delay: int
+
+
+@dataclass(frozen=True)
+class SaveInfo:
+    """The take's info changed (its end, its tap): write it next to its audio."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The take is whole: ``length`` samples, of which ``missing`` were owed silence
+    (already counted in ``length``; the file is padded to it)."""
+
+    length: int
+    missing: int
+
+
+TakeAction = Retap | SaveInfo | Finish
+
+
+def last_bucket_delay(meta: RoomMeta, member_delays: list[int]) -> int:
+    """The last possible bucket's delay, or a later member's.
+
+    The mixer keeps this delay possible whatever the rounds (``set_rounds`` is
+    refused when it would not fit): the fallback when a tap is refused.
+    """
+    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
+    return max([meta.n_buckets * spacing, *member_delays])
+
+
+def recording_delay(meta: RoomMeta, members: list[Member]) -> int:
+    """The tap that hears every voice as the last occupied bucket hears it.
+
+    A listener (spectator) hears every singer ahead of it: its own delay will do.
+    A singer's voice reaches the mix only after its bucket has played the
+    position, so a tap hears it one bucket spacing later. The latest of those
+    over the members (the last possible bucket when there are none), never
+    beyond the largest delay the mixer accepts.
+    """
+    spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
+    heard = [m.delay if m.role is Role.SPECTATOR else m.delay + spacing for m in members]
+    if not heard:
+        heard = [meta.n_buckets * spacing]
+    return min(max(heard), _MAX_DELAY)
+
+
+def song_end(info: TakeInfo, song: Song | None, frontier: int) -> int | None:
+    """Where the take's song ended, from the room's song record; None while it runs.
+
+    The record names the running (or last) song, and the song before it
+    (``previous``). A room that is gone ends the take where it is.
+    """
+    if song is None or song.start_pos is None:
+        return frontier
+    if (song.number, song.start_pos) == (info.number, info.start_pos):
+        return song.end_pos
+    last = song.previous
+    if last is not None and (last.number, last.start_pos) == (info.number, info.start_pos):
+        return last.end_pos  # the next song started after ours
+    if song.start_pos > info.start_pos:
+        return song.start_pos  # songs started since: ours ended by then
+    return frontier
+
+
+def starts_take(song: Song | None, taken: set[int], newest: int | None, finished: bool) -> bool:
+    """Whether the room's current song (``song``) needs a take now.
+
+    ``taken``: the song numbers this room task has takes for; ``newest`` the
+    largest of them; ``finished``: this recorder already finished it. A
+    running song does; so does one that started and ended since the newest
+    take (a short song between two looks: its end has not reached the tap yet).
+    """
+    if song is None or song.start_pos is None or finished or song.number in taken:
+        return False
+    return song.running or (newest is not None and song.number > newest)
+
+
+class TakeCore:
+    """One take's decisions. Feed it what Redis said (:meth:`observe`), the tap's windows
+    (:meth:`place`), a refused tap (:meth:`refused`) and the time (:meth:`tick`)."""
+
+    def __init__(self, info: TakeInfo, written: int) -> None:
+        self.info = info
+        self.take = Take(info.start_pos, written=written, end_pos=info.end_pos)
+        self.cap: int | None = None
+        """After a refusal: the tap never follows beyond this delay."""
+        self.finished = False
+
+    @property
+    def delay(self) -> int:
+        return self.info.delay
+
+    @property
+    def deadline(self) -> int:
+        """The room time after which what the tap has not sent of the song is missing."""
+        return self.take.limit + self.info.delay + _OVERDUE
+
+    def place(self, start: int, n: int) -> Placement:
+        """Where a tap window of ``n`` samples at ``start`` goes (see :meth:`Take.place`)."""
+        if self.finished:
+            return Placement(0, 0, 0)
+        return self.take.place(start, n)
+
+    def observe(
+        self, song: Song | None, members: list[Member] | None, meta: RoomMeta | None, now: int
+    ) -> list[TakeAction]:
+        """The room's song record and members as read now."""
+        if self.finished:
+            return []
+        actions: list[TakeAction] = []
+        if self.take.end_pos is None:
+            end = song_end(self.info, song, self.take.frontier)
+            if end is not None:
+                self.take.end(end)
+                self.info.end_pos = self.take.end_pos
+                actions.append(SaveInfo())
+        if members and meta is not None:  # an empty room has no later bucket to follow
+            want = recording_delay(meta, members)
+            if self.cap is not None:
+                want = min(want, self.cap)
+            # Only later: a later tap re-sends positions already written (they are
+            # skipped), an earlier one would skip positions not yet written.
+            if want > self.info.delay:
+                self.info.delay = want
+                actions += [Retap(want), SaveInfo()]
+        return actions + self.tick(now)
+
+    def refused(self, fallback: int) -> list[TakeAction]:
+        """The mixer refused our tap; ``fallback`` (the last possible bucket) always fits."""
+        self.cap = fallback
+        if self.finished or fallback == self.info.delay:
+            return []
+        self.info.delay = fallback
+        return [Retap(fallback), SaveInfo()]
+
+    def tick(self, now: int) -> list[TakeAction]:
+        """Finish when the file reaches the song's end, or when the rest is overdue."""
+        if self.finished:
+            return []
+        take = self.take
+        missing = 0
+        if not take.done:
+            if now < self.deadline:
+                return []
+            if take.end_pos is None:
+                take.end(take.limit)  # 60 minutes and no end: cut there
+            missing = take.pad_to_end()
+        self.finished = True
+        return [Finish(take.limit - take.start_pos, missing)]

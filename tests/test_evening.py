@@ -1,0 +1,349 @@
+"""A choir's evening on the real stack: real redis-server, a mixer, a recorder and a
+gateway (processes), three singers simulated as a gateway sends their chunks
+(tests/simgateway.py) and a listener joined through the gateway's WebSocket.
+
+Every song is recorded as the last bucket hears it, sample for sample, however
+it ended (its track, Stop song, the next song, its leader leaving), and every
+recording is announced to the room's pages and listed. A second test records
+more rooms at once than ``BB_RECORDINGS_KEEP``: retention loses no take.
+
+``-s`` prints, per song, the time from when the last bucket played its end to
+when its recording was announced (listed); nothing asserts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import json
+import shutil
+import statistics
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import pytest
+import redis
+import soundfile as sf
+
+from common import keys
+from common.clock import now_samples
+from common.commands import (
+    AddTrack,
+    Lead,
+    Leave,
+    SetLeaderBoost,
+    SetMetronome,
+    SetTrack,
+    Start,
+    Stop,
+)
+from common.constants import SAMPLE_RATE
+from common.records import Metronome, Track
+from common.tracks import song_origin
+from tests.simgateway import CHUNK, SimGateway, tone
+from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.test_gateway_e2e import Peer
+from tests.test_recorder import Voice, expected_mix
+
+S = SAMPLE_RATE
+SPACING_S = 3.0
+"""A bucket spacing that leaves a loaded test machine 1.9 s to send a chunk in time."""
+N_BUCKETS = 4
+SPACING = round(SPACING_S * S)
+LAST_BUCKET = N_BUCKETS * SPACING
+"""The listener's delay (the last bucket: the leader's is one spacing)."""
+
+
+@dataclass
+class Evening:
+    client: redis.Redis
+    sim: SimGateway
+    root: Path
+    url: str
+    procs: list[Process]
+
+
+@contextlib.contextmanager
+def evening_stack(redis_url: str, output_dir: Path, **env_more: str) -> Iterator[Evening]:
+    client = redis.Redis.from_url(redis_url)
+    root = output_dir / "recordings"
+    shutil.rmtree(root, ignore_errors=True)  # an earlier run's
+    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root), **env_more}
+    port = free_port()
+    with processes(output_dir) as started:
+        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
+        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
+        gateway_env = {**env, "BB_GATEWAY_ID": "gw1", "BB_PORT": str(port)}
+        started.append(Process(["gateway"], gateway_env, output_dir, "gateway"))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer's heartbeat")
+        wait_for(lambda: healthy(url), 20, "the gateway")
+        yield Evening(client, SimGateway(client), root, url, started)
+        for proc in started:
+            assert "Traceback" not in proc.log(), proc.log()
+
+
+def listing(url: str, room: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{url}/api/rooms/{room}/recordings", timeout=5) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return list(body["recordings"])
+
+
+class _RoomVoice(Voice):
+    """A voice in a room other than tests/test_recorder.py's."""
+
+    def __init__(
+        self, sim: SimGateway, room: str, singer: str, freq: float, delay: int, *span: int
+    ) -> None:
+        super().__init__(sim, singer, freq, delay, *span)
+        self.room = room
+
+    def pump(self) -> None:
+        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
+            n = min(CHUNK, self.hi - self.next_pos)
+            self.sim.push(self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
+            self.next_pos += n
+
+
+@dataclass
+class Song:
+    number: int
+    start: int
+    end: int = 0
+    track: npt.NDArray[np.float32] | None = None
+    origin: int = 0
+    voices: list[Voice] = field(default_factory=list)
+    how: str = ""
+
+    def expected(self) -> npt.NDArray[np.float32]:
+        n = self.end - self.start
+        want = expected_mix(self.voices, self.start, n)
+        if self.track is not None:
+            lo = self.origin - self.start
+            part = self.track[: max(0, n - lo)]
+            want[lo : lo + len(part)] += part
+        clipped: npt.NDArray[np.float32] = np.clip(want, -1.0, 32767 / 32768)  # 16-bit FLAC
+        return clipped
+
+
+async def sing(
+    voices: list[Voice], done: Callable[[], bool], timeout_s: float, tick: Callable[[], None]
+) -> None:
+    """Each voice sends what its bucket has sung by now, until ``done``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for v in voices:
+            v.pump()
+        tick()
+        if done():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.mark.timeout(300)
+async def test_a_choirs_evening_every_recording_holds_every_voice(
+    redis_url: str, output_dir: Path, http: aiohttp.ClientSession
+) -> None:
+    """Three singers (buckets 0, 1, 2) and a listener (the last bucket); a backing track and
+    the metronome. Song 1 ends with its track, song 2 is stopped after 5 s, song 3 starts
+    1 s after song 2 ended with the track removed and the metronome off and is stopped
+    after 6 s, song 4 starts at once, runs 40 s and ends when its leader leaves."""
+    room = "evening"
+    with evening_stack(redis_url, output_dir) as here:
+        sim, root = here.sim, here.root
+        sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
+        wait_for(lambda: sim.owner(room) == "m1", 10, "an owner")
+        listener = Peer(http, here.url.replace("http://", "ws://") + "/ws")
+        await listener.join(room, "Lis", role="spectator")
+        for singer, name in (("a", "Ann"), ("b", "Bob"), ("c", "Cy")):
+            assert sim.join(room, singer, name).ok
+        for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
+            assert sim.command(room, "a", cmd).ok
+        delays = {s: sim.member_delay(room, s) for s in "abc"}
+        assert sorted(delays.values()) == [SPACING, 2 * SPACING, 3 * SPACING]
+        await listener.wait_member(listener.singer, delay=LAST_BUCKET)
+        # A 6 s backing track, stored as the gateway stores an upload (Ogg Opus).
+        track_len = 6 * S
+        ogg = io.BytesIO()
+        sf.write(ogg, tone(220, 0, track_len, 0.2), S, format="OGG", subtype="OPUS")
+        track = Track(id="t-0123456789ab", name="backing", samples=track_len)
+        here.client.set(keys.room_track(room, track.id), ogg.getvalue())
+        backing, _ = sf.read(io.BytesIO(ogg.getvalue()), dtype="float32")
+        metronome = Metronome(on=True, bpm=120, beats=4)
+        assert sim.command(room, "a", AddTrack(track=track)).ok
+        assert sim.command(room, "a", SetMetronome(on=True, bpm=120, beats=4)).ok
+
+        everyone: list[Voice] = []
+        announced: dict[int, int] = {}  # song -> room clock when its recording was announced
+        seen = 0
+
+        def tick() -> None:
+            nonlocal seen
+            for msg in listener.json[seen:]:
+                if msg["type"] == "recording":
+                    announced.setdefault(int(msg["song"]), now_samples())
+            seen = len(listener.json)
+
+        async def start(number: int, length: int, with_track: bool) -> Song:
+            assert sim.command(room, "a", Start()).ok
+            state = sim.state(room)["song"]
+            assert state["number"] == number
+            song = Song(number, int(state["start_pos"]))
+            if with_track:
+                song.track = backing
+                song.origin = song_origin(song.start, metronome)
+            song.voices = [
+                _RoomVoice(sim, room, s, f, delays[s], song.start, lo * CHUNK, length)
+                for s, f, lo in (("a", 440, 0), ("b", 660, 2), ("c", 990, 4))
+            ]
+            everyone.extend(song.voices)
+            return song
+
+        def end_at(song: Song, end: int, how: str) -> None:
+            song.end, song.how = end, how
+            for v in song.voices:  # nothing of a voice after the song's end is mixed
+                assert v.next_pos <= end or v.next_pos == v.hi
+                v.hi = min(v.hi, end)
+
+        async def stop_after(song: Song, seconds: float) -> int:
+            leader = song.voices[0]
+            at = song.start + round(seconds * S)
+            await sing(everyone, lambda: leader.next_pos >= at, 30, tick)
+            assert sim.command(room, "a", Stop()).ok
+            end = int(sim.state(room)["song"]["end_pos"])
+            end_at(song, end, "Stop song")
+            return end
+
+        songs: list[Song] = []
+        # Song 1 ends with its track.
+        song = await start(1, 3600 * S, with_track=True)
+        end_at(song, song.origin + track_len, "its track")
+        songs.append(song)
+        await sing(everyone, lambda: not sim.state(room)["song"]["running"], 30, tick)
+        assert int(sim.state(room)["song"]["end_pos"]) == song.end
+        # Song 2, 1 s after song 1 ended: stopped after 5 s. (The mixer mixes the running
+        # song and the one before; a song two starts ago is cut for the later buckets, so
+        # each song here starts once the last singer has sung the one two before.)
+        await sing(everyone, lambda: now_samples() >= songs[0].end + SPACING + S, 30, tick)
+        song = await start(2, 3600 * S, with_track=True)
+        songs.append(song)
+        end = await stop_after(song, 5)
+        # Song 3, 1 s after song 2 ended: no track, no metronome (set meanwhile).
+        assert sim.command(room, "a", SetTrack(track=None)).ok
+        assert sim.command(room, "a", SetMetronome(on=False)).ok
+        await sing(everyone, lambda: now_samples() >= end + SPACING + S, 30, tick)
+        song = await start(3, 3600 * S, with_track=False)
+        songs.append(song)
+        await stop_after(song, 6)
+        # Song 4, at once: runs 40 s and ends when its leader leaves.
+        song = await start(4, 3600 * S, with_track=False)
+        songs.append(song)
+        leader = song.voices[0]
+        await sing(everyone, lambda: leader.next_pos >= song.start + 40 * S, 60, tick)
+        leader.hi = leader.next_pos  # the leader has sung their last chunk...
+        last = leader.next_pos
+        # ...and it reached the mixer before they leave (the leader's own bucket has played
+        # it a second ago): a chunk after the leave would be refused.
+        await sing(everyone, lambda: now_samples() > last + SPACING + S, 10, tick)
+        assert sim.command(room, "a", Leave()).ok
+        end_at(song, int(sim.state(room)["song"]["end_pos"]), "its leader left")
+        await sing(everyone, lambda: len(announced) == 4, 60, tick)
+        listed = listing(here.url, room)
+        await listener.close()
+
+    assert all(v.next_pos == v.hi for v in everyone)  # everything was sung
+    assert sorted((r["song"], r["start_pos"], r["end_pos"]) for r in listed) == [
+        (s.number, s.start, s.end) for s in songs
+    ]
+    waits = []
+    for song in songs:
+        [sidecar] = [r for r in listed if r["song"] == song.number]
+        recorded, rate = sf.read(root / room / sidecar["flac"], dtype="float32")
+        assert rate == S and len(recorded) == song.end - song.start, song.how
+        # Sample-exact (16-bit FLAC): a voice 1 ms (48 samples) off would miss by ~0.1.
+        np.testing.assert_allclose(recorded, song.expected(), rtol=0, atol=2e-3, err_msg=song.how)
+        assert (sidecar["track"] is not None) == (song.track is not None)
+        # From when the last bucket played the song's end to when its recording was listed.
+        waits.append((announced[song.number] - (song.end + LAST_BUCKET)) / S)
+        print(
+            f"song {song.number} ({(song.end - song.start) / S:.1f} s, ended by {song.how}): "
+            f"listed {waits[-1]:.2f} s after the last bucket played its end"
+        )
+    print(f"median end-played -> listed: {statistics.median(waits):.2f} s over {len(waits)} songs")
+
+
+@pytest.mark.timeout(240)
+def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
+    redis_url: str, output_dir: Path
+) -> None:
+    """Four rooms, BB_RECORDINGS_KEEP=2: the first room's song ends while the other three
+    are being recorded; retention (run when a recording is finished) keeps every take."""
+    rooms = ["keep-a", "keep-b", "keep-c", "keep-d"]
+    with evening_stack(redis_url, output_dir, BB_RECORDINGS_KEEP="2") as here:
+        sim, root = here.sim, here.root
+        songs: dict[str, Song] = {}
+        for room in rooms:
+            sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
+        wait_for(lambda: all(sim.owner(r) == "m1" for r in rooms), 10, "an owner")
+        voices: list[Voice] = []
+        for room in reversed(rooms):  # the last room's song is the first one started
+            assert sim.join(room, "a", "Ann").ok
+            for cmd in (Lead(), SetLeaderBoost(boost_db=0.0), Start()):
+                assert sim.command(room, "a", cmd).ok
+            song = Song(1, int(sim.state(room)["song"]["start_pos"]))
+            voice = _RoomVoice(sim, room, "a", 440, SPACING, song.start, 0, 3600 * S)
+            song.voices = [voice]
+            voices.append(voice)
+            songs[room] = song
+
+        def takes() -> int:
+            return len(list((root / ".takes").glob("*.pcm")))
+
+        wait_for(lambda: takes() == 4, 15, "four takes in progress")
+        for room, seconds in (("keep-a", 3), ("keep-b", 5), ("keep-c", 6), ("keep-d", 7)):
+            song = songs[room]
+            leader = song.voices[0]
+            _sing(voices, functools.partial(_reached, leader, song.start + seconds * S), 30)
+            assert sim.command(room, "a", Stop()).ok
+            song.end = int(sim.state(room)["song"]["end_pos"])
+            leader.hi = min(leader.hi, song.end)
+        _sing(voices, lambda: len(list(root.glob("keep-*/*.json"))) == 4, 60)
+
+    for room, song in songs.items():
+        [sidecar_path] = (root / room).glob("*.json")
+        sidecar = json.loads(sidecar_path.read_text())
+        recorded, _ = sf.read(sidecar_path.parent / sidecar["flac"], dtype="float32")
+        assert len(recorded) == song.end - song.start, room
+        np.testing.assert_allclose(recorded, song.expected(), rtol=0, atol=2e-3, err_msg=room)
+    assert not list((root / ".takes").iterdir())
+
+
+def _reached(voice: Voice, pos: int) -> bool:
+    return voice.next_pos >= pos
+
+
+def _sing(voices: list[Voice], done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for v in voices:
+            v.pump()
+        if done():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
