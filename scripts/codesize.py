@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DEFAULT_PACKAGES = ("common", "gateway", "mixer", "recorder", "brigade", "loadgen", "inspect")
+DEFAULT_PACKAGES = ("common", "gateway", "mixer", "recorder", "brigade", "loadgen", "inspector")
 EXTRA_DIRS = ("tests", "bench", "scripts")
 
 
