@@ -188,7 +188,7 @@ ClientMessage = Hello | Ping | RoomCommand | Chat
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Validate one JSON text frame from a client; raises :class:`ProtocolError`."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_not_json)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise ProtocolError(Code.BAD_MESSAGE, "message is not valid JSON") from None
     if not isinstance(obj, dict):
@@ -314,6 +314,11 @@ def _number(obj: Mapping[str, Any], name: str) -> float:
     if not math.isfinite(number):
         raise ProtocolError(Code.BAD_MESSAGE, f"{name} must be finite")
     return number
+
+
+def _not_json(name: str) -> object:
+    # Python reads NaN, Infinity and -Infinity; JSON (RFC 8259) has no such numbers.
+    raise ValueError(f"{name} is not JSON")
 
 
 def _bad_field(name: str, expected: str, value: object) -> ProtocolError:

@@ -24,17 +24,25 @@ export function levelGain(percent) {
   return p * p;
 }
 
-/** What the worklet needs of the room state: the song window, origin and metronome. */
+/**
+ * What the worklet needs of the room state: the song window, origin, metronome
+ * and track id of the running (or last) song. They come from `song.started_with`,
+ * the material that song started with: what the leader chooses after it ended
+ * (`song.track`, `song.metronome`) is for the next song, and a later bucket
+ * still plays this one's end (docs/protocol.md, *Song material*).
+ */
 export function songMaterial(state) {
   const song = state && state.song;
   if (!song || typeof song.start_pos !== "number") return { start: null, end: null, origin: null, metronome: null, trackId: null };
   const end = typeof song.end_pos === "number" ? song.end_pos : song.running ? null : song.start_pos;
+  // A server without `started_with` (before it kept each song's material) sent the choice.
+  const played = song.started_with || { track: song.track, metronome: song.metronome };
   return {
     start: song.start_pos,
     end,
-    origin: typeof song.origin === "number" ? song.origin : songOrigin(song.start_pos, song.metronome),
-    metronome: song.metronome || null,
-    trackId: song.track ? song.track.id : null,
+    origin: typeof song.origin === "number" ? song.origin : songOrigin(song.start_pos, played.metronome),
+    metronome: played.metronome || null,
+    trackId: played.track ? played.track.id : null,
   };
 }
 
