@@ -33,7 +33,13 @@ from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
 from common.records import MAX_LYRICS_CHARS
-from common.tracks import MAX_IMAGE_BYTES, MAX_TRACK_BYTES, MAX_TRACK_S
+from common.tracks import (
+    MAX_IMAGE_BYTES,
+    MAX_TRACK_BYTES,
+    MAX_TRACK_RATE,
+    MAX_TRACK_S,
+    MIN_TRACK_RATE,
+)
 
 # --- limits -----------------------------------------------------------------------
 
@@ -595,5 +601,6 @@ def limits_json(
         "max_lyrics_chars": MAX_LYRICS_CHARS,
         "max_track_bytes": MAX_TRACK_BYTES,
         "max_track_s": MAX_TRACK_S,
+        "track_rates": [MIN_TRACK_RATE, MAX_TRACK_RATE],
         "max_image_bytes": MAX_IMAGE_BYTES,
     }
