@@ -601,6 +601,7 @@ def limits_json(
         "max_lyrics_chars": MAX_LYRICS_CHARS,
         "max_track_bytes": MAX_TRACK_BYTES,
         "max_track_s": MAX_TRACK_S,
-        "track_rates": [MIN_TRACK_RATE, MAX_TRACK_RATE],
+        "min_track_rate": MIN_TRACK_RATE,
+        "max_track_rate": MAX_TRACK_RATE,
         "max_image_bytes": MAX_IMAGE_BYTES,
     }
