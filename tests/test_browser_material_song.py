@@ -61,8 +61,10 @@ def make_room(redis_url: str) -> None:
     """A room of five buckets 3 s apart: the listeners' bucket is 15 s behind."""
     client = redis.Redis.from_url(redis_url)
     try:
-        fields = {"capacity": "10", "n_buckets": "5", "bucket_spacing_s": "3.0"}
-        client.hset(keys.room_meta(ROOM), mapping=fields)
+        client.hset(
+            keys.room_meta(ROOM),
+            mapping={"capacity": "10", "n_buckets": "5", "bucket_spacing_s": "3.0"},
+        )
         client.sadd(keys.ROOMS, ROOM)
     finally:
         client.close()

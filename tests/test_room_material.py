@@ -125,7 +125,7 @@ def test_the_song_says_why_it_ended(how: str, reason: EndReason, stopped_by: str
     state = led_room()
     state.add_track("lead", HYMN)
     state.start_song("lead", T0 + 2 * S)
-    assert state.song.ended is None
+    assert song_view(state)["ended"] is None
     now = T0 + 4 * S
     if how == "stop":
         state.stop_song("lead", now)
