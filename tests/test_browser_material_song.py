@@ -9,8 +9,11 @@ song 2, while Lis still has 11 s of song 1 to play. Lis's page must still
 play all 12 pulses and all 24 clicks of song 1 at their positions (measured
 in what the page played, ``bbDebug.played``), and highlight song 1's lyric
 lines when her playback reaches their cues. Before songs kept their material
-the page dropped the track and the clicks at Ann's change (a pulse and two
-clicks heard) and lost the cues when song 2 started.
+the page dropped the track and the clicks at Ann's change (two pulses and
+five clicks heard) and lost the cues when song 2 started. Max, another
+listener 15 s behind, joins after song 2 started: his page knows song 1 only
+from the state's ``song.previous``, and must play its remaining pulses and
+clicks too.
 """
 
 from __future__ import annotations
@@ -70,12 +73,38 @@ def make_room(redis_url: str) -> None:
         client.close()
 
 
-def join(page: Any, base: str, name: str, role: str) -> None:
+def open_page(page: Any, base: str, role: str) -> None:
     page.goto(f"{base}/?room={ROOM}&role={role}")
     page.wait_for_selector("body[data-ready]")
     page.evaluate("bbDebug.record(60)")
+
+
+def join(page: Any, base: str, name: str, role: str) -> None:
+    open_page(page, base, role)
     fill_join(page, name, role=role)
     page.wait_for_selector("#stage:not([hidden])", timeout=15_000)
+
+
+def heard(
+    played: np.ndarray, played_start: int, track: np.ndarray, origin: int, end: int
+) -> tuple[list[float], list[float]]:
+    """Each pulse's and each click's gain in what a page played (positions from ``origin``)."""
+
+    def at(pos: int) -> int:
+        return pos - played_start
+
+    pulse_gains = []
+    for a, b, _hz in PULSES:
+        lo, hi = origin + round(a * RATE) + 240, origin + round(b * RATE) - 240
+        ref = track[lo - origin : hi - origin]
+        pulse_gains.append(float(np.dot(played[at(lo) : at(hi)], ref) / np.dot(ref, ref)))
+    click_gains = []
+    for click in clicks_between(origin, end, origin, METRONOME, end_pos=end):
+        wave = click_wave(click.accent)
+        lo = at(click.pos) - 48
+        corr = np.correlate(played[lo : lo + 96 + wave.shape[0]], wave, mode="valid")
+        click_gains.append(float(np.max(corr) / np.dot(wave, wave)))
+    return pulse_gains, click_gains
 
 
 def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
@@ -89,11 +118,11 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
     track_file = output_dir / "pulses.flac"
     track_file.write_bytes(encode(track, RATE, "flac"))
     with sync_playwright() as pw:
-        browsers = [launch(pw, silence), launch(pw)]
+        browsers = [launch(pw, silence), launch(pw), launch(pw)]
         try:
-            ann, lis = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
+            ann, lis, max_ = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
             errors: list[str] = []
-            for page in (ann, lis):
+            for page in (ann, lis, max_):
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
             join(ann, stack, "Ann", "singer")
@@ -113,6 +142,7 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             ann.click("text=Show lyrics")
             poll(lis, "bbDebug.state.song.track !== null && bbDebug.state.song.metronome.on", "Lis")
 
+            open_page(max_, stack, "spectator")  # Max joins later
             ann.click("#start")
             song = poll(ann, "bbDebug.state.song.running && bbDebug.state.song", "song 1 runs")
             start = int(song["start_pos"])
@@ -139,13 +169,19 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             ann.click("#start")
             poll(ann, "bbDebug.state.song.running && bbDebug.state.song.number === 2", "song 2")
             changed_at = int(lis.evaluate("bbDebug.played.span().end") or 0)
-            wait_for(
-                lambda: (lis.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 5,
-                40,
-                "Lis's playback to pass the end of song 1",
-                interval_s=0.2,
-            )
+            # Max joins now, 15 s behind too: his page never saw song 1 run, only the state.
+            fill_join(max_, "Max", role="spectator")
+            for page, who in ((lis, "Lis"), (max_, "Max")):
+                wait_for(
+                    lambda page=page: (
+                        (page.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 5
+                    ),
+                    40,
+                    f"{who}'s playback to pass the end of song 1",
+                    interval_s=0.2,
+                )
             played_start, played, _covered = decode_dump(lis.evaluate("bbDebug.played.dump()"))
+            max_start, max_played, _ = decode_dump(max_.evaluate("bbDebug.played.dump()"))
             lis_log = lis.evaluate("bbDebug.lyrics")
             lis.screenshot(path=str(output_dir / "lis.png"), full_page=True)
             assert not errors, f"errors in the pages: {errors}"
@@ -157,28 +193,13 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
     assert end == origin + track.shape[0]
     assert played_start <= start and played_start + played.shape[0] >= end
     print(
-        f"Ann changed the material when Lis was {(changed_at - start) / RATE:.1f} s into "
-        f"song 1 (of {TRACK_S} s)"
+        f"Ann had changed the material and started song 2 when Lis was "
+        f"{(changed_at - start) / RATE:.1f} s into song 1 (of {TRACK_S} s)"
     )
-    assert changed_at < start + 4 * RATE, "the change came too late to show anything"
+    # (Else the test would show nothing: Lis must still have been in song 1.)
+    assert changed_at < end - 2 * RATE, "Lis had played song 1 before Ann changed it"
 
-    def at(pos: int) -> int:
-        return pos - played_start
-
-    # The pulses: each 100 ms note at its place, at Lis's track level.
-    pulse_gains = []
-    for a, b, _hz in PULSES:
-        lo, hi = origin + round(a * RATE) + 240, origin + round(b * RATE) - 240
-        ref = track[lo - origin : hi - origin]
-        heard = played[at(lo) : at(hi)]
-        pulse_gains.append(float(np.dot(heard, ref) / np.dot(ref, ref)))
-    # The clicks: each at its beat's position, at Lis's click level.
-    click_gains = []
-    for click in clicks_between(start, end, start, METRONOME, end_pos=end):
-        wave = click_wave(click.accent)
-        lo = at(click.pos) - 48
-        corr = np.correlate(played[lo : lo + 96 + wave.shape[0]], wave, mode="valid")
-        click_gains.append(float(np.max(corr) / np.dot(wave, wave)))
+    pulse_gains, click_gains = heard(played, played_start, track, origin, end)
     heard_pulses = sum(g > 0.5 * TRACK_LEVEL for g in pulse_gains)
     heard_clicks = sum(g > 0.5 * CLICK_LEVEL for g in click_gains)
     # The lyric lines: highlighted when Lis's playback reached each cue of song 1.
@@ -196,3 +217,18 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
     assert heard_pulses == len(PULSES), pulse_gains
     assert heard_clicks == len(click_gains), click_gains
     assert all(e is not None and abs(e) <= round(0.05 * RATE) for e in lyric_errors), lis_log
+
+    # Max: every pulse and click of song 1 from 1.5 s after his playback began (his page
+    # fetches the track first) is there, from the state's `song.previous` alone.
+    max_pulses, max_clicks = heard(max_played, max_start, track, origin, end)
+    begun = max_start + 3 * RATE // 2 - origin
+    due_pulses = [g for (a, _b, _hz), g in zip(PULSES, max_pulses, strict=True) if a * RATE > begun]
+    due_clicks = [g for k, g in enumerate(max_clicks) if k * RATE // 2 > begun]
+    print(
+        f"Max began playing {(max_start - origin) / RATE:.1f} s into song 1 and heard "
+        f"{sum(g > 0.5 * TRACK_LEVEL for g in due_pulses)} of the {len(due_pulses)} pulses and "
+        f"{sum(g > 0.5 * CLICK_LEVEL for g in due_clicks)} of the {len(due_clicks)} clicks due"
+    )
+    assert due_pulses and due_clicks, "Max joined too late to hear any of song 1"
+    assert all(g > 0.5 * TRACK_LEVEL for g in due_pulses), due_pulses
+    assert all(g > 0.5 * CLICK_LEVEL for g in due_clicks), due_clicks
