@@ -8,16 +8,18 @@ why each song ended. No I/O: ``now`` is an argument.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from common import records
 from common.constants import SAMPLE_RATE
-from common.records import EndReason, Metronome, Role, SongMaterial, Track
+from common.records import EndReason, Image, Metronome, Role, SongMaterial, Track
 from common.tracks import song_end, song_origin
 from mixer.roomstate import CommandError, RoomConfig, RoomState
 from mixer.store import public_state
+from tests.support import REPO
 
 S = SAMPLE_RATE
 T0 = 1_700_000_000 * S
@@ -197,3 +199,30 @@ def test_gain_is_silenced_or_within_its_range() -> None:
     old = records.decode(raw, records.Member)
     old.gain_db = -1000.0
     assert records.decode(records.encode(old), records.Member).gain_db == -math.inf
+
+
+def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
+    """docs/protocol.md's *Room state* example, key for key, against a room whose
+    song has a song before it (so ``previous`` and ``started_with`` are filled in)."""
+    text = (REPO / "docs" / "protocol.md").read_text()
+    block = text[text.index("### Room state") :]
+    example = json.loads(block[block.index("```json") + 7 : block.index("```\n", 10)])
+    state = led_room()
+    state.start_song("lead", T0 + 2 * S)
+    state.stop_song("lead", T0 + 5 * S)
+    state.add_track("lead", HYMN)
+    state.set_image("lead", Image(id="i-0c1d2e3f4a5b", content_type="image/png"))
+    state.start_song("lead", T0 + 6 * S)
+    sent = public_state("choir", state)
+
+    def keys_of(value: object, path: str) -> set[str]:
+        found: set[str] = set()
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                found.add(f"{path}.{key}")
+                if key not in ("members", "tracks"):
+                    found |= keys_of(inner, f"{path}.{key}")
+        return found
+
+    for part in ("song", "material"):
+        assert keys_of(example[part], part) == keys_of(sent[part], part)
