@@ -110,11 +110,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         this.song = next;
         const used = new Set([next.trackId, this.previous ? this.previous.trackId : null]);
         for (const id of this.tracks.keys()) if (!used.has(id)) this.tracks.delete(id);
+        this.bindTracks();
         break;
       }
       case "track":
         if (msg.samples) this.tracks.set(msg.id, msg.samples);
         else this.tracks.delete(msg.id);
+        this.bindTracks();
         break;
       case "reset":
         // A new tap (delay): nothing buffered belongs to it.
@@ -127,6 +129,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         break;
       default:
         break;
+    }
+  }
+
+  /** Give each song the samples of its track (`samples`, null until they arrive). */
+  bindTracks() {
+    for (const song of [this.song, this.previous]) {
+      if (song) song.samples = (song.trackId !== null && song.trackId !== undefined && this.tracks.get(song.trackId)) || null;
     }
   }
 
@@ -253,9 +262,9 @@ class BrigadeProcessor extends AudioWorkletProcessor {
   material(p) {
     const song = songAt(p, this.song, this.previous);
     if (song === null) return 0;
-    const track = song.trackId === null || song.trackId === undefined ? undefined : this.tracks.get(song.trackId);
+    const track = song.samples;
     let x = 0;
-    if (track !== undefined && this.trackGain > 0) {
+    if (track && this.trackGain > 0) {
       const i = p - song.origin;
       if (i >= 0 && i < track.length) x += track[i] * this.trackGain;
     }
