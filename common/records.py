@@ -280,7 +280,7 @@ class EndReason(StrEnum):
     STOPPED = "stopped"
     """The leader pressed Stop song (``stop``)."""
     HALTED = "halted"
-    """The leader halted it (``halt``: leaving the page, a lost microphone)."""
+    """The leader sent ``halt`` (stop at once)."""
     LEADER_LEFT = "leader_left"
     """Its leader left the room, or became a listener."""
 
