@@ -218,10 +218,10 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
     assert heard_clicks == len(click_gains), click_gains
     assert all(e is not None and abs(e) <= round(0.05 * RATE) for e in lyric_errors), lis_log
 
-    # Max: every pulse and click of song 1 from 1.5 s after his playback began (his page
+    # Max: every pulse and click of song 1 from 2.5 s after his playback began (his page
     # fetches the track first) is there, from the state's `song.previous` alone.
     max_pulses, max_clicks = heard(max_played, max_start, track, origin, end)
-    begun = max_start + 3 * RATE // 2 - origin
+    begun = max_start + 5 * RATE // 2 - origin
     due_pulses = [g for (a, _b, _hz), g in zip(PULSES, max_pulses, strict=True) if a * RATE > begun]
     due_clicks = [g for k, g in enumerate(max_clicks) if k * RATE // 2 > begun]
     print(
