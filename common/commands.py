@@ -25,6 +25,7 @@ from common.records import (
     MAX_GAIN_DB,
     MAX_LEADER_BOOST_DB,
     MAX_LYRICS_CHARS,
+    MIN_GAIN_DB,
     Image,
     MaterialId,
     Mix,
@@ -165,12 +166,14 @@ class Mute(Command, tag="mute", frozen=True):
 class SetGain(Command, tag="set_gain", frozen=True):
     """The console fader: ``target``'s mic gain in dB; null is -inf (silenced).
 
-    The leader may set anyone's; everyone may set their own.
+    A number must lie in ``MIN_GAIN_DB .. MAX_GAIN_DB`` (-60 .. +12 dB); lower
+    ones are refused, not clamped (silencing is ``null``). The leader may set
+    anyone's; everyone may set their own.
     """
 
     error_code: ClassVar[str] = "bad_gain"
     target: SingerId
-    gain_db: Annotated[float, msgspec.Meta(le=MAX_GAIN_DB)] | None
+    gain_db: Annotated[float, msgspec.Meta(ge=MIN_GAIN_DB, le=MAX_GAIN_DB)] | None
 
 
 class SetLeaderBoost(Command, tag="set_leader_boost", frozen=True):

@@ -33,7 +33,13 @@ from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
 from common.records import MAX_LYRICS_CHARS
-from common.tracks import MAX_IMAGE_BYTES, MAX_TRACK_BYTES, MAX_TRACK_S
+from common.tracks import (
+    MAX_IMAGE_BYTES,
+    MAX_TRACK_BYTES,
+    MAX_TRACK_RATE,
+    MAX_TRACK_S,
+    MIN_TRACK_RATE,
+)
 
 # --- limits -----------------------------------------------------------------------
 
@@ -188,7 +194,7 @@ ClientMessage = Hello | Ping | RoomCommand | Chat
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Validate one JSON text frame from a client; raises :class:`ProtocolError`."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_not_json)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise ProtocolError(Code.BAD_MESSAGE, "message is not valid JSON") from None
     if not isinstance(obj, dict):
@@ -314,6 +320,11 @@ def _number(obj: Mapping[str, Any], name: str) -> float:
     if not math.isfinite(number):
         raise ProtocolError(Code.BAD_MESSAGE, f"{name} must be finite")
     return number
+
+
+def _not_json(name: str) -> object:
+    # Python reads NaN, Infinity and -Infinity; JSON (RFC 8259) has no such numbers.
+    raise ValueError(f"{name} is not JSON")
 
 
 def _bad_field(name: str, expected: str, value: object) -> ProtocolError:
@@ -600,5 +611,7 @@ def limits_json(
         "max_lyrics_chars": MAX_LYRICS_CHARS,
         "max_track_bytes": MAX_TRACK_BYTES,
         "max_track_s": MAX_TRACK_S,
+        "min_track_rate": MIN_TRACK_RATE,
+        "max_track_rate": MAX_TRACK_RATE,
         "max_image_bytes": MAX_IMAGE_BYTES,
     }

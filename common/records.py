@@ -39,9 +39,11 @@ __all__ = [
     "MAX_GAIN_DB",
     "MAX_LYRICS_CHARS",
     "MAX_ROOM_TRACKS",
+    "MIN_GAIN_DB",
     "SILENCE_DB",
     "Checkpoint",
     "Cue",
+    "EndReason",
     "GatewayStatus",
     "Image",
     "Material",
@@ -55,6 +57,7 @@ __all__ = [
     "RoomMeta",
     "Rounds",
     "Song",
+    "SongMaterial",
     "SongSpan",
     "Track",
     "decode",
@@ -67,7 +70,10 @@ SILENCE_DB: Final = -120.0
 """The level reported for silence (and the floor of every level)."""
 
 MAX_GAIN_DB: Final = 12.0
-"""Loudest mic gain the console allows; the quietest is -inf (silenced)."""
+"""Loudest mic gain the console allows."""
+
+MIN_GAIN_DB: Final = -60.0
+"""Quietest mic gain short of silenced (-inf, ``null`` on the wire); lower ones are refused."""
 
 DEFAULT_LEADER_BOOST_DB: Final = 6.0
 """The leader's voice is this much louder in everyone's mix (the original used ~2x)."""
@@ -129,13 +135,21 @@ class Member(msgspec.Struct, kw_only=True):
         self.name = check_display_name(self.name)
         if not math.isfinite(self.level_db):
             raise ValidationError(f"member level_db must be finite, got {self.level_db}")
+        if self.gain_db < MIN_GAIN_DB:
+            # Records written before the lower bound existed (-1000 was stored): silenced.
+            self.gain_db = -math.inf
         check_gain_db(self.gain_db)
 
 
 def check_gain_db(gain_db: float) -> float:
-    """A console gain: ``-inf`` (silenced) up to :data:`MAX_GAIN_DB`; raises ValidationError."""
-    if math.isnan(gain_db) or gain_db > MAX_GAIN_DB:
-        raise ValidationError(f"gain_db must be -inf .. +{MAX_GAIN_DB:g} dB, got {gain_db}")
+    """A console gain: ``-inf`` (silenced) or :data:`MIN_GAIN_DB` .. :data:`MAX_GAIN_DB`.
+
+    Raises ValidationError for anything else (NaN, +inf, below the range, above it).
+    """
+    if gain_db != -math.inf and not MIN_GAIN_DB <= gain_db <= MAX_GAIN_DB:
+        raise ValidationError(
+            f"gain_db must be {MIN_GAIN_DB:g} .. +{MAX_GAIN_DB:g} dB or silenced, got {gain_db}"
+        )
     return float(gain_db)
 
 
@@ -218,14 +232,19 @@ class Cue(msgspec.Struct, frozen=True, array_like=True):
 class Material(msgspec.Struct, kw_only=True):
     """The room's song material besides the song record: tracks, lyrics, image, cues.
 
-    ``cues`` belong to the current (or last) song and are cleared when the
-    next one starts; they are in increasing position order.
+    ``cues`` belong to the current (or last) song and are in increasing
+    position order; when the next song starts they move to ``previous_cues``
+    (a later bucket still sees the last song's lines change while the leader
+    sings the next one).
     """
 
     tracks: list[Track] = msgspec.field(default_factory=list)
     lyrics: Annotated[str, msgspec.Meta(max_length=MAX_LYRICS_CHARS)] = ""
     image: Image | None = None
     cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
+        default_factory=list
+    )
+    previous_cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
         default_factory=list
     )
 
@@ -241,12 +260,40 @@ class Material(msgspec.Struct, kw_only=True):
         return [t.id for t in self.tracks], [self.image.id] if self.image else []
 
 
+class SongMaterial(msgspec.Struct, frozen=True, kw_only=True):
+    """What a song plays at its positions, fixed when it starts (DESIGN.md, *Material
+    belongs to its song*): its backing track and its metronome (count-in included).
+
+    What the leader chooses afterwards (``Song.track``, ``Song.metronome``) is for
+    the next song; pages keep playing this until their playback passes the song's end.
+    """
+
+    track: Track | None = None
+    metronome: Metronome = msgspec.field(default_factory=Metronome)
+
+
+class EndReason(StrEnum):
+    """Why a song ended (``Song.ended``)."""
+
+    TRACK = "track"
+    """It reached the end of its backing track."""
+    STOPPED = "stopped"
+    """The leader pressed Stop song (``stop``)."""
+    HALTED = "halted"
+    """The leader sent ``halt`` (stop at once)."""
+    LEADER_LEFT = "leader_left"
+    """Its leader left the room, or became a listener."""
+
+
 class SongSpan(msgspec.Struct, frozen=True, kw_only=True):
-    """The positions ``[start_pos, end_pos)`` of song ``number``, once it has ended."""
+    """The positions ``[start_pos, end_pos)`` of song ``number``, once it has ended,
+    with the material it played and why it ended (None in records from before)."""
 
     number: NonNegative
     start_pos: int
     end_pos: int
+    started_with: SongMaterial | None = None
+    ended: EndReason | None = None
 
     def __post_init__(self) -> None:
         if self.end_pos < self.start_pos:
@@ -261,8 +308,11 @@ class Song(msgspec.Struct, kw_only=True):
     the song runs; after a stop the window stays, so chunks still in flight
     for the song's last seconds are mixed. ``stopped_by`` is the member who
     stopped or halted the last song (None while one runs, and when it ended
-    because its leader left). ``rounds`` and ``leader_boost_db`` are the
-    leader's settings for the songs to come.
+    because its leader left); ``ended`` says why the last song ended (None
+    while one runs, and before the first). ``rounds`` and ``leader_boost_db``
+    are the leader's settings for the songs to come; so are ``track`` and
+    ``metronome``, while ``started_with`` is what the running (or last) song
+    plays.
     """
 
     running: bool = False
@@ -283,6 +333,28 @@ class Song(msgspec.Struct, kw_only=True):
     """The backing track chosen for the songs to come (and the running one)."""
     metronome: Metronome = msgspec.field(default_factory=Metronome)
     recording: Recording = msgspec.field(default_factory=Recording)
+    started_with: SongMaterial | None = None
+    """The material the running (or last) song started with; None before the first."""
+    ended: EndReason | None = None
+
+    def played(self) -> SongMaterial:
+        """What the running (or last) song plays: ``started_with``, or for a record
+        written before songs kept their material, the leader's current choice."""
+        if self.started_with is not None:
+            return self.started_with
+        return SongMaterial(track=self.track, metronome=self.metronome)
+
+    def span(self) -> SongSpan | None:
+        """This song as the ``previous`` of the next one (None unless it has ended)."""
+        if self.start_pos is None or self.end_pos is None:
+            return None
+        return SongSpan(
+            number=self.number,
+            start_pos=self.start_pos,
+            end_pos=self.end_pos,
+            started_with=self.started_with,
+            ended=self.ended,
+        )
 
     def __post_init__(self) -> None:
         if self.leader is not None:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from common.records import Material, Member, Song, Track
+from common.records import Material, Member, Metronome, Song, SongMaterial, SongSpan, Track
 from common.tracks import song_origin
 
 
@@ -47,7 +47,6 @@ def public_state(
     ]
     rounds = song.rounds
     material = material if material is not None else Material()
-    metronome = song.metronome
     return {
         "room": room,
         "version": version,
@@ -59,18 +58,19 @@ def public_state(
             "start_pos": song.start_pos,
             "end_pos": song.end_pos,
             "stopped_by": song.stopped_by,
+            "ended": None if song.ended is None else song.ended.value,
             "rounds": {"bpm": rounds.bpm, "beats": rounds.beats, "repeats": rounds.repeats},
             "leader_boost_db": song.leader_boost_db,
             "track": _track(song.track),
-            "metronome": {
-                "on": metronome.on,
-                "bpm": metronome.bpm,
-                "beats": metronome.beats,
-                "count_in": metronome.count_in,
-            },
+            "metronome": _metronome(song.metronome),
             "recording": {"stems": song.recording.stems, "metronome": song.recording.metronome},
-            # Where the music (and track sample 0) begins: start_pos, after a count-in bar.
-            "origin": None if song.start_pos is None else song_origin(song.start_pos, metronome),
+            # What the running (or last) song plays, and where its music (and track
+            # sample 0) begins: start_pos, after a count-in bar.
+            "started_with": None if song.start_pos is None else _played(song.played()),
+            "origin": None
+            if song.start_pos is None
+            else song_origin(song.start_pos, song.played().metronome),
+            "previous": _previous(song.previous),
         },
         "material": {
             "tracks": [_track(t) for t in material.tracks],
@@ -83,6 +83,7 @@ def public_state(
                 "bytes": material.image.size_bytes,
             },
             "cues": [[cue.pos, cue.line] for cue in material.cues],
+            "previous_cues": [[cue.pos, cue.line] for cue in material.previous_cues],
         },
         "buckets": {
             "n": n_buckets,
@@ -92,6 +93,33 @@ def public_state(
         "solo": [m.singer_id for m in ordered if m.soloed],
         "taps": sorted({m.delay for m in ordered if m.connected}),
         "members": listed,
+    }
+
+
+def _metronome(metronome: Metronome) -> dict[str, Any]:
+    return {
+        "on": metronome.on,
+        "bpm": metronome.bpm,
+        "beats": metronome.beats,
+        "count_in": metronome.count_in,
+    }
+
+
+def _played(played: SongMaterial) -> dict[str, Any]:
+    return {"track": _track(played.track), "metronome": _metronome(played.metronome)}
+
+
+def _previous(span: SongSpan | None) -> dict[str, Any] | None:
+    if span is None:
+        return None
+    played = span.started_with
+    return {
+        "number": span.number,
+        "start_pos": span.start_pos,
+        "end_pos": span.end_pos,
+        "ended": None if span.ended is None else span.ended.value,
+        "started_with": None if played is None else _played(played),
+        "origin": None if played is None else song_origin(span.start_pos, played.metronome),
     }
 
 

@@ -31,7 +31,9 @@ __all__ = [
     "CLICK_SAMPLES",
     "MAX_IMAGE_BYTES",
     "MAX_TRACK_BYTES",
+    "MAX_TRACK_RATE",
     "MAX_TRACK_S",
+    "MIN_TRACK_RATE",
     "Click",
     "beat_position",
     "click_wave",
@@ -46,6 +48,9 @@ MAX_TRACK_BYTES: Final = 20 * 1024 * 1024
 """Largest backing track file accepted (an upload or a library file)."""
 MAX_TRACK_S: Final = 600
 """Longest backing track accepted: 10 minutes."""
+MIN_TRACK_RATE: Final = 8000
+MAX_TRACK_RATE: Final = 192_000
+"""Sample rates a backing track may have (Hz, both included); it is resampled to 48 kHz."""
 MAX_IMAGE_BYTES: Final = 5 * 1024 * 1024
 """Largest room image accepted."""
 

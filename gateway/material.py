@@ -215,6 +215,8 @@ async def _leader_of(request: web.Request) -> tuple[str, str]:
     if not singer or not token or len(singer) > 64 or len(token) > 128:
         raise UploadError(401, "send your seat (X-BB-Singer and X-BB-Token) with an upload")
     rooms = request.app[HUB].rooms
+    if not await request.app[HUB].redis.exists(keys.room_meta(room)):
+        raise UploadError(404, "no such room")
     if not await rooms.resume_ok(room, singer, token):
         raise UploadError(403, "that seat is not in this room")
     raw = await request.app[HUB].redis.hget(keys.room_song(room), "state")

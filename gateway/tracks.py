@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 
 from common.constants import SAMPLE_RATE
-from common.tracks import MAX_TRACK_BYTES, MAX_TRACK_S
+from common.tracks import MAX_TRACK_BYTES, MAX_TRACK_RATE, MAX_TRACK_S, MIN_TRACK_RATE
 
 __all__ = [
     "LIBRARY_SUFFIXES",
@@ -42,8 +42,6 @@ __all__ = [
 ]
 
 LIBRARY_SUFFIXES: Final = frozenset({".mp3", ".ogg", ".opus", ".oga", ".flac", ".wav"})
-_MIN_RATE: Final = 8000
-_MAX_RATE: Final = 192_000
 _FORMATS: Final = {"mp3": "MP3", "ogg": "OGG", "flac": "FLAC", "wav": "WAV"}
 _KINDS: Final = "MP3, Ogg Vorbis or Opus, FLAC or WAV"
 
@@ -119,8 +117,12 @@ def prepare_track(data: bytes) -> PreparedTrack:
         info = sf.info(io.BytesIO(data))
         if info.format != _FORMATS[kind]:
             raise UploadError(415, f"the file looks like {kind} but reads as {info.format}")
-        if not _MIN_RATE <= info.samplerate <= _MAX_RATE:
-            raise UploadError(400, f"a sample rate of {info.samplerate} Hz is not supported")
+        if not MIN_TRACK_RATE <= info.samplerate <= MAX_TRACK_RATE:
+            raise UploadError(
+                400,
+                f"a sample rate of {info.samplerate} Hz is not supported "
+                f"({MIN_TRACK_RATE} to {MAX_TRACK_RATE} Hz are)",
+            )
         if info.frames > MAX_TRACK_S * info.samplerate:
             minutes = info.frames / info.samplerate / 60
             raise UploadError(

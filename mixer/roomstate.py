@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+import msgspec
+
 from common.constants import (
     DEFAULT_BUCKET_SPACING_S,
     DEFAULT_LEAD_S,
@@ -32,6 +34,7 @@ from common.records import (
     MAX_ROOM_TRACKS,
     SILENCE_DB,
     Cue,
+    EndReason,
     Image,
     Material,
     Member,
@@ -41,7 +44,7 @@ from common.records import (
     Role,
     Rounds,
     Song,
-    SongSpan,
+    SongMaterial,
     Track,
     check_gain_db,
 )
@@ -417,19 +420,22 @@ class RoomState:
             raise CommandError("song_running", "a song is already running")
         song = self.song
         start = now - leader.delay
-        if song.start_pos is not None and song.end_pos is not None:
-            song.previous = SongSpan(
-                number=song.number,
-                start_pos=song.start_pos,
-                end_pos=max(song.start_pos, min(song.end_pos, start)),
+        last = song.span()
+        if last is not None:
+            song.previous = msgspec.structs.replace(
+                last, end_pos=max(last.start_pos, min(last.end_pos, start))
             )
-        self.song.running = True
-        self.song.start_pos = start
-        self.song.end_pos = None
-        self.song.stopped_by = None
-        self.song.number += 1
-        if self.material.cues:
-            self.material.cues = []
+        song.running = True
+        song.start_pos = start
+        song.end_pos = None
+        song.stopped_by = None
+        song.ended = None
+        song.number += 1
+        # The material this song plays until its end, whatever is chosen meanwhile.
+        song.started_with = SongMaterial(track=song.track, metronome=song.metronome)
+        material = self.material
+        if material.cues or material.previous_cues:
+            material.previous_cues, material.cues = material.cues, []
             self._material_changed()
         self._changed()
 
@@ -438,7 +444,7 @@ class RoomState:
         self._leader(singer_id)
         if not self.song.running:
             raise CommandError("no_song", "no song is running")
-        self._halt(singer_id, now)
+        self._halt(singer_id, now, EndReason.STOPPED)
 
     def halt(self, singer_id: str, now: int) -> None:
         """Leader only: stop the running song now; a no-op without one.
@@ -448,7 +454,7 @@ class RoomState:
         """
         self._leader(singer_id, "halt the song")
         if self.song.running:
-            self._halt(singer_id, now)
+            self._halt(singer_id, now, EndReason.HALTED)
 
     def set_rounds(self, singer_id: str, rounds: Rounds) -> None:
         """Leader only, between songs: the round settings of the songs to come.
@@ -487,16 +493,18 @@ class RoomState:
         it (``stopped_by`` is None). Returns whether the song ended.
         """
         song = self.song
-        if not song.running or song.track is None or song.start_pos is None:
+        played = song.played()
+        if not song.running or played.track is None or song.start_pos is None:
             return False
         leader = self.members.get(song.leader) if song.leader is not None else None
         delay = leader.delay if leader is not None else self.config.bucket_delay(0)
-        end = song_end(song.start_pos, song.metronome, song.track.samples)
+        end = song_end(song.start_pos, played.metronome, played.track.samples)
         if now - delay < end:
             return False
         song.end_pos = end
         song.running = False
         song.stopped_by = None
+        song.ended = EndReason.TRACK
         self._changed()
         return True
 
@@ -505,15 +513,20 @@ class RoomState:
     def add_track(self, singer_id: str, track: Track) -> None:
         """Leader, between songs: list ``track`` and choose it for the next songs.
 
-        A room lists at most :data:`MAX_ROOM_TRACKS`; the oldest one not
-        chosen goes (its bytes with it, through :attr:`discarded`).
+        A room lists at most :data:`MAX_ROOM_TRACKS`; the oldest one that is
+        neither chosen nor the last song's goes (its bytes with it, through
+        :attr:`discarded`).
         """
         self._leader(singer_id, "add a backing track")
         self._between_songs("the track")
         tracks = [t for t in self.material.tracks if t.id != track.id]
         tracks.append(track)
+        # The last song's track stays too: later buckets (and pages that reload) still play it.
+        played = self.song.played().track
+        keep = {track.id, played.id if played is not None else ""}
         while len(tracks) > MAX_ROOM_TRACKS:
-            old = tracks.pop(0)
+            old = next(t for t in tracks if t.id not in keep)
+            tracks.remove(old)
             self.discarded.append(("track", old.id))
         self.material.tracks = tracks
         self.song.track = track
@@ -755,18 +768,19 @@ class RoomState:
             raise CommandError("not_leader", f"only the leader can {what}")
         return member
 
-    def _halt(self, singer_id: str | None, now: int) -> None:
+    def _halt(self, singer_id: str | None, now: int, reason: EndReason) -> None:
         leader = self.members.get(self.song.leader) if self.song.leader is not None else None
         delay = leader.delay if leader is not None else self.config.bucket_delay(0)
         self.song.end_pos = now - delay
         self.song.running = False
         self.song.stopped_by = singer_id
+        self.song.ended = reason
         self._changed()
 
     def _drop_leader(self, now: int) -> None:
         # The song ends because its leader left: nobody stopped it.
         if self.song.running:
-            self._halt(None, now)
+            self._halt(None, now, EndReason.LEADER_LEFT)
         self.song.leader = None
 
     def _remove(self, singer_id: str, now: int) -> None:

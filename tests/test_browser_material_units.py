@@ -201,13 +201,16 @@ def test_track_positions_levels_and_the_song_window(page: Any) -> None:
             "track": {"id": "t-0123456789ab", "samples": 5},
         }
     }
+    # A state without `started_with` and `previous` (a server from before): the choice.
     assert page.evaluate("(s) => back.songMaterial(s)", state) == {
         "start": T0,
         "end": None,
         "origin": T0 + 96000,
         "metronome": state["song"]["metronome"],
         "trackId": "t-0123456789ab",
+        "previous": None,  # undefined: the worklet remembers the song it played
     }
+    assert page.evaluate("back.songMaterial({song: {start_pos: 5}}).previous === undefined")
     assert page.evaluate("back.songMaterial({song: {start_pos: null}}).start") is None
     # Levels are remembered per browser; anything unreadable falls back to the defaults.
     levels = page.evaluate(
@@ -253,3 +256,146 @@ def test_the_current_lyric_line_follows_the_cues(page: Any) -> None:
         summary
         == "Backing track: Hymn.mp3 (1:01). Metronome: 90 bpm, 3 per bar, one bar counted in"
     )
+
+
+CLICKS = {"on": True, "bpm": 120, "beats": 4, "count_in": False}
+OFF = {"on": False, "bpm": 100, "beats": 4, "count_in": False}
+HYMN = {"id": "t-0123456789ab", "name": "Hymn", "samples": 48000, "bytes": 1, "source": "upload"}
+
+
+def test_the_page_plays_each_songs_own_material_not_the_next_songs_choice(page: Any) -> None:
+    """Song 1 ended with its track; the leader then chose no track and no clicks, and
+    started song 2: the page keeps playing song 1's material for song 1's positions."""
+    ended = {
+        "running": False,
+        "number": 1,
+        "start_pos": T0,
+        "end_pos": T0 + 48000,
+        "origin": T0,
+        "ended": "track",
+        "track": None,
+        "metronome": OFF,
+        "started_with": {"track": HYMN, "metronome": CLICKS},
+        "previous": None,
+    }
+    got = page.evaluate("(song) => back.songMaterial({song})", ended)
+    assert got == {
+        "start": T0,
+        "end": T0 + 48000,
+        "origin": T0,
+        "metronome": CLICKS,
+        "trackId": HYMN["id"],
+        "previous": None,
+    }
+    second = {
+        **ended,
+        "running": True,
+        "number": 2,
+        "start_pos": T0 + 60000,
+        "end_pos": None,
+        "origin": T0 + 60000,
+        "ended": None,
+        "started_with": {"track": None, "metronome": OFF},
+        "previous": {
+            "number": 1,
+            "start_pos": T0,
+            "end_pos": T0 + 48000,
+            "ended": "track",
+            "origin": T0,
+            "started_with": {"track": HYMN, "metronome": CLICKS},
+        },
+    }
+    got = page.evaluate("(song) => back.songMaterial({song})", second)
+    assert (got["trackId"], got["metronome"]) == (None, OFF)
+    assert got["previous"] == {
+        "start": T0,
+        "end": T0 + 48000,
+        "origin": T0,
+        "metronome": CLICKS,
+        "trackId": HYMN["id"],
+    }
+    # What the worklet plays where: song 1's clicks up to its end, none in song 2.
+    clicks = page.evaluate(
+        """([m, t0]) => {
+          const waves = [met.clickWave(false), met.clickWave(true)];
+          const at = (p) => {
+            const s = met.songAt(p, m, m.previous);
+            return s === null ? 0 : met.clickSampleAt(p, s, waves);
+          };
+          return [t0 + 100, t0 + 24000 + 100, t0 + 60000 + 100, t0 + 84000 + 100].map(at);
+        }""",
+        [got, T0],
+    )
+    assert clicks[0] != 0 and clicks[1] != 0 and clicks[2:] == [0, 0]
+
+
+def test_the_page_follows_the_last_songs_cues_then_the_running_songs(page: Any) -> None:
+    state = {
+        "song": {"start_pos": T0 + 1000},
+        "material": {"cues": [[T0 + 1500, 2]], "previous_cues": [[T0 + 100, 0], [T0 + 600, 1]]},
+    }
+    cues = page.evaluate("(s) => lyr.songCues(s)", state)
+    assert cues == [[T0 + 100, 0], [T0 + 600, 1], [T0 + 1000, -1], [T0 + 1500, 2]]
+    lines = page.evaluate(
+        "([c, t]) => [50, 100, 700, 999, 1000, 1499, 1500].map((d) => lyr.currentLine(c, t + d))",
+        [cues, T0],
+    )
+    assert lines == [-1, 0, 1, 1, -1, -1, 2]
+    # Without a song before, the cues as they are.
+    alone = {"song": {"start_pos": T0}, "material": {"cues": [[T0 + 5, 0]], "previous_cues": []}}
+    assert page.evaluate("(s) => lyr.songCues(s)", alone) == [[T0 + 5, 0]]
+
+
+@pytest.mark.parametrize(
+    ("ended", "stopped_by", "me", "said"),
+    [
+        ("track", None, "s-lis", "Song 3 ended with its backing track."),
+        ("stopped", "s-ann", "s-lis", "Ann stopped song 3."),
+        ("stopped", "s-ann", "s-ann", "You stopped song 3."),
+        ("stopped", "s-gone", "s-lis", "Song 3 was stopped by its leader, who has since left."),
+        ("halted", "s-ann", "s-lis", "Ann halted song 3."),
+        ("leader_left", None, "s-lis", "Song 3 ended: its leader left the room."),
+        (None, None, "s-lis", "Song 3 ended."),
+    ],
+)
+def test_the_end_of_song_line_names_the_real_reason(
+    page: Any, ended: str | None, stopped_by: str | None, me: str, said: str
+) -> None:
+    """Song 3 ended with its track and the leader then chose no track: still the track's end."""
+    state = {
+        "version": 9,
+        "leader": "s-ann",
+        "song": {
+            "running": False,
+            "number": 3,
+            "start_pos": T0,
+            "end_pos": T0 + 48000,
+            "origin": T0,
+            "stopped_by": stopped_by,
+            "ended": ended,
+            "track": None,
+            "started_with": {"track": HYMN, "metronome": OFF},
+        },
+        "buckets": {"n": 6, "spacing": 144000, "delays": [144000 * (i + 1) for i in range(6)]},
+        "members": [
+            {"singer_id": "s-ann", "name": "Ann", "role": "singer", "delay": 144000, "bucket": 0},
+            {
+                "singer_id": "s-lis",
+                "name": "Lis",
+                "role": "spectator",
+                "delay": 864000,
+                "bucket": 5,
+            },
+        ],
+    }
+    text = page.evaluate(
+        """async ([state, me]) => {
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          store.setMe(me);
+          store.apply(state);
+          return store.song().text;
+        }""",
+        [state, me],
+    )
+    assert text.startswith(said), text

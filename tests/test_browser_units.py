@@ -403,7 +403,7 @@ def store_facts(page: Any, me: str, changes: list[dict[str, Any]]) -> list[dict[
 
 def test_room_store_says_who_stopped_and_counts_listeners_apart(page: Any) -> None:
     run = {"song": {"running": True, "number": 1, "start_pos": 10}}
-    stop = {"song": {"running": False, "end_pos": 20, "stopped_by": "s-ann"}}
+    stop = {"song": {"running": False, "end_pos": 20, "stopped_by": "s-ann", "ended": "stopped"}}
     lis = store_facts(page, "s-lis", [run, stop])
     assert lis[0]["song"]["text"] == "Song 1 is running, led by Ann."
     assert lis[0]["said"] == ["Song 1 started."]
@@ -414,7 +414,8 @@ def test_room_store_says_who_stopped_and_counts_listeners_apart(page: Any) -> No
     assert ann[1]["song"]["text"].startswith("You stopped song 1.")
     # The leader left: the song ended without anyone stopping it.
     gone = {"leader": None, "members": ROOM_STATE["members"][1:]}
-    left = store_facts(page, "s-lis", [run, {**gone, "song": {"running": False, "end_pos": 20}}])
+    ended = {"running": False, "end_pos": 20, "ended": "leader_left"}
+    left = store_facts(page, "s-lis", [run, {**gone, "song": ended}])
     assert left[1]["song"]["text"].startswith("Song 1 ended: its leader left the room.")
     assert "Ann left." in left[1]["said"]
     assert left[1]["alone"]

@@ -9,7 +9,7 @@ import numpy as np
 from common import commands as c
 from common.constants import SAMPLE_RATE
 from common.events import Levels, Reply, State
-from common.records import Role
+from common.records import Role, Track
 from common.wire import encode_chunk
 from mixer.host import HANDLERS, HostTiming, RoomHost
 from mixer.room import RoomConfig, RoomState
@@ -147,3 +147,30 @@ def test_publish_steps_carry_occupancy_stats_and_levels() -> None:
     assert out.occupancy is not None and out.occupancy.mixer == "m1"
     assert out.stats is not None and "chunks_in" in out.stats
     assert any(isinstance(e, Levels) and "a" in e.levels for e in out.events)
+
+
+def test_the_published_state_keeps_the_last_songs_material_and_says_why_it_ended() -> None:
+    h = host()
+    h.step([ctl("a", c.Join(name="Ann", role=Role.SINGER), conn="ka")], [], T0)
+    track = Track(id="t-0123456789ab", name="Hymn.flac", samples=4 * SR)
+    h.step(
+        [
+            ctl("a", c.Lead()),
+            ctl("a", c.AddTrack(track=track)),
+            ctl("a", c.SetMetronome(on=True, bpm=90, beats=3)),
+            ctl("a", c.Start()),
+        ],
+        [],
+        T0 + SR,
+    )
+    h.step([ctl("a", c.Stop())], [], T0 + 3 * SR)
+    out = h.step(
+        [ctl("a", c.SetTrack(track=None)), ctl("a", c.SetMetronome(on=False))], [], T0 + 4 * SR
+    )
+    assert all(r.ok for r in replies(out))
+    states = [e for e in out.events if isinstance(e, State)]
+    song = states[-1].state["song"]
+    assert song["track"] is None and not song["metronome"]["on"]  # the next song's
+    assert song["started_with"]["track"]["id"] == track.id  # the last song's, kept
+    assert song["started_with"]["metronome"]["bpm"] == 90
+    assert (song["ended"], song["stopped_by"]) == ("stopped", "a")

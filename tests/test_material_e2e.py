@@ -115,6 +115,10 @@ async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
     assert (await upload(http, base, "badfiles", "track", good, {}))[0] == 401
     wrong = {"X-BB-Singer": ann.singer, "X-BB-Token": "not-the-token"}
     assert (await upload(http, base, "badfiles", "track", good, wrong))[0] == 403
+    # A real seat sent to a room that does not exist: no such room (docs/protocol.md).
+    for kind in ("track", "image"):
+        status, body = await upload(http, base, "nosuchroom", kind, good, seat(ann))
+        assert (status, body["error"]) == (404, "no such room")
     status, body = await upload(http, base, "badfiles", "track", good, seat(ben))
     assert (status, body["error"]) == (403, "only the leader can add a track or an image")
     status, body = await upload(http, base, "badfiles", "image", png_bytes(), seat(ben))

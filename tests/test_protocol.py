@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import struct
 
 import pytest
@@ -14,6 +15,7 @@ from common import commands as c
 from common import protocol as p
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
+from tests.support import REPO
 
 HELLO = {
     "type": "hello",
@@ -158,6 +160,14 @@ def test_set_delay_converts_to_samples() -> None:
         ({"type": "set_rounds", "bpm": 10, "beats": 4, "repeats": 2}, p.Code.BAD_ROUNDS),
         ({"type": "set_rounds", "bpm": 120, "beats": 4, "repeats": 21}, p.Code.BAD_ROUNDS),
         ({"type": "set_leader_boost", "boost_db": -1}, p.Code.BAD_GAIN),
+        ({"type": "set_leader_boost", "boost_db": 12.5}, p.Code.BAD_GAIN),
+        ({"type": "set_leader_boost", "boost_db": "6"}, p.Code.BAD_GAIN),
+        ({"type": "set_leader_boost"}, p.Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s-1", "gain_db": -60.5}, p.Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s-1", "gain_db": -1000}, p.Code.BAD_GAIN),
+        ('{"type": "set_gain", "target": "s-1", "gain_db": -Infinity}', p.Code.BAD_MESSAGE),
+        ('{"type": "set_gain", "target": "s-1", "gain_db": NaN}', p.Code.BAD_MESSAGE),
+        ('{"type": "ping", "id": 1, "t": Infinity}', p.Code.BAD_MESSAGE),
         ({"type": "mute", "muted": 1}, p.Code.BAD_MESSAGE),
         ({"type": "chat", "text": ""}, p.Code.BAD_MESSAGE),
         ({"type": "chat", "text": "x" * 501}, p.Code.BAD_MESSAGE),
@@ -414,3 +424,50 @@ def test_hash_password_validates_its_arguments() -> None:
         hash_password("")
     with pytest.raises(ValidationError):
         hash_password("pw", iterations=10)
+
+
+# --- the error table in docs/protocol.md agrees with the code ---------------------------
+
+DOCS = REPO / "docs" / "protocol.md"
+
+
+def documented_field_codes() -> tuple[dict[str, str], set[str]]:
+    """docs/protocol.md, *Field errors*: the command -> code table, and the commands
+    named as getting ``bad_message``."""
+    text = DOCS.read_text()
+    section = text[text.index("**Field errors.**") : text.index("Errors that carry a `req`")]
+    table = dict(re.findall(r"^\| `(\w+)` \| `(\w+)` \|$", section, flags=re.MULTILINE))
+    others = section[section.index("Every other message") :]
+    named = set(re.findall(r"`(\w+)`", others[: others.index("gets")]))
+    return table, named
+
+
+def test_the_documented_field_error_codes_are_the_commands_own() -> None:
+    table, others = documented_field_codes()
+    assert len(table) >= 9
+    for kind, cls in c.CLIENT_COMMANDS.items():
+        if kind in table:
+            assert cls.error_code == table[kind], kind
+        else:
+            assert cls.error_code == "bad_message", kind
+            assert kind in others, f"{kind} is in neither the table nor the bad_message list"
+    assert others - {"ping", "chat"} == set(c.CLIENT_COMMANDS) - set(table)
+
+
+@pytest.mark.parametrize("kind", sorted(c.CLIENT_COMMANDS))
+def test_missing_and_wrong_typed_fields_get_the_documented_code(kind: str) -> None:
+    table, _others = documented_field_codes()
+    expected = p.Code(table.get(kind, "bad_message"))
+    cls = c.CLIENT_COMMANDS[kind]
+    fields = cls.__struct_fields__
+    for name in fields:
+        # An object is a wrong type for every field of every command.
+        assert code_of({"type": kind, name: {"nested": [1]}}) is expected, (kind, name)
+    if set(fields) - _defaults(cls):
+        assert code_of({"type": kind}) is expected, kind  # a required field is missing
+
+
+def _defaults(cls: type[c.Command]) -> set[str]:
+    fields = cls.__struct_fields__
+    defaults = cls.__struct_defaults__
+    return set(fields[len(fields) - len(defaults) :])

@@ -211,6 +211,8 @@ def test_leader_expiring_halts_the_song_and_clears_the_lead() -> None:
         end_pos=T0 + 20 * S - SMALL.bucket_delay(0),
         number=1,
         stopped_by=None,  # nobody stopped it: its leader left
+        started_with=records.SongMaterial(),
+        ended=records.EndReason.LEADER_LEFT,
     )
 
 
@@ -841,7 +843,13 @@ def test_the_last_seconds_of_a_song_still_mix_after_the_next_one_starts() -> Non
     end = state.song.end_pos
     assert end is not None
     state.start_song("lead", now + S)
-    assert state.song.previous == records.SongSpan(number=1, start_pos=first, end_pos=end)
+    assert state.song.previous == records.SongSpan(
+        number=1,
+        start_pos=first,
+        end_pos=end,
+        started_with=records.SongMaterial(),
+        ended=records.EndReason.STOPPED,
+    )
     assert state.song.start_pos == end + S
     later = now + SMALL.bucket_delay(3) - SMALL.bucket_delay(0)  # the end reaches bucket 3
     x = tone(660.0, end - CHUNK, CHUNK)

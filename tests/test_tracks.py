@@ -29,8 +29,11 @@ from common.commands import (
 )
 from common.constants import SAMPLE_RATE
 from common.events import State
+from common.protocol import limits_json
 from common.records import Image, Material, Metronome, Recording, Song, Track
 from common.tracks import (
+    MAX_TRACK_RATE,
+    MIN_TRACK_RATE,
     Click,
     beat_position,
     clicks_between,
@@ -39,9 +42,11 @@ from common.tracks import (
     song_origin,
     track_index,
 )
+from gateway.tracks import UploadError, prepare_track
 from mixer.host import RoomHost
 from mixer.roomstate import CommandError, RoomConfig, RoomState
 from mixer.view import public_state
+from tests.uploadfiles import encode, good_track
 
 T0 = 85_236_480_000_000  # some absolute position (about 2026 in samples since the epoch)
 
@@ -342,3 +347,28 @@ def test_browser_commands_validate_their_fields() -> None:
     big = Envelope(singer="s-1", cmd=SetLyrics(text="\U0001f3b5" * 10_000))
     assert len(encode_envelope(big)) < 64 * 1024
     assert isinstance(Envelope(singer="s-1", cmd=AddTrack(track=track())).cmd, AddTrack)
+
+
+# --- which sample rates an upload may have (docs/protocol.md, *Song material*) ----------
+
+
+@pytest.mark.parametrize(
+    ("rate", "taken"),
+    [(7_999, False), (8_000, True), (22_050, True), (192_000, True), (192_001, False)],
+)
+def test_a_track_may_have_any_rate_from_8_to_192_khz(rate: int, taken: bool) -> None:
+    data = encode(good_track(rate), rate, "wav")
+    if taken:
+        prepared = prepare_track(data)
+        assert abs(prepared.samples - 2 * SAMPLE_RATE) <= 2 and prepared.source_rate == rate
+    else:
+        with pytest.raises(UploadError) as refused:
+            prepare_track(data)
+        assert refused.value.status == 400
+        assert "8000 to 192000 Hz" in refused.value.message
+
+
+def test_the_constants_name_the_track_rates() -> None:
+    limits = limits_json()
+    assert (limits["min_track_rate"], limits["max_track_rate"]) == (MIN_TRACK_RATE, MAX_TRACK_RATE)
+    assert (MIN_TRACK_RATE, MAX_TRACK_RATE) == (8_000, 192_000)

@@ -91,15 +91,19 @@ export class AudioEngine {
     this.node.port.postMessage({ type: "config", ...fields });
   }
 
-  /** The song window, origin and metronome the worklet adds the material for. */
+  /**
+   * The song window, origin, metronome and track id the worklet adds the material
+   * for, and the song before's (`song.previous`, null: none); backing.js songMaterial.
+   */
   setSong(song) {
-    this.node.port.postMessage({ type: "song", start: song.start, end: song.end, origin: song.origin, metronome: song.metronome });
+    const { start, end, origin, metronome, trackId, previous } = song;
+    this.node.port.postMessage({ type: "song", start, end, origin, metronome, trackId, previous });
   }
 
-  /** The backing track's samples (48 kHz mono; null: none). */
+  /** Track `id`'s samples (48 kHz mono; null: forget them). Kept while a song names it. */
   setTrack(id, samples) {
     if (samples) this.node.port.postMessage({ type: "track", id, samples }, [samples.buffer]);
-    else this.node.port.postMessage({ type: "track", id: null, samples: null });
+    else this.node.port.postMessage({ type: "track", id, samples: null });
   }
 
   /** Write decoded samples at their room position. */

@@ -24,18 +24,39 @@ export function levelGain(percent) {
   return p * p;
 }
 
-/** What the worklet needs of the room state: the song window, origin and metronome. */
+/** One song's material as the worklet plays it, from its `started_with` (or the choice). */
+function played(startPos, endPos, origin, startedWith) {
+  const material = startedWith || { track: null, metronome: null };
+  return {
+    start: startPos,
+    end: endPos,
+    origin: typeof origin === "number" ? origin : songOrigin(startPos, material.metronome),
+    metronome: material.metronome || null,
+    trackId: material.track ? material.track.id : null,
+  };
+}
+
+/**
+ * What the worklet needs of the room state: the window, origin, metronome and
+ * track id of the running (or last) song, and `previous`, the same of the song
+ * before it (null: none). They come from each song's `started_with`, the
+ * material it started with: what the leader chooses after a song ended
+ * (`song.track`, `song.metronome`) is for the next song, while a later bucket
+ * still plays this one's end (docs/protocol.md, *Song material*).
+ */
 export function songMaterial(state) {
   const song = state && state.song;
-  if (!song || typeof song.start_pos !== "number") return { start: null, end: null, origin: null, metronome: null, trackId: null };
+  if (!song || typeof song.start_pos !== "number") return { start: null, end: null, origin: null, metronome: null, trackId: null, previous: null };
   const end = typeof song.end_pos === "number" ? song.end_pos : song.running ? null : song.start_pos;
-  return {
-    start: song.start_pos,
-    end,
-    origin: typeof song.origin === "number" ? song.origin : songOrigin(song.start_pos, song.metronome),
-    metronome: song.metronome || null,
-    trackId: song.track ? song.track.id : null,
-  };
+  // A server without `started_with` (before songs kept their material) sent the choice.
+  const own = song.started_with || { track: song.track, metronome: song.metronome };
+  const before = song.previous;
+  let previous = null;
+  if (before === undefined) previous = undefined; // not said: the worklet remembers the song it played
+  else if (before && typeof before.start_pos === "number" && typeof before.end_pos === "number" && before.started_with) {
+    previous = played(before.start_pos, before.end_pos, before.origin, before.started_with);
+  }
+  return { ...played(song.start_pos, end, song.origin, own), previous };
 }
 
 export function loadLevels(storage = globalThis.localStorage) {
@@ -62,8 +83,9 @@ export class Backing {
     this.engine = engine;
     this.room = room;
     this.onStatus = onStatus;
-    this.trackId = null;
-    this.loaded = new Map(); // id -> Float32Array (at most two kept)
+    this.sent = new Set(); // ids of the tracks the worklet holds (or is being sent)
+    this.failed = new Set(); // ids that could not be loaded
+    this.loaded = new Map(); // id -> Float32Array (at most three kept)
     this.levels = loadLevels();
     this.lastSong = null;
     this.sendLevels();
@@ -79,7 +101,7 @@ export class Backing {
     if (this.engine) this.engine.configure({ trackGain: levelGain(this.levels.track), clickGain: levelGain(this.levels.click) });
   }
 
-  /** Follow a new room state: the song window, and the track's audio when it changed. */
+  /** Follow a new room state: the songs' material, and the audio of the tracks they name. */
   apply(state) {
     if (!this.engine) return;
     const song = songMaterial(state);
@@ -88,10 +110,15 @@ export class Backing {
       this.lastSong = key;
       this.engine.setSong(song);
     }
-    if (song.trackId !== this.trackId) {
-      this.trackId = song.trackId;
-      if (song.trackId === null) this.engine.setTrack(null, null);
-      else this.load(song.trackId).catch((err) => {
+    // The worklet keeps the tracks the two songs name and forgets the others.
+    const wanted = [song.trackId, song.previous ? song.previous.trackId : null].filter((id) => id !== null);
+    for (const id of this.sent) if (!wanted.includes(id)) this.sent.delete(id);
+    for (const id of wanted) {
+      if (this.sent.has(id) || this.failed.has(id)) continue;
+      this.sent.add(id);
+      this.load(id).catch((err) => {
+        this.sent.delete(id);
+        this.failed.add(id); // not fetched again on every state: ids are never reused
         this.onStatus(`The backing track could not be loaded: ${err.message}`);
         console.warn(err);
       });
@@ -107,9 +134,9 @@ export class Backing {
       const buffer = await this.engine.ctx.decodeAudioData(await response.arrayBuffer());
       samples = buffer.getChannelData(0).slice();
       this.loaded.set(id, samples);
-      for (const old of this.loaded.keys()) if (this.loaded.size > 2 && old !== id) this.loaded.delete(old);
+      for (const old of this.loaded.keys()) if (this.loaded.size > 3 && !this.sent.has(old)) this.loaded.delete(old);
       this.onStatus("");
     }
-    if (this.trackId === id) this.engine.setTrack(id, samples.slice());
+    if (this.sent.has(id)) this.engine.setTrack(id, samples.slice());
   }
 }

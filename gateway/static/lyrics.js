@@ -26,6 +26,20 @@ export function currentLine(cues, pos) {
   return line;
 }
 
+/**
+ * The cues this page follows: the last song's (`material.previous_cues`, a later
+ * bucket still sings it after the leader started the next), then from the
+ * running song's start no line until its own first cue, then its cues.
+ */
+export function songCues(state) {
+  const material = (state && state.material) || {};
+  const cues = material.cues || [];
+  const before = material.previous_cues || [];
+  const start = state && state.song ? state.song.start_pos : null;
+  if (!before.length || typeof start !== "number") return cues;
+  return [...before.filter(([at]) => at < start), [start, -1], ...cues];
+}
+
 /** The line the leader's next advance moves to (the first one when none is current). */
 export function nextLine(cues, count) {
   const last = cues && cues.length ? cues[cues.length - 1][1] : -1;
@@ -67,7 +81,7 @@ export class LyricsView {
       if (imageId === null) this.image.removeAttribute("src");
       else this.image.src = `/api/rooms/${encodeURIComponent(room)}/images/${encodeURIComponent(imageId)}`;
     }
-    this.cues = material.cues || [];
+    this.cues = songCues(state);
     this.card.hidden = !material.lyrics && imageId === null;
     if (this.timer === null) this.timer = setInterval(() => this.follow(), FOLLOW_MS);
     this.follow();

@@ -10,6 +10,30 @@ export function bucketOf(member, buckets) {
   return i >= 0 ? i : null;
 }
 
+/**
+ * Why song `song.number` ended, in words: from `song.ended` (docs/protocol.md,
+ * *Room state*), naming who stopped it; `member(id)` finds a member, `you(m)`
+ * says "You" for this page's member and the name otherwise.
+ */
+export function endedLine(song, member, you) {
+  const n = song.number;
+  const stopper = song.stopped_by ? member(song.stopped_by) : null;
+  switch (song.ended) {
+    case "track":
+      return `Song ${n} ended with its backing track.`;
+    case "stopped":
+      return stopper ? `${you(stopper)} stopped song ${n}.` : `Song ${n} was stopped by its leader, who has since left.`;
+    case "halted":
+      return stopper ? `${you(stopper)} halted song ${n}.` : `Song ${n} was halted by its leader, who has since left.`;
+    case "leader_left":
+      return `Song ${n} ended: its leader left the room.`;
+    default:
+      // A state without `ended` (a server from before it said why): only a stop is known.
+      if (stopper) return `${you(stopper)} stopped song ${n}.`;
+      return `Song ${n} ended.`;
+  }
+}
+
 export class RoomStore {
   constructor() {
     this.state = null;
@@ -122,13 +146,7 @@ export class RoomStore {
       return { phase: "running", text: `Song ${song.number} is running, led by ${by}.` };
     }
     let ended = null;
-    if (song.number > 0 && typeof song.end_pos === "number") {
-      const stopper = song.stopped_by ? this.member(song.stopped_by) : null;
-      if (stopper) ended = `${you(stopper)} stopped song ${song.number}.`;
-      else if (song.stopped_by) ended = `Song ${song.number} was stopped by its leader, who has since left.`;
-      else if (song.track && typeof song.origin === "number" && song.end_pos === song.origin + song.track.samples) ended = `Song ${song.number} ended with its backing track.`;
-      else ended = `Song ${song.number} ended: its leader left the room.`;
-    }
+    if (song.number > 0 && typeof song.end_pos === "number") ended = endedLine(song, (id) => this.member(id), you);
     let next;
     if (leader && leader.singer_id === this.meId) next = "You lead: press Start song when everyone is in place.";
     else if (leader) next = `${leader.name} leads; waiting for the next song.`;

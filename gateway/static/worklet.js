@@ -24,8 +24,9 @@
 // the mix sample by sample at the same positions (track sample i at the
 // song's origin + i, clicks from metronome.js), each with this listener's
 // own gain, inside the song window [start, end); and the song before's, with
-// its own track, for its last seconds that a later bucket still plays after
-// the leader has started the next.
+// its own track and metronome, for its last seconds that a later bucket
+// still plays after the leader has started the next. Each song names its
+// track by id; the tracks' samples are kept by id (at most the two songs').
 //
 // Debug: with `record` on, what is played is posted back with its positions
 // (bbDebug.played), so tests measure the page's own output.
@@ -58,9 +59,9 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.quantaSinceFrame = Infinity;
     this.expectFrom = Infinity;
     this.resetStats();
-    this.song = { start: null, end: null, origin: null, metronome: null };
-    this.track = null;
-    this.previous = null; // the song before, with its own `track`
+    this.song = { start: null, end: null, origin: null, metronome: null, trackId: null };
+    this.previous = null; // the song before: {start, end, origin, metronome, trackId}
+    this.tracks = new Map(); // track id -> samples, for the two songs
     this.trackGain = 0.64;
     this.clickGain = 0.36;
     this.waves = [clickWave(false), clickWave(true)];
@@ -102,15 +103,20 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         }
         break;
       case "song": {
-        const next = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome };
-        const previous = previousSong(this.song, next, this.previous);
-        if (previous !== this.previous && previous !== null) previous.track = this.track;
-        this.previous = previous;
+        const next = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome, trackId: msg.trackId ?? null };
+        // The room state names the song before (docs/protocol.md, *Song material*); without
+        // it, the song this page was playing is.
+        this.previous = msg.previous !== undefined ? msg.previous : previousSong(this.song, next, this.previous);
         this.song = next;
+        const used = new Set([next.trackId, this.previous ? this.previous.trackId : null]);
+        for (const id of this.tracks.keys()) if (!used.has(id)) this.tracks.delete(id);
+        this.bindTracks();
         break;
       }
       case "track":
-        this.track = msg.samples;
+        if (msg.samples) this.tracks.set(msg.id, msg.samples);
+        else this.tracks.delete(msg.id);
+        this.bindTracks();
         break;
       case "reset":
         // A new tap (delay): nothing buffered belongs to it.
@@ -123,6 +129,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         break;
       default:
         break;
+    }
+  }
+
+  /** Give each song the samples of its track (`samples`, null until they arrive). */
+  bindTracks() {
+    for (const song of [this.song, this.previous]) {
+      if (song) song.samples = (song.trackId !== null && song.trackId !== undefined && this.tracks.get(song.trackId)) || null;
     }
   }
 
@@ -249,9 +262,9 @@ class BrigadeProcessor extends AudioWorkletProcessor {
   material(p) {
     const song = songAt(p, this.song, this.previous);
     if (song === null) return 0;
-    const track = song === this.song ? this.track : song.track;
+    const track = song.samples;
     let x = 0;
-    if (track !== null && this.trackGain > 0) {
+    if (track && this.trackGain > 0) {
       const i = p - song.origin;
       if (i >= 0 && i < track.length) x += track[i] * this.trackGain;
     }
