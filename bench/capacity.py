@@ -44,9 +44,9 @@ from typing import Any, Final
 
 from bench.procstat import CLK_TCK, cpu_s
 from bench.results import RESULTS_DIR, write_results
-from brigade.load import prepare
-from brigade.loadrun import LoadConfig, LoadRun, WindowResult
 from common.aio import EVENT_LOOPS
+from loadgen.cli import prepare
+from loadgen.run import LoadConfig, LoadRun, WindowResult
 from tests.support import Process, RedisServer, free_port, wait_for
 
 MAX_BAD_FRACTION: Final = 0.001

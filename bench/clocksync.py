@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.capacity import Stack
 from bench.results import RESULTS_DIR, print_table, write_results
-from brigade.load import prepare, results_json
-from brigade.loadrun import LoadConfig, LoadRun
+from loadgen.cli import prepare, results_json
+from loadgen.run import LoadConfig, LoadRun
 
 
 async def measure(url: str, redis_url: str) -> dict[str, object]:

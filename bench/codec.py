@@ -17,8 +17,8 @@ import numpy.typing as npt
 import opuslib_next
 import opuslib_next.api.info
 
+from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
-from gateway.codec import OpusDecoder, OpusEncoder
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
 FRAMES_PER_ROUND = 50  # one second of audio

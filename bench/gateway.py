@@ -48,8 +48,8 @@ from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common import protocol as p
 from common.clock import now_samples
+from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
-from gateway.codec import OpusDecoder, OpusEncoder
 from tests.support import Process, RedisServer, free_port, wait_for
 
 TARGET_MS = 2.5

@@ -14,8 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mixer": ("mixer.__main__", "run a mixer process (owns rooms, mixes, publishes taps)"),
     "gateway": ("gateway.__main__", "run a gateway (web client, WebSocket, Opus)"),
     "recorder": ("recorder.__main__", "record every song (FLAC and Ogg Opus files)"),
-    "inspect": ("brigade.inspect", "show rooms, owners, members, streams from Redis"),
-    "load": ("brigade.load", "simulate singers over real WebSockets"),
+    "inspect": ("inspector.command", "show rooms, owners, members, streams from Redis"),
+    "load": ("loadgen.cli", "simulate singers over real WebSockets"),
 }
 
 

@@ -28,12 +28,12 @@ from redis.exceptions import RedisError
 
 from common import keys
 from common.clock import now_samples
+from common.codec import OpusEncoder, float_to_pcm16
 from common.constants import OPUS_FRAME_SAMPLES
 from common.errors import ValidationError, WireError
 from common.protocol import encode_downstream_opus, encode_downstream_pcm16
 from common.streams import Entry, newest_id, parse_xread, xread_streams
 from common.wire import TapWindow, decode_tap
-from gateway.codec import OpusEncoder, float_to_pcm16
 from gateway.metrics import Metrics
 from gateway.retry import back_off
 from gateway.session import Session

@@ -30,10 +30,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common import keys
+from common.codec import CodecError, OpusDecoder
 from common.constants import SAMPLE_RATE
 from common.protocol import CODEC_OPUS, Code, ProtocolError, Upstream
 from common.wire import encode_chunk
-from gateway.codec import CodecError, OpusDecoder
 from gateway.metrics import Metrics
 from gateway.retry import back_off
 from gateway.worker import CodecWorker

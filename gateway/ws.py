@@ -21,6 +21,7 @@ from aiohttp.http_websocket import WebSocketError
 from redis.exceptions import RedisError
 
 from common.clock import now_samples
+from common.codec import CodecError
 from common.commands import ClientCommand, Disconnect, Envelope, Join, Leave, command_name
 from common.constants import constants_json
 from common.errors import ValidationError
@@ -41,7 +42,6 @@ from common.protocol import (
     welcome_message,
 )
 from common.records import Role
-from gateway.codec import CodecError
 from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS

@@ -66,7 +66,7 @@ from common.records import (
 )
 from common.wire import decode_chunk
 from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
-from mixer.store import public_state
+from mixer.view import public_state
 
 __all__ = ["HANDLERS", "HostCounters", "HostTiming", "Publish", "RoomHost"]
 

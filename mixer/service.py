@@ -32,13 +32,7 @@ from common.backoff import Backoff
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
-from common.records import Checkpoint, MixerStatus
-from common.settings import MixerSettings
-from common.streams import Entry, parse_xread, xread_streams
-from common.wire import encode_tap
-from mixer import store
-from mixer.host import HostCounters, HostTiming, Publish, RoomHost
-from mixer.lease import (
+from common.lease import (
     DELETE_SCRIPT,
     RELEASE_SCRIPT,
     RENEW_SCRIPT,
@@ -46,6 +40,12 @@ from mixer.lease import (
     LeaseResult,
     preferred_owner,
 )
+from common.records import Checkpoint, MixerStatus
+from common.settings import MixerSettings
+from common.streams import Entry, parse_xread, xread_streams
+from common.wire import encode_tap
+from mixer import store
+from mixer.host import HostCounters, HostTiming, Publish, RoomHost
 from mixer.room import RoomState
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Room state in Redis: loading a room, writing it back, and its public view.
+"""Room state in Redis: loading a room and writing it back (its public view: mixer/view.py).
 
 The owning mixer is the only writer of ``bb:{room}:members`` and
 ``bb:{room}:song``; everything here queues commands on a pipeline given by
@@ -6,12 +6,11 @@ the caller, so one round trip per tick carries all of a mixer's writes.
 """
 
 import logging
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from common import keys, records, roomview
+from common import keys, records
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
 from common.events import Chat, Levels, Reply, State, encode_event
@@ -173,19 +172,4 @@ def queue_event(pipe: Pipeline, room: str, event: Reply | State | Levels | Chat)
         {"d": encode_event(event)},
         maxlen=keys.EVENTS_MAXLEN,
         approximate=True,
-    )
-
-
-def public_state(room: str, state: RoomState) -> dict[str, Any]:
-    """What browsers see of a room (docs/protocol.md, *Room state*)."""
-    config = state.config
-    return roomview.public_state(
-        room,
-        version=state.version,
-        capacity=config.capacity,
-        n_buckets=config.n_buckets,
-        bucket_spacing=config.bucket_spacing,
-        song=state.song,
-        members=state.members.values(),
-        material=state.material,
     )

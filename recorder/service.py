@@ -40,12 +40,12 @@ from common.commands import Envelope, SubscribeTap, encode_envelope
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.events import Recorded, Reply, decode_event, encode_event
+from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
 from common.records import Member, RoomMeta, Song
 from common.settings import RecorderSettings
 from common.streams import parse_entries, parse_xread, xread_streams
 from common.tracks import song_origin
 from common.wire import decode_tap
-from mixer.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
 from recorder import files
 from recorder.core import (
     Finish,

@@ -1,18 +1,18 @@
-"""gateway.codec against the real libopus (no mocks)."""
+"""common.codec against the real libopus (no mocks)."""
 
 import numpy as np
 import numpy.typing as npt
 import opuslib_next
 import pytest
 
-from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
-from gateway.codec import (
+from common.codec import (
     CodecError,
     OpusDecoder,
     OpusEncoder,
     float_to_pcm16,
     pcm16_to_float,
 )
+from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 
 Samples = npt.NDArray[np.float32]
 

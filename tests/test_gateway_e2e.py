@@ -1,6 +1,6 @@
 """The gateway end to end: a real redis-server, a real `brigade mixer`, two real
 `brigade gateway` processes, and clients that speak docs/protocol.md over real
-WebSockets with real Opus (gateway.codec on the client side too).
+WebSockets with real Opus (common.codec on the client side too).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import redis
 
 from common import protocol as p
 from common.clock import now_samples
+from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
-from gateway.codec import OpusDecoder, OpusEncoder
 from tests.support import Process, RedisServer, free_port, healthy, wait_for
 
 Samples = npt.NDArray[np.float32]

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from common import keys
 from common import protocol as p
 from common.clock import now_samples
+from common.codec import CodecError, OpusDecoder, OpusEncoder
 from common.constants import SAMPLE_RATE
 from common.streams import Entry
 from common.wire import decode_chunk, encode_tap
-from gateway.codec import CodecError, OpusDecoder, OpusEncoder
 from gateway.fanout import Fanout, Tap
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s

@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 import redis
 
-from brigade import inspect as inspect_cmd
-from brigade.inspect_view import (
+from common import keys, records
+from common.commands import Lead, Start
+from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
+from common.records import Member, Song
+from inspector import command as inspect_cmd
+from inspector.view import (
     BLOCKS,
     Occupancy,
     Overview,
@@ -27,10 +31,6 @@ from brigade.inspect_view import (
     render_room,
     time_axis,
 )
-from common import keys, records
-from common.commands import Lead, Start
-from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
-from common.records import Member, Song
 from tests.simgateway import SimGateway, Singer
 from tests.support import Process, free_port, processes, wait_for
 
@@ -327,7 +327,7 @@ def test_room_without_an_owner_and_watch(
         if len(sleeps) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("brigade.inspect.time.sleep", sleep)
+    monkeypatch.setattr("inspector.command.time.sleep", sleep)
     # "--watch ROOM" means the default period; an unknown room is shown, not fatal.
     assert inspect_cmd.main(["--redis-url", redis_url, "--watch", "lonely"]) == 0
     out = capsys.readouterr().out

@@ -28,14 +28,14 @@ from aiohttp import WSMsgType, web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brigade.load import prepare, results_json
-from brigade.loadclient import member_delay
-from brigade.loadclock import ClockEstimator
-from brigade.loadrun import LEADER_HEAD_START_S, LoadConfig, LoadRun, build_plan
-from brigade.loadserver import Snapshot, parse_prometheus, upstream_delta
-from brigade.loadstats import FrameLedger, Histogram, Windows, WindowStats
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.protocol import DOWNSTREAM_HEADER, KIND_DOWNSTREAM, KIND_UPSTREAM, UPSTREAM_HEADER
+from loadgen.cli import prepare, results_json
+from loadgen.client import member_delay
+from loadgen.clock import ClockEstimator
+from loadgen.run import LEADER_HEAD_START_S, LoadConfig, LoadRun, build_plan
+from loadgen.server import Snapshot, parse_prometheus, upstream_delta
+from loadgen.stats import FrameLedger, Histogram, Windows, WindowStats
 from tests.support import REPO, Process, free_port, wait_for
 
 F = OPUS_FRAME_SAMPLES

@@ -38,7 +38,7 @@ from mixer.room import (
     Tap,
     TapOutput,
 )
-from mixer.store import public_state
+from mixer.view import public_state
 
 SR = SAMPLE_RATE
 FRAME = OPUS_FRAME_SAMPLES

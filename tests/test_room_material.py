@@ -18,7 +18,7 @@ from common.constants import SAMPLE_RATE
 from common.records import EndReason, Image, Metronome, Role, SongMaterial, Track
 from common.tracks import song_end, song_origin
 from mixer.roomstate import CommandError, RoomConfig, RoomState
-from mixer.store import public_state
+from mixer.view import public_state
 from tests.support import REPO
 
 S = SAMPLE_RATE

@@ -7,7 +7,7 @@ from common.constants import SAMPLE_RATE
 from common.records import RoomMeta
 from gateway.rooms import public_state as gateway_view
 from mixer.room import Role, RoomConfig, RoomState
-from mixer.store import public_state as mixer_view
+from mixer.view import public_state as mixer_view
 
 T0 = 1_700_000_000 * SAMPLE_RATE
 

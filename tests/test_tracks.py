@@ -45,7 +45,7 @@ from common.tracks import (
 from gateway.tracks import UploadError, prepare_track
 from mixer.host import RoomHost
 from mixer.roomstate import CommandError, RoomConfig, RoomState
-from mixer.store import public_state
+from mixer.view import public_state
 from tests.uploadfiles import encode, good_track
 
 T0 = 85_236_480_000_000  # some absolute position (about 2026 in samples since the epoch)

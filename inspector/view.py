@@ -1,6 +1,6 @@
 """What ``brigade inspect`` shows, and how it draws it: data in, text out.
 
-The records here are filled by :mod:`brigade.inspect` from Redis (see
+The records here are filled by :mod:`inspector.command` from Redis (see
 docs/redis.md); everything below them is pure, so the tables and the
 occupancy chart are tested without a server. Times are taken from the Redis
 server (``TIME``), the same clock that stamps stream entry ids.

@@ -28,7 +28,9 @@ from typing import Any
 
 import aiohttp
 
-from brigade.loadclient import (
+from common import aio
+from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
+from loadgen.client import (
     Behaviour,
     LocalClock,
     Singer,
@@ -36,9 +38,7 @@ from brigade.loadclient import (
     UpstreamAudio,
     window_totals,
 )
-from brigade.loadstats import Windows
-from common import aio
-from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
+from loadgen.stats import Windows
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``brigade load``: simulated singers over real WebSockets (docs/performance.md).
 
-Each singer behaves like the browser client (brigade/loadclient.py): joins a
+Each singer behaves like the browser client (loadgen/client.py): joins a
 room, syncs its clock, sends pre-encoded Opus at real-time pace and accounts
 every downstream frame as on time, late or missing.  The first singer of
 each room leads and starts a song; the others are spread over the buckets by
@@ -32,15 +32,6 @@ from typing import Any
 
 import aiohttp
 
-from brigade.loadrun import (
-    WORKER_START_S,
-    LoadConfig,
-    LoadRun,
-    Plan,
-    WindowResult,
-    build_plan,
-)
-from brigade.loadworker import worker_main
 from common import aio
 from common.constants import (
     OPUS_FRAME_SAMPLES,
@@ -48,6 +39,15 @@ from common.constants import (
     SAMPLE_RATE,
     UPSTREAM_FRAMES_PER_MESSAGE,
 )
+from loadgen.run import (
+    WORKER_START_S,
+    LoadConfig,
+    LoadRun,
+    Plan,
+    WindowResult,
+    build_plan,
+)
+from loadgen.worker import worker_main
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,7 @@ import aiohttp
 import numpy as np
 from aiohttp import WSMsgType
 
-from brigade.loadclock import ClockEstimator
-from brigade.loadstats import FrameLedger, Windows, WindowStats
+from common.codec import CodecError, OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.protocol import (
     CODEC_OPUS,
@@ -45,7 +44,8 @@ from common.protocol import (
     hello_message,
     parse_downstream,
 )
-from gateway.codec import CodecError, OpusDecoder, OpusEncoder
+from loadgen.clock import ClockEstimator
+from loadgen.stats import FrameLedger, Windows, WindowStats
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any, Final
 import aiohttp
 from redis.asyncio import Redis
 
-from brigade.loadclient import SingerSpec
-from brigade.loadserver import Snapshot, member_records, snapshot, upstream_delta
-from brigade.loadstats import FrameCounts, WindowStats
-from brigade.loadworker import Event, WorkerPlan, run_worker
 from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
+from loadgen.client import SingerSpec
+from loadgen.server import Snapshot, member_records, snapshot, upstream_delta
+from loadgen.stats import FrameCounts, WindowStats
+from loadgen.worker import Event, WorkerPlan, run_worker
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brigade.inspect_view import (
+from common import keys, records
+from common.constants import SAMPLE_RATE
+from common.errors import ValidationError, WireError
+from common.names import check_room
+from common.records import GatewayStatus, Material, Member, MixerStatus, Song
+from common.settings import DEFAULT_REDIS_URL
+from common.streams import Entry, parse_entries
+from common.wire import decode_tap
+from inspector.view import (
     PENDING_LIMIT,
     GatewayInfo,
     MixerInfo,
@@ -42,14 +50,6 @@ from brigade.inspect_view import (
     render_room,
     to_json,
 )
-from common import keys, records
-from common.constants import SAMPLE_RATE
-from common.errors import ValidationError, WireError
-from common.names import check_room
-from common.records import GatewayStatus, Material, Member, MixerStatus, Song
-from common.settings import DEFAULT_REDIS_URL
-from common.streams import Entry, parse_entries
-from common.wire import decode_tap
 
 SCAN_COUNT: Final = 1000
 MAX_SCAN_CALLS: Final = 100

@@ -1,4 +1,4 @@
-"""Opus (48 kHz mono, 20 ms frames) and PCM16 conversion for the gateway.
+"""Opus (48 kHz mono, 20 ms frames) and PCM16 conversion: the gateway, the load generator, benches.
 
 Both directions call libopus through ctypes with a pointer straight into the
 numpy buffer: opuslib_next's own ``decode_float`` copies every sample through
