@@ -30,7 +30,7 @@ from common.protocol import (
     recording_message,
     state_message,
 )
-from common.records import GatewayStatus
+from common.records import GatewayStatus, Role
 from common.settings import GatewaySettings
 from gateway.events import Events
 from gateway.fanout import Fanout
@@ -189,8 +189,8 @@ class Hub:
             roles = [s.member.role for s in sessions if s.member is not None]
             view = self.views.get(room)
             figures[room] = RoomFigures(
-                singers=roles.count("singer"),
-                spectators=roles.count("spectator"),
+                singers=roles.count(Role.SINGER),
+                spectators=roles.count(Role.SPECTATOR),
                 late_writes=self.late_writes.get(room),
                 members=len(view.taps) if view is not None else None,
             )

@@ -25,10 +25,10 @@ from common.codec import CodecError
 from common.commands import ClientCommand, Disconnect, Envelope, Join, Leave, command_name
 from common.constants import constants_json
 from common.errors import ValidationError
-from common.events import Chat as ChatEvent
+from common.events import Chat
 from common.protocol import (
     CODEC_IDS,
-    Chat,
+    ChatLine,
     Code,
     Hello,
     Ping,
@@ -41,7 +41,6 @@ from common.protocol import (
     pong_message,
     welcome_message,
 )
-from common.records import Role
 from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
@@ -50,7 +49,7 @@ from gateway.session import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
-    Member,
+    Identity,
     RateLimiter,
     Session,
 )
@@ -257,7 +256,7 @@ class Connection:
                 if not await hub.rooms.resume_ok(room, singer, token):
                     self._fatal(Code.BAD_RESUME, "unknown singer or wrong token", req=hello.req)
                     return False
-            session.member = Member(room, singer, hello.name, hello.role, hello.codec)
+            session.member = Identity(room, singer, hello.name, hello.role, hello.codec)
             await hub.attach(session)
             self._join_sent = True
             reply = await hub.events.command(
@@ -265,7 +264,7 @@ class Connection:
                 singer,
                 Join(
                     name=hello.name,
-                    role=Role(hello.role),
+                    role=hello.role,
                     token_digest=token_digest(token),
                     password_hash=meta.password_hash,
                 ),
@@ -348,7 +347,7 @@ class Connection:
             await self._leave(message.req)
         elif isinstance(message, RoomCommand):
             self._track(self._command(message.cmd, message.req))
-        elif isinstance(message, Chat):
+        elif isinstance(message, ChatLine):
             self._track(self._chat(message))
 
     def _track(self, coro: object) -> None:
@@ -383,12 +382,10 @@ class Connection:
         elif req is not None:
             self.session.send_json(ack_message(req), urgent=True)
 
-    async def _chat(self, chat: Chat) -> None:
+    async def _chat(self, chat: ChatLine) -> None:
         member = self.session.member
         assert member is not None
-        event = ChatEvent(
-            singer=member.singer, name=member.name, text=chat.text, clock=now_samples()
-        )
+        event = Chat(singer=member.singer, name=member.name, text=chat.text, clock=now_samples())
         try:
             await self.hub.events.post(member.room, event)
         except RedisError:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
-import msgpack
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -93,7 +93,7 @@ async def mixer_counters(redis: Redis) -> dict[str, dict[str, int]]:
     for mixer_id, raw in zip(ids, raws, strict=True):
         if raw is None:
             continue
-        status = msgpack.unpackb(raw if isinstance(raw, bytes) else raw.encode())
+        status = msgspec.msgpack.decode(raw if isinstance(raw, bytes) else raw.encode())
         if isinstance(status, dict) and isinstance(status.get("counters"), dict):
             counters[mixer_id] = {str(k): int(v) for k, v in status["counters"].items()}
     return counters
@@ -192,8 +192,8 @@ async def member_records(redis: Redis, rooms: Iterable[str]) -> dict[str, dict[s
     for reply in replies:
         for raw_id, raw in dict(reply).items():
             try:
-                record = msgpack.unpackb(raw)
-            except (ValueError, msgpack.UnpackException):
+                record = msgspec.msgpack.decode(raw)
+            except (ValueError, msgspec.DecodeError):
                 continue
             if isinstance(record, Mapping):
                 singer = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)

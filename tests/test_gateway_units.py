@@ -16,12 +16,13 @@ from common import protocol as p
 from common.clock import now_samples
 from common.codec import CodecError, OpusDecoder, OpusEncoder
 from common.constants import SAMPLE_RATE
+from common.records import Role
 from common.streams import Entry
 from common.wire import decode_chunk, encode_tap
 from gateway.fanout import Fanout, Tap
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s
-from gateway.session import ErrorThrottle, Member, RateLimiter, Session
+from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
 from gateway.worker import CodecWorker
 
@@ -219,7 +220,7 @@ async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_u
     session = Session(
         ws=web.WebSocketResponse(), metrics=metrics, audio_queue_frames=500, conn="c1"
     )
-    session.member = Member("choir", "s1", "Ann", "singer", "pcm16")
+    session.member = Identity("choir", "s1", "Ann", Role.SINGER, "pcm16")
     loop = asyncio.get_running_loop()
     received: list[tuple[float, int]] = []
 

@@ -15,6 +15,7 @@ from common import commands as c
 from common import protocol as p
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
+from common.records import Role
 from tests.support import REPO
 
 HELLO = {
@@ -42,8 +43,8 @@ def code_of(obj: object) -> p.Code:
 
 def test_hello_is_parsed_with_its_options() -> None:
     msg = parse({**HELLO, "password": "pw", "resume": {"singer": "s-1", "token": "t"}, "req": 4})
-    assert msg == p.Hello(1, "choir", "Ann", "singer", "opus", "pw", p.Resume("s-1", "t"), 4)
-    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", "singer", "opus")
+    assert msg == p.Hello(1, "choir", "Ann", Role.SINGER, "opus", "pw", p.Resume("s-1", "t"), 4)
+    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", Role.SINGER, "opus")
 
 
 def test_room_names_are_case_insensitive() -> None:
@@ -119,7 +120,7 @@ def test_hello_errors_are_fatal_and_carry_the_req() -> None:
             p.RoomCommand(c.SetRounds(bpm=120.0, beats=4, repeats=2)),
         ),
         ({"type": "set_leader_boost", "boost_db": 3}, p.RoomCommand(c.SetLeaderBoost(boost_db=3))),
-        ({"type": "chat", "text": "  hello  "}, p.Chat("hello")),
+        ({"type": "chat", "text": "  hello  "}, p.ChatLine("hello")),
     ],
 )
 def test_control_messages(obj: dict[str, object], expected: p.ClientMessage) -> None:

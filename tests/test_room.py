@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import msgspec
 import numpy as np
 import numpy.typing as npt
@@ -343,7 +342,7 @@ def test_stopped_by_round_trips_and_is_public() -> None:
     assert records.decode(records.encode(song), Song) == song
     # Records written before the field existed still load.
     legacy = {k: v for k, v in msgspec.to_builtins(song).items() if k != "stopped_by"}
-    assert records.decode(msgpack.packb(legacy), Song).stopped_by is None
+    assert records.decode(msgspec.msgpack.encode(legacy), Song).stopped_by is None
     state = room(lead=Role.SINGER)
     state.request_lead("lead", T0)
     state.start_song("lead", T0 + S)
@@ -485,7 +484,7 @@ def good_member() -> dict[str, Any]:
 )
 def test_member_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Member)
+        records.decode(msgspec.msgpack.encode(garbage), Member)
 
 
 @pytest.mark.parametrize(
@@ -505,11 +504,11 @@ def test_member_record_rejects_garbage(garbage: object) -> None:
 )
 def test_song_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Song)
+        records.decode(msgspec.msgpack.encode(garbage), Song)
 
 
 def test_members_stored_under_another_id_are_refused() -> None:
-    member = records.decode(msgpack.packb(good_member()), Member)
+    member = records.decode(msgspec.msgpack.encode(good_member()), Member)
     with pytest.raises(ValidationError):
         RoomState(SMALL, {"bob": member})
 
