@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from common.codes import Code
 from common.errors import ValidationError
 
 __all__ = [
@@ -31,15 +32,19 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     pass
 
 
-class Reply(_Event, tag="reply", frozen=True):
-    """The mixer's answer to the command ``req`` that gateway ``gw`` sent for ``singer``."""
+class Reply(_Event, tag="reply", frozen=True, omit_defaults=True):
+    """The mixer's answer to the command ``req`` that gateway ``gw`` sent for ``singer``.
+
+    ``code`` says why a command was refused (None when ``ok``); fields at their
+    defaults are left out, so a gateway built before ``code`` was typed reads it.
+    """
 
     singer: str
     cmd: str
     ok: bool
     gw: str = ""
     req: int = 0
-    code: str = ""
+    code: Code | None = None
     message: str = ""
 
 

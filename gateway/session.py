@@ -20,7 +20,8 @@ from typing import Final
 
 from aiohttp import WSMsgType, web
 
-from common.protocol import Code, CodecName, dumps, error_message
+from common.codes import Code
+from common.protocol import CodecName, dumps, error_message
 from common.records import Role
 from gateway.metrics import Metrics
 from gateway.outbox import OP_BINARY, OP_TEXT, Outbox, frame_header

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from common.clock import now_samples
 from common.codec import CodecError
+from common.codes import Code
 from common.commands import ClientCommand, Disconnect, Envelope, Join, Leave, command_name
 from common.constants import constants_json
 from common.errors import ValidationError
@@ -29,7 +30,6 @@ from common.events import Chat
 from common.protocol import (
     CODEC_IDS,
     ChatLine,
-    Code,
     Hello,
     Ping,
     ProtocolError,
@@ -62,7 +62,6 @@ MAX_COMMANDS_IN_FLIGHT: Final = 8
 
 _HEARTBEAT_S: Final = 20.0
 _CLOSE_TIMEOUT_S: Final = 2.0
-_CODES: Final = {str(code): code for code in Code}
 
 
 def origin_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
@@ -455,6 +454,6 @@ class Connection:
         self.session.close(close_code, str(code))
 
 
-def _code(text: str) -> Code:
-    """A mixer's reply code as a protocol code (unknown ones become ``unavailable``)."""
-    return _CODES.get(text, Code.UNAVAILABLE)
+def _code(code: Code | None) -> Code:
+    """A mixer's refusal code (``unavailable`` if it gave none)."""
+    return Code.UNAVAILABLE if code is None else code

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
+from common.codes import Code
 from common.commands import (
     AddTrack,
     ClearImage,
@@ -279,13 +280,13 @@ class RoomHost:
             # The singer resumed on another connection before this one's close arrived.
             return reply
         if isinstance(cmd, Join) and not self._password_checked(cmd):
-            return _refused(reply, "bad_password", "wrong or missing password")
+            return _refused(reply, Code.BAD_PASSWORD, "wrong or missing password")
         try:
             HANDLERS[type(cmd)](self.state, envelope.singer, cmd, now)
         except CommandError as exc:
             return _refused(reply, exc.code, exc.message)
         except ValidationError as exc:
-            return _refused(reply, "bad_message", str(exc))
+            return _refused(reply, Code.BAD_MESSAGE, str(exc))
         if isinstance(cmd, Join):
             link = (envelope.gw, envelope.conn)
             self.links[envelope.singer] = link
@@ -410,5 +411,5 @@ class RoomHost:
             )
 
 
-def _refused(reply: Reply, code: str, message: str) -> Reply:
+def _refused(reply: Reply, code: Code, message: str) -> Reply:
     return msgspec.structs.replace(reply, ok=False, code=code, message=message)

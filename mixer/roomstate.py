@@ -18,6 +18,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from common.codes import Code
 from common.constants import (
     DEFAULT_BUCKET_SPACING_S,
     DEFAULT_LEAD_S,
@@ -79,9 +80,9 @@ _CUE_BEHIND: Final = seconds_to_samples(10.0)
 class CommandError(BrigadeError):
     """A command the room refused; ``code`` is for machines, ``message`` for humans."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code | str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = Code(code)
         self.message = message
 
 

@@ -15,6 +15,7 @@ from common import keys
 from common import protocol as p
 from common.clock import now_samples
 from common.codec import CodecError, OpusDecoder, OpusEncoder
+from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.records import Role
 from common.streams import Entry
@@ -59,13 +60,13 @@ def test_positions_near_now_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("start", "code"),
     [
-        (NOW + MAX_AHEAD_SAMPLES - 4799, p.Code.AUDIO_FUTURE),
-        (NOW + 3600 * SAMPLE_RATE, p.Code.AUDIO_FUTURE),
-        (NOW - MAX_AGE_SAMPLES - 1, p.Code.AUDIO_OLD),
-        (0, p.Code.AUDIO_OLD),
+        (NOW + MAX_AHEAD_SAMPLES - 4799, Code.AUDIO_FUTURE),
+        (NOW + 3600 * SAMPLE_RATE, Code.AUDIO_FUTURE),
+        (NOW - MAX_AGE_SAMPLES - 1, Code.AUDIO_OLD),
+        (0, Code.AUDIO_OLD),
     ],
 )
-def test_positions_far_from_now_are_refused(start: int, code: p.Code) -> None:
+def test_positions_far_from_now_are_refused(start: int, code: Code) -> None:
     with pytest.raises(p.ProtocolError) as info:
         check_position(start, 4800, NOW)
     assert info.value.code is code
@@ -130,7 +131,7 @@ def test_wrong_codec_is_refused() -> None:
     up = p.parse_upstream(p.encode_upstream_opus(1, 0, NOW - 48000, [b"\xf8\xff\xfe"]))
     with pytest.raises(p.ProtocolError, match="does not match") as info:
         stream.accept(up, NOW)
-    assert info.value.code is p.Code.BAD_AUDIO
+    assert info.value.code is Code.BAD_AUDIO
 
 
 def test_pcm16_passes_through_unchanged() -> None:
