@@ -9,12 +9,13 @@ dispatches on the class.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from common.codes import Code
 from common.errors import ValidationError
+from common.roomview import PublicRoom
 
 __all__ = [
     "Chat",
@@ -52,7 +53,7 @@ class State(_Event, tag="state", frozen=True):
     """The room's public state (docs/protocol.md, *Room state*) at ``version``."""
 
     version: int
-    state: dict[str, Any]
+    state: PublicRoom
 
 
 class Chat(_Event, tag="chat", frozen=True):

@@ -34,6 +34,7 @@ from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
 from common.records import MAX_LYRICS_CHARS, Role
+from common.roomview import PublicRoom
 from common.tracks import (
     MAX_IMAGE_BYTES,
     MAX_TRACK_BYTES,
@@ -320,7 +321,7 @@ def welcome_message(
     token: str,
     clock: int,
     constants: Mapping[str, object],
-    state: Mapping[str, object] | None,
+    state: PublicRoom | None,
 ) -> dict[str, object]:
     return {
         "type": "welcome",
@@ -330,12 +331,12 @@ def welcome_message(
         "token": token,
         "clock": clock,
         "constants": dict(constants),
-        "state": state,
+        "state": None if state is None else msgspec.to_builtins(state),
     }
 
 
-def state_message(version: int, state: Mapping[str, object]) -> dict[str, object]:
-    return {"type": "state", "version": version, "state": state}
+def state_message(version: int, state: PublicRoom) -> dict[str, object]:
+    return {"type": "state", "version": version, "state": msgspec.to_builtins(state)}
 
 
 def chat_message(singer: str, name: str, text: str, clock: int) -> dict[str, object]:

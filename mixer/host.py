@@ -60,7 +60,7 @@ from common.records import (
     Checkpoint,
     Metronome,
     Occupancy,
-    Recording,
+    RecordingOptions,
     Role,
     RoomMeta,
     Rounds,
@@ -100,7 +100,7 @@ HANDLERS: Final[dict[type[Command], Handler]] = {
         who, Metronome(on=c.on, bpm=c.bpm, beats=c.beats, count_in=c.count_in)
     ),
     SetRecording: lambda s, who, c, now: s.set_recording(
-        who, Recording(stems=c.stems, metronome=c.metronome)
+        who, RecordingOptions(stems=c.stems, metronome=c.metronome)
     ),
     SetLyrics: lambda s, who, c, now: s.set_lyrics(who, c.text),
     CueLyrics: lambda s, who, c, now: s.cue_lyrics(who, c.line, c.pos, now),

@@ -41,7 +41,7 @@ from common.records import (
     Member,
     Metronome,
     Mix,
-    Recording,
+    RecordingOptions,
     Role,
     Rounds,
     Song,
@@ -555,7 +555,7 @@ class RoomState:
             self.song.metronome = metronome
             self._changed()
 
-    def set_recording(self, singer_id: str, recording: Recording) -> None:
+    def set_recording(self, singer_id: str, recording: RecordingOptions) -> None:
         """Leader, between songs: what the recorder writes of the next songs."""
         self._leader(singer_id, "choose what is recorded")
         self._between_songs("the recording options")

@@ -169,8 +169,9 @@ def test_the_published_state_keeps_the_last_songs_material_and_says_why_it_ended
     )
     assert all(r.ok for r in replies(out))
     states = [e for e in out.events if isinstance(e, State)]
-    song = states[-1].state["song"]
-    assert song["track"] is None and not song["metronome"]["on"]  # the next song's
-    assert song["started_with"]["track"]["id"] == track.id  # the last song's, kept
-    assert song["started_with"]["metronome"]["bpm"] == 90
-    assert (song["ended"], song["stopped_by"]) == ("stopped", "a")
+    song = states[-1].state.song
+    assert song.track is None and not song.metronome.on  # the next song's
+    assert song.started_with is not None and song.started_with.track is not None
+    assert song.started_with.track.id == track.id  # the last song's, kept
+    assert song.started_with.metronome.bpm == 90
+    assert (song.ended, song.stopped_by) == ("stopped", "a")

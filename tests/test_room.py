@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import to_builtins
 
 from common import records
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
@@ -347,7 +348,7 @@ def test_stopped_by_round_trips_and_is_public() -> None:
     state.request_lead("lead", T0)
     state.start_song("lead", T0 + S)
     state.stop_song("lead", T0 + 2 * S)
-    assert public_state("r", state)["song"]["stopped_by"] == "lead"
+    assert to_builtins(public_state("r", state))["song"]["stopped_by"] == "lead"
 
 
 # --- places -----------------------------------------------------------------------------------
