@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from common import commands as c
 from common import protocol as p
+from common.browser_schema import SCHEMA_PATH, browser_schema_text
 from common.codes import Code
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
@@ -473,3 +475,10 @@ def _defaults(cls: type[c.Command]) -> set[str]:
     fields = cls.__struct_fields__
     defaults = cls.__struct_defaults__
     return set(fields[len(fields) - len(defaults) :])
+
+
+def test_the_browser_schema_file_is_current() -> None:
+    """docs/browser-messages.schema.json is generated from the types: regenerate it with
+    ``python -m common.browser_schema > docs/browser-messages.schema.json``."""
+    kept = (Path(__file__).resolve().parent.parent / SCHEMA_PATH).read_text()
+    assert kept == browser_schema_text()
