@@ -41,13 +41,15 @@ class Recording(msgspec.Struct, frozen=True, kw_only=True):
     length_s: float = 0.0
     leader: str = ""
     created: float = 0.0
-    """Unix time the take began: recordings list newest first, retention goes oldest first."""
+    """Unix time the take began: recordings list newest first, retention goes oldest first.
+
+    Every field from ``length_s`` on has a default: sidecars of older recordings lack some."""
     track: str | None = None
     """The id of the backing track mixed in, if any."""
     metronome: bool = False
     """The metronome's clicks are in the mix."""
-    flac: str
-    ogg: str
+    flac: str = ""
+    ogg: str = ""
     stems: list[StemFile] = msgspec.field(default_factory=list)
     lof: str | None = None
     rpp: str | None = None
