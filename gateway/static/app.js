@@ -158,12 +158,16 @@ class App {
     this.stage.bind();
     this.recordings.bind();
     this.bindKeys();
+    $("next-line").addEventListener("click", () => this.material.nextLine());
     $("sound-on").addEventListener("click", () => {
       if (this.engine) this.engine.ctx.resume().then(() => this.tick());
     });
 
     const person = loadPerson() ?? {};
     const room = roomFromLocation();
+    // The root page says what this is; a room link goes straight to the form.
+    $("intro").hidden = Boolean(room);
+    $("intro-example").textContent = `${location.origin}/r/choir`;
     this.join.prefill({ room: room ?? "", name: p.get("name") ?? person.name, role: p.get("role") ?? person.role });
     if (p.has("latency_ms")) {
       const value = Number(p.get("latency_ms"));
@@ -330,7 +334,8 @@ class App {
     const where = me && this.store.state ? this.store.bucketOf(me) : null;
     this.stage.announce(`${resumed ? "Back in" : "You joined"} room ${room}${where === null ? "" : `, bucket ${where + 1}`}.`);
     if (resumed) this.notice.show("You are back in your place.");
-    if (!resumed || document.activeElement === document.body) $("room-title").focus();
+    // Focus for screen readers without scrolling to the room card (on a phone it sits below the song).
+    if (!resumed || document.activeElement === document.body) $("room-title").focus({ preventScroll: true });
   }
 
   onSessionStatus(status) {
