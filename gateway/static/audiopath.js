@@ -70,10 +70,11 @@ export function playbackHealth(reports, { joined, running, first = false, arrive
   const under = reports.reduce((n, s) => n + s.underflowQuanta, 0);
   const fraction = quanta ? under / quanta : 0;
   const quiet = silenceText({ running, first, arrivesInS, hears, soloAhead });
-  const expectSilence = !running || first || (arrivesInS !== null && arrivesInS > 0);
+  // Before the song reaches you there is nothing to hear, so nothing to break up either.
+  if (running && !first && arrivesInS !== null && arrivesInS > 0) return { level: "quiet", percent: 0, text: quiet };
   if (last.starved || !(last.bufferedMs > 0)) {
-    // No audio is arriving: between songs, in the first bucket or before the song reaches you that is expected.
-    if (expectSilence) return { level: "quiet", percent: 0, text: quiet };
+    // No audio is arriving: between songs or in the first bucket that is expected.
+    if (!running || first) return { level: "quiet", percent: 0, text: quiet };
     return { level: "waiting", percent: 0, text: "Waiting for audio from the room…" };
   }
   const heard = reports.some((s) => s.outDb > QUIET_DB);
@@ -120,8 +121,9 @@ export function tapOf(member) {
   return member ? `${member.delay}/${member.hears ?? "full"}` : null;
 }
 
-/** What the meter says while a switch settles. */
-export function switchingHealth(hears) {
+/** What the meter says while a switch (or the start after joining) settles. */
+export function switchingHealth(hears, starting = false) {
+  if (starting) return { level: "waiting", percent: 0, text: "Starting the sound…" };
   return { level: "waiting", percent: 0, text: hears === "solo" ? "Switching to the soloed singers…" : "Switching to your new place in the room…" };
 }
 
@@ -138,6 +140,7 @@ export class AudioPath {
     this.reports = [];
     this.tap = null;
     this.settling = null; // while a tap switch settles: {drain, seen, clean} (startSettling)
+    this.starting = false; // that settling is the start after joining
     this.micOn = () => true;
   }
 
@@ -207,13 +210,14 @@ export class AudioPath {
     const me = store.me();
     const tap = tapOf(me);
     if (tap !== this.tap) {
-      // The first tap after joining is no switch; any later change is.
-      if (this.tap !== null && tap !== null) this.settling = startSettling(this.reports.at(-1) ?? null, this.constants.sample_rate);
+      // Joining starts a tap, any later change switches it: either way the first reports hold no room audio yet.
+      if (tap !== null) this.settling = startSettling(this.tap === null ? null : (this.reports.at(-1) ?? null), this.constants.sample_rate);
+      this.starting = this.tap === null;
       this.tap = tap;
       this.reports = [];
     }
     if (this.settling) {
-      if (!settle(this.settling, stats)) return switchingHealth(me && me.hears);
+      if (!settle(this.settling, stats)) return switchingHealth(me && me.hears, this.starting);
       this.settling = null;
     }
     this.reports.push(stats);
