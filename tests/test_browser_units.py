@@ -453,11 +453,13 @@ def test_playback_health_is_full_only_when_something_is_heard(page: Any) -> None
 def test_the_song_reaches_a_later_bucket_in_so_many_seconds(page: Any) -> None:
     got = page.evaluate(
         """async () => {
-          const { songArrivalS, arrivalText, playbackHealth } = await import('/static/audiopath.js');
+          const { songArrivalS, arrivalText, playbackHealth } =
+            await import('/static/audiopath.js');
           const song = {running: true, start_pos: 480000};
           const report = (over) => ({quanta: 94, underflowQuanta: 0, starved: false,
                                      bufferedMs: 500, outDb: -Infinity, ...over});
-          const h = (reports, opts) => playbackHealth(reports, {joined: true, running: true, ...opts});
+          const h = (reports, opts) =>
+            playbackHealth(reports, {joined: true, running: true, ...opts});
           return {
             // 12 s before the song reaches a page playing position 480000 - 12 s.
             ahead: songArrivalS(song, 480000 - 12 * 48000, 48000),
