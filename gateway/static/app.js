@@ -165,9 +165,6 @@ class App {
 
     const person = loadPerson() ?? {};
     const room = roomFromLocation();
-    // The root page says what this is; a room link goes straight to the form.
-    $("intro").hidden = Boolean(room);
-    $("intro-example").textContent = `${location.origin}/r/choir`;
     this.join.prefill({ room: room ?? "", name: p.get("name") ?? person.name, role: p.get("role") ?? person.role });
     if (p.has("latency_ms")) {
       const value = Number(p.get("latency_ms"));
@@ -434,6 +431,9 @@ class App {
 }
 
 async function main() {
+  // The root page says what this is; a room link goes straight to the form (before anything loads).
+  $("intro").hidden = Boolean(roomFromLocation());
+  $("intro-example").textContent = `${location.origin}/r/choir`;
   const response = await fetch("/api/constants", { cache: "no-store" });
   if (!response.ok) throw new Error(`could not load the audio constants (HTTP ${response.status})`);
   const app = new App(await response.json(), new URLSearchParams(location.search));

@@ -220,12 +220,14 @@ export class AudioPath {
       if (!settle(this.settling, stats)) return switchingHealth(me && me.hears, this.starting);
       this.settling = null;
     }
-    this.reports.push(stats);
-    if (this.reports.length > HEALTH_WINDOW) this.reports.shift();
     const state = store.state;
     const first = store.joined && store.bucketOf() === 0;
     const now = this.engine ? this.engine.roomClockNow() : null;
     const arrivesInS = me && now !== null && state ? songArrivalS(state.song, now - me.delay, this.constants.sample_rate) : null;
+    // Until the song gets here only silence plays: judge the song's audio on its own reports.
+    if (arrivesInS !== null) this.reports = [];
+    this.reports.push(stats);
+    if (this.reports.length > HEALTH_WINDOW) this.reports.shift();
     const soloAhead = me && state ? state.members.filter((m) => m.soloed && m.delay < me.delay).length : 0;
     return playbackHealth(this.reports, { joined: store.joined, running: store.running, first, arrivesInS, hears: me ? me.hears : "full", soloAhead });
   }
