@@ -570,3 +570,33 @@ def test_people_are_placed_in_buckets_not_seconds(page: Any) -> None:
         ROOM_STATE["buckets"],
     )
     assert got == ["bucket 2", "own delay 7.5 s"]
+
+
+def test_dropouts_before_the_song_arrives_are_not_held_against_it(page: Any) -> None:
+    texts = page.evaluate(
+        """async (state) => {
+          const { AudioPath } = await import('/static/audiopath.js');
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          store.setMe('s-lis');  // delay 864000: the song reaches her 15 s after the start
+          store.apply({...state, song: {running: true, number: 1, start_pos: 0, end_pos: null}});
+          const engine = {now: 864000 - 48000 * 4, roomClockNow() { return this.now; }};
+          const path = new AudioPath({constants: {sample_rate: 48000}, engine, session: null,
+                                      store, counters: {}, debug: {}});
+          const report = (u, db) => ({quanta: 94, underflowQuanta: u, starved: false,
+                                      bufferedMs: 600, outDb: db});
+          const out = [];
+          for (let i = 0; i < 16; i++) {
+            out.push(path.onStats(report(i % 2 ? 30 : 0, -90)).text);
+            engine.now += 12032;  // one report of 94 render quanta
+          }
+          for (let i = 0; i < 4; i++) {
+            out.push(path.onStats(report(0, -12)).text);
+            engine.now += 12032;
+          }
+          return out;
+        }""",
+        ROOM_STATE,
+    )
+    assert texts[2] == "The song reaches your bucket in 4 s.", texts
+    assert texts[-1] == "You hear the room clearly.", texts

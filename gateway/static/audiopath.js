@@ -205,9 +205,15 @@ export class AudioPath {
   }
 
   /** Keep the last reports; returns the health summary. */
-  onStats(stats) {
+  onStats(raw) {
     const store = this.store;
     const me = store.me();
+    const state = store.state;
+    const first = store.joined && store.bucketOf() === 0;
+    const now = this.engine ? this.engine.roomClockNow() : null;
+    const arrivesInS = me && now !== null && state ? songArrivalS(state.song, now - me.delay, this.constants.sample_rate) : null;
+    // Until the song gets here only silence plays: its dropouts are not held against the song's audio.
+    const stats = arrivesInS !== null ? { ...raw, underflowQuanta: 0 } : raw;
     const tap = tapOf(me);
     if (tap !== this.tap) {
       // Joining starts a tap, any later change switches it: either way the first reports hold no room audio yet.
@@ -220,12 +226,6 @@ export class AudioPath {
       if (!settle(this.settling, stats)) return switchingHealth(me && me.hears, this.starting);
       this.settling = null;
     }
-    const state = store.state;
-    const first = store.joined && store.bucketOf() === 0;
-    const now = this.engine ? this.engine.roomClockNow() : null;
-    const arrivesInS = me && now !== null && state ? songArrivalS(state.song, now - me.delay, this.constants.sample_rate) : null;
-    // Until the song gets here only silence plays: judge the song's audio on its own reports.
-    if (arrivesInS !== null) this.reports = [];
     this.reports.push(stats);
     if (this.reports.length > HEALTH_WINDOW) this.reports.shift();
     const soloAhead = me && state ? state.members.filter((m) => m.soloed && m.delay < me.delay).length : 0;
