@@ -104,6 +104,20 @@ def text(page: Any, selector: str) -> str:
     return str(page.inner_text(selector))
 
 
+def status_bucket(page: Any) -> dict[str, Any]:
+    """The status line's bucket part: its text, whether it shows whole, its right edge.
+    Measured in one go: the status line is redrawn twice a second."""
+    return dict(
+        page.evaluate(
+            """() => {
+              const el = [...document.querySelectorAll('#status .part:not(.shrink)')].at(-1);
+              return {text: el.innerText, whole: el.scrollWidth <= el.clientWidth,
+                      right: el.getBoundingClientRect().right};
+            }"""
+        )
+    )
+
+
 def active_id(page: Any) -> str:
     return str(page.evaluate("document.activeElement ? document.activeElement.id : ''"))
 
@@ -474,7 +488,8 @@ def test_phone_layout_puts_song_microphone_and_buckets_first(
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            page = pages.open(browser, f"{stack}/r/choir")
+            # A long room name: the status line cuts the name, never the bucket.
+            page = pages.open(browser, f"{stack}/r/tuesday_evening_rehearsal_room")
             page.set_viewport_size({"width": 390, "height": 844})
             fill_join(page, "Ann")
             joined(page)
@@ -495,6 +510,9 @@ def test_phone_layout_puts_song_microphone_and_buckets_first(
             assert status is not None and status["height"] < 30
             header = page.locator("header").bounding_box()
             assert header is not None and header["height"] < 60
+            poll(page, "document.querySelector('#status').innerText.includes('bucket 1')", "status")
+            part = status_bucket(page)
+            assert part["text"] == "bucket 1 of 6" and part["whole"] and part["right"] <= 390, part
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             pages.shots(page, "phone-joined")
             pages.assert_clean()
@@ -704,7 +722,7 @@ def test_each_role_during_a_song_and_a_phone_joining_mid_song(
                 "the song's arrival in Ben's bucket",
             )
             seconds = int(said.removeprefix("The song reaches your bucket in ").split()[0])
-            assert 1 <= seconds <= 12, said
+            assert 1 <= seconds <= 13, said  # 12 s, give or take the clock estimates
             pages.shots(ben, "singer-before-the-song-reaches-him")
 
             # The leader's locked fields look locked; Next line sits with the lyrics.
@@ -736,11 +754,8 @@ def test_each_role_during_a_song_and_a_phone_joining_mid_song(
             assert cy.evaluate("scrollY") == 0
             cy.screenshot(path=str(output_dir / "phone-mid-song-landing.png"))
             # The status line keeps the bucket whole; only the room name may be cut.
-            bucket = cy.locator("#status .part:not(.shrink)").last
-            assert "bucket" in bucket.inner_text()
-            assert bucket.evaluate("(el) => el.scrollWidth <= el.clientWidth")
-            status = cy.locator("#status").bounding_box()
-            assert status is not None and status["x"] + status["width"] <= 390
+            part = status_bucket(cy)
+            assert part["text"].startswith("bucket") and part["whole"] and part["right"] <= 390
 
             audit(ann, axe, output_dir / "axe-leader-during-song.json")
             pages.shots(ann, "leader-during-song-with-material")
