@@ -536,8 +536,8 @@ def test_a_switch_to_the_soloed_singers_is_not_called_a_breakup(page: Any) -> No
 def test_settling_waits_for_the_buffer_before_the_switch(page: Any) -> None:
     got = page.evaluate(
         """async () => {
-          const { startSettling, settle, MAX_SETTLING_REPORTS, tapOf } =
-            await import('/static/audiopath.js');
+          const { startSettling, settle, MAX_SETTLING_REPORTS, tapOf, tapChange,
+                  switchingHealth } = await import('/static/audiopath.js');
           const clean = {quanta: 94, underflowQuanta: 0, starved: false, bufferedMs: 600};
           const run = (last, reports) => {
             const s = startSettling(last, 48000);
@@ -551,6 +551,9 @@ def test_settling_waits_for_the_buffer_before_the_switch(page: Any) -> None:
             never: run(null, Array(40).fill({...clean, starved: true, bufferedMs: 0})),
             max: MAX_SETTLING_REPORTS,
             taps: [tapOf({delay: 144000, hears: 'solo'}), tapOf({delay: 144000}), tapOf(null)],
+            changes: [tapChange(null, '144000/full'), tapChange('144000/full', '288000/full'),
+                      tapChange('144000/full', '144000/solo')],
+            words: ['start', 'moved', 'mix'].map((c) => switchingHealth(c, 'full').text),
           };
         }"""
     )
@@ -558,6 +561,12 @@ def test_settling_waits_for_the_buffer_before_the_switch(page: Any) -> None:
     assert got["joining"] == {"drain": 1, "settledAt": 2}
     assert got["never"]["settledAt"] == got["max"] - 1  # gives up: the meter tells the truth
     assert got["taps"] == ["144000/solo", "144000/full", None]
+    assert got["changes"] == ["start", "moved", "mix"]
+    assert got["words"] == [
+        "Starting the sound…",
+        "Moving the sound to your new place in the room…",
+        "Switching back to everyone…",
+    ]
 
 
 def test_people_are_placed_in_buckets_not_seconds(page: Any) -> None:

@@ -121,10 +121,26 @@ export function tapOf(member) {
   return member ? `${member.delay}/${member.hears ?? "full"}` : null;
 }
 
-/** What the meter says while a switch (or the start after joining) settles. */
-export function switchingHealth(hears, starting = false) {
-  if (starting) return { level: "waiting", percent: 0, text: "Starting the sound…" };
-  return { level: "waiting", percent: 0, text: hears === "solo" ? "Switching to the soloed singers…" : "Switching to your new place in the room…" };
+/**
+ * What the meter says while the sound settles: `change` is "start" (just
+ * joined), "moved" (a new delay) or "mix" (the other mix, `hears`).
+ */
+export function switchingHealth(change, hears) {
+  const text =
+    change === "start"
+      ? "Starting the sound…"
+      : change === "moved"
+        ? "Moving the sound to your new place in the room…"
+        : hears === "solo"
+          ? "Switching to the soloed singers…"
+          : "Switching back to everyone…";
+  return { level: "waiting", percent: 0, text };
+}
+
+/** Which change turns tap `before` into tap `after` (tapOf strings): "start", "moved" or "mix". */
+export function tapChange(before, after) {
+  if (before === null) return "start";
+  return before.split("/")[0] === after.split("/")[0] ? "mix" : "moved";
 }
 
 export class AudioPath {
@@ -140,7 +156,7 @@ export class AudioPath {
     this.reports = [];
     this.tap = null;
     this.settling = null; // while a tap switch settles: {drain, seen, clean} (startSettling)
-    this.starting = false; // that settling is the start after joining
+    this.change = null; // what that settling follows (tapChange)
     this.micOn = () => true;
   }
 
@@ -217,13 +233,15 @@ export class AudioPath {
     const tap = tapOf(me);
     if (tap !== this.tap) {
       // Joining starts a tap, any later change switches it: either way the first reports hold no room audio yet.
-      if (tap !== null) this.settling = startSettling(this.tap === null ? null : (this.reports.at(-1) ?? null), this.constants.sample_rate);
-      this.starting = this.tap === null;
+      if (tap !== null) {
+        this.settling = startSettling(this.tap === null ? null : (this.reports.at(-1) ?? null), this.constants.sample_rate);
+        this.change = tapChange(this.tap, tap);
+      }
       this.tap = tap;
       this.reports = [];
     }
     if (this.settling) {
-      if (!settle(this.settling, stats)) return switchingHealth(me && me.hears, this.starting);
+      if (!settle(this.settling, stats)) return switchingHealth(this.change, me && me.hears);
       this.settling = null;
     }
     this.reports.push(stats);
