@@ -161,6 +161,7 @@ class App {
     this.stage.bind();
     this.recordings.bind();
     this.bindKeys();
+    $("next-line").addEventListener("click", () => this.material.nextLine());
     $("sound-on").addEventListener("click", () => {
       if (this.engine) this.engine.ctx.resume().then(() => this.tick());
     });
@@ -333,7 +334,8 @@ class App {
     const where = me && this.store.state ? this.store.bucketOf(me) : null;
     this.stage.announce(`${resumed ? "Back in" : "You joined"} room ${room}${where === null ? "" : `, bucket ${where + 1}`}.`);
     if (resumed) this.notice.show("You are back in your place.");
-    if (!resumed || document.activeElement === document.body) $("room-title").focus();
+    // Focus for screen readers without scrolling to the room card (on a phone it sits below the song).
+    if (!resumed || document.activeElement === document.body) $("room-title").focus({ preventScroll: true });
   }
 
   onSessionStatus(status) {
@@ -433,6 +435,9 @@ class App {
 
 async function main() {
   showSecureContextHelp();
+  // The root page says what this is; a room link goes straight to the form (before anything loads).
+  $("intro").hidden = Boolean(roomFromLocation());
+  $("intro-example").textContent = `${location.origin}/r/choir`;
   const response = await fetch("/api/constants", { cache: "no-store" });
   if (!response.ok) throw new Error(`could not load the audio constants (HTTP ${response.status})`);
   const app = new App(await response.json(), new URLSearchParams(location.search));
