@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_CAPACITY: Final = 1000
 PASSWORD_CHECKS: Final = 2
 """Password checks (PBKDF2 in a thread) one gateway runs at once; more wait their turn."""
+PASSWORD_QUEUE: Final = 64
+"""Password checks that may wait their turn on one gateway; more are refused (busy)."""
 MAX_LISTED_ROOMS: Final = 1000
 
 # Create the meta hash only if the room does not exist yet, in one step, so no
@@ -59,6 +61,7 @@ class RoomDirectory:
         self._default_capacity = default_capacity
         self._guard = guard
         self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
+        self._waiting = 0
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -112,18 +115,31 @@ class RoomDirectory:
         """Constant-time check of ``password`` against the room's (in a thread).
 
         Raises :class:`gateway.guard.TooManyGuesses`, without hashing, when this
-        client or this room has had too many wrong passwords lately.
+        client has had too many wrong passwords lately (or the room has, and this
+        client has used its guesses for it), and :class:`gateway.guard.ChecksBusy`
+        when :data:`PASSWORD_QUEUE` checks wait already.
         """
         if not meta.has_password:
             return True
         client = CLIENT.get()
-        # One check at a time per checker: a burst of guesses sees the failures
-        # recorded before it, so it costs at most the limit plus this concurrency.
-        async with self._checks:
+        # Turned away before queueing: a locked guesser never waits for (or delays) a check.
+        await self._guard.check_guess(room, client)
+        if self._waiting >= PASSWORD_QUEUE:
+            raise self._guard.busy()
+        self._waiting += 1
+        try:
+            await self._checks.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            # Checked again in turn: a burst of guesses sees the failures recorded
+            # before it, so it costs at most the limit plus this concurrency.
             await self._guard.check_guess(room, client)
             ok = await asyncio.to_thread(check_password, password, meta.password_hash)
             if not ok:
                 await self._guard.wrong_guess(room, client)
+        finally:
+            self._checks.release()
         return ok
 
     # --- resume tokens --------------------------------------------------------------
