@@ -67,8 +67,14 @@ async def _flood(
     try:
         while time.monotonic() - t0 < seconds:
             await asyncio.sleep(probe_s)
-            newcomers.append(outcome(await join(ws_url, address(61_000 + len(newcomers)))))
-            resumes.append(outcome(await join(ws_url, address(60_000), seat)))
+            answer = await join(ws_url, address(61_000 + len(newcomers)))
+            newcomers.append(outcome(answer))
+            if newcomers[-1] != "welcome":
+                print("newcomer:", answer.get("message"), flush=True)
+            answer = await join(ws_url, address(60_000), seat)
+            resumes.append(outcome(answer))
+            if resumes[-1] != "welcome":
+                print("member:", answer.get("message"), flush=True)
     finally:
         stop.set()
         await asyncio.gather(*flood, return_exceptions=True)
@@ -86,6 +92,7 @@ async def _flood(
         "newcomers_in": f"{newcomers.count('welcome')}/{len(newcomers)}",
         "resumes_in": f"{resumes.count('welcome')}/{len(resumes)}",
         "newcomer_outcomes": sorted(set(newcomers)),
+        "resume_outcomes": sorted(set(resumes)),
         "gateway_cpu_per_s": round(cpu / elapsed_s, 3),
     }
 

@@ -62,15 +62,14 @@ return 0
 
 # KEYS[1]: the room's hash, KEYS[2]: this address's wrong guesses for the room.
 # ARGV[1]: the guesses an address may make while the room is locked.
-# Returns 0 (go ahead) or the ms until the room is unlocked.
+# Returns {0 (go ahead) or the ms until the room is unlocked, this address's guesses}.
 _ROOM_LOCKED: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local locked = tonumber(redis.call('HGET', KEYS[1], 'until') or '0') or 0
-if now >= locked then return 0 end
 local mine = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if mine < tonumber(ARGV[1]) then return 0 end
-return locked - now
+if now >= locked or mine < tonumber(ARGV[1]) then return {0, mine} end
+return {locked - now, mine}
 """
 
 # KEYS[1]: the subject's hash.  ARGV: limit, window ms, longest lock ms.
@@ -188,14 +187,17 @@ class Guard:
         self._wrong = redis.register_script(_WRONG)
         self._take_creation = redis.register_script(_TAKE_CREATION)
 
-    async def check_guess(self, room: str, client: str) -> None:
+    async def check_guess(self, room: str, client: str) -> int:
         """Raise TooManyGuesses when ``client`` is locked, or when ``room`` is locked and
-        ``client`` has used its guesses for it (call before hashing)."""
+        ``client`` has used its guesses for it (call before hashing); else return the
+        wrong guesses ``client`` made for ``room`` within the hour."""
         wait_ms = int(await self._locked(keys=[keys.client_guesses(client)]))
         whose = "from your address"
+        mine = 0
         if wait_ms <= 0:
-            wait_ms = int(
-                await self._room_locked(
+            wait_ms, mine = (
+                int(n)
+                for n in await self._room_locked(
                     keys=[keys.room_guesses(room), keys.room_guesser(room, client)],
                     args=[self.limits.address_room_tries],
                 )
@@ -205,6 +207,7 @@ class Guard:
             wait_s = math.ceil(wait_ms / 1000)
             message = f"too many wrong passwords {whose}; try again in {wait_s} s"
             raise self._refused(TooManyGuesses(message, wait_s))
+        return mine
 
     async def wrong_guess(self, room: str, client: str) -> None:
         """Count a wrong password against ``client`` and ``room`` (may lock either)."""
@@ -246,7 +249,7 @@ class Guard:
 
     def busy(self) -> ChecksBusy:
         """The (counted) refusal of a password check when too many wait already."""
-        exc = ChecksBusy("too many password checks waiting on this server; try again in 1 s", 1)
+        exc = ChecksBusy("too many password checks waiting on this server; try again in 5 s", 5)
         self._metrics.drop(exc.reason)
         return exc
 

@@ -28,6 +28,7 @@ from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, second
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
 from common.records import Material, Member, Occupancy, Role, RoomMeta, Song
+from gateway.checks import CheckQueue, QueueFull
 from gateway.guard import CLIENT, Guard
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ MAX_CAPACITY: Final = 1000
 PASSWORD_CHECKS: Final = 2
 """Password checks (PBKDF2 in a thread) one gateway runs at once; more wait their turn."""
 PASSWORD_QUEUE: Final = 64
-"""Password checks that may wait their turn on one gateway; more are refused (busy)."""
+"""Password checks that may wait their turn on one gateway; beyond, the worst is refused."""
 MAX_LISTED_ROOMS: Final = 1000
 
 # Create the meta hash only if the room does not exist yet, in one step, so no
@@ -60,8 +61,7 @@ class RoomDirectory:
         self._redis = redis
         self._default_capacity = default_capacity
         self._guard = guard
-        self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
-        self._waiting = 0
+        self._checks = CheckQueue(PASSWORD_CHECKS, PASSWORD_QUEUE)
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -117,29 +117,25 @@ class RoomDirectory:
         Raises :class:`gateway.guard.TooManyGuesses`, without hashing, when this
         client has had too many wrong passwords lately (or the room has, and this
         client has used its guesses for it), and :class:`gateway.guard.ChecksBusy`
-        when :data:`PASSWORD_QUEUE` checks wait already.
+        when :data:`PASSWORD_QUEUE` checks with as few wrong guesses wait already
+        (gateway/checks.py).
         """
         if not meta.has_password:
             return True
         client = CLIENT.get()
         # Turned away before queueing: a locked guesser never waits for (or delays) a check.
-        await self._guard.check_guess(room, client)
-        if self._waiting >= PASSWORD_QUEUE:
-            raise self._guard.busy()
-        self._waiting += 1
+        # Who has guessed least for this room goes first: a newcomer before the guessers.
+        priority = await self._guard.check_guess(room, client)
         try:
-            await self._checks.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            # Checked again in turn: a burst of guesses sees the failures recorded
-            # before it, so it costs at most the limit plus this concurrency.
-            await self._guard.check_guess(room, client)
-            ok = await asyncio.to_thread(check_password, password, meta.password_hash)
-            if not ok:
-                await self._guard.wrong_guess(room, client)
-        finally:
-            self._checks.release()
+            async with self._checks.turn(priority):
+                # Checked again in turn: a burst of guesses sees the failures recorded
+                # before it, so it costs at most the limit plus this concurrency.
+                await self._guard.check_guess(room, client)
+                ok = await asyncio.to_thread(check_password, password, meta.password_hash)
+                if not ok:
+                    await self._guard.wrong_guess(room, client)
+        except QueueFull:
+            raise self._guard.busy() from None
         return ok
 
     # --- resume tokens --------------------------------------------------------------

@@ -87,7 +87,14 @@ def podman_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
 def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "recorder", "lb"}
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"redis", "mixer", "gateway", "recorder", "lb"}
+    monitoring = {n for n, svc in services.items() if "monitoring" in svc.get("profiles", [])}
+    assert monitoring == {"prometheus", "grafana"}
+    for name in monitoring:  # what they mount is in the repository
+        for volume in services[name]["volumes"]:
+            if volume.startswith("./"):
+                assert (REPO / volume.split(":")[0]).exists(), volume
     for name in ("mixer", "gateway"):
         assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -208,6 +215,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             server.port,
             BB_RECORDER_ID="recorder-replica-1",
             BB_RECORDINGS_DIR=str(tmp_path / "recordings"),
+            BB_METRICS_PORT=str(free_port()),
         )
         log = (output_dir / "recorder.log").open("wb")
         procs.append(

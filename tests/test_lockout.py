@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
+import gateway.rooms
 from common import keys
 from common.protocol import Resume
+from gateway.checks import CheckQueue, QueueFull
 from gateway.guard import Limits
 from gateway.hub import Options
 from gateway.rooms import PASSWORD_CHECKS
@@ -28,6 +30,68 @@ from tests.test_gateway_guard import start
 
 GUESSERS = 24
 """Source addresses guessing at once: more than the room's 20 wrong a minute."""
+
+
+# --- the queue of password checks -------------------------------------------------------
+
+
+async def test_the_check_queue_serves_the_fewest_guesses_first_and_pushes_out_the_most() -> None:
+    queue = CheckQueue(slots=1, capacity=2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def check(name: str, priority: int) -> None:
+        try:
+            async with queue.turn(priority):
+                order.append(name)
+                await release.wait()
+        except QueueFull:
+            order.append(f"{name} refused")
+
+    first = asyncio.create_task(check("first", 5))
+    await asyncio.sleep(0)
+    guesser = asyncio.create_task(check("guesser", 3))
+    other = asyncio.create_task(check("other", 2))
+    await asyncio.sleep(0)
+    assert (order, queue.waiting) == (["first"], 2)
+    # Full: a newcomer (no wrong guesses) pushes out the worst waiter...
+    newcomer = asyncio.create_task(check("newcomer", 0))
+    await asyncio.sleep(0)
+    # ...and one no better than every waiter is refused at once.
+    late = asyncio.create_task(check("late", 2))
+    await asyncio.sleep(0)
+    assert order == ["first", "guesser refused", "late refused"]
+    release.set()
+    await asyncio.gather(first, guesser, other, newcomer, late)
+    assert order[3:] == ["newcomer", "other"]
+
+
+async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
+    queue = CheckQueue(slots=1, capacity=4)
+    holder = asyncio.Event()
+    served: list[str] = []
+
+    async def hold() -> None:
+        async with queue.turn(0):
+            await holder.wait()
+
+    async def check(name: str) -> None:
+        async with queue.turn(1):
+            served.append(name)
+
+    held = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    leaving, staying = asyncio.create_task(check("leaving")), asyncio.create_task(check("staying"))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    holder.set()
+    await asyncio.gather(held, staying)
+    assert served == ["staying"] and queue.waiting == 0
+    # The slot is free again.
+    await asyncio.wait_for(check("next"), 1)
+
+
+# --- a flood from many addresses ----------------------------------------------------------
 
 
 @pytest.fixture
@@ -42,8 +106,14 @@ def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
 
 
 async def test_guessers_from_many_addresses_lock_out_neither_newcomers_nor_members(
-    aiohttp_client: ClientFactory, redis_url: str, mixer: Process
+    aiohttp_client: ClientFactory,
+    redis_url: str,
+    mixer: Process,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A short queue of waiting checks, so the flood fills it: the newcomer must get
+    # ahead of the guessers, not wait behind them.
+    monkeypatch.setattr(gateway.rooms, "PASSWORD_QUEUE", 4)
     client = await start(aiohttp_client, redis_url, Options(reply_timeout_s=15))
     ws_url = f"http://127.0.0.1:{client.server.port}/ws"
     created = await client.post("/api/rooms", json={"room": ROOM, "password": PASSWORD})
@@ -69,8 +139,14 @@ async def test_guessers_from_many_addresses_lock_out_neither_newcomers_nor_membe
         for source in sources
     ]
     try:
-        # Once the limits bite (a guesser is refused), while all of them go on guessing:
+        # Once the limits bite (a guesser is refused) and every guesser has been checked
+        # (so a newcomer no longer competes with addresses never seen), while all of
+        # them go on guessing:
         await asyncio.wait_for(refused.wait(), 120)
+        for _ in range(2400):
+            if all(tally.count(source, "bad_password") for source in sources):
+                break
+            await asyncio.sleep(0.05)
         during = [outcome(await join(ws_url, address(2000)))]
         during.append(outcome(await join(ws_url, address(1000), seat)))
         # Until every one of them has been refused at least once.
