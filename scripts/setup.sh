@@ -2,8 +2,9 @@
 # One-step set-up: system packages (via apt-get where possible), a virtual
 # environment and the Python packages. Safe to run again; it only does what
 # is missing.  Usage: scripts/setup.sh [--browser]
-#   --browser  also make sure Chromium is installed (the browser tests need it)
-#              and axe-core (the accessibility audit) in $VENV/axe
+#   --browser  also make sure Chromium is installed (the browser tests need it),
+#              Debian's prometheus (promtool and a real Prometheus for
+#              tests/test_dashboard.py) and axe-core (the accessibility audit) in $VENV/axe
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,12 +18,14 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr/lib/x86_64-linux-gnu/libopus.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopus.so.0 ]; }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_chromium() { [ -x /usr/bin/chromium ]; }
+have_prometheus() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
 
 missing=()
 have_libopus || missing+=(libopus0)
 have_redis || missing+=(redis-server)
 [ "$want_browser" = 1 ] && ! have_chromium && missing+=(chromium)
+[ "$want_browser" = 1 ] && ! have_prometheus && missing+=(prometheus)
 have_venv_module || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -42,6 +45,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "  libopus (the Opus codec library: Fedora 'opus', Arch 'opus', Homebrew 'opus')"
     say "  redis-server (Redis 6.2 or newer)"
     [ "$want_browser" = 1 ] && say "  chromium at /usr/bin/chromium (for 'make test' browser tests)"
+    [ "$want_browser" = 1 ] && say "  prometheus and promtool (for 'make test': tests/test_dashboard.py)"
     exit 1
   fi
 fi
