@@ -20,9 +20,10 @@ checks it first).  Right passwords never count, so a reconnect storm into a
 big password room is never refused.
 
 Concurrent guesses could all pass the check before the first failure is
-recorded; the caller therefore checks again, one password at a time per
-gateway process (:class:`gateway.rooms.RoomDirectory`), which bounds a burst
-to the limit plus the check's concurrency.  Room creation is a plain count
+recorded; the caller therefore checks again when its turn at the hashing
+comes (:class:`gateway.rooms.RoomDirectory`, a few at a time per gateway
+process, fewest wrong guesses first: gateway/checks.py), which bounds a
+burst to the limit plus the check's concurrency.  Room creation is a plain count
 per client address and minute, and the deployment's rooms (``bb:rooms``) are
 capped.
 
