@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 PREFIX = "bb_mixer_"
 
-TICK_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+TICK_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 """Upper bounds of the tick-time histogram (the default tick is 100 ms)."""
 
 
