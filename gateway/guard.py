@@ -8,11 +8,11 @@ wrong guess); while locked, guesses are refused before the (costly) PBKDF2
 check.
 
 A locked address meets only its own lock.  A room's lock is a slowdown for
-strangers, not a lock-out for its members (OWASP's guidance on throttling
-rather than locking accounts; the same idea as "device cookies" and Entra's
-smart lockout of unfamiliar locations): it refuses only addresses that have
-already guessed wrong :attr:`Limits.address_room_tries` times for this room
-within the hour (``bb:{R}:guesses:{ADDR}``).  So a flood from many addresses
+strangers, not a lock-out for its members (OWASP, "Slow Down Online Guessing
+Attacks with Device Cookies": the resume token is the device cookie the lock
+does not apply to, the rest is locked per room and address): it refuses only
+addresses that have already guessed wrong :attr:`Limits.address_room_tries`
+times for this room within the hour (``bb:{R}:guesses:{ADDR}``).  So a flood from many addresses
 still locks each of them out of the room after a few guesses, but the right
 password from an address that has not been guessing is always checked, and a
 member's resume token never meets a password limit at all (gateway/ws.py
