@@ -106,7 +106,8 @@ def render(base: str, start: float, end: float, out: Path) -> None:
                     label=legend(target["legendFormat"], s["metric"]),
                 )
         ax.set_xlim((start - end) / 60, 0)
-        ax.set_ylim(bottom=0)
+        # Headroom, as Grafana leaves: a flat line at the maximum must not hide in the frame.
+        ax.set_ylim(0, max(ax.get_ylim()[1], 1e-9) * 1.12)
         ax.tick_params(colors="#aaa", labelsize=8)
         ax.grid(color="#2a2d33", linewidth=0.5)
         ax.set_xlabel("minutes before now", color="#888", fontsize=8, labelpad=1)
