@@ -163,6 +163,17 @@ def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path:
     assert redis_line.rstrip().endswith("--appendonly yes --appendfsync everysec")
 
 
+def test_the_monitoring_profile_adds_prometheus_and_grafana(tmp_path: Path) -> None:
+    log = podman_compose(tmp_path, "--profile", "monitoring", "up", "-d", "--no-build").stderr
+    created = set(re.findall(r"/podman create --name=(\S+)", log))
+    assert {"bb_prometheus_1", "bb_grafana_1", "bb_mixer_1", "bb_recorder_1"} <= created
+    (grafana,) = [line for line in log.splitlines() if "create --name=bb_grafana_1" in line]
+    assert "docker/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana
+    assert "-p 127.0.0.1:3000:3000" in grafana  # loopback only
+    (prometheus,) = [line for line in log.splitlines() if "create --name=bb_prometheus_1" in line]
+    assert "docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus
+
+
 def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Path) -> None:
     spec = load_compose()["services"]
     redis_cmd = spec["redis"]["command"]
