@@ -3,8 +3,9 @@
 # environment and the Python packages. Safe to run again; it only does what
 # is missing.  Usage: scripts/setup.sh [--browser]
 #   --browser  also make sure Chromium is installed (the browser tests need it),
-#              Caddy (tests/test_https.py runs it in front of a gateway)
-#              and axe-core (the accessibility audit) in $VENV/axe
+#              Caddy (tests/test_https.py runs it in front of a gateway),
+#              Debian's prometheus (promtool and a real Prometheus for
+#              tests/test_dashboard.py) and axe-core (the accessibility audit) in $VENV/axe
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr
 have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_chromium() { [ -x /usr/bin/chromium ]; }
 have_caddy() { [ -x /usr/bin/caddy ]; }
+have_prometheus() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
 have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
 
 missing=()
@@ -26,6 +28,7 @@ have_libopus || missing+=(libopus0)
 have_redis || missing+=(redis-server)
 [ "$want_browser" = 1 ] && ! have_chromium && missing+=(chromium)
 [ "$want_browser" = 1 ] && ! have_caddy && missing+=(caddy)
+[ "$want_browser" = 1 ] && ! have_prometheus && missing+=(prometheus)
 have_venv_module || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -46,6 +49,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "  redis-server (Redis 6.2 or newer)"
     [ "$want_browser" = 1 ] && say "  chromium at /usr/bin/chromium (for 'make test' browser tests)"
     [ "$want_browser" = 1 ] && say "  caddy at /usr/bin/caddy (for 'make test' HTTPS tests)"
+    [ "$want_browser" = 1 ] && say "  prometheus and promtool (for 'make test': tests/test_dashboard.py)"
     exit 1
   fi
 fi
