@@ -2,8 +2,11 @@
 # One-step set-up: system packages (via apt-get where possible), a virtual
 # environment and the Python packages. Safe to run again; it only does what
 # is missing.  Usage: scripts/setup.sh [--browser]
-#   --browser  also make sure Chromium is installed (the browser tests need it)
-#              and axe-core (the accessibility audit) in $VENV/axe
+#   --browser  also make sure the browsers the tests drive are installed:
+#              Chromium, Firefox ESR (with PulseAudio for its sound) and
+#              WebKitGTK's WebKitWebDriver + MiniBrowser (under Xvfb), all
+#              Debian packages, never downloaded by the tests; and axe-core
+#              (the accessibility audit) in $VENV/axe
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,12 +20,19 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr/lib/x86_64-linux-gnu/libopus.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopus.so.0 ]; }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_chromium() { [ -x /usr/bin/chromium ]; }
+have_command() { command -v "$1" >/dev/null 2>&1; }
 have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
 
 missing=()
 have_libopus || missing+=(libopus0)
 have_redis || missing+=(redis-server)
-[ "$want_browser" = 1 ] && ! have_chromium && missing+=(chromium)
+if [ "$want_browser" = 1 ]; then
+  have_chromium || missing+=(chromium)
+  have_command firefox-esr || missing+=(firefox-esr)
+  have_command WebKitWebDriver || missing+=(webkit2gtk-driver)
+  have_command Xvfb || missing+=(xvfb)
+  have_command pulseaudio || missing+=(pulseaudio)
+fi
 have_venv_module || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -41,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "ERROR: no apt-get on this system. Install these yourself, then run make again:"
     say "  libopus (the Opus codec library: Fedora 'opus', Arch 'opus', Homebrew 'opus')"
     say "  redis-server (Redis 6.2 or newer)"
-    [ "$want_browser" = 1 ] && say "  chromium at /usr/bin/chromium (for 'make test' browser tests)"
+    [ "$want_browser" = 1 ] && say "  for 'make test': chromium at /usr/bin/chromium, firefox-esr, webkit2gtk-driver (WebKitWebDriver, MiniBrowser), Xvfb, pulseaudio"
     exit 1
   fi
 fi
