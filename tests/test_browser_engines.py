@@ -6,8 +6,9 @@ sings; a Chromium singer in a later bucket must hear it at the positions where
 it sang (its voice heard). Then the engine's page moves behind the Chromium
 singer and must hear that singer where they sang (it hears the room). Both from
 the pages' own recordings (``bbDebug``): lag within 1 ms, correlation > 0.99.
-Also: the blocked-microphone help names the engine's own steps, and without
-WebCodecs the page sings in pcm16 and says so.
+Also: the blocked-microphone help names the engine's own steps, without
+WebCodecs the page sings in pcm16 and says so, and Firefox after a reload
+offers to turn the sound on.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tests.browser_support import (
     tone_envelope,
     write_wav,
 )
-from tests.engines.firefox import BLOCKED_MIC_PREFS, firefox
+from tests.engines.firefox import AUTOPLAY_BLOCKED, BLOCKED_MIC_PREFS, firefox
 from tests.engines.page import DENY_MIC, HIDE_WEBCODECS, EnginePage, gated_mic_script, wait_js
 from tests.engines.pulse import pulseaudio
 from tests.engines.webkit import webkit, xvfb
@@ -310,4 +311,28 @@ def test_a_blocked_microphone_shows_the_engines_own_steps(
         errors = page.errors()
     assert title == "Your microphone is blocked"
     assert f"To allow it in {steps}" in help_text, help_text
+    assert not errors, errors
+
+
+@pytest.mark.timeout(240)
+def test_firefox_after_a_reload_offers_to_turn_the_sound_on(stack: str, output_dir: Path) -> None:
+    """Firefox as installed: sound only after a click. A reload rejoins by itself, with
+    no click; the page must offer one ("Turn on sound"), and that click starts the sound."""
+    with pulseaudio(output_dir) as pulse, firefox(output_dir, pulse, AUTOPLAY_BLOCKED) as page:
+        page.goto(f"{stack}/r/choir")
+        wait_js(page, "document.body.dataset.ready === '1'", "the page is ready")
+        page.fill("#name", "Lis")
+        page.click("input[name=role][value=spectator]")
+        page.click("#join")
+        wait_js(page, "bbDebug.me !== null", "Lis joined")
+        page.goto(f"{stack}/r/choir")
+        wait_js(page, "document.body.dataset.ready === '1'", "the page is ready again")
+        wait_js(page, "bbDebug.me !== null && bbDebug.audioState !== null", "Lis rejoined")
+        assert page.js("bbDebug.audioState") == "suspended", "Firefox played without a click"
+        wait_js(page, "!document.querySelector('#sound-off').hidden", "Turn on sound offered")
+        page.screenshot(output_dir / "firefox-sound-off.png")
+        page.click("#sound-on")
+        wait_js(page, "bbDebug.audioState === 'running'", "the sound runs")
+        wait_js(page, "document.querySelector('#sound-off').hidden", "the offer gone")
+        errors = page.errors()
     assert not errors, errors

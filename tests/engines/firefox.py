@@ -39,6 +39,9 @@ PREFS: dict[str, object] = {
 }
 """A fake microphone, no permission prompt, sound without a click, no script watchdog."""
 
+AUTOPLAY_BLOCKED: dict[str, object] = {"media.autoplay.default": 1}
+"""Firefox's own default: no sound until the person clicks in the page."""
+
 BLOCKED_MIC_PREFS: dict[str, object] = {
     "media.navigator.permission.disabled": False,
     "permissions.default.microphone": 2,
