@@ -70,7 +70,9 @@ def public_state(
             "origin": None
             if song.start_pos is None
             else song_origin(song.start_pos, song.played().metronome),
+            # The songs before, still audible, newest first; `previous` is the first.
             "previous": _previous(song.previous),
+            "earlier": [_previous(span) for span in song.earlier],
         },
         "material": {
             "tracks": [_track(t) for t in material.tracks],

@@ -8,6 +8,7 @@ every 20 ms. Expected tap windows are computed sample-exactly.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -863,11 +864,67 @@ def test_the_last_seconds_of_a_song_still_mix_after_the_next_one_starts() -> Non
     # The record keeps the span through a failover (and the recorder reads its end there).
     again = records.decode(records.encode(state.song), records.Song)
     assert again.previous == state.song.previous
-    # A window only ever opens the song before: the one before that is closed.
+    # The song two back stays open while it is in the ring; once its end has left it,
+    # its span goes.
     state.stop_song("lead", later + S)
     state.start_song("lead", later + 2 * S)
-    assert state.song.previous is not None and state.song.previous.number == 2
+    assert [span.number for span in state.song.earlier] == [2, 1]
+    assert state.song.window(end - CHUNK, end) == (end - CHUNK, end)
+    gone = end + SMALL.ring_samples + SMALL.bucket_delay(0) + S
+    state.stop_song("lead", gone)
+    state.start_song("lead", gone + S)
+    assert [span.number for span in state.song.earlier] == [3, 2]
     assert state.song.window(end - CHUNK, end) is None
+
+
+def test_three_songs_within_one_delay_each_mix_their_own_end_in_the_last_bucket() -> None:
+    """Song 1 ends with its track, song 2 is stopped after 1 s, song 3 starts at once:
+    the last bucket (4 s behind) is still singing song 1 when song 3 starts. Its chunks
+    for the ends of songs 1 and 2 are both mixed, and the pages find each song's own
+    material: song 1's track, though the leader removed it for the next songs."""
+    mixer = song_mixer(("far", 4))
+    state = mixer.state
+    song1 = state.song
+    first = song1.start_pos
+    assert first is not None
+    track = records.Track(id="t-0123456789ab", name="backing", samples=3 * S)
+    # Song 1 was started without a track; give song 2 one to watch it stay song 2's.
+    state.stop_song("lead", T0 + 3 * S)
+    end1 = state.song.end_pos
+    assert end1 is not None
+    state.add_track("lead", track)
+    state.start_song("lead", T0 + 3 * S + CHUNK)
+    state.stop_song("lead", T0 + 4 * S)
+    end2 = state.song.end_pos
+    assert end2 is not None
+    state.set_track("lead", None)
+    state.set_metronome("lead", records.Metronome(on=False))
+    state.start_song("lead", T0 + 4 * S + CHUNK)
+    song = state.song
+    assert [s.number for s in song.earlier] == [2, 1]
+    assert song.earlier[0].started_with == records.SongMaterial(track=track)
+    assert song.earlier[1].started_with == records.SongMaterial()
+    assert song.started_with == records.SongMaterial()
+    # The far bucket (delay 5 s) sings songs 1 and 2's ends after song 3 has started.
+    now = T0 + 4 * S + CHUNK + 3 * S
+    a = tone(440.0, end1 - CHUNK, CHUNK)
+    b = tone(550.0, end2 - CHUNK, CHUNK)
+    assert mixer.apply("far", end1 - CHUNK, a, now) is ApplyStatus.OK
+    assert mixer.apply("far", end2 - CHUNK, b, now + S) is ApplyStatus.OK
+    # Between songs 2 and 3 (a gap of one chunk) nothing is mixed.
+    gap = tone(660.0, end2, CHUNK)
+    assert mixer.apply("far", end2, gap, now + S) is ApplyStatus.NO_SONG
+    assert mixer.ring is not None
+    np.testing.assert_array_equal(mixer.ring.read_raw(end1 - CHUNK, CHUNK)[0], a)
+    np.testing.assert_array_equal(mixer.ring.read_raw(end2 - CHUNK, CHUNK)[0], b)
+    # The page's view lists both songs with their own material, newest first.
+    view: Any = json.loads(json.dumps(public_state("choir", state)))["song"]
+    assert [e["number"] for e in view["earlier"]] == [2, 1]
+    assert view["earlier"][0]["started_with"]["track"]["id"] == track.id
+    assert view["previous"] == view["earlier"][0]
+    # The record keeps them through a failover.
+    again = records.decode(records.encode(state.song), records.Song)
+    assert again.earlier == song.earlier
 
 
 def test_new_taps_start_at_the_due_frame_and_the_backlog_is_capped() -> None:
