@@ -274,6 +274,8 @@ class SongMaterial(msgspec.Struct, frozen=True, kw_only=True):
 
     track: Track | None = None
     metronome: Metronome = msgspec.field(default_factory=Metronome)
+    rounds: Rounds | None = None
+    """Its rounds (None in records from before songs kept theirs: the room's)."""
 
 
 class EndReason(StrEnum):
@@ -369,6 +371,43 @@ class Song(msgspec.Struct, kw_only=True):
         if self.started_with is not None:
             return self.started_with
         return SongMaterial(track=self.track, metronome=self.metronome)
+
+    def rounds_from(self, lo: int, hi: int) -> list[tuple[int, Rounds]]:
+        """The rounds each part of positions ``[lo, hi)`` is emitted with, as
+        ``(from, rounds)`` in position order, the first ``from`` being ``lo``.
+
+        A position has the rounds of the newest song started at or before it
+        (its repeats ring on after its end, until the next song starts): a
+        change between songs never reaches the tail of the song before, which
+        later buckets may still be hearing. Before the oldest kept song, and in
+        records from before songs kept theirs, the room's (``rounds``).
+        """
+        starts: list[tuple[int, Rounds]] = []
+        if self.start_pos is not None:
+            starts.append((self.start_pos, self.played().rounds or self.rounds))
+        for span in self.earlier:
+            own = span.started_with.rounds if span.started_with is not None else None
+            starts.append((span.start_pos, own or self.rounds))
+        parts: list[tuple[int, Rounds]] = []
+        edge = hi
+        for start, rounds in starts:  # newest first
+            if start < edge:
+                parts.append((max(lo, start), rounds))
+                edge = start
+            if edge <= lo:
+                break
+        if edge > lo:
+            parts.append((lo, self.rounds))
+        parts.reverse()
+        return parts
+
+    def longest_repeats(self) -> int:
+        """How far back the repeats of any kept song (or the next one) reach, in samples."""
+        own = [
+            self.played().rounds,
+            *(s.started_with.rounds for s in self.earlier if s.started_with),
+        ]
+        return max([self.rounds.span_samples, *(r.span_samples for r in own if r is not None)])
 
     def span(self) -> SongSpan | None:
         """This song as one of the next one's :attr:`earlier` (None unless it has ended)."""

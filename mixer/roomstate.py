@@ -445,7 +445,9 @@ class RoomState:
         song.ended = None
         song.number += 1
         # The material this song plays until its end, whatever is chosen meanwhile.
-        song.started_with = SongMaterial(track=song.track, metronome=song.metronome)
+        song.started_with = SongMaterial(
+            track=song.track, metronome=song.metronome, rounds=song.rounds
+        )
         material = self.material
         if material.cues or material.previous_cues:
             material.previous_cues, material.cues = material.cues, []

@@ -220,7 +220,9 @@ def page_material(
                               && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
                         }
                       }
-                      return {positions, wrong: wrong.slice(0, 5), track, clicks, beats};
+                      const wrongCount = wrong.length;
+                      return {positions, wrongCount, wrong: wrong.slice(0, 3),
+                              track, clicks, beats};
                     }""",
                 [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
             )
@@ -277,7 +279,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
                 if msg["type"] == "recording":
                     announced.setdefault(int(msg["song"]), now)
                 elif msg["type"] == "state":
-                    states.append((now, msg))
+                    states.append((now, msg["state"]))
             seen = len(listener.json)
 
         async def start(number: int, length: int, with_track: bool) -> Song:
@@ -349,6 +351,24 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         await listener.close()
 
     assert all(v.next_pos == v.hi for v in everyone)  # everything was sung
+    assert sorted((r["song"], r["start_pos"], r["end_pos"]) for r in listed) == [
+        (s.number, s.start, s.end) for s in songs
+    ]
+    waits = []
+    for song in songs:
+        [sidecar] = [r for r in listed if r["song"] == song.number]
+        recorded, rate = sf.read(root / room / sidecar["flac"], dtype="float32")
+        assert rate == S and len(recorded) == song.end - song.start, song.how
+        # Sample-exact (16-bit FLAC): a voice 1 ms (48 samples) off would miss by ~0.1.
+        np.testing.assert_allclose(recorded, song.expected(), rtol=0, atol=2e-3, err_msg=song.how)
+        assert (sidecar["track"] is not None) == (song.track is not None)
+        # From when the last bucket played the song's end to when its recording was listed.
+        waits.append((announced[song.number] - (song.end + LAST_BUCKET)) / S)
+        print(
+            f"song {song.number} ({(song.end - song.start) / S:.1f} s, ended by {song.how}): "
+            f"listed {waits[-1]:.2f} s after the last bucket played its end"
+        )
+    print(f"median end-played -> listed: {statistics.median(waits):.2f} s over {len(waits)} songs")
     # The listener's page: each state governs the positions played until the next one
     # came (its playback position is the room clock minus its delay).
     heard = [
@@ -370,24 +390,11 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
     assert page["track"] == page["track_due"] > 0, page
     assert page["beats"] == len(clicks_between(first.start, first.end, first.start, metronome))
     assert page["clicks"] == page["beats"], page
-    assert sorted((r["song"], r["start_pos"], r["end_pos"]) for r in listed) == [
-        (s.number, s.start, s.end) for s in songs
-    ]
-    waits = []
-    for song in songs:
-        [sidecar] = [r for r in listed if r["song"] == song.number]
-        recorded, rate = sf.read(root / room / sidecar["flac"], dtype="float32")
-        assert rate == S and len(recorded) == song.end - song.start, song.how
-        # Sample-exact (16-bit FLAC): a voice 1 ms (48 samples) off would miss by ~0.1.
-        np.testing.assert_allclose(recorded, song.expected(), rtol=0, atol=2e-3, err_msg=song.how)
-        assert (sidecar["track"] is not None) == (song.track is not None)
-        # From when the last bucket played the song's end to when its recording was listed.
-        waits.append((announced[song.number] - (song.end + LAST_BUCKET)) / S)
-        print(
-            f"song {song.number} ({(song.end - song.start) / S:.1f} s, ended by {song.how}): "
-            f"listed {waits[-1]:.2f} s after the last bucket played its end"
-        )
-    print(f"median end-played -> listed: {statistics.median(waits):.2f} s over {len(waits)} songs")
+    print(
+        f"listener's page, song 1: {page['positions']} positions checked, "
+        f"{page['wrongCount']} without song 1's material, track at {page['track']} of "
+        f"{page['track_due']}, clicks {page['clicks']} of {page['beats']}"
+    )
 
 
 @pytest.mark.timeout(240)

@@ -53,7 +53,7 @@ def test_a_song_keeps_its_track_and_metronome_after_the_leader_changes_them() ->
     state.start_song("lead", T0 + 2 * S)
     start = state.song.start_pos
     assert start is not None
-    played = SongMaterial(track=HYMN, metronome=CLICKS)
+    played = SongMaterial(track=HYMN, metronome=CLICKS, rounds=records.Rounds())
     assert state.song.started_with == played
     # The song ends with its track, then the leader chooses no track and no clicks.
     end = song_end(start, CLICKS, HYMN.samples)
@@ -79,7 +79,9 @@ def test_a_song_keeps_its_track_and_metronome_after_the_leader_changes_them() ->
     assert view["ended"] == "track"
     # The next song starts with the new choice; the last one is its previous, material and all.
     state.start_song("lead", end + state.members["lead"].delay + S)
-    assert state.song.started_with == SongMaterial(track=None, metronome=Metronome(on=False))
+    assert state.song.started_with == SongMaterial(
+        track=None, metronome=Metronome(on=False), rounds=records.Rounds()
+    )
     assert state.song.previous == records.SongSpan(
         number=1, start_pos=start, end_pos=end, started_with=played, ended=EndReason.TRACK
     )
