@@ -58,6 +58,7 @@ __all__ = [
     "RoomMeta",
     "Rounds",
     "Song",
+    "SongCues",
     "SongMaterial",
     "SongSpan",
     "Track",
@@ -233,13 +234,23 @@ class Cue(msgspec.Struct, frozen=True, array_like=True):
     line: NonNegative
 
 
+class SongCues(msgspec.Struct, frozen=True, kw_only=True):
+    """The lyric cues of the song that started at ``start_pos``."""
+
+    start_pos: int
+    cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
+        default_factory=list
+    )
+
+
 class Material(msgspec.Struct, kw_only=True):
     """The room's song material besides the song record: tracks, lyrics, image, cues.
 
     ``cues`` belong to the current (or last) song and are in increasing
     position order; when the next song starts they move to ``previous_cues``
     (a later bucket still sees the last song's lines change while the leader
-    sings the next one).
+    sings the next one), and those to ``older_cues`` (newest first), kept
+    while their songs are in ``Song.earlier`` (beyond the one before).
     """
 
     tracks: list[Track] = msgspec.field(default_factory=list)
@@ -250,6 +261,9 @@ class Material(msgspec.Struct, kw_only=True):
     )
     previous_cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
         default_factory=list
+    )
+    older_cues: Annotated[list[SongCues], msgspec.Meta(max_length=MAX_EARLIER_SONGS)] = (
+        msgspec.field(default_factory=list)
     )
 
     def __post_init__(self) -> None:

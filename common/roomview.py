@@ -86,6 +86,11 @@ def public_state(
             },
             "cues": [[cue.pos, cue.line] for cue in material.cues],
             "previous_cues": [[cue.pos, cue.line] for cue in material.previous_cues],
+            # The songs' beyond the one before, still audible, newest first.
+            "older_cues": [
+                {"start_pos": c.start_pos, "cues": [[cue.pos, cue.line] for cue in c.cues]}
+                for c in material.older_cues
+            ],
         },
         "buckets": {
             "n": n_buckets,

@@ -45,6 +45,7 @@ from common.records import (
     Role,
     Rounds,
     Song,
+    SongCues,
     SongMaterial,
     SongSpan,
     Track,
@@ -437,6 +438,7 @@ class RoomState:
             raise CommandError("song_running", "a song is already running")
         song = self.song
         start = now - leader.delay
+        before = song.previous  # whose cues are material.previous_cues
         song.earlier = still_audible(song, start, now - self.config.ring_samples)
         song.running = True
         song.start_pos = start
@@ -449,7 +451,14 @@ class RoomState:
             track=song.track, metronome=song.metronome, rounds=song.rounds
         )
         material = self.material
-        if material.cues or material.previous_cues:
+        older = material.older_cues
+        if material.previous_cues and before is not None:
+            older = [SongCues(start_pos=before.start_pos, cues=material.previous_cues), *older]
+        # The cues of the songs still audible beyond the one before (earlier[1:]).
+        audible = {span.start_pos for span in song.earlier[1:]}
+        older = [c for c in older if c.start_pos in audible]
+        if material.cues or material.previous_cues or older != material.older_cues:
+            material.older_cues = older
             material.previous_cues, material.cues = material.cues, []
             self._material_changed()
         self._changed()

@@ -346,6 +346,24 @@ def test_the_page_follows_the_last_songs_cues_then_the_running_songs(page: Any) 
     # Without a song before, the cues as they are.
     alone = {"song": {"start_pos": T0}, "material": {"cues": [[T0 + 5, 0]], "previous_cues": []}}
     assert page.evaluate("(s) => lyr.songCues(s)", alone) == [[T0 + 5, 0]]
+    # Two songs before, still audible: song 1's cues (older_cues) up to song 2's start,
+    # song 2's (previous_cues) up to song 3's, then song 3's.
+    three = {
+        "song": {"start_pos": T0 + 3000, "previous": {"start_pos": T0 + 2000}},
+        "material": {
+            "cues": [[T0 + 3500, 2]],
+            "previous_cues": [[T0 + 2100, 1]],
+            "older_cues": [{"start_pos": T0, "cues": [[T0 + 100, 0], [T0 + 1200, 1]]}],
+        },
+    }
+    assert page.evaluate("(s) => lyr.songCues(s)", three) == [
+        [T0 + 100, 0],
+        [T0 + 1200, 1],
+        [T0 + 2000, -1],
+        [T0 + 2100, 1],
+        [T0 + 3000, -1],
+        [T0 + 3500, 2],
+    ]
 
 
 @pytest.mark.parametrize(
