@@ -70,7 +70,9 @@ def public_state(
             "origin": None
             if song.start_pos is None
             else song_origin(song.start_pos, song.played().metronome),
+            # The songs before, still audible, newest first; `previous` is the first.
             "previous": _previous(song.previous),
+            "earlier": [_previous(span) for span in song.earlier],
         },
         "material": {
             "tracks": [_track(t) for t in material.tracks],
@@ -84,6 +86,11 @@ def public_state(
             },
             "cues": [[cue.pos, cue.line] for cue in material.cues],
             "previous_cues": [[cue.pos, cue.line] for cue in material.previous_cues],
+            # The songs' beyond the one before, still audible, newest first.
+            "older_cues": [
+                {"start_pos": c.start_pos, "cues": [[cue.pos, cue.line] for cue in c.cues]}
+                for c in material.older_cues
+            ],
         },
         "buckets": {
             "n": n_buckets,

@@ -102,11 +102,12 @@ export class AudioEngine {
 
   /**
    * The song window, origin, metronome and track id the worklet adds the material
-   * for, and the song before's (`song.previous`, null: none); backing.js songMaterial.
+   * for, and the still audible songs before's (`song.earlier`, newest first; `previous`
+   * the first, null: none); backing.js songMaterial.
    */
   setSong(song) {
-    const { start, end, origin, metronome, trackId, previous } = song;
-    this.node.port.postMessage({ type: "song", start, end, origin, metronome, trackId, previous });
+    const { start, end, origin, metronome, trackId, previous, earlier } = song;
+    this.node.port.postMessage({ type: "song", start, end, origin, metronome, trackId, previous, earlier });
   }
 
   /** Track `id`'s samples (48 kHz mono; null: forget them). Kept while a song names it. */

@@ -33,7 +33,7 @@
 // Debug: with `record` on, what is played is posted back with its positions
 // (bbDebug.played), so tests measure the page's own output.
 
-import { clickSampleAt, clickWave, previousSong, songAt } from "./metronome.js";
+import { clickSampleAt, clickWave, earlierSongs, songAt } from "./metronome.js";
 
 const JUMP_SAMPLES = 960; // 20 ms: beyond this, jump instead of slewing
 const SLEW_DEADBAND = 24; // 0.5 ms: anchor jitter below this is ignored
@@ -63,8 +63,8 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.expectFrom = Infinity;
     this.resetStats();
     this.song = { start: null, end: null, origin: null, metronome: null, trackId: null };
-    this.previous = null; // the song before: {start, end, origin, metronome, trackId}
-    this.tracks = new Map(); // track id -> samples, for the two songs
+    this.earlier = []; // the songs before, still audible, newest first: {start, end, origin, metronome, trackId}
+    this.tracks = new Map(); // track id -> samples, for the audible songs
     this.trackGain = 0.64;
     this.clickGain = 0.36;
     this.waves = [clickWave(false), clickWave(true)];
@@ -107,11 +107,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         break;
       case "song": {
         const next = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome, trackId: msg.trackId ?? null };
-        // The room state names the song before (docs/protocol.md, *Song material*); without
-        // it, the song this page was playing is.
-        this.previous = msg.previous !== undefined ? msg.previous : previousSong(this.song, next, this.previous);
+        // The room state lists the songs before (docs/protocol.md, *Song material*); without
+        // them, the songs this page was playing are.
+        if (Array.isArray(msg.earlier)) this.earlier = msg.earlier;
+        else if (msg.previous !== undefined) this.earlier = msg.previous ? [msg.previous] : [];
+        else this.earlier = earlierSongs(this.song, next, this.earlier);
         this.song = next;
-        const used = new Set([next.trackId, this.previous ? this.previous.trackId : null]);
+        const used = new Set([next.trackId, ...this.earlier.map((e) => e.trackId)]);
         for (const id of this.tracks.keys()) if (!used.has(id)) this.tracks.delete(id);
         this.bindTracks();
         break;
@@ -137,7 +139,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
 
   /** Give each song the samples of its track (`samples`, null until they arrive). */
   bindTracks() {
-    for (const song of [this.song, this.previous]) {
+    for (const song of [this.song, ...this.earlier]) {
       if (song) song.samples = (song.trackId !== null && song.trackId !== undefined && this.tracks.get(song.trackId)) || null;
     }
   }
@@ -263,7 +265,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
 
   /** Backing track and click for position p, at this listener's levels. */
   material(p) {
-    const song = songAt(p, this.song, this.previous);
+    const song = songAt(p, this.song, this.earlier);
     if (song === null) return 0;
     const track = song.samples;
     let x = 0;
