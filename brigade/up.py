@@ -192,12 +192,15 @@ def main(argv: Sequence[str]) -> int:
             supervisor.start(f"mixer-{i + 1}", _launcher(["mixer"], env), time.monotonic())
             say(f"mixer-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
         for i in range(args.recorders):
+            metrics_port = free_port()
             env = {
                 "REDIS_URL": url,
                 "BB_RECORDER_ID": f"recorder-local-{i + 1}",
                 "BB_RECORDINGS_DIR": args.recordings_dir,
+                "BB_METRICS_PORT": str(metrics_port),
             }
             supervisor.start(f"recorder-{i + 1}", _launcher(["recorder"], env), time.monotonic())
+            say(f"recorder-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
         if args.recorders:
             say(f"songs are recorded into {os.path.abspath(args.recordings_dir)}")
         for i in range(args.gateways):

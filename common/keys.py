@@ -132,6 +132,12 @@ def room_guesses(room: str) -> str:
     return f"{_room(room)}:guesses"
 
 
+def room_guesser(room: str, address: str) -> str:
+    """String counter: wrong passwords one client address tried for the room, TTL 1 h
+    after the last (gateway/guard.py: the room's lock applies to it past a few)."""
+    return f"{_room(room)}:guesses:{address}"
+
+
 def client_guesses(address: str) -> str:
     """Hash: wrong-password book-keeping of one client address (gateway/guard.py), TTL."""
     return f"{PREFIX}:client:{address}:guesses"

@@ -26,6 +26,7 @@ from common.records import (
     Role,
     Rounds,
     Song,
+    SongCues,
     SongMaterial,
     SongSpan,
     Track,
@@ -93,6 +94,8 @@ class SongView(msgspec.Struct, frozen=True, kw_only=True):
     origin: int | None
     """Where that song's music (and track sample 0) begins: start_pos, after a count-in bar."""
     previous: PreviousSongView | None
+    earlier: list[PreviousSongView]
+    """The songs before, still audible, newest first; ``previous`` is the first."""
 
 
 class ImageView(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +112,8 @@ class MaterialView(msgspec.Struct, frozen=True, kw_only=True):
     image: ImageView | None
     cues: list[Cue]
     previous_cues: list[Cue]
+    older_cues: list[SongCues]
+    """The cues of the songs beyond the one before, still audible, newest first."""
 
 
 class BucketsView(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,6 +213,7 @@ def public_state(
             started_with=None if started is None else _played(song.played()),
             origin=None if started is None else song_origin(started, song.played().metronome),
             previous=_previous(song.previous),
+            earlier=[v for span in song.earlier if (v := _previous(span)) is not None],
         ),
         material=MaterialView(
             tracks=[_track_view(t) for t in material.tracks],
@@ -221,6 +227,7 @@ def public_state(
             ),
             cues=list(material.cues),
             previous_cues=list(material.previous_cues),
+            older_cues=list(material.older_cues),
         ),
         buckets=BucketsView(
             n=n_buckets,

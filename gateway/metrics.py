@@ -58,6 +58,7 @@ DROP_REASONS: Final[dict[str, str]] = {
     "bad_origin": "room creation from a foreign Origin",
     "bad_content_type": "room creation whose body is not declared application/json",
     "password_limited": "a password guess refused unchecked: too many wrong ones",
+    "password_busy": "a password check refused: too many waiting on this gateway",
     "rooms_limited": "room creation refused: too many from one client address",
     "room_cap": "room creation refused: the deployment holds room_cap rooms",
 }

@@ -28,6 +28,7 @@ from common.constants import DEFAULT_BUCKET_SPACING_S, DEFAULT_N_BUCKETS, second
 from common.errors import ValidationError
 from common.passwords import check_password, hash_password
 from common.records import Material, Member, Occupancy, Role, RoomMeta, Song
+from gateway.checks import CheckQueue, QueueFull
 from gateway.guard import CLIENT, Guard
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_CAPACITY: Final = 1000
 PASSWORD_CHECKS: Final = 2
 """Password checks (PBKDF2 in a thread) one gateway runs at once; more wait their turn."""
+PASSWORD_QUEUE: Final = 64
+"""Password checks that may wait their turn on one gateway; beyond, the worst is refused."""
 MAX_LISTED_ROOMS: Final = 1000
 
 # Create the meta hash only if the room does not exist yet, in one step, so no
@@ -58,7 +61,7 @@ class RoomDirectory:
         self._redis = redis
         self._default_capacity = default_capacity
         self._guard = guard
-        self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
+        self._checks = CheckQueue(PASSWORD_CHECKS, PASSWORD_QUEUE)
         self._create = redis.register_script(_CREATE_SCRIPT)
 
     # --- creation and settings ----------------------------------------------------
@@ -112,18 +115,27 @@ class RoomDirectory:
         """Constant-time check of ``password`` against the room's (in a thread).
 
         Raises :class:`gateway.guard.TooManyGuesses`, without hashing, when this
-        client or this room has had too many wrong passwords lately.
+        client has had too many wrong passwords lately (or the room has, and this
+        client has used its guesses for it), and :class:`gateway.guard.ChecksBusy`
+        when :data:`PASSWORD_QUEUE` checks with as few wrong guesses wait already
+        (gateway/checks.py).
         """
         if not meta.has_password:
             return True
         client = CLIENT.get()
-        # One check at a time per checker: a burst of guesses sees the failures
-        # recorded before it, so it costs at most the limit plus this concurrency.
-        async with self._checks:
-            await self._guard.check_guess(room, client)
-            ok = await asyncio.to_thread(check_password, password, meta.password_hash)
-            if not ok:
-                await self._guard.wrong_guess(room, client)
+        # Turned away before queueing: a locked guesser never waits for (or delays) a check.
+        # Who has guessed least for this room goes first: a newcomer before the guessers.
+        priority = await self._guard.check_guess(room, client)
+        try:
+            async with self._checks.turn(priority):
+                # Checked again in turn: a burst of guesses sees the failures recorded
+                # before it, so it costs at most the limit plus this concurrency.
+                await self._guard.check_guess(room, client)
+                ok = await asyncio.to_thread(check_password, password, meta.password_hash)
+                if not ok:
+                    await self._guard.wrong_guess(room, client)
+        except QueueFull:
+            raise self._guard.busy() from None
         return ok
 
     # --- resume tokens --------------------------------------------------------------

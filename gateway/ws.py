@@ -245,12 +245,14 @@ class Connection:
         fresh = hello.resume is None
         try:
             meta = await hub.rooms.ensure(room, hello.password)
-            if not await hub.rooms.password_ok(room, meta, hello.password):
-                self._fatal(Code.BAD_PASSWORD, "wrong or missing password", req=hello.req)
-                return False
             if hello.resume is None:
+                if not await hub.rooms.password_ok(room, meta, hello.password):
+                    self._fatal(Code.BAD_PASSWORD, "wrong or missing password", req=hello.req)
+                    return False
                 singer, token = await hub.rooms.new_singer(room)
             else:
+                # A member's resume token is its proof, checked instead of the password:
+                # it never meets the password limits, so guessers cannot lock members out.
                 singer, token = hello.resume.singer, hello.resume.token
                 if not await hub.rooms.resume_ok(room, singer, token):
                     self._fatal(Code.BAD_RESUME, "unknown singer or wrong token", req=hello.req)

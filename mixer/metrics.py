@@ -7,20 +7,51 @@ served by a tiny aiohttp app on the mixer's own event loop.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from mixer.service import MixerService
 
 PREFIX = "bb_mixer_"
+
+TICK_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds of the tick-time histogram (the default tick is 100 ms)."""
+
+
+class TickTimes:
+    """How long the mixer's ticks took: a Prometheus histogram kept by hand (no locks,
+    one bisect per tick), exported as ``bb_mixer_tick_seconds``."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(TICK_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(TICK_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per upper bound, ``+Inf`` last (Prometheus's shape)."""
+        bounds = [*(repr(b) for b in TICK_BUCKETS_S), "+Inf"]
+        totals, running = [], 0
+        for bound, count in zip(bounds, self.counts, strict=True):
+            running += count
+            totals.append((bound, float(running)))
+        return totals
 
 
 class MixerCollector(Collector):
@@ -40,6 +71,11 @@ class MixerCollector(Collector):
                 )
                 family.add_metric([mixer_id], getattr(counters, field.name))
                 yield family
+        ticks = HistogramMetricFamily(
+            PREFIX + "tick_seconds", "time one tick took (read, mix, write)", labels=labels
+        )
+        ticks.add_metric([mixer_id], service.tick_times.buckets(), service.tick_times.sum_s)
+        yield ticks
         rooms = GaugeMetricFamily(PREFIX + "rooms", "rooms this mixer owns", labels=labels)
         rooms.add_metric([mixer_id], len(service.rooms))
         yield rooms

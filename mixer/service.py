@@ -46,6 +46,7 @@ from common.streams import Entry, parse_xread, xread_streams
 from common.wire import encode_tap
 from mixer import store
 from mixer.host import HostCounters, HostTiming, Publish, RoomHost
+from mixer.metrics import TickTimes
 from mixer.room import RoomState
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class ServiceCounters:
     tick_errors: int = 0
     redis_errors: int = 0
     rooms_claimed: int = 0
+    rooms_restored: int = 0
+    """Claims that carried on a ring from another mixer's checkpoint (a failover mid-song)."""
     rooms_lost: int = 0
     rooms_released: int = 0
     rooms_deleted: int = 0
@@ -114,6 +117,7 @@ class MixerService:
         self.redis = redis
         self.rooms: dict[str, OwnedRoom] = {}
         self.counters = ServiceCounters()
+        self.tick_times = TickTimes()
         self.room_counters = HostCounters()
         self.started = time.time()
         self._nonce = f"{os.getpid()}-{time.time_ns()}"
@@ -173,7 +177,10 @@ class MixerService:
         while not stop.is_set():
             next_at += period
             try:
-                if await self.tick():
+                started = loop.time()
+                talked = await self.tick()
+                self.tick_times.observe(loop.time() - started)
+                if talked:
                     failures = 0
                     self._redis_up()
             except REDIS_FAILURES as exc:
@@ -577,6 +584,7 @@ class MixerService:
                 checkpoint = records.decode(raw_checkpoint, Checkpoint)
                 if owned.host.restore(checkpoint, now):
                     owned.in_cursor = checkpoint.in_cursor.encode()
+                    self.counters.rooms_restored += 1
                     log.info(
                         "room %s: ring restored from a checkpoint %.1f s old",
                         room,

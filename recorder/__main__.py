@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from common import keys, process
 from common.settings import RecorderSettings
+from recorder import metrics
 from recorder.service import RecorderService, RecorderStatus
 
 log = logging.getLogger("recorder")
@@ -30,7 +31,8 @@ async def serve(settings: RecorderSettings) -> int:
         settings.recordings_dir,
     )
     try:
-        await service.run(stop)
+        async with metrics.serve(service, settings.metrics_host, settings.metrics_port):
+            await service.run(stop)
     finally:
         log.info("stopping: %s", service.summary())
         await client.aclose()

@@ -54,6 +54,7 @@ from recorder.core import (
     TakeAction,
     TakeCore,
     last_bucket_delay,
+    played_by,
     recording_delay,
     starts_take,
 )
@@ -298,6 +299,8 @@ class RecorderService:
             return info
         members, meta = await self._room(room)
         leader = next((m.name for m in members if m.singer_id == song.leader), "")
+        # The song's own material, not what the leader has chosen since it started.
+        played = played_by(song, song.number, song.start_pos)
         info = TakeInfo(
             room=room,
             number=song.number,
@@ -305,14 +308,14 @@ class RecorderService:
             delay=recording_delay(meta, members),
             leader=leader,
             created=time.time(),
-            track_id=song.track.id if song.track else None,
-            origin=song_origin(song.start_pos, song.metronome) if song.track else None,
+            track_id=played.track.id if played.track else None,
+            origin=song_origin(song.start_pos, played.metronome) if played.track else None,
             stems=song.recording.stems,
             # Stems in bucket order: the leader first.
             singers={m.singer_id: m.name for m in sorted(members, key=lambda m: m.delay)}
             if song.recording.stems
             else {},
-            clicks=song.metronome if song.recording.metronome and song.metronome.on else None,
+            clicks=played.metronome if song.recording.metronome and played.metronome.on else None,
         )
         await asyncio.to_thread(files.write_info, info_path, info)
         log.info(

@@ -29,6 +29,7 @@ from tests.browser_support import (
     write_wav,
 )
 from tests.support import wait_for
+from tests.uploadfiles import encode, tone_notes
 
 SIZES = ((1280, 800), (390, 844))
 
@@ -101,6 +102,20 @@ def joined(page: Any) -> None:
 
 def text(page: Any, selector: str) -> str:
     return str(page.inner_text(selector))
+
+
+def status_bucket(page: Any) -> dict[str, Any]:
+    """The status line's bucket part: its text, whether it shows whole, its right edge.
+    Measured in one go: the status line is redrawn twice a second."""
+    return dict(
+        page.evaluate(
+            """() => {
+              const el = [...document.querySelectorAll('#status .part:not(.shrink)')].at(-1);
+              return {text: el.innerText, whole: el.scrollWidth <= el.clientWidth,
+                      right: el.getBoundingClientRect().right};
+            }"""
+        )
+    )
 
 
 def active_id(page: Any) -> str:
@@ -220,6 +235,7 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
             # The link fills the room; the cursor waits in the name field.
             assert page.input_value("#room") == "choir"
             assert active_id(page) == "name"
+            assert page.is_hidden("#intro")  # a link goes straight to the form
             pages.shots(page, "landing-from-link")
             fill_join(page, "Ann")
             joined(page)
@@ -416,6 +432,9 @@ def test_states_stay_true_and_figures_live_in_details(
             assert "Not connected" not in text(page, "header")
             assert page.is_hidden("#notice")
             assert page.is_hidden("#cal-giveup")
+            # The root page says what this is and where a room link comes from.
+            intro = text(page, "#intro")
+            assert "choir" in intro and "room link" in intro and "Copy invite link" in intro
             pages.shots(page, "landing")
             fill_join(page, "Ann", room="choir")
             joined(page)
@@ -469,7 +488,8 @@ def test_phone_layout_puts_song_microphone_and_buckets_first(
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            page = pages.open(browser, f"{stack}/r/choir")
+            # A long room name: the status line cuts the name, never the bucket.
+            page = pages.open(browser, f"{stack}/r/tuesday_evening_rehearsal_room")
             page.set_viewport_size({"width": 390, "height": 844})
             fill_join(page, "Ann")
             joined(page)
@@ -490,6 +510,9 @@ def test_phone_layout_puts_song_microphone_and_buckets_first(
             assert status is not None and status["height"] < 30
             header = page.locator("header").bounding_box()
             assert header is not None and header["height"] < 60
+            poll(page, "document.querySelector('#status').innerText.includes('bucket 1')", "status")
+            part = status_bucket(page)
+            assert part["text"] == "bucket 1 of 6" and part["whole"] and part["right"] <= 390, part
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             pages.shots(page, "phone-joined")
             pages.assert_clean()
@@ -639,6 +662,108 @@ def test_the_console_faders_solo_and_mix_choice(stack: str, output_dir: Path, mi
             poll(ann, "bbDebug.state.song.rounds.repeats === 2", "the rounds are set")
             pages.shots(ann, "console-leader")
             pages.shots(bob, "console-singer")
+            pages.assert_clean()
+        finally:
+            browser.close()
+
+
+# --- the room in each role during a song, and a phone joining mid-song --------------------------
+
+LYRICS = "Row, row, row your boat\nGently down the stream\nMerrily, merrily\nLife is but a dream"
+PRESSED = ("rgb(36, 89, 184)", "rgb(27, 71, 147)")  # the accent, and its hover shade
+
+
+def test_each_role_during_a_song_and_a_phone_joining_mid_song(
+    stack: str, output_dir: Path, mic: Path
+) -> None:
+    axe = require_axe()
+    pages = Pages(output_dir)
+    track = output_dir / "song.flac"
+    track.write_bytes(
+        encode(tone_notes([(0.0, 40.0, 330.0)], SAMPLE_RATE, 0.1), SAMPLE_RATE, "flac")
+    )
+    with sync_playwright() as pw:
+        browser = launch(pw, mic)
+        try:
+            ann = pages.open(browser, f"{stack}/r/choir")
+            fill_join(ann, "Ann")
+            joined(ann)
+            ann.click("#lead")
+            poll(ann, "bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            # The file field says what went up, not the browser's "No file chosen".
+            ann.set_input_files("#track-file", str(track))
+            poll(ann, "bbDebug.state.song.track !== null", "the track is the room's", 30)
+            poll(
+                ann,
+                "document.querySelector('#track-file-holds').innerText === 'Uploaded: song.flac'",
+                "the uploaded name beside the field",
+            )
+            assert ann.locator("label[for=track-choice]").inner_text() == "Track"
+            ann.fill("#lyrics-text", LYRICS)
+            ann.click("text=Show lyrics")
+            poll(ann, "document.querySelectorAll('#lyrics li').length === 4", "lyrics shown")
+            ben = pages.open(browser, f"{stack}/r/choir")
+            fill_join(ben, "Ben")
+            joined(ben)
+            ben.get_by_role("button", name="Join bucket 5", exact=True).click()
+            poll(ben, "bbDebug.me.bucket === 4", "Ben in bucket 5, 12 s after the leader")
+            lis = pages.open(browser, f"{stack}/r/choir")
+            fill_join(lis, "Lis", role="spectator")
+            joined(lis)
+            pages.shots(ann, "leader-before-the-song")
+
+            ann.click("#start")
+            poll(ben, "bbDebug.state.song.running", "the song runs")
+            # Ben is told when the song gets to him, not that the buckets before him are silent.
+            said = poll(
+                ben,
+                "(() => { const t = document.querySelector('#health-text').innerText;"
+                " return t.startsWith('The song reaches your bucket in') && t; })()",
+                "the song's arrival in Ben's bucket",
+            )
+            seconds = int(said.removeprefix("The song reaches your bucket in ").split()[0])
+            assert 1 <= seconds <= 13, said  # 12 s, give or take the clock estimates
+            pages.shots(ben, "singer-before-the-song-reaches-him")
+
+            # The leader's locked fields look locked; Next line sits with the lyrics.
+            poll(ann, "document.querySelector('#metronome fieldset').disabled", "locked fields")
+            assert ann.is_disabled("#metronome input[name=bpm]")
+            assert ann.locator("#lyrics-card #next-line").is_enabled()
+            assert "Locked while the song runs" in text(ann, "#material")
+            ann.click("#next-line")
+            poll(ann, "bbDebug.state.material.cues.length === 1", "the first cue")
+
+            # Solo stays visibly on with the pointer still over it.
+            solo = ann.get_by_role("button", name="Solo Ben")
+            solo.click()
+            poll(ann, "bbDebug.state.solo.length === 1", "Ben is soloed")
+            solo.hover()
+            assert solo.evaluate("(el) => getComputedStyle(el).backgroundColor") in PRESSED
+
+            # A phone joins mid-song and lands on the song and the lyrics, not 900 px down.
+            cy = pages.open(browser, f"{stack}/r/choir")
+            cy.set_viewport_size({"width": 390, "height": 844})
+            fill_join(cy, "Cy")
+            joined(cy)
+            poll(cy, "document.querySelector('#lyrics li.current') !== null", "Cy's lyrics")
+            for card in ("#song-card", "#lyrics-card"):
+                box = cy.locator(card).bounding_box()
+                assert box is not None and 0 <= box["y"] < 844, (card, box)
+            song = cy.locator("#song-card").bounding_box()
+            assert song is not None and song["y"] + song["height"] <= 844
+            assert cy.evaluate("scrollY") == 0
+            cy.screenshot(path=str(output_dir / "phone-mid-song-landing.png"))
+            # The status line keeps the bucket whole; only the room name may be cut.
+            part = status_bucket(cy)
+            assert part["text"].startswith("bucket") and part["whole"] and part["right"] <= 390
+
+            audit(ann, axe, output_dir / "axe-leader-during-song.json")
+            pages.shots(ann, "leader-during-song-with-material")
+            pages.shots(ben, "singer-during-song")
+            pages.shots(lis, "listener-during-song")
+            pages.shots(cy, "phone-singer-during-song")
+            ann.click("#stop")
+            poll(ann, "!bbDebug.state.song.running", "stopped")
             pages.assert_clean()
         finally:
             browser.close()

@@ -460,6 +460,167 @@ def test_playback_health_is_full_only_when_something_is_heard(page: Any) -> None
     assert got["window"] == [True, False, True]
 
 
+def test_the_song_reaches_a_later_bucket_in_so_many_seconds(page: Any) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { songArrivalS, arrivalText, playbackHealth } =
+            await import('/static/audiopath.js');
+          const song = {running: true, start_pos: 480000};
+          const report = (over) => ({quanta: 94, underflowQuanta: 0, starved: false,
+                                     bufferedMs: 500, outDb: -Infinity, ...over});
+          const h = (reports, opts) =>
+            playbackHealth(reports, {joined: true, running: true, ...opts});
+          return {
+            // 12 s before the song reaches a page playing position 480000 - 12 s.
+            ahead: songArrivalS(song, 480000 - 12 * 48000, 48000),
+            partial: arrivalText(songArrivalS(song, 480000 - 11.2 * 48000, 48000)),
+            reached: songArrivalS(song, 480000, 48000),
+            stopped: songArrivalS({running: false, start_pos: 480000, end_pos: 500000}, 0, 48000),
+            unknown: songArrivalS(song, null, 48000),
+            quiet: h([report()], {arrivesInS: 12}),
+            // Before the song is there, a starved or broken-up tap is not the room's fault.
+            starved: h([report({starved: true, bufferedMs: 0})], {arrivesInS: 3}),
+            dropouts: h([report({underflowQuanta: 40})], {arrivesInS: 3}),
+            there: h([report()], {arrivesInS: null}),
+            first: h([report()], {arrivesInS: 5, first: true}),
+          };
+        }"""
+    )
+    assert got["ahead"] == 12
+    assert got["partial"] == "The song reaches your bucket in 12 s."
+    assert got["reached"] is None and got["stopped"] is None and got["unknown"] is None
+    for case in ("quiet", "starved", "dropouts"):
+        assert got[case]["level"] == "quiet", got[case]
+        assert got[case]["text"].startswith("The song reaches your bucket in "), got[case]
+    assert got["quiet"]["text"] == "The song reaches your bucket in 12 s."
+    assert got["there"]["text"] == (
+        "Connected, but nothing to hear yet: the earlier buckets are silent."
+    )
+    assert got["first"]["text"].startswith("You sing first")
+
+
+# Stats reports recorded from a listener in bucket 6 while she switched to "the soloed
+# singers" during a song (Chromium, December 2026): the old tap's buffer drains, the
+# switch leaves a gap, then the solo mix (silent until the solo reaches her delay) flows.
+SWITCH_TRACE: list[tuple[int, float, float]] = [  # underflow quanta, buffered ms, output dB
+    (0, 723, -11), (0, 472, -7), (0, 221, -8), (12, 0, -6), (64, 720, -679), (0, 669, -674),
+    (0, 637, -674), (0, 667, -674), (0, 717, -674), (0, 565, -674), (0, 835, -674),
+]  # fmt: skip
+
+
+def test_a_switch_to_the_soloed_singers_is_not_called_a_breakup(page: Any) -> None:
+    texts = page.evaluate(
+        """async ([trace, state]) => {
+          const { AudioPath } = await import('/static/audiopath.js');
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          store.setMe('s-lis');
+          const withMix = (hears, soloed) => ({...state, version: state.version + 1,
+            song: {running: true, number: 1, start_pos: 0, end_pos: null},
+            members: state.members.map((m) => m.singer_id === 's-lis' ? {...m, mix: hears, hears}
+              : {...m, soloed})});
+          store.apply(withMix('full', true));
+          const path = new AudioPath({constants: {sample_rate: 48000}, engine: null,
+                                      session: null, store, counters: {}, debug: {}});
+          const report = ([u, b, db]) => ({quanta: 94, underflowQuanta: u, starved: false,
+                                           bufferedMs: b, outDb: db});
+          const out = [];
+          // Listening to everyone, clearly (the first reports after joining settle first).
+          for (let i = 0; i < 8; i++) out.push(path.onStats(report([0, 792, -9])).text);
+          store.apply({...withMix('solo', true), version: 9});
+          for (const row of trace) out.push(path.onStats(report(row)).text);
+          return out;
+        }""",
+        [SWITCH_TRACE, ROOM_STATE],
+    )
+    before, after = texts[:8], texts[8:]
+    assert not any("breaking up" in t or "Waiting for audio" in t for t in after), after
+    assert before[0] == "Starting the sound…"
+    assert before[-1] == "You hear the room clearly."
+    # The switch is named until the gap has passed and two clean reports followed ...
+    assert after[:6] == ["Switching to the soloed singers…"] * 6, after
+    # ... then the truth: the solo mix is silent here for now (Ann, soloed, sits earlier).
+    assert after[-1] == "You hear only the soloed singers, and they are silent for now."
+
+
+def test_settling_waits_for_the_buffer_before_the_switch(page: Any) -> None:
+    got = page.evaluate(
+        """async () => {
+          const { startSettling, settle, MAX_SETTLING_REPORTS, tapOf, tapChange,
+                  switchingHealth } = await import('/static/audiopath.js');
+          const clean = {quanta: 94, underflowQuanta: 0, starved: false, bufferedMs: 600};
+          const run = (last, reports) => {
+            const s = startSettling(last, 48000);
+            const done = reports.map((r) => settle(s, r));
+            return {drain: s.drain, settledAt: done.indexOf(true)};
+          };
+          return {
+            // 800 ms buffered at 250.7 ms a report: 4 reports drain, one more for the gap.
+            buffered: run({...clean, bufferedMs: 800}, Array(12).fill(clean)),
+            joining: run(null, Array(4).fill(clean)),
+            never: run(null, Array(40).fill({...clean, starved: true, bufferedMs: 0})),
+            max: MAX_SETTLING_REPORTS,
+            taps: [tapOf({delay: 144000, hears: 'solo'}), tapOf({delay: 144000}), tapOf(null)],
+            changes: [tapChange(null, '144000/full'), tapChange('144000/full', '288000/full'),
+                      tapChange('144000/full', '144000/solo')],
+            words: ['start', 'moved', 'mix'].map((c) => switchingHealth(c, 'full').text),
+          };
+        }"""
+    )
+    assert got["buffered"] == {"drain": 5, "settledAt": 6}
+    assert got["joining"] == {"drain": 1, "settledAt": 2}
+    assert got["never"]["settledAt"] == got["max"] - 1  # gives up: the meter tells the truth
+    assert got["taps"] == ["144000/solo", "144000/full", None]
+    assert got["changes"] == ["start", "moved", "mix"]
+    assert got["words"] == [
+        "Starting the sound…",
+        "Moving the sound to your new place in the room…",
+        "Switching back to everyone…",
+    ]
+
+
+def test_people_are_placed_in_buckets_not_seconds(page: Any) -> None:
+    got = page.evaluate(
+        """async (buckets) => {
+          const { placeOf } = await import('/static/views.js');
+          return [placeOf({delay: 288000, bucket: 1}, buckets, 48000),
+                  placeOf({delay: 360000, bucket: null}, buckets, 48000)];
+        }""",
+        ROOM_STATE["buckets"],
+    )
+    assert got == ["bucket 2", "own delay 7.5 s"]
+
+
+def test_dropouts_before_the_song_arrives_are_not_held_against_it(page: Any) -> None:
+    texts = page.evaluate(
+        """async (state) => {
+          const { AudioPath } = await import('/static/audiopath.js');
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          store.setMe('s-lis');  // delay 864000: the song reaches her 15 s after the start
+          store.apply({...state, song: {running: true, number: 1, start_pos: 0, end_pos: null}});
+          const engine = {now: 864000 - 48000 * 4, roomClockNow() { return this.now; }};
+          const path = new AudioPath({constants: {sample_rate: 48000}, engine, session: null,
+                                      store, counters: {}, debug: {}});
+          const report = (u, db) => ({quanta: 94, underflowQuanta: u, starved: false,
+                                      bufferedMs: 600, outDb: db});
+          const out = [];
+          for (let i = 0; i < 16; i++) {
+            out.push(path.onStats(report(i % 2 ? 30 : 0, -90)).text);
+            engine.now += 12032;  // one report of 94 render quanta
+          }
+          for (let i = 0; i < 4; i++) {
+            out.push(path.onStats(report(0, -12)).text);
+            engine.now += 12032;
+          }
+          return out;
+        }""",
+        ROOM_STATE,
+    )
+    assert texts[2] == "The song reaches your bucket in 4 s.", texts
+    assert texts[-1] == "You hear the room clearly.", texts
+
+
 # --- what the page sends ---------------------------------------------------------------
 
 

@@ -88,7 +88,15 @@ def podman_compose(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[st
 def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
-    assert set(services) == {"redis", "mixer", "gateway", "recorder", "caddy", "lb"}
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"redis", "mixer", "gateway", "recorder", "caddy"}
+    assert services["lb"]["profiles"] == ["plain-http"]
+    monitoring = {n for n, svc in services.items() if "monitoring" in svc.get("profiles", [])}
+    assert monitoring == {"prometheus", "grafana"}
+    for name in monitoring:  # what they mount is in the repository
+        for volume in services[name]["volumes"]:
+            if volume.startswith("./"):
+                assert (REPO / volume.split(":")[0]).exists(), volume
     for name in ("mixer", "gateway"):
         assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -184,6 +192,17 @@ def test_podman_compose_starts_nginx_only_with_its_profile(tmp_path: Path) -> No
     assert "bb_lb_1" in created and "bb_caddy_1" in created
 
 
+def test_the_monitoring_profile_adds_prometheus_and_grafana(tmp_path: Path) -> None:
+    log = podman_compose(tmp_path, "--profile", "monitoring", "up", "-d", "--no-build").stderr
+    created = set(re.findall(r"/podman create --name=(\S+)", log))
+    assert {"bb_prometheus_1", "bb_grafana_1", "bb_mixer_1", "bb_recorder_1"} <= created
+    (grafana,) = [line for line in log.splitlines() if "create --name=bb_grafana_1" in line]
+    assert "docker/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana
+    assert "-p 127.0.0.1:3000:3000" in grafana  # loopback only
+    (prometheus,) = [line for line in log.splitlines() if "create --name=bb_prometheus_1" in line]
+    assert "docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus
+
+
 def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Path) -> None:
     spec = load_compose()["services"]
     redis_cmd = spec["redis"]["command"]
@@ -236,6 +255,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             server.port,
             BB_RECORDER_ID="recorder-replica-1",
             BB_RECORDINGS_DIR=str(tmp_path / "recordings"),
+            BB_METRICS_PORT=str(free_port()),
         )
         log = (output_dir / "recorder.log").open("wb")
         procs.append(

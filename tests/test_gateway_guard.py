@@ -141,18 +141,25 @@ async def test_a_reconnect_storm_with_the_right_password_is_never_refused(
     assert len(hash_calls) == 25
 
 
-async def test_guesses_are_counted_per_room_too(
+async def test_a_rooms_lock_holds_back_only_the_addresses_that_guessed_for_it(
     aiohttp_client: ClientFactory, redis_url: str, hash_calls: list[str | None]
 ) -> None:
     client = await start(aiohttp_client, redis_url, room_password_tries_per_min=3)
     assert (await client.post("/api/rooms", json={"room": "choir", "password": "s3cret"})).ok
-    # Three addresses (a proxy says who they are), one wrong guess each...
+    # Three addresses (a proxy says who they are), one wrong guess each, are one
+    # address unless the gateway trusts the proxy: three from it lock the room...
     for i in range(3):
         async with client.ws_connect("/ws", headers={"X-Forwarded-For": f"10.0.0.{i}"}) as ws:
             await ws.send_json(hello_message("choir", "Eve", password="nope"))
             await expect_error(ws, "bad_password", fatal=True)
-    # ...are ignored unless the gateway trusts the proxy: then a fourth address is
-    # refused by the room's own count.
+    # ...and so that address, under its own limit of 5, is refused by the room's.
+    async with client.ws_connect("/ws") as ws:
+        await ws.send_json(hello_message("choir", "Eve", password="s3cret"))
+        msg = await expect_error(ws, "rate_limited", fatal=True)
+        assert "for this room" in msg["message"]
+    assert len(hash_calls) == 3
+    # Another address still gets its guesses checked while the room is locked:
+    # the right password is let through, and a typo or two are allowed.
     trusting = await start(
         aiohttp_client,
         redis_url,
@@ -160,10 +167,20 @@ async def test_guesses_are_counted_per_room_too(
         trust_forwarded_for=True,
         room_password_tries_per_min=3,
     )
-    async with trusting.ws_connect("/ws", headers={"X-Forwarded-For": "10.0.0.9"}) as ws:
-        await ws.send_json(hello_message("choir", "Eve", password="nope"))
+    fresh = {"X-Forwarded-For": "10.0.0.9"}
+    passwords_tried = ["typo", "s3cret", "nope", "again"]
+    for password, code in zip(
+        passwords_tried, ["bad_password", "unavailable"] + ["bad_password"] * 2, strict=True
+    ):
+        async with trusting.ws_connect("/ws", headers=fresh) as ws:
+            await ws.send_json(hello_message("choir", "Ann", password=password))
+            await expect_error(ws, code, fatal=True)
+    assert hash_calls[3:] == passwords_tried
+    # Three wrong for this room from 10.0.0.9: now the room's lock holds it back too.
+    async with trusting.ws_connect("/ws", headers=fresh) as ws:
+        await ws.send_json(hello_message("choir", "Ann", password="s3cret"))
         await expect_error(ws, "rate_limited", fatal=True)
-    assert len(hash_calls) == 3
+    assert len(hash_calls) == 7
 
 
 # --- what a password room shows -----------------------------------------------------------

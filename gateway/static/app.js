@@ -29,6 +29,7 @@ import { AudioPath } from "./audiopath.js";
 import { Backing } from "./backing.js";
 import { CalibrationView, isMicBlocked } from "./calibrationview.js";
 import { ClockEstimator } from "./clock.js";
+import { missingFeatures, unsupportedText } from "./browser.js";
 import { chooseCodec } from "./codec.js";
 import { installDebugHook } from "./debug.js";
 import { DetailsView } from "./detailsview.js";
@@ -161,6 +162,7 @@ class App {
     this.stage.bind();
     this.recordings.bind();
     this.bindKeys();
+    $("next-line").addEventListener("click", () => this.material.nextLine());
     $("sound-on").addEventListener("click", () => {
       if (this.engine) this.engine.ctx.resume().then(() => this.tick());
     });
@@ -299,6 +301,9 @@ class App {
         needEncoder: form.role === "singer",
         forced: this.params.get("codec"),
       });
+      if (this.codec === "pcm16" && !this.params.get("codec")) {
+        this.notice.show("This browser has no Opus codec (WebCodecs), so your audio travels uncompressed: about 12 times the data. It works; a recent Chrome, Edge, Firefox or Safari needs less.");
+      }
       this.role = form.role;
       this.audio.open(this.codec);
       await this.session.join({ ...form, codec: this.codec });
@@ -333,7 +338,8 @@ class App {
     const where = me && this.store.state ? this.store.bucketOf(me) : null;
     this.stage.announce(`${resumed ? "Back in" : "You joined"} room ${room}${where === null ? "" : `, bucket ${where + 1}`}.`);
     if (resumed) this.notice.show("You are back in your place.");
-    if (!resumed || document.activeElement === document.body) $("room-title").focus();
+    // Focus for screen readers without scrolling to the room card (on a phone it sits below the song).
+    if (!resumed || document.activeElement === document.body) $("room-title").focus({ preventScroll: true });
   }
 
   onSessionStatus(status) {
@@ -433,10 +439,19 @@ class App {
 
 async function main() {
   showSecureContextHelp();
+  // The root page says what this is; a room link goes straight to the form (before anything loads).
+  $("intro").hidden = Boolean(roomFromLocation());
+  $("intro-example").textContent = `${location.origin}/r/choir`;
   const response = await fetch("/api/constants", { cache: "no-store" });
   if (!response.ok) throw new Error(`could not load the audio constants (HTTP ${response.status})`);
   const app = new App(await response.json(), new URLSearchParams(location.search));
   app.start();
+  const unsupported = unsupportedText(missingFeatures(window));
+  if (unsupported) {
+    app.notice.show(unsupported, "error");
+    $("status").textContent = unsupported;
+    if (missingFeatures(window).listen.length) $("join").disabled = true;
+  }
 }
 
 main().catch((err) => {

@@ -48,7 +48,7 @@ function levelSlider(id, label, value, onChange) {
 /**
  * Fill `container`. `ctx`: {state, meId, sampleRate, limits (the served constants), levels, setLevels(levels),
  * request(type, fields), upload(kind, file), library (names or null),
- * loadLibrary(), useLibrary(name), nextLine()}.
+ * loadLibrary(), useLibrary(name), uploaded ({track, image}: names this page uploaded)}.
  */
 export function renderMaterial(container, ctx) {
   const { state, meId } = ctx;
@@ -68,26 +68,52 @@ export function renderMaterial(container, ctx) {
   container.replaceChildren(...parts);
 }
 
+/**
+ * A file field that looks like a button and says what it holds: the browser's
+ * own "No file chosen" is wrong once the upload went through (the page
+ * rebuilds the controls from the room state).
+ */
+function fileField({ id, label, accept, disabled, ariaLabel, holds, onFile }) {
+  const input = h("input", {
+    id,
+    type: "file",
+    class: "file-input",
+    accept,
+    disabled,
+    "aria-label": ariaLabel,
+    "aria-describedby": `${id}-holds`,
+    onchange: (e) => {
+      const f = e.target.files[0];
+      if (f) onFile(f);
+    },
+  });
+  return h(
+    "div",
+    { class: "file-field" },
+    h("label", { class: disabled ? "file-button disabled" : "file-button" }, input, label),
+    h("span", { id: `${id}-holds`, class: "hint file-holds" }, holds),
+  );
+}
+
 function leaderControls(ctx, song) {
   const { state, request, sampleRate } = ctx;
   const running = song.running;
+  const uploaded = ctx.uploaded || {};
   const tracks = state.material ? state.material.tracks : [];
   const choice = h(
     "select",
-    { id: "track-choice", "aria-label": "Backing track", disabled: running, onchange: (e) => request("set_track", { track: e.target.value || null }) },
+    { id: "track-choice", disabled: running, onchange: (e) => request("set_track", { track: e.target.value || null }) },
     h("option", { value: "" }, "No backing track"),
     ...tracks.map((t) => h("option", { value: t.id, selected: song.track && song.track.id === t.id }, `${t.name} (${duration(t.samples, sampleRate)})`)),
   );
-  const file = h("input", {
+  const file = fileField({
     id: "track-file",
-    type: "file",
+    label: "Upload a track…",
     accept: TRACK_TYPES,
     disabled: running,
-    "aria-label": `Upload a backing track (MP3, Ogg, FLAC or WAV, at most ${mb(ctx.limits.max_track_bytes ?? 20971520)} MB and ${Math.round((ctx.limits.max_track_s ?? 600) / 60)} minutes)`,
-    onchange: (e) => {
-      const f = e.target.files[0];
-      if (f) ctx.upload("track", f);
-    },
+    ariaLabel: `Upload a backing track (MP3, Ogg, FLAC or WAV, at most ${mb(ctx.limits.max_track_bytes ?? 20971520)} MB and ${Math.round((ctx.limits.max_track_s ?? 600) / 60)} minutes)`,
+    holds: uploaded.track ? `Uploaded: ${uploaded.track}` : "MP3, Ogg, FLAC or WAV",
+    onFile: (f) => ctx.upload("track", f),
   });
   const library = ctx.library
     ? h(
@@ -98,51 +124,59 @@ function leaderControls(ctx, song) {
       )
     : h("button", { type: "button", class: "small", disabled: running, onclick: () => ctx.loadLibrary() }, "Tracks on the server…");
   const m = song.metronome || { on: false, bpm: 100, beats: 4, count_in: false };
+  const between = running ? h("p", { class: "hint locked" }, "Locked while the song runs: change the track and the metronome between songs.") : null;
   const metronome = h(
     "form",
     {
       id: "metronome",
-      class: "row inline",
       onsubmit: (e) => {
         e.preventDefault();
         const data = new FormData(e.target);
         request("set_metronome", { on: data.get("on") === "on", bpm: Number(data.get("bpm")), beats: Number(data.get("beats")), count_in: data.get("count_in") === "on" });
       },
     },
-    h("label", {}, h("input", { type: "checkbox", name: "on", checked: m.on }), " Metronome"),
-    h("label", {}, "bpm ", h("input", { type: "number", name: "bpm", min: "20", max: "300", step: "1", value: String(m.bpm) })),
-    h("label", {}, "beats per bar ", h("input", { type: "number", name: "beats", min: "1", max: "16", step: "1", value: String(m.beats) })),
-    h("label", {}, h("input", { type: "checkbox", name: "count_in", checked: m.count_in }), " count in one bar"),
-    h("button", { type: "submit", class: "small", disabled: running }, "Set"),
+    // A disabled fieldset greys every field at once, so none looks editable during a song.
+    h(
+      "fieldset",
+      { class: "metronome-fields", disabled: running },
+      h("legend", { class: "visually-hidden" }, "Metronome"),
+      h("label", { class: "check" }, h("input", { type: "checkbox", name: "on", checked: m.on }), "Metronome on"),
+      h("label", {}, "bpm", h("input", { type: "number", name: "bpm", min: "20", max: "300", step: "1", value: String(m.bpm) })),
+      h("label", {}, "beats per bar", h("input", { type: "number", name: "beats", min: "1", max: "16", step: "1", value: String(m.beats) })),
+      h("label", { class: "check" }, h("input", { type: "checkbox", name: "count_in", checked: m.count_in }), "count in one bar"),
+      h("button", { type: "submit", class: "small" }, "Set"),
+    ),
   );
   const lyrics = h("textarea", { id: "lyrics-text", rows: "4", maxlength: String(ctx.limits.max_lyrics_chars ?? 10000), "aria-label": "Lyrics, one line per row" }, state.material ? state.material.lyrics : "");
-  const image = h("input", {
+  const hasImage = Boolean(state.material && state.material.image);
+  const image = fileField({
     id: "image-file",
-    type: "file",
+    label: hasImage ? "Show another image…" : "Show an image…",
     accept: IMAGE_TYPES,
-    "aria-label": `Show an image (PNG, JPEG or WebP, at most ${mb(ctx.limits.max_image_bytes ?? 5242880)} MB)`,
-    onchange: (e) => {
-      const f = e.target.files[0];
-      if (f) ctx.upload("image", f);
-    },
+    disabled: false,
+    ariaLabel: `Show an image (PNG, JPEG or WebP, at most ${mb(ctx.limits.max_image_bytes ?? 5242880)} MB)`,
+    holds: hasImage ? (uploaded.image ? `Shown: ${uploaded.image}` : "An image is shown.") : "PNG, JPEG or WebP",
+    onFile: (f) => ctx.upload("image", f),
   });
   return h(
     "div",
     { class: "leader-material" },
-    h("div", { class: "row" }, choice, library),
-    h("label", { class: "file" }, "Upload a track ", file),
-    running ? h("p", { class: "hint" }, "Change the track and the metronome between songs.") : null,
+    h("h3", {}, "Backing track"),
+    h("div", { class: "row" }, h("label", { for: "track-choice", class: "inline-label" }, "Track"), choice, library),
+    file,
+    h("h3", {}, "Metronome"),
     metronome,
-    h("label", { class: "lyrics-edit" }, "Lyrics ", lyrics),
+    between,
+    h("h3", { class: "lyrics-heading" }, "Lyrics and image"),
+    h("label", { class: "lyrics-edit" }, "Lyrics, one line per row", lyrics),
     h(
       "div",
       { class: "row" },
       h("button", { type: "button", class: "small", onclick: () => request("set_lyrics", { text: lyrics.value }) }, "Show lyrics"),
-      h("button", { id: "next-line", type: "button", class: "small", disabled: !running, onclick: () => ctx.nextLine() }, "Next line"),
-      h("small", { class: "hint" }, "or Page Down during the song"),
+      h("small", { class: "hint" }, "During the song: Next line beside the lyrics, or Page Down"),
     ),
-    h("label", { class: "file" }, "Image ", image),
-    state.material && state.material.image ? h("button", { type: "button", class: "small", onclick: () => request("clear_image", {}) }, "Remove the image") : null,
+    image,
+    hasImage ? h("button", { type: "button", class: "small", onclick: () => request("clear_image", {}) }, "Remove the image") : null,
   );
 }
 
@@ -161,6 +195,7 @@ export class MaterialPanel {
     this.$ = $;
     this.backing = null;
     this.library = null;
+    this.uploaded = {}; // kind -> the file name this page last uploaded, shown beside its field
     this.lyrics = new LyricsView({
       list: $("lyrics"),
       image: $("room-image"),
@@ -210,7 +245,7 @@ export class MaterialPanel {
       library: this.library,
       loadLibrary: () => this.loadLibrary(),
       useLibrary: (name) => this.upload("track", null, name),
-      nextLine: () => this.nextLine(),
+      uploaded: this.uploaded,
     });
   }
 
@@ -248,6 +283,8 @@ export class MaterialPanel {
         this.app.notice.show(`The ${kind} was not accepted: ${body.error || `HTTP ${response.status}`}`, "error");
         return false;
       }
+      this.uploaded[kind] = file ? file.name : libraryName;
+      this.render();
       return true;
     } catch (err) {
       this.app.notice.show(`The ${kind} could not be sent: ${err.message}`, "error");
@@ -269,6 +306,7 @@ export class MaterialPanel {
 
   reset() {
     this.backing = null;
+    this.uploaded = {};
     this.lyrics.stop();
   }
 }

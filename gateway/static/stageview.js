@@ -116,8 +116,11 @@ export class StageView {
     $("invite-link").value = roomLink(room);
     for (const el of document.querySelectorAll(".singer-only")) el.hidden = role !== "singer";
     $("mic-title").textContent = role === "singer" ? "Your microphone" : "Listening";
+    const entering = $("stage").hidden;
     $("setup").hidden = true;
     $("stage").hidden = false;
+    // The form may have been scrolled far down (a phone): the room starts at its top, with the song.
+    if (entering) window.scrollTo(0, 0);
     this.render();
   }
 
@@ -199,6 +202,14 @@ export class StageView {
     $("stop").classList.toggle("primary", running);
     $("ask-stop").hidden = isLeader || !running || !state.leader;
     $("ask-stop").disabled = this.askedStop;
+    // The leader's cue beside the lyrics; the page's order (style.css) follows who you are and the song.
+    const lyrics = Boolean(state.material && state.material.lyrics);
+    $("cue-row").hidden = !isLeader || !lyrics;
+    $("next-line").disabled = !running;
+    $("cue-hint").textContent = running ? "or Page Down: each bucket sees the line change when its audio gets there." : "Start the song to move through the lines.";
+    $("material-title").textContent = isLeader ? "Song material" : "Backing track and metronome";
+    $("stage").classList.toggle("leading", isLeader);
+    $("stage").classList.toggle("running", running);
 
     views.renderBuckets($("buckets"), state, store.meId, this.sampleRate, (bucket) => {
       this.pendingFocus = { bucket };
@@ -262,7 +273,8 @@ export class StageView {
     const store = this.store;
     if (sessionStatus === "connected" && this.room) {
       dot = "ok";
-      parts.push(`In room ${this.room}`);
+      // The room name is the part cut short on a narrow screen, never your bucket.
+      parts.push({ text: `In room ${this.room}`, cls: "shrink" });
       const me = store.me();
       if (me && store.state) {
         const b = store.bucketOf(me);

@@ -53,7 +53,7 @@ export function renderBuckets(list, room, meId, sampleRate, onJoin) {
       h(
         "li",
         { class: mine ? "bucket mine" : "bucket", dataset: { bucket: String(i) }, tabindex: mine ? "-1" : null },
-        h("span", { class: "label" }, `Bucket ${i + 1}`, h("small", {}, `${seconds(buckets.delays[i], sampleRate)}${role}`)),
+        h("span", { class: "label" }, `Bucket ${i + 1}`, h("small", {}, `delay ${seconds(buckets.delays[i], sampleRate)}${role}`)),
         h("span", { class: "chips" }, inside.length ? inside.map((m) => chip(m, meId)) : h("span", { class: "chip empty" }, "nobody")),
         mine
           ? h("span", { class: "you" }, "you are here")
@@ -93,6 +93,12 @@ export function setMeter(el, percent, text = null) {
   el.setAttribute("aria-valuetext", text ?? (value === 0 ? "silent" : `${value} percent`));
 }
 
+/** Where a member sits, in words: "bucket 2", or "own delay 7.5 s". */
+export function placeOf(member, buckets, sampleRate) {
+  const b = bucketOf(member, buckets);
+  return b === null ? `own delay ${seconds(member.delay, sampleRate)}` : `bucket ${b + 1}`;
+}
+
 /** Everyone in the room, in delay order, with a level meter each (updated by `updateLevels`). */
 export function renderPeople(list, room, meId, sampleRate) {
   const members = [...room.members].sort((a, b) => a.delay - b.delay || a.name.localeCompare(b.name));
@@ -111,7 +117,7 @@ export function renderPeople(list, room, meId, sampleRate) {
           m.muted ? h("span", { class: "badge" }, "muted") : null,
           m.connected === false ? h("span", { class: "badge" }, "reconnecting") : null,
           m.late ? h("span", { class: "badge", title: "their audio arrived too late for the next bucket" }, "connection slow") : null,
-          h("small", {}, seconds(m.delay, sampleRate)),
+          h("small", { class: "where" }, placeOf(m, room.buckets, sampleRate)),
         ),
         m.role === "spectator" ? h("span") : meter(`${m.name}'s level`),
       ),
@@ -133,12 +139,17 @@ export function appendChat(log, { name, text, action = false }) {
   log.scrollTop = log.scrollHeight;
 }
 
-/** The status line: a dot and a few short parts (a visual summary; not a live region). */
+/**
+ * The status line: a dot and a few short parts (a visual summary; not a live
+ * region). A part is a string, or {text, cls}: a part with class "shrink" is
+ * the one cut short (…) when the line is too long for a phone.
+ */
 export function renderStatus(el, { dot, parts }) {
   const nodes = dot ? [h("span", { class: `dot ${dot}`, "aria-hidden": "true" })] : [];
   parts.forEach((part, i) => {
     if (i) nodes.push(h("span", { class: "sep", "aria-hidden": "true" }, "·"));
-    nodes.push(part);
+    const { text, cls } = typeof part === "string" ? { text: part, cls: null } : part;
+    nodes.push(h("span", { class: cls ? `part ${cls}` : "part" }, text));
   });
   el.replaceChildren(...nodes);
 }
