@@ -8,7 +8,6 @@ every 20 ms. Expected tap windows are computed sample-exactly.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -920,7 +919,7 @@ def test_three_songs_within_one_delay_each_mix_their_own_end_in_the_last_bucket(
     np.testing.assert_array_equal(mixer.ring.read_raw(end1 - CHUNK, CHUNK)[0], a)
     np.testing.assert_array_equal(mixer.ring.read_raw(end2 - CHUNK, CHUNK)[0], b)
     # The page's view lists both songs with their own material, newest first.
-    view: Any = json.loads(json.dumps(public_state("choir", state)))["song"]
+    view: Any = to_builtins(public_state("choir", state))["song"]
     assert [e["number"] for e in view["earlier"]] == [2, 1]
     assert view["earlier"][0]["started_with"]["track"]["id"] == track.id
     assert view["previous"] == view["earlier"][0]

@@ -59,7 +59,7 @@ def test_gateway_view_of_stored_state_equals_the_mixer_view() -> None:
     assert (zed["mix"], zed["hears"]) == ("solo", "solo")
 
 
-# The JSON the code before the typed view (a637896) sent for :func:`_scenario`.
+# The JSON the code before the typed view (085162d) sent for :func:`_scenario`.
 CAPTURED_JSON = (
     '{"room":"choir","version":13,"capacity":12,"leader":"amy","song":{"running":true,"number":'
     '2,"start_pos":81600000288000,"end_pos":null,"stopped_by":null,"ended":null,"rounds":{"bpm"'
@@ -68,18 +68,20 @@ CAPTURED_JSON = (
     'ted_with":{"track":null,"metronome":{"on":false,"bpm":100.0,"beats":4,"count_in":false}},"'
     'origin":81600000288000,"previous":{"number":1,"start_pos":81599999856020,"end_pos":8160000'
     '0096000,"ended":"stopped","started_with":{"track":null,"metronome":{"on":false,"bpm":100.0'
-    ',"beats":4,"count_in":false}},"origin":81599999856020}},"material":{"tracks":[],"lyrics":"'
-    '","image":null,"cues":[],"previous_cues":[]},"buckets":{"n":6,"spacing":144000,"delays":[1'
-    '44000,288000,432000,576000,720000,864000]},"solo":["zed"],"taps":[144000,432000,864000],"m'
-    'embers":[{"singer_id":"zed","name":"Zed \\u00e9","role":"singer","delay":288000,"bucket":1,'
-    '"muted":false,"connected":false,"late":0,"gain_db":0.0,"soloed":true,"mix":"solo","hears":'
-    '"solo"},{"singer_id":"amy","name":"Amy \\u00e9","role":"singer","delay":144000,"bucket":0,"'
-    'muted":false,"connected":true,"late":0,"gain_db":0.0,"soloed":false,"mix":"full","hears":"'
-    'full"},{"singer_id":"lis","name":"Lis \\u00e9","role":"spectator","delay":864000,"bucket":5'
-    ',"muted":false,"connected":true,"late":0,"gain_db":0.0,"soloed":false,"mix":"full","hears"'
-    ':"full"},{"singer_id":"bo","name":"Bo \\u00e9","role":"singer","delay":432000,"bucket":2,"m'
-    'uted":true,"connected":true,"late":0,"gain_db":null,"soloed":false,"mix":"full","hears":"f'
-    'ull"}]}'
+    ',"beats":4,"count_in":false}},"origin":81599999856020},"earlier":[{"number":1,"start_pos":'
+    '81599999856020,"end_pos":81600000096000,"ended":"stopped","started_with":{"track":null,"me'
+    'tronome":{"on":false,"bpm":100.0,"beats":4,"count_in":false}},"origin":81599999856020}]},"'
+    'material":{"tracks":[],"lyrics":"","image":null,"cues":[],"previous_cues":[],"older_cues":'
+    '[]},"buckets":{"n":6,"spacing":144000,"delays":[144000,288000,432000,576000,720000,864000]'
+    '},"solo":["zed"],"taps":[144000,432000,864000],"members":[{"singer_id":"zed","name":"Zed '
+    '\\u00e9","role":"singer","delay":288000,"bucket":1,"muted":false,"connected":false,"late":'
+    '0,"gain_db":0.0,"soloed":true,"mix":"solo","hears":"solo"},{"singer_id":"amy","name":"Amy '
+    '\\u00e9","role":"singer","delay":144000,"bucket":0,"muted":false,"connected":true,"late":0'
+    ',"gain_db":0.0,"soloed":false,"mix":"full","hears":"full"},{"singer_id":"lis","name":"Lis '
+    '\\u00e9","role":"spectator","delay":864000,"bucket":5,"muted":false,"connected":true,"late'
+    '":0,"gain_db":0.0,"soloed":false,"mix":"full","hears":"full"},{"singer_id":"bo","name":"Bo'
+    ' \\u00e9","role":"singer","delay":432000,"bucket":2,"muted":true,"connected":true,"late":0'
+    ',"gain_db":null,"soloed":false,"mix":"full","hears":"full"}]}'
 )
 
 
