@@ -8,6 +8,7 @@ from collections.abc import Callable
 BENCHMARKS: tuple[str, ...] = (
     "bench.mixer",
     "bench.codec",
+    "bench.wire",
     "bench.redis",
     "bench.gateway",
     "bench.failover",

@@ -53,7 +53,7 @@ __all__ = [
     "Mix",
     "MixerStatus",
     "Occupancy",
-    "Recording",
+    "RecordingOptions",
     "Role",
     "RoomMeta",
     "Rounds",
@@ -197,7 +197,7 @@ class Metronome(msgspec.Struct, frozen=True, kw_only=True):
     count_in: bool = False
 
 
-class Recording(msgspec.Struct, frozen=True, kw_only=True):
+class RecordingOptions(msgspec.Struct, frozen=True, kw_only=True):
     """The leader's recording options for the songs to come (``brigade recorder``).
 
     ``stems``: each singer's own audio to its own file as well as the mix;
@@ -357,7 +357,7 @@ class Song(msgspec.Struct, kw_only=True):
     track: Track | None = None
     """The backing track chosen for the songs to come (and the running one)."""
     metronome: Metronome = msgspec.field(default_factory=Metronome)
-    recording: Recording = msgspec.field(default_factory=Recording)
+    recording: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
     started_with: SongMaterial | None = None
     """The material the running (or last) song started with; None before the first."""
     ended: EndReason | None = None

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -166,7 +167,7 @@ async def room_state(request: web.Request) -> web.Response:
         return _error(503, "the room's settings cannot be read")
     if state is None:
         return _error(404, f"no room named {room}")
-    return web.json_response(state)
+    return web.json_response(msgspec.to_builtins(state))
 
 
 async def room_occupancy(request: web.Request) -> web.Response:

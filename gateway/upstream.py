@@ -31,8 +31,9 @@ from redis.exceptions import RedisError
 
 from common import keys
 from common.codec import CodecError, OpusDecoder
+from common.codes import Code
 from common.constants import SAMPLE_RATE
-from common.protocol import CODEC_OPUS, Code, ProtocolError, Upstream
+from common.protocol import CODEC_OPUS, ProtocolError, Upstream
 from common.wire import encode_chunk
 from gateway.metrics import Metrics
 from gateway.retry import back_off

@@ -18,6 +18,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from common.codes import Code
 from common.constants import (
     DEFAULT_BUCKET_SPACING_S,
     DEFAULT_LEAD_S,
@@ -41,7 +42,7 @@ from common.records import (
     Member,
     Metronome,
     Mix,
-    Recording,
+    RecordingOptions,
     Role,
     Rounds,
     Song,
@@ -82,9 +83,9 @@ _CUE_BEHIND: Final = seconds_to_samples(10.0)
 class CommandError(BrigadeError):
     """A command the room refused; ``code`` is for machines, ``message`` for humans."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code | str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = Code(code)
         self.message = message
 
 
@@ -583,7 +584,7 @@ class RoomState:
             self.song.metronome = metronome
             self._changed()
 
-    def set_recording(self, singer_id: str, recording: Recording) -> None:
+    def set_recording(self, singer_id: str, recording: RecordingOptions) -> None:
         """Leader, between songs: what the recorder writes of the next songs."""
         self._leader(singer_id, "choose what is recorded")
         self._between_songs("the recording options")

@@ -8,19 +8,18 @@ every 20 ms. Expected tap windows are computed sample-exactly.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import to_builtins
 
 from common import records
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
@@ -344,12 +343,12 @@ def test_stopped_by_round_trips_and_is_public() -> None:
     assert records.decode(records.encode(song), Song) == song
     # Records written before the field existed still load.
     legacy = {k: v for k, v in msgspec.to_builtins(song).items() if k != "stopped_by"}
-    assert records.decode(msgpack.packb(legacy), Song).stopped_by is None
+    assert records.decode(msgspec.msgpack.encode(legacy), Song).stopped_by is None
     state = room(lead=Role.SINGER)
     state.request_lead("lead", T0)
     state.start_song("lead", T0 + S)
     state.stop_song("lead", T0 + 2 * S)
-    assert public_state("r", state)["song"]["stopped_by"] == "lead"
+    assert to_builtins(public_state("r", state))["song"]["stopped_by"] == "lead"
 
 
 # --- places -----------------------------------------------------------------------------------
@@ -486,7 +485,7 @@ def good_member() -> dict[str, Any]:
 )
 def test_member_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Member)
+        records.decode(msgspec.msgpack.encode(garbage), Member)
 
 
 @pytest.mark.parametrize(
@@ -506,11 +505,11 @@ def test_member_record_rejects_garbage(garbage: object) -> None:
 )
 def test_song_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Song)
+        records.decode(msgspec.msgpack.encode(garbage), Song)
 
 
 def test_members_stored_under_another_id_are_refused() -> None:
-    member = records.decode(msgpack.packb(good_member()), Member)
+    member = records.decode(msgspec.msgpack.encode(good_member()), Member)
     with pytest.raises(ValidationError):
         RoomState(SMALL, {"bob": member})
 
@@ -920,7 +919,7 @@ def test_three_songs_within_one_delay_each_mix_their_own_end_in_the_last_bucket(
     np.testing.assert_array_equal(mixer.ring.read_raw(end1 - CHUNK, CHUNK)[0], a)
     np.testing.assert_array_equal(mixer.ring.read_raw(end2 - CHUNK, CHUNK)[0], b)
     # The page's view lists both songs with their own material, newest first.
-    view: Any = json.loads(json.dumps(public_state("choir", state)))["song"]
+    view: Any = to_builtins(public_state("choir", state))["song"]
     assert [e["number"] for e in view["earlier"]] == [2, 1]
     assert view["earlier"][0]["started_with"]["track"]["id"] == track.id
     assert view["previous"] == view["earlier"][0]

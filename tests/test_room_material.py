@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+from msgspec import to_builtins
 
 from common import records
 from common.constants import SAMPLE_RATE
@@ -41,7 +42,7 @@ def led_room() -> RoomState:
 
 
 def song_view(state: RoomState) -> dict[str, object]:
-    song = public_state("choir", state)["song"]
+    song = to_builtins(public_state("choir", state))["song"]
     assert isinstance(song, dict)
     return song
 
@@ -165,7 +166,7 @@ def test_the_last_songs_cues_stay_for_later_buckets() -> None:
     state.start_song("lead", T0 + 7 * S)
     assert state.material.cues == [] and state.material.previous_cues == first
     assert state.material_version > version  # persisted
-    material = public_state("choir", state)["material"]
+    material = to_builtins(public_state("choir", state))["material"]
     assert material["previous_cues"] == [[c.pos, c.line] for c in first]
     assert material["cues"] == []
     back = records.decode(records.encode(state.material), records.Material)
@@ -215,7 +216,7 @@ def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
     state.add_track("lead", HYMN)
     state.set_image("lead", Image(id="i-0c1d2e3f4a5b", content_type="image/png"))
     state.start_song("lead", T0 + 6 * S)
-    sent = public_state("choir", state)
+    sent = to_builtins(public_state("choir", state))
 
     def keys_of(value: object, path: str) -> set[str]:
         found: set[str] = set()
@@ -252,7 +253,7 @@ def test_the_cues_of_every_song_still_audible_are_kept() -> None:
     assert material.older_cues == [
         records.SongCues(start_pos=first, cues=[records.Cue(first + S, 0)])
     ]
-    view = public_state("choir", state)["material"]
+    view = to_builtins(public_state("choir", state))["material"]
     assert view["older_cues"] == [{"start_pos": first, "cues": [[first + S, 0]]}]
     # Much later song 1 has left the ring: its cues go with it.
     later = T0 + 8 * S + state.config.ring_samples + 10 * S
