@@ -17,6 +17,7 @@ next sweep, the next material refresh, since when each free room waits).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -83,13 +84,13 @@ class PlannerSettings:
             raise ValueError(f"bad planner settings: {self}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomFacts:
     """What the service knows about one room it owns (from its host)."""
 
     unused_samples: int
     """Samples since it last had a connected member or a tap subscriber (0: in use)."""
-    gateways: frozenset[str] = frozenset()
+    gateways: AbstractSet[str] = frozenset()
     """The gateways its connected members are linked through."""
     keeps_material: bool = False
     """It lists tracks or images and has a connected member: keep them from expiring."""

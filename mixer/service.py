@@ -413,9 +413,9 @@ class MixerService:
         return {
             name: RoomFacts(
                 unused_samples=owned.host.unused_for(now),
-                gateways=frozenset(owned.host.gateways()),
-                keeps_material=bool(store.blob_keys(name, owned.state))
-                and any(m.connected for m in owned.state.members.values()),
+                gateways=owned.host.gateways(),
+                keeps_material=any(m.connected for m in owned.state.members.values())
+                and any(owned.state.material.blob_ids()),
             )
             for name, owned in self.rooms.items()
         }
