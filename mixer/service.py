@@ -35,16 +35,16 @@ from common.backoff import Backoff
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
-from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RETIRE_SCRIPT
+from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RETIRE_SCRIPT, LeaseResult
 from common.records import Checkpoint, MixerStatus
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread, xread_streams
-from common.wire import encode_tap
 from mixer import store
 from mixer.host import HostCounters, HostTiming, Publish, RoomHost
 from mixer.planner import (
     MAINTENANCE_S,
     SWEEP_BATCH,
+    Ask,
     GatewaySeen,
     MaintenancePlanner,
     Now,
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 2000
 """Most entries read from one stream per tick (the rest wait for the next)."""
-OCC_TTL_MS: Final = 10_000
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
@@ -295,45 +294,11 @@ class MixerService:
 
     def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
         """Write one room's step: taps, records, events, and the periodic snapshots."""
-        room = owned.name
-        for tap in out.taps:
-            key = keys.room_tap(room, tap.delay, tap.tap.mix)
-            pipe.xadd(
-                key,
-                {"d": encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix)},
-                maxlen=self.settings.tap_maxlen,
-                approximate=True,
-            )
-            if tap.fresh or out.stats is not None:
-                # From its first window on: a tap that lives less than one publish
-                # period must still expire.
-                pipe.pexpire(key, self.settings.tap_ttl_ms)
-        if out.discard:
-            store.queue_discard(pipe, room, out.discard)
-        if out.persist:
-            store.queue_persist(
-                pipe, room, owned.state, owned.ctl_cursor, out.removed, out.persist_material
-            )
-            if out.removed:
-                # Their places are gone for good: so are their resume tokens and links.
-                pipe.hdel(keys.room_tokens(room), *out.removed)
-                pipe.hdel(keys.room_links(room), *out.removed)
-        elif read_ctl:
-            # Commands that changed nothing still move the control cursor forward.
-            pipe.hset(keys.room_song(room), "ctl", owned.ctl_cursor)
-        if out.links:
-            pipe.hset(keys.room_links(room), mapping=out.links)
-        for event in out.events:
-            store.queue_event(pipe, room, event)
+        store.queue_step(pipe, owned.name, owned.state, owned.ctl_cursor, out, now, read_ctl)
+        store.queue_published(pipe, owned.name, out, now, self.settings)
         if out.checkpoint is not None:
             self._queue_checkpoint(pipe, owned, out.checkpoint)
-        if out.occupancy is not None:
-            pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
         if out.stats is not None:
-            pipe.hset(
-                keys.room_stats(room),
-                mapping={**out.stats, "clock": now, "mixer": self.settings.mixer_id},
-            )
             song = owned.state.song
             keep_from = trim_from(
                 owned.in_cursor,
@@ -342,7 +307,7 @@ class MixerService:
                 keeps_stems=song.running and song.recording.stems,
                 wall_ms=int(time.time() * 1000),
             )
-            pipe.xtrim(keys.room_in(room), minid=keep_from, approximate=True)
+            pipe.xtrim(keys.room_in(owned.name), minid=keep_from, approximate=True)
 
     @staticmethod
     def _queue_persist(pipe: Any, owned: OwnedRoom) -> None:
@@ -363,10 +328,15 @@ class MixerService:
 
         Reads what :class:`MaintenancePlanner` asks, calls it, and carries out its plan.
         """
-        s = self.settings
         now = Now(time.time(), time.monotonic())
         facts = self._room_facts()
         ask = self.planner.ask(facts, now)
+        plan = self.planner.plan(facts, ask, await self._observe(ask, now), now)
+        await self._carry_out(plan, now)
+
+    async def _observe(self, ask: Ask, now: Now) -> Observed:
+        """Write the heartbeat and read what ``ask`` asks, in one round trip."""
+        s = self.settings
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(
                 keys.mixer_heartbeat(s.mixer_id),
@@ -391,10 +361,12 @@ class MixerService:
             results = await pipe.execute()
         renewed = 5 + len(ask.renew)
         answers = results[renewed : renewed + 2 * len(ask.gateways)]
-        seen = Observed(
+        return Observed(
             live=frozenset(m.decode() for m in results[3]),
             active=frozenset(r.decode() for r in results[4]),
-            leases=dict(zip(ask.renew, results[5:renewed], strict=True)),
+            leases={
+                room: LeaseResult(r) for room, r in zip(ask.renew, results[5:renewed], strict=True)
+            },
             gateways={
                 gw: GatewaySeen(alive=bool(alive), registered=registered is not None)
                 for gw, alive, registered in zip(
@@ -405,8 +377,6 @@ class MixerService:
             if ask.idle_before_s is not None
             else (),
         )
-        plan = self.planner.plan(facts, ask, seen, now)
-        await self._carry_out(plan, now)
 
     def _room_facts(self) -> dict[str, RoomFacts]:
         now = now_samples()
