@@ -2,8 +2,8 @@
 
 Every :data:`MAINTENANCE_S` the service (mixer/service.py) asks the planner
 what to read (:meth:`MaintenancePlanner.ask`), reads it from Redis in one
-pipeline, and hands what Redis said back (:class:`Observed`) with the facts
-of the rooms it owns (:class:`RoomFacts`). :meth:`MaintenancePlanner.plan`
+pipeline, and hands what Redis said back (:class:`Observed`) with how long
+each room it owns has been unused. :meth:`MaintenancePlanner.plan`
 returns a :class:`Plan`: which rooms were lost or must be rewritten, which to
 retire, which free rooms to look at for a claim, which gateways are dead,
 which idle rooms to delete and whose material to keep alive. Claiming takes
@@ -36,7 +36,6 @@ __all__ = [
     "Observed",
     "Plan",
     "PlannerSettings",
-    "RoomFacts",
     "older_id",
     "trim_from",
 ]
@@ -84,18 +83,6 @@ class PlannerSettings:
             raise ValueError(f"bad planner settings: {self}")
 
 
-@dataclass(frozen=True, slots=True)
-class RoomFacts:
-    """What the service knows about one room it owns (from its host)."""
-
-    unused_samples: int
-    """Samples since it last had a connected member or a tap subscriber (0: in use)."""
-    gateways: AbstractSet[str] = frozenset()
-    """The gateways its connected members are linked through."""
-    keeps_material: bool = False
-    """It lists tracks or images and has a connected member: keep them from expiring."""
-
-
 @dataclass(frozen=True)
 class Ask:
     """What one maintenance read asks Redis (besides writing the heartbeat)."""
@@ -110,6 +97,8 @@ class Ask:
     """The gateways to check: heartbeat key present, entry in ``bb:gateways``."""
     idle_before_s: float | None
     """Read the idle rooms idle since before this (None: no sweep due)."""
+    refresh_material: bool
+    """Material refresh due: pass the rooms that keep their material to :meth:`plan`."""
 
 
 @dataclass(frozen=True)
@@ -167,38 +156,56 @@ class MaintenancePlanner:
         self._next_sweep_s = float("-inf")
         self._material_due_s = float("-inf")
 
-    def ask(self, rooms: Mapping[str, RoomFacts], now: Now) -> Ask:
-        """What to read this round; starts the sweep and material timers when due."""
+    def ask(self, unused: Mapping[str, int], gateways: AbstractSet[str], now: Now) -> Ask:
+        """What to read this round; starts the sweep and material timers when due.
+
+        ``unused`` maps each owned room to the samples since it last had a connected
+        member or a tap subscriber (0: in use); ``gateways`` are the gateways their
+        connected members are linked through.
+        """
         s = self.settings
         idle_before: float | None = None
         if now.mono_s >= self._next_sweep_s:
             self._next_sweep_s = now.mono_s + SWEEP_S
             idle_before = now.wall_s - s.idle_delete_s
+        material = now.mono_s >= self._material_due_s
+        if material:
+            self._material_due_s = now.mono_s + s.material_period_s
         return Ask(
             prune_before_s=now.wall_s - 2 * s.heartbeat_ttl_ms / 1000,
             # Live: heartbeat within one lease TTL. A mixer whose leases expire has been
             # silent that long, so the survivors rank among themselves and claim at once.
             live_since_s=now.wall_s - s.lease_ttl_ms / 1000,
-            renew=tuple(rooms),
-            gateways=tuple(sorted(set().union(*(f.gateways for f in rooms.values())))),
+            renew=tuple(unused),
+            gateways=tuple(sorted(gateways)),
             idle_before_s=idle_before,
+            refresh_material=material,
         )
 
-    def plan(self, rooms: Mapping[str, RoomFacts], ask: Ask, seen: Observed, now: Now) -> Plan:
-        """The round's plan from what Redis answered to ``ask``."""
+    def plan(
+        self,
+        unused: Mapping[str, int],
+        ask: Ask,
+        seen: Observed,
+        keeping_material: AbstractSet[str] = frozenset(),
+    ) -> Plan:
+        """The round's plan from what Redis answered to ``ask``.
+
+        ``keeping_material`` (read only when :attr:`Ask.refresh_material`): the owned
+        rooms that list tracks or images and have a connected member.
+        """
         s = self.settings
         drop = tuple(r for r in ask.renew if seen.leases.get(r) == LeaseResult.LOST)
         rewrite = tuple(r for r in ask.renew if seen.leases.get(r) == LeaseResult.REACQUIRED)
-        kept = [r for r in rooms if r not in drop]
-        retire = tuple(r for r in kept if rooms[r].unused_samples >= s.release_samples)
+        kept = [r for r in unused if r not in drop] if drop else list(unused)
+        retire = tuple(r for r in kept if unused[r] >= s.release_samples)
         owned = len(kept) - len(retire)
         # A room given back this round is not claimed back by its own mixer.
-        free = sorted(seen.active - set(rooms)) if owned < s.max_rooms else []
+        free = sorted(seen.active - unused.keys()) if owned < s.max_rooms else []
         dead = frozenset(gw for gw, g in seen.gateways.items() if not g.alive and g.registered)
         refresh: tuple[str, ...] = ()
-        if now.mono_s >= self._material_due_s:
-            self._material_due_s = now.mono_s + s.material_period_s
-            refresh = tuple(r for r in kept if r not in retire and rooms[r].keeps_material)
+        if ask.refresh_material:
+            refresh = tuple(r for r in kept if r not in retire and r in keeping_material)
         return Plan(
             drop=drop,
             rewrite=rewrite,

@@ -51,7 +51,6 @@ from mixer.planner import (
     Observed,
     Plan,
     PlannerSettings,
-    RoomFacts,
     trim_from,
 )
 from mixer.room import RoomState
@@ -329,9 +328,12 @@ class MixerService:
         Reads what :class:`MaintenancePlanner` asks, calls it, and carries out its plan.
         """
         now = Now(time.time(), time.monotonic())
-        facts = self._room_facts()
-        ask = self.planner.ask(facts, now)
-        plan = self.planner.plan(facts, ask, await self._observe(ask, now), now)
+        samples = now_samples()
+        unused = {name: owned.host.unused_for(samples) for name, owned in self.rooms.items()}
+        gateways = set().union(*(owned.host.gateways() for owned in self.rooms.values()))
+        ask = self.planner.ask(unused, gateways, now)
+        seen = await self._observe(ask, now)
+        plan = self.planner.plan(unused, ask, seen, self._keeping_material(ask))
         await self._carry_out(plan, now)
 
     async def _observe(self, ask: Ask, now: Now) -> Observed:
@@ -378,16 +380,15 @@ class MixerService:
             else (),
         )
 
-    def _room_facts(self) -> dict[str, RoomFacts]:
-        now = now_samples()
+    def _keeping_material(self, ask: Ask) -> set[str]:
+        """The rooms that list tracks or images and have a connected member (when due)."""
+        if not ask.refresh_material:
+            return set()
         return {
-            name: RoomFacts(
-                unused_samples=owned.host.unused_for(now),
-                gateways=owned.host.gateways(),
-                keeps_material=any(m.connected for m in owned.state.members.values())
-                and any(owned.state.material.blob_ids()),
-            )
+            name
             for name, owned in self.rooms.items()
+            if any(owned.state.material.blob_ids())
+            and any(m.connected for m in owned.state.members.values())
         }
 
     async def _carry_out(self, plan: Plan, now: Now) -> None:

@@ -15,7 +15,6 @@ from mixer.planner import (
     Now,
     Observed,
     PlannerSettings,
-    RoomFacts,
     older_id,
     trim_from,
 )
@@ -45,8 +44,8 @@ def at(s: float) -> Now:
     return Now(wall_s=WALL + s, mono_s=s)
 
 
-def used(**kw: object) -> RoomFacts:
-    return RoomFacts(unused_samples=0, **kw)  # type: ignore[arg-type]
+IDLE = RELEASE_S * SR
+"""Unused long enough to be given back."""
 
 
 def seen(
@@ -67,14 +66,14 @@ def seen(
 
 def round_of(
     p: MaintenancePlanner,
-    rooms: dict[str, RoomFacts],
+    rooms: dict[str, int],
     observed: Observed,
     now: Now,
     held: set[str] | None = None,
 ) -> tuple[Ask, tuple[str, ...]]:
     """One maintenance round: ask, plan, and the claims given which free leases are held."""
-    ask = p.ask(rooms, now)
-    plan = p.plan(rooms, ask, observed, now)
+    ask = p.ask(rooms, set(), now)
+    plan = p.plan(rooms, ask, observed)
     claims = p.claims(
         {r: r in (held or set()) for r in plan.check_free},
         plan.live,
@@ -132,13 +131,13 @@ def test_this_mixer_is_live_even_before_redis_lists_it() -> None:
 
 def test_claims_stop_at_max_rooms() -> None:
     p = MaintenancePlanner(settings("m1", max_rooms=3))
-    owned = {"mine": used()}
-    ask = p.ask(owned, at(0))
-    plan = p.plan(owned, ask, seen(("mine", *ROOMS), live=()), at(0))
+    owned = {"mine": 0}
+    ask = p.ask(owned, set(), at(0))
+    plan = p.plan(owned, ask, seen(("mine", *ROOMS), live=()))
     assert "mine" not in plan.check_free
     assert p.claims({r: False for r in plan.check_free}, plan.live, 1, at(0)) == ROOMS[:2]
-    full = {r: used() for r in ("a", "b", "c")}
-    assert p.plan(full, p.ask(full, at(1)), seen(ROOMS), at(1)).check_free == ()
+    full = {r: 0 for r in ("a", "b", "c")}
+    assert p.plan(full, p.ask(full, set(), at(1)), seen(ROOMS)).check_free == ()
 
 
 def test_a_claimed_room_stops_waiting() -> None:
@@ -154,11 +153,11 @@ def test_a_claimed_room_stops_waiting() -> None:
 
 def test_lost_leases_are_dropped_and_reacquired_ones_rewritten() -> None:
     p = MaintenancePlanner(settings())
-    rooms = {"a": used(), "b": used(), "c": used()}
-    ask = p.ask(rooms, at(0))
+    rooms = {"a": 0, "b": 0, "c": 0}
+    ask = p.ask(rooms, set(), at(0))
     assert ask.renew == ("a", "b", "c")
     leases = {"a": LeaseResult.LOST, "b": LeaseResult.RENEWED, "c": LeaseResult.REACQUIRED}
-    plan = p.plan(rooms, ask, seen(("a", "b", "c"), leases=leases), at(0))
+    plan = p.plan(rooms, ask, seen(("a", "b", "c"), leases=leases))
     assert plan.drop == ("a",) and plan.rewrite == ("c",)
     assert plan.retire == () and plan.check_free == ()  # "a" is another mixer's now
 
@@ -166,26 +165,28 @@ def test_lost_leases_are_dropped_and_reacquired_ones_rewritten() -> None:
 def test_a_room_is_released_after_room_release_s_unused() -> None:
     p = MaintenancePlanner(settings())
     rooms = {
-        "busy": used(),
-        "almost": RoomFacts(unused_samples=RELEASE_S * SR - 1),
-        "idle": RoomFacts(unused_samples=RELEASE_S * SR),
+        "busy": 0,
+        "almost": IDLE - 1,
+        "idle": IDLE,
     }
-    plan = p.plan(rooms, p.ask(rooms, at(0)), seen(tuple(rooms)), at(0))
+    plan = p.plan(rooms, p.ask(rooms, set(), at(0)), seen(tuple(rooms)))
     assert plan.retire == ("idle",)
 
 
 def test_a_retired_room_is_not_claimed_back_by_its_own_mixer() -> None:
     p = MaintenancePlanner(settings("m1"))
     room = next(r for r in ROOMS if preferred_owner(r, MIXERS) == "m1")
-    rooms = {room: RoomFacts(unused_samples=RELEASE_S * SR)}
-    plan = p.plan(rooms, p.ask(rooms, at(0)), seen((room,)), at(0))
+    rooms = {room: IDLE}
+    plan = p.plan(rooms, p.ask(rooms, set(), at(0)), seen((room,)))
     assert plan.retire == (room,) and room not in plan.check_free
 
 
 def test_a_lost_room_is_neither_retired_nor_refreshed() -> None:
     p = MaintenancePlanner(settings())
-    rooms = {"a": RoomFacts(unused_samples=RELEASE_S * SR, keeps_material=True)}
-    plan = p.plan(rooms, p.ask(rooms, at(0)), seen(leases={"a": LeaseResult.LOST}), at(0))
+    rooms = {"a": IDLE}
+    ask = p.ask(rooms, set(), at(0))
+    assert ask.refresh_material
+    plan = p.plan(rooms, ask, seen(leases={"a": LeaseResult.LOST}), keeping_material={"a"})
     assert plan.drop == ("a",) and plan.retire == () and plan.refresh_material == ()
 
 
@@ -193,7 +194,7 @@ def test_a_lost_room_is_neither_retired_nor_refreshed() -> None:
 
 
 def test_the_heartbeat_windows_follow_the_ttls() -> None:
-    ask = MaintenancePlanner(settings()).ask({}, at(100))
+    ask = MaintenancePlanner(settings()).ask({}, set(), at(100))
     assert ask.live_since_s == WALL + 100 - 3.0  # one lease TTL
     assert ask.prune_before_s == WALL + 100 - 4.0  # two heartbeat TTLs
 
@@ -203,20 +204,20 @@ def test_the_heartbeat_windows_follow_the_ttls() -> None:
 
 def test_a_gateway_is_dead_when_its_heartbeat_expired_but_it_had_registered() -> None:
     p = MaintenancePlanner(settings())
-    rooms = {"a": used(gateways=frozenset({"gw1", "gw2"})), "b": used(gateways=frozenset({"gw3"}))}
-    ask = p.ask(rooms, at(0))
+    rooms = {"a": 0, "b": 0}
+    ask = p.ask(rooms, {"gw3", "gw1", "gw2"}, at(0))
     assert ask.gateways == ("gw1", "gw2", "gw3")
     gateways = {
         "gw1": GatewaySeen(alive=True, registered=True),
         "gw2": GatewaySeen(alive=False, registered=True),
         "gw3": GatewaySeen(alive=False, registered=False),  # never registered: left alone
     }
-    plan = p.plan(rooms, ask, seen(("a", "b"), gateways=gateways), at(0))
+    plan = p.plan(rooms, ask, seen(("a", "b"), gateways=gateways))
     assert plan.dead_gateways == {"gw2"}
 
 
 def test_no_gateways_no_questions() -> None:
-    assert MaintenancePlanner(settings()).ask({"a": used()}, at(0)).gateways == ()
+    assert MaintenancePlanner(settings()).ask({"a": 0}, set(), at(0)).gateways == ()
 
 
 # --- idle delete ------------------------------------------------------------------------------
@@ -224,22 +225,22 @@ def test_no_gateways_no_questions() -> None:
 
 def test_idle_rooms_are_swept_every_sweep_s_with_the_idle_deadline() -> None:
     p = MaintenancePlanner(settings())
-    first = p.ask({}, at(0))
+    first = p.ask({}, set(), at(0))
     assert first.idle_before_s == WALL - IDLE_DELETE_S
-    assert p.ask({}, at(SWEEP_S - 0.1)).idle_before_s is None
-    later = p.ask({}, at(SWEEP_S))
+    assert p.ask({}, set(), at(SWEEP_S - 0.1)).idle_before_s is None
+    later = p.ask({}, set(), at(SWEEP_S))
     assert later.idle_before_s == WALL + SWEEP_S - IDLE_DELETE_S
     due = tuple(f"old{i}" for i in range(SWEEP_BATCH + 5))
-    plan = p.plan({}, later, seen(idle_due=due), at(SWEEP_S))
+    plan = p.plan({}, later, seen(idle_due=due))
     assert plan.delete == due[:SWEEP_BATCH]
     assert plan.delete_before_s == later.idle_before_s
 
 
 def test_no_sweep_due_deletes_nothing() -> None:
     p = MaintenancePlanner(settings())
-    p.ask({}, at(0))
-    ask = p.ask({}, at(1))
-    assert p.plan({}, ask, seen(idle_due=("x",)), at(1)).delete == ()
+    p.ask({}, set(), at(0))
+    ask = p.ask({}, set(), at(1))
+    assert p.plan({}, ask, seen(idle_due=("x",))).delete == ()
 
 
 # --- material ---------------------------------------------------------------------------------
@@ -248,13 +249,15 @@ def test_no_sweep_due_deletes_nothing() -> None:
 def test_material_of_rooms_in_use_is_refreshed_every_period() -> None:
     p = MaintenancePlanner(settings())
     rooms = {
-        "a": used(keeps_material=True),
-        "b": used(),
-        "c": RoomFacts(unused_samples=RELEASE_S * SR, keeps_material=True),  # retired now
+        "a": 0,
+        "b": 0,
+        "c": IDLE,  # retired now
     }
+    keeping = {"a", "c"}  # "b" lists nothing or has nobody connected
 
     def refresh(t: float) -> tuple[str, ...]:
-        return p.plan(rooms, p.ask(rooms, at(t)), seen(tuple(rooms)), at(t)).refresh_material
+        ask = p.ask(rooms, set(), at(t))
+        return p.plan(rooms, ask, seen(tuple(rooms)), keeping).refresh_material
 
     assert refresh(0) == ("a",)
     assert refresh(MATERIAL_PERIOD_S - 0.5) == ()
