@@ -117,7 +117,8 @@ class Observed:
 
     live: frozenset[str]
     active: frozenset[str]
-    leases: Mapping[str, LeaseResult]
+    leases: Mapping[str, int]
+    """Owned room -> what the renewal script answered (a :class:`LeaseResult` value)."""
     gateways: Mapping[str, GatewaySeen] = field(default_factory=dict)
     idle_due: tuple[str, ...] = ()
 

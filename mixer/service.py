@@ -35,7 +35,7 @@ from common.backoff import Backoff
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
-from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RETIRE_SCRIPT, LeaseResult
+from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RETIRE_SCRIPT
 from common.records import Checkpoint, MixerStatus
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread, xread_streams
@@ -366,9 +366,7 @@ class MixerService:
         return Observed(
             live=frozenset(m.decode() for m in results[3]),
             active=frozenset(r.decode() for r in results[4]),
-            leases={
-                room: LeaseResult(r) for room, r in zip(ask.renew, results[5:renewed], strict=True)
-            },
+            leases=dict(zip(ask.renew, results[5:renewed], strict=True)),
             gateways={
                 gw: GatewaySeen(alive=bool(alive), registered=registered is not None)
                 for gw, alive, registered in zip(
