@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from common.constants import SAMPLE_RATE
 from common.lease import LeaseResult, preferred_owner
 from mixer.planner import (
@@ -93,6 +96,34 @@ def test_each_free_room_goes_to_exactly_its_preferred_mixer_first() -> None:
     assert everyone == sorted(ROOMS)  # each room once, by one mixer
     for m, rooms in claimed.items():
         assert rooms and all(preferred_owner(r, MIXERS) == m for r in rooms)
+
+
+NAMES = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=8)
+
+
+@given(
+    mixers=st.sets(NAMES, min_size=1, max_size=6),
+    rooms=st.sets(NAMES, max_size=40),
+    down=st.sets(NAMES, max_size=3),
+)
+def test_free_rooms_split_among_the_live_mixers_without_overlap(
+    mixers: set[str], rooms: set[str], down: set[str]
+) -> None:
+    """Against a naive model: the live mixer that ranks first claims each free room
+    at once, nobody else does before the grace; after it, anyone would."""
+    live = mixers - down or mixers
+    planners = {m: MaintenancePlanner(settings(m)) for m in live}
+    active = tuple(sorted(rooms))
+    claimed = {
+        m: round_of(p, {}, seen(active, live=tuple(live)), at(0))[1] for m, p in planners.items()
+    }
+    for m, got in claimed.items():
+        assert set(got) == {r for r in rooms if preferred_owner(r, live) == m}
+    later = {
+        m: round_of(p, {}, seen(active, live=tuple(live)), at(CLAIM_GRACE_S))[1]
+        for m, p in planners.items()
+    }
+    assert all(set(got) == rooms for got in later.values())
 
 
 def test_a_room_its_preferred_mixer_leaves_unclaimed_is_anyones_after_the_grace() -> None:
