@@ -12,6 +12,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.redis",
     "bench.gateway",
     "bench.failover",
+    "bench.maintenance",
     "bench.failover_audio",
     "bench.clocksync",
     "bench.material",

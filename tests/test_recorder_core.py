@@ -15,7 +15,7 @@ from common.constants import SAMPLE_RATE
 from common.records import Member, Metronome, Role
 from common.tracks import CLICK_SAMPLES, click_wave
 from common.wire import encode_chunk
-from mixer.service import older_id
+from mixer.planner import older_id
 from recorder import files
 from recorder.stems import StemWriter
 from recorder.take import MAX_SONG_SAMPLES, Take, TakeInfo, clip
