@@ -101,7 +101,6 @@ class RecorderService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; room tasks are cancelled, their takes stay on disk."""
         (self.root / files.TAKES).mkdir(parents=True, exist_ok=True)
-        await self._wait_for_free_id(stop)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._loop(stop, 0.5, self.maintain))
@@ -118,18 +117,6 @@ class RecorderService:
                 log.warning("redis unavailable: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period_s)
-
-    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
-        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
-        while not stop.is_set():
-            if await self.redis.get(keys.recorder_heartbeat(self.settings.recorder_id)) is None:
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"recorder id {self.settings.recorder_id!r} is in use by a live recorder; "
-                    "give each recorder its own BB_RECORDER_ID"
-                )
-            await asyncio.sleep(0.25)
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks.values())
