@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -41,7 +40,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.events import Recorded, Reply, decode_event, encode_event
 from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
-from common.records import Member, RoomMeta, Song
+from common.records import Member, RecorderStatus, RoomMeta, Song
 from common.settings import RecorderSettings
 from common.streams import parse_entries, parse_xread, xread_streams
 from common.tracks import song_origin
@@ -71,16 +70,6 @@ SUBSCRIBE_EVERY_S: Final = 2.0
 SUBSCRIBE_TTL_S: Final = 10.0
 TAP_SILENT_S: Final = 1.0
 """A tap that sends nothing for this long during a song: look for the mixer's refusal."""
-
-
-class RecorderStatus(msgspec.Struct, kw_only=True):
-    """``bb:recorder:{id}``: a live recorder's heartbeat."""
-
-    id: str
-    pid: int
-    started: float
-    rooms: list[str]
-    counters: dict[str, int]
 
 
 class RecorderService:
