@@ -195,7 +195,7 @@ def main(
     serve: Callable[[_S], Coroutine[Any, Any, int]],
     check_help: str = "exit 0 if this process has a live heartbeat, else 1",
 ) -> int:
-    """Parse, then ``--check`` or serve; exit 2 on invalid settings, 1 on a fatal error."""
+    """Parse, then ``--check`` or serve; exit 2 on invalid settings, else the serve's code."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--check", action="store_true", help=check_help)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env BB_LOG_LEVEL)")
@@ -209,8 +209,4 @@ def main(
     if args.check:
         return check(settings)
     logs.configure(args.log_level)
-    try:
-        return aio.run(serve(settings), settings.event_loop)
-    except SystemExit as exc:
-        log.error("%s", exc)
-        return 1
+    return aio.run(serve(settings), settings.event_loop)
