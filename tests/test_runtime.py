@@ -16,7 +16,7 @@ from common import keys, process, records
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
-from tests.support import REPO, Process, processes, wait_for
+from tests.support import REPO, Process, free_port, processes, wait_for
 
 
 def _claim(ttl_s: float = 3.0) -> IdClaim:
@@ -116,6 +116,22 @@ def test_a_second_mixer_with_a_live_mixers_id_exits_non_zero(
         assert first.alive() and first_pid() == first.proc.pid
         assert first.stop() == 0
     assert "mixer twin stopping:" in first.log()  # one counter summary on SIGTERM
+
+
+def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
+    """It used to die with a traceback on the id check's first Redis error."""
+    env = {
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "BB_RECORDER_ID": "early",
+        "BB_RECORDINGS_DIR": str(output_dir / "recordings"),
+    }
+    with processes(output_dir) as started:
+        recorder = Process(["recorder"], env, output_dir, "early")
+        started.append(recorder)
+        wait_for(lambda: "Redis unreachable" in recorder.log(), 15, "the wait to be logged")
+        assert recorder.alive()
+        assert recorder.stop() == 0
+    assert "Traceback" not in recorder.log()
 
 
 @pytest.mark.parametrize("kind", ["gateway", "recorder"])
