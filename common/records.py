@@ -536,6 +536,16 @@ class GatewayStatus(msgspec.Struct, kw_only=True):
     counters: dict[str, int]
 
 
+class RecorderStatus(msgspec.Struct, kw_only=True):
+    """``bb:recorder:{id}``: a live recorder's heartbeat."""
+
+    id: str
+    pid: int
+    started: float
+    rooms: list[str]
+    counters: dict[str, int]
+
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _T = TypeVar("_T")
 

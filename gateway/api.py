@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from common import metricsserver
 from common.constants import constants_json
 from common.errors import ValidationError
 from common.names import check_room
@@ -201,13 +202,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    text = render(hub.metrics, hub.gauges(), hub.room_figures())
-    return web.Response(
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
+    return metricsserver.response(render(hub.metrics, hub.gauges(), hub.room_figures()))
 
 
 def _limited(exc: LimitReached) -> web.Response:

@@ -146,32 +146,14 @@ class MixerService:
     # ---------------------------------------------------------------- running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then hand the rooms back cleanly."""
-        await self._wait_for_free_id(stop)
+        """Run until ``stop`` is set, then hand the rooms back cleanly (the id is
+        claimed before: common/process.py)."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._tick_loop(stop))
                 group.create_task(self._maintenance_loop(stop))
         finally:
             await self._shutdown()
-
-    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
-        """Refuse to run beside a live process using the same mixer id."""
-        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
-        while not stop.is_set():
-            try:
-                raw = await self.redis.get(keys.mixer_heartbeat(self.settings.mixer_id))
-            except REDIS_FAILURES as exc:
-                await self._redis_down(exc)
-                continue
-            if raw is None:
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"mixer id {self.settings.mixer_id!r} is in use by a live mixer; "
-                    "give each mixer its own BB_MIXER_ID"
-                )
-            await asyncio.sleep(0.25)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

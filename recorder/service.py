@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -41,7 +40,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.events import Recorded, Reply, decode_event, encode_event
 from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
-from common.records import Member, RoomMeta, Song
+from common.records import Member, RecorderStatus, RoomMeta, Song
 from common.settings import RecorderSettings
 from common.streams import parse_entries, parse_xread, xread_streams
 from common.tracks import song_origin
@@ -74,16 +73,6 @@ TAP_SILENT_S: Final = 1.0
 """A tap that sends nothing for this long during a song: look for the mixer's refusal."""
 
 
-class RecorderStatus(msgspec.Struct, kw_only=True):
-    """``bb:recorder:{id}``: a live recorder's heartbeat."""
-
-    id: str
-    pid: int
-    started: float
-    rooms: list[str]
-    counters: dict[str, int]
-
-
 class RecorderService:
     """Records every running song of the rooms it holds the recording lease of."""
 
@@ -102,7 +91,6 @@ class RecorderService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; room tasks are cancelled, their takes stay on disk."""
         (self.root / files.TAKES).mkdir(parents=True, exist_ok=True)
-        await self._wait_for_free_id(stop)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._loop(stop, 0.5, self.maintain))
@@ -119,18 +107,6 @@ class RecorderService:
                 log.warning("redis unavailable: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period_s)
-
-    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
-        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
-        while not stop.is_set():
-            if await self.redis.get(keys.recorder_heartbeat(self.settings.recorder_id)) is None:
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"recorder id {self.settings.recorder_id!r} is in use by a live recorder; "
-                    "give each recorder its own BB_RECORDER_ID"
-                )
-            await asyncio.sleep(0.25)
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks.values())

@@ -185,13 +185,13 @@ def test_metrics_render_prometheus_text() -> None:
         {"connections": 4},
         {'we"ird': RoomFigures(singers=2, spectators=1, late_writes=7, members=3)},
     )
-    lines = text.splitlines()
+    lines = text.decode().splitlines()
     assert "# TYPE bb_gateway_chunks_in_total counter" in lines
-    assert "bb_gateway_chunks_in_total 3" in lines
-    assert 'bb_gateway_drops_total{reason="bad_audio"} 2' in lines
-    assert "bb_gateway_connections 4" in lines
-    assert 'bb_gateway_room_singers{room="we\\"ird"} 2' in lines
-    assert 'bb_gateway_room_late_writes{room="we\\"ird"} 7' in lines
+    assert "bb_gateway_chunks_in_total 3.0" in lines
+    assert 'bb_gateway_drops_total{reason="bad_audio"} 2.0' in lines
+    assert "bb_gateway_connections 4.0" in lines
+    assert 'bb_gateway_room_singers{room="we\\"ird"} 2.0' in lines
+    assert 'bb_gateway_room_late_writes{room="we\\"ird"} 7.0' in lines
     with pytest.raises(KeyError):
         metrics.inc("no_such_counter")
 
