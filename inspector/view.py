@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.constants import SAMPLE_RATE
+from common.listening import listeners
 from common.records import SILENCE_DB, Material, Member, Song
 
 BLOCKS: Final = " ▁▂▃▄▅▆▇█"
@@ -609,12 +610,9 @@ def _taps_lines(data: RoomDetail) -> list[str]:
     if not data.taps:
         lines.append("  (none)")
         return lines
-    soloing = any(m.soloed for m in data.members)
-    by_tap: dict[tuple[int, str], list[str]] = {}
-    for m in data.members:
-        if m.connected:
-            hears = "solo" if soloing and m.mix == "solo" else "full"
-            by_tap.setdefault((m.delay, hears), []).append(m.singer_id)
+    by_tap: dict[tuple[int, str], list[str]] = {
+        tap: ids for tap, ids in listeners(data.members).items()
+    }
     rows = []
     for t in data.taps:
         note = ",".join(sorted(by_tap.get((t.delay, t.mix), []))) if t.in_use else "stale"
