@@ -9,16 +9,24 @@ from __future__ import annotations
 import math
 
 from common.errors import ValidationError
-from common.records import Member, Mix, check_gain_db
+from common.records import Member, Mix, Song, check_gain_db
 from mixer.roomconfig import CommandError
 from mixer.songs import Songs
 
-__all__ = ["Console", "db_to_gain"]
+__all__ = ["Console", "db_to_gain", "voice_gain"]
 
 
 def db_to_gain(gain_db: float) -> float:
     """A level in dB as a linear factor (``-inf`` is 0)."""
     return 0.0 if gain_db == -math.inf else 10.0 ** (gain_db / 20.0)
+
+
+def voice_gain(member: Member, song: Song) -> float:
+    """The linear factor applied to ``member``'s voice: their fader, plus the leader's boost."""
+    gain_db = member.gain_db
+    if member.singer_id == song.leader:
+        gain_db += song.leader_boost_db
+    return 1.0 if gain_db == 0.0 else db_to_gain(gain_db)
 
 
 class Console:
@@ -30,11 +38,7 @@ class Console:
 
     def gain(self, member: Member) -> float:
         """The linear factor applied to ``member``'s voice: their fader, plus the leader's boost."""
-        gain_db = member.gain_db
-        song = self.songs.song
-        if member.singer_id == song.leader:
-            gain_db += song.leader_boost_db
-        return 1.0 if gain_db == 0.0 else db_to_gain(gain_db)
+        return voice_gain(member, self.songs.song)
 
     def set_gain(self, singer_id: str, target: str, gain_db: float) -> bool:
         """Set ``target``'s mic gain: the leader may set anyone's, a singer only their own."""

@@ -18,6 +18,7 @@ from common.records import (
     Material,
     Metronome,
     RecordingOptions,
+    Song,
     SongCues,
     SongSpan,
     Track,
@@ -53,9 +54,7 @@ class Materials:
         neither chosen nor a still audible song's (the newest first) goes (its
         bytes with it, through :attr:`discarded`).
         """
-        self.songs.leader(singer_id, "add a backing track")
-        self.songs.between_songs("the track")
-        song = self.songs.song
+        song = self._next_songs(singer_id, "add a backing track", "the track")
         tracks = [t for t in self.material.tracks if t.id != track.id]
         tracks.append(track)
         # The last songs' tracks stay too, newest first while there is room: later
@@ -75,38 +74,32 @@ class Materials:
 
     def set_track(self, singer_id: str, track_id: str | None) -> bool:
         """Leader, between songs: back the next songs with the track ``track_id`` (or none)."""
-        self.songs.leader(singer_id, "choose the backing track")
-        self.songs.between_songs("the track")
+        song = self._next_songs(singer_id, "choose the backing track", "the track")
         track = None
         if track_id is not None:
             track = self.material.find(track_id)
             if track is None:
                 raise CommandError("bad_track", f"the room has no track {track_id!r:.40}")
-        song = self.songs.song
-        if track == song.track:
-            return False
-        song.track = track
-        return True
+        changed, song.track = track != song.track, track
+        return changed
 
     def set_metronome(self, singer_id: str, metronome: Metronome) -> bool:
         """Leader, between songs: the metronome of the next songs."""
-        self.songs.leader(singer_id, "set the metronome")
-        self.songs.between_songs("the metronome")
-        song = self.songs.song
-        if metronome == song.metronome:
-            return False
-        song.metronome = metronome
-        return True
+        song = self._next_songs(singer_id, "set the metronome", "the metronome")
+        changed, song.metronome = metronome != song.metronome, metronome
+        return changed
 
     def set_recording(self, singer_id: str, recording: RecordingOptions) -> bool:
         """Leader, between songs: what the recorder writes of the next songs."""
-        self.songs.leader(singer_id, "choose what is recorded")
-        self.songs.between_songs("the recording options")
-        song = self.songs.song
-        if recording == song.recording:
-            return False
-        song.recording = recording
-        return True
+        song = self._next_songs(singer_id, "choose what is recorded", "the recording options")
+        changed, song.recording = recording != song.recording, recording
+        return changed
+
+    def _next_songs(self, singer_id: str, action: str, what: str) -> Song:
+        # Choices for the songs to come: the leader's, and only between songs.
+        self.songs.leader(singer_id, action)
+        self.songs.between_songs(what)
+        return self.songs.song
 
     # --- the material record ----------------------------------------------------------------
 

@@ -14,6 +14,8 @@ command to the concerns it spans, and marks what changed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from common.records import (
     SILENCE_DB,
     Image,
@@ -27,7 +29,7 @@ from common.records import (
     Song,
     Track,
 )
-from mixer.console import Console, db_to_gain
+from mixer.console import Console, db_to_gain, voice_gain
 from mixer.material import Materials
 from mixer.members import Members
 from mixer.roomconfig import CommandError, RoomConfig
@@ -81,24 +83,14 @@ class RoomState:
         self.console = Console(self.songs)
         self.materials = Materials(self.songs, material if material is not None else Material())
         self.tapping = Taps(self.roster)
+        # The concerns' records themselves (the same objects, never replaced), read
+        # per chunk by the mixer: plain attributes, no property call on that path.
+        self.members: Final = self.roster.by_id
+        self.song: Final = song
+        self.material: Final = self.materials.material
+        self.subscriptions: Final = self.tapping.subscriptions
 
     # --- the records (persisted by mixer/store.py) ------------------------------------------
-
-    @property
-    def members(self) -> dict[str, Member]:
-        return self.roster.by_id
-
-    @property
-    def song(self) -> Song:
-        return self.songs.song
-
-    @property
-    def material(self) -> Material:
-        return self.materials.material
-
-    @property
-    def subscriptions(self) -> dict[str, Subscription]:
-        return self.tapping.subscriptions
 
     @property
     def discarded(self) -> list[tuple[str, str]]:
@@ -130,7 +122,7 @@ class RoomState:
 
     def gain(self, member: Member) -> float:
         """The linear factor applied to ``member``'s voice: their fader, plus the leader's boost."""
-        return self.console.gain(member)
+        return voice_gain(member, self.song)
 
     def buckets(self) -> list[list[str]]:
         """Connected member ids per bucket, in join order (members on custom delays omitted)."""
