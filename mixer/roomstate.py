@@ -113,12 +113,12 @@ class RoomState:
         Sorted and distinct; cached per version. A solo tap exists only while
         someone is soloed.
         """
-        return self.tapping.in_use(self.version)
+        return list(self.tapping.at(self.version).taps)
 
     @property
     def soloing(self) -> bool:
         """Whether anyone is in the solo mix (else the solo mix does not exist)."""
-        return self.tapping.soloing(self.version)
+        return self.tapping.at(self.version).soloing
 
     def gain(self, member: Member) -> float:
         """The linear factor applied to ``member``'s voice: their fader, plus the leader's boost."""

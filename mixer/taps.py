@@ -14,7 +14,7 @@ from common.names import check_id
 from common.records import Mix, Rounds
 from mixer.members import Members
 
-__all__ = ["Subscription", "Tap", "Taps"]
+__all__ = ["Subscription", "Tap", "Taps", "TapsNow"]
 
 
 class Tap(NamedTuple):
@@ -33,10 +33,14 @@ class Subscription:
 
 
 @dataclass
-class _Cache:
+class TapsNow:
+    """The taps in use at one version of the room, and whether anyone solos then."""
+
     version: int = -1
     taps: list[Tap] = field(default_factory=list)
+    """Connected members' (delay, mix heard) plus live subscriptions, sorted and distinct."""
     soloing: bool = False
+    """Whether anyone is in the solo mix (else the solo mix does not exist)."""
 
 
 class Taps:
@@ -45,18 +49,15 @@ class Taps:
     def __init__(self, members: Members) -> None:
         self.members = members
         self.subscriptions: dict[str, Subscription] = {}
-        self._cache = _Cache()
+        self._cache = TapsNow()
 
-    def in_use(self, version: int) -> list[Tap]:
-        """Connected members' (delay, mix heard) plus live subscriptions, sorted and distinct.
+    def at(self, version: int) -> TapsNow:
+        """The taps in use at ``version`` (cached: worked out once per version).
 
         A solo tap exists only while someone is soloed.
         """
-        return list(self._refresh(version).taps)
-
-    def soloing(self, version: int) -> bool:
-        """Whether anyone is in the solo mix (else the solo mix does not exist)."""
-        return self._refresh(version).soloing
+        cache = self._cache
+        return cache if cache.version == version else self._refresh(version)
 
     def largest_delay(self) -> int:
         """The largest delay a tap may have now: the last bucket, or a larger one in use."""
@@ -81,16 +82,12 @@ class Taps:
             del self.subscriptions[name]
         return bool(stale)
 
-    def _refresh(self, version: int) -> _Cache:
-        cache = self._cache
-        if cache.version != version:
-            members = self.members.by_id.values()
-            soloing = anyone_soloed(members)
-            taps = {Tap(delay, mix) for delay, mix in listeners(members)}
-            taps.update(
-                sub.tap for sub in self.subscriptions.values() if sub.tap.mix == "full" or soloing
-            )
-            cache.soloing = soloing
-            cache.taps = sorted(taps)
-            cache.version = version
-        return cache
+    def _refresh(self, version: int) -> TapsNow:
+        members = self.members.by_id.values()
+        soloing = anyone_soloed(members)
+        taps = {Tap(delay, mix) for delay, mix in listeners(members)}
+        taps.update(
+            sub.tap for sub in self.subscriptions.values() if sub.tap.mix == "full" or soloing
+        )
+        self._cache = TapsNow(version, sorted(taps), soloing)
+        return self._cache

@@ -74,9 +74,9 @@ def test_taps_follow_the_version_they_are_asked_for() -> None:
     members = _members("a")
     taps = Taps(members)
     delay = members.member("a").delay
-    assert taps.in_use(0) == [Tap(delay)]
+    assert taps.at(0).taps == [Tap(delay)]
     assert taps.subscribe("rec", delay, "solo", T0, SAMPLE_RATE, Song().rounds) is True
-    assert taps.in_use(0) == [Tap(delay)]  # cached for version 0; no solo without a soloist
+    assert taps.at(0).taps == [Tap(delay)]  # cached for version 0; no solo without a soloist
     members.member("a").soloed = True
-    assert taps.in_use(1) == [Tap(delay), Tap(delay, "solo")]
+    assert taps.at(1).taps == [Tap(delay), Tap(delay, "solo")]
     assert taps.expire(T0 + SAMPLE_RATE) is True
