@@ -31,6 +31,7 @@ from common.records import (
     SongMaterial,
     SongSpan,
     Track,
+    join_order,
 )
 from common.tracks import song_origin
 
@@ -173,7 +174,7 @@ def public_state(
     material: Material | None = None,
 ) -> PublicRoom:
     """Room state as browsers see it: members in join order, taps in use, the console."""
-    ordered = sorted(members, key=lambda m: (m.joined, m.singer_id))
+    ordered = sorted(members, key=join_order)
     soloing = anyone_soloed(ordered)
     listed = [
         MemberView(

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from common.constants import SAMPLE_RATE
 from common.listening import listeners
-from common.records import SILENCE_DB, Material, Member, Song
+from common.records import SILENCE_DB, Material, Member, Song, join_order
 
 BLOCKS: Final = " ▁▂▃▄▅▆▇█"
 """Chart levels: empty, then eighths of a character cell."""
@@ -552,7 +552,7 @@ def _material_lines(data: RoomDetail) -> list[str]:
 
 
 def _members_lines(data: RoomDetail) -> list[str]:
-    members = sorted(data.members, key=lambda m: (m.joined, m.singer_id))
+    members = sorted(data.members, key=join_order)
     connected = sum(1 for m in members if m.connected)
     lines = [f"members ({connected} connected of {len(members)})"]
     if not members:

@@ -9,15 +9,10 @@ from __future__ import annotations
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import check_display_name, check_id
-from common.records import Member, Role, Rounds
+from common.records import Member, Role, Rounds, join_order
 from mixer.roomconfig import CommandError, RoomConfig
 
-__all__ = ["Members", "join_order"]
-
-
-def join_order(member: Member) -> tuple[int, str]:
-    """Sort key: members in the order they joined (ties by id)."""
-    return member.joined, member.singer_id
+__all__ = ["Members"]
 
 
 class Members:
