@@ -6,7 +6,8 @@ every wire: the browser sends the same object as a JSON text frame
 it in an :class:`Envelope` saying who sent it, and the mixer decodes the
 envelope and dispatches on the command's class through one table
 (``mixer/host.py``). Adding a command is one class here, one ``RoomState``
-method, one table row and its docs.
+method (delegating to the concern it changes: ``mixer/members.py``, ``songs.py``,
+``console.py``, ``material.py``, ``taps.py``), one table row and its docs.
 
 Decoding validates types and ranges; the domain rules (who may do what, when)
 are the room's and come back as a ``reply`` event (common/events.py).

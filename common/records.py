@@ -146,6 +146,11 @@ class Member(msgspec.Struct, kw_only=True):
         check_gain_db(self.gain_db)
 
 
+def join_order(member: Member) -> tuple[int, str]:
+    """Sort key: members in the order they joined (ties by id), as every list shows them."""
+    return member.joined, member.singer_id
+
+
 def check_gain_db(gain_db: float) -> float:
     """A console gain: ``-inf`` (silenced) or :data:`MIN_GAIN_DB` .. :data:`MAX_GAIN_DB`.
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from common.listening import anyone_soloed, bucket_delay, hears
 from common.records import (
     Cue,
     EndReason,
@@ -30,6 +31,7 @@ from common.records import (
     SongMaterial,
     SongSpan,
     Track,
+    join_order,
 )
 from common.tracks import song_origin
 
@@ -172,8 +174,8 @@ def public_state(
     material: Material | None = None,
 ) -> PublicRoom:
     """Room state as browsers see it: members in join order, taps in use, the console."""
-    ordered = sorted(members, key=lambda m: (m.joined, m.singer_id))
-    soloing = any(m.soloed for m in ordered)
+    ordered = sorted(members, key=join_order)
+    soloing = anyone_soloed(ordered)
     listed = [
         MemberView(
             singer_id=m.singer_id,
@@ -187,7 +189,7 @@ def public_state(
             gain_db=None if m.gain_db == -math.inf else m.gain_db,
             soloed=m.soloed,
             mix=m.mix,
-            hears="solo" if soloing and m.mix == "solo" else "full",
+            hears=hears(m.mix, soloing),
         )
         for m in ordered
     ]
@@ -232,7 +234,7 @@ def public_state(
         buckets=BucketsView(
             n=n_buckets,
             spacing=bucket_spacing,
-            delays=[bucket_spacing * (i + 1) for i in range(n_buckets)],
+            delays=[bucket_delay(i, bucket_spacing) for i in range(n_buckets)],
         ),
         solo=[m.singer_id for m in ordered if m.soloed],
         taps=sorted({m.delay for m in ordered if m.connected}),

@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from common import keys, records
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
+from common.listening import listeners
 from common.names import check_room
 from common.records import (
     GatewayStatus,
@@ -170,10 +171,7 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     now_pos = now_us * SAMPLE_RATE // 1_000_000
     problems: list[str] = []
     members, bad_members = _members(members_raw)
-    soloing = any(m.soloed for m in members)
-    in_use = {
-        (m.delay, "solo" if soloing and m.mix == "solo" else "full") for m in members if m.connected
-    }
+    in_use: set[tuple[int, str]] = set(listeners(members))
     delays = set(in_use)
     for key in tap_keys:
         mix, _, number = key.removeprefix(tap_prefix).rpartition(":")

@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from common.constants import SAMPLE_RATE
-from common.records import SILENCE_DB, Material, Member, Song
+from common.listening import listeners
+from common.records import SILENCE_DB, Material, Member, Song, join_order
 
 BLOCKS: Final = " ▁▂▃▄▅▆▇█"
 """Chart levels: empty, then eighths of a character cell."""
@@ -551,7 +552,7 @@ def _material_lines(data: RoomDetail) -> list[str]:
 
 
 def _members_lines(data: RoomDetail) -> list[str]:
-    members = sorted(data.members, key=lambda m: (m.joined, m.singer_id))
+    members = sorted(data.members, key=join_order)
     connected = sum(1 for m in members if m.connected)
     lines = [f"members ({connected} connected of {len(members)})"]
     if not members:
@@ -609,12 +610,9 @@ def _taps_lines(data: RoomDetail) -> list[str]:
     if not data.taps:
         lines.append("  (none)")
         return lines
-    soloing = any(m.soloed for m in data.members)
-    by_tap: dict[tuple[int, str], list[str]] = {}
-    for m in data.members:
-        if m.connected:
-            hears = "solo" if soloing and m.mix == "solo" else "full"
-            by_tap.setdefault((m.delay, hears), []).append(m.singer_id)
+    by_tap: dict[tuple[int, str], list[str]] = {
+        tap: ids for tap, ids in listeners(data.members).items()
+    }
     rows = []
     for t in data.taps:
         note = ",".join(sorted(by_tap.get((t.delay, t.mix), []))) if t.in_use else "stale"

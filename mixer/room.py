@@ -5,8 +5,9 @@ song window) and, on every tick, emits each tap's due 960-sample frames.
 Pure: no I/O, no asyncio, no clock; ``now`` (absolute samples at 48 kHz
 since the epoch) is always an argument.
 
-The room model itself (members, buckets, song) lives in
-:mod:`mixer.roomstate` and is re-exported here.
+The room model itself (members, buckets, song, console, material, taps)
+lives in :mod:`mixer.roomstate` and the concern modules it composes, and is
+re-exported here.
 """
 
 from __future__ import annotations
