@@ -12,9 +12,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-import redis
 
-from common import aio, logs, records
+from common import aio, logs, records, redisclient
 from common.errors import ValidationError
 from common.settings import Settings
 
@@ -27,9 +26,9 @@ def check_heartbeat(
 ) -> int:
     """``--check``: exit 0 when ``key`` holds a live, readable heartbeat, else 1."""
     try:
-        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = redisclient.sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
         raw = client.get(key)
-    except redis.RedisError as exc:
+    except redisclient.SYNC_ERRORS as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1
     if raw is None:

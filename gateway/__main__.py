@@ -20,10 +20,10 @@ import time
 
 import aiohttp
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from common import aio, keys
 from common.errors import ValidationError
+from common.redisclient import REDIS_ERRORS
 from common.settings import GatewaySettings
 from gateway.app import connect_redis, create_app
 from gateway.edge import server_options
@@ -99,7 +99,7 @@ async def _id_free(settings: GatewaySettings) -> bool:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.25)
-    except (RedisError, OSError) as exc:
+    except (*REDIS_ERRORS, OSError) as exc:
         # Redis down at start-up: serve anyway (answering `unavailable`) and recover later.
         log.warning("Redis unreachable at start-up (%s); starting anyway", exc)
     finally:

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 
+from common import redisclient
 from common.backoff import Backoff
 from common.settings import GatewaySettings
 from gateway import edge
@@ -34,22 +35,20 @@ MAX_REDIS_CONNECTIONS = 64
 def connect_redis(url: str) -> Redis:
     """The gateway's Redis client: RESP2 replies (pinned), short connect timeout.
 
+    A cluster node's URL gives the cluster client (common/redisclient.py).
     The pool is bounded and blocking: a burst of commands (a hundred sockets
     closing at once) waits for a free connection instead of failing.  One
     retry after a reconnect hides a Redis restart from single commands; the
     background loops add their own bounded back-off on top.
     """
-    pool = BlockingConnectionPool.from_url(
+    return redisclient.async_client(
         url,
         max_connections=MAX_REDIS_CONNECTIONS,
-        timeout=5.0,
-        protocol=2,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
         retry=Retry(Backoff(0.05, 0.5), 1),
         health_check_interval=10,
     )
-    return Redis.from_pool(pool)
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:

@@ -19,7 +19,6 @@ from typing import Any, Final
 
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.events import Chat, Event, Levels, Recorded, State
@@ -31,6 +30,7 @@ from common.protocol import (
     state_message,
 )
 from common.records import GatewayStatus
+from common.redisclient import REDIS_ERRORS
 from common.settings import GatewaySettings
 from gateway.events import Events
 from gateway.fanout import Fanout
@@ -238,7 +238,7 @@ class Hub:
                     pipe.zremrangebyscore(keys.GATEWAYS, "-inf", now - _GATEWAY_SET_RETENTION_S)
                     await pipe.execute()
                 self.late_writes.update(await self.rooms.late_writes(list(self.by_room)))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.inc("redis_errors_total")
                 log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(ttl_ms / 3000)
@@ -250,7 +250,7 @@ class Hub:
                 pipe.delete(keys.gateway_heartbeat(self.settings.gateway_id))
                 pipe.zrem(keys.GATEWAYS, self.settings.gateway_id)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.debug("could not withdraw the heartbeat: %s", exc)
 
     async def close(self) -> None:

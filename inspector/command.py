@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common import keys, records
+from common import keys, records, redisclient
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_room
@@ -68,7 +68,7 @@ class UnknownRoom(LookupError):
 
 def connect(url: str) -> redis.Redis:
     """A sync client with RESP2 pinned (bytes replies, shapes common/streams.py expects)."""
-    return redis.Redis.from_url(url, protocol=2, socket_timeout=3, socket_connect_timeout=2)
+    return redisclient.sync_client(url, socket_timeout=3, socket_connect_timeout=2)
 
 
 def gather_overview(client: redis.Redis, url: str) -> Overview:

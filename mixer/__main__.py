@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from common import keys, process
+from common import keys, process, redisclient
 from common.records import MixerStatus
 from common.settings import MixerSettings
 from mixer import metrics
@@ -17,8 +17,9 @@ log = logging.getLogger("mixer")
 
 
 def connect(url: str) -> Redis:
-    """The mixer's Redis client: RESP2 pinned, so reply shapes never change under us."""
-    return Redis.from_url(url, protocol=2, socket_timeout=5, socket_connect_timeout=2)
+    """The mixer's Redis client: RESP2 pinned, so reply shapes never change under us;
+    a cluster node's URL gives the cluster client."""
+    return redisclient.async_client(url, socket_timeout=5, socket_connect_timeout=2)
 
 
 async def serve(settings: MixerSettings) -> int:

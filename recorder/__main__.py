@@ -5,9 +5,7 @@ import logging
 import signal
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
-from common import keys, process
+from common import keys, process, redisclient
 from common.settings import RecorderSettings
 from recorder import metrics
 from recorder.service import RecorderService, RecorderStatus
@@ -16,8 +14,8 @@ log = logging.getLogger("recorder")
 
 
 async def serve(settings: RecorderSettings) -> int:
-    client = Redis.from_url(
-        settings.redis_url, protocol=2, socket_timeout=5, socket_connect_timeout=2
+    client = redisclient.async_client(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=2
     )
     service = RecorderService(settings, client)
     stop = asyncio.Event()
