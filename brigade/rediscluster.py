@@ -62,8 +62,10 @@ class LocalRedisCluster:
 
     @property
     def url(self) -> str:
-        """Any node's URL is the cluster's: the clients find the others themselves."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        """Any node's URL is the cluster's: the clients find the others themselves
+        (the first node still running)."""
+        live = self.live_ports() or self.ports
+        return f"redis://127.0.0.1:{live[0]}/0"
 
     def _start_node(self, port: int) -> None:
         node_dir = Path(self.dir) / str(port)
