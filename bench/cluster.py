@@ -164,14 +164,13 @@ def measure(load: Load, pids: dict[int, int], masters: list[int]) -> dict[str, A
     }
 
 
-def tap_positions(client: redis.Redis, room: str) -> dict[str, list[tuple[int, int, int]]]:
-    """Per tap of ``room``: (entry ms, start, samples) of every window kept."""
+def tap_positions(load: Load, room: str) -> dict[str, list[tuple[int, int, int]]]:
+    """Per tap of ``room`` (its members' delays): (entry ms, start, samples) of every window."""
     found: dict[str, list[tuple[int, int, int]]] = {}
-    node = client.get_node_from_key(keys.room_tap(room, 0))  # type: ignore[attr-defined]
-    for key in client.scan_iter(match=keys.room_tap(room, 0)[:-1] + "*", target_nodes=node):
-        name = key.decode() if isinstance(key, bytes) else str(key)
+    for delay in sorted({s.delay for s in load.singers if s.room == room}):
+        name = keys.room_tap(room, delay)
         windows = []
-        for entry_id, data in parse_entries(client.xrange(name)):
+        for entry_id, data in parse_entries(load.client.xrange(name)):
             if data is None:
                 continue
             try:
@@ -179,11 +178,11 @@ def tap_positions(client: redis.Redis, room: str) -> dict[str, list[tuple[int, i
             except WireError:
                 continue
             windows.append((int(entry_id.split(b"-")[0]), tap.start, len(tap.samples)))
-        found[name] = sorted(windows, key=lambda w: w[1])
+        found[str(delay)] = sorted(windows, key=lambda w: w[1])
     return found
 
 
-def failover_round(load: Load, cluster: LocalRedisCluster, client: redis.Redis) -> dict[str, Any]:
+def failover_round(load: Load, cluster: LocalRedisCluster) -> dict[str, Any]:
     room = load.rooms[0]
     victim = cluster.master_of(keys.room_in(room))
     load.run_for(2.0)
@@ -194,7 +193,7 @@ def failover_round(load: Load, cluster: LocalRedisCluster, client: redis.Redis) 
     while first_ms is None and time.monotonic() < deadline:
         load.push()
         try:
-            taps = tap_positions(client, room)
+            taps = tap_positions(load, room)
         except ERRORS:
             time.sleep(0.02)
             continue
@@ -204,14 +203,14 @@ def failover_round(load: Load, cluster: LocalRedisCluster, client: redis.Redis) 
     assert first_ms is not None, "no tap window after the failover within 60 s"
     load.run_for(1.5)
     lost: dict[str, int] = {}
-    for name, windows in tap_positions(client, room).items():
+    for name, windows in tap_positions(load, room).items():
         before = [w for w in windows if w[0] <= killed_ms]
         later = [w for w in windows if w[0] > killed_ms]
         if not before or not later:
             continue
         covered_to = max(start + n for _, start, n in before)
         resumed_at = min(start for _, start, _ in later)
-        lost[name.rsplit(":", 1)[-1]] = max(0, resumed_at - covered_to)
+        lost[name] = max(0, resumed_at - covered_to)
     cluster.restart(victim)
     return {
         "victim": victim,
@@ -249,6 +248,7 @@ def main() -> dict[str, object]:
         client.close()
         server.stop()
     results["one_redis"] = one
+    print(f"one Redis: {one}", flush=True)
     # The cluster.
     cluster = LocalRedisCluster()
     cluster.start()
@@ -260,12 +260,13 @@ def main() -> dict[str, object]:
         masters = cluster.masters_now()
         pids = {p: proc.pid for p, proc in cluster.procs.items()}
         spread = measure(load, pids, masters)
+        print(f"cluster: {spread}", flush=True)
         rooms_of: dict[int, int] = dict.fromkeys(masters, 0)
         for room in load.rooms:
             rooms_of[cluster.master_of(keys.room_in(room))] += 1
         for port, row in spread["per_master"].items():
             row["rooms"] = rooms_of[port]
-        rounds = [failover_round(load, cluster, cclient) for _ in range(FAILOVERS)]
+        rounds = [failover_round(load, cluster) for _ in range(FAILOVERS)]
     finally:
         for m in mixers:
             m.stop()

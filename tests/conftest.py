@@ -63,6 +63,17 @@ def redis_backend(request: pytest.FixtureRequest) -> Backend:
     return backend
 
 
+@pytest.fixture(params=["one-redis", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Like ``redis_url``, once on one Redis and once on the session's Redis Cluster."""
+    name: str = request.param
+    backend: Backend = request.getfixturevalue(
+        "redis_server" if name == "one-redis" else "redis_cluster"
+    )
+    flush(backend)
+    return backend.url
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """URL of the session's redis-server, emptied before each test."""
