@@ -200,7 +200,9 @@ def failover_round(load: Load, cluster: LocalRedisCluster) -> dict[str, Any]:
         after = [ms for windows in taps.values() for ms, _, _ in windows if ms > killed_ms]
         first_ms = min(after) if after else None
         time.sleep(0.02)
-    assert first_ms is not None, "no tap window after the failover within 60 s"
+    if first_ms is None:
+        nodes = cluster.node(cluster.live_ports()[0]).cluster("nodes")
+        raise RuntimeError(f"no tap window after the failover within 60 s; nodes: {nodes}")
     load.run_for(1.5)
     lost: dict[str, int] = {}
     for name, windows in tap_positions(load, room).items():

@@ -83,6 +83,10 @@ class LocalRedisCluster:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 str(NODE_TIMEOUT_MS),
+                # A replica takes over however long it was cut off from its master:
+                # better the last data it has than a room with no node at all.
+                "--cluster-replica-validity-factor",
+                "0",
                 "--save",
                 "",
                 "--appendonly",
@@ -122,14 +126,24 @@ class LocalRedisCluster:
         self.wait_ok(deadline)
 
     def wait_ok(self, deadline: float) -> None:
-        """Until every live node says ``cluster_state:ok`` and knows all slots' owners."""
+        """Until every live node says ``cluster_state:ok``, there are as many masters as
+        asked for and every replica is in sync with its master."""
 
         def ok() -> bool:
+            masters = 0
             for port in self.live_ports():
-                info = self.node(port).cluster("info")
-                if info.get("cluster_state") != "ok":
-                    return False
-            return True
+                client = self.node(port)
+                try:
+                    if client.cluster("info").get("cluster_state") != "ok":
+                        return False
+                    replication = client.info("replication")
+                finally:
+                    client.close()
+                if replication.get("role") == "master":
+                    masters += 1
+                elif replication.get("master_link_status") != "up":
+                    return False  # a replica that has not synced cannot take over
+            return masters == self.masters
 
         self._wait(ok, deadline, "cluster_state:ok")
 
