@@ -5,8 +5,8 @@ and three replicas (brigade/rediscluster.py): ``ROOMS`` rooms of ``PER_ROOM``
 singers, a song running in each, two real ``brigade mixer`` processes, and a
 producer here that pushes 100 ms pcm16 chunks at real-time pace as gateways
 do.  Over a steady window it reports, per master: rooms, keys, commands/s and
-bytes/s (in + out to clients) and their shares; Redis CPU per singer (masters,
-and masters + replicas) against one Redis.
+bytes/s (in + out to clients; the stream to the replicas apart) and their
+shares; Redis CPU per singer (masters, and masters + replicas) against one Redis.
 
 Then, on the cluster, ``FAILOVERS`` times: SIGKILL of the master holding room
 0, while the load goes on; time from the kill to the first tap window of room 0
@@ -125,9 +125,15 @@ def node_stats(port: int) -> dict[str, float]:
     client = redis.Redis(port=port, socket_timeout=2)
     try:
         stats: dict[str, Any] = client.info("stats")
+        # total_net_output_bytes includes the stream to the replicas (Redis 7.0):
+        # the clients' bytes leave it out; the replication bytes are counted apart.
+        replication = float(stats.get("total_net_repl_output_bytes", 0))
         return {
             "commands": float(stats["total_commands_processed"]),
-            "bytes": float(stats["total_net_input_bytes"]) + float(stats["total_net_output_bytes"]),
+            "bytes": float(stats["total_net_input_bytes"])
+            + float(stats["total_net_output_bytes"])
+            - replication,
+            "replication_bytes": replication,
             "keys": float(client.dbsize()),
         }
     finally:
@@ -147,6 +153,10 @@ def measure(load: Load, pids: dict[int, int], masters: list[int]) -> dict[str, A
         p: {
             "commands_per_s": (after[p]["commands"] - before[p]["commands"]) / elapsed,
             "bytes_per_s": (after[p]["bytes"] - before[p]["bytes"]) / elapsed,
+            "replication_bytes_per_s": (
+                after[p]["replication_bytes"] - before[p]["replication_bytes"]
+            )
+            / elapsed,
             "keys": after[p]["keys"],
             "cpu_cores": cpu[p],
         }
