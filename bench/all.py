@@ -8,9 +8,11 @@ from collections.abc import Callable
 BENCHMARKS: tuple[str, ...] = (
     "bench.mixer",
     "bench.codec",
+    "bench.wire",
     "bench.redis",
     "bench.gateway",
     "bench.failover",
+    "bench.maintenance",
     "bench.failover_audio",
     "bench.clocksync",
     "bench.material",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
+import msgspec
 import numpy as np
 import redis
 
@@ -56,7 +56,7 @@ class SingerPlan:
 def mixer_counters(client: redis.Redis, mixer_id: str) -> dict[str, int]:
     raw = client.get(keys.mixer_heartbeat(mixer_id))
     assert raw is not None, "mixer heartbeat missing"
-    status: dict[str, Any] = msgpack.unpackb(bytes(raw))  # type: ignore[arg-type]
+    status: dict[str, Any] = msgspec.msgpack.decode(bytes(raw))  # type: ignore[arg-type]
     return dict(status["counters"])
 
 

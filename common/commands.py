@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Final
 
 import msgspec
 
+from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import check_display_name
@@ -78,7 +79,7 @@ SingerId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 class Command(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     """Base of every room command; the subclass's tag is its ``type``."""
 
-    error_code: ClassVar[str] = "bad_message"
+    error_code: ClassVar[Code] = Code.BAD_MESSAGE
     """The protocol error code for a command that fails to decode."""
 
 
@@ -144,12 +145,12 @@ class Halt(Command, tag="halt", frozen=True):
 
 
 class JoinBucket(Command, tag="join_bucket", frozen=True):
-    error_code: ClassVar[str] = "bad_bucket"
+    error_code: ClassVar[Code] = Code.BAD_BUCKET
     bucket: Annotated[int, msgspec.Meta(ge=0, lt=MAX_BUCKETS)]
 
 
 class SetDelay(Command, tag="set_delay", frozen=True):
-    error_code: ClassVar[str] = "bad_delay"
+    error_code: ClassVar[Code] = Code.BAD_DELAY
     delay_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_DELAY_S)]
 
     @property
@@ -171,7 +172,7 @@ class SetGain(Command, tag="set_gain", frozen=True):
     anyone's; everyone may set their own.
     """
 
-    error_code: ClassVar[str] = "bad_gain"
+    error_code: ClassVar[Code] = Code.BAD_GAIN
     target: SingerId
     gain_db: Annotated[float, msgspec.Meta(ge=MIN_GAIN_DB, le=MAX_GAIN_DB)] | None
 
@@ -179,7 +180,7 @@ class SetGain(Command, tag="set_gain", frozen=True):
 class SetLeaderBoost(Command, tag="set_leader_boost", frozen=True):
     """Leader: how much louder the leader's voice is in the mix (dB)."""
 
-    error_code: ClassVar[str] = "bad_gain"
+    error_code: ClassVar[Code] = Code.BAD_GAIN
     boost_db: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEADER_BOOST_DB)]
 
 
@@ -199,7 +200,7 @@ class SetMix(Command, tag="set_mix", frozen=True):
 class SetRounds(Command, tag="set_rounds", frozen=True):
     """Leader, between songs: each voice repeats ``repeats`` times, ``beats`` at ``bpm`` apart."""
 
-    error_code: ClassVar[str] = "bad_rounds"
+    error_code: ClassVar[Code] = Code.BAD_ROUNDS
     bpm: Annotated[float, msgspec.Meta(ge=20, le=300)]
     beats: Annotated[int, msgspec.Meta(ge=1, le=64)]
     repeats: Annotated[int, msgspec.Meta(ge=0, le=20)]
@@ -208,14 +209,14 @@ class SetRounds(Command, tag="set_rounds", frozen=True):
 class SetTrack(Command, tag="set_track", frozen=True):
     """Leader, between songs: back the next songs with the room's track ``track`` (null: none)."""
 
-    error_code: ClassVar[str] = "bad_track"
+    error_code: ClassVar[Code] = Code.BAD_TRACK
     track: MaterialId | None
 
 
 class SetMetronome(Command, tag="set_metronome", frozen=True):
     """Leader, between songs: the metronome of the next songs."""
 
-    error_code: ClassVar[str] = "bad_metronome"
+    error_code: ClassVar[Code] = Code.BAD_METRONOME
     on: bool
     bpm: Annotated[float, msgspec.Meta(ge=20, le=300)] = 100.0
     beats: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
@@ -232,14 +233,14 @@ class SetRecording(Command, tag="set_recording", frozen=True):
 class SetLyrics(Command, tag="set_lyrics", frozen=True):
     """Leader: the lyrics shown to everyone (empty: none). Lines are separated by newlines."""
 
-    error_code: ClassVar[str] = "bad_lyrics"
+    error_code: ClassVar[Code] = Code.BAD_LYRICS
     text: Annotated[str, msgspec.Meta(max_length=MAX_LYRICS_CHARS)]
 
 
 class CueLyrics(Command, tag="cue_lyrics", frozen=True):
     """Leader, during a song: line ``line`` is current from the leader's position ``pos`` on."""
 
-    error_code: ClassVar[str] = "bad_lyrics"
+    error_code: ClassVar[Code] = Code.BAD_LYRICS
     line: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
     pos: Annotated[int, msgspec.Meta(ge=0, lt=1 << 62)]
 

@@ -9,11 +9,13 @@ dispatches on the class.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
+from common.codes import Code
 from common.errors import ValidationError
+from common.roomview import PublicRoom
 
 __all__ = [
     "Chat",
@@ -31,15 +33,19 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     pass
 
 
-class Reply(_Event, tag="reply", frozen=True):
-    """The mixer's answer to the command ``req`` that gateway ``gw`` sent for ``singer``."""
+class Reply(_Event, tag="reply", frozen=True, omit_defaults=True):
+    """The mixer's answer to the command ``req`` that gateway ``gw`` sent for ``singer``.
+
+    ``code`` says why a command was refused (None when ``ok``); fields at their
+    defaults are left out, so a gateway built before ``code`` was typed reads it.
+    """
 
     singer: str
     cmd: str
     ok: bool
     gw: str = ""
     req: int = 0
-    code: str = ""
+    code: Code | None = None
     message: str = ""
 
 
@@ -47,7 +53,7 @@ class State(_Event, tag="state", frozen=True):
     """The room's public state (docs/protocol.md, *Room state*) at ``version``."""
 
     version: int
-    state: dict[str, Any]
+    state: PublicRoom
 
 
 class Chat(_Event, tag="chat", frozen=True):

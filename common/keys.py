@@ -118,7 +118,7 @@ def room_checkpoint(room: str) -> str:
 
 
 def room_links(room: str) -> str:
-    """Hash: singer id -> ``GATEWAY_ID CONN`` of the connection the singer joined through."""
+    """Hash: singer id -> the :class:`common.link.Link` they joined through (``GW CONN``)."""
     return f"{_room(room)}:links"
 
 

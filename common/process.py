@@ -1,24 +1,163 @@
-"""What every long-running ``brigade`` process (mixer, recorder) does at its edges:
-parse settings from the environment and the command line, answer ``--check``
-from its heartbeat key, configure logging and run its service on the chosen
-event loop. Written once so the process kinds do not drift apart."""
+"""One runtime for every long-running ``brigade`` process (gateway, mixer, recorder).
+
+What they all do at their edges, written once so the kinds do not drift apart:
+parse settings from the environment and the command line, configure logging,
+answer ``--check``, connect to Redis (:func:`connect`, the one place a client
+is made), claim the process id (:mod:`common.idclaim`: wait with back-off for
+an old heartbeat to expire, exit 1 when a live process holds it), turn
+SIGTERM and SIGINT into a graceful stop, serve ``/metrics`` and log one
+counter summary when the service stops.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 
-from common import aio, logs, records, redisclient
+from common import aio, logs, metricsserver, records, redisclient
+from common.backoff import Backoff
 from common.errors import ValidationError
+from common.idclaim import Free, IdClaim, InUse
 from common.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _S = TypeVar("_S", bound=Settings)
 _R = TypeVar("_R", bound=msgspec.Struct)
+_V = TypeVar("_V", bound="Service")
+
+REDIS_FAILURES: Final = (*redisclient.REDIS_ERRORS, RuntimeError, OSError)
+"""What a Redis call raises when Redis is gone. With uvloop, redis-py has been seen
+raising a bare RuntimeError for a server that accepts a connection and closes it
+(client limit, protected mode): that is Redis being unavailable too."""
+
+ID_BACKOFF: Final = Backoff(0.05, 1.0)
+"""Pauses between looks at a held id (or an unreachable Redis) at start-up."""
+
+
+def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
+    """The process's Redis client: RESP2 pinned, so reply shapes never change under us;
+    a Redis Cluster node's URL gives redis-py's cluster client (common/redisclient.py).
+
+    With ``pool_size`` (the gateway) the pool is bounded and blocking: a burst
+    of commands (a hundred sockets closing at once) waits for a free
+    connection instead of failing, and one retry after a reconnect hides a
+    Redis restart from single commands.  Background loops add their own
+    back-off on top.
+    """
+    if pool_size is None:
+        return redisclient.async_client(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+    return redisclient.async_client(
+        settings.redis_url,
+        max_connections=pool_size,
+        socket_connect_timeout=1.0,
+        socket_timeout=5.0,
+        retry=Retry(Backoff(0.05, 0.5), 1),
+        health_check_interval=10,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a process is: its kind, its id and the heartbeat key that id is announced under."""
+
+    kind: str
+    ident: str
+    heartbeat_key: str
+    heartbeat_ttl_ms: int
+
+
+async def claim_id(client: Redis, who: Identity, stop: asyncio.Event) -> int | None:
+    """None when the id is free; else the exit code (1: in use, 0: stopped while waiting)."""
+    claim = IdClaim(who.kind, who.ident, who.heartbeat_ttl_ms / 1000, ID_BACKOFF.compute)
+    reason = ""
+    while not stop.is_set():
+        held: bool | None
+        try:
+            held = bool(await client.exists(who.heartbeat_key))
+        except REDIS_FAILURES as exc:
+            log.debug("id check: %r", exc)
+            held = None
+        verdict = claim.observe(time.monotonic(), held)
+        if isinstance(verdict, Free):
+            if reason:
+                log.info("%s id %r is free", who.kind, who.ident)
+            return None
+        if isinstance(verdict, InUse):
+            log.error("%s", verdict.message)
+            return 1
+        if verdict.reason != reason:
+            log.warning("%s", verdict.reason)
+            reason = verdict.reason
+        await _wait(stop, verdict.pause_s)
+    return 0
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT (the graceful stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Service(Protocol):
+    """What :func:`serve` runs: until ``stop`` is set, then a summary of its counters."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    def summary(self) -> str: ...
+
+
+async def serve(
+    settings: _S,
+    who: Identity,
+    make: Callable[[_S, Redis], _V],
+    render: Callable[[_V], bytes],
+    *,
+    metrics_host: str,
+    metrics_port: int,
+    describe: str,
+) -> int:
+    """Connect, claim the id, run the service (with ``/metrics``) until a signal."""
+    client = connect(settings)
+    stop = stop_on_signals()
+    try:
+        refused = await claim_id(client, who, stop)
+        if refused is not None:
+            return refused
+        service = make(settings, client)
+        log.info("%s %s starting (redis %s, %s)", who.kind, who.ident, settings.redis_url, describe)
+        try:
+            async with metricsserver.serve(lambda: render(service), metrics_host, metrics_port):
+                if metrics_port:
+                    log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+                await service.run(stop)
+        finally:
+            log.info("%s %s stopping: %s", who.kind, who.ident, service.summary())
+    finally:
+        await client.aclose()
+    return 0
 
 
 def check_heartbeat(
@@ -51,13 +190,11 @@ def main(
     settings_class: type[_S],
     check: Callable[[_S], int],
     serve: Callable[[_S], Coroutine[Any, Any, int]],
-    log: logging.Logger,
+    check_help: str = "exit 0 if this process has a live heartbeat, else 1",
 ) -> int:
-    """Parse, then ``--check`` or serve; exit 2 on invalid settings, 1 on a fatal error."""
+    """Parse, then ``--check`` or serve; exit 2 on invalid settings, else the serve's code."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument(
-        "--check", action="store_true", help="exit 0 if this process has a live heartbeat, else 1"
-    )
+    parser.add_argument("--check", action="store_true", help=check_help)
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env BB_LOG_LEVEL)")
     settings_class.add_arguments(parser)
     args = parser.parse_args(list(argv))
@@ -69,8 +206,4 @@ def main(
     if args.check:
         return check(settings)
     logs.configure(args.log_level)
-    try:
-        return aio.run(serve(settings), settings.event_loop)
-    except SystemExit as exc:
-        log.error("%s", exc)
-        return 1
+    return aio.run(serve(settings), settings.event_loop)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from common.codes import FATAL_CODES, Code
 from common.commands import (
     CLIENT_COMMANDS,
     MAX_DELAY_S,
@@ -32,7 +33,8 @@ from common.commands import (
 from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
-from common.records import MAX_LYRICS_CHARS
+from common.records import MAX_LYRICS_CHARS, Role
+from common.roomview import PublicRoom
 from common.tracks import (
     MAX_IMAGE_BYTES,
     MAX_TRACK_BYTES,
@@ -69,60 +71,7 @@ HELLO_TIMEOUT_S: Final = 10.0
 """A connection must send ``hello`` within this time."""
 
 
-# --- error codes --------------------------------------------------------------------
-
-
-class Code(StrEnum):
-    """The ``code`` of an ``error`` message (docs/protocol.md, *Errors*)."""
-
-    BAD_MESSAGE = "bad_message"
-    VERSION = "version"
-    NOT_JOINED = "not_joined"
-    ALREADY_JOINED = "already_joined"
-    HELLO_TIMEOUT = "hello_timeout"
-    BAD_NAME = "bad_name"
-    BAD_ROOM = "bad_room"
-    BAD_ROLE = "bad_role"
-    BAD_CODEC = "bad_codec"
-    BAD_PASSWORD = "bad_password"
-    BAD_RESUME = "bad_resume"
-    ROOM_FULL = "room_full"
-    BAD_AUDIO = "bad_audio"
-    AUDIO_FUTURE = "audio_future"
-    AUDIO_OLD = "audio_old"
-    SPECTATOR = "spectator"
-    TOO_LARGE = "too_large"
-    RATE_LIMITED = "rate_limited"
-    UNKNOWN_SINGER = "unknown_singer"
-    NOT_LEADER = "not_leader"
-    SONG_RUNNING = "song_running"
-    NO_SONG = "no_song"
-    BAD_BUCKET = "bad_bucket"
-    BAD_DELAY = "bad_delay"
-    BAD_GAIN = "bad_gain"
-    BAD_ROUNDS = "bad_rounds"
-    BAD_TRACK = "bad_track"
-    BAD_METRONOME = "bad_metronome"
-    BAD_LYRICS = "bad_lyrics"
-    SPECTATOR_CANNOT_LEAD = "spectator_cannot_lead"
-    UNAVAILABLE = "unavailable"
-
-
-FATAL_CODES: Final = frozenset(
-    {
-        Code.VERSION,
-        Code.HELLO_TIMEOUT,
-        Code.BAD_NAME,
-        Code.BAD_ROOM,
-        Code.BAD_ROLE,
-        Code.BAD_CODEC,
-        Code.BAD_PASSWORD,
-        Code.BAD_RESUME,
-        Code.ROOM_FULL,
-        Code.TOO_LARGE,
-    }
-)
-"""Codes after which the server closes the connection."""
+# --- error codes: common/codes.py -------------------------------------------------
 
 
 class ProtocolError(ValidationError):
@@ -141,37 +90,45 @@ class ProtocolError(ValidationError):
 
 # --- client -> server JSON ---------------------------------------------------------
 
-Role = Literal["singer", "spectator"]
 CodecName = Literal["opus", "pcm16"]
-ROLES: Final[tuple[Role, ...]] = ("singer", "spectator")
-CODECS: Final[tuple[CodecName, ...]] = ("opus", "pcm16")
+Req = Annotated[int, msgspec.Meta(ge=0, le=MAX_REQ)]
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
+class Resume(msgspec.Struct, frozen=True):
     """``hello.resume``: take back a place kept for a disconnected singer."""
 
     singer: str
-    token: str
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_CHARS)]
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="type"):
+    """The first message of a connection: who joins which room, how."""
+
     version: int
     room: str
     name: str
     role: Role
     codec: CodecName
-    password: str | None = None
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_CHARS)] | None = (
+        None
+    )
     resume: Resume | None = None
-    req: int | None = None
+    req: Req | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
-    id: int
+class Ping(msgspec.Struct, frozen=True, tag="ping", tag_field="type"):
+    """A clock probe: ``t`` is the page's clock, echoed in the ``pong``."""
+
+    id: Req
     t: float
-    req: int | None = None
+    req: Req | None = None
+
+
+class ChatLine(msgspec.Struct, frozen=True, tag="chat", tag_field="type"):
+    """A line of chat from a member (trimmed, printable, 1-500 characters)."""
+
+    text: str
+    req: Req | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,20 +139,34 @@ class RoomCommand:
     req: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Chat:
-    text: str
-    req: int | None = None
+ClientMessage = Hello | Ping | RoomCommand | ChatLine
+
+_SESSION_MESSAGES: Final[dict[str, type[Hello] | type[Ping] | type[ChatLine]]] = {
+    "hello": Hello,
+    "ping": Ping,
+    "chat": ChatLine,
+}
+_HELLO_CODES: Final = {
+    "version": Code.VERSION,
+    "room": Code.BAD_ROOM,
+    "name": Code.BAD_NAME,
+    "role": Code.BAD_ROLE,
+    "codec": Code.BAD_CODEC,
+    "password": Code.BAD_PASSWORD,
+    "resume": Code.BAD_RESUME,
+}
+_FIELD: Final = re.compile(r"at `\$\.(\w+)")
 
 
-ClientMessage = Hello | Ping | RoomCommand | Chat
+class _Req(msgspec.Struct):
+    req: Req | None = None
 
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Validate one JSON text frame from a client; raises :class:`ProtocolError`."""
     try:
-        obj = json.loads(text, parse_constant=_not_json)
-    except (ValueError, RecursionError, UnicodeDecodeError):
+        obj = _JSON.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(Code.BAD_MESSAGE, "message is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(
@@ -204,89 +175,67 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     req = _optional_req(obj)
     kind = obj.get("type")
     try:
-        if kind == "hello":
-            return _parse_hello(obj, req)
-        if kind == "ping":
-            return Ping(
-                id=_int(obj, "id", 0, MAX_REQ),
-                t=_number(obj, "t"),
-                req=req,
-            )
+        if isinstance(kind, str) and kind in _SESSION_MESSAGES:
+            return _session_message(obj, _SESSION_MESSAGES[kind])
         if isinstance(kind, str) and kind in CLIENT_COMMANDS:
             try:
                 return RoomCommand(parse_client_command(obj), req)
             except msgspec.ValidationError as exc:
                 code = Code(CLIENT_COMMANDS[kind].error_code)
                 raise ProtocolError(code, f"{kind}: {exc}") from None
-        if kind == "chat":
-            return Chat(text=_chat_text(obj.get("text")), req=req)
     except ProtocolError as exc:
         exc.req = req
         raise
     raise ProtocolError(Code.BAD_MESSAGE, f"unknown message type {kind!r:.40}", req=req)
 
 
-def _parse_hello(obj: Mapping[str, Any], req: int | None) -> Hello:
-    version = obj.get("version")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
-        raise ProtocolError(
-            Code.VERSION,
-            f"protocol version {version!r:.20} is not supported; this server speaks "
-            f"{PROTOCOL_VERSION}",
-        )
+def _session_message(
+    obj: dict[str, Any], kind: type[Hello] | type[Ping] | type[ChatLine]
+) -> ClientMessage:
+    if kind is Hello:
+        version = obj.get("version")
+        if version != PROTOCOL_VERSION or isinstance(version, bool):
+            raise ProtocolError(
+                Code.VERSION,
+                f"protocol version {version!r:.20} is not supported; this server speaks "
+                f"{PROTOCOL_VERSION}",
+            )
     try:
-        room = check_room(obj.get("room"))
+        message = msgspec.convert(obj, kind)
+    except msgspec.ValidationError as exc:
+        field = _FIELD.search(str(exc))
+        code = Code.BAD_MESSAGE
+        if kind is Hello and field is not None:
+            code = _HELLO_CODES.get(field.group(1), Code.BAD_MESSAGE)
+        raise ProtocolError(code, f"{obj['type']}: {exc}") from None
+    if isinstance(message, Hello):
+        return _checked_hello(message)
+    if isinstance(message, Ping):
+        if not math.isfinite(message.t):
+            raise ProtocolError(Code.BAD_MESSAGE, "t must be finite")
+        return message
+    return msgspec.structs.replace(message, text=_chat_text(message.text))
+
+
+def _checked_hello(hello: Hello) -> Hello:
+    """The names in ``hello`` checked and normalised (common/names.py)."""
+    try:
+        room = check_room(hello.room)
     except ValidationError as exc:
         raise ProtocolError(Code.BAD_ROOM, str(exc)) from None
     try:
-        name = check_display_name(obj.get("name"))
+        name = check_display_name(hello.name)
     except ValidationError as exc:
         raise ProtocolError(Code.BAD_NAME, str(exc)) from None
-    role = obj.get("role")
-    if role not in ROLES:
-        raise ProtocolError(
-            Code.BAD_ROLE, f"role must be 'singer' or 'spectator', got {role!r:.40}"
-        )
-    codec = obj.get("codec")
-    if codec not in CODECS:
-        raise ProtocolError(Code.BAD_CODEC, f"codec must be 'opus' or 'pcm16', got {codec!r:.40}")
-    password = obj.get("password")
-    if password is not None and (
-        not isinstance(password, str) or not 0 < len(password) <= MAX_PASSWORD_CHARS
-    ):
-        raise ProtocolError(
-            Code.BAD_PASSWORD, f"password must be a string of 1-{MAX_PASSWORD_CHARS} characters"
-        )
-    return Hello(
-        version=PROTOCOL_VERSION,
-        room=room,
-        name=name,
-        role=role,
-        codec=codec,
-        password=password,
-        resume=_parse_resume(obj.get("resume")),
-        req=req,
-    )
+    if hello.resume is not None:
+        try:
+            check_id(hello.resume.singer, "resume.singer")
+        except ValidationError as exc:
+            raise ProtocolError(Code.BAD_RESUME, str(exc)) from None
+    return msgspec.structs.replace(hello, room=room, name=name)
 
 
-def _parse_resume(value: object) -> Resume | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ProtocolError(Code.BAD_RESUME, "resume must be an object {singer, token}")
-    token = value.get("token")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-        raise ProtocolError(Code.BAD_RESUME, "resume.token must be a non-empty string")
-    try:
-        singer = check_id(value.get("singer"), "resume.singer")
-    except ValidationError as exc:
-        raise ProtocolError(Code.BAD_RESUME, str(exc)) from None
-    return Resume(singer=singer, token=token)
-
-
-def _chat_text(value: object) -> str:
-    if not isinstance(value, str):
-        raise _bad_field("text", "a string", value)
+def _chat_text(value: str) -> str:
     text = value.strip()
     if not 0 < len(text) <= MAX_CHAT_CHARS:
         raise ProtocolError(
@@ -297,45 +246,21 @@ def _chat_text(value: object) -> str:
     return text
 
 
-def _optional_req(obj: Mapping[str, Any]) -> int | None:
-    if "req" not in obj or obj["req"] is None:
-        return None
-    return _int(obj, "req", 0, MAX_REQ)
+def _optional_req(obj: dict[str, Any]) -> int | None:
+    try:
+        return msgspec.convert(obj, _Req).req
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(Code.BAD_MESSAGE, str(exc)) from None
 
 
-def _int(obj: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = obj.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad_field(name, "an integer", value)
-    if not low <= value <= high:
-        raise ProtocolError(Code.BAD_MESSAGE, f"{name} = {value} is outside [{low}, {high}]")
-    return value
-
-
-def _number(obj: Mapping[str, Any], name: str) -> float:
-    value = obj.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _bad_field(name, "a number", value)
-    number = float(value)
-    if not math.isfinite(number):
-        raise ProtocolError(Code.BAD_MESSAGE, f"{name} must be finite")
-    return number
-
-
-def _not_json(name: str) -> object:
-    # Python reads NaN, Infinity and -Infinity; JSON (RFC 8259) has no such numbers.
-    raise ValueError(f"{name} is not JSON")
-
-
-def _bad_field(name: str, expected: str, value: object) -> ProtocolError:
-    return ProtocolError(Code.BAD_MESSAGE, f"{name} must be {expected}, got {type(value).__name__}")
+_JSON: Final = msgspec.json.Decoder()
 
 
 def hello_message(
     room: str,
     name: str,
     *,
-    role: Role = "singer",
+    role: Role | Literal["singer", "spectator"] = Role.SINGER,
     codec: CodecName = "opus",
     password: str | None = None,
     resume: Resume | None = None,
@@ -347,7 +272,7 @@ def hello_message(
         "version": PROTOCOL_VERSION,
         "room": room,
         "name": name,
-        "role": role,
+        "role": str(role),
         "codec": codec,
     }
     if password is not None:
@@ -396,7 +321,7 @@ def welcome_message(
     token: str,
     clock: int,
     constants: Mapping[str, object],
-    state: Mapping[str, object] | None,
+    state: PublicRoom | None,
 ) -> dict[str, object]:
     return {
         "type": "welcome",
@@ -406,12 +331,12 @@ def welcome_message(
         "token": token,
         "clock": clock,
         "constants": dict(constants),
-        "state": state,
+        "state": None if state is None else msgspec.to_builtins(state),
     }
 
 
-def state_message(version: int, state: Mapping[str, object]) -> dict[str, object]:
-    return {"type": "state", "version": version, "state": state}
+def state_message(version: int, state: PublicRoom) -> dict[str, object]:
+    return {"type": "state", "version": version, "state": msgspec.to_builtins(state)}
 
 
 def chat_message(singer: str, name: str, text: str, clock: int) -> dict[str, object]:

@@ -36,6 +36,7 @@ from common.names import check_display_name, check_id
 
 __all__ = [
     "MAX_CUES",
+    "MAX_EARLIER_SONGS",
     "MAX_GAIN_DB",
     "MAX_LYRICS_CHARS",
     "MAX_ROOM_TRACKS",
@@ -52,11 +53,12 @@ __all__ = [
     "Mix",
     "MixerStatus",
     "Occupancy",
-    "Recording",
+    "RecordingOptions",
     "Role",
     "RoomMeta",
     "Rounds",
     "Song",
+    "SongCues",
     "SongMaterial",
     "SongSpan",
     "Track",
@@ -91,6 +93,9 @@ MAX_ROOM_TRACKS: Final = 3
 MAX_LYRICS_CHARS: Final = 10_000
 MAX_CUES: Final = 1000
 """Lyric cues kept for one song (a line change every 2 s for half an hour)."""
+
+MAX_EARLIER_SONGS: Final = 8
+"""Ended songs a song record keeps besides the running (or last) one (``Song.earlier``)."""
 
 MaterialId = Annotated[str, msgspec.Meta(pattern=r"^[a-z]-[0-9a-f]{12}$")]
 """A track's or an image's id: its kind's letter, ``-``, 12 hex digits."""
@@ -192,7 +197,7 @@ class Metronome(msgspec.Struct, frozen=True, kw_only=True):
     count_in: bool = False
 
 
-class Recording(msgspec.Struct, frozen=True, kw_only=True):
+class RecordingOptions(msgspec.Struct, frozen=True, kw_only=True):
     """The leader's recording options for the songs to come (``brigade recorder``).
 
     ``stems``: each singer's own audio to its own file as well as the mix;
@@ -229,13 +234,23 @@ class Cue(msgspec.Struct, frozen=True, array_like=True):
     line: NonNegative
 
 
+class SongCues(msgspec.Struct, frozen=True, kw_only=True):
+    """The lyric cues of the song that started at ``start_pos``."""
+
+    start_pos: int
+    cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
+        default_factory=list
+    )
+
+
 class Material(msgspec.Struct, kw_only=True):
     """The room's song material besides the song record: tracks, lyrics, image, cues.
 
     ``cues`` belong to the current (or last) song and are in increasing
     position order; when the next song starts they move to ``previous_cues``
     (a later bucket still sees the last song's lines change while the leader
-    sings the next one).
+    sings the next one), and those to ``older_cues`` (newest first), kept
+    while their songs are in ``Song.earlier`` (beyond the one before).
     """
 
     tracks: list[Track] = msgspec.field(default_factory=list)
@@ -246,6 +261,9 @@ class Material(msgspec.Struct, kw_only=True):
     )
     previous_cues: Annotated[list[Cue], msgspec.Meta(max_length=MAX_CUES)] = msgspec.field(
         default_factory=list
+    )
+    older_cues: Annotated[list[SongCues], msgspec.Meta(max_length=MAX_EARLIER_SONGS)] = (
+        msgspec.field(default_factory=list)
     )
 
     def __post_init__(self) -> None:
@@ -270,6 +288,8 @@ class SongMaterial(msgspec.Struct, frozen=True, kw_only=True):
 
     track: Track | None = None
     metronome: Metronome = msgspec.field(default_factory=Metronome)
+    rounds: Rounds | None = None
+    """Its rounds (None in records from before songs kept theirs: the room's)."""
 
 
 class EndReason(StrEnum):
@@ -325,17 +345,39 @@ class Song(msgspec.Struct, kw_only=True):
     leader_boost_db: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEADER_BOOST_DB)] = (
         DEFAULT_LEADER_BOOST_DB
     )
-    previous: SongSpan | None = None
-    """The song before this one. Later buckets still sing its last seconds after the
-    leader starts the next: its window stays open for their chunks, and the recorder
-    reads its end here."""
+    earlier: Annotated[list[SongSpan], msgspec.Meta(max_length=MAX_EARLIER_SONGS)] = msgspec.field(
+        default_factory=list
+    )
+    """The songs before this one that are still audible, newest first: later buckets
+    still sing their last seconds after the leader starts the next (a 5 s song and
+    the next one can both be ahead of the last bucket). Each span's window stays open
+    for their chunks, pages play each one's own material, and the recorder reads each
+    one's end here. The mixer drops a span once its end has left the ring, and keeps
+    at most :data:`MAX_EARLIER_SONGS`."""
     track: Track | None = None
     """The backing track chosen for the songs to come (and the running one)."""
     metronome: Metronome = msgspec.field(default_factory=Metronome)
-    recording: Recording = msgspec.field(default_factory=Recording)
+    recording: RecordingOptions = msgspec.field(default_factory=RecordingOptions)
     started_with: SongMaterial | None = None
     """The material the running (or last) song started with; None before the first."""
     ended: EndReason | None = None
+
+    @property
+    def previous(self) -> SongSpan | None:
+        """The song just before this one, if it is still audible (``earlier[0]``)."""
+        return self.earlier[0] if self.earlier else None
+
+    def spans(self) -> list[SongSpan]:
+        """Every song still audible with an end, newest first: this one (once it has
+        ended) and :attr:`earlier`."""
+        own = self.span()
+        return self.earlier if own is None else [own, *self.earlier]
+
+    def find(self, number: int, start_pos: int) -> SongSpan | None:
+        """Song ``number`` that started at ``start_pos``, once it has ended, if still kept."""
+        return next(
+            (s for s in self.spans() if (s.number, s.start_pos) == (number, start_pos)), None
+        )
 
     def played(self) -> SongMaterial:
         """What the running (or last) song plays: ``started_with``, or for a record
@@ -344,8 +386,45 @@ class Song(msgspec.Struct, kw_only=True):
             return self.started_with
         return SongMaterial(track=self.track, metronome=self.metronome)
 
+    def rounds_from(self, lo: int, hi: int) -> list[tuple[int, Rounds]]:
+        """The rounds each part of positions ``[lo, hi)`` is emitted with, as
+        ``(from, rounds)`` in position order, the first ``from`` being ``lo``.
+
+        A position has the rounds of the newest song started at or before it
+        (its repeats ring on after its end, until the next song starts): a
+        change between songs never reaches the tail of the song before, which
+        later buckets may still be hearing. Before the oldest kept song, and in
+        records from before songs kept theirs, the room's (``rounds``).
+        """
+        starts: list[tuple[int, Rounds]] = []
+        if self.start_pos is not None:
+            starts.append((self.start_pos, self.played().rounds or self.rounds))
+        for span in self.earlier:
+            own = span.started_with.rounds if span.started_with is not None else None
+            starts.append((span.start_pos, own or self.rounds))
+        parts: list[tuple[int, Rounds]] = []
+        edge = hi
+        for start, rounds in starts:  # newest first
+            if start < edge:
+                parts.append((max(lo, start), rounds))
+                edge = start
+            if edge <= lo:
+                break
+        if edge > lo:
+            parts.append((lo, self.rounds))
+        parts.reverse()
+        return parts
+
+    def longest_repeats(self) -> int:
+        """How far back the repeats of any kept song (or the next one) reach, in samples."""
+        own = [
+            self.played().rounds,
+            *(s.started_with.rounds for s in self.earlier if s.started_with),
+        ]
+        return max([self.rounds.span_samples, *(r.span_samples for r in own if r is not None)])
+
     def span(self) -> SongSpan | None:
-        """This song as the ``previous`` of the next one (None unless it has ended)."""
+        """This song as one of the next one's :attr:`earlier` (None unless it has ended)."""
         if self.start_pos is None or self.end_pos is None:
             return None
         return SongSpan(
@@ -368,16 +447,28 @@ class Song(msgspec.Struct, kw_only=True):
 
     def window(self, lo: int, hi: int) -> tuple[int, int] | None:
         """The part of positions ``[lo, hi)`` that is mixed: inside this song's window
-        or else the previous song's; None when neither holds any of it."""
+        or an earlier song's; None when none holds any of it.
+
+        A chunk across two songs that touch (the next one started where the last one
+        was cut) is mixed whole; across a gap, the newer song's part.
+        """
+        parts: list[tuple[int, int]] = []
         if self.start_pos is not None:
             a, b = max(lo, self.start_pos), hi if self.end_pos is None else min(hi, self.end_pos)
             if a < b:
-                return a, b
-        if self.previous is not None:
-            a, b = max(lo, self.previous.start_pos), min(hi, self.previous.end_pos)
+                parts.append((a, b))
+        for span in self.earlier:
+            a, b = max(lo, span.start_pos), min(hi, span.end_pos)
             if a < b:
-                return a, b
-        return None
+                parts.append((a, b))
+        if not parts:
+            return None
+        a, b = parts[0]
+        for c, d in parts[1:]:  # older ones lie before: extend down while they touch
+            if d < a:
+                break
+            a, b = min(a, c), max(b, d)
+        return a, b
 
 
 class RoomMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -442,6 +533,16 @@ class GatewayStatus(msgspec.Struct, kw_only=True):
     id: str
     url: str
     connections: int
+    counters: dict[str, int]
+
+
+class RecorderStatus(msgspec.Struct, kw_only=True):
+    """``bb:recorder:{id}``: a live recorder's heartbeat."""
+
+    id: str
+    pid: int
+    started: float
+    rooms: list[str]
     counters: dict[str, int]
 
 

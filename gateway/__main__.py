@@ -1,31 +1,25 @@
 """``brigade gateway``: run one gateway until SIGTERM or SIGINT.
 
-Settings come from the CLI and the environment (``GatewaySettings``); logging
-is configured here and nowhere else.  ``--check`` asks this gateway's own
-``/healthz`` and exits 0 or 1 (for container health checks).  A gateway
-refuses to start with an id that a live gateway's heartbeat still holds:
-replies from the mixers are routed by gateway id.
+The process's edges (settings, logging, the id claim, signals) are the shared
+runtime's (common/process.py).  ``--check`` asks this gateway's own
+``/healthz`` and exits 0 or 1 (for container health checks).  A gateway waits
+for an old heartbeat with its id to expire and refuses to start beside a live
+one: replies from the mixers are routed by gateway id.  ``/metrics`` is served
+by the gateway's own HTTP port.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
-import os
-import signal
 import ssl
-import sys
-import time
+from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
 
-from common import aio, keys
-from common.errors import ValidationError
-from common.redisclient import REDIS_ERRORS
+from common import aio, keys, process
 from common.settings import GatewaySettings
-from gateway.app import connect_redis, create_app
+from gateway.app import create_app
 from gateway.edge import server_options
 
 log = logging.getLogger(__name__)
@@ -33,33 +27,17 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, then serve until a signal; returns the exit code."""
-    parser = argparse.ArgumentParser(
+    return process.main(
+        argv,
         prog="brigade gateway",
         description="Serve the browser client and the singer WebSocket (docs/protocol.md).",
+        settings_class=GatewaySettings,
+        check=lambda settings: aio.run(_check(settings), settings.event_loop),
+        serve=_serve,
+        check_help="exit 0 if this gateway's /healthz answers 200, else 1",
     )
-    GatewaySettings.add_arguments(parser)
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("BB_LOG_LEVEL", "INFO"),
-        help="DEBUG, INFO, WARNING, ... (env BB_LOG_LEVEL)",
-    )
-    parser.add_argument("--check", action="store_true", help="exit 0 if Redis answers, else 1")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        settings = GatewaySettings.from_namespace(args)
-    except ValidationError as exc:
-        log.error("invalid settings: %s", exc)
-        return 2
-    if args.check:
-        return aio.run(_check(settings), settings.event_loop)
-    return aio.run(_serve(settings), settings.event_loop)
 
 
 def _ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
@@ -89,31 +67,21 @@ async def _check(settings: GatewaySettings) -> int:
         return 1
 
 
-async def _id_free(settings: GatewaySettings) -> bool:
-    """False when a live gateway heartbeats with our id (waits out one TTL first)."""
-    redis = connect_redis(settings.redis_url)
-    key = keys.gateway_heartbeat(settings.gateway_id)
-    deadline = time.monotonic() + settings.heartbeat_ttl_ms / 1000 + 1
-    try:
-        while await redis.exists(key):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.25)
-    except (*REDIS_ERRORS, OSError) as exc:
-        # Redis down at start-up: serve anyway (answering `unavailable`) and recover later.
-        log.warning("Redis unreachable at start-up (%s); starting anyway", exc)
-    finally:
-        await redis.aclose()
-    return True
-
-
 async def _serve(settings: GatewaySettings) -> int:
-    if not await _id_free(settings):
-        log.error(
-            "gateway id %r is in use by a live gateway; give each gateway its own BB_GATEWAY_ID",
-            settings.gateway_id,
-        )
-        return 1
+    stop = process.stop_on_signals()
+    who = process.Identity(
+        "gateway",
+        settings.gateway_id,
+        keys.gateway_heartbeat(settings.gateway_id),
+        settings.heartbeat_ttl_ms,
+    )
+    client = process.connect(settings)
+    try:
+        refused = await process.claim_id(client, who, stop)
+    finally:
+        await client.aclose()
+    if refused is not None:
+        return refused
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -130,10 +98,6 @@ async def _serve(settings: GatewaySettings) -> int:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         await runner.cleanup()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     log.info("gateway %s listening on %s", settings.gateway_id, runner.addresses)
     await stop.wait()
     log.info("gateway %s shutting down", settings.gateway_id)

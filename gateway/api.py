@@ -13,8 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 
+from common import metricsserver
 from common.constants import constants_json
 from common.errors import ValidationError
 from common.names import check_room
@@ -166,7 +168,7 @@ async def room_state(request: web.Request) -> web.Response:
         return _error(503, "the room's settings cannot be read")
     if state is None:
         return _error(404, f"no room named {room}")
-    return web.json_response(state)
+    return web.json_response(msgspec.to_builtins(state))
 
 
 async def room_occupancy(request: web.Request) -> web.Response:
@@ -200,13 +202,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    text = render(hub.metrics, hub.gauges(), hub.room_figures())
-    return web.Response(
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
+    return metricsserver.response(render(hub.metrics, hub.gauges(), hub.room_figures()))
 
 
 def _limited(exc: LimitReached) -> web.Response:

@@ -14,11 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
 
-from common import redisclient
-from common.backoff import Backoff
+from common import process
 from common.settings import GatewaySettings
 from gateway import edge
 from gateway.api import STATIC_DIR, add_routes
@@ -30,25 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_REDIS_CONNECTIONS = 64
 """Connections per gateway: two blocking readers, the uplinks, and bursts (mass disconnects)."""
-
-
-def connect_redis(url: str) -> Redis:
-    """The gateway's Redis client: RESP2 replies (pinned), short connect timeout.
-
-    A cluster node's URL gives the cluster client (common/redisclient.py).
-    The pool is bounded and blocking: a burst of commands (a hundred sockets
-    closing at once) waits for a free connection instead of failing.  One
-    retry after a reconnect hides a Redis restart from single commands; the
-    background loops add their own bounded back-off on top.
-    """
-    return redisclient.async_client(
-        url,
-        max_connections=MAX_REDIS_CONNECTIONS,
-        socket_connect_timeout=1.0,
-        socket_timeout=5.0,
-        retry=Retry(Backoff(0.05, 0.5), 1),
-        health_check_interval=10,
-    )
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
@@ -84,7 +62,7 @@ def create_app(
     options = options or Options()
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        redis = connect_redis(settings.redis_url)
+        redis = process.connect(settings, pool_size=MAX_REDIS_CONNECTIONS)
         hub = Hub(settings, redis, options)
         app[HUB] = hub
         tasks = [asyncio.create_task(coro, name=name) for name, coro in hub.background()]

@@ -29,8 +29,9 @@ from common.protocol import (
     recording_message,
     state_message,
 )
-from common.records import GatewayStatus
+from common.records import GatewayStatus, Mix, Role
 from common.redisclient import REDIS_ERRORS
+from common.roomview import PublicRoom
 from common.settings import GatewaySettings
 from gateway.events import Events
 from gateway.fanout import Fanout
@@ -64,8 +65,8 @@ class RoomView:
     """The latest ``state`` event seen for a room, serialised once for all sessions."""
 
     version: int
-    state: dict[str, Any]
-    taps: dict[str, tuple[int, str]]
+    state: PublicRoom
+    taps: dict[str, tuple[int, Mix]]
     """Singer -> the tap (delay, mix) they hear."""
 
 
@@ -131,15 +132,15 @@ class Hub:
         self._uplink_turn += 1
         return self.uplinks[self._uplink_turn % len(self.uplinks)]
 
-    def follow_tap(self, session: Session, state: dict[str, Any] | None) -> None:
+    def follow_tap(self, session: Session, state: PublicRoom | None) -> None:
         """Subscribe ``session`` to its member's delay in ``state`` (if listed)."""
         if session.member is None or not session.joined or state is None:
             return
-        tap = _taps(state).get(session.member.singer)
+        tap = state.taps_heard().get(session.member.singer)
         if tap is not None:
             self.fanout.subscribe(session, session.member.room, *tap)
 
-    def state_with(self, room: str, singer: str) -> dict[str, Any] | None:
+    def state_with(self, room: str, singer: str) -> PublicRoom | None:
         """The latest state event seen for ``room`` if it already lists ``singer``."""
         view = self.views.get(room)
         return view.state if view is not None and singer in view.taps else None
@@ -153,7 +154,7 @@ class Hub:
     def _on_event(self, room: str, event: Event) -> None:
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
         if isinstance(event, State):
-            view = RoomView(event.version, event.state, _taps(event.state))
+            view = RoomView(event.version, event.state, event.state.taps_heard())
             if room in self.by_room:
                 # A room watched only for an upload's reply keeps no view: nothing would
                 # drop it, and GET /api/rooms/{room} would serve it stale.
@@ -189,8 +190,8 @@ class Hub:
             roles = [s.member.role for s in sessions if s.member is not None]
             view = self.views.get(room)
             figures[room] = RoomFigures(
-                singers=roles.count("singer"),
-                spectators=roles.count("spectator"),
+                singers=roles.count(Role.SINGER),
+                spectators=roles.count(Role.SPECTATOR),
                 late_writes=self.late_writes.get(room),
                 members=len(view.taps) if view is not None else None,
             )
@@ -261,24 +262,3 @@ class Hub:
 
 HUB: Final = web.AppKey("hub", Hub)
 """Where the application keeps its hub."""
-
-
-def _taps(state: dict[str, Any]) -> dict[str, tuple[int, str]]:
-    """Singer -> (delay, mix heard) from a public room state."""
-    members = state.get("members")
-    taps: dict[str, tuple[int, str]] = {}
-    if not isinstance(members, list):
-        return taps
-    for member in members:
-        if isinstance(member, dict):
-            singer = member.get("singer_id")
-            delay = member.get("delay")
-            hears = member.get("hears", "full")
-            if (
-                isinstance(singer, str)
-                and isinstance(delay, int)
-                and not isinstance(delay, bool)
-                and hears in ("full", "solo")
-            ):
-                taps[singer] = (delay, hears)
-    return taps

@@ -22,6 +22,7 @@ from typing import Final, Literal
 from aiohttp import web
 
 from common import keys, records
+from common.codes import Code
 from common.commands import AddTrack, SetImage
 from common.errors import ValidationError
 from common.events import Reply
@@ -46,7 +47,7 @@ __all__ = ["add_material_routes"]
 _DECODES: Final = web.AppKey("track_decodes", asyncio.Semaphore)
 """At most two tracks decode at once per gateway (each holds up to ~200 MB while it does)."""
 _MAX_NAME_CHARS: Final = 120
-_STATUS: Final = {"not_leader": 403, "song_running": 409, "unknown_singer": 403}
+_STATUS: Final = {Code.NOT_LEADER: 403, Code.SONG_RUNNING: 409, Code.UNKNOWN_SINGER: 403}
 
 
 def add_material_routes(app: web.Application) -> None:
@@ -264,7 +265,10 @@ async def _store_and_send(
     if reply is None:
         raise UploadError(503, "the room's mixer did not answer; retry")
     if not reply.ok:
-        raise UploadError(_STATUS.get(reply.code, 400), reply.message or "the room refused it")
+        raise UploadError(
+            _STATUS.get(reply.code, 400) if reply.code else 400,
+            reply.message or "the room refused it",
+        )
 
 
 def _clean_name(name: str) -> str:

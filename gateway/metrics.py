@@ -1,15 +1,21 @@
-"""The gateway's counters and their Prometheus text rendering (``GET /metrics``).
+"""The gateway's counters and their Prometheus metrics (``GET /metrics`` on its own port).
 
 Counters only ever go up; gauges (connections, per-room sessions, the room
 figures the mixers publish) are passed in when rendering.  Every drop has a
 reason label, so ``bb_gateway_drops_total`` shows what was refused and why.
+Rendered by prometheus-client from a collector read at scrape time, like the
+mixer's and the recorder's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 PREFIX: Final = "bb_gateway_"
 
@@ -102,80 +108,58 @@ class RoomFigures:
     members: int | None = None
 
 
-def render(metrics: Metrics, gauges: Mapping[str, float], rooms: Mapping[str, RoomFigures]) -> str:
-    """The Prometheus text exposition (format 0.0.4) of counters, gauges and rooms."""
-    lines: list[str] = []
-    for name, helptext in COUNTERS.items():
-        _family(lines, name, "counter", helptext, [("", metrics.get(name))])
-    _family(
-        lines,
-        "drops_total",
-        "counter",
-        "messages dropped, by reason",
-        [(_labels(reason=reason), metrics.drops(reason)) for reason in DROP_REASONS],
-    )
-    for name, value in sorted(gauges.items()):
-        _family(lines, name, "gauge", name.replace("_", " "), [("", value)])
-    ordered = sorted(rooms.items())
-    _family(
-        lines,
-        "room_singers",
-        "gauge",
-        "singers connected to this gateway, per room",
-        [(_labels(room=room), fig.singers) for room, fig in ordered],
-    )
-    _family(
-        lines,
-        "room_spectators",
-        "gauge",
-        "spectators connected to this gateway, per room",
-        [(_labels(room=room), fig.spectators) for room, fig in ordered],
-    )
-    _family(
-        lines,
+class GatewayCollector(Collector):
+    """Counters, drops by reason, the gateway's gauges and its per-room figures,
+    read at scrape time (nothing is counted twice, nothing runs per message)."""
+
+    def __init__(
+        self, metrics: Metrics, gauges: Mapping[str, float], rooms: Mapping[str, RoomFigures]
+    ) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+        self.rooms = rooms
+
+    def collect(self) -> Iterator[Metric]:
+        for name, helptext in COUNTERS.items():
+            yield CounterMetricFamily(PREFIX + name, helptext, value=self.metrics.get(name))
+        drops = CounterMetricFamily(
+            PREFIX + "drops_total", "messages dropped, by reason", labels=["reason"]
+        )
+        for reason in DROP_REASONS:
+            drops.add_metric([reason], self.metrics.drops(reason))
+        yield drops
+        for name, gauge in sorted(self.gauges.items()):
+            yield GaugeMetricFamily(PREFIX + name, name.replace("_", " "), value=gauge)
+        ordered = sorted(self.rooms.items())
+        for name, helptext, pick in _ROOM_GAUGES:
+            family = GaugeMetricFamily(PREFIX + name, helptext, labels=["room"])
+            for room, figures in ordered:
+                value = pick(figures)
+                if value is not None:
+                    family.add_metric([room], value)
+            yield family
+
+
+_ROOM_GAUGES: Final[list[tuple[str, str, Callable[[RoomFigures], int | None]]]] = [
+    ("room_singers", "singers connected to this gateway, per room", lambda f: f.singers),
+    ("room_spectators", "spectators connected to this gateway, per room", lambda f: f.spectators),
+    (
         "room_members",
-        "gauge",
         "members of the room (all gateways), from the room state",
-        [(_labels(room=room), fig.members) for room, fig in ordered if fig.members is not None],
-    )
-    _family(
-        lines,
+        lambda f: f.members,
+    ),
+    (
         "room_late_writes",
-        "gauge",
         "audio chunks the room's mixer received after their tap had played (mixer's count)",
-        [
-            (_labels(room=room), fig.late_writes)
-            for room, fig in ordered
-            if fig.late_writes is not None
-        ],
-    )
-    return "\n".join(lines) + "\n"
+        lambda f: f.late_writes,
+    ),
+]
 
 
-def _family(
-    lines: list[str],
-    name: str,
-    kind: str,
-    helptext: str,
-    samples: Iterable[tuple[str, float]],
-) -> None:
-    full = PREFIX + name
-    lines.append(f"# HELP {full} {helptext}")
-    lines.append(f"# TYPE {full} {kind}")
-    for labels, value in samples:
-        lines.append(f"{full}{labels} {_number(value)}")
-
-
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+def render(
+    metrics: Metrics, gauges: Mapping[str, float], rooms: Mapping[str, RoomFigures]
+) -> bytes:
+    """The Prometheus text exposition of counters, gauges and rooms (prometheus-client)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(metrics, gauges, rooms))
+    return generate_latest(registry)

@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NamedTuple
+from typing import BinaryIO, Final, NamedTuple
 
+import msgspec
 from aiohttp import web
 
 from common.errors import ValidationError
 from common.names import check_room
+from common.recording import Recording, decode_sidecar
 from common.redisclient import REDIS_ERRORS
 from gateway.hub import HUB
 from gateway.zipstream import zip_chunks
@@ -87,21 +88,16 @@ def recording_file(name: str) -> str | None:
     return _TYPES[name.rsplit(".", 1)[1]]
 
 
-def stems_of(sidecar: Any, stem: str) -> list[str]:
+def stems_of(sidecar: Recording, stem: str) -> list[str]:
     """The files of recording ``stem`` that go into its stems ZIP, from its sidecar:
     each stem's and the track's FLAC, then the ``.lof`` and ``.rpp``; empty
     without stems. Raises ValueError for a sidecar that names anything else."""
-    if not isinstance(sidecar, dict):
-        raise ValueError(f"the sidecar is a {type(sidecar).__name__}, not an object")
-    stems = sidecar.get("stems") or []
-    if not isinstance(stems, list) or not all(isinstance(s, dict) for s in stems):
-        raise ValueError("the sidecar's stems are not a list of objects")
-    if not stems:
+    if not sidecar.stems:
         return []
-    names = [s.get("file") for s in stems]
-    names += [sidecar.get(kind) for kind in ("lof", "rpp") if sidecar.get(kind) is not None]
+    names = [s.file for s in sidecar.stems]
+    names += [name for name in (sidecar.lof, sidecar.rpp) if name is not None]
     for name in names:
-        if not isinstance(name, str) or recording_file(name) is None:
+        if recording_file(name) is None:
             raise ValueError(f"the sidecar names a file {name!r}")
         if not name.startswith(f"{stem}.") or name.endswith((".json", ".ogg")):
             raise ValueError(f"the sidecar names {name!r}, not a stem of {stem}")
@@ -147,25 +143,15 @@ async def _room(request: web.Request) -> _Room | web.Response:
     return _Room(room, Path(hub.settings.recordings_dir) / room, meta.has_password)
 
 
-def _listing(folder: Path) -> list[dict[str, Any]]:
+def _listing(folder: Path) -> list[Recording]:
     """The sidecars in ``folder``, newest first; unreadable ones are left out."""
     found = []
     for sidecar in folder.glob("*.json"):
         try:
-            record = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
+            found.append(decode_sidecar(sidecar.read_bytes()))
+        except (OSError, ValidationError):
             continue
-        if isinstance(record, dict):
-            found.append(record)
-    return sorted(found, key=_created, reverse=True)
-
-
-def _created(sidecar: dict[str, Any]) -> float:
-    created = sidecar.get("created")
-    # bool is an int: a sidecar saying `true` is not a time.
-    if isinstance(created, int | float) and not isinstance(created, bool):
-        return float(created)
-    return 0.0
+    return sorted(found, key=lambda r: r.created, reverse=True)
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -173,7 +159,9 @@ async def list_recordings(request: web.Request) -> web.Response:
     if isinstance(room, web.Response):
         return room
     recordings = await asyncio.to_thread(_listing, room.folder)
-    return web.json_response({"recordings": recordings, "members_only": room.members_only})
+    return web.json_response(
+        {"recordings": msgspec.to_builtins(recordings), "members_only": room.members_only}
+    )
 
 
 def _attachment(content_type: str, name: str) -> dict[str, str]:
@@ -208,10 +196,10 @@ def _open_stems(folder: Path, stem: str) -> _Opened:
     """Open the files of ``stem``'s stems ZIP. Open files stay readable when
     retention deletes them meanwhile. Raises LookupError (a 404) with the reason."""
     try:
-        sidecar = json.loads((folder / f"{stem}.json").read_text())
+        sidecar = decode_sidecar((folder / f"{stem}.json").read_bytes())
     except FileNotFoundError:
         raise LookupError("no such recording (retention may have removed it)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValidationError) as exc:
         log.warning("recording %s/%s: its sidecar cannot be read: %s", folder.name, stem, exc)
         raise LookupError("that recording cannot be read") from None
     try:

@@ -158,7 +158,7 @@ class RoomDirectory:
 
     # --- views ------------------------------------------------------------------
 
-    async def state(self, room: str) -> dict[str, Any] | None:
+    async def state(self, room: str) -> roomview.PublicRoom | None:
         """The room's public state built from the mixer's hashes (None: no such room).
 
         Same shape as the ``state`` events the mixer publishes; used where no
@@ -247,7 +247,7 @@ class RoomDirectory:
 
 def public_state(
     room: str, meta: RoomMeta, raw_members: dict[bytes, bytes], raw_song: dict[bytes, bytes]
-) -> dict[str, Any]:
+) -> roomview.PublicRoom:
     """The public room state (docs/protocol.md, *Room state*) from Redis hashes."""
     try:
         version = int(raw_song.get(b"version", b"0"))

@@ -20,7 +20,9 @@ from typing import Final
 
 from aiohttp import WSMsgType, web
 
-from common.protocol import Code, CodecName, Role, dumps, error_message
+from common.codes import Code
+from common.protocol import CodecName, dumps, error_message
+from common.records import Role
 from gateway.metrics import Metrics
 from gateway.outbox import OP_BINARY, OP_TEXT, Outbox, frame_header
 
@@ -75,7 +77,7 @@ class ErrorThrottle:
 
 
 @dataclass(slots=True)
-class Member:
+class Identity:
     """Who the connection is, once ``hello`` succeeded."""
 
     room: str
@@ -99,7 +101,7 @@ class Session:
     conn: str
     outbox: Outbox = field(default_factory=Outbox)
     transport: asyncio.Transport | None = None
-    member: Member | None = None
+    member: Identity | None = None
     delay: int | None = None
     """The tap this session listens to (its member's delay in the latest state)."""
     mix: str = "full"

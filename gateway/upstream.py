@@ -30,8 +30,9 @@ from redis.asyncio import Redis
 
 from common import keys
 from common.codec import CodecError, OpusDecoder
+from common.codes import Code
 from common.constants import SAMPLE_RATE
-from common.protocol import CODEC_OPUS, Code, ProtocolError, Upstream
+from common.protocol import CODEC_OPUS, ProtocolError, Upstream
 from common.redisclient import REDIS_ERRORS
 from common.wire import encode_chunk
 from gateway.metrics import Metrics

@@ -21,14 +21,14 @@ from aiohttp.http_websocket import WebSocketError
 
 from common.clock import now_samples
 from common.codec import CodecError
+from common.codes import Code
 from common.commands import ClientCommand, Disconnect, Envelope, Join, Leave, command_name
 from common.constants import constants_json
 from common.errors import ValidationError
-from common.events import Chat as ChatEvent
+from common.events import Chat
 from common.protocol import (
     CODEC_IDS,
-    Chat,
-    Code,
+    ChatLine,
     Hello,
     Ping,
     ProtocolError,
@@ -40,7 +40,6 @@ from common.protocol import (
     pong_message,
     welcome_message,
 )
-from common.records import Role
 from common.redisclient import REDIS_ERRORS
 from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
@@ -50,7 +49,7 @@ from gateway.session import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
-    Member,
+    Identity,
     RateLimiter,
     Session,
 )
@@ -63,7 +62,6 @@ MAX_COMMANDS_IN_FLIGHT: Final = 8
 
 _HEARTBEAT_S: Final = 20.0
 _CLOSE_TIMEOUT_S: Final = 2.0
-_CODES: Final = {str(code): code for code in Code}
 
 
 def origin_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
@@ -259,7 +257,7 @@ class Connection:
                 if not await hub.rooms.resume_ok(room, singer, token):
                     self._fatal(Code.BAD_RESUME, "unknown singer or wrong token", req=hello.req)
                     return False
-            session.member = Member(room, singer, hello.name, hello.role, hello.codec)
+            session.member = Identity(room, singer, hello.name, hello.role, hello.codec)
             await hub.attach(session)
             self._join_sent = True
             reply = await hub.events.command(
@@ -267,7 +265,7 @@ class Connection:
                 singer,
                 Join(
                     name=hello.name,
-                    role=Role(hello.role),
+                    role=hello.role,
                     token_digest=token_digest(token),
                     password_hash=meta.password_hash,
                 ),
@@ -350,7 +348,7 @@ class Connection:
             await self._leave(message.req)
         elif isinstance(message, RoomCommand):
             self._track(self._command(message.cmd, message.req))
-        elif isinstance(message, Chat):
+        elif isinstance(message, ChatLine):
             self._track(self._chat(message))
 
     def _track(self, coro: object) -> None:
@@ -385,12 +383,10 @@ class Connection:
         elif req is not None:
             self.session.send_json(ack_message(req), urgent=True)
 
-    async def _chat(self, chat: Chat) -> None:
+    async def _chat(self, chat: ChatLine) -> None:
         member = self.session.member
         assert member is not None
-        event = ChatEvent(
-            singer=member.singer, name=member.name, text=chat.text, clock=now_samples()
-        )
+        event = Chat(singer=member.singer, name=member.name, text=chat.text, clock=now_samples())
         try:
             await self.hub.events.post(member.room, event)
         except REDIS_ERRORS:
@@ -460,6 +456,6 @@ class Connection:
         self.session.close(close_code, str(code))
 
 
-def _code(text: str) -> Code:
-    """A mixer's reply code as a protocol code (unknown ones become ``unavailable``)."""
-    return _CODES.get(text, Code.UNAVAILABLE)
+def _code(code: Code | None) -> Code:
+    """A mixer's refusal code (``unavailable`` if it gave none)."""
+    return Code.UNAVAILABLE if code is None else code

@@ -1,13 +1,15 @@
-"""``brigade inspect [ROOM]``: what the mixers and gateways keep in Redis, in a terminal.
+"""``brigade inspect [ROOM]``: what the mixers, gateways and recorders keep in Redis.
 
-Without ROOM: the live mixers and gateways and one line per room. With ROOM:
+Without ROOM: the live mixers, gateways and recorders and one line per room. With ROOM:
 its owner and lease, meta, song, members (delays, late counts), taps,
 streams, stats and the ring's occupancy as a chart. ``--watch`` redraws it
 every few seconds until Ctrl-C; ``--json`` prints the data for scripts.
 
 Read-only: every key it reads is documented in docs/redis.md. A refresh is
 two pipelined round trips: one to learn the names (rooms, mixers, members,
-tap streams), one to read everything they point to.
+tap streams), one to read everything they point to; then the recorders,
+which keep no registry: a bounded SCAN for their heartbeat keys and one
+pipelined read of them.
 """
 
 from __future__ import annotations
@@ -26,14 +28,21 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import keys, records, redisclient
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.names import check_room
-from common.records import GatewayStatus, Material, Member, MixerStatus, Song
+from common.records import (
+    GatewayStatus,
+    Material,
+    Member,
+    MixerStatus,
+    RecorderStatus,
+    Song,
+)
+from common.redisclient import REDIS_ERRORS
 from common.settings import DEFAULT_REDIS_URL
 from common.streams import Entry, parse_entries
 from common.wire import decode_tap
@@ -43,6 +52,7 @@ from inspector.view import (
     MixerInfo,
     Occupancy,
     Overview,
+    RecorderInfo,
     RoomDetail,
     RoomSummary,
     StreamInfo,
@@ -100,7 +110,41 @@ def gather_overview(client: redis.Redis, url: str) -> Overview:
     mixer_infos = [_mixer_info(m, now_s - score, next(replies)) for m, score in mixers]
     gateway_infos = [_gateway_info(g, now_s - score, next(replies)) for g, score in gateways]
     summaries = [_room_summary(room, replies) for room in rooms]
-    return Overview(_shown_url(url), now_us, mixer_infos, gateway_infos, summaries)
+    recorders = _recorders(client)
+    return Overview(_shown_url(url), now_us, mixer_infos, gateway_infos, summaries, recorders)
+
+
+def _recorders(client: redis.Redis) -> list[RecorderInfo]:
+    """Every recorder's heartbeat key (recorders keep no registry: SCAN, bounded)."""
+    pattern = keys.recorder_heartbeat("*")
+    found: set[str] = set()
+    cursor: Any = 0
+    for _ in range(MAX_SCAN_CALLS):
+        cursor, batch = client.scan(cursor, match=pattern, count=SCAN_COUNT, _type="string")
+        found.update(_text(k) for k in batch)
+        if not cursor:
+            break
+    names = sorted(found)
+    with client.pipeline(transaction=False) as pipe:
+        for key in names:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = iter(pipe.execute())
+    prefix = pattern.removesuffix("*")
+    return [_recorder_info(key.removeprefix(prefix), next(replies), next(replies)) for key in names]
+
+
+def _recorder_info(recorder_id: str, raw: Any, pttl: Any) -> RecorderInfo:
+    status = _record(raw, RecorderStatus)
+    return RecorderInfo(
+        recorder_id=recorder_id,
+        expires_in_s=pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
+        alive=status is not None,
+        rooms=status.rooms if status else [],
+        pid=status.pid if status else None,
+        started=status.started if status else None,
+        counters=status.counters if status else {},
+    )
 
 
 def _scan_streams(client: redis.Redis, prefix: str) -> set[str]:
@@ -508,7 +552,7 @@ def _problem(exc: Exception, url: str) -> str:
 def _once(frame: Callable[[], str], url: str) -> int:
     try:
         text: str = frame()
-    except (UnknownRoom, RedisError) as exc:
+    except (UnknownRoom, *REDIS_ERRORS) as exc:
         print(f"brigade inspect: {_problem(exc, url)}", file=sys.stderr)
         return 1
     print(text)
@@ -520,7 +564,7 @@ def _watch(frame: Callable[[], str], url: str, period: float, as_json: bool) -> 
     while True:
         try:
             text: str = frame()
-        except (UnknownRoom, RedisError) as exc:
+        except (UnknownRoom, *REDIS_ERRORS) as exc:
             problem = _problem(exc, url)
             text = json.dumps({"error": problem}) if as_json else f"brigade inspect: {problem}"
         if not as_json:

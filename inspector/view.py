@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -62,6 +62,21 @@ class GatewayInfo:
 
 
 @dataclass(frozen=True)
+class RecorderInfo:
+    """A recorder's heartbeat key (``bb:recorder:{id}``), found by SCAN."""
+
+    recorder_id: str
+    expires_in_s: float | None
+    """The heartbeat key's remaining TTL (None: no TTL, or it expired as we read it)."""
+    alive: bool
+    """The key held a readable status."""
+    rooms: list[str]
+    pid: int | None
+    started: float | None
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True)
 class RoomSummary:
     """One line of the overview."""
 
@@ -86,6 +101,7 @@ class Overview:
     mixers: list[MixerInfo]
     gateways: list[GatewayInfo]
     rooms: list[RoomSummary]
+    recorders: list[RecorderInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -208,6 +224,24 @@ def _json_default(value: object) -> Any:
 
 
 # --- formatting ------------------------------------------------------------------------------
+
+
+def _recorder_lines(recorders: list[RecorderInfo], now_s: float, width: int) -> list[str]:
+    lines = [f"recorders ({len(recorders)})"]
+    if not recorders:
+        lines.append("  (none)")
+    for r in recorders:
+        state = "alive" if r.alive else "unreadable heartbeat"
+        expires = "" if r.expires_in_s is None else f", expires in {duration(r.expires_in_s)}"
+        up = "" if r.started is None else f", up {duration(now_s - r.started)}"
+        pid = "" if r.pid is None else f", pid {r.pid}"
+        rooms = ", ".join(r.rooms) if r.rooms else "-"
+        lines.append(
+            f"  {r.recorder_id}: heartbeat ({state}{expires}){pid}{up}; "
+            f"records {len(r.rooms)} room(s): {rooms}"
+        )
+        lines += wrap_pairs([f"{k}={v}" for k, v in sorted(r.counters.items())], width, "      ")
+    return lines
 
 
 def duration(seconds: float) -> str:
@@ -363,6 +397,7 @@ def render_overview(data: Overview, width: int = 100) -> str:
         lines.append(
             f"  {g.gateway_id}{url}: heartbeat {duration(g.heartbeat_age_s)} ago ({state}){conns}"
         )
+    lines += _recorder_lines(data.recorders, now_s, width)
     lines.append(f"rooms ({len(data.rooms)})")
     if not data.rooms:
         lines.append("  (none)")

@@ -16,15 +16,16 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
-import msgpack
 from redis.asyncio import Redis
 
-from common import keys
+from common import keys, records
+from common.errors import ValidationError
+from common.records import Member, MixerStatus
 from common.redisclient import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,11 @@ async def mixer_counters(redis: Redis) -> dict[str, dict[str, int]]:
     for mixer_id, raw in zip(ids, raws, strict=True):
         if raw is None:
             continue
-        status = msgpack.unpackb(raw if isinstance(raw, bytes) else raw.encode())
-        if isinstance(status, dict) and isinstance(status.get("counters"), dict):
-            counters[mixer_id] = {str(k): int(v) for k, v in status["counters"].items()}
+        try:
+            status = records.decode(raw, MixerStatus)
+        except ValidationError:
+            continue
+        counters[mixer_id] = dict(status.counters)
     return counters
 
 
@@ -193,16 +196,19 @@ async def member_records(redis: Redis, rooms: Iterable[str]) -> dict[str, dict[s
         for room in rooms:
             pipe.hgetall(keys.room_members(room))
         replies = await pipe.execute()
-    records: dict[str, dict[str, Any]] = {}
+    found: dict[str, dict[str, Any]] = {}
     for reply in replies:
         for raw_id, raw in dict(reply).items():
             try:
-                record = msgpack.unpackb(raw)
-            except (ValueError, msgpack.UnpackException):
+                member = records.decode(raw, Member)
+            except ValidationError:
                 continue
-            if isinstance(record, Mapping):
-                singer = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                records[singer] = {
-                    k: record.get(k) for k in ("chunks", "rejected", "late", "delay", "connected")
-                }
-    return records
+            singer = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            found[singer] = {
+                "chunks": member.chunks,
+                "rejected": member.rejected,
+                "late": member.late,
+                "delay": member.delay,
+                "connected": member.connected,
+            }
+    return found

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
+from common.codes import Code
 from common.commands import (
     AddTrack,
     ClearImage,
@@ -55,11 +56,12 @@ from common.commands import (
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError, WireError
 from common.events import Levels, Reply, State
+from common.link import Link
 from common.records import (
     Checkpoint,
     Metronome,
     Occupancy,
-    Recording,
+    RecordingOptions,
     Role,
     RoomMeta,
     Rounds,
@@ -99,7 +101,7 @@ HANDLERS: Final[dict[type[Command], Handler]] = {
         who, Metronome(on=c.on, bpm=c.bpm, beats=c.beats, count_in=c.count_in)
     ),
     SetRecording: lambda s, who, c, now: s.set_recording(
-        who, Recording(stems=c.stems, metronome=c.metronome)
+        who, RecordingOptions(stems=c.stems, metronome=c.metronome)
     ),
     SetLyrics: lambda s, who, c, now: s.set_lyrics(who, c.text),
     CueLyrics: lambda s, who, c, now: s.cue_lyrics(who, c.line, c.pos, now),
@@ -141,7 +143,7 @@ class Publish:
     removed: set[str] = field(default_factory=set)
     """Members gone for good: delete their records, resume tokens and links."""
     links: dict[str, str] = field(default_factory=dict)
-    """Singer -> ``GATEWAY CONN`` of connections that joined in this step."""
+    """Singer -> the encoded :class:`Link` of connections that joined in this step."""
     occupancy: Occupancy | None = None
     checkpoint: Checkpoint | None = None
     """About once a second while there is song audio: the failover checkpoint."""
@@ -181,7 +183,7 @@ class RoomHost:
         state: RoomState,
         now: int,
         *,
-        links: dict[str, tuple[str, str]] | None = None,
+        links: Mapping[str, tuple[str, str]] | None = None,
         timing: HostTiming | None = None,
         mixer_id: str = "",
         counters: HostCounters | None = None,
@@ -191,8 +193,8 @@ class RoomHost:
         self.meta = meta
         """The room's settings as loaded: rewritten from here if Redis loses them."""
         self.mixer = RoomMixer(name, state, now)
-        self.links: dict[str, tuple[str, str]] = dict(links or {})
-        """Singer -> (gateway id, connection id) of their current connection."""
+        self.links: dict[str, Link] = {s: Link(*link) for s, link in (links or {}).items()}
+        """Singer -> the gateway and connection of their current connection."""
         self.timing = timing or HostTiming()
         self.mixer_id = mixer_id
         self.counters = counters if counters is not None else HostCounters()
@@ -279,18 +281,18 @@ class RoomHost:
             # The singer resumed on another connection before this one's close arrived.
             return reply
         if isinstance(cmd, Join) and not self._password_checked(cmd):
-            return _refused(reply, "bad_password", "wrong or missing password")
+            return _refused(reply, Code.BAD_PASSWORD, "wrong or missing password")
         try:
             HANDLERS[type(cmd)](self.state, envelope.singer, cmd, now)
         except CommandError as exc:
             return _refused(reply, exc.code, exc.message)
         except ValidationError as exc:
-            return _refused(reply, "bad_message", str(exc))
+            return _refused(reply, Code.BAD_MESSAGE, str(exc))
         if isinstance(cmd, Join):
-            link = (envelope.gw, envelope.conn)
+            link = Link(envelope.gw, envelope.conn)
             self.links[envelope.singer] = link
             if out is not None:
-                out.links[envelope.singer] = " ".join(link)
+                out.links[envelope.singer] = link.encode()
         return reply
 
     def chunk(self, data: bytes | None, now: int) -> ApplyStatus | None:
@@ -319,9 +321,9 @@ class RoomHost:
     def disconnect_gateways(self, dead: set[str], now: int) -> int:
         """Mark disconnected the connected members whose gateway died; returns how many."""
         count = 0
-        for singer, (gw, _conn) in list(self.links.items()):
+        for singer, link in list(self.links.items()):
             member = self.state.members.get(singer)
-            if gw in dead and member is not None and member.connected:
+            if link.gateway in dead and member is not None and member.connected:
                 self.state.disconnect(singer, now)
                 count += 1
         return count
@@ -329,9 +331,9 @@ class RoomHost:
     def gateways(self) -> set[str]:
         """The gateways of the connected members (to watch for dead ones)."""
         return {
-            gw
-            for singer, (gw, _conn) in self.links.items()
-            if gw and (m := self.state.members.get(singer)) is not None and m.connected
+            link.gateway
+            for singer, link in self.links.items()
+            if link.gateway and (m := self.state.members.get(singer)) is not None and m.connected
         }
 
     def unused_for(self, now: int) -> int:
@@ -352,8 +354,8 @@ class RoomHost:
 
     def _stale(self, envelope: Envelope) -> bool:
         link = self.links.get(envelope.singer)
-        sender = (envelope.gw, envelope.conn)
-        return link is not None and all(link) and all(sender) and link != sender
+        sender = Link(envelope.gw, envelope.conn)
+        return link is not None and link.complete and sender.complete and link != sender
 
     def _expire(self, now: int) -> None:
         gone = self.state.expire(now, self.timing.grace)
@@ -410,5 +412,5 @@ class RoomHost:
             )
 
 
-def _refused(reply: Reply, code: str, message: str) -> Reply:
+def _refused(reply: Reply, code: Code, message: str) -> Reply:
     return msgspec.structs.replace(reply, ok=False, code=code, message=message)

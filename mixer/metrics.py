@@ -2,19 +2,17 @@
 
 A custom collector reads the service's counters at scrape time (nothing is
 counted twice, nothing runs per chunk), rendered by prometheus-client and
-served by a tiny aiohttp app on the mixer's own event loop.
+served by common/metricsserver.py on the mixer's own event loop.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -105,24 +103,3 @@ def render(service: MixerService) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MixerCollector(service))
     return generate_latest(registry)
-
-
-@asynccontextmanager
-async def serve(service: MixerService, host: str, port: int) -> AsyncIterator[None]:
-    """Serve ``/metrics`` on ``host:port`` while the context lasts."""
-
-    async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=render(service))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()

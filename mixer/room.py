@@ -278,8 +278,7 @@ class RoomMixer:
             members = self.state.members
             self._written = {k: v for k, v in self._written.items() if k in members}
         lead = self.config.lead_samples
-        rounds = self.state.song.rounds
-        offsets = rounds.offsets() if rounds.repeats else None
+        song = self.state.song
         outputs: list[TapOutput] = []
         for tap in taps:
             # No ring, no song: every tap (solo ones too) carries silence.
@@ -296,12 +295,9 @@ class RoomMixer:
                 due = MAX_FRAMES_PER_TICK
             if source is None:
                 out = np.zeros(due * _FRAME, dtype=np.float32)  # no song: silence
-            elif offsets is None:
-                out = np.empty(due * _FRAME, dtype=np.float32)
-                source.read(first * _FRAME, out)
             else:
                 out = np.empty(due * _FRAME, dtype=np.float32)
-                source.read_repeats(first * _FRAME, out, offsets)
+                _read_rounds(source, song, first * _FRAME, out)
             outputs.append(
                 TapOutput(tap=tap, start=first * _FRAME, samples=out, fresh=frontier is None)
             )
@@ -322,7 +318,7 @@ class RoomMixer:
             return None
         clock = ring.cleared
         pending = min(self._frontiers.values(), default=clock)
-        start = max(pending - self.state.song.rounds.span_samples, clock - ring.length)
+        start = max(pending - self.state.song.longest_repeats(), clock - ring.length)
         start = min(start, clock)
         audio, counts = ring.read_raw(start, clock - start)
         return Checkpoint(
@@ -389,7 +385,7 @@ class RoomMixer:
             return False
         if song.running or song.end_pos is None:
             return True
-        horizon = self.state.largest_delay() + song.rounds.span_samples + _RING_KEEP
+        horizon = self.state.largest_delay() + song.longest_repeats() + _RING_KEEP
         return now < song.end_pos + horizon
 
     def _clear_to(self, now: int) -> Ring | None:
@@ -415,3 +411,17 @@ class RoomMixer:
         if member is not None and status in _REJECTIONS:
             member.rejected += 1
         return status
+
+
+def _read_rounds(source: Ring, song: Song, start: int, out: npt.NDArray[np.float32]) -> None:
+    """Fill ``out`` with the mix from ``start`` on, each part with its own song's rounds
+    (:meth:`common.records.Song.rounds_from`)."""
+    end = start + out.shape[0]
+    parts = song.rounds_from(start, end)
+    for k, (lo, rounds) in enumerate(parts):
+        hi = parts[k + 1][0] if k + 1 < len(parts) else end
+        part = out[lo - start : hi - start]
+        if rounds.repeats:
+            source.read_repeats(lo, part, rounds.offsets())
+        else:
+            source.read(lo, part)

@@ -18,6 +18,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from common.codes import Code
 from common.constants import (
     DEFAULT_BUCKET_SPACING_S,
     DEFAULT_LEAD_S,
@@ -31,6 +32,7 @@ from common.errors import BrigadeError, ValidationError
 from common.names import check_display_name, check_id
 from common.records import (
     MAX_CUES,
+    MAX_EARLIER_SONGS,
     MAX_ROOM_TRACKS,
     SILENCE_DB,
     Cue,
@@ -40,11 +42,13 @@ from common.records import (
     Member,
     Metronome,
     Mix,
-    Recording,
+    RecordingOptions,
     Role,
     Rounds,
     Song,
+    SongCues,
     SongMaterial,
+    SongSpan,
     Track,
     check_gain_db,
 )
@@ -79,9 +83,9 @@ _CUE_BEHIND: Final = seconds_to_samples(10.0)
 class CommandError(BrigadeError):
     """A command the room refused; ``code`` is for machines, ``message`` for humans."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: Code | str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = Code(code)
         self.message = message
 
 
@@ -178,6 +182,21 @@ class Subscription:
 
     tap: Tap
     expires: int
+
+
+def still_audible(song: Song, start: int, oldest: int) -> list[SongSpan]:
+    """The spans a song starting at ``start`` keeps as its ``earlier``, newest first:
+    the last song (cut at ``start`` if it ran past it) and the earlier ones, without
+    those whose end is before ``oldest`` (out of the ring: no bucket still sings
+    them), at most :data:`MAX_EARLIER_SONGS`."""
+    kept: list[SongSpan] = []
+    for span in song.spans():
+        cut = span
+        if span.end_pos > start:
+            cut = msgspec.structs.replace(span, end_pos=max(span.start_pos, start))
+        if cut.end_pos > oldest:
+            kept.append(cut)
+    return kept[:MAX_EARLIER_SONGS]
 
 
 class RoomState:
@@ -420,11 +439,8 @@ class RoomState:
             raise CommandError("song_running", "a song is already running")
         song = self.song
         start = now - leader.delay
-        last = song.span()
-        if last is not None:
-            song.previous = msgspec.structs.replace(
-                last, end_pos=max(last.start_pos, min(last.end_pos, start))
-            )
+        before = song.previous  # whose cues are material.previous_cues
+        song.earlier = still_audible(song, start, now - self.config.ring_samples)
         song.running = True
         song.start_pos = start
         song.end_pos = None
@@ -432,9 +448,18 @@ class RoomState:
         song.ended = None
         song.number += 1
         # The material this song plays until its end, whatever is chosen meanwhile.
-        song.started_with = SongMaterial(track=song.track, metronome=song.metronome)
+        song.started_with = SongMaterial(
+            track=song.track, metronome=song.metronome, rounds=song.rounds
+        )
         material = self.material
-        if material.cues or material.previous_cues:
+        older = material.older_cues
+        if material.previous_cues and before is not None:
+            older = [SongCues(start_pos=before.start_pos, cues=material.previous_cues), *older]
+        # The cues of the songs still audible beyond the one before (earlier[1:]).
+        audible = {span.start_pos for span in song.earlier[1:]}
+        older = [c for c in older if c.start_pos in audible]
+        if material.cues or material.previous_cues or older != material.older_cues:
+            material.older_cues = older
             material.previous_cues, material.cues = material.cues, []
             self._material_changed()
         self._changed()
@@ -514,16 +539,21 @@ class RoomState:
         """Leader, between songs: list ``track`` and choose it for the next songs.
 
         A room lists at most :data:`MAX_ROOM_TRACKS`; the oldest one that is
-        neither chosen nor the last song's goes (its bytes with it, through
-        :attr:`discarded`).
+        neither chosen nor a still audible song's (the newest first) goes (its
+        bytes with it, through :attr:`discarded`).
         """
         self._leader(singer_id, "add a backing track")
         self._between_songs("the track")
         tracks = [t for t in self.material.tracks if t.id != track.id]
         tracks.append(track)
-        # The last song's track stays too: later buckets (and pages that reload) still play it.
-        played = self.song.played().track
-        keep = {track.id, played.id if played is not None else ""}
+        # The last songs' tracks stay too, newest first while there is room: later
+        # buckets (and pages that reload) still play them.
+        keep = {track.id}
+        played = [self.song.played().track]
+        played += [s.started_with.track for s in self.song.earlier if s.started_with is not None]
+        for t in played:
+            if t is not None and len(keep) < MAX_ROOM_TRACKS:
+                keep.add(t.id)
         while len(tracks) > MAX_ROOM_TRACKS:
             old = next(t for t in tracks if t.id not in keep)
             tracks.remove(old)
@@ -554,7 +584,7 @@ class RoomState:
             self.song.metronome = metronome
             self._changed()
 
-    def set_recording(self, singer_id: str, recording: Recording) -> None:
+    def set_recording(self, singer_id: str, recording: RecordingOptions) -> None:
         """Leader, between songs: what the recorder writes of the next songs."""
         self._leader(singer_id, "choose what is recorded")
         self._between_songs("the recording options")

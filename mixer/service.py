@@ -7,7 +7,10 @@ Two loops share one Redis connection pool:
   them, emits the due tap windows and writes everything back in one
   pipeline; every ``publish_ms`` it also publishes occupancy, stats, levels
   and member counters;
-* the **maintenance** loop (heartbeat, lease renewal, claiming free rooms).
+* the **maintenance** loop (heartbeat, lease renewal, claiming free rooms,
+  retiring unused ones, deleting idle ones, dead gateways, material TTLs): it
+  reads what :class:`mixer.planner.MaintenancePlanner` asks, calls it, and
+  carries out its plan; every decision (and ``now``) is the planner's.
 
 Every Redis failure is retried with bounded back-off; nothing a gateway
 sends can stop either loop.
@@ -37,27 +40,32 @@ from common.lease import (
     RENEW_SCRIPT,
     RETIRE_ROOM_SCRIPT,
     RETIRE_SCRIPT,
-    LeaseResult,
-    preferred_owner,
 )
 from common.records import Checkpoint, MixerStatus
 from common.redisclient import REDIS_ERRORS, is_cluster, xread_keys
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread
-from common.wire import encode_tap
 from mixer import store
 from mixer.host import HostCounters, HostTiming, Publish, RoomHost
 from mixer.metrics import TickTimes
+from mixer.planner import (
+    MAINTENANCE_S,
+    SWEEP_BATCH,
+    Ask,
+    GatewaySeen,
+    MaintenancePlanner,
+    Now,
+    Observed,
+    Plan,
+    PlannerSettings,
+    trim_from,
+)
 from mixer.room import RoomState
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 2000
 """Most entries read from one stream per tick (the rest wait for the next)."""
-MAINTENANCE_S: Final = 0.5
-CLAIM_GRACE_S: Final = 1.0
-"""A free room not claimed by its preferred mixer within this long is anyone's."""
-OCC_TTL_MS: Final = 10_000
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
@@ -66,12 +74,6 @@ REDIS_FAILURES: Final = (*REDIS_ERRORS, RuntimeError)
 raising a bare RuntimeError for a server that accepts a connection and closes it
 (client limit, protected mode): that is Redis being unavailable too, not a reason
 to exit."""
-SWEEP_S: Final = 10.0
-"""How often a mixer looks for rooms idle long enough to delete."""
-SWEEP_BATCH: Final = 50
-STEMS_KEEP_MS: Final = 5_000
-"""While a song's stems are recorded, its input stream keeps this much (a recorder that
-takes over reads them; the tap streams keep about as much)."""
 
 
 @dataclass
@@ -126,10 +128,8 @@ class MixerService:
         self._release = redis.register_script(RELEASE_SCRIPT)
         self._retire = redis.register_script(RETIRE_SCRIPT)
         self._delete = redis.register_script(DELETE_SCRIPT)
-        self._retire_room = redis.register_script(RETIRE_ROOM_SCRIPT)
+        self._retire_room_script = redis.register_script(RETIRE_ROOM_SCRIPT)
         self._cluster = is_cluster(redis)
-        self._next_sweep = 0.0
-        self._free_since: dict[str, float] = {}
         self._key_index: dict[str, tuple[str, bool]] = {}
         self._timing = HostTiming(
             publish=seconds_to_samples(settings.publish_ms / 1000),
@@ -139,38 +139,29 @@ class MixerService:
         )
         self._healthy = True
         self._backoff = Backoff(0.05, 2.0)
-        self._material_period_s = min(60.0, settings.material_ttl_s / 3)
-        self._material_due = 0.0
+        self.planner = MaintenancePlanner(
+            PlannerSettings(
+                mixer_id=settings.mixer_id,
+                max_rooms=settings.max_rooms,
+                lease_ttl_ms=settings.lease_ttl_ms,
+                heartbeat_ttl_ms=settings.heartbeat_ttl_ms,
+                release_samples=seconds_to_samples(settings.room_release_s),
+                idle_delete_s=settings.room_idle_delete_s,
+                material_period_s=min(60.0, settings.material_ttl_s / 3),
+            )
+        )
 
     # ---------------------------------------------------------------- running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then hand the rooms back cleanly."""
-        await self._wait_for_free_id(stop)
+        """Run until ``stop`` is set, then hand the rooms back cleanly (the id is
+        claimed before: common/process.py)."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._tick_loop(stop))
                 group.create_task(self._maintenance_loop(stop))
         finally:
             await self._shutdown()
-
-    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
-        """Refuse to run beside a live process using the same mixer id."""
-        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
-        while not stop.is_set():
-            try:
-                raw = await self.redis.get(keys.mixer_heartbeat(self.settings.mixer_id))
-            except REDIS_FAILURES as exc:
-                await self._redis_down(exc)
-                continue
-            if raw is None:
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"mixer id {self.settings.mixer_id!r} is in use by a live mixer; "
-                    "give each mixer its own BB_MIXER_ID"
-                )
-            await asyncio.sleep(0.25)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -299,56 +290,20 @@ class MixerService:
 
     def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
         """Write one room's step: taps, records, events, and the periodic snapshots."""
-        room = owned.name
-        for tap in out.taps:
-            key = keys.room_tap(room, tap.delay, tap.tap.mix)
-            pipe.xadd(
-                key,
-                {"d": encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix)},
-                maxlen=self.settings.tap_maxlen,
-                approximate=True,
-            )
-            if tap.fresh or out.stats is not None:
-                # From its first window on: a tap that lives less than one publish
-                # period must still expire.
-                pipe.pexpire(key, self.settings.tap_ttl_ms)
-        if out.discard:
-            store.queue_discard(pipe, room, out.discard)
-        if out.persist:
-            store.queue_persist(
-                pipe, room, owned.state, owned.ctl_cursor, out.removed, out.persist_material
-            )
-            if out.removed:
-                # Their places are gone for good: so are their resume tokens and links.
-                pipe.hdel(keys.room_tokens(room), *out.removed)
-                pipe.hdel(keys.room_links(room), *out.removed)
-        elif read_ctl:
-            # Commands that changed nothing still move the control cursor forward.
-            pipe.hset(keys.room_song(room), "ctl", owned.ctl_cursor)
-        if out.links:
-            pipe.hset(keys.room_links(room), mapping=out.links)
-        for event in out.events:
-            store.queue_event(pipe, room, event)
+        store.queue_step(pipe, owned.name, owned.state, owned.ctl_cursor, out, now, read_ctl)
+        store.queue_published(pipe, owned.name, out, now, self.settings)
         if out.checkpoint is not None:
             self._queue_checkpoint(pipe, owned, out.checkpoint)
-        if out.occupancy is not None:
-            pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
         if out.stats is not None:
-            pipe.hset(
-                keys.room_stats(room),
-                mapping={**out.stats, "clock": now, "mixer": self.settings.mixer_id},
-            )
-            # Trim what is applied, but keep what came after the last checkpoint: a new
-            # owner replays it. (No ring, no checkpoint: everything read can go.)
-            keep_from = owned.in_cursor
-            if owned.host.mixer.ring is not None and owned.checkpoint_cursor is not None:
-                keep_from = owned.checkpoint_cursor
             song = owned.state.song
-            if song.running and song.recording.stems:
-                # The recorder reads the singers' chunks too: a successor finds the last
-                # seconds of them still there, as it finds the tap's.
-                keep_from = older_id(keep_from, int(time.time() * 1000) - STEMS_KEEP_MS)
-            pipe.xtrim(keys.room_in(room), minid=keep_from, approximate=True)
+            keep_from = trim_from(
+                owned.in_cursor,
+                owned.checkpoint_cursor,
+                has_ring=owned.host.mixer.ring is not None,
+                keeps_stems=song.running and song.recording.stems,
+                wall_ms=int(time.time() * 1000),
+            )
+            pipe.xtrim(keys.room_in(owned.name), minid=keep_from, approximate=True)
 
     @staticmethod
     def _queue_persist(pipe: Any, owned: OwnedRoom) -> None:
@@ -365,117 +320,155 @@ class MixerService:
     # ----------------------------------------------------------- maintenance
 
     async def maintain(self) -> None:
-        """Heartbeat, renew leases, drop lost rooms, claim free ones."""
+        """Heartbeat, renew leases, drop lost rooms, retire, claim, and the sweeps.
+
+        Reads what :class:`MaintenancePlanner` asks, calls it, and carries out its plan.
+        """
+        now = Now(time.time(), time.monotonic())
+        samples = now_samples()
+        unused = {name: owned.host.unused_for(samples) for name, owned in self.rooms.items()}
+        gateways = set().union(*(owned.host.gateways() for owned in self.rooms.values()))
+        ask = self.planner.ask(unused, gateways, now)
+        seen = await self._observe(ask, now)
+        plan = self.planner.plan(unused, ask, seen, self._keeping_material(ask))
+        await self._carry_out(plan, now)
+
+    async def _observe(self, ask: Ask, now: Now) -> Observed:
+        """Write the heartbeat and read what ``ask`` asks, in one round trip."""
         s = self.settings
-        now_s = time.time()
-        owned = list(self.rooms)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(
                 keys.mixer_heartbeat(s.mixer_id),
                 records.encode(self.status()),
                 px=s.heartbeat_ttl_ms,
             )
-            pipe.zadd(keys.MIXERS, {s.mixer_id: now_s})
-            pipe.zremrangebyscore(keys.MIXERS, "-inf", now_s - 2 * s.heartbeat_ttl_ms / 1000)
-            # Live: heartbeat within one lease TTL. A mixer whose leases expire has been
-            # silent that long, so the survivors rank among themselves and claim at once.
-            pipe.zrangebyscore(keys.MIXERS, now_s - s.lease_ttl_ms / 1000, "+inf")
+            pipe.zadd(keys.MIXERS, {s.mixer_id: now.wall_s})
+            pipe.zremrangebyscore(keys.MIXERS, "-inf", ask.prune_before_s)
+            pipe.zrangebyscore(keys.MIXERS, ask.live_since_s, "+inf")
             pipe.smembers(keys.ACTIVE_ROOMS)
             if not self._cluster:
-                for room in owned:
+                for room in ask.renew:
                     await self._renew(
                         keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms], client=pipe
                     )
+            for gw in ask.gateways:
+                pipe.exists(keys.gateway_heartbeat(gw))
+                pipe.zscore(keys.GATEWAYS, gw)
+            if ask.idle_before_s is not None:
+                pipe.zrangebyscore(
+                    keys.IDLE_ROOMS, "-inf", ask.idle_before_s, start=0, num=SWEEP_BATCH
+                )
             results = await pipe.execute()
         if self._cluster:
-            # redis-py refuses scripts in a cluster pipeline: one EVALSHA per room.
-            results += await asyncio.gather(
+            # redis-py refuses scripts in a cluster pipeline: one EVALSHA per room,
+            # their answers put where the pipeline's would have been.
+            leases = await asyncio.gather(
                 *(
                     self._renew(keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms])
-                    for room in owned
+                    for room in ask.renew
                 )
             )
-        live = {m.decode() for m in results[3]} | {s.mixer_id}
-        all_rooms = {r.decode() for r in results[4]}
-        reacquired = []
-        for room, result in zip(owned, results[5:], strict=True):
-            if result == LeaseResult.LOST:
-                self.counters.rooms_lost += 1
-                log.warning("room %s: lease taken by another mixer; dropping it", room)
-                self._forget(room)
-            elif result == LeaseResult.REACQUIRED:
-                reacquired.append(room)
-        if reacquired:
-            await self._rewrite(reacquired)
-        await self._retire_unused()
-        await self._claim(sorted(all_rooms - set(self.rooms)), live)
-        await self._disconnect_dead_gateways()
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + SWEEP_S
-            await self._delete_idle_rooms(now_s)
+            results = [*results[:5], *leases, *results[5:]]
+        renewed = 5 + len(ask.renew)
+        answers = results[renewed : renewed + 2 * len(ask.gateways)]
+        return Observed(
+            live=frozenset(m.decode() for m in results[3]),
+            active=frozenset(r.decode() for r in results[4]),
+            leases=dict(zip(ask.renew, results[5:renewed], strict=True)),
+            gateways={
+                gw: GatewaySeen(alive=bool(alive), registered=registered is not None)
+                for gw, alive, registered in zip(
+                    ask.gateways, answers[0::2], answers[1::2], strict=True
+                )
+            },
+            idle_due=tuple(bytes(r).decode() for r in results[-1])
+            if ask.idle_before_s is not None
+            else (),
+        )
 
-        if time.monotonic() >= self._material_due:
-            self._material_due = time.monotonic() + self._material_period_s
-            await self.refresh_material()
+    def _keeping_material(self, ask: Ask) -> set[str]:
+        """The rooms that list tracks or images and have a connected member (when due)."""
+        if not ask.refresh_material:
+            return set()
+        return {
+            name
+            for name, owned in self.rooms.items()
+            if any(owned.state.material.blob_ids())
+            and any(m.connected for m in owned.state.members.values())
+        }
 
-    async def _retire_unused(self) -> None:
-        """Give back the rooms nobody has used for ``room_release_s``: they cost nothing then.
+    async def _carry_out(self, plan: Plan, now: Now) -> None:
+        for room in plan.drop:
+            self.counters.rooms_lost += 1
+            log.warning("room %s: lease taken by another mixer; dropping it", room)
+            self._forget(room)
+        if plan.rewrite:
+            await self._rewrite(list(plan.rewrite))
+        for room in plan.retire:
+            await self._retire_room(self.rooms[room], now)
+        if plan.check_free:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room in plan.check_free:
+                    pipe.exists(keys.room_lease(room))
+                held = await pipe.execute()
+            claims = self.planner.claims(
+                {r: bool(h) for r, h in zip(plan.check_free, held, strict=True)},
+                plan.live,
+                len(self.rooms),
+                now,
+            )
+            for room in claims:
+                await self._claim(room)
+        if plan.dead_gateways:
+            self._disconnect_gateways(plan.dead_gateways)
+        for room in plan.delete:
+            await self._delete_room(room, plan.delete_before_s)
+        if plan.refresh_material:
+            await self.refresh_material(
+                [self.rooms[r] for r in plan.refresh_material if r in self.rooms]
+            )
+
+    async def _retire_room(self, owned: OwnedRoom, now: Now) -> None:
+        """Give back a room nobody has used for ``room_release_s``: it costs nothing then.
 
         The state is written first; the room leaves the active set (so no mixer
         claims it) only if no command waits in its control stream. A later
         command from any gateway makes it active again.
         """
-        now = now_samples()
-        release = seconds_to_samples(self.settings.room_release_s)
-        unused = [o for o in self.rooms.values() if o.host.unused_for(now) >= release]
-        for owned in unused:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                self._queue_persist(pipe, owned)
-                await pipe.execute()
-            if self._cluster:
-                retired = await self._retire_on_cluster(owned)
-            else:
-                retired = await self._retire(
-                    keys=[
-                        keys.room_lease(owned.name),
-                        keys.room_ctl(owned.name),
-                        keys.ACTIVE_ROOMS,
-                        keys.IDLE_ROOMS,
-                    ],
-                    args=[
-                        self.settings.mixer_id,
-                        owned.name,
-                        owned.ctl_cursor,
-                        f"{time.time():.3f}",
-                    ],
-                )
-            if retired:
-                self.counters.rooms_released += 1
-                log.info("room %s: unused, released", owned.name)
-                self._forget(owned.name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_persist(pipe, owned)
+            await pipe.execute()
+        if self._cluster:
+            retired = await self._retire_on_cluster(owned, now.wall_s)
+        else:
+            retired = await self._retire(
+                keys=[
+                    keys.room_lease(owned.name),
+                    keys.room_ctl(owned.name),
+                    keys.ACTIVE_ROOMS,
+                    keys.IDLE_ROOMS,
+                ],
+                args=[self.settings.mixer_id, owned.name, owned.ctl_cursor, f"{now.wall_s:.3f}"],
+            )
+        if retired:
+            self.counters.rooms_released += 1
+            log.info("room %s: unused, released", owned.name)
+            self._forget(owned.name)
 
-    async def _delete_idle_rooms(self, now_s: float) -> None:
-        """Delete rooms idle for ``room_idle_delete_s`` with every key (any live mixer does it)."""
-        deadline = now_s - self.settings.room_idle_delete_s
-        due: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
-            keys.IDLE_ROOMS, "-inf", deadline, start=0, num=SWEEP_BATCH
-        )
-        for raw in due:
-            room = bytes(raw).decode()
-            if self._cluster:
-                deleted = await self._delete_on_cluster(room, deadline)
-            else:
-                deleted = await self._delete(
-                    keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
-                    args=[room, f"{deadline:.3f}"],
-                )
-            if deleted:
-                self.counters.rooms_deleted += 1
-                log.info(
-                    "room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s
-                )
+    async def _delete_room(self, room: str, idle_before_s: float) -> None:
+        """Delete a room idle for ``room_idle_delete_s`` with every key (any live mixer does it)."""
+        if self._cluster:
+            deleted = await self._delete_on_cluster(room, idle_before_s)
+        else:
+            deleted = await self._delete(
+                keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
+                args=[room, f"{idle_before_s:.3f}"],
+            )
+        if deleted:
+            self.counters.rooms_deleted += 1
+            log.info("room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s)
 
-    async def _retire_on_cluster(self, owned: OwnedRoom) -> bool:
+    async def _retire_on_cluster(self, owned: OwnedRoom, wall_s: float) -> bool:
         """RETIRE_SCRIPT's steps where the room's slot and the global sets differ.
 
         The room's own keys are checked and the lease dropped in one script; then
@@ -484,7 +477,7 @@ class MixerService:
         (common/redisclient.py), so a command that raced in re-activates it.
         """
         room = owned.name
-        dropped = await self._retire_room(
+        dropped = await self._retire_room_script(
             keys=[keys.room_lease(room), keys.room_ctl(room)],
             args=[self.settings.mixer_id, owned.ctl_cursor],
         )
@@ -492,7 +485,7 @@ class MixerService:
             return False
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.srem(keys.ACTIVE_ROOMS, room)
-            pipe.zadd(keys.IDLE_ROOMS, {room: time.time()})
+            pipe.zadd(keys.IDLE_ROOMS, {room: wall_s})
             await pipe.execute()
         waiting = await self.redis.xrange(
             keys.room_ctl(room), b"(" + owned.ctl_cursor, "+", count=1
@@ -504,13 +497,13 @@ class MixerService:
                 await pipe.execute()
         return True
 
-    async def _delete_on_cluster(self, room: str, deadline: float) -> bool:
+    async def _delete_on_cluster(self, room: str, idle_before_s: float) -> bool:
         """DELETE_SCRIPT's steps on a cluster: the global sets first, then the room's keys."""
         if await self.redis.sismember(keys.ACTIVE_ROOMS, room):
             await self.redis.zrem(keys.IDLE_ROOMS, room)
             return False
         since = await self.redis.zscore(keys.IDLE_ROOMS, room)
-        if since is None or float(since) > deadline:
+        if since is None or float(since) > idle_before_s:
             return False
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.IDLE_ROOMS, room)
@@ -519,21 +512,18 @@ class MixerService:
             await pipe.execute()
         return True
 
-    async def refresh_material(self) -> None:
+    async def refresh_material(self, rooms: list[OwnedRoom]) -> None:
         """Keep the tracks and images of rooms in use from expiring; forget the expired ones.
 
         A room is in use while it has a connected member. Their keys carry a
-        TTL of ``material_ttl_s``, renewed here every third of it; the
-        material of a room left alone for that long expires with nothing
-        else to clean up. A key found missing (it expired before someone
-        came back) is dropped from the room's state, so no page asks for it.
+        TTL of ``material_ttl_s``, renewed every third of it (the planner says
+        when, and which rooms); the material of a room left alone for that long
+        expires with nothing else to clean up. A key found missing (it expired
+        before someone came back) is dropped from the room's state, so no page
+        asks for it.
         """
         ttl_ms = round(self.settings.material_ttl_s * 1000)
-        work: list[tuple[OwnedRoom, list[tuple[str, str, str]]]] = []
-        for owned in self.rooms.values():
-            blobs = store.blob_keys(owned.name, owned.state)
-            if blobs and any(m.connected for m in owned.state.members.values()):
-                work.append((owned, blobs))
+        work = [(owned, store.blob_keys(owned.name, owned.state)) for owned in rooms]
         if not work:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -549,33 +539,18 @@ class MixerService:
                     {i for k, i in gone if k == "track"}, {i for k, i in gone if k == "image"}
                 )
 
-    async def _disconnect_dead_gateways(self) -> None:
+    def _disconnect_gateways(self, dead: frozenset[str]) -> None:
         """Mark disconnected the members whose gateway died without saying goodbye.
 
         A gateway that stops cleanly sends a ``disconnect`` per singer; one that
         crashes cannot. Its heartbeat key expires while its entry in
-        ``bb:gateways`` lingers: that pair means dead. (A gateway that never
-        registered there is left alone.) The members keep their places for the
-        reconnect grace, so singers resuming through another gateway lose nothing.
+        ``bb:gateways`` lingers: that pair means dead (the planner's rule). The
+        members keep their places for the reconnect grace, so singers resuming
+        through another gateway lose nothing.
         """
-        gateways = sorted(set().union(*(owned.host.gateways() for owned in self.rooms.values())))
-        if not gateways:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for gw in gateways:
-                pipe.exists(keys.gateway_heartbeat(gw))
-                pipe.zscore(keys.GATEWAYS, gw)
-            answers = await pipe.execute()
-        dead = {
-            gw
-            for gw, alive, seen in zip(gateways, answers[0::2], answers[1::2], strict=True)
-            if not alive and seen is not None
-        }
-        if not dead:
-            return
         now = now_samples()
         for owned in self.rooms.values():
-            owned.host.disconnect_gateways(dead, now)
+            owned.host.disconnect_gateways(set(dead), now)
         log.warning(
             "gateway(s) %s stopped heartbeating: their singers are marked disconnected",
             ", ".join(sorted(dead)),
@@ -593,33 +568,16 @@ class MixerService:
                 owned.host.resync()  # publish a fresh state event next tick
             await pipe.execute()
 
-    async def _claim(self, free_candidates: list[str], live: set[str]) -> None:
-        if not free_candidates or len(self.rooms) >= self.settings.max_rooms:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for room in free_candidates:
-                pipe.exists(keys.room_lease(room))
-            held = await pipe.execute()
-        now = time.monotonic()
-        for room, is_held in zip(free_candidates, held, strict=True):
-            if is_held:
-                self._free_since.pop(room, None)
-                continue
-            first_seen = self._free_since.setdefault(room, now)
-            mine = preferred_owner(room, live) == self.settings.mixer_id
-            if not mine and now - first_seen < CLAIM_GRACE_S:
-                continue
-            if len(self.rooms) >= self.settings.max_rooms:
-                return
-            got = await self.redis.set(
-                keys.room_lease(room),
-                self.settings.mixer_id,
-                nx=True,
-                px=self.settings.lease_ttl_ms,
-            )
-            if got:
-                self._free_since.pop(room, None)
-                await self._adopt(room)
+    async def _claim(self, room: str) -> None:
+        got = await self.redis.set(
+            keys.room_lease(room),
+            self.settings.mixer_id,
+            nx=True,
+            px=self.settings.lease_ttl_ms,
+        )
+        if got:
+            self.planner.claimed(room)
+            await self._adopt(room)
 
     async def _adopt(self, room: str) -> None:
         try:
@@ -703,13 +661,3 @@ def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
         if len(parts) == 2:
             links[bytes(singer).decode(errors="replace")] = (parts[0], parts[1])
     return links
-
-
-def older_id(entry_id: bytes, ms: int) -> bytes:
-    """The older of a stream entry id and the first id of millisecond ``ms``."""
-    head, _, tail = entry_id.partition(b"-")
-    try:
-        mine = (int(head), int(tail or 0))
-    except ValueError:
-        return entry_id
-    return entry_id if mine <= (ms, 0) else f"{ms}-0".encode()

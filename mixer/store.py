@@ -6,6 +6,7 @@ the caller, so one round trip per tick carries all of a mixer's writes.
 """
 
 import logging
+from typing import Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -16,9 +17,14 @@ from common.errors import ValidationError
 from common.events import Chat, Levels, Reply, State, encode_event
 from common.records import Material, Member, RoomMeta, Song
 from common.settings import MixerSettings
+from common.wire import encode_tap
+from mixer.host import Publish
 from mixer.roomstate import RoomConfig, RoomState
 
 log = logging.getLogger(__name__)
+
+OCC_TTL_MS: Final = 10_000
+"""The occupancy record outlives its last publish this long."""
 
 
 def config_from_meta(meta: RoomMeta, settings: MixerSettings) -> RoomConfig:
@@ -115,6 +121,58 @@ def queue_persist(
     )
     if material:
         pipe.hset(keys.room_song(room), "material", records.encode(state.material))
+
+
+def queue_step(
+    pipe: Pipeline,
+    room: str,
+    state: RoomState,
+    ctl_cursor: bytes,
+    out: Publish,
+    now: int,
+    read_ctl: bool,
+) -> None:
+    """Write what one step changed in the room: records, links and events."""
+    if out.discard:
+        queue_discard(pipe, room, out.discard)
+    if out.persist:
+        queue_persist(pipe, room, state, ctl_cursor, out.removed, out.persist_material)
+        if out.removed:
+            # Their places are gone for good: so are their resume tokens and links.
+            pipe.hdel(keys.room_tokens(room), *out.removed)
+            pipe.hdel(keys.room_links(room), *out.removed)
+    elif read_ctl:
+        # Commands that changed nothing still move the control cursor forward.
+        pipe.hset(keys.room_song(room), "ctl", ctl_cursor)
+    if out.links:
+        pipe.hset(keys.room_links(room), mapping=out.links)  # type: ignore[arg-type]
+    for event in out.events:
+        queue_event(pipe, room, event)
+
+
+def queue_published(
+    pipe: Pipeline, room: str, out: Publish, now: int, settings: MixerSettings
+) -> None:
+    """Write what one step publishes: the tap windows, occupancy and stats."""
+    for tap in out.taps:
+        key = keys.room_tap(room, tap.delay, tap.tap.mix)
+        pipe.xadd(
+            key,
+            {"d": encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix)},
+            maxlen=settings.tap_maxlen,
+            approximate=True,
+        )
+        if tap.fresh or out.stats is not None:
+            # From its first window on: a tap that lives less than one publish
+            # period must still expire.
+            pipe.pexpire(key, settings.tap_ttl_ms)
+    if out.occupancy is not None:
+        pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
+    if out.stats is not None:
+        stats: dict[str, str | int] = {}
+        stats.update(out.stats)
+        stats.update(clock=now, mixer=settings.mixer_id)
+        pipe.hset(keys.room_stats(room), mapping=stats)  # type: ignore[arg-type]
 
 
 def queue_discard(pipe: Pipeline, room: str, discard: list[tuple[str, str]]) -> None:

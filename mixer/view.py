@@ -4,13 +4,11 @@ Pure: built from the room's state by :func:`common.roomview.public_state`, the o
 rule is written; the room host sends it with every ``state`` event.
 """
 
-from typing import Any
-
 from common import roomview
 from mixer.roomstate import RoomState
 
 
-def public_state(room: str, state: RoomState) -> dict[str, Any]:
+def public_state(room: str, state: RoomState) -> roomview.PublicRoom:
     """What browsers see of a room (docs/protocol.md, *Room state*)."""
     config = state.config
     return roomview.public_state(

@@ -20,7 +20,7 @@ from typing import Final
 
 from common.commands import MAX_DELAY_S
 from common.constants import SAMPLE_RATE
-from common.records import Member, Role, RoomMeta, Song
+from common.records import Member, Role, RoomMeta, Song, SongMaterial
 from recorder.take import Placement, Take, TakeInfo
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "TakeAction",
     "TakeCore",
     "last_bucket_delay",
+    "played_by",
     "recording_delay",
     "song_end",
     "starts_take",
@@ -95,19 +96,34 @@ def recording_delay(meta: RoomMeta, members: list[Member]) -> int:
 def song_end(info: TakeInfo, song: Song | None, frontier: int) -> int | None:
     """Where the take's song ended, from the room's song record; None while it runs.
 
-    The record names the running (or last) song, and the song before it
-    (``previous``). A room that is gone ends the take where it is.
+    The record names the running (or last) song, and the still audible songs
+    before it (``earlier``). A room that is gone ends the take where it is.
     """
     if song is None or song.start_pos is None:
         return frontier
     if (song.number, song.start_pos) == (info.number, info.start_pos):
         return song.end_pos
-    last = song.previous
-    if last is not None and (last.number, last.start_pos) == (info.number, info.start_pos):
-        return last.end_pos  # the next song started after ours
+    span = song.find(info.number, info.start_pos)
+    if span is not None:
+        return span.end_pos  # songs started after ours
+    later = [s.start_pos for s in song.spans() if s.start_pos > info.start_pos]
     if song.start_pos > info.start_pos:
-        return song.start_pos  # songs started since: ours ended by then
+        # Ours is no longer kept: it ended by the time the song after it started.
+        return min([song.start_pos, *later])
     return frontier
+
+
+def played_by(song: Song, number: int, start_pos: int) -> SongMaterial:
+    """The material song ``number`` (started at ``start_pos``) plays: its own, kept in
+    the record (the running or last song's ``started_with``, or an earlier one's),
+    never what the leader has chosen since. A song no longer kept, or kept without
+    it (a record from before songs kept their material): the current choice."""
+    if (song.number, song.start_pos) == (number, start_pos):
+        return song.played()
+    span = song.find(number, start_pos)
+    if span is not None and span.started_with is not None:
+        return span.started_with
+    return SongMaterial(track=song.track, metronome=song.metronome)
 
 
 def starts_take(song: Song | None, taken: set[int], newest: int | None, finished: bool) -> bool:

@@ -22,7 +22,6 @@ block, only when the take ends, under temporary names renamed into place.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import time
@@ -37,12 +36,14 @@ import numpy.typing as npt
 import soundfile as sf
 
 from common.constants import SAMPLE_RATE
+from common.errors import ValidationError
+from common.recording import Recording, StemFile, decode_sidecar, encode_sidecar
 from common.tracks import CLICK_SAMPLES, click_wave, clicks_between
 from recorder.projects import ProjectStem, audacity_lof, reaper_rpp
 from recorder.take import TakeInfo
 
 __all__ = [
-    "Recording",
+    "StoredRecording",
     "finish",
     "recording_stem",
     "sanitise",
@@ -178,7 +179,7 @@ def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float3
     stems = _finish_stems(root, info, folder, stem, length, track) if info.stems else []
     projects: dict[str, str | None] = {"lof": None, "rpp": None}
     if stems:
-        listed = [ProjectStem(s["name"] or "", s["file"] or "") for s in stems]
+        listed = [ProjectStem(s.name, s.file) for s in stems]
         title = f"{info.room} song {info.number}"
         for kind, text in (
             ("lof", audacity_lof(listed)),
@@ -188,27 +189,23 @@ def finish(root: Path, info: TakeInfo, length: int, track: npt.NDArray[np.float3
             _write_text(path, text)
             projects[kind] = path.name
     end_pos = info.start_pos + length
-    _write_text(
-        sidecar,
-        json.dumps(
-            {
-                "room": info.room,
-                "song": info.number,
-                "start_pos": info.start_pos,
-                "end_pos": end_pos,
-                "length_s": length / SAMPLE_RATE,
-                "leader": info.leader,
-                "created": info.created,
-                "track": info.track_id,
-                "metronome": info.clicks is not None,
-                "flac": flac.name,
-                "ogg": ogg.name,
-                "stems": stems,
-                **projects,
-            },
-            indent=1,
-        ),
+    recording = Recording(
+        room=info.room,
+        song=info.number,
+        start_pos=info.start_pos,
+        end_pos=end_pos,
+        length_s=length / SAMPLE_RATE,
+        leader=info.leader,
+        created=info.created,
+        track=info.track_id,
+        metronome=info.clicks is not None,
+        flac=flac.name,
+        ogg=ogg.name,
+        stems=stems,
+        lof=projects["lof"],
+        rpp=projects["rpp"],
     )
+    _write_text(sidecar, encode_sidecar(recording))
     pcm.unlink(missing_ok=True)
     for singer in info.singers:
         stem_take_path(root, info, singer).unlink(missing_ok=True)
@@ -229,9 +226,9 @@ def _finish_stems(
     stem: str,
     length: int,
     track: npt.NDArray[np.float32] | None,
-) -> list[dict[str, str | None]]:
+) -> list[StemFile]:
     """Each singer's stem (those who sang) and the track alone, as FLAC files."""
-    listed: list[dict[str, str | None]] = []
+    listed: list[StemFile] = []
     for singer, name in info.singers.items():
         source = stem_take_path(root, info, singer)
         if not source.exists():
@@ -243,7 +240,7 @@ def _finish_stems(
                 np.clip(block, -1.0, 1.0, out=block)
                 out.write(block)
         os.replace(tmp, path)
-        listed.append({"singer": singer, "name": name, "file": path.name})
+        listed.append(StemFile(singer=singer, name=name, file=path.name))
     if track is not None and info.origin is not None:
         path = folder / f"{stem}.track.flac"
         tmp = path.with_name(path.name + ".tmp")
@@ -254,7 +251,7 @@ def _finish_stems(
                 np.clip(block, -1.0, 1.0, out=block)
                 out.write(block)
         os.replace(tmp, path)
-        listed.append({"singer": None, "name": "Backing track", "file": path.name})
+        listed.append(StemFile(singer=None, name="Backing track", file=path.name))
     return listed
 
 
@@ -283,7 +280,7 @@ def _mix_track(block: npt.NDArray[np.float32], offset: int, track: npt.NDArray[n
 
 
 @dataclass(frozen=True)
-class Recording:
+class StoredRecording:
     """A finished recording: its folder and stem, when it was made, its bytes on disk."""
 
     room: str
@@ -292,33 +289,35 @@ class Recording:
     size: int
 
 
-def scan(root: Path) -> list[Recording]:
+def scan(root: Path) -> list[StoredRecording]:
     """Every finished recording under ``root`` (by its sidecar in a room's folder).
 
     Takes in progress (``.takes/``, whose info files are JSON too) are not
     recordings: retention never counts nor deletes them. A room's folder is a
     sanitised name, which never starts with a dot.
     """
-    found: list[Recording] = []
+    found: list[StoredRecording] = []
     for sidecar in root.glob("*/*.json"):
         if sidecar.parent.name.startswith("."):
             continue
         files = [p for p in sidecar.parent.glob(f"{sidecar.stem}.*") if p.is_file()]
         try:
-            created = float(json.loads(sidecar.read_text()).get("created", 0.0))
-        except (OSError, ValueError, AttributeError):
+            created = decode_sidecar(sidecar.read_bytes()).created
+        except (OSError, ValidationError):
             created = sidecar.stat().st_mtime
         size = sum(p.stat().st_size for p in files)
-        found.append(Recording(sidecar.parent.name, sidecar.stem, created, size))
+        found.append(StoredRecording(sidecar.parent.name, sidecar.stem, created, size))
     return found
 
 
-def to_delete(recordings: Iterable[Recording], keep: int, max_bytes: int) -> list[Recording]:
+def to_delete(
+    recordings: Iterable[StoredRecording], keep: int, max_bytes: int
+) -> list[StoredRecording]:
     """The recordings retention removes: beyond the newest ``keep`` of a room, then the
     oldest of all until the rest fit in ``max_bytes``."""
     by_age = sorted(recordings, key=lambda r: (r.created, r.stem), reverse=True)
-    kept: list[Recording] = []
-    gone: list[Recording] = []
+    kept: list[StoredRecording] = []
+    gone: list[StoredRecording] = []
     per_room: dict[str, int] = {}
     for rec in by_age:
         per_room[rec.room] = per_room.get(rec.room, 0) + 1
@@ -331,7 +330,7 @@ def to_delete(recordings: Iterable[Recording], keep: int, max_bytes: int) -> lis
     return gone
 
 
-def remove(root: Path, recording: Recording) -> None:
+def remove(root: Path, recording: StoredRecording) -> None:
     """Delete every file of a recording, its sidecar last: a recorder that dies halfway
     leaves a recording that is still listed (and removed by the next retention)."""
     sidecar = root / recording.room / f"{recording.stem}.json"

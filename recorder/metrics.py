@@ -9,12 +9,10 @@ recorded yet; any other counter the service keeps is exported beside them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Final, Protocol
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -70,26 +68,3 @@ def render(service: Recorder) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RecorderCollector(service))
     return generate_latest(registry)
-
-
-@asynccontextmanager
-async def serve(service: Recorder, host: str, port: int) -> AsyncIterator[None]:
-    """Serve ``/metrics`` on ``host:port`` while the context lasts (nothing when port is 0)."""
-    if not port:
-        yield
-        return
-
-    async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=render(service))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()

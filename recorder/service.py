@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from redis.asyncio import Redis
 
 from common import keys, records
@@ -40,7 +39,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.events import Recorded, Reply, decode_event, encode_event
 from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
-from common.records import Member, RoomMeta, Song
+from common.records import Member, RecorderStatus, RoomMeta, Song
 from common.redisclient import REDIS_ERRORS, command_room, xread_keys
 from common.settings import RecorderSettings
 from common.streams import parse_entries, parse_xread
@@ -54,6 +53,7 @@ from recorder.core import (
     TakeAction,
     TakeCore,
     last_bucket_delay,
+    played_by,
     recording_delay,
     starts_take,
 )
@@ -71,16 +71,6 @@ SUBSCRIBE_EVERY_S: Final = 2.0
 SUBSCRIBE_TTL_S: Final = 10.0
 TAP_SILENT_S: Final = 1.0
 """A tap that sends nothing for this long during a song: look for the mixer's refusal."""
-
-
-class RecorderStatus(msgspec.Struct, kw_only=True):
-    """``bb:recorder:{id}``: a live recorder's heartbeat."""
-
-    id: str
-    pid: int
-    started: float
-    rooms: list[str]
-    counters: dict[str, int]
 
 
 class RecorderService:
@@ -101,7 +91,6 @@ class RecorderService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; room tasks are cancelled, their takes stay on disk."""
         (self.root / files.TAKES).mkdir(parents=True, exist_ok=True)
-        await self._wait_for_free_id(stop)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._loop(stop, 0.5, self.maintain))
@@ -118,18 +107,6 @@ class RecorderService:
                 log.warning("redis unavailable: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period_s)
-
-    async def _wait_for_free_id(self, stop: asyncio.Event) -> None:
-        deadline = time.monotonic() + self.settings.heartbeat_ttl_ms / 1000 + 1
-        while not stop.is_set():
-            if await self.redis.get(keys.recorder_heartbeat(self.settings.recorder_id)) is None:
-                return
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"recorder id {self.settings.recorder_id!r} is in use by a live recorder; "
-                    "give each recorder its own BB_RECORDER_ID"
-                )
-            await asyncio.sleep(0.25)
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks.values())
@@ -298,6 +275,8 @@ class RecorderService:
             return info
         members, meta = await self._room(room)
         leader = next((m.name for m in members if m.singer_id == song.leader), "")
+        # The song's own material, not what the leader has chosen since it started.
+        played = played_by(song, song.number, song.start_pos)
         info = TakeInfo(
             room=room,
             number=song.number,
@@ -305,14 +284,14 @@ class RecorderService:
             delay=recording_delay(meta, members),
             leader=leader,
             created=time.time(),
-            track_id=song.track.id if song.track else None,
-            origin=song_origin(song.start_pos, song.metronome) if song.track else None,
+            track_id=played.track.id if played.track else None,
+            origin=song_origin(song.start_pos, played.metronome) if played.track else None,
             stems=song.recording.stems,
             # Stems in bucket order: the leader first.
             singers={m.singer_id: m.name for m in sorted(members, key=lambda m: m.delay)}
             if song.recording.stems
             else {},
-            clicks=song.metronome if song.recording.metronome and song.metronome.on else None,
+            clicks=played.metronome if song.recording.metronome and played.metronome.on else None,
         )
         await asyncio.to_thread(files.write_info, info_path, info)
         log.info(

@@ -2,10 +2,13 @@
 # One-step set-up: system packages (via apt-get where possible), a virtual
 # environment and the Python packages. Safe to run again; it only does what
 # is missing.  Usage: scripts/setup.sh [--browser]
-#   --browser  also make sure Chromium is installed (the browser tests need it),
-#              Caddy (tests/test_https.py runs it in front of a gateway),
-#              Debian's prometheus (promtool and a real Prometheus for
-#              tests/test_dashboard.py) and axe-core (the accessibility audit) in $VENV/axe
+#   --browser  also make sure what the tests drive is installed, all Debian
+#              packages, never downloaded by the tests: Chromium, Firefox ESR
+#              (with PulseAudio for its sound), WebKitGTK's WebKitWebDriver +
+#              MiniBrowser (under Xvfb), Caddy (tests/test_https.py runs it in
+#              front of a gateway), prometheus (promtool and a real Prometheus
+#              for tests/test_dashboard.py); and axe-core (the accessibility
+#              audit) in $VENV/axe
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,17 +23,22 @@ have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr
 have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_redis_cli() { command -v redis-cli >/dev/null 2>&1; }  # creates the tests' Redis Cluster
 have_chromium() { [ -x /usr/bin/chromium ]; }
-have_caddy() { [ -x /usr/bin/caddy ]; }
-have_prometheus() { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; }
+have_command() { command -v "$1" >/dev/null 2>&1; }
 have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
 
 missing=()
 have_libopus || missing+=(libopus0)
 have_redis || missing+=(redis-server)
 have_redis_cli || missing+=(redis-tools)
-[ "$want_browser" = 1 ] && ! have_chromium && missing+=(chromium)
-[ "$want_browser" = 1 ] && ! have_caddy && missing+=(caddy)
-[ "$want_browser" = 1 ] && ! have_prometheus && missing+=(prometheus)
+if [ "$want_browser" = 1 ]; then
+  have_chromium || missing+=(chromium)
+  have_command firefox-esr || missing+=(firefox-esr)
+  have_command WebKitWebDriver || missing+=(webkit2gtk-driver)
+  have_command Xvfb || missing+=(xvfb)
+  have_command pulseaudio || missing+=(pulseaudio)
+  have_command caddy || missing+=(caddy)
+  { have_command prometheus && have_command promtool; } || missing+=(prometheus)
+fi
 have_venv_module || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -49,9 +57,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "ERROR: no apt-get on this system. Install these yourself, then run make again:"
     say "  libopus (the Opus codec library: Fedora 'opus', Arch 'opus', Homebrew 'opus')"
     say "  redis-server (Redis 6.2 or newer)"
-    [ "$want_browser" = 1 ] && say "  chromium at /usr/bin/chromium (for 'make test' browser tests)"
-    [ "$want_browser" = 1 ] && say "  caddy at /usr/bin/caddy (for 'make test' HTTPS tests)"
-    [ "$want_browser" = 1 ] && say "  prometheus and promtool (for 'make test': tests/test_dashboard.py)"
+    [ "$want_browser" = 1 ] && say "  for 'make test': chromium at /usr/bin/chromium, firefox-esr, webkit2gtk-driver (WebKitWebDriver, MiniBrowser), Xvfb, pulseaudio, caddy, prometheus (with promtool)"
     exit 1
   fi
 fi

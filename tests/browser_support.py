@@ -2,7 +2,8 @@
 a static server for the page's modules, and tone detection by FFT.
 
 Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright for Python;
-Playwright's own browser downloads are never used.
+Playwright's own browser downloads are never used. Firefox ESR and WebKitGTK
+(with their PulseAudio and Xvfb) live in ``tests/engines/``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import redis
+from msgspec import to_builtins
 
 from common import keys, redisclient
 from common.clock import now_samples
@@ -86,7 +87,7 @@ class SimGateway:
         for _id, value in entries:
             event = decode_event(value)
             if isinstance(event, State):
-                return event.state
+                return to_builtins(event.state)  # type: ignore[no-any-return]
         raise AssertionError(f"no state event in room {room}")
 
     def member_delay(self, room: str, singer: str) -> int:

@@ -208,7 +208,8 @@ def test_track_positions_levels_and_the_song_window(page: Any) -> None:
         "origin": T0 + 96000,
         "metronome": state["song"]["metronome"],
         "trackId": "t-0123456789ab",
-        "previous": None,  # undefined: the worklet remembers the song it played
+        "previous": None,  # undefined: the worklet remembers the songs it played
+        "earlier": None,
     }
     assert page.evaluate("back.songMaterial({song: {start_pos: 5}}).previous === undefined")
     assert page.evaluate("back.songMaterial({song: {start_pos: null}}).start") is None
@@ -286,6 +287,7 @@ def test_the_page_plays_each_songs_own_material_not_the_next_songs_choice(page: 
         "metronome": CLICKS,
         "trackId": HYMN["id"],
         "previous": None,
+        "earlier": [],
     }
     second = {
         **ended,
@@ -344,6 +346,24 @@ def test_the_page_follows_the_last_songs_cues_then_the_running_songs(page: Any) 
     # Without a song before, the cues as they are.
     alone = {"song": {"start_pos": T0}, "material": {"cues": [[T0 + 5, 0]], "previous_cues": []}}
     assert page.evaluate("(s) => lyr.songCues(s)", alone) == [[T0 + 5, 0]]
+    # Two songs before, still audible: song 1's cues (older_cues) up to song 2's start,
+    # song 2's (previous_cues) up to song 3's, then song 3's.
+    three = {
+        "song": {"start_pos": T0 + 3000, "previous": {"start_pos": T0 + 2000}},
+        "material": {
+            "cues": [[T0 + 3500, 2]],
+            "previous_cues": [[T0 + 2100, 1]],
+            "older_cues": [{"start_pos": T0, "cues": [[T0 + 100, 0], [T0 + 1200, 1]]}],
+        },
+    }
+    assert page.evaluate("(s) => lyr.songCues(s)", three) == [
+        [T0 + 100, 0],
+        [T0 + 1200, 1],
+        [T0 + 2000, -1],
+        [T0 + 2100, 1],
+        [T0 + 3000, -1],
+        [T0 + 3500, 2],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -399,3 +419,84 @@ def test_the_end_of_song_line_names_the_real_reason(
         [state, me],
     )
     assert text.startswith(said), text
+
+
+def test_three_songs_within_one_delay_each_play_their_own_material(page: Any) -> None:
+    """Song 1 (track and clicks) ended with its track, song 2 (clicks only) was stopped,
+    song 3 (nothing) started at once: a later bucket still in song 1 plays song 1's
+    track and clicks, then song 2's clicks, then nothing, from the state's `earlier`."""
+    one = {
+        "number": 1,
+        "start_pos": T0,
+        "end_pos": T0 + 48000,
+        "ended": "track",
+        "origin": T0,
+        "started_with": {"track": HYMN, "metronome": CLICKS},
+    }
+    two = {
+        "number": 2,
+        "start_pos": T0 + 50000,
+        "end_pos": T0 + 98000,
+        "ended": "stopped",
+        "origin": T0 + 50000,
+        "started_with": {"track": None, "metronome": CLICKS},
+    }
+    third = {
+        "running": True,
+        "number": 3,
+        "start_pos": T0 + 100000,
+        "end_pos": None,
+        "origin": T0 + 100000,
+        "track": None,
+        "metronome": OFF,
+        "started_with": {"track": None, "metronome": OFF},
+        "previous": two,
+        "earlier": [two, one],
+    }
+    got = page.evaluate("(song) => back.songMaterial({song})", third)
+    assert [e["start"] for e in got["earlier"]] == [T0 + 50000, T0]
+    assert got["earlier"][1]["trackId"] == HYMN["id"] and got["earlier"][0]["trackId"] is None
+    assert got["previous"] == got["earlier"][0]
+    which = page.evaluate(
+        """([m, t0]) => {
+          const waves = [met.clickWave(false), met.clickWave(true)];
+          return [t0 + 100, t0 + 24000 + 100, t0 + 49000, t0 + 50000 + 100, t0 + 74000 + 100,
+                  t0 + 99000, t0 + 100000 + 100].map((p) => {
+            const s = met.songAt(p, m, m.earlier);
+            return s === null ? null : [s.start, s.trackId, met.clickSampleAt(p, s, waves) !== 0];
+          });
+        }""",
+        [got, T0],
+    )
+    assert which == [
+        [T0, HYMN["id"], True],
+        [T0, HYMN["id"], True],
+        None,
+        [T0 + 50000, None, True],
+        [T0 + 50000, None, True],
+        None,
+        [T0 + 100000, None, False],
+    ]
+    # A server that lists no songs before: the worklet keeps the ones it played.
+    kept = page.evaluate(
+        """(t0) => {
+          const a = {start: t0, end: t0 + 1000, origin: t0, metronome: null};
+          const b = {start: t0 + 1500, end: null, origin: t0 + 1500, metronome: null};
+          const c = {start: t0 + 3000, end: null, origin: t0 + 3000, metronome: null};
+          const afterB = met.earlierSongs(a, b, []);
+          const afterC = met.earlierSongs(b, c, afterB);
+          return {
+            afterB: afterB.map((s) => [s.start, s.end]),
+            afterC: afterC.map((s) => [s.start, s.end]),
+            same: met.earlierSongs(c, {...c, end: t0 + 4000}, afterC) === afterC,
+            none: met.earlierSongs(c, {start: null, end: null}, afterC),
+          };
+        }""",
+        T0,
+    )
+    assert kept == {
+        "afterB": [[T0, T0 + 1000]],
+        "afterC": [[T0 + 1500, T0 + 3000], [T0, T0 + 1000]],
+        "same": True,
+        "none": [],
+    }

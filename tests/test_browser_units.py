@@ -5,18 +5,27 @@ occupancy decoding. No gateway: a tiny static server serves the modules."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
+import msgspec
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
+from common.browser_schema import SCHEMA_PATH
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
+from mixer.room import Role, RoomConfig, RoomState
+from mixer.view import public_state
 from tests.browser_support import b64_floats, launch, static_server
 
 RATE = SAMPLE_RATE
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_700_000_000 * SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
@@ -610,3 +619,62 @@ def test_dropouts_before_the_song_arrives_are_not_held_against_it(page: Any) -> 
     )
     assert texts[2] == "The song reaches your bucket in 4 s.", texts
     assert texts[-1] == "You hear the room clearly.", texts
+
+
+# --- what the page sends ---------------------------------------------------------------
+
+
+def test_what_the_page_sends_fits_the_generated_schema(page: Any) -> None:
+    """hello, ping, chat and the console's commands, as the page's own modules send
+    them, validate against docs/browser-messages.schema.json (made from the types)."""
+    state = RoomState(RoomConfig(capacity=8))
+    state.join("s-1", "Ann", Role.SINGER, T0)
+    state.join("s-2", "Ben", Role.SINGER, T0 + 1)
+    state.request_lead("s-1", T0 + 2)
+    room = msgspec.to_builtins(public_state("choir", state))
+    sent: list[dict[str, Any]] = page.evaluate(
+        """async (room) => {
+          const sent = [];
+          class FakeSocket {
+            static OPEN = 1;
+            constructor() {
+              this.readyState = 1;
+              queueMicrotask(() => this.onopen());
+            }
+            send(data) { if (typeof data === "string") sent.push(JSON.parse(data)); }
+            close() {}
+          }
+          const real = window.WebSocket;
+          window.WebSocket = FakeSocket;
+          try {
+            const { Connection } = await import("/static/connection.js");
+            const { helloFields } = await import("/static/protocol.js");
+            const { renderConsole } = await import("/static/console.js");
+            const conn = new Connection("ws://test/ws", {});
+            const seat = { room: "choir", name: "Ann", role: "singer", codec: "opus" };
+            const resume = { singer: "s-1", token: "t" };
+            conn.open(helloFields({ ...seat, password: "pw", resume })).catch(() => {});
+            await Promise.resolve();
+            conn.send("ping", { id: 1, t: performance.now() });
+            conn.request("chat", { text: "hello" }).catch(() => {});
+            const el = document.createElement("div");
+            document.body.append(el);
+            const request = (type, fields) => conn.request(type, fields).catch(() => {});
+            renderConsole(el, room, "s-1", request);
+            for (const input of el.querySelectorAll("input, select"))
+              input.dispatchEvent(new Event("change"));
+            for (const button of el.querySelectorAll("button")) button.click();
+            el.remove();
+          } finally {
+            window.WebSocket = real;
+          }
+          return sent;
+        }""",
+        room,
+    )
+    schema = json.loads((ROOT / SCHEMA_PATH).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for message in sent:
+        errors = [e.message for e in validator.iter_errors(message)]
+        assert errors == [], (message, errors)
+    assert {"hello", "ping", "chat", "set_gain", "solo"} <= {m["type"] for m in sent}

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import msgpack
+import msgspec
 import pytest
 import redis
 import yaml
@@ -309,7 +309,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
 
         def heartbeat_rooms() -> int:
             raw = client.get(keys.mixer_heartbeat(mixer_ids[1][0]))
-            status = msgpack.unpackb(bytes(raw))  # type: ignore[arg-type]
+            status = msgspec.msgpack.decode(bytes(raw))  # type: ignore[arg-type]
             return len(status["rooms"])
 
         wait_for(lambda: heartbeat_rooms() == len(rooms), 3, "the survivor's heartbeat")

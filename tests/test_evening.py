@@ -7,6 +7,12 @@ it ended (its track, Stop song, the next song, its leader leaving), and every
 recording is announced to the room's pages and listed. A second test records
 more rooms at once than ``BB_RECORDINGS_KEEP``: retention loses no take.
 
+The listener's page data is checked too: every room state the listener received
+is run through the page's own modules (backing.js, metronome.js) in Chromium, for
+the positions the listener played while that state was the newest, and song 1's
+track and clicks must play complete although the leader removed them (and
+started two more songs) while the listener was still in song 1.
+
 ``-s`` prints, per song, the time from when the last bucket played its end to
 when its recording was announced (listed); nothing asserts on it.
 """
@@ -33,6 +39,7 @@ import numpy.typing as npt
 import pytest
 import redis
 import soundfile as sf
+from playwright.sync_api import sync_playwright
 
 from common import keys
 from common.clock import now_samples
@@ -48,7 +55,8 @@ from common.commands import (
 )
 from common.constants import SAMPLE_RATE
 from common.records import Metronome, Track
-from common.tracks import song_origin
+from common.tracks import CLICK_SAMPLES, clicks_between, song_origin
+from tests.browser_support import launch, require_chromium, static_server
 from tests.simgateway import CHUNK, SimGateway, tone
 from tests.support import Process, free_port, healthy, processes, wait_for
 from tests.test_gateway_e2e import Peer
@@ -156,14 +164,84 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+@dataclass
+class Heard:
+    """What the listener's page had for positions ``[lo, hi)``: the newest state then."""
+
+    state: dict[str, Any]
+    lo: int
+    hi: int
+
+
+def page_material(
+    heard: list[Heard], song: Song, metronome: Metronome, track_id: str, track_len: int
+) -> dict[str, Any]:
+    """Run the page's modules (backing.js songMaterial, metronome.js songAt and
+    clickSampleAt) in Chromium on each state for the positions of ``song`` the
+    listener played under it: at every 10 ms and at each of its beats, which song
+    plays, with which track, whether the track has a sample there and whether a
+    click sounds."""
+    parts: list[dict[str, Any]] = []
+    track_due = 0
+    for h in heard:
+        lo, hi = max(h.lo, song.start), min(h.hi, song.end)
+        if lo >= hi:
+            continue
+        grid = list(range(lo, hi, S // 100))
+        beats = [c.pos for c in clicks_between(lo, hi, song.start, metronome, song.end)]
+        parts.append({"state": h.state, "grid": grid, "beats": beats})
+        track_due += sum(song.origin <= p < song.origin + track_len for p in grid)
+    with static_server() as base, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/blank")
+            got: dict[str, Any] = page.evaluate(
+                """async ([parts, start, trackId, trackLen, into]) => {
+                      const met = await import('/static/metronome.js');
+                      const back = await import('/static/backing.js');
+                      const waves = [met.clickWave(false), met.clickWave(true)];
+                      let positions = 0, wrong = [], track = 0, clicks = 0, beats = 0;
+                      for (const {state, grid, beats: at} of parts) {
+                        const m = back.songMaterial(state);
+                        for (const p of grid) {
+                          positions++;
+                          const s = met.songAt(p, m, m.earlier ?? m.previous);
+                          if (!s || s.start !== start || s.trackId !== trackId) {
+                            wrong.push([p, s && s.start, s && s.trackId]);
+                            continue;
+                          }
+                          if (back.trackIndex(p, s.origin, trackLen) !== null) track++;
+                        }
+                        for (const p of at) {
+                          beats++;
+                          const s = met.songAt(p + into, m, m.earlier ?? m.previous);
+                          if (s && s.metronome && s.metronome.on
+                              && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
+                        }
+                      }
+                      const wrongCount = wrong.length;
+                      return {positions, wrongCount, wrong: wrong.slice(0, 3),
+                              track, clicks, beats};
+                    }""",
+                [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
+            )
+            return {**got, "track_due": track_due}
+        finally:
+            browser.close()
+
+
 @pytest.mark.timeout(300)
 async def test_a_choirs_evening_every_recording_holds_every_voice(
     redis_url: str, output_dir: Path, http: aiohttp.ClientSession
 ) -> None:
     """Three singers (buckets 0, 1, 2) and a listener (the last bucket); a backing track and
-    the metronome. Song 1 ends with its track, song 2 is stopped after 5 s, song 3 starts
-    1 s after song 2 ended with the track removed and the metronome off and is stopped
-    after 6 s, song 4 starts at once, runs 40 s and ends when its leader leaves."""
+    the metronome. Song 1 ends with its track; song 2 starts 1 s after it and is stopped
+    after 5 s; song 3 starts 1 s after song 2 ended, with the track removed and the
+    metronome off, and is stopped after 3 s; song 4 starts at once, runs 40 s and ends
+    when its leader leaves. When song 4 starts the last singer is still singing song 2
+    and the listener is still hearing song 1: both must stay whole."""
+    require_chromium()  # the listener's page data is checked in it: skip (fail in CI) early
     room = "evening"
     with evening_stack(redis_url, output_dir) as here:
         sim, root = here.sim, here.root
@@ -191,13 +269,17 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
 
         everyone: list[Voice] = []
         announced: dict[int, int] = {}  # song -> room clock when its recording was announced
+        states: list[tuple[int, dict[str, Any]]] = []  # (room clock when seen, state)
         seen = 0
 
         def tick() -> None:
             nonlocal seen
+            now = now_samples()
             for msg in listener.json[seen:]:
                 if msg["type"] == "recording":
-                    announced.setdefault(int(msg["song"]), now_samples())
+                    announced.setdefault(int(msg["song"]), now)
+                elif msg["type"] == "state":
+                    states.append((now, msg["state"]))
             seen = len(listener.json)
 
         async def start(number: int, length: int, with_track: bool) -> Song:
@@ -237,21 +319,22 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         songs.append(song)
         await sing(everyone, lambda: not sim.state(room)["song"]["running"], 30, tick)
         assert int(sim.state(room)["song"]["end_pos"]) == song.end
-        # Song 2, 1 s after song 1 ended: stopped after 5 s. (The mixer mixes the running
-        # song and the one before; a song two starts ago is cut for the later buckets, so
-        # each song here starts once the last singer has sung the one two before.)
+        # Song 2, 1 s after song 1 ended (the leader's playback 1 s past its end):
+        # stopped after 5 s.
         await sing(everyone, lambda: now_samples() >= songs[0].end + SPACING + S, 30, tick)
         song = await start(2, 3600 * S, with_track=True)
         songs.append(song)
         end = await stop_after(song, 5)
-        # Song 3, 1 s after song 2 ended: no track, no metronome (set meanwhile).
+        # Song 3, 1 s after song 2 ended: no track, no metronome (set meanwhile, while
+        # the listener is still hearing song 1); stopped after 3 s.
         assert sim.command(room, "a", SetTrack(track=None)).ok
         assert sim.command(room, "a", SetMetronome(on=False)).ok
         await sing(everyone, lambda: now_samples() >= end + SPACING + S, 30, tick)
         song = await start(3, 3600 * S, with_track=False)
         songs.append(song)
-        await stop_after(song, 6)
-        # Song 4, at once: runs 40 s and ends when its leader leaves.
+        await stop_after(song, 3)
+        # Song 4, at once: runs 40 s and ends when its leader leaves. The last singer
+        # (6 s behind the leader) is still in song 2, the listener (9 s) in song 1.
         song = await start(4, 3600 * S, with_track=False)
         songs.append(song)
         leader = song.voices[0]
@@ -286,6 +369,32 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
             f"listed {waits[-1]:.2f} s after the last bucket played its end"
         )
     print(f"median end-played -> listed: {statistics.median(waits):.2f} s over {len(waits)} songs")
+    # The listener's page: each state governs the positions played until the next one
+    # came (its playback position is the room clock minus its delay).
+    heard = [
+        Heard(state, at - LAST_BUCKET, nxt - LAST_BUCKET)
+        for (at, state), (nxt, _) in zip(states, [*states[1:], (now_samples(), {})], strict=True)
+    ]
+    first = songs[0]
+    changed = [
+        h
+        for h in heard
+        if h.lo < first.end and h.state["song"]["track"] is None and h.state["song"]["number"] >= 3
+    ]
+    assert changed, "the listener was past song 1 before the leader removed its material"
+    page = await asyncio.to_thread(page_material, heard, first, metronome, track.id, track_len)
+    # Every position of song 1 the listener played: song 1's own material.
+    assert heard[0].lo <= first.start
+    assert page["positions"] >= (first.end - first.start) // (S // 100), page
+    assert page["wrong"] == [], page
+    assert page["track"] == page["track_due"] > 0, page
+    assert page["beats"] == len(clicks_between(first.start, first.end, first.start, metronome))
+    assert page["clicks"] == page["beats"], page
+    print(
+        f"listener's page, song 1: {page['positions']} positions checked, "
+        f"{page['wrongCount']} without song 1's material, track at {page['track']} of "
+        f"{page['track_due']}, clicks {page['clicks']} of {page['beats']}"
+    )
 
 
 @pytest.mark.timeout(240)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import msgpack
+import msgspec
 import pytest
 import redis
 from aiohttp import WSMsgType, web
@@ -144,7 +144,9 @@ async def test_occupancy_is_served_as_json(client: TestClient[Any, Any], redis_u
         "occupied": 3,
         "bitmap": b"\xe0\x00",
     }
-    redis.Redis.from_url(redis_url).set(keys.room_occupancy("choir"), msgpack.packb(snapshot))
+    redis.Redis.from_url(redis_url).set(
+        keys.room_occupancy("choir"), msgspec.msgpack.encode(snapshot)
+    )
     body = await (await client.get("/api/rooms/choir/occupancy")).json()
     assert body == {**snapshot, "room": "choir", "bitmap": "4AA="}
 

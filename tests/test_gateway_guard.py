@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgpack
+import msgspec
 import pytest
 import redis
 from aiohttp import web
@@ -442,7 +442,7 @@ async def test_nothing_is_processed_after_the_server_closes(
     r = redis.Redis.from_url(redis_url)
     entries: list[tuple[bytes, dict[bytes, bytes]]] = r.xrange(keys.room_events("choir"))  # type: ignore[assignment]
     r.close()
-    chats = [e for _, f in entries if (e := msgpack.unpackb(f[b"d"]))["type"] == "chat"]
+    chats = [e for _, f in entries if (e := msgspec.msgpack.decode(f[b"d"]))["type"] == "chat"]
     assert chats == []
     counts = await metrics(client)
     assert counts["bb_gateway_chat_total"] == 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import typing
 
 import numpy as np
+import pytest
 
 from common import commands as c
 from common.constants import SAMPLE_RATE
+from common.errors import ValidationError
 from common.events import Levels, Reply, State
+from common.link import Link, parse_links
 from common.records import Role, Track
 from common.wire import encode_chunk
 from mixer.host import HANDLERS, HostTiming, RoomHost
@@ -169,8 +172,17 @@ def test_the_published_state_keeps_the_last_songs_material_and_says_why_it_ended
     )
     assert all(r.ok for r in replies(out))
     states = [e for e in out.events if isinstance(e, State)]
-    song = states[-1].state["song"]
-    assert song["track"] is None and not song["metronome"]["on"]  # the next song's
-    assert song["started_with"]["track"]["id"] == track.id  # the last song's, kept
-    assert song["started_with"]["metronome"]["bpm"] == 90
-    assert (song["ended"], song["stopped_by"]) == ("stopped", "a")
+    song = states[-1].state.song
+    assert song.track is None and not song.metronome.on  # the next song's
+    assert song.started_with is not None and song.started_with.track is not None
+    assert song.started_with.track.id == track.id  # the last song's, kept
+    assert song.started_with.metronome.bpm == 90
+    assert (song.ended, song.stopped_by) == ("stopped", "a")
+
+
+def test_links_are_typed_records_stored_as_two_ids() -> None:
+    link = Link("gw1", "k7")
+    assert Link.decode(link.encode()) == link and link.encode() == "gw1 k7"
+    assert parse_links({b"a": b"gw1 ka", b"b": b"junk", b"c": b"x y z"}) == {"a": Link("gw1", "ka")}
+    with pytest.raises(ValidationError, match="GATEWAY CONN"):
+        Link.decode("one-part")

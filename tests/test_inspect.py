@@ -354,3 +354,34 @@ def test_unreachable_redis_exits_1_with_one_line(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err.startswith("brigade inspect: cannot reach Redis at redis://:***@127.0.0.1:")
     assert err.count("\n") == 1 and "Traceback" not in err and "hunter2" not in err
+
+
+def test_the_overview_shows_recorders_beside_mixers_and_gateways(
+    redis_url: str, output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    env = {
+        "REDIS_URL": redis_url,
+        "BB_RECORDER_ID": "rec1",
+        "BB_RECORDINGS_DIR": str(output_dir / "recordings"),
+    }
+    with processes(output_dir) as started:
+        recorder = Process(["recorder"], env, output_dir, "rec1")
+        started.append(recorder)
+        wait_for(lambda: client.exists(keys.recorder_heartbeat("rec1")), 15, "its heartbeat")
+        # A heartbeat nobody can read is shown too, not skipped.
+        client.set(keys.recorder_heartbeat("broken"), b"junk", px=60_000)
+
+        assert inspect_cmd.main(["--redis-url", redis_url, "--width", "100"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        at = lines.index("recorders (2)")
+        assert lines[at + 1].startswith("  broken: heartbeat (unreadable heartbeat")
+        rec1 = next(line for line in lines[at:] if line.startswith("  rec1: heartbeat (alive"))
+        assert f"pid {recorder.proc.pid}" in rec1 and "records 0 room(s)" in rec1
+
+        assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        recorders = {r["recorder_id"]: r for r in data["recorders"]}
+        assert set(recorders) == {"broken", "rec1"}
+        assert recorders["rec1"]["alive"] and recorders["rec1"]["pid"] == recorder.proc.pid
+        assert not recorders["broken"]["alive"]

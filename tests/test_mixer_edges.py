@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from common import keys
+from common import keys, process
 from common.commands import SetDelay
 from common.settings import MixerSettings
 from mixer.service import MixerService
@@ -53,10 +53,15 @@ class _ClosingRedis:
     """Stands in for redis-py under uvloop against a server that accepts and closes:
     every call raises a bare RuntimeError (see ECOSYSTEM.md)."""
 
-    calls = 0
+    def __init__(self) -> None:
+        self.calls = 0
+        self.retried = asyncio.Event()
+        """Set once asked three times: the caller retried rather than gave up."""
 
-    async def get(self, *_args: Any) -> None:
-        _ClosingRedis.calls += 1
+    async def exists(self, *_args: Any) -> None:
+        self.calls += 1
+        if self.calls >= 3:
+            self.retried.set()
         raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
 
     def register_script(self, _script: str) -> object:
@@ -64,14 +69,14 @@ class _ClosingRedis:
 
 
 async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
-    service = MixerService(MixerSettings(mixer_id="quirk"), _ClosingRedis())  # type: ignore[arg-type]
+    who = process.Identity("mixer", "quirk", keys.mixer_heartbeat("quirk"), 3000)
     stop = asyncio.Event()
-    waiting = asyncio.create_task(service._wait_for_free_id(stop))
-    await asyncio.sleep(0.5)
-    assert not waiting.done(), "the mixer gave up instead of retrying"
+    closing = _ClosingRedis()
+    waiting = asyncio.create_task(process.claim_id(closing, who, stop))  # type: ignore[arg-type]
+    await asyncio.wait_for(closing.retried.wait(), 10)
+    assert not waiting.done(), "the runtime gave up instead of retrying"
     stop.set()
-    await asyncio.wait_for(waiting, 5)
-    assert service.counters.redis_errors >= 2 and _ClosingRedis.calls >= 2
+    assert await asyncio.wait_for(waiting, 5) == 0  # stopped while waiting: a clean exit
 
 
 @pytest.mark.parametrize("failures", [1, 4, 20])

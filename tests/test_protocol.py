@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +14,11 @@ from hypothesis import strategies as st
 
 from common import commands as c
 from common import protocol as p
+from common.browser_schema import SCHEMA_PATH, browser_schema_text
+from common.codes import Code
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
+from common.records import Role
 from tests.support import REPO
 
 HELLO = {
@@ -31,7 +35,7 @@ def parse(obj: object) -> p.ClientMessage:
     return p.parse_client_message(json.dumps(obj))
 
 
-def code_of(obj: object) -> p.Code:
+def code_of(obj: object) -> Code:
     with pytest.raises(p.ProtocolError) as info:
         p.parse_client_message(obj if isinstance(obj, str) else json.dumps(obj))
     return info.value.code
@@ -42,8 +46,8 @@ def code_of(obj: object) -> p.Code:
 
 def test_hello_is_parsed_with_its_options() -> None:
     msg = parse({**HELLO, "password": "pw", "resume": {"singer": "s-1", "token": "t"}, "req": 4})
-    assert msg == p.Hello(1, "choir", "Ann", "singer", "opus", "pw", p.Resume("s-1", "t"), 4)
-    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", "singer", "opus")
+    assert msg == p.Hello(1, "choir", "Ann", Role.SINGER, "opus", "pw", p.Resume("s-1", "t"), 4)
+    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", Role.SINGER, "opus")
 
 
 def test_room_names_are_case_insensitive() -> None:
@@ -56,29 +60,29 @@ def test_room_names_are_case_insensitive() -> None:
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"version": 2}, p.Code.VERSION),
-        ({"version": True}, p.Code.VERSION),
-        ({"version": None}, p.Code.VERSION),
-        ({"room": "a b"}, p.Code.BAD_ROOM),
-        ({"room": "x" * 41}, p.Code.BAD_ROOM),
-        ({"room": 5}, p.Code.BAD_ROOM),
-        ({"name": ""}, p.Code.BAD_NAME),
-        ({"name": "   "}, p.Code.BAD_NAME),
-        ({"name": "x" * 41}, p.Code.BAD_NAME),
-        ({"name": "a\nb"}, p.Code.BAD_NAME),
-        ({"name": ["Ann"]}, p.Code.BAD_NAME),
-        ({"role": "conductor"}, p.Code.BAD_ROLE),
-        ({"codec": "mp3"}, p.Code.BAD_CODEC),
-        ({"password": ""}, p.Code.BAD_PASSWORD),
-        ({"password": 1234}, p.Code.BAD_PASSWORD),
-        ({"password": "x" * 129}, p.Code.BAD_PASSWORD),
-        ({"resume": "s-1"}, p.Code.BAD_RESUME),
-        ({"resume": {"singer": "s 1", "token": "t"}}, p.Code.BAD_RESUME),
-        ({"resume": {"singer": "s-1", "token": ""}}, p.Code.BAD_RESUME),
-        ({"req": "1"}, p.Code.BAD_MESSAGE),
+        ({"version": 2}, Code.VERSION),
+        ({"version": True}, Code.VERSION),
+        ({"version": None}, Code.VERSION),
+        ({"room": "a b"}, Code.BAD_ROOM),
+        ({"room": "x" * 41}, Code.BAD_ROOM),
+        ({"room": 5}, Code.BAD_ROOM),
+        ({"name": ""}, Code.BAD_NAME),
+        ({"name": "   "}, Code.BAD_NAME),
+        ({"name": "x" * 41}, Code.BAD_NAME),
+        ({"name": "a\nb"}, Code.BAD_NAME),
+        ({"name": ["Ann"]}, Code.BAD_NAME),
+        ({"role": "conductor"}, Code.BAD_ROLE),
+        ({"codec": "mp3"}, Code.BAD_CODEC),
+        ({"password": ""}, Code.BAD_PASSWORD),
+        ({"password": 1234}, Code.BAD_PASSWORD),
+        ({"password": "x" * 129}, Code.BAD_PASSWORD),
+        ({"resume": "s-1"}, Code.BAD_RESUME),
+        ({"resume": {"singer": "s 1", "token": "t"}}, Code.BAD_RESUME),
+        ({"resume": {"singer": "s-1", "token": ""}}, Code.BAD_RESUME),
+        ({"req": "1"}, Code.BAD_MESSAGE),
     ],
 )
-def test_bad_hello_fields_have_their_codes(change: dict[str, object], code: p.Code) -> None:
+def test_bad_hello_fields_have_their_codes(change: dict[str, object], code: Code) -> None:
     assert code_of({**HELLO, **change}) is code
 
 
@@ -119,7 +123,7 @@ def test_hello_errors_are_fatal_and_carry_the_req() -> None:
             p.RoomCommand(c.SetRounds(bpm=120.0, beats=4, repeats=2)),
         ),
         ({"type": "set_leader_boost", "boost_db": 3}, p.RoomCommand(c.SetLeaderBoost(boost_db=3))),
-        ({"type": "chat", "text": "  hello  "}, p.Chat("hello")),
+        ({"type": "chat", "text": "  hello  "}, p.ChatLine("hello")),
     ],
 )
 def test_control_messages(obj: dict[str, object], expected: p.ClientMessage) -> None:
@@ -133,51 +137,51 @@ def test_set_delay_converts_to_samples() -> None:
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
-        ("not json", p.Code.BAD_MESSAGE),
-        ("[1, 2]", p.Code.BAD_MESSAGE),
-        ('"hello"', p.Code.BAD_MESSAGE),
-        ("[" * 100_000 + "]" * 100_000, p.Code.BAD_MESSAGE),
-        ('{"type": "ping", "id": 1, "t": NaN}', p.Code.BAD_MESSAGE),
-        ('{"type": "ping", "id": 1, "t": 1e999}', p.Code.BAD_MESSAGE),
-        ('{"type": "ping", "id": 1' + "0" * 5000 + ', "t": 1}', p.Code.BAD_MESSAGE),
-        ({"type": "dance"}, p.Code.BAD_MESSAGE),
-        ({"no": "type"}, p.Code.BAD_MESSAGE),
-        ({"type": "ping", "id": "1", "t": 1}, p.Code.BAD_MESSAGE),
-        ({"type": "ping", "id": -1, "t": 1}, p.Code.BAD_MESSAGE),
-        ({"type": "ping", "id": 1, "t": "now"}, p.Code.BAD_MESSAGE),
-        ({"type": "join_bucket", "bucket": 64}, p.Code.BAD_BUCKET),
-        ({"type": "join_bucket", "bucket": True}, p.Code.BAD_BUCKET),
-        ({"type": "join_bucket", "bucket": 1.0}, p.Code.BAD_BUCKET),
-        ({"type": "join_bucket"}, p.Code.BAD_BUCKET),
-        ({"type": "set_delay", "delay_s": 0}, p.Code.BAD_DELAY),
-        ({"type": "set_delay", "delay_s": 116}, p.Code.BAD_DELAY),
-        ({"type": "set_delay", "delay_s": "3"}, p.Code.BAD_DELAY),
-        ({"type": "set_gain", "target": "s-1", "gain_db": 12.5}, p.Code.BAD_GAIN),
-        ({"type": "set_gain", "target": "s 1", "gain_db": 0}, p.Code.BAD_GAIN),
-        ({"type": "set_gain", "gain_db": 0}, p.Code.BAD_GAIN),
-        ({"type": "solo", "target": "s-1", "on": "yes"}, p.Code.BAD_MESSAGE),
-        ({"type": "set_mix", "mix": "monitor"}, p.Code.BAD_MESSAGE),
-        ({"type": "set_rounds", "bpm": 10, "beats": 4, "repeats": 2}, p.Code.BAD_ROUNDS),
-        ({"type": "set_rounds", "bpm": 120, "beats": 4, "repeats": 21}, p.Code.BAD_ROUNDS),
-        ({"type": "set_leader_boost", "boost_db": -1}, p.Code.BAD_GAIN),
-        ({"type": "set_leader_boost", "boost_db": 12.5}, p.Code.BAD_GAIN),
-        ({"type": "set_leader_boost", "boost_db": "6"}, p.Code.BAD_GAIN),
-        ({"type": "set_leader_boost"}, p.Code.BAD_GAIN),
-        ({"type": "set_gain", "target": "s-1", "gain_db": -60.5}, p.Code.BAD_GAIN),
-        ({"type": "set_gain", "target": "s-1", "gain_db": -1000}, p.Code.BAD_GAIN),
-        ('{"type": "set_gain", "target": "s-1", "gain_db": -Infinity}', p.Code.BAD_MESSAGE),
-        ('{"type": "set_gain", "target": "s-1", "gain_db": NaN}', p.Code.BAD_MESSAGE),
-        ('{"type": "ping", "id": 1, "t": Infinity}', p.Code.BAD_MESSAGE),
-        ({"type": "mute", "muted": 1}, p.Code.BAD_MESSAGE),
-        ({"type": "chat", "text": ""}, p.Code.BAD_MESSAGE),
-        ({"type": "chat", "text": "x" * 501}, p.Code.BAD_MESSAGE),
-        ({"type": "chat", "text": "bell\x07"}, p.Code.BAD_MESSAGE),
-        ({"type": "chat", "text": 5}, p.Code.BAD_MESSAGE),
-        ({"type": "lead", "req": 2**53}, p.Code.BAD_MESSAGE),
-        ({"type": "lead", "req": False}, p.Code.BAD_MESSAGE),
+        ("not json", Code.BAD_MESSAGE),
+        ("[1, 2]", Code.BAD_MESSAGE),
+        ('"hello"', Code.BAD_MESSAGE),
+        ("[" * 100_000 + "]" * 100_000, Code.BAD_MESSAGE),
+        ('{"type": "ping", "id": 1, "t": NaN}', Code.BAD_MESSAGE),
+        ('{"type": "ping", "id": 1, "t": 1e999}', Code.BAD_MESSAGE),
+        ('{"type": "ping", "id": 1' + "0" * 5000 + ', "t": 1}', Code.BAD_MESSAGE),
+        ({"type": "dance"}, Code.BAD_MESSAGE),
+        ({"no": "type"}, Code.BAD_MESSAGE),
+        ({"type": "ping", "id": "1", "t": 1}, Code.BAD_MESSAGE),
+        ({"type": "ping", "id": -1, "t": 1}, Code.BAD_MESSAGE),
+        ({"type": "ping", "id": 1, "t": "now"}, Code.BAD_MESSAGE),
+        ({"type": "join_bucket", "bucket": 64}, Code.BAD_BUCKET),
+        ({"type": "join_bucket", "bucket": True}, Code.BAD_BUCKET),
+        ({"type": "join_bucket", "bucket": 1.0}, Code.BAD_BUCKET),
+        ({"type": "join_bucket"}, Code.BAD_BUCKET),
+        ({"type": "set_delay", "delay_s": 0}, Code.BAD_DELAY),
+        ({"type": "set_delay", "delay_s": 116}, Code.BAD_DELAY),
+        ({"type": "set_delay", "delay_s": "3"}, Code.BAD_DELAY),
+        ({"type": "set_gain", "target": "s-1", "gain_db": 12.5}, Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s 1", "gain_db": 0}, Code.BAD_GAIN),
+        ({"type": "set_gain", "gain_db": 0}, Code.BAD_GAIN),
+        ({"type": "solo", "target": "s-1", "on": "yes"}, Code.BAD_MESSAGE),
+        ({"type": "set_mix", "mix": "monitor"}, Code.BAD_MESSAGE),
+        ({"type": "set_rounds", "bpm": 10, "beats": 4, "repeats": 2}, Code.BAD_ROUNDS),
+        ({"type": "set_rounds", "bpm": 120, "beats": 4, "repeats": 21}, Code.BAD_ROUNDS),
+        ({"type": "set_leader_boost", "boost_db": -1}, Code.BAD_GAIN),
+        ({"type": "set_leader_boost", "boost_db": 12.5}, Code.BAD_GAIN),
+        ({"type": "set_leader_boost", "boost_db": "6"}, Code.BAD_GAIN),
+        ({"type": "set_leader_boost"}, Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s-1", "gain_db": -60.5}, Code.BAD_GAIN),
+        ({"type": "set_gain", "target": "s-1", "gain_db": -1000}, Code.BAD_GAIN),
+        ('{"type": "set_gain", "target": "s-1", "gain_db": -Infinity}', Code.BAD_MESSAGE),
+        ('{"type": "set_gain", "target": "s-1", "gain_db": NaN}', Code.BAD_MESSAGE),
+        ('{"type": "ping", "id": 1, "t": Infinity}', Code.BAD_MESSAGE),
+        ({"type": "mute", "muted": 1}, Code.BAD_MESSAGE),
+        ({"type": "chat", "text": ""}, Code.BAD_MESSAGE),
+        ({"type": "chat", "text": "x" * 501}, Code.BAD_MESSAGE),
+        ({"type": "chat", "text": "bell\x07"}, Code.BAD_MESSAGE),
+        ({"type": "chat", "text": 5}, Code.BAD_MESSAGE),
+        ({"type": "lead", "req": 2**53}, Code.BAD_MESSAGE),
+        ({"type": "lead", "req": False}, Code.BAD_MESSAGE),
     ],
 )
-def test_bad_messages_have_their_codes(raw: object, code: p.Code) -> None:
+def test_bad_messages_have_their_codes(raw: object, code: Code) -> None:
     assert code_of(raw) is code
 
 
@@ -189,7 +193,7 @@ def test_errors_keep_the_req_of_a_bad_control_message() -> None:
 
 
 def test_server_messages_are_compact_json() -> None:
-    text = p.dumps(p.error_message(p.Code.TOO_LARGE, "too big", req=3))
+    text = p.dumps(p.error_message(Code.TOO_LARGE, "too big", req=3))
     assert json.loads(text) == {
         "type": "error",
         "code": "too_large",
@@ -260,7 +264,7 @@ def _header(kind: int = 1, codec: int = 1, count: int = 1, start: int = 0) -> by
 def test_bad_upstream_is_bad_audio(data: bytes, fragment: str) -> None:
     with pytest.raises(p.ProtocolError, match=fragment) as info:
         p.parse_upstream(data)
-    assert info.value.code is p.Code.BAD_AUDIO
+    assert info.value.code is Code.BAD_AUDIO
 
 
 @settings(max_examples=500)
@@ -269,7 +273,7 @@ def test_upstream_parser_only_raises_protocol_errors(data: bytes) -> None:
     try:
         p.parse_upstream(data)
     except p.ProtocolError as exc:
-        assert exc.code is p.Code.BAD_AUDIO
+        assert exc.code is Code.BAD_AUDIO
 
 
 @settings(max_examples=300)
@@ -457,7 +461,7 @@ def test_the_documented_field_error_codes_are_the_commands_own() -> None:
 @pytest.mark.parametrize("kind", sorted(c.CLIENT_COMMANDS))
 def test_missing_and_wrong_typed_fields_get_the_documented_code(kind: str) -> None:
     table, _others = documented_field_codes()
-    expected = p.Code(table.get(kind, "bad_message"))
+    expected = Code(table.get(kind, "bad_message"))
     cls = c.CLIENT_COMMANDS[kind]
     fields = cls.__struct_fields__
     for name in fields:
@@ -471,3 +475,10 @@ def _defaults(cls: type[c.Command]) -> set[str]:
     fields = cls.__struct_fields__
     defaults = cls.__struct_defaults__
     return set(fields[len(fields) - len(defaults) :])
+
+
+def test_the_browser_schema_file_is_current() -> None:
+    """docs/browser-messages.schema.json is generated from the types: regenerate it with
+    ``python -m common.browser_schema > docs/browser-messages.schema.json``."""
+    kept = (Path(__file__).resolve().parent.parent / SCHEMA_PATH).read_text()
+    assert kept == browser_schema_text()

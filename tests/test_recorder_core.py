@@ -15,7 +15,7 @@ from common.constants import SAMPLE_RATE
 from common.records import Member, Metronome, Role
 from common.tracks import CLICK_SAMPLES, click_wave
 from common.wire import encode_chunk
-from mixer.service import older_id
+from mixer.planner import older_id
 from recorder import files
 from recorder.stems import StemWriter
 from recorder.take import MAX_SONG_SAMPLES, Take, TakeInfo, clip
@@ -91,8 +91,8 @@ def test_retention_never_touches_a_take_in_progress(tmp_path: Path) -> None:
 
 
 def test_retention_keeps_the_newest_per_room_then_fits_the_size_cap() -> None:
-    recs = [files.Recording("a", f"a{i}", float(i), 10) for i in range(5)]
-    recs += [files.Recording("b", f"b{i}", float(i) + 0.5, 10) for i in range(2)]
+    recs = [files.StoredRecording("a", f"a{i}", float(i), 10) for i in range(5)]
+    recs += [files.StoredRecording("b", f"b{i}", float(i) + 0.5, 10) for i in range(2)]
     assert {r.stem for r in files.to_delete(recs, keep=3, max_bytes=1000)} == {"a0", "a1"}
     gone = files.to_delete(recs, keep=3, max_bytes=30)
     assert {r.stem for r in gone} == {"a0", "a1", "b0", "b1"}  # then the oldest of all

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
-from common.records import Member, Role, RoomMeta, Song, SongSpan
+from common.records import Member, Metronome, Role, RoomMeta, Song, SongMaterial, SongSpan, Track
 from recorder.core import (
     OVERDUE_S,
     Finish,
@@ -19,6 +19,7 @@ from recorder.core import (
     TakeAction,
     TakeCore,
     last_bucket_delay,
+    played_by,
     recording_delay,
     song_end,
     starts_take,
@@ -116,12 +117,56 @@ def test_a_song_ended_by_its_leader_leaving_ends_where_the_record_says() -> None
 def test_a_song_ended_by_the_next_one_starting_ends_at_its_own_end() -> None:
     info = TakeInfo(room="r", number=1, start_pos=START, delay=12 * S)
     after = running(number=2, start=START + 6 * S)
-    after.previous = SongSpan(number=1, start_pos=START, end_pos=START + 5 * S)
+    after.earlier = [SongSpan(number=1, start_pos=START, end_pos=START + 5 * S)]
     assert song_end(info, after, START) == START + 5 * S
     # Two songs since ours: ours ended by the time the newest started, at the latest.
     assert song_end(info, running(number=3, start=START + 9 * S), START) == START + 9 * S
     assert song_end(info, running(), START) is None  # ours runs
     assert song_end(info, None, START + 7) == START + 7  # the room is gone: keep what we have
+
+
+def test_three_songs_within_one_delay_each_end_at_their_own_end() -> None:
+    """Song 1 (5 s) and song 2 (2 s) both ended before song 3 started, all within the
+    18 s tap's delay: each take reads its own song's end from ``earlier``."""
+    one = SongSpan(number=1, start_pos=START, end_pos=START + 5 * S)
+    two = SongSpan(number=2, start_pos=START + 6 * S, end_pos=START + 8 * S)
+    third = running(number=3, start=START + 9 * S)
+    third.earlier = [two, one]
+    first = TakeInfo(room="r", number=1, start_pos=START, delay=18 * S)
+    second = TakeInfo(room="r", number=2, start_pos=START + 6 * S, delay=18 * S)
+    assert song_end(first, third, START) == START + 5 * S
+    assert song_end(second, third, START) == START + 8 * S
+    # Only song 2 kept (song 1 left the ring): song 1 ended by song 2's start at the latest.
+    third.earlier = [two]
+    assert song_end(first, third, START) == START + 6 * S
+    core = new_take(delay=18 * S)
+    third.earlier = [two, one]
+    assert core.observe(third, CHOIR, META, START + 10 * S) == [SaveInfo()]
+    assert core.take.end_pos == START + 5 * S
+
+
+HYMN = Track(id="t-0123456789ab", name="hymn", samples=10 * S)
+CLICKS = Metronome(on=True, bpm=90.0, count_in=True)
+
+
+def test_a_take_plays_its_own_songs_material_not_the_leaders_next_choice() -> None:
+    """Song 1 started with a track and clicks; after it ended the leader removed both
+    and started song 2: a take of either gets the material its song started with."""
+    own = SongMaterial(track=HYMN, metronome=CLICKS)
+    song = ended(START + 5 * S)
+    song.started_with = own
+    song.track, song.metronome = None, Metronome()  # the leader's choice since
+    assert played_by(song, 1, START) == own
+    nxt = running(number=2, start=START + 6 * S)
+    nxt.started_with = SongMaterial()
+    nxt.earlier = [SongSpan(number=1, start_pos=START, end_pos=START + 5 * S, started_with=own)]
+    nxt.track = HYMN  # chosen again for song 3: not song 2's
+    assert played_by(nxt, 1, START) == own
+    assert played_by(nxt, 2, START + 6 * S) == SongMaterial()
+    # A record from before songs kept their material: the current choice.
+    old = ended(START + 5 * S)
+    old.track = HYMN
+    assert played_by(old, 1, START) == SongMaterial(track=HYMN)
 
 
 def test_a_room_that_is_gone_finishes_the_take_as_it_is() -> None:

@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
 from common import keys
+from common.errors import ValidationError
+from common.recording import Recording, decode_sidecar, encode_sidecar
 from gateway.recordings import recording_file, stems_of
 from gateway.rooms import token_digest
 from gateway.zipstream import zip_chunks
@@ -35,7 +37,10 @@ def recording(root: Path, room: str, stem: str, created: float) -> None:
     folder = root / room
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{stem}.flac").write_bytes(b"fLaC" + stem.encode())
-    (folder / f"{stem}.json").write_text(json.dumps({"room": room, "created": created}))
+    sidecar = Recording(
+        room=room, song=1, start_pos=0, end_pos=1, created=created, flac=f"{stem}.flac", ogg=""
+    )
+    (folder / f"{stem}.json").write_text(encode_sidecar(sidecar))
 
 
 async def rooms(client: TestClient[Any, Any], redis_url: str) -> None:
@@ -56,12 +61,12 @@ async def test_recordings_are_listed_and_served_to_members_only(
     recording(tmp_path, "open", "open-song1-20261201-0800-Ann", 1.0)
     recording(tmp_path, "open", "open-song2-20261201-0810-Ann", 2.0)
     recording(tmp_path, "closed", "closed-song1-20261201-0800-Bo", 1.0)
-    # A sidecar that is not an object, or has no usable time, does not break the list.
+    # A sidecar that is not a Recording (common/recording.py) is left out of the list.
     (tmp_path / "open" / "broken.json").write_text("[1, 2]")
     (tmp_path / "open" / "odd.json").write_text(json.dumps({"created": "yesterday"}))
 
     listed = await (await client.get("/api/rooms/open/recordings")).json()
-    assert [r["created"] for r in listed["recordings"]] == [2.0, 1.0, "yesterday"]
+    assert [r["created"] for r in listed["recordings"]] == [2.0, 1.0]
     assert listed["members_only"] is False
     got = await client.get("/api/rooms/open/recordings/open-song1-20261201-0800-Ann.flac")
     assert got.status == 200 and await got.read() == b"fLaCopen-song1-20261201-0800-Ann"
@@ -126,23 +131,62 @@ def test_file_names_are_the_recorders_and_nothing_else() -> None:
         assert recording_file(name) is None, name
 
 
-def test_a_sidecar_names_only_its_own_stems() -> None:
-    sidecar = {
-        "stems": [{"singer": "s-0", "name": "Ann", "file": f"{STEM}.stem-01-Ann.flac"}],
+def sidecar(**fields: object) -> Recording:
+    """A sidecar as the gateway reads it: JSON decoded into the one Recording type."""
+    base = {"room": "choir", "song": 1, "start_pos": 0, "end_pos": 48_000}
+    return decode_sidecar(
+        json.dumps({**base, "flac": f"{STEM}.flac", "ogg": f"{STEM}.ogg", **fields})
+    )
+
+
+def test_a_sidecar_reads_and_writes_as_the_recorder_wrote_it(tmp_path: Path) -> None:
+    """The text the recorder wrote before the sidecar was typed (a637896's dict) round-trips."""
+    old = {
+        "room": "choir",
+        "song": 3,
+        "start_pos": 1,
+        "end_pos": 48_001,
+        "length_s": 1.0,
+        "leader": "s-0",
+        "created": 1764576000.5,
+        "track": "t-0123456789ab",
+        "metronome": False,
+        "flac": f"{STEM}.flac",
+        "ogg": f"{STEM}.ogg",
+        "stems": [{"singer": None, "name": "Backing track", "file": f"{STEM}.track.flac"}],
         "lof": f"{STEM}.lof",
-        "rpp": f"{STEM}.rpp",
+        "rpp": None,
     }
-    assert stems_of(sidecar, STEM) == [f"{STEM}.stem-01-Ann.flac", f"{STEM}.lof", f"{STEM}.rpp"]
-    assert stems_of({"stems": [], "lof": None, "rpp": None}, STEM) == []
-    assert stems_of({"created": 1.0}, STEM) == []  # a sidecar from before stems
+    text = json.dumps(old, indent=1)
+    assert encode_sidecar(decode_sidecar(text)) == text
+    written = make_recording(tmp_path, "choir", 2, created=5.0, stems=["Ann"], track=True)
+    path = tmp_path / "choir" / written["flac"].replace(".flac", ".json")
+    assert encode_sidecar(decode_sidecar(path.read_bytes())) == path.read_text()
+
+
+def test_a_sidecar_names_only_its_own_stems() -> None:
+    named = sidecar(
+        stems=[{"singer": "s-0", "name": "Ann", "file": f"{STEM}.stem-01-Ann.flac"}],
+        lof=f"{STEM}.lof",
+        rpp=f"{STEM}.rpp",
+    )
+    assert stems_of(named, STEM) == [f"{STEM}.stem-01-Ann.flac", f"{STEM}.lof", f"{STEM}.rpp"]
+    assert stems_of(sidecar(stems=[], lof=None, rpp=None), STEM) == []
+    assert stems_of(sidecar(created=1.0), STEM) == []  # a sidecar from before stems
+    for malformed in ({"stems": "all"}, {"stems": [{"file": None}]}, {"created": True}):
+        with pytest.raises(ValidationError, match="sidecar"):
+            sidecar(**malformed)
+    with pytest.raises(ValidationError, match="sidecar"):
+        decode_sidecar("[]")
+
+    def stem(file: str) -> dict[str, object]:
+        return {"singer": None, "name": "x", "file": file}
+
     for broken, why in (
-        ([], "not an object"),
-        ({"stems": "all"}, "list of objects"),
-        ({"stems": [{"file": "../x.flac"}]}, "names a file"),
-        ({"stems": [{"file": None}]}, "names a file"),
-        ({"stems": [{"file": "other-song1-20261201-0800-Bo.stem-01-Bo.flac"}]}, "not a stem"),
-        ({"stems": [{"file": f"{STEM}.ogg"}]}, "not a stem"),
-        ({"stems": [{"file": f"{STEM}.track.flac"}], "lof": f"{STEM}.track.flac"}, "twice"),
+        (sidecar(stems=[stem("../x.flac")]), "names a file"),
+        (sidecar(stems=[stem("other-song1-20261201-0800-Bo.stem-01-Bo.flac")]), "not a stem"),
+        (sidecar(stems=[stem(f"{STEM}.ogg")]), "not a stem"),
+        (sidecar(stems=[stem(f"{STEM}.track.flac")], lof=f"{STEM}.track.flac"), "twice"),
     ):
         with pytest.raises(ValueError, match=why):
             stems_of(broken, STEM)
@@ -305,7 +349,7 @@ async def test_a_client_that_goes_away_mid_zip_leaves_nothing_open(
         name = f"{STEM}.stem-0{i + 1}-S{i}.flac"
         (folder / name).write_bytes(os.urandom(16 * 1024 * 1024))
         stems.append({"singer": f"s-{i}", "name": f"S{i}", "file": name})
-    (folder / f"{STEM}.json").write_text(json.dumps({"created": 1.0, "stems": stems}))
+    (folder / f"{STEM}.json").write_text(encode_sidecar(sidecar(created=1.0, stems=stems)))
     url = f"/api/rooms/open/recordings/{STEM}.stems.zip"
     got = await client.get(url)
     assert got.status == 200

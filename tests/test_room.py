@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import to_builtins
 
 from common import records
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
@@ -211,7 +211,7 @@ def test_leader_expiring_halts_the_song_and_clears_the_lead() -> None:
         end_pos=T0 + 20 * S - SMALL.bucket_delay(0),
         number=1,
         stopped_by=None,  # nobody stopped it: its leader left
-        started_with=records.SongMaterial(),
+        started_with=records.SongMaterial(rounds=records.Rounds()),
         ended=records.EndReason.LEADER_LEFT,
     )
 
@@ -343,12 +343,12 @@ def test_stopped_by_round_trips_and_is_public() -> None:
     assert records.decode(records.encode(song), Song) == song
     # Records written before the field existed still load.
     legacy = {k: v for k, v in msgspec.to_builtins(song).items() if k != "stopped_by"}
-    assert records.decode(msgpack.packb(legacy), Song).stopped_by is None
+    assert records.decode(msgspec.msgpack.encode(legacy), Song).stopped_by is None
     state = room(lead=Role.SINGER)
     state.request_lead("lead", T0)
     state.start_song("lead", T0 + S)
     state.stop_song("lead", T0 + 2 * S)
-    assert public_state("r", state)["song"]["stopped_by"] == "lead"
+    assert to_builtins(public_state("r", state))["song"]["stopped_by"] == "lead"
 
 
 # --- places -----------------------------------------------------------------------------------
@@ -485,7 +485,7 @@ def good_member() -> dict[str, Any]:
 )
 def test_member_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Member)
+        records.decode(msgspec.msgpack.encode(garbage), Member)
 
 
 @pytest.mark.parametrize(
@@ -505,11 +505,11 @@ def test_member_record_rejects_garbage(garbage: object) -> None:
 )
 def test_song_record_rejects_garbage(garbage: object) -> None:
     with pytest.raises(ValidationError):
-        records.decode(msgpack.packb(garbage), Song)
+        records.decode(msgspec.msgpack.encode(garbage), Song)
 
 
 def test_members_stored_under_another_id_are_refused() -> None:
-    member = records.decode(msgpack.packb(good_member()), Member)
+    member = records.decode(msgspec.msgpack.encode(good_member()), Member)
     with pytest.raises(ValidationError):
         RoomState(SMALL, {"bob": member})
 
@@ -847,7 +847,7 @@ def test_the_last_seconds_of_a_song_still_mix_after_the_next_one_starts() -> Non
         number=1,
         start_pos=first,
         end_pos=end,
-        started_with=records.SongMaterial(),
+        started_with=records.SongMaterial(rounds=records.Rounds()),
         ended=records.EndReason.STOPPED,
     )
     assert state.song.start_pos == end + S
@@ -863,11 +863,69 @@ def test_the_last_seconds_of_a_song_still_mix_after_the_next_one_starts() -> Non
     # The record keeps the span through a failover (and the recorder reads its end there).
     again = records.decode(records.encode(state.song), records.Song)
     assert again.previous == state.song.previous
-    # A window only ever opens the song before: the one before that is closed.
+    # The song two back stays open while it is in the ring; once its end has left it,
+    # its span goes.
     state.stop_song("lead", later + S)
     state.start_song("lead", later + 2 * S)
-    assert state.song.previous is not None and state.song.previous.number == 2
+    assert [span.number for span in state.song.earlier] == [2, 1]
+    assert state.song.window(end - CHUNK, end) == (end - CHUNK, end)
+    gone = end + SMALL.ring_samples + SMALL.bucket_delay(0) + S
+    state.stop_song("lead", gone)
+    state.start_song("lead", gone + S)
+    assert [span.number for span in state.song.earlier] == [3, 2]
     assert state.song.window(end - CHUNK, end) is None
+
+
+def test_three_songs_within_one_delay_each_mix_their_own_end_in_the_last_bucket() -> None:
+    """Song 1 ends with its track, song 2 is stopped after 1 s, song 3 starts at once:
+    the last bucket (4 s behind) is still singing song 1 when song 3 starts. Its chunks
+    for the ends of songs 1 and 2 are both mixed, and the pages find each song's own
+    material: song 1's track, though the leader removed it for the next songs."""
+    mixer = song_mixer(("far", 4))
+    state = mixer.state
+    song1 = state.song
+    first = song1.start_pos
+    assert first is not None
+    track = records.Track(id="t-0123456789ab", name="backing", samples=3 * S)
+    # Song 1 was started without a track; give song 2 one to watch it stay song 2's.
+    state.stop_song("lead", T0 + 3 * S)
+    end1 = state.song.end_pos
+    assert end1 is not None
+    state.add_track("lead", track)
+    state.start_song("lead", T0 + 3 * S + CHUNK)
+    state.stop_song("lead", T0 + 4 * S)
+    end2 = state.song.end_pos
+    assert end2 is not None
+    state.set_track("lead", None)
+    state.set_metronome("lead", records.Metronome(on=False))
+    state.start_song("lead", T0 + 4 * S + CHUNK)
+    song = state.song
+    assert [s.number for s in song.earlier] == [2, 1]
+    assert song.earlier[0].started_with == records.SongMaterial(
+        track=track, rounds=records.Rounds()
+    )
+    assert song.earlier[1].started_with == records.SongMaterial(rounds=records.Rounds())
+    assert song.started_with == records.SongMaterial(rounds=records.Rounds())
+    # The far bucket (delay 5 s) sings songs 1 and 2's ends after song 3 has started.
+    now = T0 + 4 * S + CHUNK + 3 * S
+    a = tone(440.0, end1 - CHUNK, CHUNK)
+    b = tone(550.0, end2 - CHUNK, CHUNK)
+    assert mixer.apply("far", end1 - CHUNK, a, now) is ApplyStatus.OK
+    assert mixer.apply("far", end2 - CHUNK, b, now + S) is ApplyStatus.OK
+    # Between songs 2 and 3 (a gap of one chunk) nothing is mixed.
+    gap = tone(660.0, end2, CHUNK)
+    assert mixer.apply("far", end2, gap, now + S) is ApplyStatus.NO_SONG
+    assert mixer.ring is not None
+    np.testing.assert_array_equal(mixer.ring.read_raw(end1 - CHUNK, CHUNK)[0], a)
+    np.testing.assert_array_equal(mixer.ring.read_raw(end2 - CHUNK, CHUNK)[0], b)
+    # The page's view lists both songs with their own material, newest first.
+    view: Any = to_builtins(public_state("choir", state))["song"]
+    assert [e["number"] for e in view["earlier"]] == [2, 1]
+    assert view["earlier"][0]["started_with"]["track"]["id"] == track.id
+    assert view["previous"] == view["earlier"][0]
+    # The record keeps them through a failover.
+    again = records.decode(records.encode(state.song), records.Song)
+    assert again.earlier == song.earlier
 
 
 def test_new_taps_start_at_the_due_frame_and_the_backlog_is_capped() -> None:
@@ -985,3 +1043,46 @@ def test_a_checkpoint_lets_a_new_owner_emit_what_the_old_one_would_have() -> Non
         assert out.start <= playable + FRAME
     heard = np.concatenate([o.samples for o in new_out.values()])
     assert np.abs(heard).max() > 0.1  # the audio sung before the takeover is there
+
+
+def test_rounds_changed_between_songs_do_not_reach_the_tail_of_the_song_before() -> None:
+    """Song 1 has one repeat a second later; after it the leader turns rounds off and
+    starts song 2 at once. The last bucket, still hearing song 1, hears its repeats to
+    its end; song 2 is emitted without them."""
+    state = room(lead=Role.SINGER, far=Role.SINGER)
+    state.request_lead("lead", T0)
+    state.set_leader_boost("lead", 0.0)
+    state.join_bucket("far", 4)
+    one = records.Rounds(bpm=120, beats=2, repeats=1)  # one repeat, 1 s later
+    state.set_rounds("lead", one)
+    state.start_song("lead", T0)
+    start = state.song.start_pos
+    assert start is not None
+    mixer = RoomMixer("r", state, T0)
+    d_lead = state.members["lead"].delay
+    sung = start + 3 * S // 2
+    x = tone(440.0, sung, CHUNK)
+    assert mixer.apply("lead", sung, x, sung + CHUNK + d_lead) is ApplyStatus.OK
+    state.stop_song("lead", start + 3 * S + d_lead)
+    end = state.song.end_pos
+    assert end == start + 3 * S
+    state.set_rounds("lead", records.Rounds(bpm=120, beats=2, repeats=0))
+    state.start_song("lead", end + d_lead + CHUNK)
+    assert state.song.earlier[0].started_with is not None
+    assert state.song.earlier[0].started_with.rounds == one
+    assert state.song.rounds_from(end - S, end + S) == [
+        (end - S, one),
+        (end + CHUNK, records.Rounds(bpm=120, beats=2, repeats=0)),
+    ]
+    # The far bucket's tap emits song 1's last 2 s after song 2 started.
+    far = Tap(state.members["far"].delay, "full")
+    lead = SMALL.lead_samples
+    out: dict[int, float] = {}
+    for now in range(start + 2 * S + far.delay - lead, end + S + far.delay - lead, CHUNK):
+        for o in mixer.tick(now):
+            if o.tap == far:
+                for k in range(0, len(o.samples), FRAME):
+                    out[o.start + k] = float(np.abs(o.samples[k : k + FRAME]).max())
+    echo = [out[p] for p in range(sung + S, sung + S + CHUNK - FRAME, FRAME) if p in out]
+    assert echo and min(echo) > 0.1  # the repeat of song 1 sounds
+    assert all(v == 0.0 for p, v in out.items() if p >= end)  # nothing sung in song 2

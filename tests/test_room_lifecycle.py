@@ -32,9 +32,14 @@ def mixer(started: list[Process], url: str, log_dir: Path, name: str, **env: str
     return proc
 
 
-def owned_rooms(client: redis.Redis, mixer_id: str) -> list[str] | None:
+def mixer_status(client: redis.Redis, mixer_id: str) -> MixerStatus | None:
     raw: Any = client.get(keys.mixer_heartbeat(mixer_id))
-    return records.decode(raw, MixerStatus).rooms if raw else None
+    return records.decode(raw, MixerStatus) if raw else None
+
+
+def owned_rooms(client: redis.Redis, mixer_id: str) -> list[str] | None:
+    status = mixer_status(client, mixer_id)
+    return status.rooms if status else None
 
 
 @pytest.fixture
@@ -59,6 +64,10 @@ def test_an_unused_room_is_released_and_comes_back_on_the_next_command(
         # Grace (0.5 s) and release time (1 s) later, the mixer lets go of it.
         wait_for(lambda: sim.owner("quiet") is None, 10, "the room to be released")
         wait_for(lambda: owned_rooms(client, "m1") == [], 5, "the mixer to own nothing")
+        status = mixer_status(client, "m1")
+        assert status is not None
+        # Released once, and not claimed back by its own mixer in the same round.
+        assert (status.counters["rooms_claimed"], status.counters["rooms_released"]) == (1, 1)
         assert not client.sismember(keys.ACTIVE_ROOMS, "quiet")
         assert client.zscore(keys.IDLE_ROOMS, "quiet") is not None
         assert client.sismember(keys.ROOMS, "quiet")  # released, not deleted

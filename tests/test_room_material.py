@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+from msgspec import to_builtins
 
 from common import records
 from common.constants import SAMPLE_RATE
@@ -41,7 +42,7 @@ def led_room() -> RoomState:
 
 
 def song_view(state: RoomState) -> dict[str, object]:
-    song = public_state("choir", state)["song"]
+    song = to_builtins(public_state("choir", state))["song"]
     assert isinstance(song, dict)
     return song
 
@@ -53,7 +54,7 @@ def test_a_song_keeps_its_track_and_metronome_after_the_leader_changes_them() ->
     state.start_song("lead", T0 + 2 * S)
     start = state.song.start_pos
     assert start is not None
-    played = SongMaterial(track=HYMN, metronome=CLICKS)
+    played = SongMaterial(track=HYMN, metronome=CLICKS, rounds=records.Rounds())
     assert state.song.started_with == played
     # The song ends with its track, then the leader chooses no track and no clicks.
     end = song_end(start, CLICKS, HYMN.samples)
@@ -79,7 +80,9 @@ def test_a_song_keeps_its_track_and_metronome_after_the_leader_changes_them() ->
     assert view["ended"] == "track"
     # The next song starts with the new choice; the last one is its previous, material and all.
     state.start_song("lead", end + state.members["lead"].delay + S)
-    assert state.song.started_with == SongMaterial(track=None, metronome=Metronome(on=False))
+    assert state.song.started_with == SongMaterial(
+        track=None, metronome=Metronome(on=False), rounds=records.Rounds()
+    )
     assert state.song.previous == records.SongSpan(
         number=1, start_pos=start, end_pos=end, started_with=played, ended=EndReason.TRACK
     )
@@ -163,7 +166,7 @@ def test_the_last_songs_cues_stay_for_later_buckets() -> None:
     state.start_song("lead", T0 + 7 * S)
     assert state.material.cues == [] and state.material.previous_cues == first
     assert state.material_version > version  # persisted
-    material = public_state("choir", state)["material"]
+    material = to_builtins(public_state("choir", state))["material"]
     assert material["previous_cues"] == [[c.pos, c.line] for c in first]
     assert material["cues"] == []
     back = records.decode(records.encode(state.material), records.Material)
@@ -213,7 +216,7 @@ def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
     state.add_track("lead", HYMN)
     state.set_image("lead", Image(id="i-0c1d2e3f4a5b", content_type="image/png"))
     state.start_song("lead", T0 + 6 * S)
-    sent = public_state("choir", state)
+    sent = to_builtins(public_state("choir", state))
 
     def keys_of(value: object, path: str) -> set[str]:
         found: set[str] = set()
@@ -226,3 +229,35 @@ def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
 
     for part in ("song", "material"):
         assert keys_of(example[part], part) == keys_of(sent[part], part)
+
+
+def test_the_cues_of_every_song_still_audible_are_kept() -> None:
+    """Three songs within one delay: song 1's cues stay (``older_cues``) while song 1 is
+    in ``song.earlier``; they go once it has left the ring."""
+    state = led_room()
+    state.set_lyrics("lead", "one\ntwo")
+    state.start_song("lead", T0 + 2 * S)
+    first = state.song.start_pos
+    assert first is not None
+    state.cue_lyrics("lead", 0, first + S, T0 + 3 * S)
+    state.stop_song("lead", T0 + 4 * S)
+    state.start_song("lead", T0 + 5 * S)
+    second = state.song.start_pos
+    assert second is not None
+    state.cue_lyrics("lead", 1, second + S // 2, T0 + 6 * S)
+    state.stop_song("lead", T0 + 7 * S)
+    state.start_song("lead", T0 + 8 * S)
+    material = state.material
+    assert material.cues == []
+    assert material.previous_cues == [records.Cue(second + S // 2, 1)]
+    assert material.older_cues == [
+        records.SongCues(start_pos=first, cues=[records.Cue(first + S, 0)])
+    ]
+    view = to_builtins(public_state("choir", state))["material"]
+    assert view["older_cues"] == [{"start_pos": first, "cues": [[first + S, 0]]}]
+    # Much later song 1 has left the ring: its cues go with it.
+    later = T0 + 8 * S + state.config.ring_samples + 10 * S
+    state.stop_song("lead", later)
+    state.start_song("lead", later + S)
+    assert [s.number for s in state.song.earlier] == [3]
+    assert state.material.older_cues == []

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec import to_builtins
 
 from common import records
 from common.commands import (
@@ -30,7 +31,7 @@ from common.commands import (
 from common.constants import SAMPLE_RATE
 from common.events import State
 from common.protocol import limits_json
-from common.records import Image, Material, Metronome, Recording, Song, Track
+from common.records import Image, Material, Metronome, RecordingOptions, Song, Track
 from common.tracks import (
     MAX_TRACK_RATE,
     MIN_TRACK_RATE,
@@ -195,21 +196,21 @@ def test_only_the_leader_adds_and_chooses_tracks_and_only_between_songs() -> Non
 
 def test_the_leader_chooses_stems_and_clicks_for_the_recording_between_songs() -> None:
     state = room()
-    assert state.song.recording == Recording()
+    assert state.song.recording == RecordingOptions()
     with pytest.raises(CommandError) as refused:
-        state.set_recording("s-ben", Recording(stems=True))
+        state.set_recording("s-ben", RecordingOptions(stems=True))
     assert refused.value.code == "not_leader"
     version = state.version
-    state.set_recording("s-lead", Recording(stems=True, metronome=True))
+    state.set_recording("s-lead", RecordingOptions(stems=True, metronome=True))
     assert state.version > version
-    view = public_state("r", state)
+    view = to_builtins(public_state("r", state))
     assert view["song"]["recording"] == {"stems": True, "metronome": True}
     # The song record (what the recorder reads) carries it, and it survives a round trip.
     again = records.decode(records.encode(state.song), Song)
-    assert again.recording == Recording(stems=True, metronome=True)
+    assert again.recording == RecordingOptions(stems=True, metronome=True)
     state.start_song("s-lead", T0)
     with pytest.raises(CommandError) as running:
-        state.set_recording("s-lead", Recording())
+        state.set_recording("s-lead", RecordingOptions())
     assert running.value.code == "song_running"
     command = parse_client_command({"type": "set_recording", "stems": True})
     assert command == SetRecording(stems=True, metronome=False)
@@ -254,7 +255,7 @@ def test_the_host_ends_the_song_with_its_track_and_publishes_it() -> None:
     out = host.step([], [], T0 + delay + SAMPLE_RATE + 960)
     assert not state.song.running and state.song.end_pos == T0 + SAMPLE_RATE
     published = [e for e in out.events if isinstance(e, State)]
-    assert out.persist and published and published[0].state["song"]["running"] is False
+    assert out.persist and published and published[0].state.song.running is False
 
 
 def test_lyric_cues_follow_the_leaders_position_in_order() -> None:
@@ -318,7 +319,7 @@ def test_material_survives_the_records_round_trip_and_shows_in_the_public_state(
     material = records.decode(records.encode(state.material), Material)
     again = RoomState(RoomConfig(), state.members, song, material)
     assert again.song.track == track() and again.material.lyrics == "la\nla"
-    view = public_state("r", again)
+    view = to_builtins(public_state("r", again))
     assert view["song"]["track"]["samples"] == 10 * SAMPLE_RATE
     assert view["song"]["metronome"] == {"on": True, "bpm": 90.0, "beats": 3, "count_in": True}
     assert view["material"]["lyrics"] == "la\nla"

@@ -29,6 +29,7 @@ import { AudioPath } from "./audiopath.js";
 import { Backing } from "./backing.js";
 import { CalibrationView, isMicBlocked } from "./calibrationview.js";
 import { ClockEstimator } from "./clock.js";
+import { missingFeatures, unsupportedText } from "./browser.js";
 import { chooseCodec } from "./codec.js";
 import { installDebugHook } from "./debug.js";
 import { DetailsView } from "./detailsview.js";
@@ -300,6 +301,9 @@ class App {
         needEncoder: form.role === "singer",
         forced: this.params.get("codec"),
       });
+      if (this.codec === "pcm16" && !this.params.get("codec")) {
+        this.notice.show("This browser has no Opus codec (WebCodecs), so your audio travels uncompressed: about 12 times the data. It works; a recent Chrome, Edge, Firefox or Safari needs less.");
+      }
       this.role = form.role;
       this.audio.open(this.codec);
       await this.session.join({ ...form, codec: this.codec });
@@ -442,6 +446,12 @@ async function main() {
   if (!response.ok) throw new Error(`could not load the audio constants (HTTP ${response.status})`);
   const app = new App(await response.json(), new URLSearchParams(location.search));
   app.start();
+  const unsupported = unsupportedText(missingFeatures(window));
+  if (unsupported) {
+    app.notice.show(unsupported, "error");
+    $("status").textContent = unsupported;
+    if (missingFeatures(window).listen.length) $("join").disabled = true;
+  }
 }
 
 main().catch((err) => {

@@ -5,8 +5,13 @@
 // The clock mapping lives here: the worklet counts context frames; this
 // module tells it, a couple of times a second, which room position the frame
 // now leaving the speaker should play (room clock at that moment − delay).
+// Which clock says when a frame leaves the speaker is decided by timing.js,
+// from readings taken every TIMING_MS while the context runs.
+
+import { TimingCheck } from "./timing.js";
 
 const ANCHOR_MS = 500;
+const TIMING_MS = 250;
 
 export class AudioEngine {
   /** Create the context and worklet; `wantMic` asks for the microphone too. */
@@ -48,6 +53,9 @@ export class AudioEngine {
     this.onStats = () => {};
     this.onPlayed = () => {};
     this.lastStats = null;
+    this.lastFrame = null;
+    this.timing = new TimingCheck({ sampleRate: this.sampleRate });
+    this.timingTimer = setInterval(() => this.sampleTiming(), TIMING_MS);
     node.port.onmessage = (event) => this.onMessage(event.data);
   }
 
@@ -70,6 +78,7 @@ export class AudioEngine {
     else if (msg.type === "played") this.onPlayed(msg.pos, msg.samples);
     else if (msg.type === "stats") {
       this.lastStats = msg;
+      this.lastFrame = { frame: msg.frame, atMs: performance.now() };
       this.onStats(msg);
     } else if (msg.type === "recorded") {
       const resolve = this.jobs.get(msg.id);
@@ -93,11 +102,12 @@ export class AudioEngine {
 
   /**
    * The song window, origin, metronome and track id the worklet adds the material
-   * for, and the song before's (`song.previous`, null: none); backing.js songMaterial.
+   * for, and the still audible songs before's (`song.earlier`, newest first; `previous`
+   * the first, null: none); backing.js songMaterial.
    */
   setSong(song) {
-    const { start, end, origin, metronome, trackId, previous } = song;
-    this.node.port.postMessage({ type: "song", start, end, origin, metronome, trackId, previous });
+    const { start, end, origin, metronome, trackId, previous, earlier } = song;
+    this.node.port.postMessage({ type: "song", start, end, origin, metronome, trackId, previous, earlier });
   }
 
   /** Track `id`'s samples (48 kHz mono; null: forget them). Kept while a song names it. */
@@ -121,14 +131,40 @@ export class AudioEngine {
     if (this.anchorTimer === null) this.anchorTimer = setInterval(() => this.sendAnchor(), ANCHOR_MS);
   }
 
+  latencyS() {
+    return (this.ctx.baseLatency || 0) + (this.ctx.outputLatency || 0);
+  }
+
+  /** One reading of every clock, for the timing check (while the context runs). */
+  sampleTiming() {
+    if (this.ctx.state !== "running") {
+      this.timing.reset();
+      this.lastFrame = null;
+      return;
+    }
+    const ts = this.ctx.getOutputTimestamp ? this.ctx.getOutputTimestamp() : null;
+    this.timing.add({
+      atMs: performance.now(),
+      currentTime: this.ctx.currentTime,
+      latencyS: this.latencyS(),
+      output: ts ? { contextTime: ts.contextTime, performanceTime: ts.performanceTime } : null,
+      frame: this.lastFrame,
+    });
+  }
+
   /** Local time (ms, epoch-based) at which context time `contextTime` reaches the speaker. */
   outputTimeMs() {
-    const ts = this.ctx.getOutputTimestamp ? this.ctx.getOutputTimestamp() : null;
-    if (ts && ts.performanceTime > 0) {
+    const source = this.timing.verdict.source;
+    const now = performance.now();
+    if (source === "outputTimestamp") {
+      const ts = this.ctx.getOutputTimestamp();
       return { contextTime: ts.contextTime, localMs: performance.timeOrigin + ts.performanceTime };
     }
-    const latency = (this.ctx.baseLatency || 0) + (this.ctx.outputLatency || 0);
-    return { contextTime: this.ctx.currentTime, localMs: performance.timeOrigin + performance.now() + latency * 1000 };
+    const localMs = performance.timeOrigin + now + this.latencyS() * 1000;
+    if (source === "frames" && this.lastFrame) {
+      return { contextTime: this.lastFrame.frame / this.sampleRate + (now - this.lastFrame.atMs) / 1000, localMs };
+    }
+    return { contextTime: this.ctx.currentTime, localMs };
   }
 
   sendAnchor() {
@@ -154,6 +190,7 @@ export class AudioEngine {
 
   async close() {
     this.stopFollowing();
+    clearInterval(this.timingTimer);
     if (this.mic) for (const track of this.mic.getTracks()) track.stop();
     await this.ctx.close();
   }

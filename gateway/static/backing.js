@@ -38,25 +38,29 @@ function played(startPos, endPos, origin, startedWith) {
 
 /**
  * What the worklet needs of the room state: the window, origin, metronome and
- * track id of the running (or last) song, and `previous`, the same of the song
- * before it (null: none). They come from each song's `started_with`, the
- * material it started with: what the leader chooses after a song ended
- * (`song.track`, `song.metronome`) is for the next song, while a later bucket
- * still plays this one's end (docs/protocol.md, *Song material*).
+ * track id of the running (or last) song, and `earlier`, the same of each song
+ * before it still audible, newest first (`previous` is the first, null: none).
+ * They come from each song's `started_with`, the material it started with: what
+ * the leader chooses after a song ended (`song.track`, `song.metronome`) is for
+ * the next song, while a later bucket still plays this one's end
+ * (docs/protocol.md, *Song material*). A server that sends neither `earlier`
+ * nor `previous` leaves both undefined: the worklet remembers the songs it played.
  */
 export function songMaterial(state) {
   const song = state && state.song;
-  if (!song || typeof song.start_pos !== "number") return { start: null, end: null, origin: null, metronome: null, trackId: null, previous: null };
+  if (!song || typeof song.start_pos !== "number") return { start: null, end: null, origin: null, metronome: null, trackId: null, previous: null, earlier: [] };
   const end = typeof song.end_pos === "number" ? song.end_pos : song.running ? null : song.start_pos;
   // A server without `started_with` (before songs kept their material) sent the choice.
   const own = song.started_with || { track: song.track, metronome: song.metronome };
-  const before = song.previous;
-  let previous = null;
-  if (before === undefined) previous = undefined; // not said: the worklet remembers the song it played
-  else if (before && typeof before.start_pos === "number" && typeof before.end_pos === "number" && before.started_with) {
-    previous = played(before.start_pos, before.end_pos, before.origin, before.started_with);
+  const listed = Array.isArray(song.earlier) ? song.earlier : song.previous === undefined ? undefined : song.previous ? [song.previous] : [];
+  let earlier;
+  if (listed !== undefined) {
+    earlier = listed
+      .filter((b) => b && typeof b.start_pos === "number" && typeof b.end_pos === "number" && b.started_with)
+      .map((b) => played(b.start_pos, b.end_pos, b.origin, b.started_with));
   }
-  return { ...played(song.start_pos, end, song.origin, own), previous };
+  const previous = earlier === undefined ? undefined : earlier.length ? earlier[0] : null;
+  return { ...played(song.start_pos, end, song.origin, own), previous, earlier };
 }
 
 export function loadLevels(storage = globalThis.localStorage) {
@@ -110,8 +114,8 @@ export class Backing {
       this.lastSong = key;
       this.engine.setSong(song);
     }
-    // The worklet keeps the tracks the two songs name and forgets the others.
-    const wanted = [song.trackId, song.previous ? song.previous.trackId : null].filter((id) => id !== null);
+    // The worklet keeps the tracks the audible songs name and forgets the others.
+    const wanted = [song.trackId, ...(song.earlier || (song.previous ? [song.previous] : [])).map((e) => e.trackId)].filter((id) => id !== null);
     for (const id of this.sent) if (!wanted.includes(id)) this.sent.delete(id);
     for (const id of wanted) {
       if (this.sent.has(id) || this.failed.has(id)) continue;

@@ -126,7 +126,7 @@ export class CalibrationView {
     result.className = "result";
     result.textContent = "Listening for the clicks… keep quiet.";
     try {
-      const outcome = await runLatencyCalibration(await this.ensureEngine(true));
+      const outcome = await runLatencyCalibration(soundOn(await this.ensureEngine(true)));
       if (outcome.accepted) {
         Object.assign(this.calibration, { latencyMs: outcome.latencyMs, spreadMs: outcome.spreadMs, method: "clicks" });
         this.save();
@@ -150,7 +150,7 @@ export class CalibrationView {
     result.className = "result";
     result.textContent = "Sing now… (4 s)";
     try {
-      const outcome = await runVolumeCalibration(await this.ensureEngine(true));
+      const outcome = await runVolumeCalibration(soundOn(await this.ensureEngine(true)));
       if (outcome.accepted) {
         Object.assign(this.calibration, { gain: outcome.gain, levelDb: outcome.levelDb });
         this.save();
@@ -186,4 +186,16 @@ export class CalibrationView {
     if (c.levelDb !== null) rows.push(["Singing level", `${c.levelDb.toFixed(1)} dBFS, gain ×${c.gain.toFixed(2)}`]);
     return rows;
   }
+}
+
+/**
+ * The engine, if its sound runs: a context that never starts (no sound output,
+ * e.g. Firefox on Linux without a sound server) would leave the measurement
+ * listening forever.
+ */
+function soundOn(engine) {
+  if (engine.ctx.state !== "running") {
+    throw new Error("the browser's sound did not start. Check that a speaker or headphones are connected (and not held by another program), then try again");
+  }
+  return engine;
 }

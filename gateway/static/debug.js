@@ -117,6 +117,10 @@ export function installDebugHook(app) {
     get codec() {
       return app.codec;
     },
+    /** The timing check's verdict: the clock in use and the ones found wrong (timing.js). */
+    get timing() {
+      return app.engine ? app.engine.timing.verdict : null;
+    },
     get latencyMs() {
       return app.calibration.latencyMs;
     },

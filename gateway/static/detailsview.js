@@ -8,6 +8,11 @@ import { h, seconds } from "./views.js";
 const $ = (id) => document.getElementById(id);
 const nowMs = () => performance.timeOrigin + performance.now();
 
+/** The codec in use, and what the fallback costs. */
+export function codecText(codec) {
+  return codec === "opus" ? "Opus (WebCodecs)" : "PCM16, uncompressed: this browser has no Opus in WebCodecs (about 12× the data)";
+}
+
 export class DetailsView {
   /** `app` is read for its live objects: clock, calibration, codec, engine, store, counters. */
   constructor(app) {
@@ -58,7 +63,8 @@ export class DetailsView {
       if (clock.driftPpm) rows.push(["Clock drift", `${clock.driftPpm.toFixed(0)} ppm`]);
     }
     rows.push(...app.calibration.details());
-    if (app.codec) rows.push(["Audio codec", app.codec === "opus" ? "Opus" : "PCM16"]);
+    if (app.codec) rows.push(["Audio codec", codecText(app.codec)]);
+    if (app.engine) rows.push(["Timing source", app.engine.timing.describe()]);
     const me = store.me();
     if (me) rows.push(["Your delay", seconds(me.delay, this.sampleRate)]);
     const stats = app.engine ? app.engine.lastStats : null;

@@ -1,7 +1,9 @@
 // The join form and the help around it: pre-filled from the room link and an
 // earlier visit, validated with messages that say what is allowed, and the
-// microphone help shown when the browser refuses the microphone.
+// microphone help shown when the browser refuses the microphone, in the
+// steps of this browser (browser.js).
 
+import { MIC_STEPS, browserFamily } from "./browser.js";
 import { normaliseRoom, validRoom } from "./protocol.js";
 
 const $ = (id) => document.getElementById(id);
@@ -105,9 +107,19 @@ export class JoinView {
       : "Listeners hear everyone, from the last bucket.";
   }
 
-  /** The browser refused the microphone: explain how to allow it, offer to listen. */
+  /** The browser refused the microphone: explain how to allow it (this browser's steps), offer to listen. */
   showMicHelp(err) {
     const missing = err && err.name === "NotFoundError";
+    const help = MIC_STEPS[browserFamily(navigator.userAgent, navigator.maxTouchPoints)];
+    $("mic-help-intro").textContent = help.intro;
+    $("mic-help-steps").replaceChildren(
+      ...help.steps.map((text) => {
+        const li = document.createElement("li");
+        li.textContent = text;
+        return li;
+      }),
+    );
+    $("mic-help-hint").textContent = help.hint;
     $("mic-help-title").textContent = missing ? "No microphone found" : "Your microphone is blocked";
     $("mic-help-why").textContent = missing
       ? "This computer has no microphone the browser can use, so you cannot sing yet."

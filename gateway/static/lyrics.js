@@ -27,17 +27,34 @@ export function currentLine(cues, pos) {
 }
 
 /**
- * The cues this page follows: the last song's (`material.previous_cues`, a later
- * bucket still sings it after the leader started the next), then from the
- * running song's start no line until its own first cue, then its cues.
+ * The cues this page follows: those of the songs before, still audible
+ * (`material.older_cues`, oldest last in the list, then `material.previous_cues`,
+ * the song just before's: a later bucket still sings them after the leader
+ * started the next), each song's from its start on no line until its own first
+ * cue, then the running song's cues.
  */
 export function songCues(state) {
   const material = (state && state.material) || {};
   const cues = material.cues || [];
-  const before = material.previous_cues || [];
-  const start = state && state.song ? state.song.start_pos : null;
-  if (!before.length || typeof start !== "number") return cues;
-  return [...before.filter(([at]) => at < start), [start, -1], ...cues];
+  const song = (state && state.song) || {};
+  const start = song.start_pos;
+  if (typeof start !== "number") return cues;
+  const before = song.previous || (Array.isArray(song.earlier) ? song.earlier[0] : null);
+  // Oldest first: each song's start and its cues.
+  const songs = [...(material.older_cues || [])].reverse().map((c) => [c.start_pos, c.cues || []]);
+  const previous = material.previous_cues || [];
+  if (previous.length) songs.push([before && typeof before.start_pos === "number" ? before.start_pos : null, previous]);
+  if (!songs.length) return cues;
+  songs.push([start, cues]);
+  let out = [];
+  songs.forEach(([at, own], i) => {
+    if (i > 0 && typeof at === "number") {
+      out = out.filter(([pos]) => pos < at);
+      out.push([at, -1]);
+    }
+    out.push(...own);
+  });
+  return out;
 }
 
 /** The line the leader's next advance moves to (the first one when none is current). */

@@ -77,13 +77,15 @@ export function clickSampleAt(pos, song, waves) {
 }
 
 /**
- * The song whose window [start, end) holds `pos`: `song`, or `previous`, the one
- * before it (a later bucket still plays its last seconds after the leader starts
- * the next); null when neither does. Songs are `{start, end, ...}`.
+ * The song whose window [start, end) holds `pos`: `song`, or one of `earlier`, the
+ * songs before it still audible (a later bucket still plays their last seconds
+ * after the leader starts the next ones; an array, newest first, or one song or
+ * null); null when none does. Songs are `{start, end, ...}`.
  */
-export function songAt(pos, song, previous) {
+export function songAt(pos, song, earlier) {
   if (song.start !== null && pos >= song.start) return song.end === null || pos < song.end ? song : null;
-  if (previous && pos >= previous.start && pos < previous.end) return previous;
+  const list = Array.isArray(earlier) ? earlier : earlier ? [earlier] : [];
+  for (const before of list) if (before && pos >= before.start && pos < before.end) return before;
   return null;
 }
 
@@ -96,4 +98,17 @@ export function previousSong(current, next, previous) {
   if (current.start === null || current.start === next.start) return previous;
   const end = current.end === null ? next.start : Math.min(current.end, next.start);
   return { ...current, end: Math.max(current.start, end) };
+}
+
+/**
+ * The songs before `next`, newest first, once it replaces `current`, for a server
+ * that does not list them: `current` (as {@link previousSong}) ahead of `earlier`,
+ * at most `keep` of them.
+ */
+export function earlierSongs(current, next, earlier, keep = 8) {
+  if (next.start === null) return [];
+  const before = previousSong(current, next, earlier.length ? earlier[0] : null);
+  if (before === null) return [];
+  if (earlier.length && before === earlier[0]) return earlier;
+  return [before, ...earlier.filter((e) => e.start < before.start)].slice(0, keep);
 }

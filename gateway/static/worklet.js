@@ -7,15 +7,17 @@
 // thread's clock mapping assigns to it: an anchor says "context frame F plays
 // position P" (P = room clock at F's output time minus the singer's delay).
 // Small disagreements between the anchor and our running position are slewed
-// away one sample per quantum (inaudible); large ones (a new delay, a clock
-// step) jump. A sample that is not in the ring when it is due is an
+// away, one sample per quantum per half millisecond of error, at most
+// MAX_SLEW (3 %: enough for an audio clock that runs a little fast or slow
+// against the room's, as a loaded computer's or a cheap sound card's may);
+// large ones (a new delay, a clock step) jump. A sample that is not in the ring when it is due is an
 // underflow, counted and reported.
 //
 // Microphone: the samples captured in a quantum are stamped with the
 // position played in that quantum minus the calibrated round-trip latency,
 // and posted to the main thread in contiguous blocks (one Opus frame each).
-// When playback slews by one sample, the mic stream repeats or drops one
-// sample too, so its positions stay contiguous and aligned.
+// When playback slews by some samples, the mic stream repeats or drops as many
+// samples too, so its positions stay contiguous and aligned.
 //
 // Calibration: `playRecord` plays a given signal instead of the mix and
 // records the raw microphone over exactly the same frames.
@@ -31,10 +33,11 @@
 // Debug: with `record` on, what is played is posted back with its positions
 // (bbDebug.played), so tests measure the page's own output.
 
-import { clickSampleAt, clickWave, previousSong, songAt } from "./metronome.js";
+import { clickSampleAt, clickWave, earlierSongs, songAt } from "./metronome.js";
 
 const JUMP_SAMPLES = 960; // 20 ms: beyond this, jump instead of slewing
 const SLEW_DEADBAND = 24; // 0.5 ms: anchor jitter below this is ignored
+const MAX_SLEW = 4; // samples per 128-sample quantum
 const STARVED_AFTER_QUANTA = 1125; // 3 s without frames: the stream stopped
 
 class BrigadeProcessor extends AudioWorkletProcessor {
@@ -60,8 +63,8 @@ class BrigadeProcessor extends AudioWorkletProcessor {
     this.expectFrom = Infinity;
     this.resetStats();
     this.song = { start: null, end: null, origin: null, metronome: null, trackId: null };
-    this.previous = null; // the song before: {start, end, origin, metronome, trackId}
-    this.tracks = new Map(); // track id -> samples, for the two songs
+    this.earlier = []; // the songs before, still audible, newest first: {start, end, origin, metronome, trackId}
+    this.tracks = new Map(); // track id -> samples, for the audible songs
     this.trackGain = 0.64;
     this.clickGain = 0.36;
     this.waves = [clickWave(false), clickWave(true)];
@@ -104,11 +107,13 @@ class BrigadeProcessor extends AudioWorkletProcessor {
         break;
       case "song": {
         const next = { start: msg.start, end: msg.end, origin: msg.origin, metronome: msg.metronome, trackId: msg.trackId ?? null };
-        // The room state names the song before (docs/protocol.md, *Song material*); without
-        // it, the song this page was playing is.
-        this.previous = msg.previous !== undefined ? msg.previous : previousSong(this.song, next, this.previous);
+        // The room state lists the songs before (docs/protocol.md, *Song material*); without
+        // them, the songs this page was playing are.
+        if (Array.isArray(msg.earlier)) this.earlier = msg.earlier;
+        else if (msg.previous !== undefined) this.earlier = msg.previous ? [msg.previous] : [];
+        else this.earlier = earlierSongs(this.song, next, this.earlier);
         this.song = next;
-        const used = new Set([next.trackId, this.previous ? this.previous.trackId : null]);
+        const used = new Set([next.trackId, ...this.earlier.map((e) => e.trackId)]);
         for (const id of this.tracks.keys()) if (!used.has(id)) this.tracks.delete(id);
         this.bindTracks();
         break;
@@ -134,7 +139,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
 
   /** Give each song the samples of its track (`samples`, null until they arrive). */
   bindTracks() {
-    for (const song of [this.song, this.previous]) {
+    for (const song of [this.song, ...this.earlier]) {
       if (song) song.samples = (song.trackId !== null && song.trackId !== undefined && this.tracks.get(song.trackId)) || null;
     }
   }
@@ -225,11 +230,11 @@ class BrigadeProcessor extends AudioWorkletProcessor {
       this.micFill = 0;
     }
     const err = target - this.playPos;
-    const slew = err > SLEW_DEADBAND ? 1 : err < -SLEW_DEADBAND ? -1 : 0;
+    const slew = Math.sign(err) * Math.min(MAX_SLEW, Math.floor(Math.abs(err) / SLEW_DEADBAND));
     if (slew) this.totals.slews++;
     const advance = n + slew;
-    // Slew +1: play positions 0..n-1 and skip position n. Slew −1: play
-    // 0..n-2 and repeat n-2 (so n-1 becomes next quantum's first).
+    // Slew +s: play positions 0..n-1 and skip n..n+s-1. Slew −s: play
+    // 0..n-s-1 and repeat n-s-1 (so n-s becomes next quantum's first).
     const ringN = this.ringSamples;
     const primed = this.quantaSinceFrame < STARVED_AFTER_QUANTA;
     let missing = 0;
@@ -260,7 +265,7 @@ class BrigadeProcessor extends AudioWorkletProcessor {
 
   /** Backing track and click for position p, at this listener's levels. */
   material(p) {
-    const song = songAt(p, this.song, this.previous);
+    const song = songAt(p, this.song, this.earlier);
     if (song === null) return 0;
     const track = song.samples;
     let x = 0;
