@@ -67,6 +67,16 @@ return 1
 control stream (a gateway adds the room to the active set and its command in one
 transaction, so a join is either seen here or re-activates the room after)."""
 
+RETIRE_ROOM_SCRIPT: Final = """
+-- KEYS: lease, ctl stream; ARGV: mixer id, ctl cursor
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], '+', 'COUNT', 1) > 0 then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+"""RETIRE_SCRIPT's part on the room's own slot (a Redis Cluster): the caller then moves
+the room from the active set to the idle set and re-reads the control stream."""
+
 DELETE_SCRIPT: Final = """
 -- KEYS: active set, idle set, rooms set, then every key of the room; ARGV: room, deadline (s)
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
-import redis
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 
-from common import aio, logs, metricsserver, records
+from common import aio, logs, metricsserver, records, redisclient
 from common.backoff import Backoff
 from common.errors import ValidationError
 from common.idclaim import Free, IdClaim, InUse
@@ -39,7 +38,7 @@ _S = TypeVar("_S", bound=Settings)
 _R = TypeVar("_R", bound=msgspec.Struct)
 _V = TypeVar("_V", bound="Service")
 
-REDIS_FAILURES: Final = (redis.RedisError, RuntimeError, OSError)
+REDIS_FAILURES: Final = (*redisclient.REDIS_ERRORS, RuntimeError, OSError)
 """What a Redis call raises when Redis is gone. With uvloop, redis-py has been seen
 raising a bare RuntimeError for a server that accepts a connection and closes it
 (client limit, protected mode): that is Redis being unavailable too."""
@@ -49,7 +48,8 @@ ID_BACKOFF: Final = Backoff(0.05, 1.0)
 
 
 def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
-    """The process's Redis client: RESP2 pinned, so reply shapes never change under us.
+    """The process's Redis client: RESP2 pinned, so reply shapes never change under us;
+    a Redis Cluster node's URL gives redis-py's cluster client (common/redisclient.py).
 
     With ``pool_size`` (the gateway) the pool is bounded and blocking: a burst
     of commands (a hundred sockets closing at once) waits for a free
@@ -58,20 +58,17 @@ def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
     back-off on top.
     """
     if pool_size is None:
-        return Redis.from_url(
-            settings.redis_url, protocol=2, socket_timeout=5, socket_connect_timeout=2
+        return redisclient.async_client(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
-    pool = BlockingConnectionPool.from_url(
+    return redisclient.async_client(
         settings.redis_url,
         max_connections=pool_size,
-        timeout=5.0,
-        protocol=2,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
         retry=Retry(Backoff(0.05, 0.5), 1),
         health_check_interval=10,
     )
-    return Redis.from_pool(pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +165,9 @@ def check_heartbeat(
 ) -> int:
     """``--check``: exit 0 when ``key`` holds a live, readable heartbeat, else 1."""
     try:
-        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client = redisclient.sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
         raw = client.get(key)
-    except redis.RedisError as exc:
+    except redisclient.SYNC_ERRORS as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1
     if raw is None:

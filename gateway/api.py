@@ -15,13 +15,13 @@ from typing import Any, Final
 
 import msgspec
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from common import metricsserver
 from common.constants import constants_json
 from common.errors import ValidationError
 from common.names import check_room
 from common.protocol import MAX_PASSWORD_CHARS, limits_json
+from common.redisclient import REDIS_ERRORS
 from gateway import ws
 from gateway.guard import LimitReached
 from gateway.hub import HUB
@@ -91,7 +91,7 @@ async def constants(request: web.Request) -> web.Response:
 async def list_rooms(request: web.Request) -> web.Response:
     try:
         rooms = await request.app[HUB].rooms.listing()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         return _unavailable(exc)
     return web.json_response({"rooms": rooms})
 
@@ -132,7 +132,7 @@ async def create_room(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     try:
         created = await hub.rooms.create(room, password, capacity)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         return _unavailable(exc)
     except LimitReached as exc:
         return _limited(exc)
@@ -161,7 +161,7 @@ async def room_state(request: web.Request) -> web.Response:
             return web.json_response({"room": room, "password": True})
         view = hub.views.get(room)
         state = view.state if view is not None else await hub.rooms.state(room)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         return _unavailable(exc)
     except ValidationError as exc:
         log.warning("room %s: %s", room, exc)
@@ -181,7 +181,7 @@ async def room_occupancy(request: web.Request) -> web.Response:
         if meta is not None and meta.has_password:
             return _error(403, f"room {room} is protected by a password")
         snapshot = await rooms.occupancy(room)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         return _unavailable(exc)
     except ValidationError as exc:
         log.warning("room %s: %s", room, exc)
@@ -194,7 +194,7 @@ async def room_occupancy(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[HUB].redis.ping()
-    except (RedisError, OSError) as exc:
+    except (*REDIS_ERRORS, OSError) as exc:
         log.debug("health check: Redis unreachable: %s", exc)
         return web.Response(status=503, text="redis unavailable\n")
     return web.Response(text="ok\n")

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys
 from common.commands import AnyCommand, Envelope, encode_envelope
 from common.errors import ValidationError
 from common.events import Chat, Event, Reply, decode_event, encode_event
-from common.streams import newest_id, parse_xread, xread_streams
+from common.redisclient import REDIS_ERRORS, command_room, xread_keys
+from common.streams import newest_id, parse_xread
 from gateway.metrics import Metrics
 from gateway.retry import back_off
 
@@ -99,16 +99,10 @@ class Events:
     async def send(self, room: str, envelope: Envelope) -> None:
         """Append a control entry without waiting for a reply; raises RedisError.
 
-        The room joins the active set in the same transaction: a mixer claims it
-        (or keeps it), and one retiring it sees either both or neither.
+        The room joins the active set with it (common/redisclient.py): a mixer
+        claims it (or keeps it), and one retiring it never leaves the command waiting.
         """
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(keys.ACTIVE_ROOMS, room)
-            pipe.zrem(keys.IDLE_ROOMS, room)
-            pipe.xadd(
-                keys.room_ctl(room), {b"d": encode_envelope(envelope)}, maxlen=keys.CTL_MAXLEN
-            )
-            await pipe.execute()
+        await command_room(self._redis, room, encode_envelope(envelope))
 
     async def post(self, room: str, event: Chat) -> None:
         """Append an event (chat) to the room's events stream; raises RedisError."""
@@ -127,9 +121,9 @@ class Events:
             streams = {keys.room_events(room): cursor for room, cursor in self._cursors.items()}
             try:
                 reply = parse_xread(
-                    await self._redis.xread(xread_streams(streams), count=200, block=_BLOCK_MS)
+                    await xread_keys(self._redis, streams, count=200, block_ms=_BLOCK_MS)
                 )
-            except (RedisError, ValidationError) as exc:
+            except (*REDIS_ERRORS, ValidationError) as exc:
                 failures += 1
                 await back_off(self._metrics, failures, "reading room events", exc)
                 continue

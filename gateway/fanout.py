@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys
 from common.clock import now_samples
@@ -32,7 +31,8 @@ from common.codec import OpusEncoder, float_to_pcm16
 from common.constants import OPUS_FRAME_SAMPLES
 from common.errors import ValidationError, WireError
 from common.protocol import encode_downstream_opus, encode_downstream_pcm16
-from common.streams import Entry, newest_id, parse_xread, xread_streams
+from common.redisclient import REDIS_ERRORS, xread_keys
+from common.streams import Entry, newest_id, parse_xread
 from common.wire import TapWindow, decode_tap
 from gateway.metrics import Metrics
 from gateway.retry import back_off
@@ -150,9 +150,9 @@ class Fanout:
                 await self._start_new_taps()
                 streams = {tap.key: tap.last_id or b"$" for tap in self._taps.values()}
                 reply = parse_xread(
-                    await self._redis.xread(xread_streams(streams), count=_COUNT, block=_BLOCK_MS)
+                    await xread_keys(self._redis, streams, count=_COUNT, block_ms=_BLOCK_MS)
                 )
-            except (RedisError, ValidationError) as exc:
+            except (*REDIS_ERRORS, ValidationError) as exc:
                 failures += 1
                 await back_off(self._metrics, failures, "reading taps", exc)
                 continue

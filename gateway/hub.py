@@ -19,7 +19,6 @@ from typing import Any, Final
 
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.events import Chat, Event, Levels, Recorded, State
@@ -31,6 +30,7 @@ from common.protocol import (
     state_message,
 )
 from common.records import GatewayStatus, Mix, Role
+from common.redisclient import REDIS_ERRORS
 from common.roomview import PublicRoom
 from common.settings import GatewaySettings
 from gateway.events import Events
@@ -239,7 +239,7 @@ class Hub:
                     pipe.zremrangebyscore(keys.GATEWAYS, "-inf", now - _GATEWAY_SET_RETENTION_S)
                     await pipe.execute()
                 self.late_writes.update(await self.rooms.late_writes(list(self.by_room)))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.inc("redis_errors_total")
                 log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(ttl_ms / 3000)
@@ -251,7 +251,7 @@ class Hub:
                 pipe.delete(keys.gateway_heartbeat(self.settings.gateway_id))
                 pipe.zrem(keys.GATEWAYS, self.settings.gateway_id)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.debug("could not withdraw the heartbeat: %s", exc)
 
     async def close(self) -> None:

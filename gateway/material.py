@@ -20,7 +20,6 @@ import secrets
 from typing import Final, Literal
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.codes import Code
@@ -29,6 +28,7 @@ from common.errors import ValidationError
 from common.events import Reply
 from common.names import check_room
 from common.records import Image, Song, Track
+from common.redisclient import REDIS_ERRORS
 from gateway.hub import HUB, Hub
 from gateway.images import MAX_IMAGE_BYTES, image_type
 from gateway.tracks import (
@@ -102,7 +102,7 @@ async def add_track(request: web.Request) -> web.Response:
         hub.metrics.inc("uploads_refused_total")
         log.info("room upload refused (%d): %s", exc.status, exc.message)
         return _error(exc.status, exc.message)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("track upload: Redis unreachable: %s", exc)
         return _error(503, "Redis is unreachable; retry")
     hub.metrics.inc("uploads_total")
@@ -150,7 +150,7 @@ async def set_image(request: web.Request) -> web.Response:
         hub.metrics.inc("uploads_refused_total")
         log.info("image upload refused (%d): %s", exc.status, exc.message)
         return _error(exc.status, exc.message)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("image upload: Redis unreachable: %s", exc)
         return _error(503, "Redis is unreachable; retry")
     hub.metrics.inc("uploads_total")
@@ -181,7 +181,7 @@ async def _blob(request: web.Request, kind: str) -> web.StreamResponse:
     key = keys.room_track(room, blob_id) if kind == "track" else keys.room_image(room, blob_id)
     try:
         data = await request.app[HUB].redis.get(key)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("%s read: Redis unreachable: %s", kind, exc)
         return _error(503, "Redis is unreachable; retry")
     if not isinstance(data, bytes):

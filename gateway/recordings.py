@@ -37,11 +37,11 @@ from typing import BinaryIO, Final, NamedTuple
 
 import msgspec
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from common.errors import ValidationError
 from common.names import check_room
 from common.recording import Recording, decode_sidecar
+from common.redisclient import REDIS_ERRORS
 from gateway.hub import HUB
 from gateway.zipstream import zip_chunks
 
@@ -134,7 +134,7 @@ async def _room(request: web.Request) -> _Room | web.Response:
                 return _error(401, "members only: send your seat (X-BB-Singer and X-BB-Token)")
             if not await hub.rooms.resume_ok(room, singer, token):
                 return _error(403, "that seat is not in this room")
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("recordings: Redis unreachable: %s", exc)
         return _error(503, "Redis is unreachable; retry")
     except ValidationError as exc:

@@ -27,13 +27,13 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys
 from common.codec import CodecError, OpusDecoder
 from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.protocol import CODEC_OPUS, ProtocolError, Upstream
+from common.redisclient import REDIS_ERRORS
 from common.wire import encode_chunk
 from gateway.metrics import Metrics
 from gateway.retry import back_off
@@ -229,7 +229,7 @@ class Uplink:
                     continue
                 try:
                     await self._write(entries)
-                except RedisError as exc:
+                except REDIS_ERRORS as exc:
                     failures += 1
                     self._metrics.drop("push_failed", len(entries))
                     await back_off(self._metrics, failures, "pushing audio to Redis", exc)

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
-from redis.exceptions import RedisError
 
 from common.clock import now_samples
 from common.codec import CodecError
@@ -41,6 +40,7 @@ from common.protocol import (
     pong_message,
     welcome_message,
 )
+from common.redisclient import REDIS_ERRORS
 from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
@@ -169,7 +169,7 @@ class Connection:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await self.hub.events.send(member.room, entry)
-        except (RedisError, TimeoutError) as exc:
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             # The mixer marks no-shows disconnected anyway once the grace ends.
             log.warning(
                 "%s: could not record the disconnect of %s: %s",
@@ -275,7 +275,7 @@ class Connection:
         except LimitReached as exc:
             self._fatal(Code.RATE_LIMITED, str(exc), req=hello.req, fatal=True)
             return False
-        except (RedisError, ValidationError) as exc:
+        except (*REDIS_ERRORS, ValidationError) as exc:
             # ValidationError: a room's meta or password hash in Redis is corrupt.
             log.warning("%s: join of room %s failed: %s", session.conn, room, exc)
             self._fatal(
@@ -296,7 +296,7 @@ class Connection:
         if not reply.ok:
             self._join_sent = False
             if fresh:
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await hub.rooms.forget_token(room, singer)
             self._fatal(
                 _code(reply.code),
@@ -307,7 +307,7 @@ class Connection:
             return False
         try:
             state = hub.state_with(room, singer) or await hub.rooms.state(room)
-        except RedisError:
+        except REDIS_ERRORS:
             state = None
         session.send_json(
             welcome_message(
@@ -370,7 +370,7 @@ class Connection:
             reply = await self.hub.events.command(
                 member.room, member.singer, cmd, self.hub.options.reply_timeout_s
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.debug("%s: %s failed: %s", self.session.conn, name, exc)
             reply = None
         if reply is None:
@@ -389,7 +389,7 @@ class Connection:
         event = Chat(singer=member.singer, name=member.name, text=chat.text, clock=now_samples())
         try:
             await self.hub.events.post(member.room, event)
-        except RedisError:
+        except REDIS_ERRORS:
             self._error(Code.UNAVAILABLE, "chat could not be posted; retry", req=chat.req)
             return
         self.hub.metrics.inc("chat_total")
@@ -404,7 +404,7 @@ class Connection:
                 member.room, member.singer, Leave(), self.hub.options.reply_timeout_s
             )
             await self.hub.rooms.forget_token(member.room, member.singer)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.debug("%s: leave failed: %s", self.session.conn, exc)
         else:
             self._left = True

@@ -22,15 +22,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common import keys, records
+from common import keys, records, redisclient
 from common.constants import SAMPLE_RATE
 from common.errors import ValidationError, WireError
 from common.listening import listeners
@@ -43,6 +43,7 @@ from common.records import (
     RecorderStatus,
     Song,
 )
+from common.redisclient import REDIS_ERRORS
 from common.settings import DEFAULT_REDIS_URL
 from common.streams import Entry, parse_entries
 from common.wire import decode_tap
@@ -79,7 +80,7 @@ class UnknownRoom(LookupError):
 
 def connect(url: str) -> redis.Redis:
     """A sync client with RESP2 pinned (bytes replies, shapes common/streams.py expects)."""
-    return redis.Redis.from_url(url, protocol=2, socket_timeout=3, socket_connect_timeout=2)
+    return redisclient.sync_client(url, socket_timeout=3, socket_connect_timeout=2)
 
 
 def gather_overview(client: redis.Redis, url: str) -> Overview:
@@ -147,6 +148,27 @@ def _recorder_info(recorder_id: str, raw: Any, pttl: Any) -> RecorderInfo:
     )
 
 
+def _scan_streams(client: redis.Redis, prefix: str) -> set[str]:
+    """The stream keys starting with ``prefix`` (one room's: one slot), by bounded SCAN.
+
+    On a cluster SCAN goes to the node holding the room's slot (a SCAN sent
+    anywhere else would miss its keys).
+    """
+    options: dict[str, Any] = {}
+    if redisclient.is_cluster(client):
+        options["target_nodes"] = cast(SyncRedisCluster, client).get_node_from_key(prefix)  # type: ignore[no-untyped-call]
+    found: set[str] = set()
+    cursor = 0
+    for _ in range(MAX_SCAN_CALLS):
+        cursor, more = client.scan(
+            cursor, match=prefix + "*", count=SCAN_COUNT, _type="stream", **options
+        )
+        found.update(_text(k) for k in more)
+        if not cursor:
+            break
+    return found
+
+
 def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
     """One room in detail; raises UnknownRoom when Redis has no trace of it."""
     tap_prefix = keys.room_tap(room, 0)[:-1]  # bb:{R}:tap: (full) and bb:{R}:tap:solo:
@@ -156,16 +178,10 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         pipe.hgetall(keys.room_meta(room))
         pipe.hgetall(keys.room_members(room))
         pipe.hgetall(keys.room_song(room))
-        pipe.scan(0, match=tap_prefix + "*", count=SCAN_COUNT, _type="stream")
-        now, registered, meta_raw, members_raw, song_raw, (cursor, scanned) = pipe.execute()
+        now, registered, meta_raw, members_raw, song_raw = pipe.execute()
     if not (registered or meta_raw or members_raw or song_raw):
         raise UnknownRoom(f"room {room!r} not found (not in {keys.ROOMS}, no meta/members/song)")
-    tap_keys = {_text(k) for k in scanned}
-    for _ in range(MAX_SCAN_CALLS):
-        if not cursor:
-            break
-        cursor, more = client.scan(cursor, match=tap_prefix + "*", count=SCAN_COUNT, _type="stream")
-        tap_keys.update(_text(k) for k in more)
+    tap_keys = _scan_streams(client, tap_prefix)
 
     now_us = _now_us(now)
     now_pos = now_us * SAMPLE_RATE // 1_000_000
@@ -534,7 +550,7 @@ def _problem(exc: Exception, url: str) -> str:
 def _once(frame: Callable[[], str], url: str) -> int:
     try:
         text: str = frame()
-    except (UnknownRoom, RedisError) as exc:
+    except (UnknownRoom, *REDIS_ERRORS) as exc:
         print(f"brigade inspect: {_problem(exc, url)}", file=sys.stderr)
         return 1
     print(text)
@@ -546,7 +562,7 @@ def _watch(frame: Callable[[], str], url: str, period: float, as_json: bool) -> 
     while True:
         try:
             text: str = frame()
-        except (UnknownRoom, RedisError) as exc:
+        except (UnknownRoom, *REDIS_ERRORS) as exc:
             problem = _problem(exc, url)
             text = json.dumps({"error": problem}) if as_json else f"brigade inspect: {problem}"
         if not as_json:

@@ -24,6 +24,7 @@ from typing import Any, Final
 import aiohttp
 from redis.asyncio import Redis
 
+from common import redisclient
 from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
 from loadgen.client import SingerSpec
 from loadgen.server import Snapshot, member_records, snapshot, upstream_delta
@@ -241,7 +242,7 @@ class LoadRun:
     async def run(self) -> None:
         """Run to the end (or until a window hook says stop)."""
         plans = self.worker_plans()
-        redis = Redis.from_url(self.config.redis_url, protocol=2) if self.config.redis_url else None
+        redis = redisclient.async_client(self.config.redis_url) if self.config.redis_url else None
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             runners = [asyncio.create_task(self._start(p)) for p in plans]
             watcher = asyncio.create_task(self._watch_edges(http, redis))

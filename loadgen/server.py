@@ -22,11 +22,11 @@ from typing import Any, Final
 
 import aiohttp
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.errors import ValidationError
 from common.records import Member, MixerStatus
+from common.redisclient import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,12 @@ async def mixer_counters(redis: Redis) -> dict[str, dict[str, int]]:
     ]
     if not ids:
         return {}
-    raws = await redis.mget([keys.mixer_heartbeat(i) for i in ids])
+    # One GET per heartbeat in a pipeline, not MGET: on a cluster the heartbeats
+    # live in different slots (MGET across slots is refused).
+    async with redis.pipeline(transaction=False) as pipe:
+        for mixer_id in ids:
+            pipe.get(keys.mixer_heartbeat(mixer_id))
+        raws = await pipe.execute()
     counters: dict[str, dict[str, int]] = {}
     for mixer_id, raw in zip(ids, raws, strict=True):
         if raw is None:
@@ -119,7 +124,7 @@ async def snapshot(
     if redis is not None:
         try:
             snap.mixers = await mixer_counters(redis)
-        except (RedisError, OSError) as exc:
+        except (*REDIS_ERRORS, OSError) as exc:
             snap.errors.append(f"mixer counters: {exc!r}")
     return snap
 

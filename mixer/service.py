@@ -28,17 +28,23 @@ from typing import Any, Final
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.backoff import Backoff
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
-from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, RETIRE_SCRIPT
+from common.lease import (
+    DELETE_SCRIPT,
+    RELEASE_SCRIPT,
+    RENEW_SCRIPT,
+    RETIRE_ROOM_SCRIPT,
+    RETIRE_SCRIPT,
+)
 from common.records import Checkpoint, MixerStatus
+from common.redisclient import REDIS_ERRORS, is_cluster, xread_keys
 from common.settings import MixerSettings
-from common.streams import Entry, parse_xread, xread_streams
+from common.streams import Entry, parse_xread
 from mixer import store
 from mixer.host import HostCounters, HostTiming, Publish, RoomHost
 from mixer.metrics import TickTimes
@@ -63,7 +69,7 @@ READ_COUNT: Final = 2000
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
-REDIS_FAILURES: Final = (RedisError, RuntimeError)
+REDIS_FAILURES: Final = (*REDIS_ERRORS, RuntimeError)
 """What a Redis call raises when Redis is gone. With uvloop, redis-py has been seen
 raising a bare RuntimeError for a server that accepts a connection and closes it
 (client limit, protected mode): that is Redis being unavailable too, not a reason
@@ -122,6 +128,8 @@ class MixerService:
         self._release = redis.register_script(RELEASE_SCRIPT)
         self._retire = redis.register_script(RETIRE_SCRIPT)
         self._delete = redis.register_script(DELETE_SCRIPT)
+        self._retire_room_script = redis.register_script(RETIRE_ROOM_SCRIPT)
+        self._cluster = is_cluster(redis)
         self._key_index: dict[str, tuple[str, bool]] = {}
         self._timing = HostTiming(
             publish=seconds_to_samples(settings.publish_ms / 1000),
@@ -215,7 +223,7 @@ class MixerService:
     async def _shutdown(self) -> None:
         """Write the rooms back and release their leases so another mixer takes over now."""
         if not self.rooms:
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._drop_heartbeat()
             return
         try:
@@ -233,7 +241,7 @@ class MixerService:
                     keys=[keys.room_lease(owned.name)], args=[self.settings.mixer_id]
                 )
             await self._drop_heartbeat()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
 
     async def _drop_heartbeat(self) -> None:
@@ -256,7 +264,7 @@ class MixerService:
         for room in self.rooms.values():
             streams[keys.room_ctl(room.name)] = room.ctl_cursor
             streams[keys.room_in(room.name)] = room.in_cursor
-        replies = parse_xread(await self.redis.xread(xread_streams(streams), count=READ_COUNT))
+        replies = parse_xread(await xread_keys(self.redis, streams, count=READ_COUNT))
         now = now_samples()
         read: dict[str, tuple[list[Entry], list[Entry]]] = {}
         for key, entries in replies:
@@ -338,10 +346,11 @@ class MixerService:
             pipe.zremrangebyscore(keys.MIXERS, "-inf", ask.prune_before_s)
             pipe.zrangebyscore(keys.MIXERS, ask.live_since_s, "+inf")
             pipe.smembers(keys.ACTIVE_ROOMS)
-            for room in ask.renew:
-                await self._renew(
-                    keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms], client=pipe
-                )
+            if not self._cluster:
+                for room in ask.renew:
+                    await self._renew(
+                        keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms], client=pipe
+                    )
             for gw in ask.gateways:
                 pipe.exists(keys.gateway_heartbeat(gw))
                 pipe.zscore(keys.GATEWAYS, gw)
@@ -350,6 +359,16 @@ class MixerService:
                     keys.IDLE_ROOMS, "-inf", ask.idle_before_s, start=0, num=SWEEP_BATCH
                 )
             results = await pipe.execute()
+        if self._cluster:
+            # redis-py refuses scripts in a cluster pipeline: one EVALSHA per room,
+            # their answers put where the pipeline's would have been.
+            leases = await asyncio.gather(
+                *(
+                    self._renew(keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms])
+                    for room in ask.renew
+                )
+            )
+            results = [*results[:5], *leases, *results[5:]]
         renewed = 5 + len(ask.renew)
         answers = results[renewed : renewed + 2 * len(ask.gateways)]
         return Observed(
@@ -419,15 +438,18 @@ class MixerService:
         async with self.redis.pipeline(transaction=False) as pipe:
             self._queue_persist(pipe, owned)
             await pipe.execute()
-        retired = await self._retire(
-            keys=[
-                keys.room_lease(owned.name),
-                keys.room_ctl(owned.name),
-                keys.ACTIVE_ROOMS,
-                keys.IDLE_ROOMS,
-            ],
-            args=[self.settings.mixer_id, owned.name, owned.ctl_cursor, f"{now.wall_s:.3f}"],
-        )
+        if self._cluster:
+            retired = await self._retire_on_cluster(owned, now.wall_s)
+        else:
+            retired = await self._retire(
+                keys=[
+                    keys.room_lease(owned.name),
+                    keys.room_ctl(owned.name),
+                    keys.ACTIVE_ROOMS,
+                    keys.IDLE_ROOMS,
+                ],
+                args=[self.settings.mixer_id, owned.name, owned.ctl_cursor, f"{now.wall_s:.3f}"],
+            )
         if retired:
             self.counters.rooms_released += 1
             log.info("room %s: unused, released", owned.name)
@@ -435,13 +457,60 @@ class MixerService:
 
     async def _delete_room(self, room: str, idle_before_s: float) -> None:
         """Delete a room idle for ``room_idle_delete_s`` with every key (any live mixer does it)."""
-        deleted = await self._delete(
-            keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
-            args=[room, f"{idle_before_s:.3f}"],
-        )
+        if self._cluster:
+            deleted = await self._delete_on_cluster(room, idle_before_s)
+        else:
+            deleted = await self._delete(
+                keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
+                args=[room, f"{idle_before_s:.3f}"],
+            )
         if deleted:
             self.counters.rooms_deleted += 1
             log.info("room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s)
+
+    async def _retire_on_cluster(self, owned: OwnedRoom, wall_s: float) -> bool:
+        """RETIRE_SCRIPT's steps where the room's slot and the global sets differ.
+
+        The room's own keys are checked and the lease dropped in one script; then
+        the room leaves the active set, and the control stream is read again: a
+        gateway writes its command before making the room active
+        (common/redisclient.py), so a command that raced in re-activates it.
+        """
+        room = owned.name
+        dropped = await self._retire_room_script(
+            keys=[keys.room_lease(room), keys.room_ctl(room)],
+            args=[self.settings.mixer_id, owned.ctl_cursor],
+        )
+        if not dropped:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.srem(keys.ACTIVE_ROOMS, room)
+            pipe.zadd(keys.IDLE_ROOMS, {room: wall_s})
+            await pipe.execute()
+        waiting = await self.redis.xrange(
+            keys.room_ctl(room), b"(" + owned.ctl_cursor, "+", count=1
+        )
+        if waiting:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(keys.ACTIVE_ROOMS, room)
+                pipe.zrem(keys.IDLE_ROOMS, room)
+                await pipe.execute()
+        return True
+
+    async def _delete_on_cluster(self, room: str, idle_before_s: float) -> bool:
+        """DELETE_SCRIPT's steps on a cluster: the global sets first, then the room's keys."""
+        if await self.redis.sismember(keys.ACTIVE_ROOMS, room):
+            await self.redis.zrem(keys.IDLE_ROOMS, room)
+            return False
+        since = await self.redis.zscore(keys.IDLE_ROOMS, room)
+        if since is None or float(since) > idle_before_s:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.IDLE_ROOMS, room)
+            pipe.srem(keys.ROOMS, room)
+            pipe.delete(*keys.room_keys(room))
+            await pipe.execute()
+        return True
 
     async def refresh_material(self, rooms: list[OwnedRoom]) -> None:
         """Keep the tracks and images of rooms in use from expiring; forget the expired ones.
@@ -513,7 +582,7 @@ class MixerService:
     async def _adopt(self, room: str) -> None:
         try:
             state, ctl_cursor, meta = await store.load_room(self.redis, room, self.settings)
-        except RedisError:
+        except REDIS_ERRORS:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise
         raw_links = await self.redis.hgetall(keys.room_links(room))

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from common import keys, records
 from common.clock import now_samples
@@ -41,8 +40,9 @@ from common.errors import ValidationError, WireError
 from common.events import Recorded, Reply, decode_event, encode_event
 from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT, LeaseResult
 from common.records import Member, RecorderStatus, RoomMeta, Song
+from common.redisclient import REDIS_ERRORS, command_room, xread_keys
 from common.settings import RecorderSettings
-from common.streams import parse_entries, parse_xread, xread_streams
+from common.streams import parse_entries, parse_xread
 from common.tracks import song_origin
 from common.wire import decode_tap
 from recorder import files
@@ -64,7 +64,7 @@ __all__ = ["RecorderService", "RecorderStatus"]
 
 log = logging.getLogger(__name__)
 
-REDIS_FAILURES: Final = (RedisError, RuntimeError, OSError)
+REDIS_FAILURES: Final = (*REDIS_ERRORS, RuntimeError, OSError)
 SUBSCRIBER: Final = "recorder"
 """The tap subscription's name: the same for every recorder, so a successor renews it."""
 SUBSCRIBE_EVERY_S: Final = 2.0
@@ -408,7 +408,7 @@ class RecorderService:
                 if finish is not None or any(isinstance(a, Retap) for a in actions):
                     continue
                 wait_ms = max(1, min(500, int(1000 * (next_look - time.monotonic()))))
-                reply = await self.redis.xread(xread_streams(cursors), count=100, block=wait_ms)
+                reply = await xread_keys(self.redis, cursors, count=100, block_ms=wait_ms)
                 chunks: list[bytes] = []
                 for key, entries in parse_xread(reply):
                     if entries:
@@ -488,17 +488,8 @@ class RecorderService:
             gw=self._id,
             cmd=SubscribeTap(delay_s=info.delay / SAMPLE_RATE, ttl_s=SUBSCRIBE_TTL_S),
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # As a gateway does: the room stays active (and owned) while it is recorded.
-            pipe.sadd(keys.ACTIVE_ROOMS, info.room)
-            pipe.zrem(keys.IDLE_ROOMS, info.room)
-            pipe.xadd(
-                keys.room_ctl(info.room),
-                {"d": encode_envelope(envelope)},
-                maxlen=keys.CTL_MAXLEN,
-                approximate=True,
-            )
-            await pipe.execute()
+        # As a gateway does: the room stays active (and owned) while it is recorded.
+        await command_room(self.redis, info.room, encode_envelope(envelope))
 
     async def _tap_refused(self, info: TakeInfo) -> int | None:
         """The tap sends nothing: did the mixer refuse it (rounds that leave no room in the

@@ -21,6 +21,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 have_libopus() { ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || [ -e /usr/lib/x86_64-linux-gnu/libopus.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopus.so.0 ]; }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
+have_redis_cli() { command -v redis-cli >/dev/null 2>&1; }  # creates the tests' Redis Cluster
 have_chromium() { [ -x /usr/bin/chromium ]; }
 have_command() { command -v "$1" >/dev/null 2>&1; }
 have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
@@ -28,6 +29,7 @@ have_venv_module() { "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; }
 missing=()
 have_libopus || missing+=(libopus0)
 have_redis || missing+=(redis-server)
+have_redis_cli || missing+=(redis-tools)
 if [ "$want_browser" = 1 ]; then
   have_chromium || missing+=(chromium)
   have_command firefox-esr || missing+=(firefox-esr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+from brigade.rediscluster import LocalRedisCluster
 from tests.support import RedisServer
 
 # Property tests check behaviour, never speed: on a busy 2-core machine (CI, or
@@ -25,6 +27,58 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A Redis Cluster of the session's own: 3 masters + 3 replicas on loopback.
+
+    Without redis-cli (package redis-tools, scripts/setup.sh installs it) the
+    cluster tests are skipped, except in CI where they fail.
+    """
+    if shutil.which("redis-cli") is None and os.environ.get("CI") != "true":
+        pytest.skip("redis-cli is not installed (apt-get install redis-tools)")
+    cluster = LocalRedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+Backend = RedisServer | LocalRedisCluster
+"""One Redis or a Redis Cluster: both have ``url``; :func:`flush` empties either."""
+
+
+def flush(backend: Backend) -> None:
+    if isinstance(backend, LocalRedisCluster):
+        backend.flush()
+        return
+    client = redis.Redis(port=backend.port)
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture(scope="module", params=["one-redis", "cluster"])
+def redis_backend(request: pytest.FixtureRequest) -> Backend:
+    """The module's tests run on one Redis, then on a Redis Cluster (emptied first)."""
+    name: str = request.param
+    backend: Backend = request.getfixturevalue(
+        "redis_server" if name == "one-redis" else "redis_cluster"
+    )
+    flush(backend)
+    return backend
+
+
+@pytest.fixture(params=["one-redis", "cluster"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Like ``redis_url``, once on one Redis and once on the session's Redis Cluster."""
+    name: str = request.param
+    backend: Backend = request.getfixturevalue(
+        "redis_server" if name == "one-redis" else "redis_cluster"
+    )
+    flush(backend)
+    return backend.url
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import redis
 from msgspec import to_builtins
 
-from common import keys
+from common import keys, redisclient
 from common.clock import now_samples
 from common.commands import AnyCommand, Envelope, Join, encode_envelope
 from common.constants import SAMPLE_RATE
@@ -51,7 +51,8 @@ class SimGateway:
         req = next(self._req)
         cursor = self._events.get(room, b"0-0")
         envelope = Envelope(singer=singer, cmd=cmd, gw=self.gw, req=req, conn=conn)
-        with self.client.pipeline(transaction=True) as pipe:
+        # A cluster cannot join the room's slot and the global sets in one MULTI.
+        with self.client.pipeline(transaction=not redisclient.is_cluster(self.client)) as pipe:
             pipe.sadd(keys.ACTIVE_ROOMS, room)
             pipe.zrem(keys.IDLE_ROOMS, room)
             pipe.xadd(keys.room_ctl(room), {"d": encode_envelope(envelope)})

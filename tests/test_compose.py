@@ -328,3 +328,25 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
 
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def test_the_cluster_file_makes_six_redis_nodes_and_creates_the_cluster_once(
+    tmp_path: Path,
+) -> None:
+    files = ("-f", str(REPO / "compose.cluster.yaml"))
+    config = yaml.safe_load(podman_compose(tmp_path, *files, "config").stdout)
+    services = config["services"]
+    nodes = ["redis", *(f"redis-{i}" for i in range(2, 7))]
+    for name in nodes:
+        command = " ".join(services[name]["command"])
+        assert "--cluster-enabled yes" in command and "--cluster-node-timeout 2000" in command
+    init = " ".join(services["redis-cluster"]["command"])
+    assert "--cluster create" in init and "--cluster-replicas 1" in init
+    # The processes keep pointing at one node (the cluster's first): nothing else to set.
+    for name in ("mixer", "gateway", "recorder"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert "cluster_state:ok" in " ".join(services["redis"]["healthcheck"]["test"])
+    log = podman_compose(tmp_path, *files, "up", "-d", "--no-build").stderr
+    created = set(re.findall(r"/podman create --name=(\S+)", log))
+    assert {f"bb_{n}_1" for n in [*nodes, "redis-cluster"]} <= created
+    assert {"bb_mixer_1", "bb_gateway_1", "bb_recorder_1"} <= created

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import redis
 
-from common import keys, records
+from common import keys, records, redisclient
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from common.records import MixerStatus
-from tests.support import Process, RedisServer, cluster, wait_for
+from tests.conftest import Backend
+from tests.support import Process, cluster, wait_for
 from tests.test_gateway_e2e import (
     Peer,
     Samples,
@@ -54,11 +55,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushall()
+def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """On one Redis and on a Redis Cluster (tests/conftest.py ``redis_backend``)."""
+    client = redisclient.sync_client(redis_backend.url)
     log_dir = Path(tmp_path_factory.mktemp("console-e2e"))
-    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "INFO"}
+    env = {"REDIS_URL": redis_backend.url, "BB_LOG_LEVEL": "INFO"}
     with cluster(env, log_dir, "c") as started:
         yield Stack(client, started.urls, started.mixers, log_dir, env)
     client.close()

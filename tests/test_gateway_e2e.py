@@ -18,13 +18,13 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pytest
-import redis
 
 from common import protocol as p
 from common.clock import now_samples
 from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
-from tests.support import Process, RedisServer, free_port, healthy, wait_for
+from tests.conftest import Backend
+from tests.support import Process, free_port, healthy, wait_for
 
 Samples = npt.NDArray[np.float32]
 
@@ -253,12 +253,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushall()
-    client.close()
+def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """On one Redis and on a Redis Cluster (tests/conftest.py ``redis_backend``)."""
     log_dir = Path(tmp_path_factory.mktemp("gateway-e2e"))
-    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "INFO"}
+    env = {"REDIS_URL": redis_backend.url, "BB_LOG_LEVEL": "INFO"}
     procs = [Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-e2e"}, log_dir, "mixer")]
     urls = []
     for index in (1, 2):
@@ -269,7 +267,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     try:
         for url, proc in zip(urls, procs[1:], strict=True):
             wait_for(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
-        yield Stack(redis_server.url, urls, procs)
+        yield Stack(redis_backend.url, urls, procs)
     finally:
         for proc in reversed(procs):
             code = proc.stop()

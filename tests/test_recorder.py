@@ -25,7 +25,7 @@ import numpy.typing as npt
 import redis
 import soundfile as sf
 
-from common import keys, records
+from common import keys, records, redisclient
 from common.clock import now_samples
 from common.commands import (
     AddTrack,
@@ -131,7 +131,7 @@ class Stack:
 def stack(
     redis_url: str, output_dir: Path, recorders: tuple[str, ...] = ("r1",)
 ) -> Iterator[Stack]:
-    client = redis.Redis.from_url(redis_url)
+    client = redisclient.sync_client(redis_url)
     root = output_dir / "recordings"
     shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
     env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
@@ -152,9 +152,10 @@ def stack(
 
 
 def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
-    redis_url: str, output_dir: Path
+    backend_url: str, output_dir: Path
 ) -> None:
-    with stack(redis_url, output_dir) as here:
+    """On one Redis and on a Redis Cluster."""
+    with stack(backend_url, output_dir) as here:
         client, sim, root = here.client, here.sim, here.root
         delays = room_with_three_buckets(sim)
         # A 4 s backing track, stored as the gateway stores an upload (Ogg Opus).
