@@ -500,3 +500,40 @@ def test_three_songs_within_one_delay_each_play_their_own_material(page: Any) ->
         "same": True,
         "none": [],
     }
+
+
+def test_a_state_arriving_keeps_the_leaders_unsent_metronome_edits(page: Any) -> None:
+    """Every state rebuilds the leader's controls: a metronome switched off but not yet
+    sent stays off through the rebuild, and Set sends what the leader chose."""
+    got = page.evaluate(
+        """() => {
+          const container = document.createElement('div');
+          document.body.append(container);
+          const sent = [];
+          let draft = null;
+          const metronome = {on: true, bpm: 120, beats: 4, count_in: false};
+          const state = {leader: 'ann', room: 'r', material: {tracks: [], lyrics: ''},
+                         song: {running: false, track: null, metronome}};
+          const ctx = () => ({state, meId: 'ann', sampleRate: 48000, limits: {},
+            levels: {track: 80, click: 60}, setLevels() {}, upload() {}, library: [],
+            loadLibrary() {}, useLibrary() {}, uploaded: {},
+            request: (type, fields) => sent.push([type, fields]),
+            draft, setDraft: (d) => (draft = d)});
+          const on = () => container.querySelector('#metronome input[name=on]');
+          mat.renderMaterial(container, ctx());
+          on().click();  // the leader switches the metronome off ...
+          const afterClick = on().checked;
+          mat.renderMaterial(container, ctx());  // ... and a state arrives before Set
+          const afterState = on().checked;
+          container.querySelector('#metronome button[type=submit]').click();
+          mat.renderMaterial(container, ctx());  // sent: the room's state shows again
+          const afterSet = on().checked;
+          container.remove();
+          return {afterClick, afterState, afterSet, sent, draft};
+        }"""
+    )
+    assert got["afterClick"] is False and got["afterState"] is False
+    assert got["sent"] == [
+        ["set_metronome", {"on": False, "bpm": 120, "beats": 4, "count_in": False}]
+    ]
+    assert got["draft"] is None and got["afterSet"] is True

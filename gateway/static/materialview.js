@@ -48,7 +48,8 @@ function levelSlider(id, label, value, onChange) {
 /**
  * Fill `container`. `ctx`: {state, meId, sampleRate, limits (the served constants), levels, setLevels(levels),
  * request(type, fields), upload(kind, file), library (names or null),
- * loadLibrary(), useLibrary(name), uploaded ({track, image}: names this page uploaded)}.
+ * loadLibrary(), useLibrary(name), uploaded ({track, image}: names this page uploaded),
+ * draft (metronome fields changed but not sent, or null), setDraft(draft)}.
  */
 export function renderMaterial(container, ctx) {
   const { state, meId } = ctx;
@@ -123,16 +124,24 @@ function leaderControls(ctx, song) {
         ...ctx.library.map((t) => h("option", { value: t.name }, t.name)),
       )
     : h("button", { type: "button", class: "small", disabled: running, onclick: () => ctx.loadLibrary() }, "Tracks on the server…");
-  const m = song.metronome || { on: false, bpm: 100, beats: 4, count_in: false };
+  // A state arriving while the leader edits the metronome rebuilds the form: the edits
+  // not yet sent (ctx.draft) are kept until "Set" sends them.
+  const m = ctx.draft || song.metronome || { on: false, bpm: 100, beats: 4, count_in: false };
+  const fieldsOf = (form) => {
+    const data = new FormData(form);
+    return { on: data.get("on") === "on", bpm: Number(data.get("bpm")), beats: Number(data.get("beats")), count_in: data.get("count_in") === "on" };
+  };
   const between = running ? h("p", { class: "hint locked" }, "Locked while the song runs: change the track and the metronome between songs.") : null;
   const metronome = h(
     "form",
     {
       id: "metronome",
+      oninput: (e) => ctx.setDraft && ctx.setDraft(fieldsOf(e.currentTarget)),
+      onchange: (e) => ctx.setDraft && ctx.setDraft(fieldsOf(e.currentTarget)),
       onsubmit: (e) => {
         e.preventDefault();
-        const data = new FormData(e.target);
-        request("set_metronome", { on: data.get("on") === "on", bpm: Number(data.get("bpm")), beats: Number(data.get("beats")), count_in: data.get("count_in") === "on" });
+        if (ctx.setDraft) ctx.setDraft(null);
+        request("set_metronome", fieldsOf(e.target));
       },
     },
     // A disabled fieldset greys every field at once, so none looks editable during a song.
@@ -196,6 +205,7 @@ export class MaterialPanel {
     this.backing = null;
     this.library = null;
     this.uploaded = {}; // kind -> the file name this page last uploaded, shown beside its field
+    this.metronomeDraft = null; // the leader's metronome fields changed but not yet sent
     this.lyrics = new LyricsView({
       list: $("lyrics"),
       image: $("room-image"),
@@ -246,6 +256,8 @@ export class MaterialPanel {
       loadLibrary: () => this.loadLibrary(),
       useLibrary: (name) => this.upload("track", null, name),
       uploaded: this.uploaded,
+      draft: this.metronomeDraft,
+      setDraft: (draft) => (this.metronomeDraft = draft),
     });
   }
 
