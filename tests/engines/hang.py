@@ -112,15 +112,17 @@ def native_stacks(pid: int) -> str:
 
 
 def report(browser_pid: int, path: Path | None, sample_s: float = 2.0) -> str:
-    """One line per content process of ``browser_pid`` (its tabs) saying whether its
-    main thread spins or waits, from readings ``sample_s`` apart; the native stacks
-    of the sites' own processes go to ``path`` (None: no stacks)."""
+    """One line per content process of ``browser_pid`` (its sites' own ones, else
+    all its tabs) saying whether its main thread spins or waits, from readings
+    ``sample_s`` apart; their native stacks go to ``path`` (None: no stacks)."""
     before: dict[int, tuple[str, ThreadSample]] = {}
     for pid, cmdline in descendants(browser_pid):
         if "-contentproc" in cmdline and cmdline.endswith(" tab"):
             with contextlib.suppress(OSError, ValueError):
                 name = Path(f"/proc/{pid}/comm").read_text().strip()
                 before[pid] = (name, main_thread(pid))
+    pages = {pid: seen for pid, seen in before.items() if seen[0].startswith(PAGE_PROCESS)}
+    before = pages or before  # the sites' own processes, when Firefox has any
     time.sleep(sample_s)
     lines: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -136,6 +138,6 @@ def report(browser_pid: int, path: Path | None, sample_s: float = 2.0) -> str:
                 f" {second.cpu_s - first.cpu_s:.2f} s CPU in {sample_s:g} s"
             )
             lines.append(line)
-            if out is not None and name.startswith(PAGE_PROCESS):
+            if out is not None:
                 out.write(f"=== {line}\n{native_stacks(pid)}\n")
     return "; ".join(lines) or f"no content process of {browser_pid} found"
