@@ -5,6 +5,7 @@ script) or waits (the browser itself), from /proc, with native stacks."""
 from __future__ import annotations
 
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -113,3 +114,8 @@ def test_a_page_stuck_in_a_loop_fails_and_says_so(page_url: str, output_dir: Pat
     assert "main thread spinning" in message, message
     stacks = (output_dir / "firefox-hang.txt").read_text()
     assert "Isolated Web" in stacks, stacks[:2000]
+
+
+def test_a_process_without_audio_threads_says_none() -> None:
+    assert hang.audio_threads(os.getpid()) == "none"
+    assert hang.audio_threads(2**22 + 1) == "none"  # no such process

@@ -109,6 +109,11 @@ class FirefoxPage:
                 # Native stacks once (gdb takes a while); the verdict every time.
                 stacks = self.hang_log if attempt == 0 else None
                 seen.append(hang.report(self.browser_pid, stacks))
+                if stacks is not None:  # the parent's too: its audio server, PulseAudio's thread
+                    with stacks.open("a") as out:
+                        out.write(
+                            f"=== the parent process\n{hang.native_stacks(self.browser_pid)}\n"
+                        )
         try:
             self.command("browsingContext.getTree", timeout_s=10)
             parent = "Firefox's parent process still answers"
@@ -117,7 +122,8 @@ class FirefoxPage:
         raise PageHung(
             f"Firefox's page answered no {method} in {self.tries} tries of"
             f" {self.try_timeout_s:g} s: its content process's main thread is held"
-            f" ({parent}). 'spinning': the page's script runs on (a loop);"
+            f" ({parent}; its audio threads: {hang.audio_threads(self.browser_pid)})."
+            " 'spinning': the page's script runs on (a loop);"
             f" 'blocked': it waits inside Firefox. Per try: {' | '.join(seen)}."
             f" Native stacks: {self.hang_log}"
         )

@@ -93,6 +93,21 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def audio_threads(pid: int) -> str:
+    """Firefox's audio server threads in process ``pid`` and where each waits (the
+    kernel's wchan): seen in a hang of this suite, its "AudioIPC Server RPC" thread
+    waiting for PulseAudio's lock (rt_mutex_schedule) while PulseAudio's own thread
+    waited for the page's audio."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+            with contextlib.suppress(OSError):
+                name = (task / "comm").read_text().strip()
+                if name.startswith("AudioIP") or name == "threaded-ml":
+                    found.append(f"{name!r} waits in {(task / 'wchan').read_text().strip()}")
+    return ", ".join(found) or "none"
+
+
 def native_stacks(pid: int) -> str:
     """Every thread's native stack (``gdb``), or why there are none."""
     gdb = shutil.which("gdb")
