@@ -38,6 +38,8 @@ if [ "$want_browser" = 1 ]; then
   have_command pulseaudio || missing+=(pulseaudio)
   have_command caddy || missing+=(caddy)
   { have_command prometheus && have_command promtool; } || missing+=(prometheus)
+  # Native stacks of a browser page that stops answering (tests/engines/hang.py).
+  have_command gdb || missing+=(gdb)
 fi
 have_venv_module || missing+=(python3-venv)
 
@@ -57,7 +59,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "ERROR: no apt-get on this system. Install these yourself, then run make again:"
     say "  libopus (the Opus codec library: Fedora 'opus', Arch 'opus', Homebrew 'opus')"
     say "  redis-server (Redis 6.2 or newer)"
-    [ "$want_browser" = 1 ] && say "  for 'make test': chromium at /usr/bin/chromium, firefox-esr, webkit2gtk-driver (WebKitWebDriver, MiniBrowser), Xvfb, pulseaudio, caddy, prometheus (with promtool)"
+    [ "$want_browser" = 1 ] && say "  for 'make test': chromium at /usr/bin/chromium, firefox-esr, webkit2gtk-driver (WebKitWebDriver, MiniBrowser), Xvfb, pulseaudio, caddy, prometheus (with promtool), gdb"
     exit 1
   fi
 fi

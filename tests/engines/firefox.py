@@ -20,6 +20,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from tests.engines import hang
 from tests.engines.page import require_program
 from tests.engines.pulse import stop_group
 from tests.support import free_port
@@ -53,13 +54,21 @@ EVALUATE_TRIES = 4
 EVALUATE_TIMEOUT_S = 30
 
 
+class PageHung(AssertionError):
+    """The page's content process answered no script: a hang, not a slow machine."""
+
+
 class FirefoxPage:
     """The one tab of a Firefox session, over WebDriver BiDi."""
 
     engine = "firefox"
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, browser_pid: int, log_dir: Path) -> None:
         self.ws = ws
+        self.browser_pid = browser_pid
+        self.hang_log = log_dir / "firefox-hang.txt"
+        self.tries = EVALUATE_TRIES
+        self.try_timeout_s: float = EVALUATE_TIMEOUT_S
         self.next_id = 0
         self.console_errors: list[str] = []
         self.command("session.new", capabilities={"alwaysMatch": {"acceptInsecureCerts": True}})
@@ -88,13 +97,36 @@ class FirefoxPage:
                     self.console_errors.append(str(entry.get("text")))
 
     def read(self, method: str, **params: Any) -> Any:
-        """A command that only reads, asked again if Firefox loses it: on a loaded
-        machine its remote agent sometimes logs "ping for command
-        script.evaluateExpression ... timed out" and never answers that one."""
-        for _ in range(EVALUATE_TRIES - 1):
-            with contextlib.suppress(TimeoutError):
-                return self.command(method, timeout_s=EVALUATE_TIMEOUT_S, **params)
-        return self.command(method, timeout_s=EVALUATE_TIMEOUT_S, **params)
+        """A command that only reads, asked again if Firefox loses it (its remote agent
+        then logs "ping for command script.evaluateExpression ... timed out"). When
+        no try is answered the page's content process is held: fail saying whether
+        its main thread spins (the page's script) or waits (Firefox itself)."""
+        seen: list[str] = []
+        for attempt in range(self.tries):
+            try:
+                return self.command(method, timeout_s=self.try_timeout_s, **params)
+            except TimeoutError:
+                # Native stacks once (gdb takes a while); the verdict every time.
+                stacks = self.hang_log if attempt == 0 else None
+                seen.append(hang.report(self.browser_pid, stacks))
+                if stacks is not None:  # the parent's too: its audio server, PulseAudio's thread
+                    with stacks.open("a") as out:
+                        out.write(
+                            f"=== the parent process\n{hang.native_stacks(self.browser_pid)}\n"
+                        )
+        try:
+            self.command("browsingContext.getTree", timeout_s=10)
+            parent = "Firefox's parent process still answers"
+        except TimeoutError:
+            parent = "Firefox's parent process does not answer either"
+        raise PageHung(
+            f"Firefox's page answered no {method} in {self.tries} tries of"
+            f" {self.try_timeout_s:g} s: its content process's main thread is held"
+            f" ({parent}; its audio threads: {hang.audio_threads(self.browser_pid)})."
+            " 'spinning': the page's script runs on (a loop);"
+            f" 'blocked': it waits inside Firefox. Per try: {' | '.join(seen)}."
+            f" Native stacks: {self.hang_log}"
+        )
 
     def add_init_script(self, script: str) -> None:
         """Run ``script`` in every document before the page's own scripts."""
@@ -206,7 +238,7 @@ def firefox(
                     "Firefox's WebDriver BiDi did not answer in 30 s"
                 )
                 time.sleep(0.2)
-        yield FirefoxPage(ws)
+        yield FirefoxPage(ws, proc.pid, log_dir)
     finally:
         if ws is not None:
             with contextlib.suppress(Exception):
