@@ -58,6 +58,13 @@ class PageHung(AssertionError):
     """The page's content process answered no script: a hang, not a slow machine."""
 
 
+class FirefoxAudioDeadlock(PageHung):
+    """The hang is Firefox's own: the page's main thread waited (no CPU) at every try,
+    held by Firefox's audio server and PulseAudio's thread locking each other (seen
+    under load with the tests' null sink; stacks in ``firefox-hang.txt``). Not the
+    page's doing: the engine tests run once more on a fresh Firefox when they meet it."""
+
+
 class FirefoxPage:
     """The one tab of a Firefox session, over WebDriver BiDi."""
 
@@ -119,7 +126,10 @@ class FirefoxPage:
             parent = "Firefox's parent process still answers"
         except TimeoutError:
             parent = "Firefox's parent process does not answer either"
-        raise PageHung(
+        blocked = bool(seen) and all(
+            "main thread blocked" in one and "spinning" not in one for one in seen
+        )
+        raise (FirefoxAudioDeadlock if blocked else PageHung)(
             f"Firefox's page answered no {method} in {self.tries} tries of"
             f" {self.try_timeout_s:g} s: its content process's main thread is held"
             f" ({parent}; its audio threads: {hang.audio_threads(self.browser_pid)})."
