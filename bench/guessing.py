@@ -33,7 +33,7 @@ from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common.protocol import Resume
 from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
-from tests.support import Process, RedisServer, free_port, wait_for
+from tests.support import Process, RedisServer, free_port, wait_until
 
 
 async def _flood(
@@ -121,7 +121,7 @@ def run(addresses: int, seconds: float, pause_s: float, probe_s: float) -> dict[
             with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
                 return bool(response.status == 200)
 
-        wait_for(healthy, 20, "the gateway")
+        wait_until(healthy, 20, "the gateway")
         results = asyncio.run(_flood(base, gateway.proc.pid, addresses, seconds, pause_s, probe_s))
     finally:
         for proc in reversed(procs):

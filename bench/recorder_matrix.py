@@ -44,7 +44,7 @@ from common.passwords import hash_password
 from common.records import Track
 from common.streams import parse_xread
 from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, RedisServer, wait_for
+from tests.support import Process, RedisServer, wait_until
 
 S: Final = SAMPLE_RATE
 LENGTHS_S: Final = (3, 10, 30)
@@ -132,7 +132,7 @@ def setup(sim: SimGateway, client: redis.Redis, room: Room, track_ogg: bytes) ->
     if room.kind == "password":
         meta["password_hash"] = hash_password("choir")
     sim.create_room(room.name, **meta)
-    wait_for(lambda: sim.owner(room.name) is not None, 10, f"an owner for {room.name}")
+    wait_until(lambda: sim.owner(room.name) is not None, 10, f"an owner for {room.name}")
     for singer, _freq, _lo in VOICES:
         assert sim.join(room.name, singer, singer.upper()).ok
     for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
@@ -202,7 +202,7 @@ def run_length(server: RedisServer, log_dir: Path, length_s: int) -> list[dict[s
         for ending in ENDINGS
     ]
     try:
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer")
         for room in rooms:
             setup(sim, client, room, ogg.getvalue())
         for room in rooms:

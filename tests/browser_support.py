@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pytest
 
 from common.constants import constants_json
-from tests.support import Process, free_port, processes, wait_for
+from tests.support import Process, free_port, processes, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -274,7 +274,7 @@ def browser_stack(
             )
         )
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
+        wait_until(lambda: _http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
         yield base
         for proc in started:
             assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"

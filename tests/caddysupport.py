@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, free_port, wait_until
 
 CADDY = Path(os.environ.get("BB_CADDY", "/usr/bin/caddy"))
 
@@ -104,7 +104,7 @@ def caddy_front(gateways: list[str], tmp_path: Path, output_dir: Path) -> Iterat
             gateways=gateways,
         )
         try:
-            wait_for(
+            wait_until(
                 lambda front=front, proc=proc: (
                     proc.poll() is not None
                     or fetch(f"{front.https}/healthz", front.context())[0] == 200

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,26 +23,70 @@ __all__ = [
     "Cluster",
     "Process",
     "RedisServer",
+    "async_wait_until",
     "cluster",
     "free_port",
     "healthy",
     "processes",
     "wait_for",
+    "wait_until",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: object, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
-    """Poll ``predicate()`` until true, else fail the test with ``what``."""
-    assert callable(predicate)
+def wait_until(
+    predicate: Callable[..., object], timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
+    """Poll ``predicate()`` until it is true; else fail the test saying ``what`` did not happen.
+
+    An exception from ``predicate`` counts as "not yet" (a server still starting);
+    the last one is named in the failure.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+    last: Exception | None = None
+    while True:
+        try:
             if predicate():
                 return
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(_timed_out(timeout_s, what, last))
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+async def async_wait_until(
+    predicate: Callable[..., object],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+) -> None:
+    """:func:`wait_until` for async tests: the event loop keeps running between checks
+    (a peer's reader, a voice's sender), and ``predicate`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        try:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(_timed_out(timeout_s, what, last))
+        await asyncio.sleep(interval_s)
+
+
+def _timed_out(timeout_s: float, what: str, last: Exception | None) -> str:
+    message = f"timed out after {timeout_s} s waiting for {what}"
+    return message if last is None else f"{message} (last check raised {last!r})"
+
+
+wait_for = wait_until
+"""The old name, for branches written before :func:`wait_until`; use ``wait_until``."""
 
 
 RedisServer = LocalRedis
@@ -130,7 +176,7 @@ def cluster(env: Mapping[str, str], log_dir: Path, prefix: str, n: int = 2) -> I
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc in zip(urls, gateways, strict=True):
-            wait_for(lambda url=url: healthy(url), 20, f"{proc.name} at {url}")
+            wait_until(lambda url=url: healthy(url), 20, f"{proc.name} at {url}")
         yield Cluster(mixers, gateways, urls)
     finally:
         for proc in [*reversed(gateways), *mixers.values()]:

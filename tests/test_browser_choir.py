@@ -28,7 +28,7 @@ from tests.browser_support import (
     tone,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import wait_until
 from tests.uploadfiles import encode, tone_notes
 
 SIZES = ((1280, 800), (390, 844))
@@ -460,7 +460,7 @@ def test_states_stay_true_and_figures_live_in_details(
             assert not page.evaluate("document.querySelector('#details').open")
             # The occupancy chart in Details answers 404 until the room's mixer has
             # published (the browser would log that as a console error): wait for it.
-            wait_for(
+            wait_until(
                 lambda: urllib.request.urlopen(f"{stack}/api/rooms/choir/occupancy").status == 200,
                 20,
                 "the room's first occupancy snapshot",

@@ -27,7 +27,7 @@ from tests.browser_support import (
     tone_level,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import wait_until
 
 RATE = SAMPLE_RATE
 # Ann's microphone: 440 Hz notes of uneven lengths in a 4 s loop, so that the
@@ -124,7 +124,7 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
                     and heard["end"] >= sung["start"] + 3 * RATE
                 )
 
-            wait_for(ann_reached_ben, 30, "3 s of Ann's singing to reach Ben", interval_s=0.2)
+            wait_until(ann_reached_ben, 30, "3 s of Ann's singing to reach Ben", interval_s=0.2)
             poll(
                 ann,
                 f"(bbDebug.levels[{ben.evaluate('bbDebug.me.singer_id')!r}] ?? -200) > -40",

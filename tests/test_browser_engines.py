@@ -45,7 +45,7 @@ from tests.engines.firefox import (
 from tests.engines.page import DENY_MIC, HIDE_WEBCODECS, EnginePage, gated_mic_script, wait_js
 from tests.engines.pulse import pulseaudio
 from tests.engines.webkit import webkit, xvfb
-from tests.support import wait_for
+from tests.support import wait_until
 
 RATE = SAMPLE_RATE
 BLOCK = OCC_FRAME_SAMPLES
@@ -211,7 +211,7 @@ def test_engine_leads_is_heard_and_hears_the_room(
             wait_js(eve, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
 
             # Its voice heard: 3 s of Eve's singing in what Cid received.
-            wait_for(
+            wait_until(
                 lambda: (
                     overlap_s(
                         eve.js("bbDebug.sent.span()"), cid.evaluate("bbDebug.received.span()")
@@ -236,7 +236,7 @@ def test_engine_leads_is_heard_and_hears_the_room(
                 eve, f"bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]", "Eve moved"
             )
             eve.js("bbDebug.record(25)")
-            wait_for(
+            wait_until(
                 lambda: (
                     overlap_s(
                         cid.evaluate("bbDebug.sent.span()"), eve.js("bbDebug.received.span()")

@@ -37,7 +37,7 @@ from tests.browser_support import (
     tone_envelope,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import wait_until
 from tests.uploadfiles import encode, png_bytes, tone_notes
 
 RATE = SAMPLE_RATE
@@ -166,7 +166,7 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
             )
             end = int(ended["end_pos"])
             cues = ann.evaluate("bbDebug.state.material.cues")
-            wait_for(
+            wait_until(
                 lambda: (ben.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 10,
                 30,
                 "Ben's playback to pass the end of the song",

@@ -39,7 +39,7 @@ from tests.browser_support import (
     poll,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import wait_until
 from tests.test_browser_material import click_wave
 from tests.uploadfiles import encode, tone_notes
 
@@ -172,7 +172,7 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             # Max joins now, 15 s behind too: his page never saw song 1 run, only the state.
             fill_join(max_, "Max", role="spectator")
             for page, who in ((lis, "Lis"), (max_, "Max")):
-                wait_for(
+                wait_until(
                     lambda page=page: (
                         (page.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 5
                     ),

@@ -19,8 +19,8 @@ import pytest
 from brigade.rediscluster import LocalRedisCluster
 from common import keys, redisclient
 from common.clock import now_samples
-from tests.support import cluster
-from tests.test_gateway_e2e import Peer, Samples, Voice, start_song, until
+from tests.support import async_wait_until, cluster
+from tests.test_gateway_e2e import Peer, Samples, Voice, start_song
 
 LOUD = 0.05
 """RMS of a 20 ms frame of Ann's tone (0.3 peak, so about 0.2) against silence."""
@@ -67,18 +67,18 @@ async def test_the_last_bucket_keeps_hearing_the_first_when_the_rooms_master_die
         singing = Voice(ann, 440, start)
         singing.start()
         try:
-            await until(
+            await async_wait_until(
                 lambda: loud_after(bob.heard(delay_bob), start) >= ENOUGH,
+                20,
                 "Bob to hear Ann before the failover",
-                timeout_s=20,
             )
             victim = own_cluster.master_of(keys.room_in("tones"))
             killed_at = now_samples()
             own_cluster.kill(victim)
-            await until(
+            await async_wait_until(
                 lambda: loud_after(bob.heard(delay_bob), killed_at) >= ENOUGH,
+                60,
                 "Bob to hear Ann again after the room's master was killed",
-                timeout_s=60,
             )
         finally:
             await singing.stop()

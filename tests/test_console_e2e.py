@@ -24,7 +24,7 @@ from common import keys, records, redisclient
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from common.records import MixerStatus
 from tests.conftest import Backend
-from tests.support import Process, cluster, wait_for
+from tests.support import Process, async_wait_until, cluster, wait_until
 from tests.test_gateway_e2e import (
     Peer,
     Samples,
@@ -34,7 +34,6 @@ from tests.test_gateway_e2e import (
     rms,
     start_song,
     stretch,
-    until,
 )
 
 
@@ -89,10 +88,10 @@ def level_db(audio: Samples, freq: float) -> float:
 async def heard(peer: Peer, start: int, span: int, what: str) -> Samples:
     """Positions [start, start + span) of the tap ``peer`` hears now (waits for them)."""
     delay = int(peer.me()["delay"])
-    await until(
+    await async_wait_until(
         lambda: all(q in peer.heard(delay) for q in range(start, start + span, OPUS_FRAME_SAMPLES)),
+        30,
         what,
-        timeout_s=30,
     )
     return stretch(peer.heard(delay), start, span)
 
@@ -248,7 +247,7 @@ async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     killed_ms = int(time.time() * 1000)
     stack.mixers[owner].kill()
     survivor = next(name for name in stack.mixers if name != owner)
-    wait_for(lambda: stack.owner("failover") == survivor, 15, "the other mixer to take over")
+    wait_until(lambda: stack.owner("failover") == survivor, 15, "the other mixer to take over")
     # A command after the takeover is answered by the new owner, from the stored state.
     await ann.ok("set_leader_boost", boost_db=4)
     state = (await cat.wait(lambda m: m["type"] == "state" and m["version"] > version))["state"]
@@ -259,7 +258,7 @@ async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     assert state["song"]["leader_boost_db"] == 4.0
     # And the new owner mixes with them: the solo tap flows again for Cat.
     delay = int(members[cat.singer]["delay"])
-    wait_for(
+    wait_until(
         lambda: newest_ms(stack.redis, keys.room_tap("failover", delay, "solo")) > killed_ms,
         10,
         "the new owner's solo tap",
@@ -268,6 +267,8 @@ async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     name = owner or ""
     again = Process(["mixer"], {**stack.env, "BB_MIXER_ID": name}, stack.log_dir, f"{name}-again")
     stack.mixers[name] = again
-    wait_for(lambda: heartbeat_pid(stack.redis, name) == again.proc.pid, 20, "the restarted mixer")
+    wait_until(
+        lambda: heartbeat_pid(stack.redis, name) == again.proc.pid, 20, "the restarted mixer"
+    )
     for peer in (ann, bob, cat):
         await peer.close()

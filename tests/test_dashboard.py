@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import keys
 from common.protocol import hello_message
-from tests.support import REPO, Process, free_port, healthy, processes, wait_for
+from tests.support import REPO, Process, free_port, healthy, processes, wait_until
 
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "bucket-brigade.json"
 PROMETHEUS_YML = REPO / "docker" / "prometheus.yml"
@@ -214,10 +214,10 @@ def stack(redis_url: str, output_dir: Path, tmp_path: Path) -> Iterator[dict[str
             )
         )
         base = f"http://127.0.0.1:{ports['gateway']}"
-        wait_for(lambda: healthy(base), 20, "the gateway")
+        wait_until(lambda: healthy(base), 20, "the gateway")
         client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-dash")), 20, "the mixer")
-        wait_for(
+        wait_until(lambda: client.exists(keys.mixer_heartbeat("mixer-dash")), 20, "the mixer")
+        wait_until(
             lambda: client.exists(keys.recorder_heartbeat("recorder-dash")), 20, "the recorder"
         )
         client.close()
@@ -243,7 +243,7 @@ async def test_every_query_names_metrics_the_processes_export(stack: dict[str, s
         while (msg := await ws.receive_json(timeout=20))["type"] != "welcome":
             assert msg["type"] != "error", msg
         for name in ("bb_mixer_room_members", "bb_gateway_room_singers"):
-            wait_for(lambda name=name: any(name in scrape(t) for t in stack.values()), 20, name)
+            wait_until(lambda name=name: any(name in scrape(t) for t in stack.values()), 20, name)
         exported = set().union(*(scrape(target) for target in stack.values()))
     missing = {
         (title, name)
@@ -299,7 +299,7 @@ def test_a_real_prometheus_scrapes_every_job_and_evaluates_every_query(
                 return False
             return {r["metric"]["job"] for r in answer["data"]["result"]} == set(stack)
 
-        wait_for(scraped_thrice, 60, "three scrapes of every job")
+        wait_until(scraped_thrice, 60, "three scrapes of every job")
         for title, expr in queries():
             answer = prometheus_query(base, expr)
             assert answer["status"] == "success", (title, expr, answer)

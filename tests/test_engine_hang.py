@@ -19,7 +19,7 @@ from tests.engines import hang
 from tests.engines.firefox import PageHung, firefox
 from tests.engines.page import wait_js
 from tests.engines.pulse import pulseaudio, stop_group
-from tests.support import wait_for
+from tests.support import wait_until
 
 STAT = (
     "27760 (Isolated Web Co) S 27633 27503 27503 0 -1 4194624 7517 0 3 0 27 5 0 0 20 0 25 0"
@@ -68,8 +68,8 @@ def test_real_threads_are_read_from_proc(spinner_and_sleeper: tuple[int, int]) -
         time.sleep(0.5)  # the sampling interval, not a wait for something to happen
         return hang.verdict(first, hang.main_thread(pid), 0.5)
 
-    wait_for(lambda: said(spin) == "spinning", 60, "the busy loop called spinning")
-    wait_for(lambda: hang.main_thread(rest).state == "S", 30, "sleep asleep")
+    wait_until(lambda: said(spin) == "spinning", 60, "the busy loop called spinning")
+    wait_until(lambda: hang.main_thread(rest).state == "S", 30, "sleep asleep")
     assert said(rest) == "blocked"
 
 

@@ -58,7 +58,7 @@ from common.records import Metronome, Track
 from common.tracks import CLICK_SAMPLES, clicks_between, song_origin
 from tests.browser_support import launch, require_chromium, static_server
 from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.support import Process, free_port, healthy, processes, wait_until
 from tests.test_gateway_e2e import Peer
 from tests.test_recorder import Voice, expected_mix
 
@@ -93,8 +93,8 @@ def evening_stack(redis_url: str, output_dir: Path, **env_more: str) -> Iterator
         gateway_env = {**env, "BB_GATEWAY_ID": "gw1", "BB_PORT": str(port)}
         started.append(Process(["gateway"], gateway_env, output_dir, "gateway"))
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer's heartbeat")
-        wait_for(lambda: healthy(url), 20, "the gateway")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer's heartbeat")
+        wait_until(lambda: healthy(url), 20, "the gateway")
         yield Evening(client, SimGateway(client), root, url, started)
         for proc in started:
             assert "Traceback" not in proc.log(), proc.log()
@@ -246,7 +246,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
     with evening_stack(redis_url, output_dir) as here:
         sim, root = here.sim, here.root
         sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
-        wait_for(lambda: sim.owner(room) == "m1", 10, "an owner")
+        wait_until(lambda: sim.owner(room) == "m1", 10, "an owner")
         listener = Peer(http, here.url.replace("http://", "ws://") + "/ws")
         await listener.join(room, "Lis", role="spectator")
         for singer, name in (("a", "Ann"), ("b", "Bob"), ("c", "Cy")):
@@ -409,7 +409,7 @@ def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
         songs: dict[str, Song] = {}
         for room in rooms:
             sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
-        wait_for(lambda: all(sim.owner(r) == "m1" for r in rooms), 10, "an owner")
+        wait_until(lambda: all(sim.owner(r) == "m1" for r in rooms), 10, "an owner")
         voices: list[Voice] = []
         for room in reversed(rooms):  # the last room's song is the first one started
             assert sim.join(room, "a", "Ann").ok

@@ -19,7 +19,7 @@ from common.clock import now_samples
 from common.commands import JoinBucket, Lead, SetLeaderBoost, Start
 from common.constants import SAMPLE_RATE
 from tests.simgateway import SimGateway, Singer, tone
-from tests.support import Process, processes, wait_for
+from tests.support import Process, processes, wait_until
 
 
 def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
@@ -34,9 +34,9 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
             for name in ("f1", "f2")
         }
         started.extend(mixers.values())
-        wait_for(lambda: client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
         sim.create_room("relay", bucket_spacing_s=1.5)  # buckets at 1.5, 3, 4.5, 6, 7.5 ... s
-        wait_for(lambda: sim.owner("relay") in mixers, 10, "an owner")
+        wait_until(lambda: sim.owner("relay") in mixers, 10, "an owner")
         assert sim.join("relay", "a", "Ann").ok and sim.join("relay", "b", "Bob").ok
         for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
             assert sim.command("relay", "a", cmd).ok

@@ -24,7 +24,7 @@ from common.clock import now_samples
 from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from tests.conftest import Backend
-from tests.support import Process, free_port, healthy, wait_for
+from tests.support import Process, async_wait_until, free_port, healthy, wait_until
 
 Samples = npt.NDArray[np.float32]
 
@@ -266,7 +266,7 @@ def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> I
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc in zip(urls, procs[1:], strict=True):
-            wait_for(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
+            wait_until(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
         yield Stack(redis_backend.url, urls, procs)
     finally:
         for proc in reversed(procs):
@@ -290,15 +290,6 @@ async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
-    """Poll without blocking the event loop (the peers' readers must keep running)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def start_song(leader: Peer, places: list[tuple[Peer, int]]) -> int:
@@ -339,10 +330,11 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
     first = first_frame(start)
     span = 2 * SAMPLE_RATE
     try:
-        await until(
+        await async_wait_until(
             lambda: all(
                 q in bob.heard(delay_bob) for q in range(first, first + span, OPUS_FRAME_SAMPLES)
             ),
+            15,
             "Bob's tap to cover two seconds of the song",
         )
         # Ann and Cat's tap has been emitted further by now; they moved to it less than
@@ -395,7 +387,7 @@ async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_pla
     await watcher.wait_member(ann.singer, connected=True, bucket=3, delay=4 * 144_000)
     assert again.me()["bucket"] == 3
     # The spectator's pcm16 tap keeps flowing through all of this.
-    await until(lambda: len(watcher.audio) > 0, "pcm16 frames for the spectator")
+    await async_wait_until(lambda: len(watcher.audio) > 0, 15, "pcm16 frames for the spectator")
     assert all(msg.codec == p.CODEC_PCM16 for msg in watcher.audio)
     for peer in (again, watcher, forged):
         await peer.close()
@@ -496,11 +488,12 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
         ann_voice.restart(skip=CHUNK)
         attack_end = first_frame(ann_voice.pos)
         first = first_frame(start)
-        await until(
+        await async_wait_until(
             lambda: all(
                 q in bob.heard(delay_bob)
                 for q in range(first, attack_end + CHUNK + GATE, OPUS_FRAME_SAMPLES)
             ),
+            15,
             "Bob's tap to cover the attack",
         )
     finally:

@@ -27,7 +27,7 @@ from gateway.app import create_app
 from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
 from gateway.hub import HUB, Options
 from gateway.rooms import PASSWORD_CHECKS
-from tests.support import Process, processes, wait_for
+from tests.support import Process, processes, wait_until
 from tests.test_gateway import FAST, ClientFactory, expect_error, metrics, next_json
 
 JSON = {"Content-Type": "application/json"}
@@ -410,7 +410,7 @@ def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mixer-guard"}
         started.append(Process(["mixer"], env, output_dir, "mixer"))
         client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-guard")), 20, "the mixer")
+        wait_until(lambda: client.exists(keys.mixer_heartbeat("mixer-guard")), 20, "the mixer")
         client.close()
         yield started[0]
 

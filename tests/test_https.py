@@ -55,7 +55,7 @@ from tests.browser_support import (
     write_wav,
 )
 from tests.caddysupport import Front, caddy_front, compose_env, fetch, require_caddy
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, free_port, wait_until
 
 RATE = SAMPLE_RATE
 BLOCK = OCC_FRAME_SAMPLES
@@ -132,7 +132,7 @@ def sing(pw: Any, base: str, spki: str, output_dir: Path, label: str) -> tuple[f
                 and heard["end"] >= sung["start"] + 3 * RATE
             )
 
-        wait_for(ann_reached_ben, 40, "3 s of Ann's singing to reach Ben", interval_s=0.2)
+        wait_until(ann_reached_ben, 40, "3 s of Ann's singing to reach Ben", interval_s=0.2)
         sent_start, sent, _ = decode_dump(ann.evaluate("bbDebug.sent.dump()"))
         recv_start, recv, _ = decode_dump(ben.evaluate("bbDebug.received.dump()"))
         ben.screenshot(path=str(output_dir / f"ben-{label}.png"), full_page=True)
@@ -324,9 +324,9 @@ def test_brigade_up_https_serves_phones_with_its_own_certificate(
         )
     base = f"https://localhost:{port}"
     try:
-        wait_for((tls_dir / "server.crt").is_file, 30, "brigade up to make its certificate")
+        wait_until((tls_dir / "server.crt").is_file, 30, "brigade up to make its certificate")
         ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
-        wait_for(lambda: fetch(f"{base}/healthz", ctx)[0] == 200, 40, "the gateway over HTTPS")
+        wait_until(lambda: fetch(f"{base}/healthz", ctx)[0] == 200, 40, "the gateway over HTTPS")
         text = log_path.read_text()
         assert f"Bucket Brigade is running at {base}/" in text
         # The fingerprint printed is the served certificate's.

@@ -32,7 +32,7 @@ from inspector.view import (
     time_axis,
 )
 from tests.simgateway import SimGateway, Singer
-from tests.support import Process, free_port, processes, wait_for
+from tests.support import Process, free_port, processes, wait_until
 
 RING = 120 * SAMPLE_RATE
 # Not a multiple of the ring, so the ring's oldest frame sits mid-array and the map wraps.
@@ -251,7 +251,7 @@ def test_inspect_a_room_with_a_running_mixer(
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "m1", "BB_PUBLISH_MS": "100"}
         started.append(Process(["mixer"], env, output_dir, "m1"))
         sim.create_room("choir", capacity=12, password_hash="pbkdf2_sha256$9$salt$SECRETHASH")
-        wait_for(lambda: sim.owner("choir") == "m1", 5, "m1 to own the room")
+        wait_until(lambda: sim.owner("choir") == "m1", 5, "m1 to own the room")
         da, db = _sing_until_the_ring_fills(sim, "choir")
         # A tap stream nobody uses any more (and with a broken entry): found by SCAN.
         sim.client.xadd(keys.room_tap("choir", 999), {"d": b"junk"})
@@ -368,7 +368,7 @@ def test_the_overview_shows_recorders_beside_mixers_and_gateways(
     with processes(output_dir) as started:
         recorder = Process(["recorder"], env, output_dir, "rec1")
         started.append(recorder)
-        wait_for(lambda: client.exists(keys.recorder_heartbeat("rec1")), 15, "its heartbeat")
+        wait_until(lambda: client.exists(keys.recorder_heartbeat("rec1")), 15, "its heartbeat")
         # A heartbeat nobody can read is shown too, not skipped.
         client.set(keys.recorder_heartbeat("broken"), b"junk", px=60_000)
 

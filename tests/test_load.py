@@ -36,7 +36,7 @@ from loadgen.clock import ClockEstimator
 from loadgen.run import LEADER_HEAD_START_S, LoadConfig, LoadRun, build_plan
 from loadgen.server import Snapshot, parse_prometheus, upstream_delta
 from loadgen.stats import FrameLedger, Histogram, Windows, WindowStats
-from tests.support import REPO, Process, free_port, wait_for
+from tests.support import REPO, Process, free_port, wait_until
 
 F = OPUS_FRAME_SAMPLES
 D = 3 * SAMPLE_RATE
@@ -428,7 +428,7 @@ def stack(redis_url: str, output_dir: Path) -> Iterator[Stack]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(
+        wait_until(
             lambda: (
                 subprocess.run(
                     ["curl", "-sf", f"{url}/healthz"], capture_output=True, check=False

@@ -24,7 +24,7 @@ from gateway.guard import Limits
 from gateway.hub import Options
 from gateway.rooms import PASSWORD_CHECKS
 from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
-from tests.support import Process, processes, wait_for
+from tests.support import Process, processes, wait_until
 from tests.test_gateway import ClientFactory
 from tests.test_gateway_guard import start
 
@@ -100,7 +100,7 @@ def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mixer-lockout"}
         started.append(Process(["mixer"], env, output_dir, "mixer"))
         client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-lockout")), 20, "the mixer")
+        wait_until(lambda: client.exists(keys.mixer_heartbeat("mixer-lockout")), 20, "the mixer")
         client.close()
         yield started[0]
 

@@ -24,8 +24,8 @@ import redis
 
 from common import keys
 from common.constants import SAMPLE_RATE
-from tests.support import REPO, Process, RedisServer, cluster, wait_for
-from tests.test_gateway_e2e import Peer, until
+from tests.support import REPO, Process, RedisServer, async_wait_until, cluster, wait_until
+from tests.test_gateway_e2e import Peer
 from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
 
 TTL_S = 8.0
@@ -186,14 +186,13 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     # The owning mixer dies: the other one takes the room over with its material.
     owner = stack.owner("material")
     stack.mixers[owner].kill()
-    await until(
-        lambda: stack.owner("material") not in ("", owner),
-        "another mixer to own the room",
-        timeout_s=15,
+    await async_wait_until(
+        lambda: stack.owner("material") not in ("", owner), 15, "another mixer to own the room"
     )
     await ann.ok("set_lyrics", text=lyrics + "\nLife is but a dream")
-    await until(
+    await async_wait_until(
         lambda: latest_state(late)["material"]["lyrics"].endswith("Life is but a dream"),
+        15,
         "the new lyrics to reach the late joiner",
     )
     state = latest_state(late)
@@ -298,9 +297,11 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
         await asyncio.sleep(0.1)
     assert await members_listed() == 0
     # Nobody is in these rooms: nothing renews their keys, which expire after TTL_S.
-    wait_for(lambda: not stack.material_keys("abandoned*"), 3 * TTL_S, "the keys to expire")
+    wait_until(lambda: not stack.material_keys("abandoned*"), 3 * TTL_S, "the keys to expire")
     # (The rooms' tap streams go 10 s after their last window, on their own.)
-    wait_for(lambda: not any(stack.redis.scan_iter(match="bb:{abandoned*}:tap:*")), 30, "the taps")
+    wait_until(
+        lambda: not any(stack.redis.scan_iter(match="bb:{abandoned*}:tap:*")), 30, "the taps"
+    )
     after: Any = stack.redis.info("memory")
     grown = int(after["used_memory"]) - int(before["used_memory"])
     peak = int(during["used_memory"]) - int(before["used_memory"])
@@ -314,13 +315,13 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
     # Someone comes back to such a room: the mixer forgets what expired.
     back = Peer(http, stack.ws(0))
     await back.join(rooms[0], "Back")
-    await until(
+    await async_wait_until(
         lambda: (
             latest_state(back)["material"]["tracks"] == []
             and latest_state(back)["material"]["image"] is None
         ),
+        10,
         "the expired material to leave the room's state",
-        timeout_s=10,
     )
     await back.close()
 

@@ -41,7 +41,7 @@ from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.records import Track
 from recorder.service import RecorderStatus
 from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, processes, wait_for
+from tests.support import Process, processes, wait_until
 
 ROOM = "rec"
 SPACING_S = 1.5
@@ -145,9 +145,9 @@ def stack(
         started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
         here = Stack(client, SimGateway(client), root, {}, add_recorder)
         here.recorders = {rid: add_recorder(rid) for rid in recorders}
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
         here.sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: here.sim.owner(ROOM) == "m1", 10, "an owner")
+        wait_until(lambda: here.sim.owner(ROOM) == "m1", 10, "an owner")
         yield here
 
 
@@ -176,7 +176,7 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
         ]
         # The song ends by itself with its track; the recorder then writes its files.
         sing_until(voices, lambda: recordings(root), 40)
-        wait_for(lambda: client.get(keys.room_reclease(ROOM)) is None, 5, "the lease's release")
+        wait_until(lambda: client.get(keys.room_reclease(ROOM)) is None, 5, "the lease's release")
 
     [flac] = recordings(root)
     assert flac.name.startswith(f"{ROOM}-song1-") and flac.name.endswith("-Ann-Lee.flac")
@@ -389,7 +389,7 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
         tap = keys.room_tap(ROOM, 4 * round(SPACING_S * SAMPLE_RATE))  # the recorder's
         sing_until([voice], lambda: not client.exists(tap), 40)
         here.add_recorder("r2")
-        wait_for(lambda: recordings(root), 30, "the recording finished")
+        wait_until(lambda: recordings(root), 30, "the recording finished")
 
     [flac] = recordings(root)
     recorded, _ = sf.read(flac, dtype="float32")

@@ -16,7 +16,7 @@ from common import keys, process, records
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
-from tests.support import REPO, Process, free_port, processes, wait_for
+from tests.support import REPO, Process, free_port, processes, wait_until
 
 
 def _claim(ttl_s: float = 3.0) -> IdClaim:
@@ -107,7 +107,7 @@ def test_a_second_mixer_with_a_live_mixers_id_exits_non_zero(
     with processes(output_dir) as started:
         first = Process(["mixer"], env, output_dir, "first")
         started.append(first)
-        wait_for(lambda: first_pid() == first.proc.pid, 15, "the first mixer's heartbeat")
+        wait_until(lambda: first_pid() == first.proc.pid, 15, "the first mixer's heartbeat")
         second = Process(["mixer"], env, output_dir, "second")
         started.append(second)
         assert second.proc.wait(30) == 1
@@ -128,7 +128,7 @@ def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
     with processes(output_dir) as started:
         recorder = Process(["recorder"], env, output_dir, "early")
         started.append(recorder)
-        wait_for(lambda: "Redis unreachable" in recorder.log(), 15, "the wait to be logged")
+        wait_until(lambda: "Redis unreachable" in recorder.log(), 15, "the wait to be logged")
         assert recorder.alive()
         assert recorder.stop() == 0
     assert "Traceback" not in recorder.log()
