@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from playwright.sync_api import sync_playwright
 
 from common.constants import constants_json
 from tests.support import Process, free_port, processes, wait_until
@@ -242,6 +243,21 @@ def static_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def static_page(script: str, **options: Any) -> Iterator[Any]:
+    """One Chromium page (``new_page(**options)``) on :func:`static_server`'s blank page,
+    after ``script`` (JavaScript: an expression or a function, awaited) has run in it."""
+    with static_server() as base, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(**options)
+            page.goto(f"{base}/blank")
+            page.evaluate(script)
+            yield page
+        finally:
+            browser.close()
 
 
 # --- the real stack for end-to-end tests ----------------------------------------------

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
 from brigade.rediscluster import LocalRedisCluster
+from tests.browser_support import static_page
 from tests.support import RedisServer
 
 # Property tests check behaviour, never speed: on a busy 2-core machine (CI, or
@@ -108,3 +111,21 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = root / name.replace("/", "_").replace("[", "-").replace("]", "")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP and WebSocket client session for the test, closed after it."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Chromium page of the module's own, on a static server of the page's modules (no
+    gateway): ``PAGE_SCRIPT`` (module constant, JavaScript) has run in it, typically
+    importing the modules under test; ``PAGE_OPTIONS`` (optional) go to ``new_page``."""
+    script: str = request.module.PAGE_SCRIPT
+    options: dict[str, Any] = getattr(request.module, "PAGE_OPTIONS", {})
+    with static_page(script, **options) as page:
+        yield page

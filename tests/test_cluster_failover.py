@@ -9,7 +9,7 @@ the room's members, song and meta must still be there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -36,12 +36,6 @@ def own_cluster() -> Iterator[LocalRedisCluster]:
         yield nodes
     finally:
         nodes.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def loud_after(frames: dict[int, Samples], position: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,6 @@ def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> I
     with cluster(env, log_dir, "c") as started:
         yield Stack(client, started.urls, started.mixers, log_dir, env)
     client.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def newest_ms(client: redis.Redis, key: str) -> int:

@@ -9,7 +9,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,12 +273,6 @@ def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> I
             code = proc.stop()
             assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
             assert "Traceback" not in proc.log(), proc.log()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:

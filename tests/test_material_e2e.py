@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +70,6 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     with cluster(env, log_dir, "t") as started:
         yield Stack(client, started.urls, started.mixers, redis_server.url)
     client.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def seat(peer: Peer) -> dict[str, str]:

@@ -8,7 +8,6 @@ the client speaks docs/protocol.md (tests/test_gateway_e2e.py's ``Peer``).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,12 +19,6 @@ from common import keys
 from common import protocol as p
 from tests.support import Process, free_port, healthy, processes, wait_until
 from tests.test_gateway_e2e import Peer
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["empty-restart", "aof-restart"])
