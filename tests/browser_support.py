@@ -14,7 +14,6 @@ import http.server
 import json
 import os
 import threading
-import urllib.request
 import wave
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from common.constants import constants_json
-from tests.support import Process, free_port, processes, wait_until
+from tests.support import running_stack
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -263,11 +262,6 @@ def static_page(script: str, **options: Any) -> Iterator[Any]:
 # --- the real stack for end-to-end tests ----------------------------------------------
 
 
-def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as response:
-        return bool(response.status == 200)
-
-
 @contextmanager
 def browser_stack(
     redis_url: str,
@@ -275,25 +269,12 @@ def browser_stack(
     env: Mapping[str, str] | None = None,
     recorder: bool = False,
 ) -> Iterator[str]:
-    """A mixer and a gateway on ``redis_url`` (and a recorder when asked), with ``env``
-    added to their environment; yields the gateway's base URL."""
+    """A mixer and a gateway (and a recorder when asked) for a browser, checked as
+    :func:`tests.support.running_stack` checks them; yields the gateway's base URL.
+    Tests take the ``stack`` fixture (``@pytest.mark.stack(chromium=True)``) instead."""
     require_chromium()  # before starting anything
-    port = free_port()
-    env = {"REDIS_URL": redis_url, **(env or {})}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        if recorder:
-            started.append(Process(["recorder"], env, output_dir, "recorder"))
-        started.append(
-            Process(
-                ["gateway", "--host", "127.0.0.1", "--port", str(port)], env, output_dir, "gateway"
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
-        yield base
-        for proc in started:
-            assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
+    with running_stack(redis_url, output_dir, env=env, recorders=int(recorder)) as stack:
+        yield stack.base
 
 
 def fill_join(

@@ -7,7 +7,6 @@ positions, so D_Ben - D_Ann seconds after she sang it); Ann must not hear Ben.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from playwright.sync_api import sync_playwright
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
 from tests.browser_support import (
     best_lag,
-    browser_stack,
     decode_dump,
     gated_tone,
     launch,
@@ -27,7 +25,9 @@ from tests.browser_support import (
     tone_level,
     write_wav,
 )
-from tests.support import wait_until
+from tests.support import Stack, wait_until
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 # Ann's microphone: 440 Hz notes of uneven lengths in a 4 s loop, so that the
@@ -35,13 +35,6 @@ RATE = SAMPLE_RATE
 ANN_NOTES = [(0.0, 0.3), (0.5, 0.6), (1.0, 1.6), (2.0, 2.2), (2.5, 3.4)]
 LOOP_S = 4.0
 BLOCK = OCC_FRAME_SAMPLES  # envelope resolution: 128 samples (2.7 ms)
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    """A mixer and a gateway on the test's Redis; yields the gateway's base URL."""
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = None) -> None:
@@ -60,7 +53,7 @@ def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = 
 
 @pytest.mark.parametrize("codec", ["opus", "pcm16"])
 def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
-    stack: str, output_dir: Path, codec: str
+    stack: Stack, output_dir: Path, codec: str
 ) -> None:
     ann_mic = write_wav(output_dir / "ann-440.wav", gated_tone(440, ANN_NOTES, LOOP_S, RATE), RATE)
     ben_mic = write_wav(output_dir / "ben-660.wav", tone(660, LOOP_S, RATE), RATE)
@@ -79,8 +72,8 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
             # The Opus run uses WebCodecs; the other forces the pcm16 fallback.
             query = "" if codec == "opus" else "&codec=pcm16"
-            join(ann, stack, "Ann", f"{query}&debug=1", output_dir / "ann-setup.png")
-            join(ben, stack, "Ben", query)
+            join(ann, stack.base, "Ann", f"{query}&debug=1", output_dir / "ann-setup.png")
+            join(ben, stack.base, "Ben", query)
             assert ann.evaluate("bbDebug.codec") == codec == ben.evaluate("bbDebug.codec")
 
             # Both pages list both singers.

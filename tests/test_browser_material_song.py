@@ -18,7 +18,6 @@ clicks too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,17 @@ from common.constants import SAMPLE_RATE
 from common.records import Metronome
 from common.tracks import clicks_between
 from tests.browser_support import (
-    browser_stack,
     decode_dump,
     fill_join,
     launch,
     poll,
     write_wav,
 )
-from tests.support import wait_until
+from tests.support import Stack, wait_until
 from tests.test_browser_material import click_wave
 from tests.uploadfiles import encode, tone_notes
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 ROOM = "evening"
@@ -52,12 +52,6 @@ METRONOME = Metronome(on=True, bpm=120, beats=4)
 LYRICS = "Row, row, row your boat\nGently down the stream\nMerrily, merrily"
 TRACK_LEVEL = 0.8**2  # the page's default levels (80 % and 60 %), square law
 CLICK_LEVEL = 0.6**2
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 def make_room(redis_url: str) -> None:
@@ -108,7 +102,7 @@ def heard(
 
 
 def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
-    stack: str, redis_url: str, output_dir: Path
+    stack: Stack, redis_url: str, output_dir: Path
 ) -> None:
     make_room(redis_url)
     silence = write_wav(output_dir / "silent.wav", np.zeros(RATE, np.float32), RATE)
@@ -125,8 +119,8 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             for page in (ann, lis, max_):
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
-            join(ann, stack, "Ann", "singer")
-            join(lis, stack, "Lis", "spectator")
+            join(ann, stack.base, "Ann", "singer")
+            join(lis, stack.base, "Lis", "spectator")
             ann.click("#lead")
             poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
             poll(lis, "bbDebug.me && bbDebug.me.delay === 15 * 48000", "Lis is 15 s behind")
@@ -142,7 +136,7 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             ann.click("text=Show lyrics")
             poll(lis, "bbDebug.state.song.track !== null && bbDebug.state.song.metronome.on", "Lis")
 
-            open_page(max_, stack, "spectator")  # Max joins later
+            open_page(max_, stack.base, "spectator")  # Max joins later
             ann.click("#start")
             song = poll(ann, "bbDebug.state.song.running && bbDebug.state.song", "song 1 runs")
             start = int(song["start_pos"])

@@ -22,19 +22,16 @@ import shutil
 import time
 import zipfile
 import zoneinfo
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import soundfile as sf
 from playwright.sync_api import sync_playwright
 
 from common import keys
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
-    browser_stack,
     fill_join,
     launch,
     poll,
@@ -44,7 +41,10 @@ from tests.browser_support import (
     write_wav,
 )
 from tests.recordingfiles import make_recording
+from tests.support import Stack
 from tests.test_browser_choir import audit
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 ZONE = "America/New_York"
 # 2026-12-01 08:00 and 08:10 UTC: 03:00 and 03:10 in New York.
@@ -120,14 +120,8 @@ def collect_errors(page: Any, errors: list[str]) -> None:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
 
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path, root: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir, {"BB_RECORDINGS_DIR": str(root)}) as base:
-        yield base
-
-
 def test_an_open_rooms_recordings_play_and_download_from_the_panel(
-    stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
     with sync_playwright() as pw:
         browser = launch(pw)
@@ -135,7 +129,7 @@ def test_an_open_rooms_recordings_play_and_download_from_the_panel(
             page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
             errors: list[str] = []
             collect_errors(page, errors)
-            join(page, stack, "open", "Lis", "spectator")
+            join(page, stack.base, "open", "Lis", "spectator")
             poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
             assert page.inner_text("#recordings-empty") == "No recordings yet."
 
@@ -189,7 +183,7 @@ def test_an_open_rooms_recordings_play_and_download_from_the_panel(
 
 
 def test_a_password_rooms_recordings_need_the_seat(
-    stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
     with sync_playwright() as pw:
         browser = launch(pw)
@@ -198,7 +192,7 @@ def test_a_password_rooms_recordings_need_the_seat(
             errors: list[str] = []
             collect_errors(page, errors)
             sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
-            join(page, stack, "closed", "Lis", "spectator", password="secret")
+            join(page, stack.base, "closed", "Lis", "spectator", password="secret")
             poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
             [row] = page.evaluate(ROWS)
             assert (row["song"], row["length"], row["time"]) == ("Song 4", "0:01", local(T2))
@@ -259,25 +253,17 @@ def test_a_password_rooms_recordings_need_the_seat(
             browser.close()
 
 
-@pytest.fixture
-def full_stack(redis_url: str, output_dir: Path, root: Path) -> Iterator[str]:
-    env = {"BB_RECORDINGS_DIR": str(root)}
-    with browser_stack(redis_url, output_dir, env, recorder=True) as base:
-        # Three buckets 1.5 s apart (the least the mixer takes): the recording is ready a few
-        # seconds after the song.
-        client = redis.Redis.from_url(redis_url)
-        client.hset(
-            keys.room_meta("rec"),
-            mapping={"created_at": time.time(), "n_buckets": 3, "bucket_spacing_s": 1.5},
-        )
-        client.sadd(keys.ROOMS, "rec")
-        client.close()
-        yield base
-
-
+@pytest.mark.stack(chromium=True, recorders=1)
 def test_the_leader_chooses_stems_and_the_song_appears_by_itself(
-    full_stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
+    # Three buckets 1.5 s apart (the least the mixer takes): the recording is ready a few
+    # seconds after the song.
+    stack.redis.hset(
+        keys.room_meta("rec"),
+        mapping={"created_at": time.time(), "n_buckets": 3, "bucket_spacing_s": 1.5},
+    )
+    stack.redis.sadd(keys.ROOMS, "rec")
     mic = write_wav(output_dir / "ann-440.wav", tone(440, 2.0, SAMPLE_RATE), SAMPLE_RATE)
     with sync_playwright() as pw:
         browsers = [launch(pw, mic), launch(pw)]
@@ -286,8 +272,8 @@ def test_the_leader_chooses_stems_and_the_song_appears_by_itself(
             errors: list[str] = []
             for page in (ann, ben):
                 collect_errors(page, errors)
-            join(ann, full_stack, "rec", "Ann", "singer")
-            join(ben, full_stack, "rec", "Ben", "spectator")
+            join(ann, stack.base, "rec", "Ann", "singer")
+            join(ben, stack.base, "rec", "Ben", "spectator")
             ann.click("#lead")
             poll(ann, "bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
             poll(ann, "!document.querySelector('#recording-options').hidden", "Ann's options")

@@ -19,7 +19,7 @@ import pytest
 from brigade.rediscluster import LocalRedisCluster
 from common import keys, redisclient
 from common.clock import now_samples
-from tests.support import async_wait_until, cluster
+from tests.support import async_wait_until, running_stack
 from tests.test_gateway_e2e import Peer, Samples, Voice, start_song
 
 LOUD = 0.05
@@ -50,10 +50,9 @@ def loud_after(frames: dict[int, Samples], position: int) -> int:
 async def test_the_last_bucket_keeps_hearing_the_first_when_the_rooms_master_dies(
     own_cluster: LocalRedisCluster, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    env = {"REDIS_URL": own_cluster.url, "BB_LOG_LEVEL": "INFO"}
-    with cluster(env, tmp_path, "f") as started:
-        ws = [url.replace("http://", "ws://") + "/ws" for url in started.urls]
-        ann, bob = Peer(http, ws[0]), Peer(http, ws[1])
+    env = {"BB_LOG_LEVEL": "INFO"}
+    with running_stack(own_cluster.url, tmp_path, mixers=2, gateways=2, env=env) as stack:
+        ann, bob = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
         await ann.join("tones", "Ann")
         await bob.join("tones", "Bob")
         start = await start_song(ann, [(ann, 1), (bob, 2)])

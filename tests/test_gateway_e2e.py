@@ -6,12 +6,10 @@ WebSockets with real Opus (common.codec on the client side too).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,8 +21,10 @@ from common import protocol as p
 from common.clock import now_samples
 from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
-from tests.conftest import Backend
-from tests.support import Process, async_wait_until, free_port, healthy, wait_until
+from tests.support import Stack, async_wait_until
+
+# A mixer and two gateways for the module, on one Redis and on a Redis Cluster.
+pytestmark = pytest.mark.stack(gateways=2, env={"BB_LOG_LEVEL": "INFO"})
 
 Samples = npt.NDArray[np.float32]
 
@@ -239,42 +239,6 @@ class Voice:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-# --- the processes --------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    redis_url: str
-    gateways: list[str]
-    procs: list[Process]
-
-    def ws(self, index: int) -> str:
-        return self.gateways[index].replace("http://", "ws://") + "/ws"
-
-
-@pytest.fixture(scope="module")
-def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """On one Redis and on a Redis Cluster (tests/conftest.py ``redis_backend``)."""
-    log_dir = Path(tmp_path_factory.mktemp("gateway-e2e"))
-    env = {"REDIS_URL": redis_backend.url, "BB_LOG_LEVEL": "INFO"}
-    procs = [Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-e2e"}, log_dir, "mixer")]
-    urls = []
-    for index in (1, 2):
-        port = free_port()
-        gateway_env = {**env, "BB_GATEWAY_ID": f"gw{index}", "BB_PORT": str(port)}
-        procs.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, procs[1:], strict=True):
-            wait_until(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
-        yield Stack(redis_backend.url, urls, procs)
-    finally:
-        for proc in reversed(procs):
-            code = proc.stop()
-            assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
-            assert "Traceback" not in proc.log(), proc.log()
-
-
 async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with http.get(base + "/metrics") as response:
         text = await response.text()
@@ -308,9 +272,13 @@ def first_frame(position: int) -> int:
 
 
 async def test_later_buckets_hear_earlier_ones_and_no_one_else(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    ann, bob, cat = (
+        Peer(http, module_stack.ws(0)),
+        Peer(http, module_stack.ws(1)),
+        Peer(http, module_stack.ws(1)),
+    )
     await ann.join("tones", "Ann")
     await bob.join("tones", "Bob")
     await cat.join("tones", "Cat")
@@ -350,7 +318,7 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
     # Ann and Cat share bucket 1: nothing of each other, nothing of Bob behind them.
     for heard in (heard_by_ann, heard_by_cat):
         assert rms(heard) < 0.01
-    counts = await metrics(http, stack.gateways[1])
+    counts = await metrics(http, module_stack.gateways[1])
     assert counts["bb_gateway_chunks_in_total"] > 0
     assert counts["bb_gateway_frames_out_total"] > 0
     assert counts['bb_gateway_room_singers{room="tones"}'] == 2
@@ -360,9 +328,9 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
 
 
 async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_place(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, watcher = Peer(http, stack.ws(0)), Peer(http, stack.ws(0))
+    ann, watcher = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(0))
     await watcher.join("moves", "Watcher", role="spectator", codec="pcm16")
     await ann.join("moves", "Ann")
     await ann.ok("join_bucket", bucket=3)
@@ -371,11 +339,11 @@ async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_pla
     await ann.close()
     await watcher.wait_member(ann.singer, connected=False)
 
-    forged = Peer(http, stack.ws(1))
+    forged = Peer(http, module_stack.ws(1))
     reply = await forged.hello("moves", "Ann", resume=p.Resume(ann.singer, ann.token + "x"))
     assert (reply["type"], reply["code"]) == ("error", "bad_resume")
 
-    again = Peer(http, stack.ws(1))
+    again = Peer(http, module_stack.ws(1))
     welcome = await again.join("moves", "Ann", resume=p.Resume(ann.singer, ann.token))
     assert welcome["singer"] == ann.singer
     await watcher.wait_member(ann.singer, connected=True, bucket=3, delay=4 * 144_000)
@@ -388,11 +356,11 @@ async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_pla
 
 
 async def test_malformed_input_is_refused_without_harming_another_singer(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    base = stack.gateways[0]
+    base = module_stack.gateways[0]
     before = await metrics(http, base)
-    ann, bob, mal, spy = (Peer(http, stack.ws(0)) for _ in range(4))
+    ann, bob, mal, spy = (Peer(http, module_stack.ws(0)) for _ in range(4))
     await ann.join("harm", "Ann")
     await bob.join("harm", "Bob")
     await mal.join("harm", "Mallory")
@@ -520,12 +488,12 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
 
 
 async def test_unknown_rooms_and_bad_names_are_clear_errors(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    async with http.get(stack.gateways[1] + "/api/rooms/nowhere") as response:
+    async with http.get(module_stack.gateways[1] + "/api/rooms/nowhere") as response:
         assert response.status == 404
         assert "nowhere" in (await response.json())["error"]
-    peer = Peer(http, stack.ws(1))
+    peer = Peer(http, module_stack.ws(1))
     reply = await peer.hello("no/where", "Ann")
     assert (reply["type"], reply["code"], reply["fatal"]) == ("error", "bad_room", True)
     await peer.close()
