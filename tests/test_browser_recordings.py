@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import shutil
 import time
 import zipfile
 import zoneinfo
@@ -77,11 +76,10 @@ DURATION = """async (selector) => {
 
 
 @pytest.fixture
-def root(output_dir: Path) -> Path:
-    folder = output_dir / "recordings"
-    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's
-    folder.mkdir()
-    return folder
+def root(stack: Stack) -> Path:
+    """The stack's recordings folder (emptied as the stack started), which its gateway serves."""
+    stack.recordings.mkdir(exist_ok=True)
+    return stack.recordings
 
 
 def join(page: Any, base: str, room: str, name: str, role: str, password: str = "") -> None:
