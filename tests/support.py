@@ -45,12 +45,18 @@ class StopWaiting(AssertionError):
 
 
 def wait_until(
-    predicate: Callable[..., object], timeout_s: float, what: str, interval_s: float = 0.05
+    predicate: Callable[..., object],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+    *,
+    retry_errors: bool = True,
 ) -> None:
     """Poll ``predicate()`` until it is true; else fail the test saying ``what`` did not happen.
 
     An exception from ``predicate`` counts as "not yet" (a server still starting);
-    the last one is named in the failure. :class:`StopWaiting` fails at once.
+    the last one is named in the failure. :class:`StopWaiting`, or any exception with
+    ``retry_errors=False``, fails at once.
     """
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -61,6 +67,8 @@ def wait_until(
         except StopWaiting:
             raise
         except Exception as exc:
+            if not retry_errors:
+                raise
             last = exc
         if time.monotonic() >= deadline:
             raise AssertionError(_timed_out(timeout_s, what, last))
@@ -72,6 +80,8 @@ async def async_wait_until(
     timeout_s: float,
     what: str,
     interval_s: float = 0.05,
+    *,
+    retry_errors: bool = True,
 ) -> None:
     """:func:`wait_until` for async tests: the event loop keeps running between checks
     (a peer's reader, a voice's sender), and ``predicate`` may be a coroutine function."""
@@ -87,6 +97,8 @@ async def async_wait_until(
         except StopWaiting:
             raise
         except Exception as exc:
+            if not retry_errors:
+                raise
             last = exc
         if time.monotonic() >= deadline:
             raise AssertionError(_timed_out(timeout_s, what, last))
