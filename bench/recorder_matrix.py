@@ -43,7 +43,7 @@ from common.events import Recorded, decode_event
 from common.passwords import hash_password
 from common.records import Track
 from common.streams import parse_xread
-from tests.simgateway import CHUNK, SimGateway, tone
+from tests.simgateway import CHUNK, SimGateway, Voice, expected_mix, tone
 from tests.support import Process, RedisServer, wait_until
 
 S: Final = SAMPLE_RATE
@@ -58,29 +58,6 @@ VOICES: Final = (("a", 440.0, 0), ("b", 660.0, 2), ("c", 990.0, 4))
 """Singer, tone (Hz), first chunk sung; a is the leader."""
 TRACK_HZ: Final = 220.0
 BLOCK: Final = S // 10
-
-
-@dataclass
-class Voice:
-    """A singer sending ``freq`` over positions ``[lo, hi)`` as their bucket sings them."""
-
-    sim: SimGateway
-    room: str
-    singer: str
-    freq: float
-    delay: int
-    lo: int
-    hi: int
-    next_pos: int = 0
-
-    def __post_init__(self) -> None:
-        self.next_pos = self.lo
-
-    def pump(self) -> None:
-        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
-            n = min(CHUNK, self.hi - self.next_pos)
-            self.sim.push(self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
-            self.next_pos += n
 
 
 @dataclass
@@ -101,14 +78,7 @@ class Room:
 def expected(room: Room) -> npt.NDArray[np.float32]:
     """What the 12 s tap hears of the song, plus its track, as 16-bit FLAC holds it."""
     n = room.end - room.start
-    total = np.zeros(n, dtype=np.float64)
-    count = np.zeros(n, dtype=np.int64)
-    for v in room.voices:
-        lo, hi = max(v.lo, room.start), min(v.hi, room.end)
-        if lo < hi:
-            total[lo - room.start : hi - room.start] += tone(v.freq, lo, hi - lo)
-            count[lo - room.start : hi - room.start] += 1
-    mixed = total * np.sqrt(3.0 / (count + 2.0))
+    mixed = expected_mix(room.voices, room.start, n).astype(np.float64)
     if room.track is not None:
         part = room.track[:n]
         mixed[: len(part)] += part

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -171,12 +171,20 @@ class Voice:
             self.next_pos += n
 
 
+class Sings(Protocol):
+    """A simulated singer: :class:`Voice` or :class:`Singer`."""
+
+    def pump(self) -> object:
+        """Send what has been sung by now."""
+        ...
+
+
 PUMP_S = 0.02
 """How often the voices send what they have sung: the pace of the simulated singing."""
 
 
 def sing_until(
-    voices: list[Voice],
+    voices: Sequence[Sings],
     done: Callable[[], object],
     timeout_s: float,
     what: str = "the singing's goal",
@@ -187,7 +195,7 @@ def sing_until(
 
 
 async def sing_until_async(
-    voices: list[Voice],
+    voices: Sequence[Sings],
     done: Callable[[], object],
     timeout_s: float,
     what: str = "the singing's goal",
@@ -200,7 +208,7 @@ async def sing_until_async(
 
 
 def _singing(
-    voices: list[Voice], done: Callable[[], object], tick: Callable[[], None]
+    voices: Sequence[Sings], done: Callable[[], object], tick: Callable[[], None]
 ) -> Callable[[], bool]:
     def step() -> bool:
         for voice in voices:

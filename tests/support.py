@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -40,19 +40,23 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 
 
+T = TypeVar("T")
+
+
 class StopWaiting(AssertionError):
     """Raised by a predicate: what it waits for will never happen (fails at once)."""
 
 
 def wait_until(
-    predicate: Callable[..., object],
+    predicate: Callable[..., T],
     timeout_s: float,
     what: str,
     interval_s: float = 0.05,
     *,
     retry_errors: bool = True,
-) -> None:
-    """Poll ``predicate()`` until it is true; else fail the test saying ``what`` did not happen.
+) -> T:
+    """Poll ``predicate()`` until it is true, and return what it returned; else fail the
+    test saying ``what`` did not happen.
 
     An exception from ``predicate`` counts as "not yet" (a server still starting);
     the last one is named in the failure. :class:`StopWaiting`, or any exception with
@@ -62,8 +66,8 @@ def wait_until(
     last: Exception | None = None
     while True:
         try:
-            if predicate():
-                return
+            if result := predicate():
+                return result
         except StopWaiting:
             raise
         except Exception as exc:

@@ -18,7 +18,7 @@ from common import keys
 from common.clock import now_samples
 from common.commands import JoinBucket, Lead, SetLeaderBoost, Start
 from common.constants import SAMPLE_RATE
-from tests.simgateway import SimGateway, Singer, tone
+from tests.simgateway import SimGateway, Singer, sing_until, tone
 from tests.support import Process, processes, wait_until
 
 
@@ -48,10 +48,9 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
         leader = Singer(sim, "relay", "a", 440, d_lead, start)
 
         def sing_for(seconds: float) -> None:
+            """The scenario: the leader sings on for ``seconds``, at real-time pace."""
             end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                leader.pump()
-                time.sleep(0.02)
+            sing_until([leader], lambda: time.monotonic() >= end, seconds + 5, "the time sung")
 
         sing_for(6.0)
         owner = sim.owner("relay")
@@ -61,10 +60,7 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
         mixers[owner].kill()
         survivor = next(name for name in mixers if name != owner)
         # The leader keeps singing through the takeover (gateways keep pushing).
-        end = time.monotonic() + 15
-        while sim.owner("relay") != survivor and time.monotonic() < end:
-            leader.pump()
-            time.sleep(0.02)
+        sing_until([leader], lambda: sim.owner("relay") == survivor, 15, "the survivor's lease")
         assert sim.owner("relay") == survivor
         # Until the last bucket's tap has emitted everything sung before the kill.
         emitted_until = sung_before_kill + d_last - 1 * SAMPLE_RATE

@@ -27,7 +27,7 @@ from gateway.app import create_app
 from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
 from gateway.hub import HUB, Options
 from gateway.rooms import PASSWORD_CHECKS
-from tests.support import Process, processes, wait_until
+from tests.support import Process, async_wait_until, processes, wait_until
 from tests.test_gateway import FAST, ClientFactory, expect_error, metrics, next_json
 
 JSON = {"Content-Type": "application/json"}
@@ -467,20 +467,14 @@ async def test_a_client_that_does_not_let_the_close_finish_is_dropped(
         )
         # The server wants it gone (as at shutdown, or for not reading), but this
         # client never answers the close frame and never sends anything.
-        for _ in range(50):
-            if hub.sessions:
-                break
-            await asyncio.sleep(0.1)
+        await async_wait_until(lambda: hub.sessions, 5, "the server's session")
         session = next(iter(hub.sessions))
         session.close_deadline_s = 0.5
         # A full send buffer: the outbox holds the close back (the client never reads).
         assert session.transport is not None
         session.transport.get_write_buffer_size = lambda: 10**9
         session.close(1008, "not reading")
-        for _ in range(100):
-            if not hub.sessions:
-                break
-            await asyncio.sleep(0.1)
+        await async_wait_until(lambda: not hub.sessions, 10, "the session to be dropped")
         assert not hub.sessions
         counts = await metrics(client)
         assert counts['bb_gateway_drops_total{reason="close_timeout"}'] == 1

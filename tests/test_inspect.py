@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from inspector.view import (
     render_room,
     time_axis,
 )
-from tests.simgateway import SimGateway, Singer
+from tests.simgateway import SimGateway, Singer, sing_until
 from tests.support import Process, free_port, processes, wait_until
 
 RING = 120 * SAMPLE_RATE
@@ -232,11 +231,7 @@ def _sing_until_the_ring_fills(sim: SimGateway, room: str) -> tuple[int, int]:
     start = int(sim.state(room)["song"]["start_pos"])
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
     singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]
-    deadline = time.monotonic() + 10
-    while _occupied(sim.client, room) < 10 and time.monotonic() < deadline:
-        for s in singers:
-            s.pump()
-        time.sleep(0.02)
+    sing_until(singers, lambda: _occupied(sim.client, room) >= 10, 10, "audio in the ring")
     assert _occupied(sim.client, room) >= 10, "no audio reached the ring"
     return da, db
 

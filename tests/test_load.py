@@ -541,7 +541,7 @@ class Relay:
 
     def _later(self, client: web.WebSocketResponse, data: bytes, delay_s: float) -> None:
         async def send() -> None:
-            await asyncio.sleep(delay_s)
+            await asyncio.sleep(delay_s)  # the scenario: the fault injected is this delay
             if not client.closed:
                 await client.send_bytes(data)
 

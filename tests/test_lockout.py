@@ -24,7 +24,7 @@ from gateway.guard import Limits
 from gateway.hub import Options
 from gateway.rooms import PASSWORD_CHECKS
 from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
-from tests.support import Process, processes, wait_until
+from tests.support import Process, async_wait_until, processes, wait_until
 from tests.test_gateway import ClientFactory
 from tests.test_gateway_guard import start
 
@@ -143,17 +143,19 @@ async def test_guessers_from_many_addresses_lock_out_neither_newcomers_nor_membe
         # (so a newcomer no longer competes with addresses never seen), while all of
         # them go on guessing:
         await asyncio.wait_for(refused.wait(), 120)
-        for _ in range(2400):
-            if all(tally.count(source, "bad_password") for source in sources):
-                break
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: all(tally.count(source, "bad_password") for source in sources),
+            120,
+            "every guesser's guess to have been checked",
+        )
         during = [outcome(await join(ws_url, address(2000)))]
         during.append(outcome(await join(ws_url, address(1000), seat)))
         # Until every one of them has been refused at least once.
-        for _ in range(2400):
-            if all(tally.count(source, "rate_limited") for source in sources):
-                break
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: all(tally.count(source, "rate_limited") for source in sources),
+            120,
+            "every guesser to have been refused",
+        )
         still_guessing = sum(not task.done() for task in flood)
     finally:
         stop.set()

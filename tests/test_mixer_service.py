@@ -14,7 +14,7 @@ from common import keys
 from common.clock import now_samples
 from common.commands import Disconnect, Lead, SetLeaderBoost, Start
 from common.streams import parse_entries
-from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, tone
+from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, sing_until, tone
 from tests.support import Process, RedisServer, processes, wait_until
 
 
@@ -50,11 +50,9 @@ def run_song(sim: SimGateway, room: str, seconds: float) -> tuple[int, int, int]
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
     assert da < db
     singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]
+    # The scenario: they sing for ``seconds``, at real-time pace.
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for s in singers:
-            s.pump()
-        time.sleep(0.02)
+    sing_until(singers, lambda: time.monotonic() >= end, seconds + 5, "the song's end")
     return start, da, db
 
 
@@ -129,7 +127,7 @@ def test_redis_restart_mid_song(private_redis: RedisServer, output_dir: Path) ->
         _start, da, db = run_song(sim, "choir", 0.5)
 
         private_redis.stop()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the scenario: Redis is away for 1.5 s
         private_redis.start()  # empty: nothing was persisted
         # The mixer re-claims its room and writes the state back...
         wait_until(lambda: owner(client, "choir") == "m1", 10, "lease re-asserted")
@@ -143,14 +141,12 @@ def test_redis_restart_mid_song(private_redis: RedisServer, output_dir: Path) ->
         )
         # ...and audio flows again: the leader keeps singing, the follower's tap carries it.
         leader = Singer(sim, "choir", "a", 440, da, now_samples() - da - 2 * CHUNK)
-        deadline = time.monotonic() + 10
-        heard = False
-        while time.monotonic() < deadline and not heard:
-            leader.pump()
+
+        def heard() -> bool:
             frames = collect(sim.taps("choir", db))
-            heard = any(float(np.abs(f).max()) > 0.1 for f in frames.values())
-            time.sleep(0.05)
-        assert heard, "no audio in the follower's tap after the restart"
+            return any(float(np.abs(f).max()) > 0.1 for f in frames.values())
+
+        sing_until([leader], heard, 10, "audio in the follower's tap after the restart")
         assert mixer.alive()
         assert "Redis unavailable" in mixer.log()
     client.close()
@@ -167,7 +163,7 @@ def test_streams_stay_bounded_with_a_slow_consumer(
         run_song(sim, "choir", 0.2)
         db = sim.member_delay("choir", "b")
         # Nobody reads the tap for 4 s (a stalled gateway): it must stay bounded.
-        time.sleep(4)
+        time.sleep(4)  # the scenario: the stall
         assert sim.client.xlen(keys.room_tap("choir", db)) <= 20 + 100  # MAXLEN ~ slack
         # A flood of chunks: the input stream stays bounded too.
         for i in range(600):

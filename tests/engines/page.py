@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
+from tests.support import wait_until
 
 
 class EnginePage(Protocol):
@@ -43,16 +44,10 @@ def require_program(name: str, package: str) -> str:
 
 
 def wait_js(page: EnginePage, expression: str, what: str, timeout_s: float = 20) -> Any:
-    """Poll ``expression`` in ``page`` until truthy; return its value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = page.js(expression)
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(
-        f"timed out after {timeout_s} s waiting for {what} ({expression} = {last!r})"
+    """Poll ``expression`` in ``page`` until truthy; return its value. A page that stops
+    answering fails at once (its error is not a "not yet")."""
+    return wait_until(
+        lambda: page.js(expression), timeout_s, f"{what} ({expression})", 0.1, retry_errors=False
     )
 
 
