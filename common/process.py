@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
@@ -29,6 +28,7 @@ from redis.asyncio.retry import Retry
 from common import aio, logs, metricsserver, records, redisclient
 from common.backoff import Backoff
 from common.errors import ValidationError
+from common.heartbeat import Heartbeat
 from common.idclaim import Free, IdClaim, InUse
 from common.settings import Settings
 
@@ -71,24 +71,14 @@ def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a process is: its kind, its id and the heartbeat key that id is announced under."""
-
-    kind: str
-    ident: str
-    heartbeat_key: str
-    heartbeat_ttl_ms: int
-
-
-async def claim_id(client: Redis, who: Identity, stop: asyncio.Event) -> int | None:
+async def claim_id(client: Redis, who: Heartbeat, stop: asyncio.Event) -> int | None:
     """None when the id is free; else the exit code (1: in use, 0: stopped while waiting)."""
-    claim = IdClaim(who.kind, who.ident, who.heartbeat_ttl_ms / 1000, ID_BACKOFF.compute)
+    claim = IdClaim(who.kind, who.ident, who.ttl_ms / 1000, ID_BACKOFF.compute)
     reason = ""
     while not stop.is_set():
         held: bool | None
         try:
-            held = bool(await client.exists(who.heartbeat_key))
+            held = bool(await client.exists(who.key))
         except REDIS_FAILURES as exc:
             log.debug("id check: %r", exc)
             held = None
@@ -131,7 +121,7 @@ class Service(Protocol):
 
 async def serve(
     settings: _S,
-    who: Identity,
+    who: Heartbeat,
     make: Callable[[_S, Redis], _V],
     render: Callable[[_V], bytes],
     *,
@@ -161,12 +151,13 @@ async def serve(
 
 
 def check_heartbeat(
-    redis_url: str, key: str, status: type[_R], who: str, describe: Callable[[_R], str]
+    redis_url: str, beat: Heartbeat, status: type[_R], describe: Callable[[_R], str]
 ) -> int:
-    """``--check``: exit 0 when ``key`` holds a live, readable heartbeat, else 1."""
+    """``--check``: exit 0 when ``beat`` holds a live, readable heartbeat, else 1."""
+    who = f"{beat.kind} {beat.ident}"
     try:
         client = redisclient.sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        raw = client.get(key)
+        raw = client.get(beat.key)
     except redisclient.SYNC_ERRORS as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1

@@ -13,6 +13,7 @@ import redis
 
 from common import keys, process
 from common.commands import SetDelay
+from common.heartbeat import Heartbeat
 from common.settings import MixerSettings
 from mixer.service import MixerService
 from tests.simgateway import SimGateway
@@ -69,7 +70,7 @@ class _ClosingRedis:
 
 
 async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
-    who = process.Identity("mixer", "quirk", keys.mixer_heartbeat("quirk"), 3000)
+    who = Heartbeat.mixer("quirk", 3000)
     stop = asyncio.Event()
     closing = _ClosingRedis()
     waiting = asyncio.create_task(process.claim_id(closing, who, stop))  # type: ignore[arg-type]

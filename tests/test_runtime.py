@@ -13,6 +13,7 @@ import redis
 from redis.asyncio import Redis
 
 from common import keys, process, records
+from common.heartbeat import Heartbeat
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
@@ -70,8 +71,8 @@ def test_the_in_use_clock_starts_when_the_key_is_first_seen_held() -> None:
 # --- against a real Redis ----------------------------------------------------------------
 
 
-def _who(ident: str, ttl_ms: int) -> process.Identity:
-    return process.Identity("mixer", ident, keys.mixer_heartbeat(ident), ttl_ms)
+def _who(ident: str, ttl_ms: int) -> Heartbeat:
+    return Heartbeat.mixer(ident, ttl_ms)
 
 
 async def test_the_claim_waits_for_a_dead_predecessors_heartbeat(redis_url: str) -> None:
