@@ -6,7 +6,8 @@ answer ``--check``, connect to Redis (:func:`connect`, the one place a client
 is made), claim the process id (:mod:`common.idclaim`: wait with back-off for
 an old heartbeat to expire, exit 1 when a live process holds it), turn
 SIGTERM and SIGINT into a graceful stop, serve ``/metrics`` and log one
-counter summary when the service stops.
+counter summary when the service stops. The heartbeat the id claim and
+``--check`` read is written by each service with :mod:`common.heartbeat`.
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def stop_on_signals() -> asyncio.Event:
 
 
 class Service(Protocol):
-    """What :func:`serve` runs: until ``stop`` is set, then a summary of its counters."""
+    """What :func:`serve` runs: until ``stop`` is set (None, or an exit code when it
+    could not run), then a summary of its counters."""
 
-    async def run(self, stop: asyncio.Event) -> None: ...
+    async def run(self, stop: asyncio.Event) -> int | None: ...
 
     def summary(self) -> str: ...
 
@@ -123,14 +125,20 @@ async def serve(
     settings: _S,
     who: Heartbeat,
     make: Callable[[_S, Redis], _V],
-    render: Callable[[_V], bytes],
+    render: Callable[[_V], bytes] | None,
     *,
-    metrics_host: str,
-    metrics_port: int,
+    metrics_host: str = "",
+    metrics_port: int = 0,
     describe: str,
+    pool_size: int | None = None,
 ) -> int:
-    """Connect, claim the id, run the service (with ``/metrics``) until a signal."""
-    client = connect(settings)
+    """Connect, claim the id, run the service (with ``/metrics``) until a signal.
+
+    The client (:func:`connect`, bounded by ``pool_size``) is the service's for its
+    lifetime. Without ``render`` no ``/metrics`` is served here (the gateway serves
+    it on its own port).
+    """
+    client = connect(settings, pool_size=pool_size)
     stop = stop_on_signals()
     try:
         refused = await claim_id(client, who, stop)
@@ -138,16 +146,19 @@ async def serve(
             return refused
         service = make(settings, client)
         log.info("%s %s starting (redis %s, %s)", who.kind, who.ident, settings.redis_url, describe)
+        port = metrics_port if render is not None else 0
         try:
-            async with metricsserver.serve(lambda: render(service), metrics_host, metrics_port):
-                if metrics_port:
-                    log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-                await service.run(stop)
+            async with metricsserver.serve(
+                lambda: render(service) if render is not None else b"", metrics_host, port
+            ):
+                if port:
+                    log.info("metrics on http://%s:%d/metrics", metrics_host, port)
+                code = await service.run(stop)
         finally:
             log.info("%s %s stopping: %s", who.kind, who.ident, service.summary())
     finally:
         await client.aclose()
-    return 0
+    return code or 0
 
 
 def check_heartbeat(
