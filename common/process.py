@@ -103,6 +103,28 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+class RedisHealth:
+    """A service's loops' view of Redis: the first failure and the recovery are logged
+    once each, and every retry waits on the shared jittered back-off."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.healthy = True
+
+    async def down(self, exc: Exception, failures: int) -> None:
+        """Redis failed ``failures`` times in a row: log it (once), then back off."""
+        if self.healthy:
+            log.warning("Redis unavailable (%s); retrying with back-off", exc)
+            self.healthy = False
+        await asyncio.sleep(self.backoff.compute(failures))
+
+    def up(self) -> None:
+        """Redis answered."""
+        if not self.healthy:
+            log.warning("Redis reachable again")
+            self.healthy = True
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set by the first SIGTERM or SIGINT (the graceful stop)."""
     stop = asyncio.Event()

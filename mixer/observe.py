@@ -1,4 +1,4 @@
-"""What the mixer's maintenance reads from Redis, and its leases: claim, renew, release.
+"""What the mixer's maintenance reads from Redis, and its leases: claim and renew.
 
 One maintenance round writes the heartbeat (common/heartbeat.py) and reads
 what the planner asks (mixer/planner.py :class:`Ask`) in one round trip,
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from common import keys
 from common.heartbeat import Heartbeat
-from common.lease import RELEASE_SCRIPT, RENEW_SCRIPT
+from common.lease import RENEW_SCRIPT
 from common.records import MixerStatus
 from common.redisclient import is_cluster
 from mixer.planner import SWEEP_BATCH, Ask, GatewaySeen, Now, Observed
@@ -34,7 +34,6 @@ class Observer:
         self.beat = beat
         self.lease_ttl_ms = lease_ttl_ms
         self._renew = redis.register_script(RENEW_SCRIPT)
-        self._release = redis.register_script(RELEASE_SCRIPT)
         self._cluster = is_cluster(redis)
 
     async def observe(self, ask: Ask, now: Now, status: MixerStatus) -> Observed:
@@ -96,7 +95,3 @@ class Observer:
                 keys.room_lease(room), self.beat.ident, nx=True, px=self.lease_ttl_ms
             )
         )
-
-    async def release(self, room: str) -> None:
-        """Give the lease of ``room`` back (if it is still ours)."""
-        await self._release(keys=[keys.room_lease(room)], args=[self.beat.ident])

@@ -20,7 +20,7 @@ from mixer.host import Publish
 from mixer.owned import OwnedRoom
 from mixer.planner import trim_from
 
-__all__ = ["CHECKPOINT_TTL_MS", "queue_checkpoint", "queue_persist", "queue_step"]
+__all__ = ["CHECKPOINT_TTL_MS", "queue_checkpoint", "queue_persist", "queue_rewrite", "queue_step"]
 
 CHECKPOINT_TTL_MS: Final = 30_000
 """A checkpoint outlives its owner long enough for another mixer to take the room over."""
@@ -50,6 +50,15 @@ def queue_persist(pipe: Any, owned: OwnedRoom) -> None:
     """Write the room's whole state (before it leaves this mixer)."""
     removed = owned.host.persisted_ids - set(owned.state.members)
     store.queue_persist(pipe, owned.name, owned.state, owned.ctl_cursor, removed)
+
+
+def queue_rewrite(pipe: Any, owned: OwnedRoom) -> None:
+    """Write the room back whole, meta included, after its lease vanished (Redis lost
+    it, perhaps with everything else); its pages get a fresh state event next tick."""
+    store.queue_meta(pipe, owned.name, owned.state, owned.host.meta)
+    pipe.sadd(keys.ACTIVE_ROOMS, owned.name)  # we hold it: it is in use
+    store.queue_persist(pipe, owned.name, owned.state, owned.ctl_cursor, set())
+    owned.host.resync()
 
 
 def queue_checkpoint(pipe: Any, owned: OwnedRoom, checkpoint: Checkpoint) -> None:

@@ -1,6 +1,7 @@
 """Giving rooms back and deleting idle ones: the scripts, and their steps on a cluster.
 
-A room nobody has used for ``room_release_s`` is *retired*: its lease is
+At shutdown every room is written back and its lease released, so another
+mixer takes over at once. A room nobody has used for ``room_release_s`` is *retired*: its lease is
 dropped and it leaves the active set, unless a command waits in its control
 stream. A room idle (not active) for ``room_idle_delete_s`` is *deleted*
 with every key, by any live mixer. On one Redis each is one script; on a
@@ -14,8 +15,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from common import keys
-from common.lease import DELETE_SCRIPT, RETIRE_ROOM_SCRIPT, RETIRE_SCRIPT
+from common.lease import DELETE_SCRIPT, RELEASE_SCRIPT, RETIRE_ROOM_SCRIPT, RETIRE_SCRIPT
 from common.redisclient import is_cluster
+from mixer import outbox
+from mixer.owned import OwnedRoom
 
 __all__ = ["Retirement"]
 
@@ -30,6 +33,24 @@ class Retirement:
         self._retire = redis.register_script(RETIRE_SCRIPT)
         self._delete = redis.register_script(DELETE_SCRIPT)
         self._retire_room = redis.register_script(RETIRE_ROOM_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
+
+    async def release(self, room: str) -> None:
+        """Give the lease of ``room`` back (if it is still ours)."""
+        await self._release(keys=[keys.room_lease(room)], args=[self.mixer_id])
+
+    async def hand_back(self, rooms: list[OwnedRoom], checkpoints: bool) -> None:
+        """Write ``rooms`` back (with a checkpoint each, if ``checkpoints``) and release
+        their leases, so another mixer takes them over now; raises RedisError."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for owned in rooms:
+                outbox.queue_persist(pipe, owned)
+                checkpoint = owned.host.mixer.checkpoint() if checkpoints else None
+                if checkpoint is not None:
+                    outbox.queue_checkpoint(pipe, owned, checkpoint)
+            await pipe.execute()
+        for owned in rooms:
+            await self.release(owned.name)
 
     async def retire(self, room: str, ctl_cursor: bytes, wall_s: float) -> bool:
         """Drop our lease and leave the active set, unless a command waits past

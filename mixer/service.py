@@ -12,6 +12,12 @@ Two loops share one Redis connection pool:
   reads what :class:`mixer.planner.MaintenancePlanner` asks, calls it, and
   carries out its plan; every decision (and ``now``) is the planner's.
 
+What it reads and writes lives beside it: the maintenance read and the leases
+(mixer/observe.py), taking a room over (mixer/adoption.py), giving rooms back
+and deleting idle ones (mixer/retirement.py), a room's writes
+(mixer/outbox.py), material TTLs (mixer/material_upkeep.py); the tick's
+schedule is mixer/pacing.py (pure).
+
 Every Redis failure is retried with bounded back-off; nothing a gateway
 sends can stop either loop.
 """
@@ -31,18 +37,19 @@ from redis.asyncio import Redis
 from common import keys
 from common.backoff import Backoff
 from common.clock import now_samples
-from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.heartbeat import Heartbeat
+from common.process import RedisHealth
 from common.records import MixerStatus
 from common.redisclient import REDIS_ERRORS, xread_keys
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread
-from mixer import adoption, material_upkeep, outbox, store
-from mixer.host import HostCounters, HostTiming
+from mixer import adoption, material_upkeep, outbox, wiring
+from mixer.host import HostCounters
 from mixer.metrics import TickTimes
 from mixer.observe import Observer
 from mixer.owned import OwnedRoom
-from mixer.planner import MAINTENANCE_S, MaintenancePlanner, Now, Plan, PlannerSettings
+from mixer.pacing import Pacer
+from mixer.planner import MAINTENANCE_S, MaintenancePlanner, Now, Plan
 from mixer.retirement import Retirement
 
 log = logging.getLogger(__name__)
@@ -89,25 +96,9 @@ class MixerService:
         self.observer = Observer(redis, self.beat, settings.lease_ttl_ms)
         self.retirement = Retirement(redis, settings.mixer_id)
         self._key_index: dict[str, tuple[str, bool]] = {}
-        self._timing = HostTiming(
-            publish=seconds_to_samples(settings.publish_ms / 1000),
-            levels=seconds_to_samples(settings.levels_ms / 1000),
-            grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
-            checkpoint=seconds_to_samples(settings.checkpoint_ms / 1000),
-        )
-        self._healthy = True
-        self._backoff = Backoff(0.05, 2.0)
-        self.planner = MaintenancePlanner(
-            PlannerSettings(
-                mixer_id=settings.mixer_id,
-                max_rooms=settings.max_rooms,
-                lease_ttl_ms=settings.lease_ttl_ms,
-                heartbeat_ttl_ms=settings.heartbeat_ttl_ms,
-                release_samples=seconds_to_samples(settings.room_release_s),
-                idle_delete_s=settings.room_idle_delete_s,
-                material_period_s=min(60.0, settings.material_ttl_s / 3),
-            )
-        )
+        self._timing = wiring.host_timing(settings)
+        self.health = RedisHealth(Backoff(0.05, 2.0))
+        self.planner = MaintenancePlanner(wiring.planner_settings(settings))
 
     # ---------------------------------------------------------------- running
 
@@ -123,34 +114,30 @@ class MixerService:
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        period = self.settings.tick_ms / 1000
-        next_at = loop.time()
+        pacer = Pacer(self.settings.tick_ms / 1000, loop.time())
         failures = 0
         while not stop.is_set():
-            next_at += period
+            pacer.start()
             try:
                 started = loop.time()
                 talked = await self.tick()
                 self.tick_times.observe(loop.time() - started)
                 if talked:
                     failures = 0
-                    self._redis_up()
+                    self.health.up()
             except REDIS_FAILURES as exc:
                 failures += 1
-                await self._redis_down(exc, failures)
-                next_at = loop.time()
+                self.counters.redis_errors += 1
+                await self.health.down(exc, failures)
+                pacer.restart(loop.time())
             except Exception:
                 # One bad tick must not stop the mixer: log it with its traceback, count it.
                 self.counters.tick_errors += 1
                 log.exception("tick failed")
-            delay = next_at - loop.time()
-            if delay < 0:
-                self.counters.tick_overruns += 1
-                if delay < -period:
-                    next_at = loop.time()  # skip the missed ticks instead of bursting
-                delay = 0
+            pause = pacer.pause(loop.time())
+            self.counters.tick_overruns += pause.overrun
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), pause.seconds)
 
     async def _maintenance_loop(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -158,47 +145,25 @@ class MixerService:
             try:
                 await self.maintain()
                 failures = 0
-                self._redis_up()
+                self.health.up()
             except REDIS_FAILURES as exc:
                 failures += 1
-                await self._redis_down(exc, failures)
+                self.counters.redis_errors += 1
+                await self.health.down(exc, failures)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), MAINTENANCE_S)
 
-    async def _redis_down(self, exc: Exception, failures: int = 1) -> None:
-        self.counters.redis_errors += 1
-        if self._healthy:
-            log.warning("Redis unavailable (%s); retrying with back-off", exc)
-            self._healthy = False
-        await asyncio.sleep(self._backoff.compute(failures))
-
-    def _redis_up(self) -> None:
-        if not self._healthy:
-            log.warning("Redis reachable again")
-            self._healthy = True
-
     async def _shutdown(self) -> None:
         """Write the rooms back and release their leases so another mixer takes over now."""
-        if not self.rooms:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self.beat.drop(self.redis)
-            return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for owned in self.rooms.values():
-                    outbox.queue_persist(pipe, owned)
-                    checkpoint = (
-                        owned.host.mixer.checkpoint() if self.settings.checkpoint_ms else None
-                    )
-                    if checkpoint is not None:
-                        outbox.queue_checkpoint(pipe, owned, checkpoint)
-                await pipe.execute()
-            for owned in self.rooms.values():
-                await self.observer.release(owned.name)
+            await self.retirement.hand_back(
+                list(self.rooms.values()), self.settings.checkpoint_ms > 0
+            )
             await self.beat.drop(self.redis)
         except REDIS_ERRORS as exc:
-            log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
+            if self.rooms:
+                log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
 
     # ------------------------------------------------------------------ tick
 
@@ -322,11 +287,7 @@ class MixerService:
         log.warning("re-asserting %d room(s) after their leases vanished", len(rooms))
         async with self.redis.pipeline(transaction=False) as pipe:
             for room in rooms:
-                owned = self.rooms[room]
-                store.queue_meta(pipe, room, owned.state, owned.host.meta)
-                pipe.sadd(keys.ACTIVE_ROOMS, room)  # we hold it: it is in use
-                store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, set())
-                owned.host.resync()  # publish a fresh state event next tick
+                outbox.queue_rewrite(pipe, self.rooms[room])
             await pipe.execute()
 
     async def _claim(self, room: str) -> None:
@@ -338,7 +299,7 @@ class MixerService:
                 self.redis, room, self.settings, self._timing, self.room_counters
             )
         except REDIS_ERRORS:
-            await self.observer.release(room)
+            await self.retirement.release(room)
             raise
         self.rooms[room] = owned
         self._key_index[keys.room_ctl(room)] = (room, True)

@@ -83,8 +83,8 @@ async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
 @pytest.mark.parametrize("failures", [1, 4, 20])
 def test_the_mixer_backs_off_with_jitter_inside_the_shared_curve(failures: int) -> None:
     service = MixerService(MixerSettings(mixer_id="curve"), _ClosingRedis())  # type: ignore[arg-type]
-    nominal = service._backoff.nominal_s(failures)
-    pauses = {service._backoff.compute(failures) for _ in range(50)}
+    nominal = service.health.backoff.nominal_s(failures)
+    pauses = {service.health.backoff.compute(failures) for _ in range(50)}
     assert all(nominal / 2 <= p <= nominal for p in pauses)
     assert len(pauses) > 1  # jittered: processes that failed together spread out
 
