@@ -25,11 +25,7 @@ async def serve(settings: KeeperSettings) -> int:
     store = redisclient.async_client(settings.state_redis_url)
     stop = process.stop_on_signals()
     try:
-        try:
-            keeper = Keeper(settings, main, store)
-        except ValueError as exc:
-            log.error("%s", exc)
-            return 2
+        keeper = Keeper(settings, main, store)
         log.info(
             "keeper starting (redis %s, state kept in %s)",
             settings.redis_url,

@@ -52,11 +52,6 @@ class Keeper:
     """Copies the durable keys of ``main`` to ``store`` and back after a restart."""
 
     def __init__(self, settings: KeeperSettings, main: Redis, store: Redis) -> None:
-        if is_cluster(main):
-            raise ValueError(
-                "the keeper follows one Redis; a Redis Cluster keeps its own append-only "
-                "files (docs/operations.md, 'What is persisted')"
-            )
         self.settings = settings
         self.main = main
         self.store = store
@@ -69,7 +64,10 @@ class Keeper:
         failures = 0
         while not stop.is_set():
             try:
-                await self._cycle(stop)
+                if is_cluster(self.main):
+                    await self._stand_by(stop)
+                else:
+                    await self._cycle(stop)
                 failures = 0
             except REDIS_FAILURES as exc:
                 self.counters.redis_errors += 1
@@ -110,6 +108,22 @@ class Keeper:
             self.ready.clear()
             with contextlib.suppress(*REDIS_FAILURES):
                 await pubsub.aclose()
+
+    async def _stand_by(self, stop: asyncio.Event) -> None:
+        """On a Redis Cluster: copy nothing (its nodes keep their own files), only say so.
+
+        The marker is written again now and then, so ``--check`` and the
+        processes waiting for it go on after the whole cluster was re-created.
+        """
+        if not self.ready.is_set():
+            log.warning(
+                "keeper: Redis is a cluster, whose nodes keep their own append-only files: "
+                "standing by (docs/operations.md, 'What is persisted')"
+            )
+        await self.main.set(durable.MARKER, str(time.time()))
+        self.ready.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
 
     async def _recover(self) -> None:
         started = time.monotonic()
