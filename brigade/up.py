@@ -34,11 +34,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import redis
-
 from brigade import redirect, tls
 from brigade.redisserver import LocalRedis, free_port
 from brigade.supervisor import Launch, Supervisor, say
+from common import redisclient
 
 if TYPE_CHECKING:
     from http.server import HTTPServer
@@ -89,11 +88,11 @@ def _started(supervisor: Supervisor, name: str, launch: Launch) -> bool:
 def _restored(url: str, supervisor: Supervisor, timeout_s: float = 60) -> bool:
     """Wait until the keeper has restored the kept rooms (its marker in Redis), so no
     gateway re-creates a kept room by name first."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    client = redisclient.sync_client(url, socket_timeout=2, socket_connect_timeout=2)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*redisclient.SYNC_ERRORS):
                 if client.exists(MARKER):
                     return True
             if supervisor.poll(time.monotonic()) is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -74,19 +74,26 @@ async def durable_keys(client: Redis) -> AsyncIterator[str]:
             yield name
 
 
-async def sync(main: Redis, store: Redis) -> Copied:
-    """Make the store hold exactly the durable keys of ``main`` (after the keeper was away)."""
+def _every(_key: str) -> bool:
+    return True
+
+
+async def sync(main: Redis, store: Redis, only: Callable[[str], bool] = _every) -> Copied:
+    """Make the store hold exactly the durable keys of ``main`` (after the keeper was away);
+    ``only`` the keys it accepts (a cluster's masters that kept their data)."""
     present: set[str] = set()
     done = Copied()
     batch: list[str] = []
     async for name in durable_keys(main):
+        if not only(name):
+            continue
         present.add(name)
         batch.append(name)
         if len(batch) >= BATCH:
             done.add(await copy(main, store, batch))
             batch = []
     done.add(await copy(main, store, batch))
-    stale = [name async for name in durable_keys(store) if name not in present]
+    stale = [name async for name in durable_keys(store) if only(name) and name not in present]
     for start in range(0, len(stale), BATCH):
         await store.delete(*stale[start : start + BATCH])
         done.deleted += len(stale[start : start + BATCH])
@@ -102,8 +109,9 @@ class Restored:
     bytes: int = 0
 
 
-async def restore(store: Redis, main: Redis) -> Restored:
-    """Put the store's durable keys back into ``main``, which lost them (restarted empty).
+async def restore(store: Redis, main: Redis, only: Callable[[str], bool] = _every) -> Restored:
+    """Put the store's durable keys back into ``main``, which lost them (restarted empty);
+    ``only`` the keys it accepts (those of a cluster's masters that lost theirs).
 
     A key someone wrote meanwhile (a mixer re-asserting a room it owns, a
     gateway re-creating a room by name) is kept, except a room's password
@@ -147,6 +155,8 @@ async def restore(store: Redis, main: Redis) -> Restored:
                 rooms.add(room)
 
     async for name in durable_keys(store):
+        if not only(name):
+            continue
         batch.append(name)
         if len(batch) >= BATCH:
             await flush(batch)

@@ -28,9 +28,8 @@ from redis.asyncio.client import PubSub
 
 from common.backoff import Backoff
 from common.process import REDIS_FAILURES
-from common.redisclient import is_cluster
 from common.settings import KeeperSettings
-from keeper import copier, durable
+from keeper import copier, durable, nodes
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,7 @@ class Keeper:
         failures = 0
         while not stop.is_set():
             try:
-                if is_cluster(self.main):
-                    await self._stand_by(stop)
-                else:
-                    await self._cycle(stop)
+                await self._cycle(stop)
                 failures = 0
             except REDIS_FAILURES as exc:
                 self.counters.redis_errors += 1
@@ -80,76 +76,112 @@ class Keeper:
             await self._flush()
 
     async def _cycle(self, stop: asyncio.Event) -> None:
+        """One pass over the current servers (ends when one drops, loses its marker or,
+        on a cluster, when the masters change)."""
         self.counters.cycles += 1
-        current = await self.main.config_get("notify-keyspace-events")
-        classes = durable.merged_classes(str(current.get("notify-keyspace-events", "")))
-        await self.main.config_set("notify-keyspace-events", classes)
-        pubsub = self.main.pubsub(ignore_subscribe_messages=True)
+        found = await nodes.discover(self.main)
+        clients = [node.client(self.main) for node in found]
+        pubsubs: list[PubSub] = []
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await pubsub.psubscribe(*durable.patterns())
-            await self._recover()
+            for client in clients:
+                current = await client.config_get("notify-keyspace-events")
+                classes = durable.merged_classes(str(current.get("notify-keyspace-events", "")))
+                await client.config_set("notify-keyspace-events", classes)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsubs.append(pubsub)
+                await pubsub.psubscribe(*durable.patterns())
+            await self._recover(found)
             self.ready.set()
-            listener = asyncio.create_task(self._listen(pubsub))
-            stopper = asyncio.create_task(stop.wait())
-            try:
-                while not stop.is_set():
-                    done, _ = await asyncio.wait(
-                        {listener, stopper}, timeout=self.settings.copy_ms / 1000
-                    )
-                    if listener in done:
-                        listener.result()  # the connection dropped: raise it
-                    await self._flush()
-            finally:
-                for task in (listener, stopper):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, *REDIS_FAILURES):
-                        await task
+            tasks = [asyncio.create_task(self._listen(ps)) for ps in pubsubs]
+            tasks.append(asyncio.create_task(self._until(stop)))
+            while not stop.is_set():
+                done, _ = await asyncio.wait(tasks, timeout=self.settings.copy_ms / 1000)
+                for task in done:
+                    task.result()  # a connection dropped: raise it
+                await self._flush()
+                if not stop.is_set() and await self._changed(found):
+                    return
         finally:
             self.ready.clear()
-            with contextlib.suppress(*REDIS_FAILURES):
-                await pubsub.aclose()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *REDIS_FAILURES):
+                    await task
+            for pubsub in pubsubs:
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await pubsub.aclose()
+            for client in clients:
+                if client is not self.main:
+                    with contextlib.suppress(*REDIS_FAILURES):
+                        await client.aclose()
 
-    async def _stand_by(self, stop: asyncio.Event) -> None:
-        """On a Redis Cluster: copy nothing (its nodes keep their own files), only say so.
+    @staticmethod
+    async def _until(stop: asyncio.Event) -> None:
+        await stop.wait()
 
-        The marker is written again now and then, so ``--check`` and the
-        processes waiting for it go on after the whole cluster was re-created.
-        """
-        if not self.ready.is_set():
-            log.warning(
-                "keeper: Redis is a cluster, whose nodes keep their own append-only files: "
-                "standing by (docs/operations.md, 'What is persisted')"
-            )
-        await self.main.set(durable.MARKER, str(time.time()))
-        self.ready.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5.0)
+    async def _changed(self, found: list[nodes.Node]) -> bool:
+        """Whether a server lost its marker (emptied without closing our connection:
+        FLUSHALL, or a master restarted empty between two looks) or, on a cluster,
+        the masters changed (a failover): then a new cycle starts."""
+        async with self.main.pipeline(transaction=False) as pipe:
+            for node in found:
+                pipe.exists(node.marker)
+            present = await pipe.execute()
+        if not all(present):
+            log.warning("keeper: a Redis server lost its marker: restoring")
+            return True
+        if len(found) > 1 or found[0].slots:
+            now = await nodes.discover(self.main)
+            if [(n.host, n.port, n.slots) for n in now] != [
+                (n.host, n.port, n.slots) for n in found
+            ]:
+                log.warning("keeper: the cluster's masters changed: subscribing again")
+                return True
+        return False
 
-    async def _recover(self) -> None:
+    async def _recover(self, found: list[nodes.Node]) -> None:
         started = time.monotonic()
-        if await self.main.exists(durable.MARKER):
-            done = await copier.sync(self.main, self.store)
+        async with self.main.pipeline(transaction=False) as pipe:
+            for node in found:
+                pipe.exists(node.marker)
+            present = await pipe.execute()
+        lost = [node for node, here in zip(found, present, strict=True) if not here]
+        kept = [node for node, here in zip(found, present, strict=True) if here]
+        if kept:
+            done = await copier.sync(
+                self.main, self.store, lambda key: any(n.holds(key) for n in kept)
+            )
             self._count(done)
             log.info(
-                "keeper: copy checked, %d key(s) written, %d deleted (%.0f ms)",
+                "keeper: copy checked on %d server(s), %d key(s) written, %d deleted (%.0f ms)",
+                len(kept),
                 done.written,
                 done.deleted,
                 (time.monotonic() - started) * 1000,
             )
-        else:
-            restored = await copier.restore(self.store, self.main)
+        if lost:
+            restored = await copier.restore(
+                self.store, self.main, lambda key: any(n.holds(key) for n in lost)
+            )
             self.counters.restores += 1
             self.counters.keys_restored += restored.keys
             log.warning(
-                "keeper: Redis had no marker (restarted empty, or new): restored %d key(s) "
-                "of %d room(s), %d kept as found, %d bytes (%.0f ms)",
+                "keeper: %d Redis server(s) had no marker (restarted empty, or new): "
+                "restored %d key(s) of %d room(s), %d kept as found, %d bytes (%.0f ms)",
+                len(lost),
                 restored.keys,
                 restored.rooms,
                 restored.kept,
                 restored.bytes,
                 (time.monotonic() - started) * 1000,
             )
-        await self.main.set(durable.MARKER, str(time.time()))
+        stamp = str(time.time())
+        async with self.main.pipeline(transaction=False) as pipe:
+            for node in found:
+                pipe.set(node.marker, stamp)
+            pipe.set(durable.MARKER, stamp)  # what --check and brigade up look for
+            await pipe.execute()
 
     async def _listen(self, pubsub: PubSub) -> None:
         async for message in pubsub.listen():

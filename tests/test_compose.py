@@ -393,16 +393,17 @@ def test_the_cluster_file_makes_six_redis_nodes_and_creates_the_cluster_once(
     for name in nodes:
         command = " ".join(services[name]["command"])
         assert "--cluster-enabled yes" in command and "--cluster-node-timeout 2000" in command
-        # The keeper stands by on a cluster: every node keeps its own file, and a volume.
-        assert "--appendonly yes" in command
+        # No node keeps a file (the keeper restores an emptied master's slots); each
+        # keeps its nodes.conf on a volume.
+        assert "--appendonly no" in command
         assert any(v.endswith(":/data") for v in services[name]["volumes"])
     init = " ".join(services["redis-cluster"]["command"])
     assert "--cluster create" in init and "--cluster-replicas 1" in init
     # The processes keep pointing at one node (the cluster's first): nothing else to set.
-    for name in ("mixer", "gateway", "recorder"):
+    for name in ("mixer", "gateway", "recorder", "keeper"):
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert "cluster_state:ok" in " ".join(services["redis"]["healthcheck"]["test"])
     log = podman_compose(tmp_path, *files, "up", "-d", "--no-build").stderr
     created = set(re.findall(r"/podman create --name=(\S+)", log))
     assert {f"bb_{n}_1" for n in [*nodes, "redis-cluster"]} <= created
-    assert {"bb_mixer_1", "bb_gateway_1", "bb_recorder_1"} <= created
+    assert {"bb_mixer_1", "bb_gateway_1", "bb_recorder_1", "bb_keeper_1"} <= created
