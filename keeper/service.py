@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ResponseError
 
 from common.backoff import Backoff
 from common.process import REDIS_FAILURES
@@ -56,8 +57,6 @@ class Keeper:
         self.store = store
         self.counters = Counters()
         self.dirty: set[str] = set()
-        self.ready = asyncio.Event()
-        """Set once a cycle has restored or checked the copy (for tests and start-up)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -85,14 +84,11 @@ class Keeper:
         tasks: list[asyncio.Task[None]] = []
         try:
             for client in clients:
-                current = await client.config_get("notify-keyspace-events")
-                classes = durable.merged_classes(str(current.get("notify-keyspace-events", "")))
-                await client.config_set("notify-keyspace-events", classes)
+                await self._notify(client)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsubs.append(pubsub)
                 await pubsub.psubscribe(*durable.patterns())
             await self._recover(found)
-            self.ready.set()
             tasks = [asyncio.create_task(self._listen(ps)) for ps in pubsubs]
             tasks.append(asyncio.create_task(self._until(stop)))
             while not stop.is_set():
@@ -103,7 +99,6 @@ class Keeper:
                 if not stop.is_set() and await self._changed(found):
                     return
         finally:
-            self.ready.clear()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *REDIS_FAILURES):
@@ -115,6 +110,22 @@ class Keeper:
                 if client is not self.main:
                     with contextlib.suppress(*REDIS_FAILURES):
                         await client.aclose()
+
+    @staticmethod
+    async def _notify(client: Redis) -> None:
+        """Turn on the notifications the keeper needs, keeping what was set."""
+        try:
+            current = await client.config_get("notify-keyspace-events")
+            was = str(current.get("notify-keyspace-events", ""))
+            classes = durable.merged_classes(was)
+            if set(classes) != set(was):
+                await client.config_set("notify-keyspace-events", classes)
+        except ResponseError as exc:  # CONFIG refused (a managed Redis): the operator's part
+            log.warning(
+                "keeper: cannot set notify-keyspace-events (%s); it must include %s",
+                exc,
+                durable.NOTIFY_CLASSES,
+            )
 
     @staticmethod
     async def _until(stop: asyncio.Event) -> None:
