@@ -1,18 +1,21 @@
 """The keeper's loop: follow the audio Redis's changes to durable keys, copy them.
 
-One cycle per connection to the audio Redis:
+One cycle per connection to the audio Redis (to each master of a cluster,
+keeper/nodes.py):
 
 1. ask for keyspace notifications of the durable keys (``CONFIG SET
-   notify-keyspace-events``) and subscribe to them, before anything else, so
-   no change made during steps 2-3 is missed;
-2. if the server lacks the keeper's marker it was restarted empty (or is
-   new): restore the copy into it; otherwise copy it all over once (the
+   notify-keyspace-events``) and subscribe to them on every server, before
+   anything else, so no change made during steps 2-3 is missed;
+2. a server that lacks its marker was restarted empty (or is new): restore
+   the copy of its keys into it; the others' keys are copied over once (the
    keeper may have missed changes while away);
-3. write the marker, then copy each changed key at most every ``copy_ms``.
+3. write the markers, then copy each changed key at most every ``copy_ms``,
+   and look at the markers (and a cluster's masters) as often.
 
-A dropped connection (Redis restarted, the keeper's network) ends the cycle;
-the next starts after a short back-off.  Notifications are fire-and-forget,
-which is why every cycle starts with the full pass of step 2.
+A dropped connection (Redis restarted, the keeper's network), a marker gone
+or the masters changed ends the cycle; the next starts after a short
+back-off.  Notifications are fire-and-forget, which is why every cycle
+starts with the full pass of step 2.
 """
 
 from __future__ import annotations
