@@ -19,7 +19,8 @@ Disk bytes are the ``write_bytes`` of ``/proc/PID/io`` of the redis-server
 that keeps the file: what it (and its rewrite children, reaped) gave the
 block layer. CPU is utime + stime of each process. Then the restore: the
 kept room's keys copied to R rooms in the state Redis and restored into an
-empty Redis, timed. Writes ``bench-results/persistence.json``.
+empty Redis and into an empty local Redis Cluster (3 masters, 3 replicas),
+timed. Writes ``bench-results/persistence.json``.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from redis.asyncio import Redis as AsyncRedis
 from bench.procstat import cpu_s
 from bench.redis import CHUNK, SingerPlan, setup_rooms
 from bench.results import print_grid, write_results
+from brigade.rediscluster import LocalRedisCluster
 from brigade.redisserver import LocalRedis
-from common import keys
+from common import keys, redisclient
 from common.clock import now_samples
 from common.commands import Halt
 from common.wire import encode_chunk
@@ -160,14 +162,17 @@ def run(config: Config, base: Path, warmup_s: float, measure_s: float) -> dict[s
             state.stop()
 
 
-async def time_restore(state_dir: Path, room: str, n_rooms: int) -> dict[str, Any]:
-    """The kept room's keys copied to ``n_rooms`` rooms, restored into an empty Redis."""
+async def time_restore(
+    state_dir: Path, room: str, n_rooms: int, cluster: bool = False
+) -> dict[str, Any]:
+    """The kept room's keys copied to ``n_rooms`` rooms, restored into an empty Redis
+    (or an empty local Redis Cluster of 3 masters and 3 replicas)."""
     state = LocalRedis(persist_dir=str(state_dir))
     state.start()
-    main = LocalRedis()
+    main: LocalRedis | LocalRedisCluster = LocalRedisCluster() if cluster else LocalRedis()
     main.start()
     store = AsyncRedis(port=state.port)
-    target = AsyncRedis(port=main.port)
+    target = redisclient.async_client(main.url)
     try:
         originals = [k async for k in copier.durable_keys(store)]
         originals = [k for k in originals if durable.room_of(k) == room]
@@ -185,6 +190,7 @@ async def time_restore(state_dir: Path, room: str, n_rooms: int) -> dict[str, An
         restored = await copier.restore(store, target)
         seconds = time.perf_counter() - started
         return {
+            "target": "cluster" if cluster else "one redis",
             "rooms": restored.rooms,
             "keys": restored.keys,
             "bytes": restored.bytes,
@@ -214,9 +220,14 @@ def main(argv: Sequence[str] = ()) -> dict[str, object]:
         base = Path(tmp)
         runs = [run(c, base, args.warmup_s, args.measure_s) for c in configs]
         keeper_run = runs[1]
-        restore = asyncio.run(
-            time_restore(base / "keeper" / "state", keeper_run["rooms"][0], args.restore_rooms)
-        )
+        restores = [
+            asyncio.run(
+                time_restore(
+                    base / "keeper" / "state", keeper_run["rooms"][0], args.restore_rooms, cluster
+                )
+            )
+            for cluster in (False, True)
+        ]
     before = runs[0]["disk_bytes_per_singer_s"]
     rows = []
     for r in runs:
@@ -249,14 +260,15 @@ def main(argv: Sequence[str] = ()) -> dict[str, object]:
         ],
         rows,
     )
-    print(
-        f"restore: {restore['rooms']} rooms ({restore['room_bytes']} bytes of dumps each), "
-        f"{restore['keys']} keys in {restore['seconds'] * 1000:.0f} ms "
-        f"({restore['rooms_per_s']:.0f} rooms/s)"
-    )
+    for restore in restores:
+        print(
+            f"restore into an empty {restore['target']}: {restore['rooms']} rooms "
+            f"({restore['room_bytes']} bytes of dumps each), {restore['keys']} keys in "
+            f"{restore['seconds'] * 1000:.0f} ms ({restore['rooms_per_s']:.0f} rooms/s)"
+        )
     results: dict[str, object] = {
         "runs": runs,
-        "restore": restore,
+        "restores": restores,
         "disk_ratio_after_before": runs[1]["disk_bytes_per_singer_s"] / before,
         "disk_bytes_per_singer_s_after": runs[1]["disk_bytes_per_singer_s"],
         "goal_bytes_per_singer_s": 1000,
