@@ -69,7 +69,7 @@ def test_the_keeper_restores_one_emptied_master_and_follows_a_failover(
                 15,
                 "the emptied master's rooms restored",
             )
-            assert {r.encode() for r in on_it} <= client.smembers(keys.ROOMS)  # type: ignore[operator]
+            assert {r.encode() for r in on_it} <= client.smembers(keys.ROOMS)
             assert client.hget(keys.room_meta(on_it[0]), "capacity") == b"7"
 
             # A master dies and its replica takes over: the keeper subscribes there.
