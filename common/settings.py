@@ -394,6 +394,12 @@ class KeeperSettings(_Settings):
     copy_ms: int = field(
         default=1000, metadata={"help": "a changed key is copied at most this often, ms"}
     )
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
+    )
+    metrics_port: int = field(
+        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
+    )
 
     def check(self) -> None:
         super().check()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from common import process, redisclient
+from common import metricsserver, process, redisclient
 from common.settings import KeeperSettings
-from keeper import durable
+from keeper import durable, metrics
 from keeper.service import Keeper
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,16 @@ async def serve(settings: KeeperSettings) -> int:
             settings.state_redis_url,
         )
         try:
-            await keeper.run(stop)
+            async with metricsserver.serve(
+                lambda: metrics.render(keeper), settings.metrics_host, settings.metrics_port
+            ):
+                if settings.metrics_port:
+                    log.info(
+                        "metrics on http://%s:%d/metrics",
+                        settings.metrics_host,
+                        settings.metrics_port,
+                    )
+                await keeper.run(stop)
         finally:
             log.info("keeper stopping: %s", keeper.summary())
     finally:

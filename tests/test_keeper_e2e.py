@@ -52,7 +52,12 @@ async def test_a_room_comes_back_into_an_empty_redis_and_its_singers_rejoin(
     try:
         with processes(output_dir) as started:
             env = {"REDIS_URL": audio.url, "BB_LOG_LEVEL": "INFO"}
-            keeper_env = {**env, "BB_STATE_REDIS_URL": kept.url}
+            metrics_port = free_port()
+            keeper_env = {
+                **env,
+                "BB_STATE_REDIS_URL": kept.url,
+                "BB_METRICS_PORT": str(metrics_port),
+            }
             started.append(Process(["keeper"], keeper_env, output_dir, "keeper"))
             wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper")
             mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "kx"}, output_dir, "mixer")
@@ -125,6 +130,11 @@ async def test_a_room_comes_back_into_an_empty_redis_and_its_singers_rejoin(
             await ann2.wait(lambda m: m["type"] == "state" and m["state"]["song"]["running"])
             for peer in (eve, ann2, bob2):
                 await peer.close()
+            # The keeper counts what it did.
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                text = await response.text()
+            assert "bb_keeper_restores_total 2.0" in text  # the new Redis, then the empty one
+            assert "bb_keeper_keys_copied_total" in text
         # Only the rooms' state was ever in the state Redis: no audio.
         names = [k.decode() for k in store.scan_iter(count=1000)]
         assert names and all(durable.room_of(name) == "vault" for name in names), names
