@@ -9,7 +9,8 @@ there and ``brigade keeper`` copies the rooms' durable keys into it (the audio
 Redis keeps no file; docs/operations.md, "What is persisted").  A child that dies is
 restarted with a growing, jittered pause while the others keep running, so
 killing a mixer fails over as in production (brigade/supervisor.py).  Ctrl-C
-(or SIGTERM) stops everything in order: gateways, the recorder, mixers, Redis last.
+(or SIGTERM) stops everything in order: gateways, the recorder, mixers, the keeper,
+Redis last.
 
 With ``--https`` the gateways serve HTTPS on the LAN (all addresses, port 8443
 unless told otherwise) with a certificate from a local CA kept in ``--tls-dir``
