@@ -295,7 +295,7 @@ def test_inspect_a_room_with_a_running_mixer(
         assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
         assert data["kind"] == "overview"
-        assert [m["mixer_id"] for m in data["mixers"]] == ["m1"]
+        assert [m["id"] for m in data["mixers"]] == ["m1"]
         mixer = data["mixers"][0]
         assert mixer["alive"] and mixer["rooms"] == ["choir"] and mixer["counters"]["ticks"] > 0
         assert [(r["name"], r["owner"]) for r in data["rooms"]] == [("choir", "m1")]
@@ -376,7 +376,7 @@ def test_the_overview_shows_recorders_beside_mixers_and_gateways(
 
         assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
-        recorders = {r["recorder_id"]: r for r in data["recorders"]}
+        recorders = {r["id"]: r for r in data["recorders"]}
         assert set(recorders) == {"broken", "rec1"}
         assert recorders["rec1"]["alive"] and recorders["rec1"]["pid"] == recorder.proc.pid
         assert not recorders["broken"]["alive"]
