@@ -25,8 +25,8 @@ import numpy.typing as npt
 import pytest
 from playwright.sync_api import sync_playwright
 
-from common.constants import constants_json
-from tests.support import running_stack
+from common.constants import SAMPLE_RATE, constants_json
+from tests.support import running_stack, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -292,6 +292,72 @@ def fill_join(
     if password:
         page.fill("#password", password)
     page.click("#join")
+
+
+def console_errors(*pages: Any) -> list[str]:
+    """A list that fills with every console error and uncaught exception of ``pages``."""
+    errors: list[str] = []
+    for page in pages:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def lead(page: Any) -> None:
+    """Press Lead; wait until the page's member leads."""
+    page.click("#lead")
+    poll(page, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "leading")
+
+
+def move_behind_the_leader(page: Any) -> int:
+    """Move by hand to a later bucket than the leader's: the third, or the fourth if
+    the leader's arrival already put this member in the third. Returns its index."""
+    poll(page, "bbDebug.state && bbDebug.state.leader !== null", "a leader")
+    target = 3 if page.evaluate("bbDebug.me.bucket") == 2 else 2
+    page.click(f"#buckets li[data-bucket='{target}'] button")
+    poll(
+        page,
+        f"bbDebug.me && bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]",
+        f"in bucket {target + 1}",
+    )
+    return target
+
+
+def start_song(page: Any) -> None:
+    """Press Start (the leader's page); wait until the song runs."""
+    page.click("#start")
+    poll(page, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
+
+
+def wait_heard(singer: Any, listener: Any, seconds: float, timeout_s: float) -> None:
+    """Wait until ``listener``'s page has received ``seconds`` of what ``singer``'s sent."""
+
+    def reached() -> bool:
+        sung = singer.evaluate("bbDebug.sent.span()")
+        heard = listener.evaluate("bbDebug.received.span()")
+        return bool(
+            sung["start"] is not None
+            and heard["end"] is not None
+            and heard["end"] >= sung["start"] + seconds * SAMPLE_RATE
+        )
+
+    wait_until(reached, timeout_s, f"{seconds} s of singing to reach the listener", 0.2)
+
+
+def upload_track(page: Any, path: Path) -> None:
+    """The leader chooses a backing track file; wait until it is the room's."""
+    page.set_input_files("#track-file", str(path))
+    poll(page, "bbDebug.state.song.track !== null", "the track is the room's", 30)
+
+
+def set_metronome(page: Any, bpm: int, beats: int, count_in: bool = False) -> None:
+    """The leader turns the metronome on with ``bpm`` and ``beats`` (and a count-in bar)."""
+    page.check("#metronome input[name=on]")
+    page.fill("#metronome input[name=bpm]", str(bpm))
+    page.fill("#metronome input[name=beats]", str(beats))
+    if count_in:
+        page.check("#metronome input[name=count_in]")
+    page.click("#metronome button[type=submit]")
 
 
 def poll(page: Any, expression: str, what: str, timeout_s: float = 20) -> Any:

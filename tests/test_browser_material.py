@@ -27,12 +27,16 @@ from common.records import Metronome
 from common.tracks import CLICK_ACCENT_HZ, CLICK_HZ, CLICK_SAMPLES, clicks_between
 from tests.browser_support import (
     best_lag,
+    console_errors,
     decode_dump,
     fill_join,
     gated_tone,
     launch,
+    lead,
     poll,
+    set_metronome,
     tone_envelope,
+    upload_track,
     write_wav,
 )
 from tests.support import Stack, wait_until
@@ -98,24 +102,15 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
         browsers = [launch(pw, ann_mic), launch(pw, ben_mic), launch(pw)]
         try:
             ann, ben, cat = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, ben, cat):
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            errors = console_errors(ann, ben, cat)
             join(ann, stack.base, "Ann")
             join(ben, stack.base, "Ben")
-            ann.click("#lead")
-            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            lead(ann)
             poll(ben, "bbDebug.me && bbDebug.me.bucket === 1", "Ben in the second bucket")
 
             # Ann sets the song material through her page.
-            ann.set_input_files("#track-file", str(track_file))
-            poll(ann, "bbDebug.state.song.track !== null", "the track is the room's", 30)
-            ann.check("#metronome input[name=on]")
-            ann.fill("#metronome input[name=bpm]", "120")
-            ann.fill("#metronome input[name=beats]", "4")
-            ann.check("#metronome input[name=count_in]")
-            ann.click("#metronome button[type=submit]")
+            upload_track(ann, track_file)
+            set_metronome(ann, 120, 4, count_in=True)
             poll(
                 ann,
                 "bbDebug.state.song.metronome.on && bbDebug.state.song.metronome.count_in",

@@ -31,10 +31,14 @@ from common.constants import SAMPLE_RATE
 from common.records import Metronome
 from common.tracks import clicks_between
 from tests.browser_support import (
+    console_errors,
     decode_dump,
     fill_join,
     launch,
+    lead,
     poll,
+    set_metronome,
+    upload_track,
     write_wav,
 )
 from tests.support import Stack, wait_until
@@ -115,22 +119,14 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
         browsers = [launch(pw, silence), launch(pw), launch(pw)]
         try:
             ann, lis, max_ = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, lis, max_):
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            errors = console_errors(ann, lis, max_)
             join(ann, stack.base, "Ann", "singer")
             join(lis, stack.base, "Lis", "spectator")
-            ann.click("#lead")
-            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            lead(ann)
             poll(lis, "bbDebug.me && bbDebug.me.delay === 15 * 48000", "Lis is 15 s behind")
 
-            ann.set_input_files("#track-file", str(track_file))
-            poll(ann, "bbDebug.state.song.track !== null", "the track is the room's", 30)
-            ann.check("#metronome input[name=on]")
-            ann.fill("#metronome input[name=bpm]", "120")
-            ann.fill("#metronome input[name=beats]", "4")
-            ann.click("#metronome button[type=submit]")
+            upload_track(ann, track_file)
+            set_metronome(ann, 120, 4)
             poll(ann, "bbDebug.state.song.metronome.on", "the metronome is on")
             ann.fill("#lyrics-text", LYRICS)
             ann.click("text=Show lyrics")

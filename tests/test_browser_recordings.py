@@ -31,6 +31,7 @@ from playwright.sync_api import sync_playwright
 from common import keys
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
+    console_errors,
     fill_join,
     launch,
     poll,
@@ -113,11 +114,6 @@ def check_zip(data: bytes, folder: Path, sidecar: dict[str, Any]) -> None:
             assert archive.read(name) == (folder / name).read_bytes()
 
 
-def collect_errors(page: Any, errors: list[str]) -> None:
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-
 def test_an_open_rooms_recordings_play_and_download_from_the_panel(
     stack: Stack, root: Path, output_dir: Path
 ) -> None:
@@ -125,8 +121,7 @@ def test_an_open_rooms_recordings_play_and_download_from_the_panel(
         browser = launch(pw)
         try:
             page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors: list[str] = []
-            collect_errors(page, errors)
+            errors = console_errors(page)
             join(page, stack.base, "open", "Lis", "spectator")
             poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
             assert page.inner_text("#recordings-empty") == "No recordings yet."
@@ -187,8 +182,7 @@ def test_a_password_rooms_recordings_need_the_seat(
         browser = launch(pw)
         try:
             page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors: list[str] = []
-            collect_errors(page, errors)
+            errors = console_errors(page)
             sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
             join(page, stack.base, "closed", "Lis", "spectator", password="secret")
             poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
@@ -267,9 +261,7 @@ def test_the_leader_chooses_stems_and_the_song_appears_by_itself(
         browsers = [launch(pw, mic), launch(pw)]
         try:
             ann, ben = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, ben):
-                collect_errors(page, errors)
+            errors = console_errors(ann, ben)
             join(ann, stack.base, "rec", "Ann", "singer")
             join(ben, stack.base, "rec", "Ben", "spectator")
             ann.click("#lead")
