@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 from playwright.sync_api import sync_playwright
 
 from common.constants import SAMPLE_RATE, constants_json
-from tests.support import running_stack, wait_until
+from tests.support import missing, running_stack, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -52,9 +51,7 @@ def require_chromium() -> Path:
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     reason = f"Chromium not found at {CHROMIUM}: run 'make test' (it installs Debian's chromium)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def require_axe() -> Path:
@@ -64,9 +61,7 @@ def require_axe() -> Path:
     if path.is_file():
         return path
     reason = f"axe-core not found at {path}: run 'make test' (scripts/setup.sh installs it)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def chromium_args(fake_mic: Path | None = None, autoplay: bool = True) -> list[str]:

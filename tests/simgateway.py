@@ -184,31 +184,27 @@ PUMP_S = 0.02
 
 
 def sing_until(
-    voices: Sequence[Sings],
-    done: Callable[[], object],
-    timeout_s: float,
-    what: str = "the singing's goal",
-    tick: Callable[[], None] = lambda: None,
+    voices: Sequence[Sings], done: Callable[[], object], timeout_s: float, what: str = "it"
 ) -> None:
-    """The voices sing (every :data:`PUMP_S`) until ``done()``, calling ``tick`` each time."""
-    wait_until(_singing(voices, done, tick), timeout_s, what, PUMP_S, retry_errors=False)
+    """The voices sing (every :data:`PUMP_S`) until ``done()``; fails naming ``what``."""
+    wait_until(_singing(voices, done), timeout_s, what, PUMP_S, retry_errors=False)
 
 
 async def sing_until_async(
     voices: Sequence[Sings],
     done: Callable[[], object],
     timeout_s: float,
-    what: str = "the singing's goal",
-    tick: Callable[[], None] = lambda: None,
+    *,
+    tick: Callable[[], None],
 ) -> None:
-    """:func:`sing_until` in an async test: the event loop runs between the sends."""
-    await async_wait_until(
-        _singing(voices, done, tick), timeout_s, what, PUMP_S, retry_errors=False
-    )
+    """:func:`sing_until` in an async test (the event loop runs between the sends),
+    calling ``tick`` after each round of sends."""
+    step = _singing(voices, done, tick)
+    await async_wait_until(step, timeout_s, "the singing's goal", PUMP_S, retry_errors=False)
 
 
 def _singing(
-    voices: Sequence[Sings], done: Callable[[], object], tick: Callable[[], None]
+    voices: Sequence[Sings], done: Callable[[], object], tick: Callable[[], None] = lambda: None
 ) -> Callable[[], bool]:
     def step() -> bool:
         for voice in voices:

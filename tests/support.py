@@ -16,8 +16,9 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pytest
 import redis
 
 from brigade.redisserver import LocalRedis, free_port
@@ -31,6 +32,8 @@ __all__ = [
     "async_wait_until",
     "free_port",
     "healthy",
+    "in_ci",
+    "missing",
     "processes",
     "running_stack",
     "wait_for",
@@ -62,21 +65,12 @@ def wait_until(
     the last one is named in the failure. :class:`StopWaiting`, or any exception with
     ``retry_errors=False``, fails at once.
     """
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while True:
-        try:
+    for attempt in _Attempts(timeout_s, what, interval_s, retry_errors):
+        with attempt:
             if result := predicate():
                 return result
-        except StopWaiting:
-            raise
-        except Exception as exc:
-            if not retry_errors:
-                raise
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(timeout_s, what, last))
-        time.sleep(interval_s)
+        time.sleep(attempt.interval_s)
+    raise AssertionError(what)  # not reached: the attempts end by failing the wait
 
 
 async def async_wait_until(
@@ -89,29 +83,47 @@ async def async_wait_until(
 ) -> None:
     """:func:`wait_until` for async tests: the event loop keeps running between checks
     (a peer's reader, a voice's sender), and ``predicate`` may be a coroutine function."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while True:
-        try:
+    for attempt in _Attempts(timeout_s, what, interval_s, retry_errors):
+        with attempt:
             result = predicate()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
+            if (await result) if inspect.isawaitable(result) else result:
                 return
-        except StopWaiting:
-            raise
-        except Exception as exc:
-            if not retry_errors:
-                raise
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(timeout_s, what, last))
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(attempt.interval_s)
 
 
-def _timed_out(timeout_s: float, what: str, last: Exception | None) -> str:
-    message = f"timed out after {timeout_s} s waiting for {what}"
-    return message if last is None else f"{message} (last check raised {last!r})"
+class _Attempts:
+    """The checks of one wait: iterating gives the next attempt until the deadline passes
+    (then the wait fails); an attempt is a context that records or raises what the check
+    raised."""
+
+    def __init__(self, timeout_s: float, what: str, interval_s: float, retry_errors: bool) -> None:
+        self.timeout_s, self.what, self.interval_s = timeout_s, what, interval_s
+        self.retry_errors = retry_errors
+        self.deadline = time.monotonic() + timeout_s
+        self.last: BaseException | None = None
+        self.first = True
+
+    def __iter__(self) -> Iterator[_Attempts]:
+        while self.first or time.monotonic() < self.deadline:
+            self.first = False
+            yield self
+        message = f"timed out after {self.timeout_s} s waiting for {self.what}"
+        if self.last is not None:
+            message += f" (last check raised {self.last!r})"
+        raise AssertionError(message)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, StopWaiting) or not self.retry_errors:
+            return False
+        self.last = exc
+        return True
 
 
 wait_for = wait_until
@@ -347,6 +359,18 @@ def _stop_all(started: list[Process]) -> None:
         raise AssertionError(
             f"{said}\n{problems[0][0].name}'s log:\n{problems[0][0].log()[-3000:]}"
         )
+
+
+def in_ci() -> bool:
+    """Whether this is CI (``CI=true``): there a missing tool fails the test."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def missing(reason: str) -> NoReturn:
+    """A tool the test needs is not installed: skip it, or fail it in CI."""
+    if in_ci():
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def healthy(url: str) -> bool:

@@ -4,17 +4,16 @@ script) or waits (the browser itself), from /proc, with native stacks."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser_support import static_server
 from tests.engines import hang
 from tests.engines.firefox import PageHung, firefox
 from tests.engines.page import wait_js
@@ -73,29 +72,11 @@ def test_real_threads_are_read_from_proc(spinner_and_sleeper: tuple[int, int]) -
     assert said(rest) == "blocked"
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"<!doctype html><title>spin</title><p>ready</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A plain page (the static server's ``/blank``)."""
+    with static_server() as base:
+        yield f"{base}/blank"
 
 
 @pytest.mark.timeout(240)

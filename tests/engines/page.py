@@ -3,14 +3,11 @@ they put into pages: a gated-tone microphone, WebCodecs hidden, errors kept."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
-from tests.support import wait_until
+from tests.support import missing, wait_until
 
 
 class EnginePage(Protocol):
@@ -28,19 +25,13 @@ class EnginePage(Protocol):
     def errors(self) -> list[str]: ...
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 def require_program(name: str, package: str) -> str:
     """The program's path; skip (outside CI) or fail (CI=true) when it is missing."""
     path = shutil.which(name)
     if path:
         return path
     reason = f"{name} not found: run 'make test' (scripts/setup.sh installs Debian's {package})"
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def wait_js(page: EnginePage, expression: str, what: str, timeout_s: float = 20) -> Any:
