@@ -30,7 +30,7 @@ import aiohttp
 from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common.protocol import Resume
-from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
+from tests.guessers import PASSWORD, ROOM, address, flood, join, outcome
 from tests.support import RedisServer, running_stack
 
 
@@ -45,22 +45,9 @@ async def _flood(
     welcome = await join(ws_url, address(60_000))
     assert outcome(welcome) == "welcome", welcome
     seat = Resume(welcome["singer"], welcome["token"])
-    tally, stop, refused = Tally(), asyncio.Event(), asyncio.Event()
     cpu0, t0 = cpu_s(gateway_pid), time.monotonic()
-    flood = [
-        asyncio.create_task(
-            guesser(
-                ws_url,
-                address(n),
-                tally,
-                stop=stop,
-                refused=refused,
-                until_refused=False,
-                pause_s=pause_s,
-            )
-        )
-        for n in range(addresses)
-    ]
+    guessers = flood(ws_url, [address(n) for n in range(addresses)], pause_s)
+    tally = guessers.tally
     newcomers: list[str] = []
     resumes: list[str] = []
 
@@ -80,8 +67,7 @@ async def _flood(
     try:
         await asyncio.gather(probe(newcomers, "newcomer"), probe(resumes, "member"))
     finally:
-        stop.set()
-        await asyncio.gather(*flood, return_exceptions=True)
+        await guessers.stop()
     elapsed_s = time.monotonic() - t0
     cpu = cpu_s(gateway_pid) - cpu0
     minutes = elapsed_s / 60

@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,7 +26,7 @@ from gateway.app import create_app
 from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
 from gateway.hub import HUB, Options
 from gateway.rooms import PASSWORD_CHECKS
-from tests.support import Process, async_wait_until, processes, wait_until
+from tests.support import Stack, async_wait_until
 from tests.test_gateway import FAST, ClientFactory, expect_error, metrics, next_json
 
 JSON = {"Content-Type": "application/json"}
@@ -404,19 +403,9 @@ async def test_a_slow_body_trickle_is_cut_off(
 # --- closing ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
-    with processes(output_dir) as started:
-        env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mixer-guard"}
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        client = redis.Redis.from_url(redis_url)
-        wait_until(lambda: client.exists(keys.mixer_heartbeat("mixer-guard")), 20, "the mixer")
-        client.close()
-        yield started[0]
-
-
+@pytest.mark.stack(gateways=0)  # the mixer that answers joins
 async def test_nothing_is_processed_after_the_server_closes(
-    aiohttp_client: ClientFactory, redis_url: str, mixer: Process
+    aiohttp_client: ClientFactory, redis_url: str, stack: Stack
 ) -> None:
     client = await start(aiohttp_client, redis_url, Options(reply_timeout_s=15))
     ws = await client.ws_connect("/ws")
