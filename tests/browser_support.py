@@ -240,18 +240,24 @@ def static_server() -> Iterator[str]:
 
 
 @contextmanager
+def chromium_page(**options: Any) -> Iterator[Any]:
+    """A fresh Chromium (no microphone) with one page, ``new_page(**options)``; closed after."""
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
+
+
+@contextmanager
 def static_page(script: str, **options: Any) -> Iterator[Any]:
     """One Chromium page (``new_page(**options)``) on :func:`static_server`'s blank page,
     after ``script`` (JavaScript: an expression or a function, awaited) has run in it."""
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(**options)
-            page.goto(f"{base}/blank")
-            page.evaluate(script)
-            yield page
-        finally:
-            browser.close()
+    with static_server() as base, chromium_page(**options) as page:
+        page.goto(f"{base}/blank")
+        page.evaluate(script)
+        yield page
 
 
 # --- the real stack for end-to-end tests ----------------------------------------------

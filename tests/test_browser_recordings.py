@@ -31,6 +31,7 @@ from playwright.sync_api import sync_playwright
 from common import keys
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
+    chromium_page,
     console_errors,
     fill_join,
     launch,
@@ -117,132 +118,122 @@ def check_zip(data: bytes, folder: Path, sidecar: dict[str, Any]) -> None:
 def test_an_open_rooms_recordings_play_and_download_from_the_panel(
     stack: Stack, root: Path, output_dir: Path
 ) -> None:
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors = console_errors(page)
-            join(page, stack.base, "open", "Lis", "spectator")
-            poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
-            assert page.inner_text("#recordings-empty") == "No recordings yet."
+    with chromium_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900}) as page:
+        errors = console_errors(page)
+        join(page, stack.base, "open", "Lis", "spectator")
+        poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
+        assert page.inner_text("#recordings-empty") == "No recordings yet."
 
-            first = make_recording(root, "open", 1, T1, leader="Ann", seconds=1.0)
-            second = make_recording(root, "open", 2, T2, leader="Bo", stems=["Bo", "Cy"])
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelectorAll('#recordings li').length === 2", "two listed")
-            assert page.is_hidden("#recordings-empty")
-            rows = page.evaluate(ROWS)
-            assert [r["stem"] for r in rows] == [stem_of(second), stem_of(first)]
-            assert [(r["song"], r["length"], r["time"], r["leader"]) for r in rows] == [
-                ("Song 2", "0:01", local(T2), "led by Bo"),
-                ("Song 1", "0:01", local(T1), "led by Ann"),
+        first = make_recording(root, "open", 1, T1, leader="Ann", seconds=1.0)
+        second = make_recording(root, "open", 2, T2, leader="Bo", stems=["Bo", "Cy"])
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelectorAll('#recordings li').length === 2", "two listed")
+        assert page.is_hidden("#recordings-empty")
+        rows = page.evaluate(ROWS)
+        assert [r["stem"] for r in rows] == [stem_of(second), stem_of(first)]
+        assert [(r["song"], r["length"], r["time"], r["leader"]) for r in rows] == [
+            ("Song 2", "0:01", local(T2), "led by Bo"),
+            ("Song 1", "0:01", local(T1), "led by Ann"),
+        ]
+        for row, sidecar, stems in ((rows[0], second, True), (rows[1], first, False)):
+            want = [
+                ["Mix (Ogg)", api("open", sidecar["ogg"]), sidecar["ogg"]],
+                ["FLAC", api("open", sidecar["flac"]), sidecar["flac"]],
             ]
-            for row, sidecar, stems in ((rows[0], second, True), (rows[1], first, False)):
-                want = [
-                    ["Mix (Ogg)", api("open", sidecar["ogg"]), sidecar["ogg"]],
-                    ["FLAC", api("open", sidecar["flac"]), sidecar["flac"]],
-                ]
-                if stems:
-                    zipped = f"{stem_of(sidecar)}.stems.zip"
-                    want.append(["Stems (zip)", api("open", zipped), zipped])
-                assert row["links"] == want
-                # An open room: the player streams the file from the gateway.
-                assert row["audio"] == api("open", sidecar["ogg"]) and not row["listen"]
-            duration = page.evaluate(DURATION, "#recordings li:first-child audio")
-            assert abs(duration - 1.0) < 0.05
+            if stems:
+                zipped = f"{stem_of(sidecar)}.stems.zip"
+                want.append(["Stems (zip)", api("open", zipped), zipped])
+            assert row["links"] == want
+            # An open room: the player streams the file from the gateway.
+            assert row["audio"] == api("open", sidecar["ogg"]) and not row["listen"]
+        duration = page.evaluate(DURATION, "#recordings li:first-child audio")
+        assert abs(duration - 1.0) < 0.05
 
-            with page.expect_download() as download:
-                page.click("#recordings li:first-child a:text('Stems (zip)')")
-            assert download.value.suggested_filename == f"{stem_of(second)}.stems.zip"
-            check_zip(Path(download.value.path()).read_bytes(), root / "open", second)
-            with page.expect_download() as download:
-                page.click("#recordings li:nth-child(2) a:text('FLAC')")
-            assert download.value.suggested_filename == first["flac"]
-            got = Path(download.value.path()).read_bytes()
-            assert got == (root / "open" / first["flac"]).read_bytes()
+        with page.expect_download() as download:
+            page.click("#recordings li:first-child a:text('Stems (zip)')")
+        assert download.value.suggested_filename == f"{stem_of(second)}.stems.zip"
+        check_zip(Path(download.value.path()).read_bytes(), root / "open", second)
+        with page.expect_download() as download:
+            page.click("#recordings li:nth-child(2) a:text('FLAC')")
+        assert download.value.suggested_filename == first["flac"]
+        got = Path(download.value.path()).read_bytes()
+        assert got == (root / "open" / first["flac"]).read_bytes()
 
-            # A newer one goes on top; the rows already shown stay.
-            page.evaluate("window.kept = document.querySelector('#recordings li')")
-            third = make_recording(root, "open", 3, T3, leader="Ann")
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelectorAll('#recordings li').length === 3", "three listed")
-            assert page.evaluate(ROWS)[0]["stem"] == stem_of(third)
-            assert page.evaluate("document.querySelectorAll('#recordings li')[1] === window.kept")
-            page.screenshot(path=str(output_dir / "open-room.png"), full_page=True)
-            audit(page, require_axe(), output_dir / "axe-open-room.json")
-            assert not errors, errors
-        finally:
-            browser.close()
+        # A newer one goes on top; the rows already shown stay.
+        page.evaluate("window.kept = document.querySelector('#recordings li')")
+        third = make_recording(root, "open", 3, T3, leader="Ann")
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelectorAll('#recordings li').length === 3", "three listed")
+        assert page.evaluate(ROWS)[0]["stem"] == stem_of(third)
+        assert page.evaluate("document.querySelectorAll('#recordings li')[1] === window.kept")
+        page.screenshot(path=str(output_dir / "open-room.png"), full_page=True)
+        audit(page, require_axe(), output_dir / "axe-open-room.json")
+        assert not errors, errors
 
 
 def test_a_password_rooms_recordings_need_the_seat(
     stack: Stack, root: Path, output_dir: Path
 ) -> None:
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors = console_errors(page)
-            sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
-            join(page, stack.base, "closed", "Lis", "spectator", password="secret")
-            poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
-            [row] = page.evaluate(ROWS)
-            assert (row["song"], row["length"], row["time"]) == ("Song 4", "0:01", local(T2))
-            zipped = f"{stem_of(sidecar)}.stems.zip"
-            assert [link[:2] for link in row["links"]] == [
-                ["Mix (Ogg)", api("closed", sidecar["ogg"])],
-                ["FLAC", api("closed", sidecar["flac"])],
-                ["Stems (zip)", api("closed", zipped)],
-            ]
-            # Without the seat's headers the gateway refuses: a plain link could not work.
-            refused = page.evaluate(
-                "(u) => fetch(u).then((r) => r.status)", api("closed", sidecar["ogg"])
-            )
-            assert refused == 401
-            assert row["audio"] is None and row["listen"]
+    with chromium_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900}) as page:
+        errors = console_errors(page)
+        sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
+        join(page, stack.base, "closed", "Lis", "spectator", password="secret")
+        poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
+        [row] = page.evaluate(ROWS)
+        assert (row["song"], row["length"], row["time"]) == ("Song 4", "0:01", local(T2))
+        zipped = f"{stem_of(sidecar)}.stems.zip"
+        assert [link[:2] for link in row["links"]] == [
+            ["Mix (Ogg)", api("closed", sidecar["ogg"])],
+            ["FLAC", api("closed", sidecar["flac"])],
+            ["Stems (zip)", api("closed", zipped)],
+        ]
+        # Without the seat's headers the gateway refuses: a plain link could not work.
+        refused = page.evaluate(
+            "(u) => fetch(u).then((r) => r.status)", api("closed", sidecar["ogg"])
+        )
+        assert refused == 401
+        assert row["audio"] is None and row["listen"]
 
-            page.click("#recordings button.listen")
-            poll(page, "document.querySelector('#recordings audio') !== null", "the player")
-            src = page.get_attribute("#recordings audio", "src")
-            assert src is not None and src.startswith("blob:")
-            assert abs(page.evaluate(DURATION, "#recordings audio") - 1.0) < 0.05
+        page.click("#recordings button.listen")
+        poll(page, "document.querySelector('#recordings audio') !== null", "the player")
+        src = page.get_attribute("#recordings audio", "src")
+        assert src is not None and src.startswith("blob:")
+        assert abs(page.evaluate(DURATION, "#recordings audio") - 1.0) < 0.05
 
-            folder = root / "closed"
-            for label, name in (("FLAC", sidecar["flac"]), ("Stems (zip)", zipped)):
-                with page.expect_download() as download:
-                    page.click(f"#recordings a:text('{label}')")
-                assert download.value.suggested_filename == name
-                data = Path(download.value.path()).read_bytes()
-                if name == zipped:
-                    check_zip(data, folder, sidecar)
-                else:
-                    assert data == (folder / name).read_bytes()
-                href = page.get_attribute(f"#recordings a:text('{label}')", "href")
-                assert href is not None and href.startswith("blob:")
+        folder = root / "closed"
+        for label, name in (("FLAC", sidecar["flac"]), ("Stems (zip)", zipped)):
+            with page.expect_download() as download:
+                page.click(f"#recordings a:text('{label}')")
+            assert download.value.suggested_filename == name
+            data = Path(download.value.path()).read_bytes()
+            if name == zipped:
+                check_zip(data, folder, sidecar)
+            else:
+                assert data == (folder / name).read_bytes()
+            href = page.get_attribute(f"#recordings a:text('{label}')", "href")
+            assert href is not None and href.startswith("blob:")
 
-            # A seat the room does not know: told in words, the list stays.
-            seat = page.evaluate("sessionStorage.getItem('bb.seat')")
-            page.evaluate(
-                """() => {
-                  const seat = JSON.parse(sessionStorage.getItem('bb.seat'));
-                  sessionStorage.setItem('bb.seat', JSON.stringify({...seat, token: 'wrong'}));
-                }"""
-            )
-            page.click("#recordings-refresh")
-            poll(
-                page,
-                "document.querySelector('#recordings-status').textContent.includes('no longer')",
-                "the refusal in words",
-            )
-            assert page.evaluate("document.querySelectorAll('#recordings li').length") == 1
-            page.evaluate("(s) => sessionStorage.setItem('bb.seat', s)", seat)
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelector('#recordings-status').textContent === ''", "ok")
-            page.screenshot(path=str(output_dir / "password-room.png"), full_page=True)
-            # The browser logs the two refusals provoked above, and nothing else.
-            assert [e.rsplit("(", 1)[-1] for e in errors] == ["Unauthorized)", "Forbidden)"]
-        finally:
-            browser.close()
+        # A seat the room does not know: told in words, the list stays.
+        seat = page.evaluate("sessionStorage.getItem('bb.seat')")
+        page.evaluate(
+            """() => {
+              const seat = JSON.parse(sessionStorage.getItem('bb.seat'));
+              sessionStorage.setItem('bb.seat', JSON.stringify({...seat, token: 'wrong'}));
+            }"""
+        )
+        page.click("#recordings-refresh")
+        poll(
+            page,
+            "document.querySelector('#recordings-status').textContent.includes('no longer')",
+            "the refusal in words",
+        )
+        assert page.evaluate("document.querySelectorAll('#recordings li').length") == 1
+        page.evaluate("(s) => sessionStorage.setItem('bb.seat', s)", seat)
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelector('#recordings-status').textContent === ''", "ok")
+        page.screenshot(path=str(output_dir / "password-room.png"), full_page=True)
+        # The browser logs the two refusals provoked above, and nothing else.
+        assert [e.rsplit("(", 1)[-1] for e in errors] == ["Unauthorized)", "Forbidden)"]
 
 
 @pytest.mark.stack(chromium=True, recorders=1)

@@ -27,6 +27,7 @@ from tests.test_gateway_e2e import (
     Voice,
     band,
     first_frame,
+    peers,
     rms,
     start_song,
     stretch,
@@ -65,11 +66,7 @@ async def heard(peer: Peer, start: int, span: int, what: str) -> Samples:
 async def test_a_singer_at_minus_12_db_is_heard_12_db_quieter(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = (
-        Peer(http, module_stack.ws(0)),
-        Peer(http, module_stack.ws(1)),
-        Peer(http, module_stack.ws(1)),
-    )
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("console", "Ann")
     await bob.join("console", "Bob")
     await cat.join("console", "Cat")
@@ -99,8 +96,8 @@ async def test_a_singer_at_minus_12_db_is_heard_12_db_quieter(
 async def test_the_solo_mix_carries_only_the_soloed_singer(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(1))
-    full, solo = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(1))
+    ann, bob = peers(http, module_stack, 0, 1)
+    full, solo = peers(http, module_stack, 0, 1)
     await ann.join("solo", "Ann")
     await bob.join("solo", "Bob")
     await full.join("solo", "Full", role="spectator")
@@ -166,7 +163,7 @@ def onsets(
 async def test_rounds_repeat_the_leader_at_each_period(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, cat = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(1))
+    ann, cat = peers(http, module_stack, 0, 1)
     await ann.join("rounds", "Ann")
     await cat.join("rounds", "Cat", role="spectator")
     await ann.ok("lead")
@@ -201,11 +198,7 @@ async def test_rounds_repeat_the_leader_at_each_period(
 async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = (
-        Peer(http, module_stack.ws(0)),
-        Peer(http, module_stack.ws(1)),
-        Peer(http, module_stack.ws(1)),
-    )
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("failover", "Ann")
     await bob.join("failover", "Bob")
     await cat.join("failover", "Cat", role="spectator")

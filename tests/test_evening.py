@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile as sf
-from playwright.sync_api import sync_playwright
 
 from common import keys
 from common.clock import now_samples
@@ -53,7 +52,7 @@ from common.commands import (
 from common.constants import SAMPLE_RATE
 from common.records import Metronome, Track
 from common.tracks import CLICK_SAMPLES, clicks_between, song_origin
-from tests.browser_support import launch, require_chromium, static_server
+from tests.browser_support import require_chromium, static_page
 from tests.simgateway import (
     CHUNK,
     SimGateway,
@@ -138,44 +137,38 @@ def page_material(
         beats = [c.pos for c in clicks_between(lo, hi, song.start, metronome, song.end)]
         parts.append({"state": h.state, "grid": grid, "beats": beats})
         track_due += sum(song.origin <= p < song.origin + track_len for p in grid)
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/blank")
-            got: dict[str, Any] = page.evaluate(
-                """async ([parts, start, trackId, trackLen, into]) => {
-                      const met = await import('/static/metronome.js');
-                      const back = await import('/static/backing.js');
-                      const waves = [met.clickWave(false), met.clickWave(true)];
-                      let positions = 0, wrong = [], track = 0, clicks = 0, beats = 0;
-                      for (const {state, grid, beats: at} of parts) {
-                        const m = back.songMaterial(state);
-                        for (const p of grid) {
-                          positions++;
-                          const s = met.songAt(p, m, m.earlier ?? m.previous);
-                          if (!s || s.start !== start || s.trackId !== trackId) {
-                            wrong.push([p, s && s.start, s && s.trackId]);
-                            continue;
-                          }
-                          if (back.trackIndex(p, s.origin, trackLen) !== null) track++;
-                        }
-                        for (const p of at) {
-                          beats++;
-                          const s = met.songAt(p + into, m, m.earlier ?? m.previous);
-                          if (s && s.metronome && s.metronome.on
-                              && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
-                        }
+    with static_page("null") as page:
+        got: dict[str, Any] = page.evaluate(
+            """async ([parts, start, trackId, trackLen, into]) => {
+                  const met = await import('/static/metronome.js');
+                  const back = await import('/static/backing.js');
+                  const waves = [met.clickWave(false), met.clickWave(true)];
+                  let positions = 0, wrong = [], track = 0, clicks = 0, beats = 0;
+                  for (const {state, grid, beats: at} of parts) {
+                    const m = back.songMaterial(state);
+                    for (const p of grid) {
+                      positions++;
+                      const s = met.songAt(p, m, m.earlier ?? m.previous);
+                      if (!s || s.start !== start || s.trackId !== trackId) {
+                        wrong.push([p, s && s.start, s && s.trackId]);
+                        continue;
                       }
-                      const wrongCount = wrong.length;
-                      return {positions, wrongCount, wrong: wrong.slice(0, 3),
-                              track, clicks, beats};
-                    }""",
-                [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
-            )
-            return {**got, "track_due": track_due}
-        finally:
-            browser.close()
+                      if (back.trackIndex(p, s.origin, trackLen) !== null) track++;
+                    }
+                    for (const p of at) {
+                      beats++;
+                      const s = met.songAt(p + into, m, m.earlier ?? m.previous);
+                      if (s && s.metronome && s.metronome.on
+                          && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
+                    }
+                  }
+                  const wrongCount = wrong.length;
+                  return {positions, wrongCount, wrong: wrong.slice(0, 3),
+                          track, clicks, beats};
+                }""",
+            [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
+        )
+        return {**got, "track_due": track_due}
 
 
 @pytest.mark.timeout(300)

@@ -199,6 +199,11 @@ class Peer:
             await self._reader
 
 
+def peers(http: aiohttp.ClientSession, stack: Stack, *gateways: int) -> list[Peer]:
+    """A peer on each of the given gateways (by index), not joined yet."""
+    return [Peer(http, stack.ws(index)) for index in gateways]
+
+
 def stretch(frames: dict[int, Samples], start: int, n: int) -> Samples:
     """Positions [start, start + n) of a tap (start and n whole frames); all must be there."""
     missing = [q for q in range(start, start + n, OPUS_FRAME_SAMPLES) if q not in frames]
@@ -285,11 +290,7 @@ def first_frame(position: int) -> int:
 async def test_later_buckets_hear_earlier_ones_and_no_one_else(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = (
-        Peer(http, module_stack.ws(0)),
-        Peer(http, module_stack.ws(1)),
-        Peer(http, module_stack.ws(1)),
-    )
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("tones", "Ann")
     await bob.join("tones", "Bob")
     await cat.join("tones", "Cat")
@@ -341,7 +342,7 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
 async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_place(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, watcher = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(0))
+    ann, watcher = peers(http, module_stack, 0, 0)
     await watcher.join("moves", "Watcher", role="spectator", codec="pcm16")
     await ann.join("moves", "Ann")
     await ann.ok("join_bucket", bucket=3)

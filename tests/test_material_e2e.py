@@ -22,7 +22,7 @@ import pytest
 from common.constants import SAMPLE_RATE
 from tests.conftest import flush
 from tests.support import REPO, RedisServer, Stack, async_wait_until, wait_until
-from tests.test_gateway_e2e import Peer
+from tests.test_gateway_e2e import Peer, peers
 from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
 
 TTL_S = 8.0
@@ -78,7 +78,7 @@ def latest_state(peer: Peer) -> dict[str, Any]:
 async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, ben = Peer(http, module_stack.ws(0)), Peer(http, module_stack.ws(1))
+    ann, ben = peers(http, module_stack, 0, 1)
     await ann.join("badfiles", "Ann")
     await ben.join("badfiles", "Ben")
     await ann.ok("lead")
