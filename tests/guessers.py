@@ -100,7 +100,7 @@ async def guesser(
             if until_refused:
                 return
             if pause_s:
-                await asyncio.sleep(pause_s)
+                await asyncio.sleep(pause_s)  # the scenario: a guesser's pause when refused
 
 
 @dataclass

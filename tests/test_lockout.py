@@ -45,17 +45,17 @@ async def test_the_check_queue_serves_the_fewest_guesses_first_and_pushes_out_th
             order.append(f"{name} refused")
 
     first = asyncio.create_task(check("first", 5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: the new tasks run to their first wait
     guesser = asyncio.create_task(check("guesser", 3))
     other = asyncio.create_task(check("other", 2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     assert (order, queue.waiting) == (["first"], 2)
     # Full: a newcomer (no wrong guesses) pushes out the worst waiter...
     newcomer = asyncio.create_task(check("newcomer", 0))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     # ...and one no better than every waiter is refused at once.
     late = asyncio.create_task(check("late", 2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     assert order == ["first", "guesser refused", "late refused"]
     release.set()
     await asyncio.gather(first, guesser, other, newcomer, late)
@@ -76,9 +76,9 @@ async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
             served.append(name)
 
     held = asyncio.create_task(hold())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     leaving, staying = asyncio.create_task(check("leaving")), asyncio.create_task(check("staying"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     leaving.cancel()
     holder.set()
     await asyncio.gather(held, staying)
