@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "recorder": ("recorder.__main__", "record every song (FLAC and Ogg Opus files)"),
     "inspect": ("inspector.command", "show rooms, owners, members, streams from Redis"),
     "load": ("loadgen.cli", "simulate singers over real WebSockets"),
+    "cluster": ("brigade.clusterbalance", "Redis Cluster: balance the rooms over the masters"),
 }
 
 

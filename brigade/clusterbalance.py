@@ -1,0 +1,317 @@
+"""``brigade cluster balance``: move rooms' slots so that no master carries much more than
+its share of the measured load.
+
+Rooms land on slots by the hash of their name (``bb:{R}:...``), so a few dozen
+rooms spread unevenly over three masters, and rooms differ in size.  This
+measures each room's load on the live cluster (the bytes appended per second
+to its streams: the singers' chunks, the taps' windows, events and commands,
+sampled over ``--sample-s``), plans the slot moves with
+:func:`brigade.slotplan.plan_moves`, and moves each slot as
+``redis-cli --cluster reshard`` does: ``CLUSTER SETSLOT IMPORTING`` on the
+target, ``MIGRATING`` on the source, ``MIGRATE`` of the slot's keys,
+``SETSLOT NODE`` on every master.  The processes keep running: redis-py
+follows the ``ASK`` redirects (a key already moved), ``TRYAGAIN`` (a
+multi-key command while its keys are split, for the instant of one
+``MIGRATE``) and the final ``MOVED``.
+
+It talks to the masters directly (their addresses from ``CLUSTER NODES`` of
+the node named by ``--redis-url``).  A move interrupted half-way (this
+process killed) leaves the slot marked migrating/importing: ``redis-cli
+--cluster fix HOST:PORT`` finishes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.crc import key_slot
+
+from brigade.slotplan import Move, master_loads, plan_moves, room_of_key
+from common import keys
+from common.settings import DEFAULT_REDIS_URL
+
+SLOTS = 16384
+MIGRATE_BATCH = 100
+"""Keys per ``MIGRATE`` (a room has about fifteen, so usually one)."""
+MIGRATE_TIMEOUT_MS = 10_000
+
+
+def _command(client: redis.Redis, *args: str | int | bytes) -> Any:
+    """One raw command (redis-py leaves ``execute_command`` untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Master:
+    node_id: str
+    host: str
+    port: int
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host=self.host, port=self.port, socket_timeout=15, socket_connect_timeout=2
+        )
+
+
+@dataclass
+class ClusterMap:
+    """The masters and which master serves each slot, from ``CLUSTER NODES``."""
+
+    masters: dict[str, Master]
+    owner: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, url: str) -> ClusterMap:
+        seed = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            nodes: dict[str, dict[str, Any]] = seed.cluster("nodes")
+        finally:
+            seed.close()
+        found = cls(masters={})
+        for address, node in nodes.items():
+            flags = str(node["flags"]).split(",")
+            if "master" not in flags or "fail" in flags or not node.get("connected", True):
+                continue
+            host, _, port = address.rpartition(":")
+            master = Master(str(node["node_id"]), host, int(port.split("@")[0]))
+            found.masters[master.node_id] = master
+            for span in node["slots"]:
+                start, end = int(span[0]), int(span[-1])
+                for slot in range(start, end + 1):
+                    found.owner[slot] = master.node_id
+        return found
+
+
+StreamSample = dict[str, tuple[int, int]]
+"""Stream key → (entries ever added, bytes of its newest entry's value)."""
+
+
+def sample_streams(cmap: ClusterMap) -> StreamSample:
+    """Every per-room stream on every master: its ``entries-added`` and newest entry's size."""
+    found: StreamSample = {}
+    for master in cmap.masters.values():
+        client = master.client()
+        try:
+            names = [
+                bytes(k).decode()
+                for k in client.scan_iter(
+                    match=f"{keys.PREFIX}:{{*}}:*", _type="stream", count=1000
+                )
+            ]
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.xinfo_stream(name)
+            replies = pipe.execute(raise_on_error=False)
+        finally:
+            client.close()
+        for name, info in zip(names, replies, strict=True):
+            if not isinstance(info, dict):
+                continue  # gone (trimmed away, expired) or moved since the SCAN
+            last = info.get("last-entry")
+            size = 0
+            if isinstance(last, list | tuple) and len(last) == 2 and isinstance(last[1], dict):
+                size = sum(len(v) for v in last[1].values() if isinstance(v, bytes))
+            found[name] = (int(info.get("entries-added", 0)), size)
+    return found
+
+
+def room_loads(before: StreamSample, after: StreamSample, seconds: float) -> dict[str, float]:
+    """Bytes per second appended to each room's streams between two samples
+    (entries added x the newest entry's size; a stream the first sample did not
+    see was created since, so all its entries count)."""
+    loads: dict[str, float] = {}
+    for name, (added, size) in after.items():
+        room = room_of_key(name)
+        if room is None:
+            continue
+        earlier = before.get(name, (0, 0))[0]
+        loads[room] = loads.get(room, 0.0) + max(0, added - earlier) * size / seconds
+    return loads
+
+
+def room_slot(room: str) -> int:
+    return int(key_slot(keys.room_in(room).encode()))
+
+
+def slot_loads(loads: Mapping[str, float]) -> dict[int, float]:
+    by_slot: dict[int, float] = {}
+    for room, load in loads.items():
+        by_slot[room_slot(room)] = by_slot.get(room_slot(room), 0.0) + load
+    return by_slot
+
+
+def measure(url: str, sample_s: float) -> tuple[ClusterMap, dict[str, float]]:
+    """The cluster's map and each room's load (bytes/s) over ``sample_s`` seconds."""
+    cmap = ClusterMap.read(url)
+    first = sample_streams(cmap)
+    t0 = time.monotonic()
+    time.sleep(sample_s)
+    second = sample_streams(cmap)
+    return cmap, room_loads(first, second, time.monotonic() - t0)
+
+
+def move_slot(cmap: ClusterMap, move: Move) -> int:
+    """Move one slot with its keys (as ``redis-cli --cluster reshard``); the keys moved."""
+    source, target = cmap.masters[move.source], cmap.masters[move.target]
+    src, dst = source.client(), target.client()
+    moved = 0
+    try:
+        _command(dst, "CLUSTER", "SETSLOT", move.slot, "IMPORTING", source.node_id)
+        _command(src, "CLUSTER", "SETSLOT", move.slot, "MIGRATING", target.node_id)
+        while True:
+            batch = _command(src, "CLUSTER", "GETKEYSINSLOT", move.slot, MIGRATE_BATCH)
+            if not batch:
+                break
+            _command(
+                src, "MIGRATE", target.host, target.port, "", 0, MIGRATE_TIMEOUT_MS, "KEYS", *batch
+            )
+            moved += len(batch)
+        # The target first: it takes the slot (and a new config epoch), then the source
+        # stops answering for it, then the other masters learn it without waiting for gossip.
+        _command(dst, "CLUSTER", "SETSLOT", move.slot, "NODE", target.node_id)
+        _command(src, "CLUSTER", "SETSLOT", move.slot, "NODE", target.node_id)
+        for other in cmap.masters.values():
+            if other.node_id in (source.node_id, target.node_id):
+                continue
+            client = other.client()
+            try:
+                _command(client, "CLUSTER", "SETSLOT", move.slot, "NODE", target.node_id)
+            except redis.RedisError:
+                pass  # gossip tells it soon enough
+            finally:
+                client.close()
+    finally:
+        src.close()
+        dst.close()
+    cmap.owner[move.slot] = target.node_id
+    return moved
+
+
+@dataclass
+class Report:
+    loads: dict[str, float]
+    before: dict[str, float]
+    planned: dict[str, float]
+    moves: list[Move]
+    keys_moved: int
+    seconds: float
+    addresses: dict[str, str]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "rooms": len(self.loads),
+            "masters": {
+                self.addresses[m]: {"before": self.before[m], "after": self.planned[m]}
+                for m in self.before
+            },
+            "moves": [
+                {
+                    "slot": m.slot,
+                    "from": self.addresses[m.source],
+                    "to": self.addresses[m.target],
+                    "bytes_per_s": m.load,
+                }
+                for m in self.moves
+            ],
+            "keys_moved": self.keys_moved,
+            "seconds": self.seconds,
+        }
+
+
+def balance(
+    url: str,
+    *,
+    sample_s: float = 2.0,
+    tolerance: float = 0.1,
+    max_moves: int = 64,
+    dry_run: bool = False,
+) -> Report:
+    """Measure, plan and (unless ``dry_run``) carry out the moves."""
+    cmap, loads = measure(url, sample_s)
+    by_slot = {s: v for s, v in slot_loads(loads).items() if s in cmap.owner}
+    masters = sorted(cmap.masters)
+    moves = plan_moves(by_slot, cmap.owner, masters, tolerance=tolerance, max_moves=max_moves)
+    before = master_loads(by_slot, cmap.owner, masters)
+    after_owner = dict(cmap.owner)
+    for m in moves:
+        after_owner[m.slot] = m.target
+    planned = master_loads(by_slot, after_owner, masters)
+    t0 = time.monotonic()
+    moved = 0 if dry_run else sum(move_slot(cmap, m) for m in moves)
+    addresses = {m.node_id: f"{m.host}:{m.port}" for m in cmap.masters.values()}
+    return Report(loads, before, planned, moves, moved, time.monotonic() - t0, addresses)
+
+
+def _print(report: Report, dry_run: bool) -> None:
+    total = sum(report.before.values()) or 1.0
+    print(f"{len(report.loads)} rooms, {total / 1e6:.2f} MB/s appended in all")
+    print(f"{'master':<22} {'before':>16} {'after':>16}")
+    for node, load in sorted(report.before.items(), key=lambda kv: report.addresses[kv[0]]):
+        after = report.planned[node]
+        print(
+            f"{report.addresses[node]:<22} {load / 1e6:8.2f} MB/s {100 * load / total:3.0f} %"
+            f" {after / 1e6:8.2f} MB/s {100 * after / total:3.0f} %"
+        )
+    verb = "would move" if dry_run else "moved"
+    for m in report.moves:
+        rooms = sorted(r for r in report.loads if room_slot(r) == m.slot)
+        print(
+            f"{verb} slot {m.slot} ({', '.join(rooms)}; {m.load / 1e6:.2f} MB/s) "
+            f"{report.addresses[m.source]} -> {report.addresses[m.target]}"
+        )
+    if not report.moves:
+        print("nothing to move")
+    elif not dry_run:
+        print(f"{report.keys_moved} keys in {report.seconds:.2f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="brigade cluster", description="Redis Cluster tools (docs/redis.md)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    bal = sub.add_parser(
+        "balance",
+        help="move rooms' slots so that no master carries much more than its share of the load",
+    )
+    bal.add_argument(
+        "--redis-url",
+        default=None,
+        help=f"any node of the cluster (env REDIS_URL, default {DEFAULT_REDIS_URL})",
+    )
+    bal.add_argument("--sample-s", type=float, default=2.0, help="how long to measure (s)")
+    bal.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.1,
+        help="stop when no master is above (1 + this) x the mean load",
+    )
+    bal.add_argument("--max-moves", type=int, default=64, help="at most this many slot moves")
+    bal.add_argument("--dry-run", action="store_true", help="measure and plan, move nothing")
+    bal.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    url: str = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        report = balance(
+            url,
+            sample_s=args.sample_s,
+            tolerance=args.tolerance,
+            max_moves=args.max_moves,
+            dry_run=args.dry_run,
+        )
+    except redis.RedisError as exc:
+        print(f"brigade cluster balance: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_json(), sort_keys=True))
+    else:
+        _print(report, args.dry_run)
+    return 0
