@@ -369,10 +369,11 @@ def main() -> dict[str, object]:
         spread["redis_cpu_ms_per_singer_second_all_nodes"] / one["redis_cpu_ms_per_singer_second"]
     )
     results["failovers"] = rounds
-    results["kill_to_first_window_ms_median"] = statistics.median(
-        r["kill_to_first_window_ms"] for r in rounds
-    )
-    results["lost_ms_max_tap_median"] = statistics.median(r["lost_ms_max"] for r in rounds)
+    if rounds:
+        results["kill_to_first_window_ms_median"] = statistics.median(
+            r["kill_to_first_window_ms"] for r in rounds
+        )
+        results["lost_ms_max_tap_median"] = statistics.median(r["lost_ms_max"] for r in rounds)
     results["chunks_lost_in_failed_pushes"] = load.failed_pushes
     results["cpu_count"] = os.cpu_count()
     results["python"] = sys.version.split()[0]
@@ -409,12 +410,15 @@ def main() -> dict[str, object]:
             f"ratios {results['cpu_per_singer_cluster_masters_over_one_redis']:.2f} / "
             f"{results['cpu_per_singer_cluster_all_nodes_over_one_redis']:.2f}",
         ),
-        (
-            f"failover (median of {len(rounds)})",
-            f"kill to first window {results['kill_to_first_window_ms_median']:.0f} ms",
-            f"audio lost (worst tap) {results['lost_ms_max_tap_median']:.0f} ms",
-        ),
     ]
+    if rounds:
+        rows.append(
+            (
+                f"failover (median of {len(rounds)})",
+                f"kill to first window {results['kill_to_first_window_ms_median']:.0f} ms",
+                f"audio lost (worst tap) {results['lost_ms_max_tap_median']:.0f} ms",
+            )
+        )
     print_table("Redis Cluster", rows)
     write_results("cluster", results)
     return results
