@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from redis.crc import key_slot
@@ -49,16 +50,33 @@ def _command(client: redis.Redis, *args: str | int | bytes) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
+def node_url(url: str, host: str, port: int) -> str:
+    """``url`` (its scheme, user, password, database) pointed at another node."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{address}"))
+
+
+def migrate_auth(url: str) -> list[str]:
+    """``MIGRATE``'s ``AUTH2 user password`` when ``url`` carries a password (the source
+    logs in to the target with it), else nothing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return []
+    return ["AUTH2", unquote(parts.username or "default"), unquote(parts.password)]
+
+
 @dataclass(frozen=True)
 class Master:
     node_id: str
     host: str
     port: int
+    url: str
+    """The URL the tool was given, pointed at this master."""
 
     def client(self) -> redis.Redis:
-        return redis.Redis(
-            host=self.host, port=self.port, socket_timeout=15, socket_connect_timeout=2
-        )
+        return redis.Redis.from_url(self.url, socket_timeout=15, socket_connect_timeout=2)
 
 
 @dataclass
@@ -81,7 +99,8 @@ class ClusterMap:
             if "master" not in flags or "fail" in flags or not node.get("connected", True):
                 continue
             host, _, port = address.rpartition(":")
-            master = Master(str(node["node_id"]), host, int(port.split("@")[0]))
+            port_n = int(port.split("@")[0])
+            master = Master(str(node["node_id"]), host, port_n, node_url(url, host, port_n))
             found.masters[master.node_id] = master
             for span in node["slots"]:
                 start, end = int(span[0]), int(span[-1])
@@ -170,8 +189,18 @@ def move_slot(cmap: ClusterMap, move: Move) -> int:
             batch = _command(src, "CLUSTER", "GETKEYSINSLOT", move.slot, MIGRATE_BATCH)
             if not batch:
                 break
+            auth = migrate_auth(target.url)
             _command(
-                src, "MIGRATE", target.host, target.port, "", 0, MIGRATE_TIMEOUT_MS, "KEYS", *batch
+                src,
+                "MIGRATE",
+                target.host,
+                target.port,
+                "",
+                0,
+                MIGRATE_TIMEOUT_MS,
+                *auth,
+                "KEYS",
+                *batch,
             )
             moved += len(batch)
         # The target first: it takes the slot (and a new config epoch), then the source

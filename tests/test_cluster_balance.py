@@ -10,17 +10,26 @@ and every entry written was read exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brigade.clusterbalance import ClusterMap, balance, room_slot
+from brigade.clusterbalance import (
+    ClusterMap,
+    balance,
+    main,
+    migrate_auth,
+    node_url,
+    room_slot,
+)
 from brigade.rediscluster import LocalRedisCluster
 from brigade.slotplan import master_loads, plan_moves, room_of_key
 from common import keys, redisclient
 from common.streams import FIELD, parse_xread
+from tests.conftest import flush
 
 MASTERS = ("a", "b", "c")
 
@@ -212,3 +221,38 @@ async def test_balance_spreads_24_rooms_by_load_while_they_are_written_and_read(
     # Nothing lost or read twice while the slots moved.
     for room in rooms:
         assert sorted(seen[room]) == list(range(written[room])), room
+
+
+def test_the_masters_are_reached_with_the_given_url_s_credentials() -> None:
+    url = "redis://bb:s%40cret@10.0.0.7:7000/0"
+    assert node_url(url, "10.0.0.8", 7001) == "redis://bb:s%40cret@10.0.0.8:7001/0"
+    assert node_url("rediss://h:1/0", "::1", 7002) == "rediss://[::1]:7002/0"
+    assert migrate_auth(url) == ["AUTH2", "bb", "s@cret"]
+    assert migrate_auth("redis://10.0.0.7:7000/0") == []
+
+
+def test_dry_run_prints_the_measure_and_moves_nothing(
+    redis_cluster: LocalRedisCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flush(redis_cluster)
+    client = redisclient.sync_client(redis_cluster.url)
+    try:
+        for i in range(6):
+            client.xadd(keys.room_in(f"dry{i}"), {FIELD: PAYLOAD})
+    finally:
+        client.close()
+    owners = {i: redis_cluster.master_of(keys.room_in(f"dry{i}")) for i in range(6)}
+    argv = ["balance", "--redis-url", redis_cluster.url, "--dry-run", "--json", "--sample-s", "0"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Streams created before the first sample add nothing: no load measured, no move.
+    assert report["moves"] == [] and report["keys_moved"] == 0
+    assert len(report["masters"]) == 3
+    assert {i: redis_cluster.master_of(keys.room_in(f"dry{i}")) for i in range(6)} == owners
+
+
+def test_one_redis_is_no_cluster_to_balance(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["balance", "--redis-url", redis_url, "--sample-s", "0"]) == 1
+    assert "cluster" in capsys.readouterr().err
