@@ -109,12 +109,31 @@ class ClusterMap:
         return found
 
 
-StreamSample = dict[str, tuple[int, int]]
-"""Stream key → (entries ever added, bytes of its newest entry's value)."""
+@dataclass(frozen=True)
+class StreamSeen:
+    """One stream at one sample."""
+
+    added: int
+    """``entries-added``: entries ever appended."""
+    entry_bytes: float
+    """Size of an entry's values: the mean of its oldest and newest entries."""
+    at_s: float
+    """Its master's clock (``TIME``, read in the same pipeline)."""
+
+
+StreamSample = dict[str, StreamSeen]
+"""Stream key → what it looked like."""
+
+
+def _entry_bytes(entry: object) -> int | None:
+    if isinstance(entry, list | tuple) and len(entry) == 2 and isinstance(entry[1], dict):
+        return sum(len(v) for v in entry[1].values() if isinstance(v, bytes))
+    return None
 
 
 def sample_streams(cmap: ClusterMap) -> StreamSample:
-    """Every per-room stream on every master: its ``entries-added`` and newest entry's size."""
+    """Every per-room stream on every master: its ``entries-added``, its entries' size
+    and the master's clock when it was read."""
     found: StreamSample = {}
     for master in cmap.masters.values():
         client = master.client()
@@ -125,34 +144,52 @@ def sample_streams(cmap: ClusterMap) -> StreamSample:
                     match=f"{keys.PREFIX}:{{*}}:*", _type="stream", count=1000
                 )
             ]
+            # TIME and the XINFOs run back to back on the master: the clock each
+            # stream is measured by is the master's, whatever delays this client.
             pipe = client.pipeline(transaction=False)
+            pipe.time()
             for name in names:
                 pipe.xinfo_stream(name)
-            replies = pipe.execute(raise_on_error=False)
+            now, *replies = pipe.execute(raise_on_error=False)
         finally:
             client.close()
+        if not isinstance(now, tuple | list):
+            continue
+        at_s = float(now[0]) + float(now[1]) / 1e6
         for name, info in zip(names, replies, strict=True):
             if not isinstance(info, dict):
                 continue  # gone (trimmed away, expired) or moved since the SCAN
-            last = info.get("last-entry")
-            size = 0
-            if isinstance(last, list | tuple) and len(last) == 2 and isinstance(last[1], dict):
-                size = sum(len(v) for v in last[1].values() if isinstance(v, bytes))
-            found[name] = (int(info.get("entries-added", 0)), size)
+            sizes = [
+                n
+                for n in (
+                    _entry_bytes(info.get("first-entry")),
+                    _entry_bytes(info.get("last-entry")),
+                )
+                if n is not None
+            ]
+            mean = sum(sizes) / len(sizes) if sizes else 0.0
+            found[name] = StreamSeen(int(info.get("entries-added", 0)), mean, at_s)
     return found
 
 
-def room_loads(before: StreamSample, after: StreamSample, seconds: float) -> dict[str, float]:
-    """Bytes per second appended to each room's streams between two samples
-    (entries added x the newest entry's size; a stream the first sample did not
-    see was created since, so all its entries count)."""
+def room_loads(before: StreamSample, after: StreamSample) -> dict[str, float]:
+    """Bytes per second appended to each room's streams between two samples: entries
+    added x their size, over the time between the two readings on the stream's
+    master.  A stream the first sample did not see was created since, so all its
+    entries count, over the time since the first sample's earliest reading."""
+    start = min((seen.at_s for seen in before.values()), default=None)
     loads: dict[str, float] = {}
-    for name, (added, size) in after.items():
+    for name, seen in after.items():
         room = room_of_key(name)
         if room is None:
             continue
-        earlier = before.get(name, (0, 0))[0]
-        loads[room] = loads.get(room, 0.0) + max(0, added - earlier) * size / seconds
+        earlier = before.get(name)
+        since = earlier.at_s if earlier is not None else start
+        if since is None or seen.at_s <= since:
+            continue
+        added = seen.added - (earlier.added if earlier is not None else 0)
+        rate = max(0, added) * seen.entry_bytes / (seen.at_s - since)
+        loads[room] = loads.get(room, 0.0) + rate
     return loads
 
 
@@ -171,10 +208,8 @@ def measure(url: str, sample_s: float) -> tuple[ClusterMap, dict[str, float]]:
     """The cluster's map and each room's load (bytes/s) over ``sample_s`` seconds."""
     cmap = ClusterMap.read(url)
     first = sample_streams(cmap)
-    t0 = time.monotonic()
     time.sleep(sample_s)
-    second = sample_streams(cmap)
-    return cmap, room_loads(first, second, time.monotonic() - t0)
+    return cmap, room_loads(first, sample_streams(cmap))
 
 
 def move_slot(cmap: ClusterMap, move: Move) -> int:
@@ -237,6 +272,7 @@ class Report:
     def as_json(self) -> dict[str, object]:
         return {
             "rooms": len(self.loads),
+            "room_bytes_per_s": dict(sorted(self.loads.items())),
             "masters": {
                 self.addresses[m]: {"before": self.before[m], "after": self.planned[m]}
                 for m in self.before

@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 
 from brigade.clusterbalance import (
     ClusterMap,
+    StreamSeen,
     balance,
     main,
     migrate_auth,
     node_url,
+    room_loads,
     room_slot,
 )
 from brigade.rediscluster import LocalRedisCluster
@@ -256,3 +258,21 @@ def test_one_redis_is_no_cluster_to_balance(
 ) -> None:
     assert main(["balance", "--redis-url", redis_url, "--sample-s", "0"]) == 1
     assert "cluster" in capsys.readouterr().err
+
+
+def test_a_room_s_load_is_measured_by_its_own_master_s_clock() -> None:
+    # Two rooms writing alike, read on masters whose readings were 2 s and 4 s apart
+    # (a slow client between them): the same load for both.
+    before = {
+        keys.room_in("a"): StreamSeen(100, 1000.0, 10.0),
+        keys.room_in("b"): StreamSeen(100, 1000.0, 10.5),
+        keys.ACTIVE_ROOMS: StreamSeen(0, 10.0, 10.0),
+    }
+    after = {
+        keys.room_in("a"): StreamSeen(120, 1000.0, 12.0),
+        keys.room_in("b"): StreamSeen(140, 1000.0, 14.5),
+        keys.room_tap("b", 96000): StreamSeen(5, 400.0, 14.5),  # created since: all count
+        keys.ACTIVE_ROOMS: StreamSeen(50, 10.0, 12.0),
+    }
+    loads = room_loads(before, after)
+    assert loads == {"a": 10_000.0, "b": 10_000.0 + 5 * 400.0 / 4.5}
