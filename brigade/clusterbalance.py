@@ -119,6 +119,8 @@ class StreamSeen:
     """Size of an entry's values: the mean of its oldest and newest entries."""
     at_s: float
     """Its master's clock (``TIME``, read in the same pipeline)."""
+    last_ms: int = 0
+    """When its newest entry was appended (the ms part of ``last-generated-id``)."""
 
 
 StreamSample = dict[str, StreamSeen]
@@ -168,15 +170,24 @@ def sample_streams(cmap: ClusterMap) -> StreamSample:
                 if n is not None
             ]
             mean = sum(sizes) / len(sizes) if sizes else 0.0
-            found[name] = StreamSeen(int(info.get("entries-added", 0)), mean, at_s)
+            last_id = info.get("last-generated-id")
+            last_ms = int(bytes(last_id).split(b"-")[0]) if isinstance(last_id, bytes) else 0
+            found[name] = StreamSeen(int(info.get("entries-added", 0)), mean, at_s, last_ms)
     return found
 
 
 def room_loads(before: StreamSample, after: StreamSample) -> dict[str, float]:
     """Bytes per second appended to each room's streams between two samples: entries
-    added x their size, over the time between the two readings on the stream's
-    master.  A stream the first sample did not see was created since, so all its
-    entries count, over the time since the first sample's earliest reading."""
+    added x their size, over the time they were added in.
+
+    That time is the span between the newest entries seen by the two samples
+    (their ids' times): writers come in bursts (a chunk every 100 ms, a mixer
+    tick late on a busy machine), and the entries counted are exactly those
+    appended over that span.  A stream that got fewer than two entries, or whose
+    span is under half the time between the two readings of its master (``TIME``),
+    is measured over the latter.  A stream the first sample did not see was created
+    since, so all its entries count, over the time since the first sample's
+    earliest reading."""
     start = min((seen.at_s for seen in before.values()), default=None)
     loads: dict[str, float] = {}
     for name, seen in after.items():
@@ -188,7 +199,12 @@ def room_loads(before: StreamSample, after: StreamSample) -> dict[str, float]:
         if since is None or seen.at_s <= since:
             continue
         added = seen.added - (earlier.added if earlier is not None else 0)
-        rate = max(0, added) * seen.entry_bytes / (seen.at_s - since)
+        span = seen.at_s - since
+        if earlier is not None and added >= 2:
+            by_ids = (seen.last_ms - earlier.last_ms) / 1000
+            if by_ids >= span / 2:
+                span = by_ids
+        rate = max(0, added) * seen.entry_bytes / span
         loads[room] = loads.get(room, 0.0) + rate
     return loads
 

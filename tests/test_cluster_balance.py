@@ -276,3 +276,11 @@ def test_a_room_s_load_is_measured_by_its_own_master_s_clock() -> None:
     }
     loads = room_loads(before, after)
     assert loads == {"a": 10_000.0, "b": 10_000.0 + 5 * 400.0 / 4.5}
+
+
+def test_a_bursty_room_is_measured_over_the_span_its_entries_were_added_in() -> None:
+    # 20 entries appended between the newest entries of the two samples, 1.6 s apart
+    # (the writer was late when the second sample read it): 12.5 entries/s.
+    before = {keys.room_in("c"): StreamSeen(100, 1000.0, 10.0, last_ms=9_900)}
+    after = {keys.room_in("c"): StreamSeen(120, 1000.0, 12.0, last_ms=11_500)}
+    assert room_loads(before, after) == {"c": 20 * 1000.0 / 1.6}
