@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
@@ -100,16 +100,6 @@ def test_every_move_evens_the_loads_and_the_plan_ends_within_bounds(
             if m == busiest
             and any(0 < loads[s] < spread[busiest] - spread[t] for t in MASTERS if t != busiest)
         ]
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[LocalRedisCluster]:
-    nodes = LocalRedisCluster()
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 PAYLOAD = b"\x01" * 960
