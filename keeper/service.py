@@ -14,7 +14,8 @@ keeper/nodes.py):
 
 A dropped connection (Redis restarted, the keeper's network), a marker gone
 or the masters changed ends the cycle; the next starts after a short
-back-off.  Notifications are fire-and-forget, which is why every cycle
+back-off (a failure of either Redis is logged once, and its end once:
+common/process.py's RedisHealth).  Notifications are fire-and-forget, which is why every cycle
 starts with the full pass of step 2.
 
 Beside the cycles, the keeper's heartbeat (``bb:keeper:{id}``, a
@@ -40,7 +41,7 @@ from redis.exceptions import ResponseError
 from common import redisclient
 from common.backoff import Backoff
 from common.heartbeat import Heartbeat
-from common.process import REDIS_FAILURES
+from common.process import REDIS_FAILURES, RedisHealth
 from common.records import KeeperStatus
 from common.settings import KeeperSettings
 from keeper import copier, durable, nodes
@@ -80,21 +81,20 @@ class Keeper:
         self.last_copy: float | None = None
         self.last_restore: float | None = None
         self._started = time.time()
+        self.health = RedisHealth(BACKOFF)
+        self._failures = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         beating = asyncio.create_task(self._heartbeat(stop), name="keeper-heartbeat")
         try:
-            failures = 0
             while not stop.is_set():
                 try:
                     await self._cycle(stop)
-                    failures = 0
+                    self._failures = 0
                 except REDIS_FAILURES as exc:
                     self.counters.redis_errors += 1
-                    failures += 1
-                    log.warning("keeper: Redis unavailable (%r); again shortly", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), BACKOFF.compute(failures))
+                    self._failures += 1
+                    await self.health.down(exc, self._failures)  # logged once, then back-off
             # The last changes (mixers write their rooms back when they stop).
             with contextlib.suppress(*REDIS_FAILURES):
                 await self._flush()
@@ -146,6 +146,8 @@ class Keeper:
                 pubsubs.append(pubsub)
                 await pubsub.psubscribe(*durable.patterns())
             await self._recover(found)
+            self._failures = 0
+            self.health.up()
             tasks = [asyncio.create_task(self._listen(ps)) for ps in pubsubs]
             tasks.append(asyncio.create_task(self._until(stop)))
             while not stop.is_set():
