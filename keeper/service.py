@@ -15,8 +15,8 @@ keeper/nodes.py):
 A dropped connection (Redis restarted, the keeper's network), a marker gone
 or the masters changed ends the cycle; the next starts after a short
 back-off (a failure of either Redis is logged once, and its end once:
-common/process.py's RedisHealth).  Notifications are fire-and-forget, which is why every cycle
-starts with the full pass of step 2.
+common/process.py's RedisHealth).  Notifications are fire-and-forget, which
+is why every cycle starts with the full pass of step 2.
 
 Beside the cycles, the keeper's heartbeat (``bb:keeper:{id}``, a
 :class:`common.records.KeeperStatus`) is written to the audio Redis every
