@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keeper": ("keeper.__main__", "keep the rooms' state in a small durable Redis (no audio)"),
     "inspect": ("inspector.command", "show rooms, owners, members, streams from Redis"),
     "load": ("loadgen.cli", "simulate singers over real WebSockets"),
+    "cluster": ("brigade.clusterbalance", "Redis Cluster: balance the rooms over the masters"),
 }
 
 

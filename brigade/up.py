@@ -232,11 +232,18 @@ def main(argv: Sequence[str]) -> int:
                 return 1
             say(f"started a private redis-server at {url}")
         if state_url:
-            env = {"REDIS_URL": url, "BB_STATE_REDIS_URL": state_url}
+            metrics_port = free_port()
+            env = {
+                "REDIS_URL": url,
+                "BB_STATE_REDIS_URL": state_url,
+                "BB_KEEPER_ID": "keeper-local",
+                "BB_METRICS_PORT": str(metrics_port),
+            }
             supervisor.start("keeper", _launcher(["keeper"], env), time.monotonic())
             if not _restored(url, supervisor):
                 return 1
             say("the keeper keeps the rooms' state (no audio) in the state Redis")
+            say(f"keeper metrics at http://127.0.0.1:{metrics_port}/metrics")
         for i in range(args.mixers):
             # Each mixer's Prometheus metrics on a port of its own, next to the gateways'.
             metrics_port = free_port()

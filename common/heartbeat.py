@@ -4,7 +4,8 @@ Every long-running process announces itself under ``bb:{kind}:{id}`` (a
 msgpack status record that expires after ``ttl_ms``); mixers and gateways
 also keep a score in their kind's registry (``bb:mixers``, ``bb:gateways``:
 id -> unix time of the last beat), which lets others tell a dead process
-(registered, key gone) from one that never was. Recorders keep no registry.
+(registered, key gone) from one that never was. Recorders and keepers keep no
+registry.
 
 The beat is queued on a pipeline the caller gives, so a service folds it into
 a round trip it makes anyway (the mixer's maintenance read); it is dropped at
@@ -47,6 +48,10 @@ class Heartbeat:
     @classmethod
     def recorder(cls, ident: str, ttl_ms: int) -> Heartbeat:
         return cls("recorder", ident, keys.recorder_heartbeat(ident), ttl_ms)
+
+    @classmethod
+    def keeper(cls, ident: str, ttl_ms: int) -> Heartbeat:
+        return cls("keeper", ident, keys.keeper_heartbeat(ident), ttl_ms)
 
     def queue(
         self,

@@ -1,4 +1,4 @@
-"""One runtime for every long-running ``brigade`` process (gateway, mixer, recorder).
+"""One runtime for every long-running ``brigade`` process (gateway, mixer, recorder, keeper).
 
 What they all do at their edges, written once so the kinds do not drift apart:
 parse settings from the environment and the command line, configure logging,
@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 
@@ -183,27 +184,42 @@ async def serve(
     return code or 0
 
 
+CheckMore = Callable[[redis.Redis], tuple[bool, str]]
+"""A kind's own part of ``--check`` beside its heartbeat: (healthy, what it saw)."""
+
+
 def check_heartbeat(
-    redis_url: str, beat: Heartbeat, status: type[_R], describe: Callable[[_R], str]
+    redis_url: str,
+    beat: Heartbeat,
+    status: type[_R],
+    describe: Callable[[_R], str],
+    *,
+    also: CheckMore | None = None,
 ) -> int:
-    """``--check``: exit 0 when ``beat`` holds a live, readable heartbeat, else 1."""
+    """``--check``: exit 0 when ``beat`` holds a live, readable heartbeat (and ``also``
+    says healthy), else 1; one line says the heartbeat's state, then ``also``'s."""
     who = f"{beat.kind} {beat.ident}"
     try:
         client = redisclient.sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
         raw = client.get(beat.key)
+        more = None if also is None else also(client)
     except redisclient.SYNC_ERRORS as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1
+    healthy = False
     if raw is None:
-        print(f"unhealthy: no heartbeat from {who}")
-        return 1
-    try:
-        decoded = records.decode(raw, status)
-    except ValidationError as exc:
-        print(f"unhealthy: unreadable heartbeat: {exc}")
-        return 1
-    print(f"healthy: {who} {describe(decoded)}")
-    return 0
+        said = f"no heartbeat from {who}"
+    else:
+        try:
+            said = f"{who} {describe(records.decode(raw, status))}"
+            healthy = True
+        except ValidationError as exc:
+            said = f"unreadable heartbeat: {exc}"
+    if more is not None:
+        healthy = healthy and more[0]
+        said = f"{said}; {more[1]}"
+    print(f"{'healthy' if healthy else 'unhealthy'}: {said}")
+    return 0 if healthy else 1
 
 
 def main(

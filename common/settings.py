@@ -384,6 +384,10 @@ class GatewaySettings(_Settings):
 class KeeperSettings(_Settings):
     """Settings of the keeper (``brigade keeper``): the rooms' durable state, without the audio."""
 
+    keeper_id: str = field(
+        default_factory=lambda: _process_id("keeper"),
+        metadata={"help": "unique id of this keeper"},
+    )
     state_redis_url: str = field(
         default="redis://127.0.0.1:6380/0",
         metadata={
@@ -394,6 +398,7 @@ class KeeperSettings(_Settings):
     copy_ms: int = field(
         default=1000, metadata={"help": "a changed key is copied at most this often, ms"}
     )
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
     metrics_host: str = field(
         default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
     )
@@ -407,7 +412,9 @@ class KeeperSettings(_Settings):
             raise ValidationError(
                 f"state_redis_url must be a redis:// URL, got {self.state_redis_url!r}"
             )
-        _positive("copy_ms", self.copy_ms)
+        check_id(self.keeper_id, "keeper_id")
+        for name in ("copy_ms", "heartbeat_ttl_ms"):
+            _positive(name, getattr(self, name))
 
 
 Settings = _Settings

@@ -1,15 +1,15 @@
-"""``brigade inspect [ROOM]``: what the mixers, gateways and recorders keep in Redis.
+"""``brigade inspect [ROOM]``: what the mixers, gateways, recorders and keepers keep in Redis.
 
-Without ROOM: the live mixers, gateways and recorders and one line per room. With ROOM:
+Without ROOM: the live mixers, gateways, recorders and keepers and one line per room. With ROOM:
 its owner and lease, meta, song, members (delays, late counts), taps,
 streams, stats and the ring's occupancy as a chart. ``--watch`` redraws it
 every few seconds until Ctrl-C; ``--json`` prints the data for scripts.
 
 Read-only: every key it reads is documented in docs/redis.md. A refresh is
 two pipelined round trips: one to learn the names (rooms, mixers, members,
-tap streams), one to read everything they point to; then the recorders,
-which keep no registry: a bounded SCAN for their heartbeat keys and one
-pipelined read of them.
+tap streams), one to read everything they point to; then the recorders and
+the keepers, which keep no registry: a bounded SCAN for their heartbeat keys
+and one pipelined read of them, per kind.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from common.listening import listeners
 from common.names import check_room
 from common.records import (
     GatewayStatus,
+    KeeperStatus,
     Material,
     Member,
     MixerStatus,
@@ -113,18 +114,25 @@ def gather_overview(client: redis.Redis, url: str) -> Overview:
         _process_info(g, next(replies), GatewayStatus, age_s=now_s - score) for g, score in gateways
     ]
     summaries = [_room_summary(room, replies) for room in rooms]
-    recorders = _recorders(client)
-    return Overview(_shown_url(url), now_us, mixer_infos, gateway_infos, summaries, recorders)
+    recorders = _unregistered(client, keys.recorder_heartbeat("*"), RecorderStatus)
+    keepers = _unregistered(client, keys.keeper_heartbeat("*"), KeeperStatus)
+    return Overview(
+        _shown_url(url), now_us, mixer_infos, gateway_infos, summaries, recorders, keepers
+    )
 
 
-def _recorders(client: redis.Redis) -> list[ProcessInfo]:
-    """Every recorder's heartbeat key (recorders keep no registry: SCAN, bounded)."""
-    pattern = keys.recorder_heartbeat("*")
+def _unregistered(
+    client: redis.Redis, pattern: str, kind: type[RecorderStatus | KeeperStatus]
+) -> list[ProcessInfo]:
+    """Every heartbeat key of a kind that keeps no registry (recorders, keepers): a
+    bounded SCAN for ``pattern``, then one pipelined read of the keys found."""
+    prefix = pattern.removesuffix("*")
     found: set[str] = set()
     cursor: Any = 0
     for _ in range(MAX_SCAN_CALLS):
         cursor, batch = client.scan(cursor, match=pattern, count=SCAN_COUNT, _type="string")
-        found.update(_text(k) for k in batch)
+        # Not the keeper's per-master markers, bb:keeper:{N} (no id has braces).
+        found.update(k for k in map(_text, batch) if "{" not in k.removeprefix(prefix))
         if not cursor:
             break
     names = sorted(found)
@@ -133,14 +141,11 @@ def _recorders(client: redis.Redis) -> list[ProcessInfo]:
             pipe.get(key)
             pipe.pttl(key)
         replies = iter(pipe.execute())
-    prefix = pattern.removesuffix("*")
     infos = []
     for key in names:
         raw, pttl = next(replies), next(replies)
         expires = pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None
-        infos.append(
-            _process_info(key.removeprefix(prefix), raw, RecorderStatus, expires_in_s=expires)
-        )
+        infos.append(_process_info(key.removeprefix(prefix), raw, kind, expires_in_s=expires))
     return infos
 
 
@@ -290,7 +295,7 @@ def _record(raw: Any, kind: type[_R]) -> _R | None:
 def _process_info(
     ident: str,
     raw: Any,
-    kind: type[MixerStatus | GatewayStatus | RecorderStatus],
+    kind: type[MixerStatus | GatewayStatus | RecorderStatus | KeeperStatus],
     *,
     age_s: float | None = None,
     expires_in_s: float | None = None,
@@ -310,6 +315,7 @@ def _process_info(
         expires_in_s=expires_in_s,
         url=getattr(status, "url", None),
         connections=getattr(status, "connections", None),
+        last_copy=getattr(status, "last_copy", None),
     )
 
 

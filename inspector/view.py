@@ -39,24 +39,28 @@ PENDING_LIMIT: Final = 1000
 @dataclass(frozen=True)
 class ProcessInfo:
     """A process as its heartbeat key (``bb:{kind}:{id}``) shows it: a mixer or a gateway
-    (an entry of ``bb:mixers``/``bb:gateways``) or a recorder (its key, found by SCAN).
-    What a kind's status does not hold stays None (gateways: rooms, pid; mixers and
-    recorders: url, connections)."""
+    (an entry of ``bb:mixers``/``bb:gateways``) or a recorder or a keeper (its key, found
+    by SCAN). What a kind's status does not hold stays None (gateways: rooms, pid; mixers,
+    recorders and keepers: url, connections; all but keepers: last_copy)."""
 
     id: str
     alive: bool
     """Mixers and gateways: the key still exists (it expires when the process dies);
-    recorders: the key held a readable status."""
+    recorders and keepers: the key held a readable status."""
     counters: dict[str, int] = field(default_factory=dict)
     rooms: list[str] = field(default_factory=list)
     pid: int | None = None
     started: float | None = None
     heartbeat_age_s: float | None = None
-    """Since the last beat, from the registry's score (None: recorders keep no registry)."""
+    """Since the last beat, from the registry's score (None: recorders and keepers keep
+    no registry)."""
     expires_in_s: float | None = None
-    """The heartbeat key's remaining TTL (recorders; None: no TTL, or it expired as read)."""
+    """The heartbeat key's remaining TTL (recorders and keepers; None: no TTL, or it
+    expired as read)."""
     url: str | None = None
     connections: int | None = None
+    last_copy: float | None = None
+    """Keepers: unix time a key was last copied to the state Redis (None: not yet)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Overview:
     gateways: list[ProcessInfo]
     rooms: list[RoomSummary]
     recorders: list[ProcessInfo] = field(default_factory=list)
+    keepers: list[ProcessInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -210,10 +215,16 @@ def _json_default(value: object) -> Any:
 
 
 def _process_lines(
-    title: str, procs: list[ProcessInfo], now_s: float, width: int, rooms_verb: str | None
+    title: str,
+    procs: list[ProcessInfo],
+    now_s: float,
+    width: int,
+    rooms_verb: str | None,
+    *,
+    counters: bool = False,
 ) -> list[str]:
     """One line per process (and its counters, when ``rooms_verb`` is not None: the kinds
-    that own or record rooms)."""
+    that own or record rooms, or with ``counters``: the keepers)."""
     lines = [f"{title} ({len(procs)})"]
     if not procs:
         lines.append("  (none)")
@@ -229,9 +240,13 @@ def _process_lines(
         pid = "" if p.pid is None else f", pid {p.pid}"
         up = "" if p.started is None else f", up {duration(now_s - p.started)}"
         conns = "" if p.connections is None else f", {p.connections} connection(s)"
-        line = f"  {p.id}{url}: {beat}{pid}{up}{conns}"
+        copied = "" if p.last_copy is None else f", last copy {duration(now_s - p.last_copy)} ago"
+        line = f"  {p.id}{url}: {beat}{pid}{up}{conns}{copied}"
         if rooms_verb is None:
             lines.append(line)
+            if counters:
+                pairs = [f"{k}={v}" for k, v in sorted(p.counters.items())]
+                lines += wrap_pairs(pairs, width, "      ")
             continue
         rooms = ", ".join(p.rooms) if p.rooms else "-"
         lines.append(f"{line}; {rooms_verb}{len(p.rooms)} room(s): {rooms}")
@@ -366,12 +381,13 @@ def render_chart(occ: Occupancy, width: int, last_s: float | None = None) -> lis
 
 
 def render_overview(data: Overview, width: int = 100) -> str:
-    """Mixers, gateways and one line per room."""
+    """Mixers, gateways, recorders, keepers and one line per room."""
     now_s = data.now_us / 1e6
     lines = [f"redis {data.redis_url}"]
     lines += _process_lines("mixers", data.mixers, now_s, width, "")
     lines += _process_lines("gateways", data.gateways, now_s, width, None)
     lines += _process_lines("recorders", data.recorders, now_s, width, "records ")
+    lines += _process_lines("keepers", data.keepers, now_s, width, None, counters=True)
     lines.append(f"rooms ({len(data.rooms)})")
     if not data.rooms:
         lines.append("  (none)")

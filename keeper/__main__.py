@@ -3,68 +3,78 @@
 The audio Redis then needs no file: the keeper copies each changed room key
 (meta, members, song, tokens, links, tracks, image) to ``BB_STATE_REDIS_URL``,
 a Redis with an append-only file, and restores them into the audio Redis
-when it comes back empty.  ``--check`` exits 0 when both Redis answer and
-the audio Redis carries the keeper's marker (the copy is restored there).
+when it comes back empty.  It runs through the one process runtime
+(common/process.py): id claim, heartbeat ``bb:keeper:{id}``, signals,
+``/metrics``.  ``--check`` exits 0 when the keeper's heartbeat is live, the
+audio Redis carries the keeper's marker (the copy is restored there) and the
+state Redis answers.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
-from common import metricsserver, process, redisclient
+import redis
+
+from common import process, redisclient
+from common.heartbeat import Heartbeat
+from common.records import KeeperStatus
 from common.settings import KeeperSettings
 from keeper import durable, metrics
 from keeper.service import Keeper
 
-log = logging.getLogger(__name__)
-
 
 async def serve(settings: KeeperSettings) -> int:
-    main = process.connect(settings)
-    store = redisclient.async_client(settings.state_redis_url)
-    stop = process.stop_on_signals()
-    try:
-        keeper = Keeper(settings, main, store)
-        log.info(
-            "keeper starting (redis %s, state kept in %s)",
-            settings.redis_url,
-            settings.state_redis_url,
-        )
+    return await process.serve(
+        settings,
+        Heartbeat.keeper(settings.keeper_id, settings.heartbeat_ttl_ms),
+        Keeper,
+        metrics.render,
+        metrics_host=settings.metrics_host,
+        metrics_port=settings.metrics_port,
+        describe=f"state kept in {settings.state_redis_url}",
+    )
+
+
+def _describe(status: KeeperStatus) -> str:
+    c = status.counters
+    return (
+        f"follows {status.servers} Redis server(s), {c.get('keys_copied', 0)} key copies, "
+        f"{c.get('restores', 0)} restore(s)"
+    )
+
+
+def _state_kept(settings: KeeperSettings) -> process.CheckMore:
+    """The keeper's part of ``--check`` beside its heartbeat: the marker and the state Redis."""
+
+    def look(client: redis.Redis) -> tuple[bool, str]:
+        if not client.exists(durable.MARKER):
+            return False, f"the state is not restored into Redis yet (no {durable.MARKER} marker)"
         try:
-            async with metricsserver.serve(
-                lambda: metrics.render(keeper), settings.metrics_host, settings.metrics_port
-            ):
-                if settings.metrics_port:
-                    log.info(
-                        "metrics on http://%s:%d/metrics",
-                        settings.metrics_host,
-                        settings.metrics_port,
-                    )
-                await keeper.run(stop)
-        finally:
-            log.info("keeper stopping: %s", keeper.summary())
-    finally:
-        await main.aclose()
-        await store.aclose()
-    return 0
+            store = redisclient.sync_client(
+                settings.state_redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+            try:
+                store.ping()
+            finally:
+                store.close()
+        except redisclient.SYNC_ERRORS as exc:
+            return False, f"the state Redis is unreachable: {exc}"
+        return True, f"the state is restored ({durable.MARKER} marker present) and kept"
+
+    return look
 
 
 def check(settings: KeeperSettings) -> int:
-    """Exit 0 when both Redis answer and the audio one carries the keeper's marker."""
-    try:
-        main = redisclient.sync_client(settings.redis_url)
-        store = redisclient.sync_client(settings.state_redis_url)
-        store.ping()
-        marked = bool(main.exists(durable.MARKER))
-    except redisclient.SYNC_ERRORS as exc:
-        print(f"unhealthy: Redis unreachable: {exc}")
-        return 1
-    if not marked:
-        print("unhealthy: the state is not restored into Redis yet")
-        return 1
-    print("healthy: the state is kept")
-    return 0
+    """Exit 0 when this keeper's heartbeat is live, the audio Redis carries the keeper's
+    marker and the state Redis answers; else 1 (the output says each)."""
+    return process.check_heartbeat(
+        settings.redis_url,
+        Heartbeat.keeper(settings.keeper_id, settings.heartbeat_ttl_ms),
+        KeeperStatus,
+        _describe,
+        also=_state_kept(settings),
+    )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -75,5 +85,6 @@ def main(argv: Sequence[str]) -> int:
         settings_class=KeeperSettings,
         check=check,
         serve=serve,
-        check_help="exit 0 if both Redis answer and the state is restored, else 1",
+        check_help="exit 0 if this keeper has a live heartbeat, the state is restored into "
+        "Redis and the state Redis answers, else 1",
     )

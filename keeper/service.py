@@ -14,15 +14,23 @@ keeper/nodes.py):
 
 A dropped connection (Redis restarted, the keeper's network), a marker gone
 or the masters changed ends the cycle; the next starts after a short
-back-off.  Notifications are fire-and-forget, which is why every cycle
-starts with the full pass of step 2.
+back-off (a failure of either Redis is logged once, and its end once:
+common/process.py's RedisHealth).  Notifications are fire-and-forget, which
+is why every cycle starts with the full pass of step 2.
+
+Beside the cycles, the keeper's heartbeat (``bb:keeper:{id}``, a
+:class:`common.records.KeeperStatus`) is written to the audio Redis every
+third of its TTL and dropped at the stop, as every process's is
+(common/heartbeat.py); common/process.py claims the id and runs the keeper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -30,8 +38,11 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
+from common import redisclient
 from common.backoff import Backoff
-from common.process import REDIS_FAILURES
+from common.heartbeat import Heartbeat
+from common.process import REDIS_FAILURES, RedisHealth
+from common.records import KeeperStatus
 from common.settings import KeeperSettings
 from keeper import copier, durable, nodes
 
@@ -52,36 +63,79 @@ class Counters:
 
 
 class Keeper:
-    """Copies the durable keys of ``main`` to ``store`` and back after a restart."""
+    """Copies the durable keys of ``main`` to ``store`` and back after a restart.
 
-    def __init__(self, settings: KeeperSettings, main: Redis, store: Redis) -> None:
+    Without ``store`` (as common/process.py makes it) the keeper opens the client of
+    ``BB_STATE_REDIS_URL`` itself and closes it when :meth:`run` ends.
+    """
+
+    def __init__(self, settings: KeeperSettings, main: Redis, store: Redis | None = None) -> None:
         self.settings = settings
         self.main = main
-        self.store = store
+        self._owns_store = store is None
+        self.store = redisclient.async_client(settings.state_redis_url) if store is None else store
         self.counters = Counters()
         self.dirty: set[str] = set()
+        self.beat = Heartbeat.keeper(settings.keeper_id, settings.heartbeat_ttl_ms)
+        self.servers = 0
+        self.last_copy: float | None = None
+        self.last_restore: float | None = None
+        self._started = time.time()
+        self.health = RedisHealth(BACKOFF)
+        self._failures = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures = 0
+        beating = asyncio.create_task(self._heartbeat(stop), name="keeper-heartbeat")
+        try:
+            while not stop.is_set():
+                try:
+                    await self._cycle(stop)
+                    self._failures = 0
+                except REDIS_FAILURES as exc:
+                    self.counters.redis_errors += 1
+                    self._failures += 1
+                    await self.health.down(exc, self._failures)  # logged once, then back-off
+            # The last changes (mixers write their rooms back when they stop).
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self._flush()
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.beat.drop(self.main)  # the id is free at once
+            if self._owns_store:
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await self.store.aclose()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Announce this keeper (``bb:keeper:{id}``) every third of the heartbeat TTL."""
         while not stop.is_set():
             try:
-                await self._cycle(stop)
-                failures = 0
-            except REDIS_FAILURES as exc:
-                self.counters.redis_errors += 1
-                failures += 1
-                log.warning("keeper: Redis unavailable (%r); again shortly", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), BACKOFF.compute(failures))
-        # The last changes (mixers write their rooms back when they stop).
-        with contextlib.suppress(*REDIS_FAILURES):
-            await self._flush()
+                await self.beat.beat(self.main, self.status(), time.time())
+            except REDIS_FAILURES as exc:  # the cycles count and log Redis being away
+                log.debug("keeper heartbeat failed: %r", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.beat.ttl_ms / 3000)
+
+    def status(self) -> KeeperStatus:
+        return KeeperStatus(
+            id=self.settings.keeper_id,
+            pid=os.getpid(),
+            started=self._started,
+            servers=self.servers,
+            dirty=len(self.dirty),
+            last_copy=self.last_copy,
+            last_restore=self.last_restore,
+            counters=dataclasses.asdict(self.counters),
+        )
 
     async def _cycle(self, stop: asyncio.Event) -> None:
         """One pass over the current servers (ends when one drops, loses its marker or,
         on a cluster, when the masters change)."""
         self.counters.cycles += 1
         found = await nodes.discover(self.main)
+        self.servers = len(found)
         clients = [node.client(self.main) for node in found]
         pubsubs: list[PubSub] = []
         tasks: list[asyncio.Task[None]] = []
@@ -92,6 +146,8 @@ class Keeper:
                 pubsubs.append(pubsub)
                 await pubsub.psubscribe(*durable.patterns())
             await self._recover(found)
+            self._failures = 0
+            self.health.up()
             tasks = [asyncio.create_task(self._listen(ps)) for ps in pubsubs]
             tasks.append(asyncio.create_task(self._until(stop)))
             while not stop.is_set():
@@ -180,6 +236,7 @@ class Keeper:
             )
             self.counters.restores += 1
             self.counters.keys_restored += restored.keys
+            self.last_restore = time.time()
             log.warning(
                 "keeper: %d Redis server(s) had no marker (restarted empty, or new): "
                 "restored %d key(s) of %d room(s), %d kept as found, %d bytes (%.0f ms)",
@@ -223,6 +280,8 @@ class Keeper:
         self.counters.keys_copied += done.written
         self.counters.keys_deleted += done.deleted
         self.counters.bytes_copied += done.bytes
+        if done.written or done.deleted:
+            self.last_copy = time.time()
 
     def summary(self) -> str:
         c = self.counters

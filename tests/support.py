@@ -205,6 +205,10 @@ class Stack:
     """By mixer id: ``m1``, ``m2``..."""
     recorders: dict[str, Process] = field(default_factory=dict)
     """By recorder id: ``r1``, ``r2``..."""
+    keepers: dict[str, Process] = field(default_factory=dict)
+    """By keeper id: ``k1``..., copying to ``state_redis``."""
+    state_redis: LocalRedis | None = None
+    """The keepers' state Redis, the stack's own (with ``keepers``)."""
     gateway_procs: list[Process] = field(default_factory=list)
     gateways: list[str] = field(default_factory=list)
     """The gateways' base URLs, ``http://127.0.0.1:PORT`` (ids ``gw1``, ``gw2``...)."""
@@ -216,6 +220,11 @@ class Stack:
     def recordings(self) -> Path:
         """The recorders' folder, which the gateways serve (emptied when the stack starts)."""
         return Path(self.env["BB_RECORDINGS_DIR"])
+
+    @property
+    def backend(self) -> str:
+        """``one-redis`` or ``cluster``."""
+        return "cluster" if redisclient.is_cluster(self.redis) else "one-redis"
 
     @property
     def base(self) -> str:
@@ -251,6 +260,21 @@ class Stack:
         proc = self.recorders[recorder_id] = self.start("recorder", recorder_id, env)
         if wait:
             self._wait_heartbeat(keys.recorder_heartbeat(recorder_id), proc)
+        return proc
+
+    def add_keeper(self, keeper_id: str, wait: bool = True) -> Process:
+        """A keeper copying the rooms' durable keys to the stack's state Redis."""
+        if self.state_redis is None:
+            self.state_redis = LocalRedis()
+            self.state_redis.start()
+        env = {
+            "BB_KEEPER_ID": keeper_id,
+            "BB_STATE_REDIS_URL": self.state_redis.url,
+            **self._metrics_env(keeper_id),
+        }
+        proc = self.keepers[keeper_id] = self.start("keeper", keeper_id, env)
+        if wait:
+            self._wait_heartbeat(keys.keeper_heartbeat(keeper_id), proc)
         return proc
 
     def add_gateway(self, wait: bool = True) -> Process:
@@ -298,13 +322,15 @@ def running_stack(
     mixers: int = 1,
     gateways: int = 1,
     recorders: int = 0,
+    keepers: int = 0,
     env: Mapping[str, str] | None = None,
     metrics: bool = False,
     library: bool = False,
 ) -> Iterator[Stack]:
-    """``mixers`` mixers, ``recorders`` recorders and ``gateways`` gateways on ``redis_url``,
-    started as an operator starts them (``env`` added to their environment), each ready:
-    mixers and recorders heartbeating, gateways answering ``/healthz``. Logs, and the
+    """``mixers`` mixers, ``recorders`` recorders, ``keepers`` keepers (with a state Redis of
+    the stack's own) and ``gateways`` gateways on ``redis_url``, started as an operator
+    starts them (``env`` added to their environment), each ready: heartbeating, or for
+    gateways answering ``/healthz``. Logs, and the
     recordings (``BB_RECORDINGS_DIR`` unless ``env`` says), go to ``log_dir``; with
     ``library`` the gateways offer the tracks of an empty folder there (``BB_TRACKS_DIR``).
 
@@ -325,12 +351,16 @@ def running_stack(
             stack.add_mixer(f"m{i}", wait=False)
         for i in range(1, recorders + 1):
             stack.add_recorder(f"r{i}", wait=False)
+        for i in range(1, keepers + 1):
+            stack.add_keeper(f"k{i}", wait=False)
         for _ in range(gateways):
             stack.add_gateway(wait=False)
         for mixer_id, proc in stack.mixers.items():
             stack._wait_heartbeat(keys.mixer_heartbeat(mixer_id), proc)
         for recorder_id, proc in stack.recorders.items():
             stack._wait_heartbeat(keys.recorder_heartbeat(recorder_id), proc)
+        for keeper_id, proc in stack.keepers.items():
+            stack._wait_heartbeat(keys.keeper_heartbeat(keeper_id), proc)
         for url, proc in zip(stack.gateways, stack.gateway_procs, strict=True):
             stack._wait_healthy(url, proc)
         yield stack
@@ -339,6 +369,8 @@ def running_stack(
             _stop_all(stack.started)
         finally:
             client.close()
+            if stack.state_redis is not None:
+                stack.state_redis.stop()
 
 
 def _stop_all(started: list[Process]) -> None:

@@ -248,7 +248,10 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
     procs: list[subprocess.Popen[bytes]] = []
     client = redis.Redis(port=server.port)
     try:
-        keeper_env = service_env(spec["keeper"], server.port, state.port)
+        # As a local process the keeper's metrics port must differ from the others'.
+        keeper_env = service_env(
+            spec["keeper"], server.port, state.port, BB_METRICS_PORT=str(free_port())
+        )
         log = (output_dir / "keeper.log").open("wb")
         procs.append(
             subprocess.Popen(

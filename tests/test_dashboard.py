@@ -2,7 +2,7 @@
 
 Every query (PromQL ``expr``) of every panel is checked three ways:
 
-- the metric names it uses are exported by a real gateway, mixer and recorder
+- the metric names it uses are exported by a real gateway, mixer, recorder and keeper
   (started on a real redis-server, a singer joined so the per-room series
   exist, and their ``/metrics`` scraped);
 - Debian's ``promtool`` parses it (and docker/prometheus.yml);
@@ -139,7 +139,7 @@ def test_the_dashboard_and_its_provisioning_agree() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
     jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"]}
-    assert jobs == {"gateway", "mixer", "recorder"}
+    assert jobs == {"gateway", "mixer", "recorder", "keeper"}
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
@@ -178,6 +178,7 @@ def targets(stack: Stack) -> dict[str, str]:
         "gateway": stack.metrics["gw1"],
         "mixer": stack.metrics["m1"],
         "recorder": stack.metrics["r1"],
+        "keeper": stack.metrics["k1"],
     }
 
 
@@ -190,7 +191,7 @@ def scrape(target: str) -> set[str]:
     }
 
 
-@pytest.mark.stack(recorders=1, metrics=True)
+@pytest.mark.stack(recorders=1, keepers=1, metrics=True)
 async def test_every_query_names_metrics_the_processes_export(stack: Stack) -> None:
     jobs = targets(stack)
     async with (
@@ -223,7 +224,7 @@ def prometheus_query(base: str, expr: str) -> dict[str, Any]:
     return answer
 
 
-@pytest.mark.stack(recorders=1, metrics=True)
+@pytest.mark.stack(recorders=1, keepers=1, metrics=True)
 def test_a_real_prometheus_scrapes_every_job_and_evaluates_every_query(
     stack: Stack, tmp_path: Path, output_dir: Path
 ) -> None:

@@ -31,7 +31,7 @@ from inspector.view import (
     time_axis,
 )
 from tests.simgateway import SimGateway, Singer, sing_until
-from tests.support import Process, free_port, processes, wait_until
+from tests.support import Process, RedisServer, free_port, processes, wait_until
 
 RING = 120 * SAMPLE_RATE
 # Not a multiple of the ring, so the ring's oldest frame sits mid-array and the map wraps.
@@ -380,3 +380,34 @@ def test_the_overview_shows_recorders_beside_mixers_and_gateways(
         assert set(recorders) == {"broken", "rec1"}
         assert recorders["rec1"]["alive"] and recorders["rec1"]["pid"] == recorder.proc.pid
         assert not recorders["broken"]["alive"]
+
+
+def test_the_overview_shows_keepers_and_not_their_markers(
+    redis_url: str, output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    state = RedisServer()
+    state.start()
+    env = {"REDIS_URL": redis_url, "BB_STATE_REDIS_URL": state.url, "BB_KEEPER_ID": "kp1"}
+    try:
+        with processes(output_dir) as started:
+            keeper = Process(["keeper"], env, output_dir, "kp1")
+            started.append(keeper)
+            wait_until(lambda: client.exists(keys.keeper_heartbeat("kp1")), 15, "its heartbeat")
+            client.set(keys.keeper_heartbeat("{0}"), b"1")  # a master's marker on a cluster
+
+            assert inspect_cmd.main(["--redis-url", redis_url, "--width", "100"]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            at = lines.index("keepers (1)")
+            assert lines[at + 1].startswith("  kp1: heartbeat (alive"), lines
+            assert f"pid {keeper.proc.pid}" in lines[at + 1]
+            counters = " ".join(lines[at + 2 : at + 4])  # its counters, wrapped
+            assert "keys_copied=" in counters and "restores=" in counters, lines
+
+            assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
+            data = json.loads(capsys.readouterr().out)
+            assert [k["id"] for k in data["keepers"]] == ["kp1"]
+            assert data["keepers"][0]["alive"] and data["keepers"][0]["pid"] == keeper.proc.pid
+    finally:
+        client.close()
+        state.stop()

@@ -1,16 +1,22 @@
-"""The keeper's parts: which keys are durable (pure), and copy / restore between two
-real redis-servers (keeper/copier.py)."""
+"""The keeper's parts: which keys are durable (pure), copy / restore between two
+real redis-servers (keeper/copier.py), and ``--check`` of a real keeper process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from brigade.redisserver import LocalRedis
 from common import keys
 from keeper import copier, durable
+from tests.support import REPO, Process, processes, wait_for
 
 
 def test_the_rooms_state_is_durable_and_the_audio_is_not() -> None:
@@ -116,3 +122,48 @@ async def test_copy_sync_and_restore_keep_values_and_time_to_live(
     assert await main.smembers(keys.ROOMS) == {b"a"}
     assert await main.zscore(keys.IDLE_ROOMS, "a") is not None
     assert not await main.exists(keys.room_in("a"))
+
+
+def test_check_wants_a_live_keeper_and_the_marker_and_says_both(output_dir: Path) -> None:
+    """``brigade keeper --check`` used to look at the marker only, which outlives the
+    keeper: a stopped keeper was reported healthy."""
+    main, state = LocalRedis(), LocalRedis()
+    main.start()
+    state.start()
+    client = redis.Redis(port=main.port)
+    env = {"REDIS_URL": main.url, "BB_STATE_REDIS_URL": state.url, "BB_KEEPER_ID": "kc"}
+
+    def check() -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "brigade", "keeper", "--check"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=REPO,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, done.stdout
+
+    try:
+        with processes(output_dir) as started:
+            keeper = Process(["keeper"], env, output_dir, "keeper")
+            started.append(keeper)
+            wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper's marker")
+            wait_for(lambda: client.exists(keys.keeper_heartbeat("kc")), 20, "its heartbeat")
+            code, said = check()
+            assert code == 0 and said.startswith("healthy: keeper kc"), said
+            assert f"({durable.MARKER} marker present)" in said
+            assert keeper.stop() == 0
+        assert "keeper kc stopping:" in keeper.log()
+        # Stopped: its heartbeat is gone at once, the marker stays.
+        assert client.exists(durable.MARKER) and not client.exists(keys.keeper_heartbeat("kc"))
+        code, said = check()
+        assert code == 1, said
+        assert said.startswith("unhealthy: no heartbeat from keeper kc;"), said
+        assert f"({durable.MARKER} marker present)" in said
+    finally:
+        client.close()
+        main.stop()
+        state.stop()

@@ -101,10 +101,12 @@ def _twin_env(kind: str, redis_url: str, output_dir: Path) -> dict[str, str]:
         env["BB_PORT"] = str(free_port())
     if kind == "recorder":
         env["BB_RECORDINGS_DIR"] = str(output_dir / "recordings")
+    if kind == "keeper":  # its copy in another database of the same server (no rooms here)
+        env["BB_STATE_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + "/15"
     return env
 
 
-@pytest.mark.parametrize("kind", ["mixer", "gateway", "recorder"])
+@pytest.mark.parametrize("kind", ["mixer", "gateway", "recorder", "keeper"])
 def test_a_second_process_with_a_live_ones_id_exits_non_zero(
     kind: str, redis_url: str, output_dir: Path
 ) -> None:
@@ -116,6 +118,7 @@ def test_a_second_process_with_a_live_ones_id_exits_non_zero(
         "mixer": Heartbeat.mixer,
         "gateway": Heartbeat.gateway,
         "recorder": Heartbeat.recorder,
+        "keeper": Heartbeat.keeper,
     }[kind]("twin", 1000)
     with processes(output_dir) as started:
         first = Process([kind], _twin_env(kind, redis_url, output_dir), output_dir, "first")
@@ -153,7 +156,7 @@ def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
     assert "Traceback" not in recorder.log()
 
 
-@pytest.mark.parametrize("kind", ["gateway", "recorder"])
+@pytest.mark.parametrize("kind", ["gateway", "recorder", "keeper"])
 def test_every_kind_answers_check_through_the_runtime(kind: str, redis_url: str) -> None:
     """``--check`` with nothing running: exit 1, no traceback, for every kind."""
     done = subprocess.run(
