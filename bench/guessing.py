@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -32,8 +30,8 @@ import aiohttp
 from bench.procstat import cpu_s
 from bench.results import print_table, write_results
 from common.protocol import Resume
-from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
-from tests.support import Process, RedisServer, free_port, wait_for
+from tests.guessers import PASSWORD, ROOM, address, flood, join, outcome
+from tests.support import RedisServer, running_stack
 
 
 async def _flood(
@@ -47,22 +45,9 @@ async def _flood(
     welcome = await join(ws_url, address(60_000))
     assert outcome(welcome) == "welcome", welcome
     seat = Resume(welcome["singer"], welcome["token"])
-    tally, stop, refused = Tally(), asyncio.Event(), asyncio.Event()
     cpu0, t0 = cpu_s(gateway_pid), time.monotonic()
-    flood = [
-        asyncio.create_task(
-            guesser(
-                ws_url,
-                address(n),
-                tally,
-                stop=stop,
-                refused=refused,
-                until_refused=False,
-                pause_s=pause_s,
-            )
-        )
-        for n in range(addresses)
-    ]
+    guessers = flood(ws_url, [address(n) for n in range(addresses)], pause_s)
+    tally = guessers.tally
     newcomers: list[str] = []
     resumes: list[str] = []
 
@@ -82,8 +67,7 @@ async def _flood(
     try:
         await asyncio.gather(probe(newcomers, "newcomer"), probe(resumes, "member"))
     finally:
-        stop.set()
-        await asyncio.gather(*flood, return_exceptions=True)
+        await guessers.stop()
     elapsed_s = time.monotonic() - t0
     cpu = cpu_s(gateway_pid) - cpu0
     minutes = elapsed_s / 60
@@ -107,26 +91,14 @@ def run(addresses: int, seconds: float, pause_s: float, probe_s: float) -> dict[
     log_dir = Path(tempfile.mkdtemp(prefix="bb-bench-guessing-"))
     redis_server = RedisServer()
     redis_server.start()
-    port = free_port()
-    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "WARNING"}
-    procs = [Process(["mixer"], {**env, "BB_MIXER_ID": "bench-mixer"}, log_dir, "mixer")]
-    gateway = Process(
-        ["gateway"], {**env, "BB_GATEWAY_ID": "bench-gw", "BB_PORT": str(port)}, log_dir, "gw"
-    )
-    procs.append(gateway)
-    base = f"http://127.0.0.1:{port}"
+    env = {"BB_LOG_LEVEL": "WARNING"}
     try:
-
-        def healthy() -> bool:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-
-        wait_for(healthy, 20, "the gateway")
-        results = asyncio.run(_flood(base, gateway.proc.pid, addresses, seconds, pause_s, probe_s))
+        with running_stack(redis_server.url, log_dir, env=env) as stack:
+            gateway_pid = stack.gateway_procs[0].proc.pid
+            results = asyncio.run(
+                _flood(stack.base, gateway_pid, addresses, seconds, pause_s, probe_s)
+            )
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
         redis_server.stop()
     results["logs"] = str(log_dir)
     return results

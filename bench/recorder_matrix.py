@@ -43,8 +43,8 @@ from common.events import Recorded, decode_event
 from common.passwords import hash_password
 from common.records import Track
 from common.streams import parse_xread
-from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, RedisServer, wait_for
+from tests.simgateway import CHUNK, SimGateway, Voice, expected_mix, tone
+from tests.support import Process, RedisServer, wait_until
 
 S: Final = SAMPLE_RATE
 LENGTHS_S: Final = (3, 10, 30)
@@ -58,29 +58,6 @@ VOICES: Final = (("a", 440.0, 0), ("b", 660.0, 2), ("c", 990.0, 4))
 """Singer, tone (Hz), first chunk sung; a is the leader."""
 TRACK_HZ: Final = 220.0
 BLOCK: Final = S // 10
-
-
-@dataclass
-class Voice:
-    """A singer sending ``freq`` over positions ``[lo, hi)`` as their bucket sings them."""
-
-    sim: SimGateway
-    room: str
-    singer: str
-    freq: float
-    delay: int
-    lo: int
-    hi: int
-    next_pos: int = 0
-
-    def __post_init__(self) -> None:
-        self.next_pos = self.lo
-
-    def pump(self) -> None:
-        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
-            n = min(CHUNK, self.hi - self.next_pos)
-            self.sim.push(self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
-            self.next_pos += n
 
 
 @dataclass
@@ -101,14 +78,7 @@ class Room:
 def expected(room: Room) -> npt.NDArray[np.float32]:
     """What the 12 s tap hears of the song, plus its track, as 16-bit FLAC holds it."""
     n = room.end - room.start
-    total = np.zeros(n, dtype=np.float64)
-    count = np.zeros(n, dtype=np.int64)
-    for v in room.voices:
-        lo, hi = max(v.lo, room.start), min(v.hi, room.end)
-        if lo < hi:
-            total[lo - room.start : hi - room.start] += tone(v.freq, lo, hi - lo)
-            count[lo - room.start : hi - room.start] += 1
-    mixed = total * np.sqrt(3.0 / (count + 2.0))
+    mixed = expected_mix(room.voices, room.start, n).astype(np.float64)
     if room.track is not None:
         part = room.track[:n]
         mixed[: len(part)] += part
@@ -132,7 +102,7 @@ def setup(sim: SimGateway, client: redis.Redis, room: Room, track_ogg: bytes) ->
     if room.kind == "password":
         meta["password_hash"] = hash_password("choir")
     sim.create_room(room.name, **meta)
-    wait_for(lambda: sim.owner(room.name) is not None, 10, f"an owner for {room.name}")
+    wait_until(lambda: sim.owner(room.name) is not None, 10, f"an owner for {room.name}")
     for singer, _freq, _lo in VOICES:
         assert sim.join(room.name, singer, singer.upper()).ok
     for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
@@ -202,7 +172,7 @@ def run_length(server: RedisServer, log_dir: Path, length_s: int) -> list[dict[s
         for ending in ENDINGS
     ]
     try:
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer")
         for room in rooms:
             setup(sim, client, room, ogg.getvalue())
         for room in rooms:

@@ -14,7 +14,6 @@ import http.server
 import json
 import os
 import threading
-import urllib.request
 import wave
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
+from playwright.sync_api import sync_playwright
 
-from common.constants import constants_json
-from tests.support import Process, free_port, processes, wait_for
+from common.constants import SAMPLE_RATE, constants_json
+from tests.support import missing, running_stack, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "gateway" / "static"
@@ -52,9 +51,7 @@ def require_chromium() -> Path:
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     reason = f"Chromium not found at {CHROMIUM}: run 'make test' (it installs Debian's chromium)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def require_axe() -> Path:
@@ -64,9 +61,7 @@ def require_axe() -> Path:
     if path.is_file():
         return path
     reason = f"axe-core not found at {path}: run 'make test' (scripts/setup.sh installs it)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def chromium_args(fake_mic: Path | None = None, autoplay: bool = True) -> list[str]:
@@ -244,12 +239,28 @@ def static_server() -> Iterator[str]:
         server.server_close()
 
 
+@contextmanager
+def chromium_page(**options: Any) -> Iterator[Any]:
+    """A fresh Chromium (no microphone) with one page, ``new_page(**options)``; closed after."""
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
+
+
+@contextmanager
+def static_page(script: str, **options: Any) -> Iterator[Any]:
+    """One Chromium page (``new_page(**options)``) on :func:`static_server`'s blank page,
+    after ``script`` (JavaScript: an expression or a function, awaited) has run in it."""
+    with static_server() as base, chromium_page(**options) as page:
+        page.goto(f"{base}/blank")
+        page.evaluate(script)
+        yield page
+
+
 # --- the real stack for end-to-end tests ----------------------------------------------
-
-
-def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as response:
-        return bool(response.status == 200)
 
 
 @contextmanager
@@ -259,25 +270,12 @@ def browser_stack(
     env: Mapping[str, str] | None = None,
     recorder: bool = False,
 ) -> Iterator[str]:
-    """A mixer and a gateway on ``redis_url`` (and a recorder when asked), with ``env``
-    added to their environment; yields the gateway's base URL."""
+    """A mixer and a gateway (and a recorder when asked) for a browser, checked as
+    :func:`tests.support.running_stack` checks them; yields the gateway's base URL.
+    Tests take the ``stack`` fixture (``@pytest.mark.stack(chromium=True)``) instead."""
     require_chromium()  # before starting anything
-    port = free_port()
-    env = {"REDIS_URL": redis_url, **(env or {})}
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        if recorder:
-            started.append(Process(["recorder"], env, output_dir, "recorder"))
-        started.append(
-            Process(
-                ["gateway", "--host", "127.0.0.1", "--port", str(port)], env, output_dir, "gateway"
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _http_ok(f"{base}/healthz"), 20, "the gateway's /healthz")
-        yield base
-        for proc in started:
-            assert proc.alive(), f"{proc.name} died:\n{proc.log()[-3000:]}"
+    with running_stack(redis_url, output_dir, env=env, recorders=int(recorder)) as stack:
+        yield stack.base
 
 
 def fill_join(
@@ -295,6 +293,72 @@ def fill_join(
     if password:
         page.fill("#password", password)
     page.click("#join")
+
+
+def console_errors(*pages: Any) -> list[str]:
+    """A list that fills with every console error and uncaught exception of ``pages``."""
+    errors: list[str] = []
+    for page in pages:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def lead(page: Any) -> None:
+    """Press Lead; wait until the page's member leads."""
+    page.click("#lead")
+    poll(page, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "leading")
+
+
+def move_behind_the_leader(page: Any) -> int:
+    """Move by hand to a later bucket than the leader's: the third, or the fourth if
+    the leader's arrival already put this member in the third. Returns its index."""
+    poll(page, "bbDebug.state && bbDebug.state.leader !== null", "a leader")
+    target = 3 if page.evaluate("bbDebug.me.bucket") == 2 else 2
+    page.click(f"#buckets li[data-bucket='{target}'] button")
+    poll(
+        page,
+        f"bbDebug.me && bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]",
+        f"in bucket {target + 1}",
+    )
+    return target
+
+
+def start_song(page: Any) -> None:
+    """Press Start (the leader's page); wait until the song runs."""
+    page.click("#start")
+    poll(page, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
+
+
+def wait_heard(singer: Any, listener: Any, seconds: float, timeout_s: float) -> None:
+    """Wait until ``listener``'s page has received ``seconds`` of what ``singer``'s sent."""
+
+    def reached() -> bool:
+        sung = singer.evaluate("bbDebug.sent.span()")
+        heard = listener.evaluate("bbDebug.received.span()")
+        return bool(
+            sung["start"] is not None
+            and heard["end"] is not None
+            and heard["end"] >= sung["start"] + seconds * SAMPLE_RATE
+        )
+
+    wait_until(reached, timeout_s, f"{seconds} s of singing to reach the listener", 0.2)
+
+
+def upload_track(page: Any, path: Path) -> None:
+    """The leader chooses a backing track file; wait until it is the room's."""
+    page.set_input_files("#track-file", str(path))
+    poll(page, "bbDebug.state.song.track !== null", "the track is the room's", 30)
+
+
+def set_metronome(page: Any, bpm: int, beats: int, count_in: bool = False) -> None:
+    """The leader turns the metronome on with ``bpm`` and ``beats`` (and a count-in bar)."""
+    page.check("#metronome input[name=on]")
+    page.fill("#metronome input[name=bpm]", str(bpm))
+    page.fill("#metronome input[name=beats]", str(beats))
+    if count_in:
+        page.check("#metronome input[name=count_in]")
+    page.click("#metronome button[type=submit]")
 
 
 def poll(page: Any, expression: str, what: str, timeout_s: float = 20) -> Any:

@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, free_port, in_ci, missing, wait_until
 
 CADDY = Path(os.environ.get("BB_CADDY", "/usr/bin/caddy"))
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def have_caddy() -> bool:
@@ -38,9 +33,7 @@ def require_caddy() -> Path:
     if CADDY.is_file() and os.access(CADDY, os.X_OK):
         return CADDY
     reason = f"caddy not found at {CADDY}: run 'make test' (scripts/setup.sh installs it)"
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def compose_env(service: str) -> dict[str, str]:
@@ -104,7 +97,7 @@ def caddy_front(gateways: list[str], tmp_path: Path, output_dir: Path) -> Iterat
             gateways=gateways,
         )
         try:
-            wait_for(
+            wait_until(
                 lambda front=front, proc=proc: (
                     proc.poll() is not None
                     or fetch(f"{front.https}/healthz", front.context())[0] == 200

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
 from brigade.rediscluster import LocalRedisCluster
-from tests.support import RedisServer
+from tests.browser_support import require_chromium, static_page
+from tests.support import RedisServer, Stack, running_stack
 
 # Property tests check behaviour, never speed: on a busy 2-core machine (CI, or
 # benchmarks running beside the suite) Hypothesis's timing checks would fail
 # tests for the machine's load rather than for the code.
 settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("project")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stack(**options): the stack and module_stack fixtures' options "
+        "(tests/support.py running_stack's, and chromium=True for browser tests)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +130,49 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = root / name.replace("/", "_").replace("[", "-").replace("]", "")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP and WebSocket client session for the test, closed after it."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Chromium page of the module's own, on a static server of the page's modules (no
+    gateway): ``PAGE_SCRIPT`` (module constant, JavaScript) has run in it, typically
+    importing the modules under test; ``PAGE_OPTIONS`` (optional) go to ``new_page``."""
+    script: str = request.module.PAGE_SCRIPT
+    options: dict[str, Any] = getattr(request.module, "PAGE_OPTIONS", {})
+    with static_page(script, **options) as page:
+        yield page
+
+
+def _stack_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("stack")
+    options = dict(marker.kwargs) if marker is not None else {}
+    if options.pop("chromium", False):
+        require_chromium()  # before starting anything
+    return options
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, redis_url: str, output_dir: Path) -> Iterator[Stack]:
+    """A stack of the test's own on the test's Redis: a mixer and a gateway, unless the
+    test's or module's ``@pytest.mark.stack(...)`` asks for others (``running_stack``'s
+    options; ``chromium=True`` skips without Chromium). Logs in ``output_dir``."""
+    with running_stack(redis_url, output_dir, **_stack_options(request)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def module_stack(
+    request: pytest.FixtureRequest, redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Like ``stack``, one for the whole module, on ``redis_backend`` (one Redis, then a
+    Redis Cluster; a module may override ``redis_backend``)."""
+    log_dir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with running_stack(redis_backend.url, log_dir, **_stack_options(request)) as started:
+        yield started

@@ -100,7 +100,46 @@ async def guesser(
             if until_refused:
                 return
             if pause_s:
-                await asyncio.sleep(pause_s)
+                await asyncio.sleep(pause_s)  # the scenario: a guesser's pause when refused
+
+
+@dataclass
+class Flood:
+    """Guessers from ``sources``, each guessing on (``pause_s`` after a refusal) until
+    :meth:`stop`: what they were answered is in ``tally``; ``refused`` is set at the first
+    refusal."""
+
+    tasks: list[asyncio.Task[None]]
+    tally: Tally
+    stop_event: asyncio.Event
+    refused: asyncio.Event
+
+    def still_guessing(self) -> int:
+        return sum(not task.done() for task in self.tasks)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def flood(ws_url: str, sources: list[str], pause_s: float) -> Flood:
+    """Start a guesser from each of ``sources``."""
+    tally, stop, refused = Tally(), asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            guesser(
+                ws_url,
+                source,
+                tally,
+                stop=stop,
+                refused=refused,
+                until_refused=False,
+                pause_s=pause_s,
+            )
+        )
+        for source in sources
+    ]
+    return Flood(tasks, tally, stop, refused)
 
 
 async def join(ws_url: str, source: str, resume: Resume | None = None) -> dict[str, Any]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from common.events import Reply, State, decode_event
 from common.records import Role
 from common.streams import parse_entries, parse_xread
 from common.wire import TapWindow, decode_tap, encode_chunk
+from tests.support import async_wait_until, wait_until
 
 CHUNK = 4800
 
@@ -137,6 +139,94 @@ class Singer:
             self.next_pos += CHUNK
             sent += 1
         return sent
+
+
+@dataclass
+class Voice:
+    """A singer sending ``freq`` over song positions ``[lo, hi)`` at real-time pace: a
+    chunk once the room clock has passed its end plus the singer's ``delay`` (their
+    bucket), as a browser would."""
+
+    sim: SimGateway
+    room: str
+    singer: str
+    freq: float
+    delay: int
+    lo: int
+    hi: int
+    next_pos: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.next_pos = self.lo
+
+    def sung(self) -> bool:
+        """Whether every position up to ``hi`` has been sent."""
+        return self.next_pos == self.hi
+
+    def pump(self) -> None:
+        """Send every chunk this singer has sung by now."""
+        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
+            n = min(CHUNK, self.hi - self.next_pos)
+            self.sim.push(self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
+            self.next_pos += n
+
+
+class Sings(Protocol):
+    """A simulated singer: :class:`Voice` or :class:`Singer`."""
+
+    def pump(self) -> object:
+        """Send what has been sung by now."""
+        ...
+
+
+PUMP_S = 0.02
+"""How often the voices send what they have sung: the pace of the simulated singing."""
+
+
+def sing_until(
+    voices: Sequence[Sings], done: Callable[[], object], timeout_s: float, what: str = "it"
+) -> None:
+    """The voices sing (every :data:`PUMP_S`) until ``done()``; fails naming ``what``."""
+    wait_until(_singing(voices, done), timeout_s, what, PUMP_S, retry_errors=False)
+
+
+async def sing_until_async(
+    voices: Sequence[Sings],
+    done: Callable[[], object],
+    timeout_s: float,
+    *,
+    tick: Callable[[], None],
+) -> None:
+    """:func:`sing_until` in an async test (the event loop runs between the sends),
+    calling ``tick`` after each round of sends."""
+    step = _singing(voices, done, tick)
+    await async_wait_until(step, timeout_s, "the singing's goal", PUMP_S, retry_errors=False)
+
+
+def _singing(
+    voices: Sequence[Sings], done: Callable[[], object], tick: Callable[[], None] = lambda: None
+) -> Callable[[], bool]:
+    def step() -> bool:
+        for voice in voices:
+            voice.pump()
+        tick()
+        return bool(done())
+
+    return step
+
+
+def expected_mix(voices: list[Voice], start: int, n: int) -> npt.NDArray[np.float32]:
+    """What the last bucket hears of ``voices`` for positions [start, start + n): each at
+    the auto-gain ``sqrt(3 / (k + 2))`` of the k voices sounding there."""
+    total = np.zeros(n, dtype=np.float64)
+    count = np.zeros(n, dtype=np.int64)
+    for v in voices:
+        lo, hi = max(v.lo, start), min(v.hi, start + n)
+        if lo < hi:
+            total[lo - start : hi - start] += tone(v.freq, lo, hi - lo)
+            count[lo - start : hi - start] += 1
+    mixed: npt.NDArray[np.float32] = (total * np.sqrt(3.0 / (count + 2.0))).astype(np.float32)
+    return mixed
 
 
 def collect(windows: list[TapWindow]) -> dict[int, npt.NDArray[np.float32]]:

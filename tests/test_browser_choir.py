@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from playwright.sync_api import sync_playwright
 
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
-    browser_stack,
     fill_join,
     launch,
     poll,
@@ -28,8 +26,10 @@ from tests.browser_support import (
     tone,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import Stack, wait_until
 from tests.uploadfiles import encode, tone_notes
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 SIZES = ((1280, 800), (390, 844))
 
@@ -47,12 +47,6 @@ DENY_MIC = """
   navigator.mediaDevices.getUserMedia = () =>
     Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
 """
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 @pytest.fixture
@@ -126,15 +120,15 @@ def active_id(page: Any) -> str:
 
 
 def test_only_the_leader_stops_and_everyone_sees_who_stopped(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         singer_browser = launch(pw, mic)
         listener_browser = launch(pw)
         try:
-            ann = pages.open(singer_browser, f"{stack}/r/choir")
-            lis = pages.open(listener_browser, f"{stack}/r/choir")
+            ann = pages.open(singer_browser, f"{stack.base}/r/choir")
+            lis = pages.open(listener_browser, f"{stack.base}/r/choir")
             fill_join(ann, "Ann")
             joined(ann)
             fill_join(lis, "Lis", role="spectator")
@@ -220,7 +214,7 @@ def test_only_the_leader_stops_and_everyone_sees_who_stopped(
 
 
 def test_room_link_joins_and_a_reload_keeps_the_seat(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     pages = Pages(output_dir)
     with sync_playwright() as pw:
@@ -228,7 +222,7 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
         try:
             page = pages.open(
                 browser,
-                f"{stack}/r/choir",
+                f"{stack.base}/r/choir",
                 init_script=TRACK_SOCKETS,
                 permissions=["clipboard-read", "clipboard-write"],
             )
@@ -240,10 +234,10 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
             fill_join(page, "Ann")
             joined(page)
             assert page.evaluate("location.pathname") == "/r/choir"
-            assert page.input_value("#invite-link") == f"{stack}/r/choir"
+            assert page.input_value("#invite-link") == f"{stack.base}/r/choir"
             page.click("#copy-invite")
             poll(page, "document.querySelector('#copy-invite').innerText === 'Copied'", "copied")
-            assert page.evaluate("navigator.clipboard.readText()") == f"{stack}/r/choir"
+            assert page.evaluate("navigator.clipboard.readText()") == f"{stack.base}/r/choir"
 
             # Take bucket 4; focus follows to the new place.
             page.get_by_role("button", name="Join bucket 4", exact=True).click()
@@ -293,14 +287,16 @@ def test_room_link_joins_and_a_reload_keeps_the_seat(
             browser.close()
 
 
-def test_a_reload_without_a_click_offers_to_turn_the_sound_on(stack: str, output_dir: Path) -> None:
+def test_a_reload_without_a_click_offers_to_turn_the_sound_on(
+    stack: Stack, output_dir: Path
+) -> None:
     """Browsers start sound only after a click; a reload that rejoins by itself has had
     none. The page must still rejoin, and offer the click."""
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw, autoplay=False)
         try:
-            page = pages.open(browser, f"{stack}/r/choir")
+            page = pages.open(browser, f"{stack.base}/r/choir")
             fill_join(page, "Lis", role="spectator")
             joined(page)
             assert page.is_hidden("#sound-off")
@@ -324,13 +320,13 @@ def test_a_reload_without_a_click_offers_to_turn_the_sound_on(stack: str, output
 # --- 3. a blocked microphone ------------------------------------------------------------------
 
 
-def test_a_blocked_microphone_explains_and_lets_you_listen(stack: str, output_dir: Path) -> None:
+def test_a_blocked_microphone_explains_and_lets_you_listen(stack: Stack, output_dir: Path) -> None:
     axe = require_axe()
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw)
         try:
-            page = pages.open(browser, f"{stack}/r/choir", init_script=DENY_MIC)
+            page = pages.open(browser, f"{stack.base}/r/choir", init_script=DENY_MIC)
             page.fill("#name", "Ann")
             page.click("#cal-latency")
             page.wait_for_selector("#mic-help:not([hidden])")
@@ -366,10 +362,10 @@ def test_a_blocked_microphone_explains_and_lets_you_listen(stack: str, output_di
 # --- 4. room names -----------------------------------------------------------------------------
 
 
-def test_room_names_ignore_case_and_a_new_room_says_so(stack: str, output_dir: Path) -> None:
+def test_room_names_ignore_case_and_a_new_room_says_so(stack: Stack, output_dir: Path) -> None:
     pages = Pages(output_dir)
     request = urllib.request.Request(
-        f"{stack}/api/rooms",
+        f"{stack.base}/api/rooms",
         data=json.dumps({"room": "locked", "password": "pw"}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -378,7 +374,7 @@ def test_room_names_ignore_case_and_a_new_room_says_so(stack: str, output_dir: P
     with sync_playwright() as pw:
         browser = launch(pw)
         try:
-            ann = pages.open(browser, f"{stack}/")
+            ann = pages.open(browser, f"{stack.base}/")
             # An invalid name says what is allowed, next to the field.
             fill_join(ann, "Ann", room="my choir", role="spectator")
             error = text(ann, "#join-error")
@@ -392,7 +388,7 @@ def test_room_names_ignore_case_and_a_new_room_says_so(stack: str, output_dir: P
             assert "Nobody else is in room" in text(ann, "#alone")
 
             # "Choir" is the same room.
-            ben = pages.open(browser, f"{stack}/")
+            ben = pages.open(browser, f"{stack.base}/")
             fill_join(ben, "Ben", room="Choir", role="spectator")
             joined(ben)
             assert ben.evaluate("bbDebug.state.room") == "choir"
@@ -402,7 +398,7 @@ def test_room_names_ignore_case_and_a_new_room_says_so(stack: str, output_dir: P
                 poll(page, "document.querySelector('#alone').hidden", "no longer alone")
 
             # A wrong password is said once, and gone after the right one.
-            cy = pages.open(browser, f"{stack}/r/locked")
+            cy = pages.open(browser, f"{stack.base}/r/locked")
             fill_join(cy, "Cy", role="spectator", password="nope")
             poll(cy, "document.querySelector('#join-error').innerText !== ''", "refused")
             assert "password" in text(cy, "#join-error")
@@ -421,13 +417,13 @@ def test_room_names_ignore_case_and_a_new_room_says_so(stack: str, output_dir: P
 
 
 def test_states_stay_true_and_figures_live_in_details(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            page = pages.open(browser, f"{stack}/")
+            page = pages.open(browser, f"{stack.base}/")
             # The landing page does not claim a failure: nothing was tried yet.
             assert "Not connected" not in text(page, "header")
             assert page.is_hidden("#notice")
@@ -460,8 +456,10 @@ def test_states_stay_true_and_figures_live_in_details(
             assert not page.evaluate("document.querySelector('#details').open")
             # The occupancy chart in Details answers 404 until the room's mixer has
             # published (the browser would log that as a console error): wait for it.
-            wait_for(
-                lambda: urllib.request.urlopen(f"{stack}/api/rooms/choir/occupancy").status == 200,
+            wait_until(
+                lambda: (
+                    urllib.request.urlopen(f"{stack.base}/api/rooms/choir/occupancy").status == 200
+                ),
                 20,
                 "the room's first occupancy snapshot",
             )
@@ -482,14 +480,14 @@ def test_states_stay_true_and_figures_live_in_details(
 
 
 def test_phone_layout_puts_song_microphone_and_buckets_first(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
             # A long room name: the status line cuts the name, never the bucket.
-            page = pages.open(browser, f"{stack}/r/tuesday_evening_rehearsal_room")
+            page = pages.open(browser, f"{stack.base}/r/tuesday_evening_rehearsal_room")
             page.set_viewport_size({"width": 390, "height": 844})
             fill_join(page, "Ann")
             joined(page)
@@ -538,15 +536,15 @@ def audit(page: Any, axe: Path, report: Path) -> None:
 
 
 def test_accessibility_names_roles_live_region_and_axe(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     axe = require_axe()
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            ann = pages.open(browser, f"{stack}/r/choir")
-            ben = pages.open(browser, f"{stack}/r/choir")
+            ann = pages.open(browser, f"{stack.base}/r/choir")
+            ben = pages.open(browser, f"{stack.base}/r/choir")
             audit(ann, axe, output_dir / "axe-landing.json")
             fill_join(ann, "Ann")
             joined(ann)
@@ -606,13 +604,13 @@ def test_accessibility_names_roles_live_region_and_axe(
 # --- the mixing console ------------------------------------------------------------------------
 
 
-def test_the_console_faders_solo_and_mix_choice(stack: str, output_dir: Path, mic: Path) -> None:
+def test_the_console_faders_solo_and_mix_choice(stack: Stack, output_dir: Path, mic: Path) -> None:
     pages = Pages(output_dir)
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            ann = pages.open(browser, f"{stack}/r/console")
-            bob = pages.open(browser, f"{stack}/r/console")
+            ann = pages.open(browser, f"{stack.base}/r/console")
+            bob = pages.open(browser, f"{stack.base}/r/console")
             fill_join(ann, "Ann")
             joined(ann)
             fill_join(bob, "Bob")
@@ -674,7 +672,7 @@ PRESSED = ("rgb(36, 89, 184)", "rgb(27, 71, 147)")  # the accent, and its hover 
 
 
 def test_each_role_during_a_song_and_a_phone_joining_mid_song(
-    stack: str, output_dir: Path, mic: Path
+    stack: Stack, output_dir: Path, mic: Path
 ) -> None:
     axe = require_axe()
     pages = Pages(output_dir)
@@ -685,7 +683,7 @@ def test_each_role_during_a_song_and_a_phone_joining_mid_song(
     with sync_playwright() as pw:
         browser = launch(pw, mic)
         try:
-            ann = pages.open(browser, f"{stack}/r/choir")
+            ann = pages.open(browser, f"{stack.base}/r/choir")
             fill_join(ann, "Ann")
             joined(ann)
             ann.click("#lead")
@@ -702,12 +700,12 @@ def test_each_role_during_a_song_and_a_phone_joining_mid_song(
             ann.fill("#lyrics-text", LYRICS)
             ann.click("text=Show lyrics")
             poll(ann, "document.querySelectorAll('#lyrics li').length === 4", "lyrics shown")
-            ben = pages.open(browser, f"{stack}/r/choir")
+            ben = pages.open(browser, f"{stack.base}/r/choir")
             fill_join(ben, "Ben")
             joined(ben)
             ben.get_by_role("button", name="Join bucket 5", exact=True).click()
             poll(ben, "bbDebug.me.bucket === 4", "Ben in bucket 5, 12 s after the leader")
-            lis = pages.open(browser, f"{stack}/r/choir")
+            lis = pages.open(browser, f"{stack.base}/r/choir")
             fill_join(lis, "Lis", role="spectator")
             joined(lis)
             pages.shots(ann, "leader-before-the-song")
@@ -741,7 +739,7 @@ def test_each_role_during_a_song_and_a_phone_joining_mid_song(
             assert solo.evaluate("(el) => getComputedStyle(el).backgroundColor") in PRESSED
 
             # A phone joins mid-song and lands on the song and the lyrics, not 900 px down.
-            cy = pages.open(browser, f"{stack}/r/choir")
+            cy = pages.open(browser, f"{stack.base}/r/choir")
             cy.set_viewport_size({"width": 390, "height": 844})
             fill_join(cy, "Cy")
             joined(cy)

@@ -7,7 +7,6 @@ positions, so D_Ben - D_Ann seconds after she sang it); Ann must not hear Ben.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,23 @@ from playwright.sync_api import sync_playwright
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
 from tests.browser_support import (
     best_lag,
-    browser_stack,
+    console_errors,
     decode_dump,
     gated_tone,
     launch,
+    lead,
+    move_behind_the_leader,
     poll,
+    start_song,
     tone,
     tone_envelope,
     tone_level,
+    wait_heard,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import Stack
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 # Ann's microphone: 440 Hz notes of uneven lengths in a 4 s loop, so that the
@@ -35,13 +40,6 @@ RATE = SAMPLE_RATE
 ANN_NOTES = [(0.0, 0.3), (0.5, 0.6), (1.0, 1.6), (2.0, 2.2), (2.5, 3.4)]
 LOOP_S = 4.0
 BLOCK = OCC_FRAME_SAMPLES  # envelope resolution: 128 samples (2.7 ms)
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    """A mixer and a gateway on the test's Redis; yields the gateway's base URL."""
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = None) -> None:
@@ -60,7 +58,7 @@ def join(page: Any, base: str, name: str, query: str, screenshot: Path | None = 
 
 @pytest.mark.parametrize("codec", ["opus", "pcm16"])
 def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
-    stack: str, output_dir: Path, codec: str
+    stack: Stack, output_dir: Path, codec: str
 ) -> None:
     ann_mic = write_wav(output_dir / "ann-440.wav", gated_tone(440, ANN_NOTES, LOOP_S, RATE), RATE)
     ben_mic = write_wav(output_dir / "ben-660.wav", tone(660, LOOP_S, RATE), RATE)
@@ -70,17 +68,11 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
         try:
             ann = browser_a.new_page(viewport={"width": 1180, "height": 860})
             ben = browser_b.new_page(viewport={"width": 1180, "height": 860})
-            errors: list[str] = []
-            for page in (ann, ben):
-                page.on(
-                    "console",
-                    lambda msg: errors.append(msg.text) if msg.type == "error" else None,
-                )
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            errors = console_errors(ann, ben)
             # The Opus run uses WebCodecs; the other forces the pcm16 fallback.
             query = "" if codec == "opus" else "&codec=pcm16"
-            join(ann, stack, "Ann", f"{query}&debug=1", output_dir / "ann-setup.png")
-            join(ben, stack, "Ben", query)
+            join(ann, stack.base, "Ann", f"{query}&debug=1", output_dir / "ann-setup.png")
+            join(ben, stack.base, "Ben", query)
             assert ann.evaluate("bbDebug.codec") == codec == ben.evaluate("bbDebug.codec")
 
             # Both pages list both singers.
@@ -95,36 +87,17 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
 
             # Ann leads (first bucket); Ben then moves to a later bucket by hand
             # (the third, or the fourth if leading already put him in the third).
-            ann.click("#lead")
-            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
-            poll(ben, "bbDebug.state && bbDebug.state.leader !== null", "Ben sees a leader")
-            target = 3 if ben.evaluate("bbDebug.me.bucket") == 2 else 2
-            ben.click(f"#buckets li[data-bucket='{target}'] button")
-            poll(
-                ben,
-                f"bbDebug.me && bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]",
-                f"Ben in bucket {target + 1}",
-            )
+            lead(ann)
+            target = move_behind_the_leader(ben)
             state = ben.evaluate("bbDebug.state")
             d_ann = ann.evaluate("bbDebug.me.delay")
             d_ben = ben.evaluate("bbDebug.me.delay")
             assert d_ann == state["buckets"]["delays"][0]
             assert d_ben - d_ann == target * state["buckets"]["spacing"]
 
-            ann.click("#start")
-            poll(ann, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
-
+            start_song(ann)
             # Wait for 3 s of Ann's singing to reach Ben (it needs D_Ben - D_Ann - lead).
-            def ann_reached_ben() -> bool:
-                sung = ann.evaluate("bbDebug.sent.span()")
-                heard = ben.evaluate("bbDebug.received.span()")
-                return bool(
-                    sung["start"] is not None
-                    and heard["end"] is not None
-                    and heard["end"] >= sung["start"] + 3 * RATE
-                )
-
-            wait_for(ann_reached_ben, 30, "3 s of Ann's singing to reach Ben", interval_s=0.2)
+            wait_heard(ann, ben, 3, 30)
             poll(
                 ann,
                 f"(bbDebug.levels[{ben.evaluate('bbDebug.me.singer_id')!r}] ?? -200) > -40",

@@ -28,7 +28,6 @@ from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
 from tests.browser_support import (
     Samples,
     best_lag,
-    browser_stack,
     decode_dump,
     gated_tone,
     launch,
@@ -45,7 +44,9 @@ from tests.engines.firefox import (
 from tests.engines.page import DENY_MIC, HIDE_WEBCODECS, EnginePage, gated_mic_script, wait_js
 from tests.engines.pulse import pulseaudio
 from tests.engines.webkit import webkit, xvfb
-from tests.support import wait_for
+from tests.support import Stack, wait_until
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 BLOCK = OCC_FRAME_SAMPLES
@@ -56,12 +57,6 @@ CHROMIUM_NOTES = [(0.0, 0.7), (1.0, 1.2), (1.6, 2.5), (3.0, 3.3)]
 ENGINE_HZ, CHROMIUM_HZ = 440.0, 660.0
 WINDOW_S = 2.0  # the stretch compared: half a loop of notes, several note edges in any
 HEARD_S = 5.0  # how much of a voice to wait for
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 @contextmanager
@@ -184,12 +179,12 @@ def engine_join(page: EnginePage, url: str) -> None:
     ids=["firefox", "webkit", "firefox-without-webcodecs"],
 )
 def test_engine_leads_is_heard_and_hears_the_room(
-    stack: str, output_dir: Path, engine: str, webcodecs: bool
+    stack: Stack, output_dir: Path, engine: str, webcodecs: bool
 ) -> None:
     cid_mic = write_wav(
         output_dir / "cid-660.wav", gated_tone(CHROMIUM_HZ, CHROMIUM_NOTES, LOOP_S, RATE), RATE
     )
-    url = f"{stack}/?room=choir&debug=1"
+    url = f"{stack.base}/?room=choir&debug=1"
     with engine_page(engine, output_dir) as eve, sync_playwright() as pw:
         eve.add_init_script(gated_mic_script(ENGINE_HZ, ENGINE_NOTES, LOOP_S))
         if not webcodecs:
@@ -211,7 +206,7 @@ def test_engine_leads_is_heard_and_hears_the_room(
             wait_js(eve, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
 
             # Its voice heard: 3 s of Eve's singing in what Cid received.
-            wait_for(
+            wait_until(
                 lambda: (
                     overlap_s(
                         eve.js("bbDebug.sent.span()"), cid.evaluate("bbDebug.received.span()")
@@ -236,7 +231,7 @@ def test_engine_leads_is_heard_and_hears_the_room(
                 eve, f"bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]", "Eve moved"
             )
             eve.js("bbDebug.record(25)")
-            wait_for(
+            wait_until(
                 lambda: (
                     overlap_s(
                         cid.evaluate("bbDebug.sent.span()"), eve.js("bbDebug.received.span()")
@@ -300,11 +295,11 @@ def test_engine_leads_is_heard_and_hears_the_room(
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("engine", ["firefox", "webkit"])
 def test_a_blocked_microphone_shows_the_engines_own_steps(
-    stack: str, output_dir: Path, engine: str
+    stack: Stack, output_dir: Path, engine: str
 ) -> None:
     steps = {"firefox": "Firefox", "webkit": "Safari"}[engine]
     with engine_page(engine, output_dir, blocked_mic=True) as page:
-        page.goto(f"{stack}/?room=choir")
+        page.goto(f"{stack.base}/?room=choir")
         wait_js(page, "document.body.dataset.ready === '1'", "the page is ready")
         page.fill("#name", "Eve")
         page.fill("#latency-ms", "0")
@@ -326,17 +321,17 @@ def test_a_blocked_microphone_shows_the_engines_own_steps(
 
 @pytest.mark.flaky(reruns=1, only_rerun=[FirefoxAudioDeadlock])
 @pytest.mark.timeout(240)
-def test_firefox_after_a_reload_offers_to_turn_the_sound_on(stack: str, output_dir: Path) -> None:
+def test_firefox_after_a_reload_offers_to_turn_the_sound_on(stack: Stack, output_dir: Path) -> None:
     """Firefox as installed: sound only after a click. A reload rejoins by itself, with
     no click; the page must offer one ("Turn on sound"), and that click starts the sound."""
     with pulseaudio(output_dir) as pulse, firefox(output_dir, pulse, AUTOPLAY_BLOCKED) as page:
-        page.goto(f"{stack}/r/choir")
+        page.goto(f"{stack.base}/r/choir")
         wait_js(page, "document.body.dataset.ready === '1'", "the page is ready")
         page.fill("#name", "Lis")
         page.click("input[name=role][value=spectator]")
         page.click("#join")
         wait_js(page, "bbDebug.me !== null", "Lis joined")
-        page.goto(f"{stack}/r/choir")
+        page.goto(f"{stack.base}/r/choir")
         wait_js(page, "document.body.dataset.ready === '1'", "the page is ready again")
         wait_js(page, "bbDebug.me !== null && bbDebug.audioState !== null", "Lis rejoined")
         assert page.js("bbDebug.audioState") == "suspended", "Firefox played without a click"

@@ -15,7 +15,6 @@ hears exactly those gains. Cat joins late and sees the lyrics and the image.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,22 @@ from common.records import Metronome
 from common.tracks import CLICK_ACCENT_HZ, CLICK_HZ, CLICK_SAMPLES, clicks_between
 from tests.browser_support import (
     best_lag,
-    browser_stack,
+    console_errors,
     decode_dump,
     fill_join,
     gated_tone,
     launch,
+    lead,
     poll,
+    set_metronome,
     tone_envelope,
+    upload_track,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import Stack, wait_until
 from tests.uploadfiles import encode, png_bytes, tone_notes
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 ANN_NOTES = [(0.0, 0.3), (0.5, 0.6), (1.0, 1.6), (2.0, 2.2), (2.5, 3.4)]
@@ -57,12 +61,6 @@ LYRICS = (
     "Life is but a dream"
 )
 TOLERANCE = round(0.005 * RATE)  # ±5 ms
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 def join(page: Any, base: str, name: str, role: str = "singer") -> None:
@@ -91,7 +89,7 @@ def locate(signal: np.ndarray, reference: np.ndarray, expected: int, search: int
 
 
 def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
-    stack: str, output_dir: Path
+    stack: Stack, output_dir: Path
 ) -> None:
     ann_mic = write_wav(output_dir / "ann-440.wav", gated_tone(440, ANN_NOTES, 4.0, RATE), RATE)
     ben_mic = write_wav(output_dir / "ben-silent.wav", np.zeros(RATE, np.float32), RATE)
@@ -104,24 +102,15 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
         browsers = [launch(pw, ann_mic), launch(pw, ben_mic), launch(pw)]
         try:
             ann, ben, cat = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, ben, cat):
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-            join(ann, stack, "Ann")
-            join(ben, stack, "Ben")
-            ann.click("#lead")
-            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            errors = console_errors(ann, ben, cat)
+            join(ann, stack.base, "Ann")
+            join(ben, stack.base, "Ben")
+            lead(ann)
             poll(ben, "bbDebug.me && bbDebug.me.bucket === 1", "Ben in the second bucket")
 
             # Ann sets the song material through her page.
-            ann.set_input_files("#track-file", str(track_file))
-            poll(ann, "bbDebug.state.song.track !== null", "the track is the room's", 30)
-            ann.check("#metronome input[name=on]")
-            ann.fill("#metronome input[name=bpm]", "120")
-            ann.fill("#metronome input[name=beats]", "4")
-            ann.check("#metronome input[name=count_in]")
-            ann.click("#metronome button[type=submit]")
+            upload_track(ann, track_file)
+            set_metronome(ann, 120, 4, count_in=True)
             poll(
                 ann,
                 "bbDebug.state.song.metronome.on && bbDebug.state.song.metronome.count_in",
@@ -166,14 +155,14 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
             )
             end = int(ended["end_pos"])
             cues = ann.evaluate("bbDebug.state.material.cues")
-            wait_for(
+            wait_until(
                 lambda: (ben.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 10,
                 30,
                 "Ben's playback to pass the end of the song",
                 interval_s=0.2,
             )
             # Cat joins late: the lyrics and the image are there.
-            join(cat, stack, "Cat", role="spectator")
+            join(cat, stack.base, "Cat", role="spectator")
             poll(cat, "document.querySelectorAll('#lyrics li').length === 4", "Cat sees the lyrics")
             poll(
                 cat,

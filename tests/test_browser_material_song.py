@@ -18,7 +18,6 @@ clicks too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,21 @@ from common.constants import SAMPLE_RATE
 from common.records import Metronome
 from common.tracks import clicks_between
 from tests.browser_support import (
-    browser_stack,
+    console_errors,
     decode_dump,
     fill_join,
     launch,
+    lead,
     poll,
+    set_metronome,
+    upload_track,
     write_wav,
 )
-from tests.support import wait_for
+from tests.support import Stack, wait_until
 from tests.test_browser_material import click_wave
 from tests.uploadfiles import encode, tone_notes
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 RATE = SAMPLE_RATE
 ROOM = "evening"
@@ -52,12 +56,6 @@ METRONOME = Metronome(on=True, bpm=120, beats=4)
 LYRICS = "Row, row, row your boat\nGently down the stream\nMerrily, merrily"
 TRACK_LEVEL = 0.8**2  # the page's default levels (80 % and 60 %), square law
 CLICK_LEVEL = 0.6**2
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir) as base:
-        yield base
 
 
 def make_room(redis_url: str) -> None:
@@ -108,7 +106,7 @@ def heard(
 
 
 def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
-    stack: str, redis_url: str, output_dir: Path
+    stack: Stack, redis_url: str, output_dir: Path
 ) -> None:
     make_room(redis_url)
     silence = write_wav(output_dir / "silent.wav", np.zeros(RATE, np.float32), RATE)
@@ -121,28 +119,20 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
         browsers = [launch(pw, silence), launch(pw), launch(pw)]
         try:
             ann, lis, max_ = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, lis, max_):
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-            join(ann, stack, "Ann", "singer")
-            join(lis, stack, "Lis", "spectator")
-            ann.click("#lead")
-            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            errors = console_errors(ann, lis, max_)
+            join(ann, stack.base, "Ann", "singer")
+            join(lis, stack.base, "Lis", "spectator")
+            lead(ann)
             poll(lis, "bbDebug.me && bbDebug.me.delay === 15 * 48000", "Lis is 15 s behind")
 
-            ann.set_input_files("#track-file", str(track_file))
-            poll(ann, "bbDebug.state.song.track !== null", "the track is the room's", 30)
-            ann.check("#metronome input[name=on]")
-            ann.fill("#metronome input[name=bpm]", "120")
-            ann.fill("#metronome input[name=beats]", "4")
-            ann.click("#metronome button[type=submit]")
+            upload_track(ann, track_file)
+            set_metronome(ann, 120, 4)
             poll(ann, "bbDebug.state.song.metronome.on", "the metronome is on")
             ann.fill("#lyrics-text", LYRICS)
             ann.click("text=Show lyrics")
             poll(lis, "bbDebug.state.song.track !== null && bbDebug.state.song.metronome.on", "Lis")
 
-            open_page(max_, stack, "spectator")  # Max joins later
+            open_page(max_, stack.base, "spectator")  # Max joins later
             ann.click("#start")
             song = poll(ann, "bbDebug.state.song.running && bbDebug.state.song", "song 1 runs")
             start = int(song["start_pos"])
@@ -172,7 +162,7 @@ def test_the_last_bucket_plays_song_1s_material_after_the_leader_changed_it(
             # Max joins now, 15 s behind too: his page never saw song 1 run, only the state.
             fill_join(max_, "Max", role="spectator")
             for page, who in ((lis, "Lis"), (max_, "Max")):
-                wait_for(
+                wait_until(
                     lambda page=page: (
                         (page.evaluate("bbDebug.played.span().end") or 0) >= end + RATE // 5
                     ),

@@ -10,12 +10,10 @@ server serves the modules.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 from common.constants import SAMPLE_RATE
 from common.records import Metronome
@@ -26,29 +24,17 @@ from common.tracks import (
     count_in_samples,
     song_origin,
 )
-from tests.browser_support import launch, static_server
 
 T0 = 85_236_480_000_000
 
 
-@pytest.fixture(scope="module")
-def page() -> Iterator[Any]:
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            pg = browser.new_page()
-            pg.goto(f"{base}/blank")
-            pg.evaluate(
-                """async () => {
-                  window.met = await import('/static/metronome.js');
-                  window.back = await import('/static/backing.js');
-                  window.lyr = await import('/static/lyrics.js');
-                  window.mat = await import('/static/materialview.js');
-                }"""
-            )
-            yield pg
-        finally:
-            browser.close()
+PAGE_SCRIPT = """async () => {
+  window.met = await import('/static/metronome.js');
+  window.back = await import('/static/backing.js');
+  window.lyr = await import('/static/lyrics.js');
+  window.mat = await import('/static/materialview.js');
+}"""
+"""The modules under test, loaded in the module's ``page`` (tests/conftest.py)."""
 
 
 def metronome_cases() -> list[Metronome]:

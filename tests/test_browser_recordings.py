@@ -18,23 +18,21 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import shutil
 import time
 import zipfile
 import zoneinfo
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import soundfile as sf
 from playwright.sync_api import sync_playwright
 
 from common import keys
 from common.constants import SAMPLE_RATE
 from tests.browser_support import (
-    browser_stack,
+    chromium_page,
+    console_errors,
     fill_join,
     launch,
     poll,
@@ -44,7 +42,10 @@ from tests.browser_support import (
     write_wav,
 )
 from tests.recordingfiles import make_recording
+from tests.support import Stack
 from tests.test_browser_choir import audit
+
+pytestmark = pytest.mark.stack(chromium=True)
 
 ZONE = "America/New_York"
 # 2026-12-01 08:00 and 08:10 UTC: 03:00 and 03:10 in New York.
@@ -77,11 +78,10 @@ DURATION = """async (selector) => {
 
 
 @pytest.fixture
-def root(output_dir: Path) -> Path:
-    folder = output_dir / "recordings"
-    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's
-    folder.mkdir()
-    return folder
+def root(stack: Stack) -> Path:
+    """The stack's recordings folder (emptied as the stack started), which its gateway serves."""
+    stack.recordings.mkdir(exist_ok=True)
+    return stack.recordings
 
 
 def join(page: Any, base: str, room: str, name: str, role: str, password: str = "") -> None:
@@ -115,179 +115,146 @@ def check_zip(data: bytes, folder: Path, sidecar: dict[str, Any]) -> None:
             assert archive.read(name) == (folder / name).read_bytes()
 
 
-def collect_errors(page: Any, errors: list[str]) -> None:
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path, root: Path) -> Iterator[str]:
-    with browser_stack(redis_url, output_dir, {"BB_RECORDINGS_DIR": str(root)}) as base:
-        yield base
-
-
 def test_an_open_rooms_recordings_play_and_download_from_the_panel(
-    stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors: list[str] = []
-            collect_errors(page, errors)
-            join(page, stack, "open", "Lis", "spectator")
-            poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
-            assert page.inner_text("#recordings-empty") == "No recordings yet."
+    with chromium_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900}) as page:
+        errors = console_errors(page)
+        join(page, stack.base, "open", "Lis", "spectator")
+        poll(page, "!document.querySelector('#recordings-empty').hidden", "nothing yet")
+        assert page.inner_text("#recordings-empty") == "No recordings yet."
 
-            first = make_recording(root, "open", 1, T1, leader="Ann", seconds=1.0)
-            second = make_recording(root, "open", 2, T2, leader="Bo", stems=["Bo", "Cy"])
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelectorAll('#recordings li').length === 2", "two listed")
-            assert page.is_hidden("#recordings-empty")
-            rows = page.evaluate(ROWS)
-            assert [r["stem"] for r in rows] == [stem_of(second), stem_of(first)]
-            assert [(r["song"], r["length"], r["time"], r["leader"]) for r in rows] == [
-                ("Song 2", "0:01", local(T2), "led by Bo"),
-                ("Song 1", "0:01", local(T1), "led by Ann"),
+        first = make_recording(root, "open", 1, T1, leader="Ann", seconds=1.0)
+        second = make_recording(root, "open", 2, T2, leader="Bo", stems=["Bo", "Cy"])
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelectorAll('#recordings li').length === 2", "two listed")
+        assert page.is_hidden("#recordings-empty")
+        rows = page.evaluate(ROWS)
+        assert [r["stem"] for r in rows] == [stem_of(second), stem_of(first)]
+        assert [(r["song"], r["length"], r["time"], r["leader"]) for r in rows] == [
+            ("Song 2", "0:01", local(T2), "led by Bo"),
+            ("Song 1", "0:01", local(T1), "led by Ann"),
+        ]
+        for row, sidecar, stems in ((rows[0], second, True), (rows[1], first, False)):
+            want = [
+                ["Mix (Ogg)", api("open", sidecar["ogg"]), sidecar["ogg"]],
+                ["FLAC", api("open", sidecar["flac"]), sidecar["flac"]],
             ]
-            for row, sidecar, stems in ((rows[0], second, True), (rows[1], first, False)):
-                want = [
-                    ["Mix (Ogg)", api("open", sidecar["ogg"]), sidecar["ogg"]],
-                    ["FLAC", api("open", sidecar["flac"]), sidecar["flac"]],
-                ]
-                if stems:
-                    zipped = f"{stem_of(sidecar)}.stems.zip"
-                    want.append(["Stems (zip)", api("open", zipped), zipped])
-                assert row["links"] == want
-                # An open room: the player streams the file from the gateway.
-                assert row["audio"] == api("open", sidecar["ogg"]) and not row["listen"]
-            duration = page.evaluate(DURATION, "#recordings li:first-child audio")
-            assert abs(duration - 1.0) < 0.05
+            if stems:
+                zipped = f"{stem_of(sidecar)}.stems.zip"
+                want.append(["Stems (zip)", api("open", zipped), zipped])
+            assert row["links"] == want
+            # An open room: the player streams the file from the gateway.
+            assert row["audio"] == api("open", sidecar["ogg"]) and not row["listen"]
+        duration = page.evaluate(DURATION, "#recordings li:first-child audio")
+        assert abs(duration - 1.0) < 0.05
 
-            with page.expect_download() as download:
-                page.click("#recordings li:first-child a:text('Stems (zip)')")
-            assert download.value.suggested_filename == f"{stem_of(second)}.stems.zip"
-            check_zip(Path(download.value.path()).read_bytes(), root / "open", second)
-            with page.expect_download() as download:
-                page.click("#recordings li:nth-child(2) a:text('FLAC')")
-            assert download.value.suggested_filename == first["flac"]
-            got = Path(download.value.path()).read_bytes()
-            assert got == (root / "open" / first["flac"]).read_bytes()
+        with page.expect_download() as download:
+            page.click("#recordings li:first-child a:text('Stems (zip)')")
+        assert download.value.suggested_filename == f"{stem_of(second)}.stems.zip"
+        check_zip(Path(download.value.path()).read_bytes(), root / "open", second)
+        with page.expect_download() as download:
+            page.click("#recordings li:nth-child(2) a:text('FLAC')")
+        assert download.value.suggested_filename == first["flac"]
+        got = Path(download.value.path()).read_bytes()
+        assert got == (root / "open" / first["flac"]).read_bytes()
 
-            # A newer one goes on top; the rows already shown stay.
-            page.evaluate("window.kept = document.querySelector('#recordings li')")
-            third = make_recording(root, "open", 3, T3, leader="Ann")
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelectorAll('#recordings li').length === 3", "three listed")
-            assert page.evaluate(ROWS)[0]["stem"] == stem_of(third)
-            assert page.evaluate("document.querySelectorAll('#recordings li')[1] === window.kept")
-            page.screenshot(path=str(output_dir / "open-room.png"), full_page=True)
-            audit(page, require_axe(), output_dir / "axe-open-room.json")
-            assert not errors, errors
-        finally:
-            browser.close()
+        # A newer one goes on top; the rows already shown stay.
+        page.evaluate("window.kept = document.querySelector('#recordings li')")
+        third = make_recording(root, "open", 3, T3, leader="Ann")
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelectorAll('#recordings li').length === 3", "three listed")
+        assert page.evaluate(ROWS)[0]["stem"] == stem_of(third)
+        assert page.evaluate("document.querySelectorAll('#recordings li')[1] === window.kept")
+        page.screenshot(path=str(output_dir / "open-room.png"), full_page=True)
+        audit(page, require_axe(), output_dir / "axe-open-room.json")
+        assert not errors, errors
 
 
 def test_a_password_rooms_recordings_need_the_seat(
-    stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900})
-            errors: list[str] = []
-            collect_errors(page, errors)
-            sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
-            join(page, stack, "closed", "Lis", "spectator", password="secret")
-            poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
-            [row] = page.evaluate(ROWS)
-            assert (row["song"], row["length"], row["time"]) == ("Song 4", "0:01", local(T2))
-            zipped = f"{stem_of(sidecar)}.stems.zip"
-            assert [link[:2] for link in row["links"]] == [
-                ["Mix (Ogg)", api("closed", sidecar["ogg"])],
-                ["FLAC", api("closed", sidecar["flac"])],
-                ["Stems (zip)", api("closed", zipped)],
-            ]
-            # Without the seat's headers the gateway refuses: a plain link could not work.
-            refused = page.evaluate(
-                "(u) => fetch(u).then((r) => r.status)", api("closed", sidecar["ogg"])
-            )
-            assert refused == 401
-            assert row["audio"] is None and row["listen"]
-
-            page.click("#recordings button.listen")
-            poll(page, "document.querySelector('#recordings audio') !== null", "the player")
-            src = page.get_attribute("#recordings audio", "src")
-            assert src is not None and src.startswith("blob:")
-            assert abs(page.evaluate(DURATION, "#recordings audio") - 1.0) < 0.05
-
-            folder = root / "closed"
-            for label, name in (("FLAC", sidecar["flac"]), ("Stems (zip)", zipped)):
-                with page.expect_download() as download:
-                    page.click(f"#recordings a:text('{label}')")
-                assert download.value.suggested_filename == name
-                data = Path(download.value.path()).read_bytes()
-                if name == zipped:
-                    check_zip(data, folder, sidecar)
-                else:
-                    assert data == (folder / name).read_bytes()
-                href = page.get_attribute(f"#recordings a:text('{label}')", "href")
-                assert href is not None and href.startswith("blob:")
-
-            # A seat the room does not know: told in words, the list stays.
-            seat = page.evaluate("sessionStorage.getItem('bb.seat')")
-            page.evaluate(
-                """() => {
-                  const seat = JSON.parse(sessionStorage.getItem('bb.seat'));
-                  sessionStorage.setItem('bb.seat', JSON.stringify({...seat, token: 'wrong'}));
-                }"""
-            )
-            page.click("#recordings-refresh")
-            poll(
-                page,
-                "document.querySelector('#recordings-status').textContent.includes('no longer')",
-                "the refusal in words",
-            )
-            assert page.evaluate("document.querySelectorAll('#recordings li').length") == 1
-            page.evaluate("(s) => sessionStorage.setItem('bb.seat', s)", seat)
-            page.click("#recordings-refresh")
-            poll(page, "document.querySelector('#recordings-status').textContent === ''", "ok")
-            page.screenshot(path=str(output_dir / "password-room.png"), full_page=True)
-            # The browser logs the two refusals provoked above, and nothing else.
-            assert [e.rsplit("(", 1)[-1] for e in errors] == ["Unauthorized)", "Forbidden)"]
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def full_stack(redis_url: str, output_dir: Path, root: Path) -> Iterator[str]:
-    env = {"BB_RECORDINGS_DIR": str(root)}
-    with browser_stack(redis_url, output_dir, env, recorder=True) as base:
-        # Three buckets 1.5 s apart (the least the mixer takes): the recording is ready a few
-        # seconds after the song.
-        client = redis.Redis.from_url(redis_url)
-        client.hset(
-            keys.room_meta("rec"),
-            mapping={"created_at": time.time(), "n_buckets": 3, "bucket_spacing_s": 1.5},
+    with chromium_page(timezone_id=ZONE, viewport={"width": 1180, "height": 900}) as page:
+        errors = console_errors(page)
+        sidecar = make_recording(root, "closed", 4, T2, leader="Ann", stems=["Ann"], track=True)
+        join(page, stack.base, "closed", "Lis", "spectator", password="secret")
+        poll(page, "document.querySelectorAll('#recordings li').length === 1", "listed")
+        [row] = page.evaluate(ROWS)
+        assert (row["song"], row["length"], row["time"]) == ("Song 4", "0:01", local(T2))
+        zipped = f"{stem_of(sidecar)}.stems.zip"
+        assert [link[:2] for link in row["links"]] == [
+            ["Mix (Ogg)", api("closed", sidecar["ogg"])],
+            ["FLAC", api("closed", sidecar["flac"])],
+            ["Stems (zip)", api("closed", zipped)],
+        ]
+        # Without the seat's headers the gateway refuses: a plain link could not work.
+        refused = page.evaluate(
+            "(u) => fetch(u).then((r) => r.status)", api("closed", sidecar["ogg"])
         )
-        client.sadd(keys.ROOMS, "rec")
-        client.close()
-        yield base
+        assert refused == 401
+        assert row["audio"] is None and row["listen"]
+
+        page.click("#recordings button.listen")
+        poll(page, "document.querySelector('#recordings audio') !== null", "the player")
+        src = page.get_attribute("#recordings audio", "src")
+        assert src is not None and src.startswith("blob:")
+        assert abs(page.evaluate(DURATION, "#recordings audio") - 1.0) < 0.05
+
+        folder = root / "closed"
+        for label, name in (("FLAC", sidecar["flac"]), ("Stems (zip)", zipped)):
+            with page.expect_download() as download:
+                page.click(f"#recordings a:text('{label}')")
+            assert download.value.suggested_filename == name
+            data = Path(download.value.path()).read_bytes()
+            if name == zipped:
+                check_zip(data, folder, sidecar)
+            else:
+                assert data == (folder / name).read_bytes()
+            href = page.get_attribute(f"#recordings a:text('{label}')", "href")
+            assert href is not None and href.startswith("blob:")
+
+        # A seat the room does not know: told in words, the list stays.
+        seat = page.evaluate("sessionStorage.getItem('bb.seat')")
+        page.evaluate(
+            """() => {
+              const seat = JSON.parse(sessionStorage.getItem('bb.seat'));
+              sessionStorage.setItem('bb.seat', JSON.stringify({...seat, token: 'wrong'}));
+            }"""
+        )
+        page.click("#recordings-refresh")
+        poll(
+            page,
+            "document.querySelector('#recordings-status').textContent.includes('no longer')",
+            "the refusal in words",
+        )
+        assert page.evaluate("document.querySelectorAll('#recordings li').length") == 1
+        page.evaluate("(s) => sessionStorage.setItem('bb.seat', s)", seat)
+        page.click("#recordings-refresh")
+        poll(page, "document.querySelector('#recordings-status').textContent === ''", "ok")
+        page.screenshot(path=str(output_dir / "password-room.png"), full_page=True)
+        # The browser logs the two refusals provoked above, and nothing else.
+        assert [e.rsplit("(", 1)[-1] for e in errors] == ["Unauthorized)", "Forbidden)"]
 
 
+@pytest.mark.stack(chromium=True, recorders=1)
 def test_the_leader_chooses_stems_and_the_song_appears_by_itself(
-    full_stack: str, root: Path, output_dir: Path
+    stack: Stack, root: Path, output_dir: Path
 ) -> None:
+    # Three buckets 1.5 s apart (the least the mixer takes): the recording is ready a few
+    # seconds after the song.
+    stack.redis.hset(
+        keys.room_meta("rec"),
+        mapping={"created_at": time.time(), "n_buckets": 3, "bucket_spacing_s": 1.5},
+    )
+    stack.redis.sadd(keys.ROOMS, "rec")
     mic = write_wav(output_dir / "ann-440.wav", tone(440, 2.0, SAMPLE_RATE), SAMPLE_RATE)
     with sync_playwright() as pw:
         browsers = [launch(pw, mic), launch(pw)]
         try:
             ann, ben = (b.new_page(viewport={"width": 1180, "height": 900}) for b in browsers)
-            errors: list[str] = []
-            for page in (ann, ben):
-                collect_errors(page, errors)
-            join(ann, full_stack, "rec", "Ann", "singer")
-            join(ben, full_stack, "rec", "Ben", "spectator")
+            errors = console_errors(ann, ben)
+            join(ann, stack.base, "rec", "Ann", "singer")
+            join(ben, stack.base, "rec", "Ben", "spectator")
             ann.click("#lead")
             poll(ann, "bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
             poll(ann, "!document.querySelector('#recording-options').hidden", "Ann's options")

@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-from playwright.sync_api import sync_playwright
-
-from tests.browser_support import launch, static_server
 
 ZONE = "Asia/Kolkata"
 STEM = "choir-song3-20261201-0810-Ann"
@@ -36,17 +30,9 @@ PANEL = """
 """
 
 
-@pytest.fixture(scope="module")
-def page() -> Iterator[Any]:
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            pg = browser.new_page(timezone_id=ZONE)
-            pg.goto(f"{base}/blank")
-            pg.evaluate("async () => { window.rec = await import('/static/recordingsview.js'); }")
-            yield pg
-        finally:
-            browser.close()
+PAGE_SCRIPT = "async () => { window.rec = await import('/static/recordingsview.js'); }"
+PAGE_OPTIONS = {"timezone_id": ZONE}
+"""The module's ``page`` (tests/conftest.py): the panel's module, in the zone above."""
 
 
 def sidecar(song: int, created: float | None, stems: bool = False, **more: Any) -> dict[str, Any]:

@@ -5,20 +5,15 @@ and what it tells a person on each browser."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
-from playwright.sync_api import sync_playwright
-
-from tests.browser_support import launch, static_server
 
 # Readings every 250 ms, as audio.js takes them, of a context whose clocks
 # behave as asked: `outRate` is how fast the output timestamp's performanceTime
 # runs, `currentRate` the main thread's currentTime, `audioRate` the rendered
 # frames; `stallMs` holds the audio (frames and currentTime) still at first;
 # `noOutput` is a browser without getOutputTimestamp; `outAheadMs` shifts it.
-SIMULATE = """
+# The module's ``page`` (tests/conftest.py) runs it.
+PAGE_SCRIPT = """
   window.simulate = async (opts) => {
     const { TimingCheck } = await import('/static/timing.js');
     const o = { seconds: 8, outRate: 1, currentRate: 1, audioRate: 1, stallMs: 0, noOutput: false,
@@ -39,19 +34,6 @@ SIMULATE = """
     return verdicts;
   };
 """
-
-
-@pytest.fixture(scope="module")
-def page() -> Iterator[Any]:
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            pg = browser.new_page()
-            pg.goto(f"{base}/blank")
-            pg.evaluate(SIMULATE)
-            yield pg
-        finally:
-            browser.close()
 
 
 def simulate(page: Any, **opts: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,47 +14,34 @@ import jsonschema
 import msgspec
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 from common.browser_schema import SCHEMA_PATH
 from common.constants import OCC_FRAME_SAMPLES, SAMPLE_RATE
 from mixer.room import Role, RoomConfig, RoomState
 from mixer.view import public_state
-from tests.browser_support import b64_floats, launch, static_server
+from tests.browser_support import b64_floats
 
 RATE = SAMPLE_RATE
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000 * SAMPLE_RATE
 
 
-@pytest.fixture(scope="module")
-def page() -> Iterator[Any]:
-    """One Chromium page on the static server, with the modules under test loaded."""
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            pg = browser.new_page()
-            pg.goto(f"{base}/blank")
-            pg.evaluate(
-                """async () => {
-                  window.cal = await import('/static/calibration.js');
-                  window.clk = await import('/static/clock.js');
-                  window.conn = await import('/static/protocol.js');
-                  window.occ = await import('/static/occupancy.js');
-                  window.f32 = (b64) => new Float32Array(
-                    Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
-                  window.b64 = (arr) => {
-                    const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
-                    let s = '';
-                    for (let i = 0; i < bytes.length; i += 0x8000)
-                      s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-                    return btoa(s);
-                  };
-                }"""
-            )
-            yield pg
-        finally:
-            browser.close()
+PAGE_SCRIPT = """async () => {
+  window.cal = await import('/static/calibration.js');
+  window.clk = await import('/static/clock.js');
+  window.conn = await import('/static/protocol.js');
+  window.occ = await import('/static/occupancy.js');
+  window.f32 = (b64) => new Float32Array(
+    Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
+  window.b64 = (arr) => {
+    const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000)
+      s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
+}"""
+"""The module's ``page`` (tests/conftest.py): the modules under test, and base64 helpers."""
 
 
 # --- latency calibration ----------------------------------------------------------

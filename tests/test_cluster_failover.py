@@ -9,29 +9,21 @@ the room's members, song and meta must still be there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import numpy as np
-import pytest
 
 from brigade.rediscluster import LocalRedisCluster
 from common import keys, redisclient
 from common.clock import now_samples
-from tests.support import cluster
-from tests.test_gateway_e2e import Peer, Samples, Voice, start_song, until
+from tests.support import async_wait_until, running_stack
+from tests.test_gateway_e2e import Peer, Samples, Voice, start_song
 
 LOUD = 0.05
 """RMS of a 20 ms frame of Ann's tone (0.3 peak, so about 0.2) against silence."""
 ENOUGH = 25
 """Half a second of Ann's tone heard (frames): she is heard, not a stray frame."""
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def loud_after(frames: dict[int, Samples], position: int) -> int:
@@ -46,10 +38,9 @@ def loud_after(frames: dict[int, Samples], position: int) -> int:
 async def test_the_last_bucket_keeps_hearing_the_first_when_the_rooms_master_dies(
     own_cluster: LocalRedisCluster, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    env = {"REDIS_URL": own_cluster.url, "BB_LOG_LEVEL": "INFO"}
-    with cluster(env, tmp_path, "f") as started:
-        ws = [url.replace("http://", "ws://") + "/ws" for url in started.urls]
-        ann, bob = Peer(http, ws[0]), Peer(http, ws[1])
+    env = {"BB_LOG_LEVEL": "INFO"}
+    with running_stack(own_cluster.url, tmp_path, mixers=2, gateways=2, env=env) as stack:
+        ann, bob = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
         await ann.join("tones", "Ann")
         await bob.join("tones", "Bob")
         start = await start_song(ann, [(ann, 1), (bob, 2)])
@@ -57,18 +48,18 @@ async def test_the_last_bucket_keeps_hearing_the_first_when_the_rooms_master_die
         singing = Voice(ann, 440, start)
         singing.start()
         try:
-            await until(
+            await async_wait_until(
                 lambda: loud_after(bob.heard(delay_bob), start) >= ENOUGH,
+                20,
                 "Bob to hear Ann before the failover",
-                timeout_s=20,
             )
             victim = own_cluster.master_of(keys.room_in("tones"))
             killed_at = now_samples()
             own_cluster.kill(victim)
-            await until(
+            await async_wait_until(
                 lambda: loud_after(bob.heard(delay_bob), killed_at) >= ENOUGH,
+                60,
                 "Bob to hear Ann again after the room's master was killed",
-                timeout_s=60,
             )
         finally:
             await singing.stop()

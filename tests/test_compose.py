@@ -30,7 +30,7 @@ import yaml
 from common import keys
 from tests.caddysupport import caddy_front, fetch, have_caddy
 from tests.simgateway import SimGateway
-from tests.support import REPO, RedisServer, free_port, wait_for
+from tests.support import REPO, RedisServer, free_port, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -262,7 +262,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             )
         )
         # The others start once the keeper is healthy (depends_on).
-        wait_for(lambda: healthy(spec["keeper"], keeper_env), 15, "the keeper healthy")
+        wait_until(lambda: healthy(spec["keeper"], keeper_env), 15, "the keeper healthy")
         mixer_ids = []
         for i in range(spec["mixer"]["deploy"]["replicas"]):
             mixer_id = f"mixer-replica-{i + 1}"
@@ -315,18 +315,18 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
                 stderr=subprocess.STDOUT,
             )
         )
-        wait_for(lambda: healthy(spec["recorder"], rec_env), 15, "the recorder healthy")
+        wait_until(lambda: healthy(spec["recorder"], rec_env), 15, "the recorder healthy")
         for mixer_id, env in mixer_ids:
-            wait_for(lambda env=env: healthy(spec["mixer"], env), 15, f"{mixer_id} healthy")
+            wait_until(lambda env=env: healthy(spec["mixer"], env), 15, f"{mixer_id} healthy")
         for gw_id, _port, env in gateways:
-            wait_for(lambda env=env: healthy(spec["gateway"], env), 15, f"{gw_id} healthy")
+            wait_until(lambda env=env: healthy(spec["gateway"], env), 15, f"{gw_id} healthy")
 
         # The mixers split rooms between them through Redis alone.
         sim = SimGateway(client)
         rooms = [f"r{i}" for i in range(8)]
         for room in rooms:
             sim.create_room(room)
-        wait_for(lambda: all(client.exists(keys.room_lease(r)) for r in rooms), 10, "rooms owned")
+        wait_until(lambda: all(client.exists(keys.room_lease(r)) for r in rooms), 10, "rooms owned")
         owners = {sim.owner(r) for r in rooms}
         assert owners == {m for m, _ in mixer_ids}
         # Every gateway answers through its own port, and the room list is shared.
@@ -349,14 +349,14 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
                 assert statuses == [200] * 6
         # The keeper copied the rooms (their meta: who created them, and how).
         kept = redis.Redis(port=state.port)
-        wait_for(lambda: all(kept.exists(keys.room_meta(r)) for r in rooms), 5, "rooms kept")
+        wait_until(lambda: all(kept.exists(keys.room_meta(r)) for r in rooms), 5, "rooms kept")
         assert not kept.exists(*(keys.room_in(r) for r in rooms))
         kept.close()
         # A mixer stopped with SIGTERM hands its rooms over at once.
         first_mixer = procs[1]
         first_mixer.terminate()
         assert first_mixer.wait(10) == 0
-        wait_for(
+        wait_until(
             lambda: {sim.owner(r) for r in rooms} == {mixer_ids[1][0]},
             5,
             "rooms handed over",
@@ -367,7 +367,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
             status = msgspec.msgpack.decode(bytes(raw))  # type: ignore[arg-type]
             return len(status["rooms"])
 
-        wait_for(lambda: heartbeat_rooms() == len(rooms), 3, "the survivor's heartbeat")
+        wait_until(lambda: heartbeat_rooms() == len(rooms), 3, "the survivor's heartbeat")
         assert not healthy(spec["mixer"], mixer_ids[0][1])
     finally:
         for proc in procs:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,55 +17,24 @@ import numpy as np
 import pytest
 import redis
 
-from common import keys, records, redisclient
+from common import keys, records
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
 from common.records import MixerStatus
-from tests.conftest import Backend
-from tests.support import Process, cluster, wait_for
+from tests.support import Stack, async_wait_until, wait_until
 from tests.test_gateway_e2e import (
     Peer,
     Samples,
     Voice,
     band,
     first_frame,
+    peers,
     rms,
     start_song,
     stretch,
-    until,
 )
 
-
-@dataclass
-class Stack:
-    redis: redis.Redis
-    gateways: list[str]
-    mixers: dict[str, Process]
-    log_dir: Path
-    env: dict[str, str]
-
-    def ws(self, index: int) -> str:
-        return self.gateways[index].replace("http://", "ws://") + "/ws"
-
-    def owner(self, room: str) -> str | None:
-        raw: Any = self.redis.get(keys.room_lease(room))
-        return bytes(raw).decode() if raw else None
-
-
-@pytest.fixture(scope="module")
-def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """On one Redis and on a Redis Cluster (tests/conftest.py ``redis_backend``)."""
-    client = redisclient.sync_client(redis_backend.url)
-    log_dir = Path(tmp_path_factory.mktemp("console-e2e"))
-    env = {"REDIS_URL": redis_backend.url, "BB_LOG_LEVEL": "INFO"}
-    with cluster(env, log_dir, "c") as started:
-        yield Stack(client, started.urls, started.mixers, log_dir, env)
-    client.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+# Two mixers and two gateways for the module, on one Redis and on a Redis Cluster.
+pytestmark = pytest.mark.stack(mixers=2, gateways=2, env={"BB_LOG_LEVEL": "INFO"})
 
 
 def newest_ms(client: redis.Redis, key: str) -> int:
@@ -89,18 +55,18 @@ def level_db(audio: Samples, freq: float) -> float:
 async def heard(peer: Peer, start: int, span: int, what: str) -> Samples:
     """Positions [start, start + span) of the tap ``peer`` hears now (waits for them)."""
     delay = int(peer.me()["delay"])
-    await until(
+    await async_wait_until(
         lambda: all(q in peer.heard(delay) for q in range(start, start + span, OPUS_FRAME_SAMPLES)),
+        30,
         what,
-        timeout_s=30,
     )
     return stretch(peer.heard(delay), start, span)
 
 
 async def test_a_singer_at_minus_12_db_is_heard_12_db_quieter(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("console", "Ann")
     await bob.join("console", "Bob")
     await cat.join("console", "Cat")
@@ -128,10 +94,10 @@ async def test_a_singer_at_minus_12_db_is_heard_12_db_quieter(
 
 
 async def test_the_solo_mix_carries_only_the_soloed_singer(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
-    full, solo = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    ann, bob = peers(http, module_stack, 0, 1)
+    full, solo = peers(http, module_stack, 0, 1)
     await ann.join("solo", "Ann")
     await bob.join("solo", "Bob")
     await full.join("solo", "Full", role="spectator")
@@ -157,7 +123,7 @@ async def test_the_solo_mix_carries_only_the_soloed_singer(
     assert rms(band(by_solo, 660)) > 0.05, "the solo mix lacks the soloed singer"
     assert rms(band(by_solo, 440)) < 0.01, "the solo mix carries a singer not soloed"
     assert rms(band(by_full, 660)) > 0.05 and rms(band(by_full, 440)) > 0.05
-    assert stack.redis.exists(keys.room_tap("solo", int(solo.me()["delay"]), "solo"))
+    assert module_stack.redis.exists(keys.room_tap("solo", int(solo.me()["delay"]), "solo"))
     for peer in (ann, bob, full, solo):
         await peer.close()
 
@@ -195,9 +161,9 @@ def onsets(
 
 
 async def test_rounds_repeat_the_leader_at_each_period(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    ann, cat = peers(http, module_stack, 0, 1)
     await ann.join("rounds", "Ann")
     await cat.join("rounds", "Cat", role="spectator")
     await ann.ok("lead")
@@ -230,9 +196,9 @@ async def test_rounds_repeat_the_leader_at_each_period(
 
 
 async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("failover", "Ann")
     await bob.join("failover", "Bob")
     await cat.join("failover", "Cat", role="spectator")
@@ -242,13 +208,15 @@ async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     await ann.ok("set_rounds", bpm=120, beats=4, repeats=2)
     await ann.ok("set_leader_boost", boost_db=3)
     await cat.ok("set_mix", mix="solo")
-    owner = stack.owner("failover")
-    assert owner in stack.mixers
+    owner = module_stack.owner("failover")
+    assert owner in module_stack.mixers
     version = int(cat.state()["version"])
     killed_ms = int(time.time() * 1000)
-    stack.mixers[owner].kill()
-    survivor = next(name for name in stack.mixers if name != owner)
-    wait_for(lambda: stack.owner("failover") == survivor, 15, "the other mixer to take over")
+    module_stack.mixers[owner].kill()
+    survivor = next(name for name in module_stack.mixers if name != owner)
+    wait_until(
+        lambda: module_stack.owner("failover") == survivor, 15, "the other mixer to take over"
+    )
     # A command after the takeover is answered by the new owner, from the stored state.
     await ann.ok("set_leader_boost", boost_db=4)
     state = (await cat.wait(lambda m: m["type"] == "state" and m["version"] > version))["state"]
@@ -259,15 +227,16 @@ async def test_console_solo_and_rounds_survive_sigkill_of_the_owner(
     assert state["song"]["leader_boost_db"] == 4.0
     # And the new owner mixes with them: the solo tap flows again for Cat.
     delay = int(members[cat.singer]["delay"])
-    wait_for(
-        lambda: newest_ms(stack.redis, keys.room_tap("failover", delay, "solo")) > killed_ms,
+    wait_until(
+        lambda: newest_ms(module_stack.redis, keys.room_tap("failover", delay, "solo")) > killed_ms,
         10,
         "the new owner's solo tap",
     )
     # Restart the killed mixer for the other tests of this module.
     name = owner or ""
-    again = Process(["mixer"], {**stack.env, "BB_MIXER_ID": name}, stack.log_dir, f"{name}-again")
-    stack.mixers[name] = again
-    wait_for(lambda: heartbeat_pid(stack.redis, name) == again.proc.pid, 20, "the restarted mixer")
+    again = module_stack.add_mixer(name)
+    wait_until(
+        lambda: heartbeat_pid(module_stack.redis, name) == again.proc.pid, 20, "the restarted mixer"
+    )
     for peer in (ann, bob, cat):
         await peer.close()

@@ -13,26 +13,22 @@ Every query (PromQL ``expr``) of every panel is checked three ways:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import keys
 from common.protocol import hello_message
-from tests.support import REPO, Process, RedisServer, free_port, healthy, processes, wait_for
+from tests.support import REPO, Stack, free_port, missing, wait_until
 
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "bucket-brigade.json"
 PROMETHEUS_YML = REPO / "docker" / "prometheus.yml"
@@ -136,9 +132,7 @@ def require(tool: str) -> str:
     if path is not None:
         return path
     reason = f"{tool} not found: run 'make test' (scripts/setup.sh installs Debian's prometheus)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def test_the_dashboard_and_its_provisioning_agree() -> None:
@@ -178,77 +172,14 @@ def test_promtool_parses_every_query_and_the_scrape_configuration(tmp_path: Path
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.fixture
-def state_redis_url() -> Iterator[str]:
-    """The keeper's state Redis."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def stack(
-    redis_url: str, state_redis_url: str, output_dir: Path, tmp_path: Path
-) -> Iterator[dict[str, str]]:
-    """A mixer, a gateway, a recorder and a keeper, each with /metrics: {job: metrics URL}."""
-    env = {"REDIS_URL": redis_url}
-    ports = {job: free_port() for job in ("gateway", "mixer", "recorder", "keeper")}
-    with processes(output_dir) as started:
-        started.append(
-            Process(
-                ["keeper"],
-                {
-                    **env,
-                    "BB_STATE_REDIS_URL": state_redis_url,
-                    "BB_KEEPER_ID": "keeper-dash",
-                    "BB_METRICS_PORT": str(ports["keeper"]),
-                },
-                output_dir,
-                "keeper",
-            )
-        )
-        started.append(
-            Process(
-                ["mixer"],
-                {**env, "BB_MIXER_ID": "mixer-dash", "BB_METRICS_PORT": str(ports["mixer"])},
-                output_dir,
-                "mixer",
-            )
-        )
-        started.append(
-            Process(
-                ["recorder"],
-                {
-                    **env,
-                    "BB_RECORDER_ID": "recorder-dash",
-                    "BB_METRICS_PORT": str(ports["recorder"]),
-                    "BB_RECORDINGS_DIR": str(tmp_path / "recordings"),
-                },
-                output_dir,
-                "recorder",
-            )
-        )
-        started.append(
-            Process(
-                ["gateway"],
-                {**env, "BB_GATEWAY_ID": "gateway-dash", "BB_PORT": str(ports["gateway"])},
-                output_dir,
-                "gateway",
-            )
-        )
-        base = f"http://127.0.0.1:{ports['gateway']}"
-        wait_for(lambda: healthy(base), 20, "the gateway")
-        client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-dash")), 20, "the mixer")
-        wait_for(
-            lambda: client.exists(keys.recorder_heartbeat("recorder-dash")), 20, "the recorder"
-        )
-        wait_for(lambda: client.exists(keys.keeper_heartbeat("keeper-dash")), 20, "the keeper")
-        client.close()
-        yield {job: f"127.0.0.1:{port}" for job, port in ports.items()}
+def targets(stack: Stack) -> dict[str, str]:
+    """The stack's ``/metrics`` endpoints by Prometheus job: ``{job: "127.0.0.1:PORT"}``."""
+    return {
+        "gateway": stack.metrics["gw1"],
+        "mixer": stack.metrics["m1"],
+        "recorder": stack.metrics["r1"],
+        "keeper": stack.metrics["k1"],
+    }
 
 
 def scrape(target: str) -> set[str]:
@@ -260,18 +191,20 @@ def scrape(target: str) -> set[str]:
     }
 
 
-async def test_every_query_names_metrics_the_processes_export(stack: dict[str, str]) -> None:
+@pytest.mark.stack(recorders=1, keepers=1, metrics=True)
+async def test_every_query_names_metrics_the_processes_export(stack: Stack) -> None:
+    jobs = targets(stack)
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(f"http://{stack['gateway']}/ws") as ws,
+        session.ws_connect(stack.ws()) as ws,
     ):
         # A singer in a room, so that the per-room series exist.
         await ws.send_json(hello_message("dash", "Ann"))
         while (msg := await ws.receive_json(timeout=20))["type"] != "welcome":
             assert msg["type"] != "error", msg
         for name in ("bb_mixer_room_members", "bb_gateway_room_singers"):
-            wait_for(lambda name=name: any(name in scrape(t) for t in stack.values()), 20, name)
-        exported = set().union(*(scrape(target) for target in stack.values()))
+            wait_until(lambda name=name: any(name in scrape(t) for t in jobs.values()), 20, name)
+        exported = set().union(*(scrape(target) for target in jobs.values()))
     missing = {
         (title, name)
         for title, expr in queries()
@@ -291,9 +224,11 @@ def prometheus_query(base: str, expr: str) -> dict[str, Any]:
     return answer
 
 
+@pytest.mark.stack(recorders=1, keepers=1, metrics=True)
 def test_a_real_prometheus_scrapes_every_job_and_evaluates_every_query(
-    stack: dict[str, str], tmp_path: Path, output_dir: Path
+    stack: Stack, tmp_path: Path, output_dir: Path
 ) -> None:
+    jobs = targets(stack)
     binary = require("prometheus")
     spec = yaml.safe_load(PROMETHEUS_YML.read_text())
     # docker/prometheus.yml's jobs, with the compose network's DNS names replaced by
@@ -301,7 +236,7 @@ def test_a_real_prometheus_scrapes_every_job_and_evaluates_every_query(
     spec["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     for job in spec["scrape_configs"]:
         del job["dns_sd_configs"]
-        job["static_configs"] = [{"targets": [stack[job["job_name"]]]}]
+        job["static_configs"] = [{"targets": [jobs[job["job_name"]]]}]
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump(spec))
     port = free_port()
@@ -324,9 +259,9 @@ def test_a_real_prometheus_scrapes_every_job_and_evaluates_every_query(
                 answer = prometheus_query(base, "count_over_time(up[1m]) >= 3 and up == 1")
             except OSError:
                 return False
-            return {r["metric"]["job"] for r in answer["data"]["result"]} == set(stack)
+            return {r["metric"]["job"] for r in answer["data"]["result"]} == set(jobs)
 
-        wait_for(scraped_thrice, 60, "three scrapes of every job")
+        wait_until(scraped_thrice, 60, "three scrapes of every job")
         for title, expr in queries():
             answer = prometheus_query(base, expr)
             assert answer["status"] == "success", (title, expr, answer)

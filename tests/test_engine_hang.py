@@ -4,22 +4,21 @@ script) or waits (the browser itself), from /proc, with native stacks."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser_support import static_server
 from tests.engines import hang
 from tests.engines.firefox import PageHung, firefox
 from tests.engines.page import wait_js
 from tests.engines.pulse import pulseaudio, stop_group
-from tests.support import wait_for
+from tests.support import wait_until
 
 STAT = (
     "27760 (Isolated Web Co) S 27633 27503 27503 0 -1 4194624 7517 0 3 0 27 5 0 0 20 0 25 0"
@@ -68,34 +67,16 @@ def test_real_threads_are_read_from_proc(spinner_and_sleeper: tuple[int, int]) -
         time.sleep(0.5)  # the sampling interval, not a wait for something to happen
         return hang.verdict(first, hang.main_thread(pid), 0.5)
 
-    wait_for(lambda: said(spin) == "spinning", 60, "the busy loop called spinning")
-    wait_for(lambda: hang.main_thread(rest).state == "S", 30, "sleep asleep")
+    wait_until(lambda: said(spin) == "spinning", 60, "the busy loop called spinning")
+    wait_until(lambda: hang.main_thread(rest).state == "S", 30, "sleep asleep")
     assert said(rest) == "blocked"
-
-
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"<!doctype html><title>spin</title><p>ready</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A plain page (the static server's ``/blank``)."""
+    with static_server() as base:
+        yield f"{base}/blank"
 
 
 @pytest.mark.timeout(240)

@@ -24,11 +24,9 @@ import contextlib
 import functools
 import io
 import json
-import shutil
 import statistics
-import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +35,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pytest
-import redis
 import soundfile as sf
-from playwright.sync_api import sync_playwright
 
 from common import keys
 from common.clock import now_samples
@@ -56,11 +52,18 @@ from common.commands import (
 from common.constants import SAMPLE_RATE
 from common.records import Metronome, Track
 from common.tracks import CLICK_SAMPLES, clicks_between, song_origin
-from tests.browser_support import launch, require_chromium, static_server
-from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.browser_support import require_chromium, static_page
+from tests.simgateway import (
+    CHUNK,
+    SimGateway,
+    Voice,
+    expected_mix,
+    sing_until,
+    sing_until_async,
+    tone,
+)
+from tests.support import Stack, running_stack, wait_until
 from tests.test_gateway_e2e import Peer
-from tests.test_recorder import Voice, expected_mix
 
 S = SAMPLE_RATE
 SPACING_S = 3.0
@@ -71,55 +74,19 @@ LAST_BUCKET = N_BUCKETS * SPACING
 """The listener's delay (the last bucket: the leader's is one spacing)."""
 
 
-@dataclass
-class Evening:
-    client: redis.Redis
-    sim: SimGateway
-    root: Path
-    url: str
-    procs: list[Process]
-
-
 @contextlib.contextmanager
-def evening_stack(redis_url: str, output_dir: Path, **env_more: str) -> Iterator[Evening]:
-    client = redis.Redis.from_url(redis_url)
-    root = output_dir / "recordings"
-    shutil.rmtree(root, ignore_errors=True)  # an earlier run's
-    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root), **env_more}
-    port = free_port()
-    with processes(output_dir) as started:
-        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        started.append(Process(["recorder"], {**env, "BB_RECORDER_ID": "r1"}, output_dir, "rec"))
-        gateway_env = {**env, "BB_GATEWAY_ID": "gw1", "BB_PORT": str(port)}
-        started.append(Process(["gateway"], gateway_env, output_dir, "gateway"))
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 30, "the mixer's heartbeat")
-        wait_for(lambda: healthy(url), 20, "the gateway")
-        yield Evening(client, SimGateway(client), root, url, started)
-        for proc in started:
-            assert "Traceback" not in proc.log(), proc.log()
+def evening_stack(
+    redis_url: str, output_dir: Path, **env: str
+) -> Iterator[tuple[Stack, SimGateway]]:
+    """A mixer, a recorder and a gateway (``env`` added), and a simulated gateway."""
+    with running_stack(redis_url, output_dir, recorders=1, env=env) as here:
+        yield here, SimGateway(here.redis)
 
 
 def listing(url: str, room: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{url}/api/rooms/{room}/recordings", timeout=5) as response:
         body: dict[str, Any] = json.loads(response.read())
     return list(body["recordings"])
-
-
-class _RoomVoice(Voice):
-    """A voice in a room other than tests/test_recorder.py's."""
-
-    def __init__(
-        self, sim: SimGateway, room: str, singer: str, freq: float, delay: int, *span: int
-    ) -> None:
-        super().__init__(sim, singer, freq, delay, *span)
-        self.room = room
-
-    def pump(self) -> None:
-        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
-            n = min(CHUNK, self.hi - self.next_pos)
-            self.sim.push(self.room, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
-            self.next_pos += n
 
 
 @dataclass
@@ -141,27 +108,6 @@ class Song:
             want[lo : lo + len(part)] += part
         clipped: npt.NDArray[np.float32] = np.clip(want, -1.0, 32767 / 32768)  # 16-bit FLAC
         return clipped
-
-
-async def sing(
-    voices: list[Voice], done: Callable[[], bool], timeout_s: float, tick: Callable[[], None]
-) -> None:
-    """Each voice sends what its bucket has sung by now, until ``done``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for v in voices:
-            v.pump()
-        tick()
-        if done():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @dataclass
@@ -191,44 +137,38 @@ def page_material(
         beats = [c.pos for c in clicks_between(lo, hi, song.start, metronome, song.end)]
         parts.append({"state": h.state, "grid": grid, "beats": beats})
         track_due += sum(song.origin <= p < song.origin + track_len for p in grid)
-    with static_server() as base, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/blank")
-            got: dict[str, Any] = page.evaluate(
-                """async ([parts, start, trackId, trackLen, into]) => {
-                      const met = await import('/static/metronome.js');
-                      const back = await import('/static/backing.js');
-                      const waves = [met.clickWave(false), met.clickWave(true)];
-                      let positions = 0, wrong = [], track = 0, clicks = 0, beats = 0;
-                      for (const {state, grid, beats: at} of parts) {
-                        const m = back.songMaterial(state);
-                        for (const p of grid) {
-                          positions++;
-                          const s = met.songAt(p, m, m.earlier ?? m.previous);
-                          if (!s || s.start !== start || s.trackId !== trackId) {
-                            wrong.push([p, s && s.start, s && s.trackId]);
-                            continue;
-                          }
-                          if (back.trackIndex(p, s.origin, trackLen) !== null) track++;
-                        }
-                        for (const p of at) {
-                          beats++;
-                          const s = met.songAt(p + into, m, m.earlier ?? m.previous);
-                          if (s && s.metronome && s.metronome.on
-                              && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
-                        }
+    with static_page("null") as page:
+        got: dict[str, Any] = page.evaluate(
+            """async ([parts, start, trackId, trackLen, into]) => {
+                  const met = await import('/static/metronome.js');
+                  const back = await import('/static/backing.js');
+                  const waves = [met.clickWave(false), met.clickWave(true)];
+                  let positions = 0, wrong = [], track = 0, clicks = 0, beats = 0;
+                  for (const {state, grid, beats: at} of parts) {
+                    const m = back.songMaterial(state);
+                    for (const p of grid) {
+                      positions++;
+                      const s = met.songAt(p, m, m.earlier ?? m.previous);
+                      if (!s || s.start !== start || s.trackId !== trackId) {
+                        wrong.push([p, s && s.start, s && s.trackId]);
+                        continue;
                       }
-                      const wrongCount = wrong.length;
-                      return {positions, wrongCount, wrong: wrong.slice(0, 3),
-                              track, clicks, beats};
-                    }""",
-                [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
-            )
-            return {**got, "track_due": track_due}
-        finally:
-            browser.close()
+                      if (back.trackIndex(p, s.origin, trackLen) !== null) track++;
+                    }
+                    for (const p of at) {
+                      beats++;
+                      const s = met.songAt(p + into, m, m.earlier ?? m.previous);
+                      if (s && s.metronome && s.metronome.on
+                          && met.clickSampleAt(p + into, s, waves) !== 0) clicks++;
+                    }
+                  }
+                  const wrongCount = wrong.length;
+                  return {positions, wrongCount, wrong: wrong.slice(0, 3),
+                          track, clicks, beats};
+                }""",
+            [parts, song.start, track_id, track_len, CLICK_SAMPLES // 4],
+        )
+        return {**got, "track_due": track_due}
 
 
 @pytest.mark.timeout(300)
@@ -243,11 +183,11 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
     and the listener is still hearing song 1: both must stay whole."""
     require_chromium()  # the listener's page data is checked in it: skip (fail in CI) early
     room = "evening"
-    with evening_stack(redis_url, output_dir) as here:
-        sim, root = here.sim, here.root
+    with evening_stack(redis_url, output_dir) as (here, sim):
+        root = here.recordings
         sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
-        wait_for(lambda: sim.owner(room) == "m1", 10, "an owner")
-        listener = Peer(http, here.url.replace("http://", "ws://") + "/ws")
+        wait_until(lambda: sim.owner(room) == "m1", 10, "an owner")
+        listener = Peer(http, here.ws())
         await listener.join(room, "Lis", role="spectator")
         for singer, name in (("a", "Ann"), ("b", "Bob"), ("c", "Cy")):
             assert sim.join(room, singer, name).ok
@@ -261,7 +201,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         ogg = io.BytesIO()
         sf.write(ogg, tone(220, 0, track_len, 0.2), S, format="OGG", subtype="OPUS")
         track = Track(id="t-0123456789ab", name="backing", samples=track_len)
-        here.client.set(keys.room_track(room, track.id), ogg.getvalue())
+        here.redis.set(keys.room_track(room, track.id), ogg.getvalue())
         backing, _ = sf.read(io.BytesIO(ogg.getvalue()), dtype="float32")
         metronome = Metronome(on=True, bpm=120, beats=4)
         assert sim.command(room, "a", AddTrack(track=track)).ok
@@ -291,7 +231,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
                 song.track = backing
                 song.origin = song_origin(song.start, metronome)
             song.voices = [
-                _RoomVoice(sim, room, s, f, delays[s], song.start, lo * CHUNK, length)
+                Voice(sim, room, s, f, delays[s], song.start + lo * CHUNK, song.start + length)
                 for s, f, lo in (("a", 440, 0), ("b", 660, 2), ("c", 990, 4))
             ]
             everyone.extend(song.voices)
@@ -306,7 +246,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         async def stop_after(song: Song, seconds: float) -> int:
             leader = song.voices[0]
             at = song.start + round(seconds * S)
-            await sing(everyone, lambda: leader.next_pos >= at, 30, tick)
+            await sing_until_async(everyone, lambda: leader.next_pos >= at, 30, tick=tick)
             assert sim.command(room, "a", Stop()).ok
             end = int(sim.state(room)["song"]["end_pos"])
             end_at(song, end, "Stop song")
@@ -317,11 +257,15 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         song = await start(1, 3600 * S, with_track=True)
         end_at(song, song.origin + track_len, "its track")
         songs.append(song)
-        await sing(everyone, lambda: not sim.state(room)["song"]["running"], 30, tick)
+        await sing_until_async(
+            everyone, lambda: not sim.state(room)["song"]["running"], 30, tick=tick
+        )
         assert int(sim.state(room)["song"]["end_pos"]) == song.end
         # Song 2, 1 s after song 1 ended (the leader's playback 1 s past its end):
         # stopped after 5 s.
-        await sing(everyone, lambda: now_samples() >= songs[0].end + SPACING + S, 30, tick)
+        await sing_until_async(
+            everyone, lambda: now_samples() >= songs[0].end + SPACING + S, 30, tick=tick
+        )
         song = await start(2, 3600 * S, with_track=True)
         songs.append(song)
         end = await stop_after(song, 5)
@@ -329,7 +273,7 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         # the listener is still hearing song 1); stopped after 3 s.
         assert sim.command(room, "a", SetTrack(track=None)).ok
         assert sim.command(room, "a", SetMetronome(on=False)).ok
-        await sing(everyone, lambda: now_samples() >= end + SPACING + S, 30, tick)
+        await sing_until_async(everyone, lambda: now_samples() >= end + SPACING + S, 30, tick=tick)
         song = await start(3, 3600 * S, with_track=False)
         songs.append(song)
         await stop_after(song, 3)
@@ -338,16 +282,18 @@ async def test_a_choirs_evening_every_recording_holds_every_voice(
         song = await start(4, 3600 * S, with_track=False)
         songs.append(song)
         leader = song.voices[0]
-        await sing(everyone, lambda: leader.next_pos >= song.start + 40 * S, 60, tick)
+        await sing_until_async(
+            everyone, lambda: leader.next_pos >= song.start + 40 * S, 60, tick=tick
+        )
         leader.hi = leader.next_pos  # the leader has sung their last chunk...
         last = leader.next_pos
         # ...and it reached the mixer before they leave (the leader's own bucket has played
         # it a second ago): a chunk after the leave would be refused.
-        await sing(everyone, lambda: now_samples() > last + SPACING + S, 10, tick)
+        await sing_until_async(everyone, lambda: now_samples() > last + SPACING + S, 10, tick=tick)
         assert sim.command(room, "a", Leave()).ok
         end_at(song, int(sim.state(room)["song"]["end_pos"]), "its leader left")
-        await sing(everyone, lambda: len(announced) == 4, 60, tick)
-        listed = listing(here.url, room)
+        await sing_until_async(everyone, lambda: len(announced) == 4, 60, tick=tick)
+        listed = listing(here.base, room)
         await listener.close()
 
     assert all(v.next_pos == v.hi for v in everyone)  # everything was sung
@@ -404,19 +350,19 @@ def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
     """Four rooms, BB_RECORDINGS_KEEP=2: the first room's song ends while the other three
     are being recorded; retention (run when a recording is finished) keeps every take."""
     rooms = ["keep-a", "keep-b", "keep-c", "keep-d"]
-    with evening_stack(redis_url, output_dir, BB_RECORDINGS_KEEP="2") as here:
-        sim, root = here.sim, here.root
+    with evening_stack(redis_url, output_dir, BB_RECORDINGS_KEEP="2") as (here, sim):
+        root = here.recordings
         songs: dict[str, Song] = {}
         for room in rooms:
             sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
-        wait_for(lambda: all(sim.owner(r) == "m1" for r in rooms), 10, "an owner")
+        wait_until(lambda: all(sim.owner(r) == "m1" for r in rooms), 10, "an owner")
         voices: list[Voice] = []
         for room in reversed(rooms):  # the last room's song is the first one started
             assert sim.join(room, "a", "Ann").ok
             for cmd in (Lead(), SetLeaderBoost(boost_db=0.0), Start()):
                 assert sim.command(room, "a", cmd).ok
             song = Song(1, int(sim.state(room)["song"]["start_pos"]))
-            voice = _RoomVoice(sim, room, "a", 440, SPACING, song.start, 0, 3600 * S)
+            voice = Voice(sim, room, "a", 440, SPACING, song.start, song.start + 3600 * S)
             song.voices = [voice]
             voices.append(voice)
             songs[room] = song
@@ -432,15 +378,15 @@ def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
         def takes() -> int:
             return len(list((root / ".takes").glob("*.pcm")))
 
-        _sing(voices, lambda: takes() == 4, 15)
+        sing_until(voices, lambda: takes() == 4, 15)
         for room, seconds in (("keep-a", 3), ("keep-b", 5), ("keep-c", 6), ("keep-d", 7)):
             song = songs[room]
             leader = song.voices[0]
-            _sing(voices, functools.partial(_reached, leader, song.start + seconds * S), 30)
+            sing_until(voices, functools.partial(_reached, leader, song.start + seconds * S), 30)
             assert sim.command(room, "a", Stop()).ok
             song.end = int(sim.state(room)["song"]["end_pos"])
             leader.hi = min(leader.hi, song.end)
-        _sing(voices, lambda: len(list(root.glob("keep-*/*.json"))) == 4, 60)
+        sing_until(voices, lambda: len(list(root.glob("keep-*/*.json"))) == 4, 60)
 
     for room, song in songs.items():
         [sidecar_path] = (root / room).glob("*.json")
@@ -453,14 +399,3 @@ def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
 
 def _reached(voice: Voice, pos: int) -> bool:
     return voice.next_pos >= pos
-
-
-def _sing(voices: list[Voice], done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for v in voices:
-            v.pump()
-        if done():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")

@@ -18,8 +18,8 @@ from common import keys
 from common.clock import now_samples
 from common.commands import JoinBucket, Lead, SetLeaderBoost, Start
 from common.constants import SAMPLE_RATE
-from tests.simgateway import SimGateway, Singer, tone
-from tests.support import Process, processes, wait_for
+from tests.simgateway import SimGateway, Singer, sing_until, tone
+from tests.support import Process, processes, wait_until
 
 
 def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
@@ -34,9 +34,9 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
             for name in ("f1", "f2")
         }
         started.extend(mixers.values())
-        wait_for(lambda: client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
+        wait_until(lambda: client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
         sim.create_room("relay", bucket_spacing_s=1.5)  # buckets at 1.5, 3, 4.5, 6, 7.5 ... s
-        wait_for(lambda: sim.owner("relay") in mixers, 10, "an owner")
+        wait_until(lambda: sim.owner("relay") in mixers, 10, "an owner")
         assert sim.join("relay", "a", "Ann").ok and sim.join("relay", "b", "Bob").ok
         for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
             assert sim.command("relay", "a", cmd).ok
@@ -48,10 +48,9 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
         leader = Singer(sim, "relay", "a", 440, d_lead, start)
 
         def sing_for(seconds: float) -> None:
+            """The scenario: the leader sings on for ``seconds``, at real-time pace."""
             end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                leader.pump()
-                time.sleep(0.02)
+            sing_until([leader], lambda: time.monotonic() >= end, seconds + 5, "the time sung")
 
         sing_for(6.0)
         owner = sim.owner("relay")
@@ -61,10 +60,7 @@ def test_the_last_bucket_hears_the_audio_sung_before_the_kill(
         mixers[owner].kill()
         survivor = next(name for name in mixers if name != owner)
         # The leader keeps singing through the takeover (gateways keep pushing).
-        end = time.monotonic() + 15
-        while sim.owner("relay") != survivor and time.monotonic() < end:
-            leader.pump()
-            time.sleep(0.02)
+        sing_until([leader], lambda: sim.owner("relay") == survivor, 15, "the survivor's lease")
         assert sim.owner("relay") == survivor
         # Until the last bucket's tap has emitted everything sung before the kill.
         emitted_until = sung_before_kill + d_last - 1 * SAMPLE_RATE

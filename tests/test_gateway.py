@@ -6,7 +6,6 @@ join, and Redis outages.  tests/test_gateway_e2e.py runs the real processes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +23,7 @@ from common.protocol import hello_message
 from common.settings import GatewaySettings
 from gateway.app import create_app
 from gateway.hub import Options
-from tests.support import RedisServer
+from tests.support import RedisServer, async_wait_until
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 
@@ -282,8 +281,9 @@ async def test_a_redis_outage_is_survived(
         await ws.send_json(hello_message("choir", "Ann"))
         await expect_error(ws, "unavailable", fatal=True)
     private_redis.start()
-    for _ in range(100):
-        if (await client.get("/healthz")).status == 200:
-            break
-        await asyncio.sleep(0.1)
+
+    async def healthy() -> bool:
+        return (await client.get("/healthz")).status == 200
+
+    await async_wait_until(healthy, 10, "the gateway to find Redis again")
     assert (await client.post("/api/rooms", json={"room": "after"})).status == 201

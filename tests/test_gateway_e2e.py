@@ -6,10 +6,8 @@ WebSockets with real Opus (common.codec on the client side too).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from brigade.rediscluster import LocalRedisCluster
 from common import protocol as p
 from common.clock import now_samples
 from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, OPUS_LOOKAHEAD_SAMPLES, SAMPLE_RATE
-from tests.conftest import Backend
-from tests.support import Process, free_port, healthy, wait_for
+from tests.support import Stack, async_wait_until
+
+# A mixer and two gateways for the module, on one Redis and on a Redis Cluster.
+pytestmark = pytest.mark.stack(gateways=2, env={"BB_LOG_LEVEL": "INFO"})
 
 Samples = npt.NDArray[np.float32]
 
@@ -107,6 +106,8 @@ class Peer:
     token: str = ""
     _req: int = 0
     _reader: asyncio.Task[None] | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the reader at every JSON message (:meth:`wait` clears it)."""
 
     async def open(self) -> aiohttp.ClientWebSocketResponse:
         self.ws = await self.http.ws_connect(self.url)
@@ -132,19 +133,29 @@ class Peer:
         async for msg in self.ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 self.json.append(json.loads(msg.data))
+                self._arrived.set()
             elif msg.type is aiohttp.WSMsgType.BINARY:
                 self.audio.append(p.parse_downstream(msg.data))
 
     async def wait(
         self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10, after: int = 0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in self.json[after:]:
-                if predicate(msg):
-                    return msg
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out; last messages {self.json[-5:]}")
+        """The first message from index ``after`` on that satisfies ``predicate``: waits
+        on the reader's news of each message, not on a clock."""
+        checked = after
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    for msg in self.json[checked:]:
+                        if predicate(msg):
+                            return msg
+                    checked = max(checked, len(self.json))
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout_s} s; last messages {self.json[-5:]}"
+            ) from None
 
     async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         """A control message with a ``req``; returns its ack or error."""
@@ -206,6 +217,11 @@ class Peer:
             await self._reader
 
 
+def peers(http: aiohttp.ClientSession, stack: Stack, *gateways: int) -> list[Peer]:
+    """A peer on each of the given gateways (by index), not joined yet."""
+    return [Peer(http, stack.ws(index)) for index in gateways]
+
+
 def stretch(frames: dict[int, Samples], start: int, n: int) -> Samples:
     """Positions [start, start + n) of a tap (start and n whole frames); all must be there."""
     missing = [q for q in range(start, start + n, OPUS_FRAME_SAMPLES) if q not in frames]
@@ -238,7 +254,7 @@ class Voice:
                 await self.peer.ws.send_bytes(data)
                 self.pos += CHUNK
                 self.seq += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the scenario: a singer's capture, at real-time pace
 
     def signal(self, start: int, n: int) -> Samples:
         """What this voice sings at positions [start, start + n)."""
@@ -257,51 +273,6 @@ class Voice:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-# --- the processes --------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    redis_url: str
-    gateways: list[str]
-    procs: list[Process]
-    backend: str = "one-redis"
-    """``one-redis`` or ``cluster``."""
-
-    def ws(self, index: int) -> str:
-        return self.gateways[index].replace("http://", "ws://") + "/ws"
-
-
-@pytest.fixture(scope="module")
-def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """On one Redis and on a Redis Cluster (tests/conftest.py ``redis_backend``)."""
-    log_dir = Path(tmp_path_factory.mktemp("gateway-e2e"))
-    env = {"REDIS_URL": redis_backend.url, "BB_LOG_LEVEL": "INFO"}
-    procs = [Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-e2e"}, log_dir, "mixer")]
-    urls = []
-    for index in (1, 2):
-        port = free_port()
-        gateway_env = {**env, "BB_GATEWAY_ID": f"gw{index}", "BB_PORT": str(port)}
-        procs.append(Process(["gateway"], gateway_env, log_dir, f"gateway{index}"))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, procs[1:], strict=True):
-            wait_for(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
-        kind = "cluster" if isinstance(redis_backend, LocalRedisCluster) else "one-redis"
-        yield Stack(redis_backend.url, urls, procs, kind)
-    finally:
-        for proc in reversed(procs):
-            code = proc.stop()
-            assert code == 0, f"{proc.name} exited with {code}:\n{proc.log()[-3000:]}"
-            assert "Traceback" not in proc.log(), proc.log()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with http.get(base + "/metrics") as response:
         text = await response.text()
@@ -311,15 +282,6 @@ async def metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
-    """Poll without blocking the event loop (the peers' readers must keep running)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def start_song(leader: Peer, places: list[tuple[Peer, int]]) -> int:
@@ -344,12 +306,12 @@ def first_frame(position: int) -> int:
 
 
 async def test_later_buckets_hear_earlier_ones_and_no_one_else(
-    stack: Stack,
+    module_stack: Stack,
     http: aiohttp.ClientSession,
     output_dir: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
+    ann, bob, cat = peers(http, module_stack, 0, 1, 1)
     await ann.join("tones", "Ann")
     await bob.join("tones", "Bob")
     await cat.join("tones", "Cat")
@@ -363,10 +325,11 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
     first = first_frame(start)
     span = 2 * SAMPLE_RATE
     try:
-        await until(
+        await async_wait_until(
             lambda: all(
                 q in bob.heard(delay_bob) for q in range(first, first + span, OPUS_FRAME_SAMPLES)
             ),
+            15,
             "Bob's tap to cover two seconds of the song",
         )
         # Ann and Cat's tap has been emitted further by now; they moved to it less than
@@ -379,7 +342,7 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
             await v.stop()
 
     # Bob (bucket 2) hears Ann and Cat (bucket 1), on their positions, but not himself.
-    figures: dict[str, object] = {"backend": stack.backend}
+    figures: dict[str, object] = {"backend": module_stack.backend}
     for freq in (440, 880):
         part = band(heard_by_bob, freq)
         assert rms(part) > 0.05, f"Bob does not hear {freq} Hz"
@@ -391,7 +354,7 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
         record_property(f"chain_{freq}hz_lag_samples", wave_lag)
         record_property(f"chain_{freq}hz_correlation", round(corr, 5))
         print(
-            f"chain on {stack.backend}: Bob hears {freq} Hz at lag {wave_lag} samples "
+            f"chain on {module_stack.backend}: Bob hears {freq} Hz at lag {wave_lag} samples "
             f"(gate {lag}), correlation {corr:.4f}"
         )
         assert wave_lag == 0, f"{freq} Hz is {wave_lag} samples off"
@@ -401,7 +364,7 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
     # Ann and Cat share bucket 1: nothing of each other, nothing of Bob behind them.
     for heard in (heard_by_ann, heard_by_cat):
         assert rms(heard) < 0.01
-    counts = await metrics(http, stack.gateways[1])
+    counts = await metrics(http, module_stack.gateways[1])
     assert counts["bb_gateway_chunks_in_total"] > 0
     assert counts["bb_gateway_frames_out_total"] > 0
     assert counts['bb_gateway_room_singers{room="tones"}'] == 2
@@ -411,9 +374,9 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
 
 
 async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_place(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, watcher = Peer(http, stack.ws(0)), Peer(http, stack.ws(0))
+    ann, watcher = peers(http, module_stack, 0, 0)
     await watcher.join("moves", "Watcher", role="spectator", codec="pcm16")
     await ann.join("moves", "Ann")
     await ann.ok("join_bucket", bucket=3)
@@ -422,28 +385,28 @@ async def test_a_singer_who_reconnects_through_the_other_gateway_keeps_their_pla
     await ann.close()
     await watcher.wait_member(ann.singer, connected=False)
 
-    forged = Peer(http, stack.ws(1))
+    forged = Peer(http, module_stack.ws(1))
     reply = await forged.hello("moves", "Ann", resume=p.Resume(ann.singer, ann.token + "x"))
     assert (reply["type"], reply["code"]) == ("error", "bad_resume")
 
-    again = Peer(http, stack.ws(1))
+    again = Peer(http, module_stack.ws(1))
     welcome = await again.join("moves", "Ann", resume=p.Resume(ann.singer, ann.token))
     assert welcome["singer"] == ann.singer
     await watcher.wait_member(ann.singer, connected=True, bucket=3, delay=4 * 144_000)
     assert again.me()["bucket"] == 3
     # The spectator's pcm16 tap keeps flowing through all of this.
-    await until(lambda: len(watcher.audio) > 0, "pcm16 frames for the spectator")
+    await async_wait_until(lambda: len(watcher.audio) > 0, 15, "pcm16 frames for the spectator")
     assert all(msg.codec == p.CODEC_PCM16 for msg in watcher.audio)
     for peer in (again, watcher, forged):
         await peer.close()
 
 
 async def test_malformed_input_is_refused_without_harming_another_singer(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    base = stack.gateways[0]
+    base = module_stack.gateways[0]
     before = await metrics(http, base)
-    ann, bob, mal, spy = (Peer(http, stack.ws(0)) for _ in range(4))
+    ann, bob, mal, spy = (Peer(http, module_stack.ws(0)) for _ in range(4))
     await ann.join("harm", "Ann")
     await bob.join("harm", "Bob")
     await mal.join("harm", "Mallory")
@@ -511,6 +474,9 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
         await refused(
             "spectator", lambda: spy_ws.send_bytes(packet_message(past, good_packets)), peer=spy
         )
+        # The scenario: the gateway says each error code at most once a second (the rest
+        # are only counted, and the count of each kind is checked below): the client lets
+        # a second pass before each next one. The throttle's clock is all there is to wait on.
         await asyncio.sleep(1.05)
         await refused("bad_audio", lambda: bad.send_bytes(packet_message(past, [], p.CODEC_PCM16)))
         await refused("bad_message", lambda: bad.send_str("[1, 2]"))
@@ -524,7 +490,8 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
         for _ in range(80):
             await bad.send_json({"type": "ping", "id": 1, "t": 0})
         await mal.wait(lambda m: m.get("code") == "rate_limited")
-        await asyncio.sleep(1.05)  # let the bucket refill
+        # Likewise a second for the message bucket to refill: its clock is all there is.
+        await asyncio.sleep(1.05)
         await bad.send_bytes(b"\x01" * (64 * 1024 + 1))
         await mal.wait(lambda m: m.get("code") == "too_large" and m["fatal"])
         await mal.close()
@@ -533,11 +500,12 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
         ann_voice.restart(skip=CHUNK)
         attack_end = first_frame(ann_voice.pos)
         first = first_frame(start)
-        await until(
+        await async_wait_until(
             lambda: all(
                 q in bob.heard(delay_bob)
                 for q in range(first, attack_end + CHUNK + GATE, OPUS_FRAME_SAMPLES)
             ),
+            15,
             "Bob's tap to cover the attack",
         )
     finally:
@@ -570,12 +538,12 @@ async def test_malformed_input_is_refused_without_harming_another_singer(
 
 
 async def test_unknown_rooms_and_bad_names_are_clear_errors(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    async with http.get(stack.gateways[1] + "/api/rooms/nowhere") as response:
+    async with http.get(module_stack.gateways[1] + "/api/rooms/nowhere") as response:
         assert response.status == 404
         assert "nowhere" in (await response.json())["error"]
-    peer = Peer(http, stack.ws(1))
+    peer = Peer(http, module_stack.ws(1))
     reply = await peer.hello("no/where", "Ann")
     assert (reply["type"], reply["code"], reply["fatal"]) == ("error", "bad_room", True)
     await peer.close()

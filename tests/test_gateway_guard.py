@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,7 +26,7 @@ from gateway.app import create_app
 from gateway.edge import allowed_hosts, client_address, host_allowed, server_options
 from gateway.hub import HUB, Options
 from gateway.rooms import PASSWORD_CHECKS
-from tests.support import Process, processes, wait_for
+from tests.support import Stack, async_wait_until
 from tests.test_gateway import FAST, ClientFactory, expect_error, metrics, next_json
 
 JSON = {"Content-Type": "application/json"}
@@ -404,19 +403,9 @@ async def test_a_slow_body_trickle_is_cut_off(
 # --- closing ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
-    with processes(output_dir) as started:
-        env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mixer-guard"}
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-guard")), 20, "the mixer")
-        client.close()
-        yield started[0]
-
-
+@pytest.mark.stack(gateways=0)  # the mixer that answers joins
 async def test_nothing_is_processed_after_the_server_closes(
-    aiohttp_client: ClientFactory, redis_url: str, mixer: Process
+    aiohttp_client: ClientFactory, redis_url: str, stack: Stack
 ) -> None:
     client = await start(aiohttp_client, redis_url, Options(reply_timeout_s=15))
     ws = await client.ws_connect("/ws")
@@ -467,20 +456,14 @@ async def test_a_client_that_does_not_let_the_close_finish_is_dropped(
         )
         # The server wants it gone (as at shutdown, or for not reading), but this
         # client never answers the close frame and never sends anything.
-        for _ in range(50):
-            if hub.sessions:
-                break
-            await asyncio.sleep(0.1)
+        await async_wait_until(lambda: hub.sessions, 5, "the server's session")
         session = next(iter(hub.sessions))
         session.close_deadline_s = 0.5
         # A full send buffer: the outbox holds the close back (the client never reads).
         assert session.transport is not None
         session.transport.get_write_buffer_size = lambda: 10**9
         session.close(1008, "not reading")
-        for _ in range(100):
-            if not hub.sessions:
-                break
-            await asyncio.sleep(0.1)
+        await async_wait_until(lambda: not hub.sessions, 10, "the session to be dropped")
         assert not hub.sessions
         counts = await metrics(client)
         assert counts['bb_gateway_drops_total{reason="close_timeout"}'] == 1

@@ -26,6 +26,7 @@ from gateway.retry import delay_s
 from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
 from gateway.worker import CodecWorker
+from tests.support import async_wait_until
 
 NOW = 86_000_000_000_000
 
@@ -233,15 +234,20 @@ async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_u
     fanout.subscribe(session, "choir", delay)
     task = asyncio.create_task(fanout.run())
     try:
-        await asyncio.sleep(0.3)  # the tap starts after what its stream holds now
+        # The tap starts after what its stream holds when the fanout first reads it.
+        await async_wait_until(
+            lambda: all(tap.last_id is not None for tap in fanout._taps.values()),
+            5,
+            "the fanout to start the tap",
+        )
         start = (now_samples() // 960) * 960
         starts = [start + k * 4800 for k in range(12)]
         silence = np.zeros(4800, np.float32)
         for s in starts:
             window = encode_tap("choir", delay, s, s, silence)
             await redis.xadd(keys.room_tap("choir", delay), {"d": window})
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)  # the scenario: a mixer publishes a window every 100 ms
+        await async_wait_until(lambda: len(received) >= len(starts), 5, "every window")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -47,15 +47,18 @@ from tests.browser_support import (
     decode_dump,
     fill_join,
     gated_tone,
-    poll,
+    lead,
+    move_behind_the_leader,
     require_chromium,
+    start_song,
     tone,
     tone_envelope,
     tone_level,
+    wait_heard,
     write_wav,
 )
 from tests.caddysupport import Front, caddy_front, compose_env, fetch, require_caddy
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, free_port, wait_until
 
 RATE = SAMPLE_RATE
 BLOCK = OCC_FRAME_SAMPLES
@@ -110,29 +113,10 @@ def sing(pw: Any, base: str, spki: str, output_dir: Path, label: str) -> tuple[f
             page.evaluate("bbDebug.record(40)")
             fill_join(page, name)
             page.wait_for_selector("#stage:not([hidden])", timeout=15_000)
-        ann.click("#lead")
-        poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
-        poll(ben, "bbDebug.state && bbDebug.state.leader !== null", "Ben sees a leader")
-        target = 3 if ben.evaluate("bbDebug.me.bucket") == 2 else 2
-        ben.click(f"#buckets li[data-bucket='{target}'] button")
-        poll(
-            ben,
-            f"bbDebug.me && bbDebug.me.delay === bbDebug.state.buckets.delays[{target}]",
-            f"Ben in bucket {target + 1}",
-        )
-        ann.click("#start")
-        poll(ann, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
-
-        def ann_reached_ben() -> bool:
-            sung = ann.evaluate("bbDebug.sent.span()")
-            heard = ben.evaluate("bbDebug.received.span()")
-            return bool(
-                sung["start"] is not None
-                and heard["end"] is not None
-                and heard["end"] >= sung["start"] + 3 * RATE
-            )
-
-        wait_for(ann_reached_ben, 40, "3 s of Ann's singing to reach Ben", interval_s=0.2)
+        lead(ann)
+        move_behind_the_leader(ben)
+        start_song(ann)
+        wait_heard(ann, ben, 3, 40)
         sent_start, sent, _ = decode_dump(ann.evaluate("bbDebug.sent.dump()"))
         recv_start, recv, _ = decode_dump(ben.evaluate("bbDebug.received.dump()"))
         ben.screenshot(path=str(output_dir / f"ben-{label}.png"), full_page=True)
@@ -324,9 +308,9 @@ def test_brigade_up_https_serves_phones_with_its_own_certificate(
         )
     base = f"https://localhost:{port}"
     try:
-        wait_for((tls_dir / "server.crt").is_file, 30, "brigade up to make its certificate")
+        wait_until((tls_dir / "server.crt").is_file, 30, "brigade up to make its certificate")
         ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.crt"))
-        wait_for(lambda: fetch(f"{base}/healthz", ctx)[0] == 200, 40, "the gateway over HTTPS")
+        wait_until(lambda: fetch(f"{base}/healthz", ctx)[0] == 200, 40, "the gateway over HTTPS")
         text = log_path.read_text()
         assert f"Bucket Brigade is running at {base}/" in text
         # The fingerprint printed is the served certificate's.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from inspector.view import (
     render_room,
     time_axis,
 )
-from tests.simgateway import SimGateway, Singer
-from tests.support import Process, RedisServer, free_port, processes, wait_for
+from tests.simgateway import SimGateway, Singer, sing_until
+from tests.support import Process, RedisServer, free_port, processes, wait_until
 
 RING = 120 * SAMPLE_RATE
 # Not a multiple of the ring, so the ring's oldest frame sits mid-array and the map wraps.
@@ -232,11 +231,7 @@ def _sing_until_the_ring_fills(sim: SimGateway, room: str) -> tuple[int, int]:
     start = int(sim.state(room)["song"]["start_pos"])
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
     singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]
-    deadline = time.monotonic() + 10
-    while _occupied(sim.client, room) < 10 and time.monotonic() < deadline:
-        for s in singers:
-            s.pump()
-        time.sleep(0.02)
+    sing_until(singers, lambda: _occupied(sim.client, room) >= 10, 10, "audio in the ring")
     assert _occupied(sim.client, room) >= 10, "no audio reached the ring"
     return da, db
 
@@ -251,7 +246,7 @@ def test_inspect_a_room_with_a_running_mixer(
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "m1", "BB_PUBLISH_MS": "100"}
         started.append(Process(["mixer"], env, output_dir, "m1"))
         sim.create_room("choir", capacity=12, password_hash="pbkdf2_sha256$9$salt$SECRETHASH")
-        wait_for(lambda: sim.owner("choir") == "m1", 5, "m1 to own the room")
+        wait_until(lambda: sim.owner("choir") == "m1", 5, "m1 to own the room")
         da, db = _sing_until_the_ring_fills(sim, "choir")
         # A tap stream nobody uses any more (and with a broken entry): found by SCAN.
         sim.client.xadd(keys.room_tap("choir", 999), {"d": b"junk"})
@@ -368,7 +363,7 @@ def test_the_overview_shows_recorders_beside_mixers_and_gateways(
     with processes(output_dir) as started:
         recorder = Process(["recorder"], env, output_dir, "rec1")
         started.append(recorder)
-        wait_for(lambda: client.exists(keys.recorder_heartbeat("rec1")), 15, "its heartbeat")
+        wait_until(lambda: client.exists(keys.recorder_heartbeat("rec1")), 15, "its heartbeat")
         # A heartbeat nobody can read is shown too, not skipped.
         client.set(keys.recorder_heartbeat("broken"), b"junk", px=60_000)
 
@@ -398,7 +393,7 @@ def test_the_overview_shows_keepers_and_not_their_markers(
         with processes(output_dir) as started:
             keeper = Process(["keeper"], env, output_dir, "kp1")
             started.append(keeper)
-            wait_for(lambda: client.exists(keys.keeper_heartbeat("kp1")), 15, "its heartbeat")
+            wait_until(lambda: client.exists(keys.keeper_heartbeat("kp1")), 15, "its heartbeat")
             client.set(keys.keeper_heartbeat("{0}"), b"1")  # a master's marker on a cluster
 
             assert inspect_cmd.main(["--redis-url", redis_url, "--width", "100"]) == 0

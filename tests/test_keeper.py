@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from brigade.redisserver import LocalRedis
 from common import keys
 from keeper import copier, durable
-from tests.support import REPO, Process, processes, wait_for
+from tests.support import REPO, Process, processes, wait_until
 
 
 def test_the_rooms_state_is_durable_and_the_audio_is_not() -> None:
@@ -150,8 +150,8 @@ def test_check_wants_a_live_keeper_and_the_marker_and_says_both(output_dir: Path
         with processes(output_dir) as started:
             keeper = Process(["keeper"], env, output_dir, "keeper")
             started.append(keeper)
-            wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper's marker")
-            wait_for(lambda: client.exists(keys.keeper_heartbeat("kc")), 20, "its heartbeat")
+            wait_until(lambda: client.exists(durable.MARKER), 20, "the keeper's marker")
+            wait_until(lambda: client.exists(keys.keeper_heartbeat("kc")), 20, "its heartbeat")
             code, said = check()
             assert code == 0 and said.startswith("healthy: keeper kc"), said
             assert f"({durable.MARKER} marker present)" in said

@@ -17,7 +17,7 @@ from brigade.rediscluster import LocalRedisCluster
 from brigade.redisserver import LocalRedis
 from common import keys, redisclient
 from keeper import durable
-from tests.support import Process, processes, wait_for
+from tests.support import Process, processes, wait_until
 
 ROOMS = [f"room{i}" for i in range(12)]
 
@@ -47,14 +47,16 @@ def test_the_keeper_restores_one_emptied_master_and_follows_a_failover(
                 "BB_LOG_LEVEL": "INFO",
             }
             started.append(Process(["keeper"], env, output_dir, "keeper"))
-            wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper")
+            wait_until(lambda: client.exists(durable.MARKER), 20, "the keeper")
             for room in ROOMS:
                 client.hset(keys.room_meta(room), mapping={"capacity": "7", "password_hash": ""})
                 client.xadd(keys.room_in(room), {"d": b"audio"})
             masters = {own_cluster.master_of(keys.room_meta(r)) for r in ROOMS}
             assert len(masters) > 1, "the rooms should spread over the masters"
             # Changes on every master are copied (and the audio is not).
-            wait_for(lambda: all(store.exists(keys.room_meta(r)) for r in ROOMS), 10, "rooms kept")
+            wait_until(
+                lambda: all(store.exists(keys.room_meta(r)) for r in ROOMS), 10, "rooms kept"
+            )
             assert not any(store.exists(keys.room_in(r)) for r in ROOMS)
 
             # One master loses its data (as when restarted empty before its replica took
@@ -64,7 +66,7 @@ def test_the_keeper_restores_one_emptied_master_and_follows_a_failover(
             node = own_cluster.node(emptied)
             node.flushall()
             node.close()
-            wait_for(
+            wait_until(
                 lambda: all(client.exists(keys.room_meta(r)) for r in ROOMS),
                 15,
                 "the emptied master's rooms restored",
@@ -75,12 +77,12 @@ def test_the_keeper_restores_one_emptied_master_and_follows_a_failover(
             # A master dies and its replica takes over: the keeper subscribes there.
             dead = own_cluster.master_of(keys.room_meta(ROOMS[-1]))
             own_cluster.kill(dead)
-            wait_for(
+            wait_until(
                 lambda: own_cluster.master_of(keys.room_meta(ROOMS[-1])) != dead,
                 30,
                 "the replica's promotion",
             )
-            wait_for(lambda: _write_and_copied(client, store, ROOMS[-1]), 30, "a change copied")
+            wait_until(lambda: _write_and_copied(client, store, ROOMS[-1]), 30, "a change copied")
             own_cluster.restart(dead)
     finally:
         client.close()

@@ -11,26 +11,18 @@ docs/protocol.md (tests/test_gateway_e2e.py's ``Peer``).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis
 
 from brigade.redisserver import LocalRedis
 from common import keys
 from common import protocol as p
 from keeper import durable
-from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.support import Process, free_port, healthy, processes, wait_until
 from tests.test_gateway_e2e import Peer
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def members_by_name(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -59,12 +51,12 @@ async def test_a_room_comes_back_into_an_empty_redis_and_its_singers_rejoin(
                 "BB_METRICS_PORT": str(metrics_port),
             }
             started.append(Process(["keeper"], keeper_env, output_dir, "keeper"))
-            wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper")
+            wait_until(lambda: client.exists(durable.MARKER), 20, "the keeper")
             mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "kx"}, output_dir, "mixer")
             started.append(mixer)
             gw_env = {**env, "BB_PORT": str(port), "BB_GATEWAY_ID": "kgw"}
             started.append(Process(["gateway"], gw_env, output_dir, "gateway"))
-            wait_for(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
+            wait_until(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
 
             ann, bob = Peer(http, ws), Peer(http, ws)
             await ann.join("vault", "Ann", password=password)
@@ -82,7 +74,7 @@ async def test_a_room_comes_back_into_an_empty_redis_and_its_singers_rejoin(
                 )
             )["state"]
             version = client.hget(keys.room_song("vault"), "version")
-            wait_for(
+            wait_until(
                 lambda: store.hget(keys.room_song("vault"), "version") == version,
                 10,
                 "the keeper to copy the room's last state",
@@ -99,8 +91,8 @@ async def test_a_room_comes_back_into_an_empty_redis_and_its_singers_rejoin(
             started.append(
                 Process(["mixer"], {**env, "BB_MIXER_ID": "kx"}, output_dir, "mixer-again")
             )
-            wait_for(lambda: client.exists(durable.MARKER), 20, "the keeper to restore")
-            wait_for(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
+            wait_until(lambda: client.exists(durable.MARKER), 20, "the keeper to restore")
+            wait_until(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
 
             # The room is still closed to strangers.
             eve = Peer(http, ws)

@@ -17,9 +17,8 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,7 +35,9 @@ from loadgen.clock import ClockEstimator
 from loadgen.run import LEADER_HEAD_START_S, LoadConfig, LoadRun, build_plan
 from loadgen.server import Snapshot, parse_prometheus, upstream_delta
 from loadgen.stats import FrameLedger, Histogram, Windows, WindowStats
-from tests.support import REPO, Process, free_port, wait_for
+from tests.support import REPO, Stack, free_port
+
+pytestmark = pytest.mark.stack(env={"BB_LOG_LEVEL": "WARNING"})
 
 F = OPUS_FRAME_SAMPLES
 D = 3 * SAMPLE_RATE
@@ -407,41 +408,7 @@ def test_an_unreachable_gateway_is_one_line_and_exit_code_1() -> None:
 
 
 # --- against a real stack, through a fault-injecting relay ----------------------------
-
-
-@dataclass
-class Stack:
-    gateway_url: str
-    redis_url: str
-
-
-@pytest.fixture
-def stack(redis_url: str, output_dir: Path) -> Iterator[Stack]:
-    port = free_port()
-    env = {"REDIS_URL": redis_url, "BB_LOG_LEVEL": "WARNING"}
-    mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-load"}, output_dir, "mixer")
-    gateway = Process(
-        ["gateway"],
-        {**env, "BB_GATEWAY_ID": "gateway-load", "BB_PORT": str(port)},
-        output_dir,
-        "gateway",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: (
-                subprocess.run(
-                    ["curl", "-sf", f"{url}/healthz"], capture_output=True, check=False
-                ).returncode
-                == 0
-            ),
-            15,
-            "gateway healthy",
-        )
-        yield Stack(url, redis_url)
-    finally:
-        gateway.stop()
-        mixer.stop()
+# (the ``stack`` fixture of tests/conftest.py: a mixer and a gateway, logging warnings)
 
 
 Fault = Callable[[int, int, int], Awaitable[bool]]
@@ -574,7 +541,7 @@ class Relay:
 
     def _later(self, client: web.WebSocketResponse, data: bytes, delay_s: float) -> None:
         async def send() -> None:
-            await asyncio.sleep(delay_s)
+            await asyncio.sleep(delay_s)  # the scenario: the fault injected is this delay
             if not client.closed:
                 await client.send_bytes(data)
 
@@ -593,7 +560,7 @@ def _wall() -> float:
 
 @pytest.fixture
 async def relay(stack: Stack) -> AsyncIterator[tuple[Relay, str]]:
-    proxy = Relay(stack.gateway_url)
+    proxy = Relay(stack.base)
     runner = web.AppRunner(proxy.app())
     await runner.setup()
     port = free_port()
@@ -677,7 +644,7 @@ async def test_a_clean_run_on_two_worker_processes_with_a_skewed_clock_in_one_bu
     stack: Stack,
 ) -> None:
     config = LoadConfig(
-        urls=(stack.gateway_url,),
+        urls=(stack.base,),
         steps=(4,),
         room_size=4,
         room_prefix="clean",

@@ -10,21 +10,17 @@ refused after a few checked guesses, and the guesses checked are counted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 import gateway.rooms
-from common import keys
 from common.protocol import Resume
 from gateway.checks import CheckQueue, QueueFull
 from gateway.guard import Limits
 from gateway.hub import Options
 from gateway.rooms import PASSWORD_CHECKS
-from tests.guessers import PASSWORD, ROOM, Tally, address, guesser, join, outcome
-from tests.support import Process, processes, wait_for
+from tests.guessers import PASSWORD, ROOM, address, flood, join, outcome
+from tests.support import Stack, async_wait_until
 from tests.test_gateway import ClientFactory
 from tests.test_gateway_guard import start
 
@@ -49,17 +45,17 @@ async def test_the_check_queue_serves_the_fewest_guesses_first_and_pushes_out_th
             order.append(f"{name} refused")
 
     first = asyncio.create_task(check("first", 5))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: the new tasks run to their first wait
     guesser = asyncio.create_task(check("guesser", 3))
     other = asyncio.create_task(check("other", 2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     assert (order, queue.waiting) == (["first"], 2)
     # Full: a newcomer (no wrong guesses) pushes out the worst waiter...
     newcomer = asyncio.create_task(check("newcomer", 0))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     # ...and one no better than every waiter is refused at once.
     late = asyncio.create_task(check("late", 2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     assert order == ["first", "guesser refused", "late refused"]
     release.set()
     await asyncio.gather(first, guesser, other, newcomer, late)
@@ -80,9 +76,9 @@ async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
             served.append(name)
 
     held = asyncio.create_task(hold())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     leaving, staying = asyncio.create_task(check("leaving")), asyncio.create_task(check("staying"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a turn of the loop
     leaving.cancel()
     holder.set()
     await asyncio.gather(held, staying)
@@ -94,21 +90,11 @@ async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:
 # --- a flood from many addresses ----------------------------------------------------------
 
 
-@pytest.fixture
-def mixer(redis_url: str, output_dir: Path) -> Iterator[Process]:
-    with processes(output_dir) as started:
-        env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mixer-lockout"}
-        started.append(Process(["mixer"], env, output_dir, "mixer"))
-        client = redis.Redis.from_url(redis_url)
-        wait_for(lambda: client.exists(keys.mixer_heartbeat("mixer-lockout")), 20, "the mixer")
-        client.close()
-        yield started[0]
-
-
+@pytest.mark.stack(gateways=0)  # the mixer that answers joins
 async def test_guessers_from_many_addresses_lock_out_neither_newcomers_nor_members(
     aiohttp_client: ClientFactory,
     redis_url: str,
-    mixer: Process,
+    stack: Stack,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A short queue of waiting checks, so the flood fills it: the newcomer must get
@@ -122,42 +108,30 @@ async def test_guessers_from_many_addresses_lock_out_neither_newcomers_nor_membe
     assert outcome(welcome) == "welcome", welcome
     seat = Resume(welcome["singer"], welcome["token"])
 
-    tally, stop, refused = Tally(), asyncio.Event(), asyncio.Event()
     sources = [address(n) for n in range(GUESSERS)]
-    flood = [
-        asyncio.create_task(
-            guesser(
-                ws_url,
-                source,
-                tally,
-                stop=stop,
-                refused=refused,
-                until_refused=False,
-                pause_s=0.05,
-            )
-        )
-        for source in sources
-    ]
+    guessers = flood(ws_url, sources, pause_s=0.05)
+    tally = guessers.tally
     try:
         # Once the limits bite (a guesser is refused) and every guesser has been checked
         # (so a newcomer no longer competes with addresses never seen), while all of
         # them go on guessing:
-        await asyncio.wait_for(refused.wait(), 120)
-        for _ in range(2400):
-            if all(tally.count(source, "bad_password") for source in sources):
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(guessers.refused.wait(), 120)
+        await async_wait_until(
+            lambda: all(tally.count(source, "bad_password") for source in sources),
+            120,
+            "every guesser's guess to have been checked",
+        )
         during = [outcome(await join(ws_url, address(2000)))]
         during.append(outcome(await join(ws_url, address(1000), seat)))
         # Until every one of them has been refused at least once.
-        for _ in range(2400):
-            if all(tally.count(source, "rate_limited") for source in sources):
-                break
-            await asyncio.sleep(0.05)
-        still_guessing = sum(not task.done() for task in flood)
+        await async_wait_until(
+            lambda: all(tally.count(source, "rate_limited") for source in sources),
+            120,
+            "every guesser to have been refused",
+        )
+        still_guessing = guessers.still_guessing()
     finally:
-        stop.set()
-        await asyncio.gather(*flood, return_exceptions=True)
+        await guessers.stop()
     after = [
         outcome(await join(ws_url, address(2001))),
         outcome(await join(ws_url, address(1000), seat)),

@@ -12,70 +12,44 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
-import redis
 
-from common import keys
 from common.constants import SAMPLE_RATE
-from tests.support import REPO, Process, RedisServer, cluster, wait_for
-from tests.test_gateway_e2e import Peer, until
+from tests.conftest import flush
+from tests.support import REPO, RedisServer, Stack, async_wait_until, wait_until
+from tests.test_gateway_e2e import Peer, peers
 from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
 
 TTL_S = 8.0
 
 
-@dataclass
-class Stack:
-    redis: redis.Redis
-    gateways: list[str]
-    mixers: dict[str, Process]
-    url: str
-
-    def ws(self, index: int = 0) -> str:
-        return self.gateways[index].replace("http://", "ws://") + "/ws"
-
-    def owner(self, room: str) -> str:
-        raw: Any = self.redis.get(keys.room_lease(room))
-        return bytes(raw).decode() if raw else ""
-
-    def material_keys(self, rooms: str = "*") -> list[bytes]:
-        """The track and image keys of the rooms matching ``rooms`` (a glob)."""
-        found: list[bytes] = []
-        for pattern in (f"bb:{{{rooms}}}:track:*", f"bb:{{{rooms}}}:image:*"):
-            found.extend(bytes(k) for k in self.redis.scan_iter(match=pattern, count=1000))
-        return found
+# Two mixers and two gateways for the module (one Redis), with a tracks library.
+pytestmark = pytest.mark.stack(
+    mixers=2,
+    gateways=2,
+    library=True,
+    env={"BB_LOG_LEVEL": "INFO", "BB_MATERIAL_TTL_S": str(TTL_S)},
+)
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushall()
-    log_dir = Path(tmp_path_factory.mktemp("material-e2e"))
-    library = log_dir / "library"
-    library.mkdir()
-    env = {
-        "REDIS_URL": redis_server.url,
-        "BB_LOG_LEVEL": "INFO",
-        "BB_MATERIAL_TTL_S": str(TTL_S),
-        "BB_TRACKS_DIR": str(library),
-    }
-    # No upload, good or bad, may make any process log a traceback (cluster checks).
-    with cluster(env, log_dir, "t") as started:
-        yield Stack(client, started.urls, started.mixers, redis_server.url)
-    client.close()
+def redis_backend(redis_server: RedisServer) -> RedisServer:
+    """One Redis only (emptied): the module's ``module_stack`` runs on it."""
+    flush(redis_server)
+    return redis_server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+def material_keys(stack: Stack, rooms: str = "*") -> list[bytes]:
+    """The track and image keys of the rooms matching ``rooms`` (a glob)."""
+    found: list[bytes] = []
+    for pattern in (f"bb:{{{rooms}}}:track:*", f"bb:{{{rooms}}}:image:*"):
+        found.extend(bytes(k) for k in stack.redis.scan_iter(match=pattern, count=1000))
+    return found
 
 
 def seat(peer: Peer) -> dict[str, str]:
@@ -102,13 +76,13 @@ def latest_state(peer: Peer) -> dict[str, Any]:
 
 
 async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann, ben = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    ann, ben = peers(http, module_stack, 0, 1)
     await ann.join("badfiles", "Ann")
     await ben.join("badfiles", "Ben")
     await ann.ok("lead")
-    base = stack.gateways[1]  # not the gateway Ann is connected to
+    base = module_stack.gateways[1]  # not the gateway Ann is connected to
     version = latest_state(ann)["version"]
     good = encode(good_track(), SAMPLE_RATE, "wav")
     # Who may upload: a seat is needed, it must be this room's, and the leader's.
@@ -129,7 +103,8 @@ async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
         print(f"{bad.what}: {status} {body['error']}")
         assert status == bad.status, (bad.what, body)
         assert isinstance(body["error"], str) and 10 < len(body["error"]) < 300
-    assert stack.material_keys() == []
+    assert material_keys(module_stack) == []
+    # A window for a wrong change to show: what is checked is that nothing happens.
     await asyncio.sleep(0.5)
     state = latest_state(ann)
     assert state["version"] == version, "a refused upload changed the room"
@@ -144,12 +119,12 @@ async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
 
 
 async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    ann = Peer(http, stack.ws(0))
+    ann = Peer(http, module_stack.ws(0))
     await ann.join("material", "Ann")
     await ann.ok("lead")
-    base = stack.gateways[0]
+    base = module_stack.gateways[0]
     track_file = encode(good_track(44_100), 44_100, "mp3", channels=2)
     status, body = await upload(http, base, "material", "track", track_file, seat(ann), "Hymn.mp3")
     assert status == 201, body
@@ -163,7 +138,7 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     await ann.ok("set_metronome", on=True, bpm=120, beats=4, count_in=True)
 
     # The bytes are served by every gateway, with their own type and nosniff.
-    for gateway in stack.gateways:
+    for gateway in module_stack.gateways:
         async with http.get(f"{gateway}/api/rooms/material/tracks/{track['id']}") as r:
             assert r.status == 200 and r.content_type == "audio/ogg"
             assert (await r.read())[:4] == b"OggS"
@@ -175,7 +150,7 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
         assert r.status == 404
 
     # A late joiner gets all of it in its welcome.
-    late = Peer(http, stack.ws(1))
+    late = Peer(http, module_stack.ws(1))
     welcome = await late.join("material", "Late", role="spectator")
     state = welcome["state"] or latest_state(late)
     assert state["material"]["lyrics"] == lyrics
@@ -184,16 +159,18 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     assert state["song"]["metronome"]["count_in"] is True
 
     # The owning mixer dies: the other one takes the room over with its material.
-    owner = stack.owner("material")
-    stack.mixers[owner].kill()
-    await until(
-        lambda: stack.owner("material") not in ("", owner),
+    owner = module_stack.owner("material")
+    assert owner is not None
+    module_stack.mixers[owner].kill()
+    await async_wait_until(
+        lambda: module_stack.owner("material") not in (None, owner),
+        15,
         "another mixer to own the room",
-        timeout_s=15,
     )
     await ann.ok("set_lyrics", text=lyrics + "\nLife is but a dream")
-    await until(
+    await async_wait_until(
         lambda: latest_state(late)["material"]["lyrics"].endswith("Life is but a dream"),
+        15,
         "the new lyrics to reach the late joiner",
     )
     state = latest_state(late)
@@ -201,18 +178,20 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     assert state["material"]["image"] is not None
     # A gateway with nobody in the room (as after a restart) reads it all from Redis.
     await late.close()
+    # A moment for that gateway to drop its view of the room. Nothing outside the process
+    # shows when it has (the answer reads the same either way), so this one stays a sleep.
     await asyncio.sleep(0.5)
-    async with http.get(f"{stack.gateways[1]}/api/rooms/material") as r:
+    async with http.get(f"{module_stack.gateways[1]}/api/rooms/material") as r:
         from_redis = await r.json()
     assert from_redis["material"]["tracks"][0]["id"] == track["id"]
     assert from_redis["material"]["lyrics"].endswith("Life is but a dream")
     assert from_redis["song"]["metronome"]["count_in"] is True
 
     # brigade inspect shows it.
-    shown = await inspect(stack, "material")
+    shown = await inspect(module_stack, "material")
     assert "track Hymn.mp3" in shown and "metronome 120 bpm, 4 per bar, count-in" in shown
     assert "lyrics: 4 lines" in shown and "image/png" in shown
-    as_json = json.loads(await inspect(stack, "material", "--json"))
+    as_json = json.loads(await inspect(module_stack, "material", "--json"))
     assert as_json["material"]["tracks"][0]["id"] == track["id"]
 
     # The song ends by itself when the track does: count-in bar (2 s) + the track.
@@ -229,11 +208,10 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     assert song["stopped_by"] is None and not song["running"]
     await ann.close()
     # Restart the killed mixer so the module's other tests have two again.
-    killed = stack.mixers[owner]
-    stack.mixers[owner] = Process(["mixer"], _env_of(stack, owner), killed.log_path.parent, owner)
+    module_stack.add_mixer(owner)
 
 
-async def inspect(stack: Stack, *args: str) -> str:
+async def inspect(module_stack: Stack, *args: str) -> str:
     """``brigade inspect`` as an operator runs it; its standard output."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -241,7 +219,7 @@ async def inspect(stack: Stack, *args: str) -> str:
         "brigade",
         "inspect",
         "--redis-url",
-        stack.url,
+        module_stack.redis_url,
         *args,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
@@ -251,23 +229,19 @@ async def inspect(stack: Stack, *args: str) -> str:
     return out.decode()
 
 
-def _env_of(stack: Stack, mixer: str) -> dict[str, str]:
-    return {"REDIS_URL": stack.url, "BB_MATERIAL_TTL_S": str(TTL_S), "BB_MIXER_ID": mixer}
-
-
 async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     """Rooms created, given a track and an image, then left: their bytes expire."""
     long_track = np.tile(good_track(), 5)  # 10 s
     track_file = encode(long_track, SAMPLE_RATE, "flac")
-    assert stack.material_keys("abandoned*") == []
-    before: Any = stack.redis.info("memory")
+    assert material_keys(module_stack, "abandoned*") == []
+    before: Any = module_stack.redis.info("memory")
     rooms = [f"abandoned{i}" for i in range(5)]
     leaders = []
-    base = stack.gateways[1]
+    base = module_stack.gateways[1]
     for room in rooms:
-        leader = Peer(http, stack.ws(0))
+        leader = Peer(http, module_stack.ws(0))
         await leader.join(room, "Ann")
         await leader.ok("lead")
         for _ in range(2):
@@ -277,11 +251,11 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
         assert status == 201
         leaders.append(leader)
     # While their leaders are there the rooms are in use: nothing expires.
-    await asyncio.sleep(TTL_S + 1)
-    held = stack.material_keys("abandoned*")
+    await asyncio.sleep(TTL_S + 1)  # the scenario: longer than the keys' TTL
+    held = material_keys(module_stack, "abandoned*")
     assert len(held) == 3 * len(rooms)
-    held_bytes = sum(int(stack.redis.memory_usage(key) or 0) for key in held)
-    during: Any = stack.redis.info("memory")
+    held_bytes = sum(int(module_stack.redis.memory_usage(key) or 0) for key in held)
+    during: Any = module_stack.redis.info("memory")
     for leader in leaders:
         await leader.ok("leave")
         await leader.close()
@@ -292,16 +266,20 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
         async with http.get(f"{base}/api/rooms/{rooms[0]}") as r:
             return len((await r.json())["members"])
 
-    for _ in range(50):
-        if await members_listed() == 0:
-            break
-        await asyncio.sleep(0.1)
+    async def nobody_listed() -> bool:
+        return await members_listed() == 0
+
+    await async_wait_until(nobody_listed, 5, "the uploads' gateway to list nobody")
     assert await members_listed() == 0
     # Nobody is in these rooms: nothing renews their keys, which expire after TTL_S.
-    wait_for(lambda: not stack.material_keys("abandoned*"), 3 * TTL_S, "the keys to expire")
+    wait_until(
+        lambda: not material_keys(module_stack, "abandoned*"), 3 * TTL_S, "the keys to expire"
+    )
     # (The rooms' tap streams go 10 s after their last window, on their own.)
-    wait_for(lambda: not any(stack.redis.scan_iter(match="bb:{abandoned*}:tap:*")), 30, "the taps")
-    after: Any = stack.redis.info("memory")
+    wait_until(
+        lambda: not any(module_stack.redis.scan_iter(match="bb:{abandoned*}:tap:*")), 30, "the taps"
+    )
+    after: Any = module_stack.redis.info("memory")
     grown = int(after["used_memory"]) - int(before["used_memory"])
     peak = int(during["used_memory"]) - int(before["used_memory"])
     released = int(during["used_memory"]) - int(after["used_memory"])
@@ -312,31 +290,31 @@ async def test_abandoned_rooms_leave_no_tracks_or_images_behind(
     assert held_bytes > 500_000 and released >= 0.9 * held_bytes
 
     # Someone comes back to such a room: the mixer forgets what expired.
-    back = Peer(http, stack.ws(0))
+    back = Peer(http, module_stack.ws(0))
     await back.join(rooms[0], "Back")
-    await until(
+    await async_wait_until(
         lambda: (
             latest_state(back)["material"]["tracks"] == []
             and latest_state(back)["material"]["image"] is None
         ),
+        10,
         "the expired material to leave the room's state",
-        timeout_s=10,
     )
     await back.close()
 
 
 async def test_the_library_is_read_on_request_and_its_tracks_are_taken_like_uploads(
-    stack: Stack, http: aiohttp.ClientSession
+    module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    base = stack.gateways[0]
+    base = module_stack.gateways[0]
     async with http.get(base + "/api/tracks") as r:
         listed = (await r.json())["tracks"]
-    folder = Path(_library_dir(stack))
+    folder = Path(module_stack.env["BB_TRACKS_DIR"])
     (folder / "Anthem.flac").write_bytes(encode(good_track(), SAMPLE_RATE, "flac"))
     async with http.get(base + "/api/tracks") as r:
         now_listed = (await r.json())["tracks"]
     assert [t["name"] for t in now_listed] == sorted([*(t["name"] for t in listed), "Anthem.flac"])
-    ann = Peer(http, stack.ws(0))
+    ann = Peer(http, module_stack.ws(0))
     await ann.join("library", "Ann")
     await ann.ok("lead")
     async with http.post(
@@ -354,8 +332,3 @@ async def test_the_library_is_read_on_request_and_its_tracks_are_taken_like_uplo
         )
     )
     await ann.close()
-
-
-def _library_dir(stack: Stack) -> str:
-    log = next(iter(stack.mixers.values())).log_path.parent
-    return str(log / "library")

@@ -17,7 +17,7 @@ from common.heartbeat import Heartbeat
 from common.settings import MixerSettings
 from mixer.service import MixerService
 from tests.simgateway import SimGateway
-from tests.support import Process, free_port, processes, wait_for
+from tests.support import Process, free_port, processes, wait_until
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -40,9 +40,9 @@ def test_a_mixer_serves_prometheus_metrics(redis_url: str, output_dir: Path) -> 
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mm", "BB_METRICS_PORT": str(port)}
         started.append(Process(["mixer"], env, output_dir, "mm"))
         sim.create_room("metered")
-        wait_for(lambda: sim.owner("metered") == "mm", 10, "the mixer to own the room")
+        wait_until(lambda: sim.owner("metered") == "mm", 10, "the mixer to own the room")
         assert sim.join("metered", "ann", "Ann").ok
-        wait_for(lambda: scrape(port).get('bb_mixer_rooms{mixer="mm"}') == 1, 10, "metrics")
+        wait_until(lambda: scrape(port).get('bb_mixer_rooms{mixer="mm"}') == 1, 10, "metrics")
         values = scrape(port)
         assert values['bb_mixer_commands_total{mixer="mm"}'] >= 1
         assert values['bb_mixer_room_members{mixer="mm",room="metered"}'] == 1
@@ -96,18 +96,21 @@ def test_short_lived_taps_do_not_leak_streams(redis_url: str, output_dir: Path) 
         env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "mt", "BB_TAP_TTL_MS": "1500"}
         started.append(Process(["mixer"], env, output_dir, "mt"))
         sim.create_room("fidget")
-        wait_for(lambda: sim.owner("fidget") == "mt", 10, "the mixer to own the room")
+        wait_until(lambda: sim.owner("fidget") == "mt", 10, "the mixer to own the room")
         assert sim.join("fidget", "ann", "Ann").ok
         # A new delay every ~120 ms: each tap lives about one tick, less than a publish
         # period, so only a TTL set with its first window makes its stream expire.
         for i in range(25):
             assert sim.command("fidget", "ann", SetDelay(delay_s=5.0 + i * 0.25)).ok
-            time.sleep(0.12)
+            time.sleep(0.12)  # the scenario: the singer's next change of delay
         final = sim.member_delay("fidget", "ann")
-        time.sleep(3.0)
-        left = sorted(
-            bytes(k).decode() for k in client.scan_iter(match=keys.room_tap("fidget", 0)[:-1] + "*")
-        )
+
+        def taps_left() -> list[str]:
+            pattern = keys.room_tap("fidget", 0)[:-1] + "*"
+            return sorted(bytes(k).decode() for k in client.scan_iter(match=pattern))
+
+        wait_until(lambda: len(taps_left()) <= 1, 15, "the short-lived taps' streams to expire")
+        left = taps_left()
         assert left == [keys.room_tap("fidget", final)], left
     client.close()
 
@@ -127,7 +130,7 @@ def test_a_room_the_mixer_cannot_run_as_stored_runs_on_the_defaults(
         sim.create_room("long", bucket_spacing_s=30.0, n_buckets=8)
         sim.create_room("fine")
         for room in ("tight", "long", "fine"):
-            wait_for(lambda r=room: sim.owner(r) == "mb", 10, f"the mixer to own {room}")
+            wait_until(lambda r=room: sim.owner(r) == "mb", 10, f"the mixer to own {room}")
         for room in ("tight", "long", "fine"):
             assert sim.join(room, "ann", "Ann").ok
             assert sim.member_delay(room, "ann") > 0

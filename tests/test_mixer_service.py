@@ -14,8 +14,8 @@ from common import keys
 from common.clock import now_samples
 from common.commands import Disconnect, Lead, SetLeaderBoost, Start
 from common.streams import parse_entries
-from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, tone
-from tests.support import Process, RedisServer, processes, wait_for
+from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, sing_until, tone
+from tests.support import Process, RedisServer, processes, wait_until
 
 
 def start_mixer(
@@ -50,11 +50,9 @@ def run_song(sim: SimGateway, room: str, seconds: float) -> tuple[int, int, int]
     da, db = sim.member_delay(room, "a"), sim.member_delay(room, "b")
     assert da < db
     singers = [Singer(sim, room, "a", 440, da, start), Singer(sim, room, "b", 660, db, start)]
+    # The scenario: they sing for ``seconds``, at real-time pace.
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for s in singers:
-            s.pump()
-        time.sleep(0.02)
+    sing_until(singers, lambda: time.monotonic() >= end, seconds + 5, "the song's end")
     return start, da, db
 
 
@@ -64,11 +62,11 @@ def test_chunks_come_back_in_the_right_tap(
     with processes(output_dir) as started:
         start_mixer(started, redis_url, output_dir, "m1")
         sim.create_room("choir")
-        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 to own the room")
+        wait_until(lambda: owner(sim.client, "choir") == "m1", 5, "m1 to own the room")
         start, da, db = run_song(sim, "choir", 1.5)
         sung = 6 * CHUNK  # the leader has surely sung this much by now
         # The follower's tap emits position p at p + db - lead; wait for it.
-        wait_for(
+        wait_until(
             lambda: assemble(sim.taps("choir", db), start, sung) is not None, 10, "follower tap"
         )
         heard = assemble(sim.taps("choir", db), start, sung)
@@ -94,23 +92,25 @@ def test_two_mixers_split_rooms_and_failover_on_sigkill(
     with processes(output_dir) as started:
         m1 = start_mixer(started, redis_url, output_dir, "m1")
         m2 = start_mixer(started, redis_url, output_dir, "m2")
-        wait_for(lambda: sim.client.zcard(keys.MIXERS) == 2, 5, "both mixers' heartbeats")
+        wait_until(lambda: sim.client.zcard(keys.MIXERS) == 2, 5, "both mixers' heartbeats")
         for room in rooms:
             sim.create_room(room)
-        wait_for(lambda: all(owner(sim.client, r) for r in rooms), 5, "every room owned")
+        wait_until(lambda: all(owner(sim.client, r) for r in rooms), 5, "every room owned")
         owners = {r: owner(sim.client, r) for r in rooms}
         assert set(owners.values()) == {"m1", "m2"}, owners
 
         room = next(r for r in rooms if owners[r] == "m1")
         _start, _da, db = run_song(sim, room, 0.5)
-        wait_for(lambda: len(sim.taps(room, db)) > 0, 5, "tap frames from m1")
+        wait_until(lambda: len(sim.taps(room, db)) > 0, 5, "tap frames from m1")
 
         m1.kill()
         # Generous limits: a takeover at all is the behaviour; how fast it is, is
         # measured by bench/failover.py.
-        wait_for(lambda: owner(sim.client, room) == "m2", 30, "m2 to take the room over")
+        wait_until(lambda: owner(sim.client, room) == "m2", 30, "m2 to take the room over")
         last_id = parse_entries(sim.client.xrevrange(keys.room_tap(room, db), count=1))[0][0]
-        wait_for(lambda: len(sim.taps(room, db, since=last_id)) > 0, 30, "tap frames resumed by m2")
+        wait_until(
+            lambda: len(sim.taps(room, db, since=last_id)) > 0, 30, "tap frames resumed by m2"
+        )
         # The room's state survived the takeover.
         assert {m["singer_id"] for m in sim.state(room)["members"]} == {"a", "b"}
         assert sim.state(room)["song"]["running"]
@@ -123,32 +123,30 @@ def test_redis_restart_mid_song(private_redis: RedisServer, output_dir: Path) ->
     with processes(output_dir) as started:
         mixer = start_mixer(started, private_redis.url, output_dir, "m1")
         sim.create_room("choir")
-        wait_for(lambda: owner(client, "choir") == "m1", 5, "m1 to own the room")
+        wait_until(lambda: owner(client, "choir") == "m1", 5, "m1 to own the room")
         _start, da, db = run_song(sim, "choir", 0.5)
 
         private_redis.stop()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the scenario: Redis is away for 1.5 s
         private_redis.start()  # empty: nothing was persisted
         # The mixer re-claims its room and writes the state back...
-        wait_for(lambda: owner(client, "choir") == "m1", 10, "lease re-asserted")
-        wait_for(lambda: client.sismember(keys.ROOMS, "choir"), 5, "room re-registered")
+        wait_until(lambda: owner(client, "choir") == "m1", 10, "lease re-asserted")
+        wait_until(lambda: client.sismember(keys.ROOMS, "choir"), 5, "room re-registered")
         stored = client.hkeys(keys.room_members("choir"))
         assert {bytes(k).decode() for k in stored} == {"a", "b"}  # type: ignore[arg-type]
-        wait_for(
+        wait_until(
             lambda: {m["singer_id"] for m in sim.state("choir")["members"]} == {"a", "b"},
             5,
             "a fresh state event",
         )
         # ...and audio flows again: the leader keeps singing, the follower's tap carries it.
         leader = Singer(sim, "choir", "a", 440, da, now_samples() - da - 2 * CHUNK)
-        deadline = time.monotonic() + 10
-        heard = False
-        while time.monotonic() < deadline and not heard:
-            leader.pump()
+
+        def heard() -> bool:
             frames = collect(sim.taps("choir", db))
-            heard = any(float(np.abs(f).max()) > 0.1 for f in frames.values())
-            time.sleep(0.05)
-        assert heard, "no audio in the follower's tap after the restart"
+            return any(float(np.abs(f).max()) > 0.1 for f in frames.values())
+
+        sing_until([leader], heard, 10, "audio in the follower's tap after the restart")
         assert mixer.alive()
         assert "Redis unavailable" in mixer.log()
     client.close()
@@ -161,18 +159,18 @@ def test_streams_stay_bounded_with_a_slow_consumer(
         start_mixer(started, redis_url, output_dir, "m1", BB_TAP_MAXLEN="20")
         sim.in_maxlen = 100
         sim.create_room("choir")
-        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
+        wait_until(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
         run_song(sim, "choir", 0.2)
         db = sim.member_delay("choir", "b")
         # Nobody reads the tap for 4 s (a stalled gateway): it must stay bounded.
-        time.sleep(4)
+        time.sleep(4)  # the scenario: the stall
         assert sim.client.xlen(keys.room_tap("choir", db)) <= 20 + 100  # MAXLEN ~ slack
         # A flood of chunks: the input stream stays bounded too.
         for i in range(600):
             sim.push("choir", "a", now_samples() - 10 * 48000 - i, tone(440, 0, 480))
         assert sim.client.xlen(keys.room_in("choir")) <= 100 + 100
         # The mixer trims what it has consumed: the stream drains to its backlog.
-        wait_for(lambda: sim.client.xlen(keys.room_in("choir")) <= 100, 3, "input trimmed")
+        wait_until(lambda: sim.client.xlen(keys.room_in("choir")) <= 100, 3, "input trimmed")
         assert sim.client.xlen(keys.room_events("choir")) <= 500 + 100
 
 
@@ -185,7 +183,7 @@ def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output
     with processes(output_dir) as started:
         start_mixer(started, redis_url, output_dir, "m1", BB_RECONNECT_GRACE_S="1")
         sim.create_room("choir")
-        wait_for(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
+        wait_until(lambda: owner(sim.client, "choir") == "m1", 5, "m1 owns the room")
 
         # A singer resumes through gateway B before gateway A notices the old socket died:
         # A's late disconnect must not undo the resume. (Gateways store the resume token.)
@@ -195,10 +193,10 @@ def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output
         assert gw_a.command("choir", "ann", Disconnect(), conn="c1").ok
         assert member(sim, "choir", "ann")["connected"]
         assert gw_b.command("choir", "ann", Disconnect(), conn="c7").ok
-        wait_for(lambda: not member(sim, "choir", "ann")["connected"], 3, "ann disconnected")
+        wait_until(lambda: not member(sim, "choir", "ann")["connected"], 3, "ann disconnected")
 
         # When the place expires (grace 1 s), the resume token goes with it.
-        wait_for(
+        wait_until(
             lambda: not sim.client.hexists(keys.room_tokens("choir"), "ann"),
             5,
             "token removed with the expired member",
@@ -211,5 +209,5 @@ def test_connections_gateways_and_tokens(sim: SimGateway, redis_url: str, output
         sim.client.set(keys.gateway_heartbeat("gw-b"), b"alive", px=60_000)
         assert gw_a.join("choir", "bob", "Bob", conn="c2").ok
         assert gw_b.join("choir", "cy", "Cy", conn="c8").ok
-        wait_for(lambda: not member(sim, "choir", "bob")["connected"], 5, "bob disconnected")
+        wait_until(lambda: not member(sim, "choir", "bob")["connected"], 5, "bob disconnected")
         assert member(sim, "choir", "cy")["connected"]

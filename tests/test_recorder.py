@@ -13,19 +13,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import redis
 import soundfile as sf
 
-from common import keys, records, redisclient
+from common import keys, records
 from common.clock import now_samples
 from common.commands import (
     AddTrack,
@@ -40,44 +37,11 @@ from common.commands import (
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 from common.records import Track
 from recorder.service import RecorderStatus
-from tests.simgateway import CHUNK, SimGateway, tone
-from tests.support import Process, processes, wait_for
+from tests.simgateway import CHUNK, SimGateway, Voice, expected_mix, sing_until, tone
+from tests.support import Stack, running_stack, wait_until
 
 ROOM = "rec"
 SPACING_S = 1.5
-
-
-class Voice:
-    """A singer who sings ``freq`` only over song positions ``[lo, hi)`` (chunk-aligned)."""
-
-    def __init__(
-        self, sim: SimGateway, singer: str, freq: float, delay: int, start: int, lo: int, hi: int
-    ) -> None:
-        self.sim, self.singer, self.freq, self.delay = sim, singer, freq, delay
-        self.lo, self.hi = start + lo, start + hi
-        self.next_pos = self.lo
-
-    def sung(self) -> bool:
-        return self.next_pos == self.hi
-
-    def pump(self) -> None:
-        while self.next_pos < self.hi and self.next_pos + CHUNK + self.delay <= now_samples():
-            n = min(CHUNK, self.hi - self.next_pos)
-            self.sim.push(ROOM, self.singer, self.next_pos, tone(self.freq, self.next_pos, n))
-            self.next_pos += n
-
-
-def expected_mix(voices: list[Voice], start: int, n: int) -> npt.NDArray[np.float32]:
-    """What the last bucket hears for song positions [start, start + n)."""
-    total = np.zeros(n, dtype=np.float64)
-    count = np.zeros(n, dtype=np.int64)
-    for v in voices:
-        lo, hi = max(v.lo, start), min(v.hi, start + n)
-        if lo < hi:
-            total[lo - start : hi - start] += tone(v.freq, lo, hi - lo)
-            count[lo - start : hi - start] += 1
-    mixed: npt.NDArray[np.float32] = (total * np.sqrt(3.0 / (count + 2.0))).astype(np.float32)
-    return mixed
 
 
 def expected_stem(voice: Voice, start: int, n: int) -> npt.NDArray[np.float32]:
@@ -104,59 +68,25 @@ def recordings(root: Path) -> list[Path]:
     return sorted(p.with_suffix(".flac") for p in (root / ROOM).glob("*.json"))
 
 
-def sing_until(voices: list[Voice], done: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for v in voices:
-            v.pump()
-        if done():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
-@dataclass
-class Stack:
-    """Real redis-server (the fixture's), one mixer ``m1``, recorders, a simulated gateway
-    and a room ``ROOM`` of 4 buckets owned by the mixer."""
-
-    client: redis.Redis
-    sim: SimGateway
-    root: Path
-    recorders: dict[str, Process]
-    add_recorder: Callable[[str], Process]
-
-
 @contextlib.contextmanager
-def stack(
-    redis_url: str, output_dir: Path, recorders: tuple[str, ...] = ("r1",)
-) -> Iterator[Stack]:
-    client = redisclient.sync_client(redis_url)
-    root = output_dir / "recordings"
-    shutil.rmtree(root, ignore_errors=True)  # the artefacts of an earlier run
-    env = {"REDIS_URL": redis_url, "BB_RECORDINGS_DIR": str(root)}
-    with processes(output_dir) as started:
-
-        def add_recorder(rid: str) -> Process:
-            proc = Process(["recorder"], {**env, "BB_RECORDER_ID": rid}, output_dir, rid)
-            started.append(proc)
-            return proc
-
-        started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "m1"}, output_dir, "mixer"))
-        here = Stack(client, SimGateway(client), root, {}, add_recorder)
-        here.recorders = {rid: add_recorder(rid) for rid in recorders}
-        wait_for(lambda: client.zcard(keys.MIXERS) == 1, 10, "the mixer's heartbeat")
-        here.sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
-        wait_for(lambda: here.sim.owner(ROOM) == "m1", 10, "an owner")
-        yield here
+def recorder_stack(
+    redis_url: str, output_dir: Path, recorders: int = 1
+) -> Iterator[tuple[Stack, SimGateway]]:
+    """One mixer (``m1``) and ``recorders`` recorders (``r1``...) on ``redis_url``, a simulated
+    gateway, and the room ``ROOM`` of 4 buckets, owned by the mixer."""
+    with running_stack(redis_url, output_dir, gateways=0, recorders=recorders) as here:
+        sim = SimGateway(here.redis)
+        sim.create_room(ROOM, bucket_spacing_s=SPACING_S, n_buckets=4)
+        wait_until(lambda: sim.owner(ROOM) == "m1", 10, "an owner")
+        yield here, sim
 
 
 def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
     backend_url: str, output_dir: Path
 ) -> None:
     """On one Redis and on a Redis Cluster."""
-    with stack(backend_url, output_dir) as here:
-        client, sim, root = here.client, here.sim, here.root
+    with recorder_stack(backend_url, output_dir) as (here, sim):
+        client, root = here.redis, here.recordings
         delays = room_with_three_buckets(sim)
         # A 4 s backing track, stored as the gateway stores an upload (Ogg Opus).
         track_len = 4 * SAMPLE_RATE
@@ -170,13 +100,13 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
         start = int(sim.state(ROOM)["song"]["start_pos"])
         tenth = CHUNK  # 100 ms
         voices = [
-            Voice(sim, "a", 440, delays["a"], start, 4 * tenth, 30 * tenth),
-            Voice(sim, "b", 660, delays["b"], start, 10 * tenth, 34 * tenth),
-            Voice(sim, "c", 990, delays["c"], start, 16 * tenth, 38 * tenth),
+            Voice(sim, ROOM, "a", 440, delays["a"], start + 4 * tenth, start + 30 * tenth),
+            Voice(sim, ROOM, "b", 660, delays["b"], start + 10 * tenth, start + 34 * tenth),
+            Voice(sim, ROOM, "c", 990, delays["c"], start + 16 * tenth, start + 38 * tenth),
         ]
         # The song ends by itself with its track; the recorder then writes its files.
         sing_until(voices, lambda: recordings(root), 40)
-        wait_for(lambda: client.get(keys.room_reclease(ROOM)) is None, 5, "the lease's release")
+        wait_until(lambda: client.get(keys.room_reclease(ROOM)) is None, 5, "the lease's release")
 
     [flac] = recordings(root)
     assert flac.name.startswith(f"{ROOM}-song1-") and flac.name.endswith("-Ann-Lee.flac")
@@ -218,16 +148,16 @@ def test_three_buckets_and_a_track_recorded_as_the_last_bucket_hears_them(
 def test_a_killed_recorder_is_replaced_and_the_files_stay_whole(
     redis_url: str, output_dir: Path
 ) -> None:
-    with stack(redis_url, output_dir, ("r1", "r2")) as here:
+    with recorder_stack(redis_url, output_dir, recorders=2) as (here, sim):
         recorders = here.recorders
-        client, sim, root = here.client, here.sim, here.root
+        client, root = here.redis, here.recordings
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
         forever = 3600 * SAMPLE_RATE
         voices = [
-            Voice(sim, s, f, delays[s], start, 2 * CHUNK, forever)
+            Voice(sim, ROOM, s, f, delays[s], start + 2 * CHUNK, start + forever)
             for s, f in (("a", 440), ("b", 660), ("c", 990))
         ]
 
@@ -292,8 +222,8 @@ def test_back_to_back_songs_each_end_where_they_ended(redis_url: str, output_dir
     first song's end (not at the second's start), and the second is recorded too,
     its stems whole from its first chunk (its take starts while the first one's
     files are still being written)."""
-    with stack(redis_url, output_dir) as here:
-        sim, root = here.sim, here.root
+    with recorder_stack(redis_url, output_dir) as (here, sim):
+        root = here.recordings
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "a", SetRecording(stems=True)).ok
         songs: list[tuple[int, int, list[Voice]]] = []
@@ -302,7 +232,7 @@ def test_back_to_back_songs_each_end_where_they_ended(redis_url: str, output_dir
             assert sim.command(ROOM, "a", Start()).ok
             start = int(sim.state(ROOM)["song"]["start_pos"])
             voices = [
-                Voice(sim, s, f, delays[s], start, lo * CHUNK, length)
+                Voice(sim, ROOM, s, f, delays[s], start + lo * CHUNK, start + length)
                 for s, f, lo in (("a", 440, 0), ("b", 660, 3), ("c", 990, 6))
             ]
             everyone += voices
@@ -333,8 +263,8 @@ def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
     ring leave no room for that tap: the mixer refuses it, and the recorder takes the last
     bucket's tap (which the rounds always leave room for) instead of recording silence.
     It holds everyone that bucket hears: all but the singer in it."""
-    with stack(redis_url, output_dir) as here:
-        client, sim, root = here.client, here.sim, here.root
+    with recorder_stack(redis_url, output_dir) as (here, sim):
+        client, root = here.redis, here.recordings
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "c", JoinBucket(bucket=3)).ok
         delays["c"] = sim.member_delay(ROOM, "c")
@@ -345,7 +275,7 @@ def test_a_tap_the_mixer_refuses_falls_back_to_the_last_buckets(
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
         voices = [
-            Voice(sim, s, f, delays[s], start, lo * CHUNK, (lo + 30) * CHUNK)
+            Voice(sim, ROOM, s, f, delays[s], start + lo * CHUNK, start + (lo + 30) * CHUNK)
             for s, f, lo in (("a", 440, 2), ("b", 660, 5), ("c", 990, 8))
         ]
         sing_until(voices, lambda: all(v.next_pos == v.hi for v in voices), 30)
@@ -368,13 +298,13 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
 ) -> None:
     """The only recorder dies mid-song and a new one comes only after the song is over:
     the take on disk is found by room and song and finished to the song's length."""
-    with stack(redis_url, output_dir) as here:
+    with recorder_stack(redis_url, output_dir) as (here, sim):
         first = here.recorders["r1"]
-        client, sim, root = here.client, here.sim, here.root
+        client, root = here.redis, here.recordings
         delays = room_with_three_buckets(sim)
         assert sim.command(ROOM, "a", Start()).ok
         start = int(sim.state(ROOM)["song"]["start_pos"])
-        voice = Voice(sim, "a", 440, delays["a"], start, 0, 3600 * SAMPLE_RATE)
+        voice = Voice(sim, ROOM, "a", 440, delays["a"], start, start + 3600 * SAMPLE_RATE)
 
         def take_samples() -> int:
             return sum(p.stat().st_size for p in (root / ".takes").glob("*.pcm")) // 2
@@ -389,7 +319,7 @@ def test_a_take_left_behind_is_finished_by_the_next_recorder_with_silence_for_th
         tap = keys.room_tap(ROOM, 4 * round(SPACING_S * SAMPLE_RATE))  # the recorder's
         sing_until([voice], lambda: not client.exists(tap), 40)
         here.add_recorder("r2")
-        wait_for(lambda: recordings(root), 30, "the recording finished")
+        wait_until(lambda: recordings(root), 30, "the recording finished")
 
     [flac] = recordings(root)
     recorded, _ = sf.read(flac, dtype="float32")

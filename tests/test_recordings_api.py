@@ -25,8 +25,8 @@ from gateway.recordings import recording_file, stems_of
 from gateway.rooms import token_digest
 from gateway.zipstream import zip_chunks
 from tests.recordingfiles import make_recording
+from tests.support import async_wait_until
 from tests.test_gateway import ClientFactory
-from tests.test_gateway_e2e import until
 from tests.test_gateway_guard import JSON, make_app, start
 
 SEAT = {"X-BB-Singer": "s-1", "X-BB-Token": "tok"}
@@ -356,7 +356,9 @@ async def test_a_client_that_goes_away_mid_zip_leaves_nothing_open(
     assert len(await got.content.readexactly(100_000)) == 100_000
     assert open_files_under(folder)  # still sending
     got.close()
-    await until(lambda: not open_files_under(folder), "the gateway to close the stems", 20)
+    await async_wait_until(
+        lambda: not open_files_under(folder), 20, "the gateway to close the stems"
+    )
     again = await client.get(url)
     with zipfile.ZipFile(io.BytesIO(await again.read())) as archive:
         assert archive.namelist() == [s["file"] for s in stems]

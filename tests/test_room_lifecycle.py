@@ -23,7 +23,7 @@ from common.commands import Disconnect, Join, Lead
 from common.records import MixerStatus, Role
 from gateway.rooms import token_digest
 from tests.simgateway import SimGateway
-from tests.support import Process, RedisServer, free_port, processes, wait_for
+from tests.support import Process, RedisServer, free_port, processes, wait_until
 
 
 def mixer(started: list[Process], url: str, log_dir: Path, name: str, **env: str) -> Process:
@@ -57,13 +57,13 @@ def test_an_unused_room_is_released_and_comes_back_on_the_next_command(
     with processes(output_dir) as started:
         mixer(started, redis_url, output_dir, "m1", **env)
         sim.create_room("quiet")
-        wait_for(lambda: sim.owner("quiet") == "m1", 10, "m1 to own the room")
+        wait_until(lambda: sim.owner("quiet") == "m1", 10, "m1 to own the room")
         assert sim.join("quiet", "ann", "Ann", conn="c1").ok
         assert sim.command("quiet", "ann", Lead()).ok
         assert sim.command("quiet", "ann", Disconnect(), conn="c1").ok
         # Grace (0.5 s) and release time (1 s) later, the mixer lets go of it.
-        wait_for(lambda: sim.owner("quiet") is None, 10, "the room to be released")
-        wait_for(lambda: owned_rooms(client, "m1") == [], 5, "the mixer to own nothing")
+        wait_until(lambda: sim.owner("quiet") is None, 10, "the room to be released")
+        wait_until(lambda: owned_rooms(client, "m1") == [], 5, "the mixer to own nothing")
         status = mixer_status(client, "m1")
         assert status is not None
         # Released once, and not claimed back by its own mixer in the same round.
@@ -91,7 +91,7 @@ def test_a_room_unused_for_the_idle_time_is_deleted_with_all_its_keys(
         for room in ("gone", "kept"):
             assert sim.join(room, "ann", "Ann", conn="c1").ok
         assert sim.command("gone", "ann", Disconnect(), conn="c1").ok
-        wait_for(
+        wait_until(
             lambda: not client.sismember(keys.ROOMS, "gone"), 30, "the idle room to be deleted"
         )
         left = [k for k in keys.room_keys("gone") if client.exists(k)]
@@ -112,7 +112,7 @@ def test_a_password_room_stays_closed_after_an_empty_redis_restart(
     with processes(output_dir) as started:
         mixer(started, private_redis.url, output_dir, "m1")
         sim.create_room("vault", password_hash=secret)
-        wait_for(lambda: sim.owner("vault") == "m1", 10, "m1 to own the room")
+        wait_until(lambda: sim.owner("vault") == "m1", 10, "m1 to own the room")
         ann = Join(
             name="Ann", role=Role.SINGER, token_digest=token_digest(token), password_hash=secret
         )
@@ -124,7 +124,7 @@ def test_a_password_room_stays_closed_after_an_empty_redis_restart(
         private_redis.stop()
         private_redis.start()  # empty: nothing was persisted
         # The owner writes back what it holds: the password hash and the resume token.
-        wait_for(
+        wait_until(
             lambda: client.hget(keys.room_meta("vault"), "password_hash") == secret.encode(),
             10,
             "the password hash to be written back",
@@ -160,7 +160,7 @@ def test_a_thousand_rooms_through_the_public_api_cost_the_mixers_nothing(
             "BB_ROOMS_PER_MIN": "5000",
         }
         started.append(Process(["gateway"], gateway_env, output_dir, "gateway"))
-        wait_for(
+        wait_until(
             lambda: urllib.request.urlopen(base + "/healthz", timeout=1).status == 200, 20, "gw"
         )
         for i in range(1000):
@@ -175,7 +175,7 @@ def test_a_thousand_rooms_through_the_public_api_cost_the_mixers_nothing(
         for i in range(0, 1000, 50):
             assert sim.join(f"idle{i}", "ann", "Ann", conn="c").ok
             assert sim.command(f"idle{i}", "ann", Disconnect(), conn="c").ok
-        wait_for(
+        wait_until(
             lambda: all(owned_rooms(client, f"k{i}") == [] for i in (1, 2)),
             30,
             "every room to be released",

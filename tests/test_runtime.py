@@ -17,7 +17,7 @@ from common.heartbeat import Heartbeat
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
-from tests.support import REPO, Process, free_port, processes, wait_for
+from tests.support import REPO, Process, free_port, processes, wait_until
 
 
 def _claim(ttl_s: float = 3.0) -> IdClaim:
@@ -123,7 +123,7 @@ def test_a_second_process_with_a_live_ones_id_exits_non_zero(
     with processes(output_dir) as started:
         first = Process([kind], _twin_env(kind, redis_url, output_dir), output_dir, "first")
         started.append(first)
-        wait_for(lambda: bool(client.exists(beat.key)), 15, f"the first {kind}'s heartbeat")
+        wait_until(lambda: bool(client.exists(beat.key)), 15, f"the first {kind}'s heartbeat")
         second = Process([kind], _twin_env(kind, redis_url, output_dir), output_dir, "second")
         started.append(second)
         assert second.proc.wait(30) == 1
@@ -150,7 +150,7 @@ def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
     with processes(output_dir) as started:
         recorder = Process(["recorder"], env, output_dir, "early")
         started.append(recorder)
-        wait_for(lambda: "Redis unreachable" in recorder.log(), 15, "the wait to be logged")
+        wait_until(lambda: "Redis unreachable" in recorder.log(), 15, "the wait to be logged")
         assert recorder.alive()
         assert recorder.stop() == 0
     assert "Traceback" not in recorder.log()

@@ -8,7 +8,6 @@ the client speaks docs/protocol.md (tests/test_gateway_e2e.py's ``Peer``).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -18,14 +17,8 @@ import redis
 from brigade.redisserver import LocalRedis
 from common import keys
 from common import protocol as p
-from tests.support import Process, free_port, healthy, processes, wait_for
+from tests.support import Process, free_port, healthy, processes, wait_until
 from tests.test_gateway_e2e import Peer
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["empty-restart", "aof-restart"])
@@ -43,7 +36,7 @@ async def test_a_password_room_stays_closed_and_tokens_work_after_a_redis_restar
             started.append(Process(["mixer"], {**env, "BB_MIXER_ID": "sx"}, output_dir, "mixer"))
             gw_env = {**env, "BB_PORT": str(port), "BB_GATEWAY_ID": "sgw"}
             started.append(Process(["gateway"], gw_env, output_dir, "gateway"))
-            wait_for(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
+            wait_until(functools.partial(healthy, f"http://127.0.0.1:{port}"), 20, "the gateway")
 
             ann = Peer(http, ws)
             await ann.join("vault", "Ann", password="open sesame")
@@ -51,7 +44,7 @@ async def test_a_password_room_stays_closed_and_tokens_work_after_a_redis_restar
 
             server.stop()
             server.start()  # empty, or from the append-only file
-            wait_for(
+            wait_until(
                 lambda: client.hget(keys.room_meta("vault"), "password_hash"),
                 15,
                 "the room's password hash in Redis again",

@@ -25,7 +25,7 @@ from common.backoff import Backoff
 from common.constants import SAMPLE_RATE
 from common.protocol import hello_message
 from keeper import durable
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, free_port, wait_until
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -94,7 +94,7 @@ def test_up_serves_the_page_and_stops_cleanly(output_dir: Path, tmp_path: Path) 
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
+        wait_until(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
         status, page = get(f"{base}/")
         assert status == 200 and b"Bucket Brigade" in page
         constants = json.loads(get(f"{base}/api/constants")[1])
@@ -109,7 +109,7 @@ def test_up_serves_the_page_and_stops_cleanly(output_dir: Path, tmp_path: Path) 
         with urllib.request.urlopen(request, timeout=2) as response:
             assert response.status == 201
         asyncio.run(_visit(base, "choir"))
-        wait_for(
+        wait_until(
             lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200,
             10,
             "the mixer to own the room and publish occupancy",
@@ -135,11 +135,11 @@ def test_a_killed_mixer_is_restarted_while_its_room_fails_over(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
+        wait_until(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
         url = re.findall(r"private redis-server at (redis://\S+?)[,\s]", log.read_text())[0]
         client = redis.Redis.from_url(url)
         create_room(base, "choir")
-        wait_for(lambda: client.get(keys.room_lease("choir")), 10, "a mixer to own the room")
+        wait_until(lambda: client.get(keys.room_lease("choir")), 10, "a mixer to own the room")
         owner = bytes(client.get(keys.room_lease("choir"))).decode()  # type: ignore[arg-type]
         number = owner.rsplit("-", 1)[1]
         name = f"mixer-{number}"
@@ -155,15 +155,15 @@ def test_a_killed_mixer_is_restarted_while_its_room_fails_over(
 
         # The room is served again: by the other mixer, or by the restarted one if
         # it is back first (rendezvous hashing prefers it, as in production).
-        wait_for(served_since_the_kill, 30, "the room to be served again")
+        wait_until(served_since_the_kill, 30, "the room to be served again")
         holder = client.get(keys.room_lease("choir"))
         assert isinstance(holder, bytes)
         assert client.exists(keys.mixer_heartbeat(holder.decode()))
         # The killed mixer is started again (a new pid) and rejoins.
-        wait_for(lambda: len(pids(log, name)) == 2, 20, f"{name} to be restarted")
+        wait_until(lambda: len(pids(log, name)) == 2, 20, f"{name} to be restarted")
         new_pid = pids(log, name)[1]
         assert new_pid != old_pid
-        wait_for(lambda: client.exists(keys.mixer_heartbeat(owner)), 20, f"{owner} to rejoin")
+        wait_until(lambda: client.exists(keys.mixer_heartbeat(owner)), 20, f"{owner} to rejoin")
         assert get(f"{base}/healthz")[0] == 200
         assert get(f"{base}/api/rooms/choir")[0] == 200
         assert proc.poll() is None
@@ -240,11 +240,11 @@ def test_a_killed_redis_is_restarted_and_keeps_its_rooms_with_redis_dir(
     proc, log = start_up(output_dir, "--port", str(port), "--redis-dir", str(tmp_path / "r"))
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
+        wait_until(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
         text = log.read_text()
         assert pids(log, "redis-state") and pids(log, "keeper"), text
         create_room(base, "choir")
-        wait_for(lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200, 10, "occupancy")
+        wait_until(lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200, 10, "occupancy")
         # A room nobody joined: no mixer holds it, only the keeper can bring it back.
         request = urllib.request.Request(
             f"{base}/api/rooms",
@@ -263,15 +263,15 @@ def test_a_killed_redis_is_restarted_and_keeps_its_rooms_with_redis_dir(
         assert client.config_get("appendonly")["appendonly"] == "no"
         assert state.config_get("appendonly")["appendonly"] == "yes"
         client.set("written-before-the-crash", "not a room's state")
-        wait_for(lambda: state.exists(keys.room_meta("quiet")), 10, "the keeper to copy the room")
+        wait_until(lambda: state.exists(keys.room_meta("quiet")), 10, "the keeper to copy the room")
         assert not state.exists(keys.room_in("choir")), "no audio in the state Redis"
 
         os.kill(redis_pid, signal.SIGKILL)
 
-        wait_for(lambda: len(pids(log, "redis")) == 2, 20, "Redis to be restarted")
-        wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway to reconnect")
+        wait_until(lambda: len(pids(log, "redis")) == 2, 20, "Redis to be restarted")
+        wait_until(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway to reconnect")
         # Both rooms came back from the state Redis, the password with the unused one.
-        wait_for(lambda: get(f"{base}/api/rooms/quiet")[0] == 200, 20, "the room restored")
+        wait_until(lambda: get(f"{base}/api/rooms/quiet")[0] == 200, 20, "the room restored")
         assert json.loads(get(f"{base}/api/rooms/quiet")[1])["password"] is True
         status, body = get(f"{base}/api/rooms/choir")
         assert status == 200, body

@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.engines import hang
 from tests.engines.page import require_program
 from tests.engines.pulse import stop_group
-from tests.support import free_port
+from tests.support import StopWaiting, free_port, wait_until
 
 PREFS: dict[str, object] = {
     "media.navigator.streams.fake": True,
@@ -235,19 +235,18 @@ def firefox(
         start_new_session=True,
     )
     ws: ClientConnection | None = None
+
+    def connected() -> ClientConnection | None:
+        if proc.poll() is not None:
+            raise StopWaiting(f"firefox exited: {(log_dir / 'firefox.log').read_text()[-2000:]}")
+        try:
+            return connect(f"ws://127.0.0.1:{port}/session", max_size=None, open_timeout=5)
+        except OSError:
+            return None  # not listening yet
+
     try:
-        deadline = time.monotonic() + 30
-        while ws is None:
-            try:
-                ws = connect(f"ws://127.0.0.1:{port}/session", max_size=None, open_timeout=5)
-            except OSError:
-                assert proc.poll() is None, (
-                    f"firefox exited: {(log_dir / 'firefox.log').read_text()[-2000:]}"
-                )
-                assert time.monotonic() < deadline, (
-                    "Firefox's WebDriver BiDi did not answer in 30 s"
-                )
-                time.sleep(0.2)
+        ws = wait_until(connected, 30, "Firefox's WebDriver BiDi", 0.2, retry_errors=False)
+        assert ws is not None  # what wait_until returns is true
         yield FirefoxPage(ws, proc.pid, log_dir)
     finally:
         if ws is not None:

@@ -138,7 +138,7 @@ def report(browser_pid: int, path: Path | None, sample_s: float = 2.0) -> str:
                 before[pid] = (name, main_thread(pid))
     pages = {pid: seen for pid, seen in before.items() if seen[0].startswith(PAGE_PROCESS)}
     before = pages or before  # the sites' own processes, when Firefox has any
-    time.sleep(sample_s)
+    time.sleep(sample_s)  # the sampling interval, not a wait for something to happen
     lines: list[str] = []
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(path.open("a")) if path is not None else None

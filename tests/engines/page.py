@@ -3,13 +3,11 @@ they put into pages: a gated-tone microphone, WebCodecs hidden, errors kept."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
+from tests.support import missing, wait_until
 
 
 class EnginePage(Protocol):
@@ -27,32 +25,20 @@ class EnginePage(Protocol):
     def errors(self) -> list[str]: ...
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 def require_program(name: str, package: str) -> str:
     """The program's path; skip (outside CI) or fail (CI=true) when it is missing."""
     path = shutil.which(name)
     if path:
         return path
     reason = f"{name} not found: run 'make test' (scripts/setup.sh installs Debian's {package})"
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 def wait_js(page: EnginePage, expression: str, what: str, timeout_s: float = 20) -> Any:
-    """Poll ``expression`` in ``page`` until truthy; return its value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = page.js(expression)
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(
-        f"timed out after {timeout_s} s waiting for {what} ({expression} = {last!r})"
+    """Poll ``expression`` in ``page`` until truthy; return its value. A page that stops
+    answering fails at once (its error is not a "not yet")."""
+    return wait_until(
+        lambda: page.js(expression), timeout_s, f"{what} ({expression})", 0.1, retry_errors=False
     )
 
 

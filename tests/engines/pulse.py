@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.engines.page import require_program
-from tests.support import wait_for
+from tests.support import wait_until
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -55,7 +55,7 @@ def pulseaudio(log_dir: Path) -> Iterator[str]:
         start_new_session=True,
     )
     try:
-        wait_for(lambda: socket.exists() or proc.poll() is not None, 15, "PulseAudio's socket")
+        wait_until(lambda: socket.exists() or proc.poll() is not None, 15, "PulseAudio's socket")
         assert proc.poll() is None, f"pulseaudio exited: {(log_dir / 'pulseaudio.log').read_text()}"
         yield f"unix:{socket}"
     finally:

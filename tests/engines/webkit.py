@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.webkitgtk.options import Options
 from selenium.webdriver.webkitgtk.service import Service
 
-from tests.engines.page import KEEP_ERRORS, in_ci, require_program
+from tests.engines.page import KEEP_ERRORS, require_program
+from tests.support import missing
 
 MINIBROWSER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
 MINIBROWSER_ARGS = (
@@ -43,9 +43,7 @@ def minibrowser() -> str:
         "WebKitGTK's MiniBrowser not found: run 'make test'"
         " (scripts/setup.sh installs webkit2gtk-driver)"
     )
-    if in_ci():
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(reason)
 
 
 @contextlib.contextmanager
