@@ -291,6 +291,13 @@ class GatewaySettings(_Settings):
     default_capacity: int = field(
         default=100, metadata={"help": "singers per room unless the room sets its own"}
     )
+    default_listeners: int = field(
+        default=10_000,
+        metadata={
+            "help": "listeners per room (listen-only links, no members) unless the room "
+            "sets its own"
+        },
+    )
     allowed_origins: str = field(
         default="", metadata={"help": "comma-separated Origins allowed besides the gateway's own"}
     )
@@ -364,6 +371,7 @@ class GatewaySettings(_Settings):
             "max_messages_per_s",
             "send_queue_frames",
             "default_capacity",
+            "default_listeners",
             "in_maxlen",
             "reconnect_grace_s",
             "heartbeat_ttl_ms",

@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from aiohttp import WSMsgType, web
 
@@ -83,7 +83,7 @@ class Identity:
     room: str
     singer: str
     name: str
-    role: Role
+    role: Role | Literal["listener"]
     codec: CodecName
 
 
