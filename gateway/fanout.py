@@ -35,6 +35,7 @@ from common.redisclient import REDIS_ERRORS, xread_keys
 from common.streams import Entry, newest_id, parse_xread
 from common.wire import TapWindow, decode_tap
 from gateway.metrics import Metrics
+from gateway.outbox import binary_frames
 from gateway.retry import back_off
 from gateway.session import Session
 from gateway.worker import CodecWorker
@@ -63,6 +64,8 @@ class Tap:
     delay: int
     mix: str = "full"
     sessions: set[Session] = field(default_factory=set)
+    codecs: dict[str, int] = field(default_factory=dict)
+    """How many of the sessions use each codec (the codecs encoded)."""
     last_id: bytes | None = None
     next_start: int | None = None
     encoder: OpusEncoder | None = None
@@ -118,6 +121,8 @@ class Fanout:
             tap = self._taps[(room, delay, mix)] = Tap(room, delay, mix)
             self._changed.set()
         tap.sessions.add(session)
+        codec = session.member.codec if session.member is not None else ""
+        tap.codecs[codec] = tap.codecs.get(codec, 0) + 1
         self._of_session[session] = tap
         session.delay = delay
         session.mix = mix
@@ -128,6 +133,8 @@ class Fanout:
             return
         session.clear_audio()
         tap.sessions.discard(session)
+        codec = session.member.codec if session.member is not None else ""
+        tap.codecs[codec] = tap.codecs.get(codec, 0) - 1
         if not tap.sessions:
             # The encoder is not closed here: an encode job may still be using it
             # in a worker thread.  It is freed when the last reference goes.
@@ -191,8 +198,8 @@ class Fanout:
                 continue
             tap.last_id = entries[-1][0]
             windows = self._fresh_windows(tap, entries, now)
-            opus = any(s.member is not None and s.member.codec == "opus" for s in tap.sessions)
-            pcm16 = any(s.member is not None and s.member.codec == "pcm16" for s in tap.sessions)
+            opus = tap.codecs.get("opus", 0) > 0
+            pcm16 = tap.codecs.get("pcm16", 0) > 0
             if windows and (opus or pcm16):
                 jobs.append((tap, _bind(tap, windows, opus, pcm16)))
         if not jobs:
@@ -203,14 +210,24 @@ class Fanout:
             self._metrics.inc(
                 "frames_encoded_total", sum(e.frames for e in encoded if e.opus is not None)
             )
+            # The frames of this delivery, built once for every session of the tap.
+            framed = {
+                "opus": (
+                    binary_frames([e.opus for e in encoded if e.opus is not None]),
+                    sum(e.frames for e in encoded if e.opus is not None),
+                ),
+                "pcm16": (
+                    binary_frames([e.pcm16 for e in encoded if e.pcm16 is not None]),
+                    sum(e.frames for e in encoded if e.pcm16 is not None),
+                ),
+            }
             for session in list(tap.sessions):
                 member = session.member
                 if member is None:
                     continue
-                for item in encoded:
-                    data = item.opus if member.codec == "opus" else item.pcm16
-                    if data is not None:
-                        session.send_audio(data, item.frames)
+                data, frames = framed[member.codec]
+                if data:
+                    session.send_audio(data, frames)
 
     def _fresh_windows(self, tap: Tap, entries: list[Entry], now: int) -> list[TapWindow]:
         windows: list[TapWindow] = []

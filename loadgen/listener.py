@@ -49,6 +49,7 @@ _OP_CLOSE: Final = 0x8
 _OP_PING: Final = 0x9
 _ZERO_MASK: Final = b"\0\0\0\0"
 _FRAME: Final = OPUS_FRAME_SAMPLES
+CONNECT_TIMEOUT_S: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -382,8 +383,9 @@ async def run_listeners(
 
     async def open_one(spec: ListenerSpec) -> None:
         try:
-            listeners.append(await connect(spec, windows))
-        except OSError as exc:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                listeners.append(await connect(spec, windows))
+        except (OSError, TimeoutError) as exc:
             dead = Listener(spec, windows)
             dead.error = f"connect: {exc.__class__.__name__}"
             listeners.append(dead)
