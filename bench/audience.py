@@ -151,6 +151,10 @@ def judge(
         "listener_frames_expected": heard["expected"],
         "listener_errors": heard["errors"],
         "sampled_listeners": heard["full"],
+        # How far ahead of their play time the singers' frames arrived (p1, ms), and how
+        # late the generator sent (max, ms): a starved generator shows in the latter.
+        "singers_margin_ms_p01": window.stats.margin_ms.quantile(0.01),
+        "singers_send_lag_ms_max": window.stats.send_lag_ms.max,
     }
     if start is not None and end is not None:
         seconds = end["time"] - start["time"]

@@ -87,7 +87,13 @@ class Hub:
         )
         self.events = Events(redis, self.metrics, settings.gateway_id, self._on_event)
         self.worker = CodecWorker(options.codec_threads)
-        self.fanout = Fanout(redis, self.metrics, self.worker, period_ms=settings.downstream_ms)
+        self.fanout = Fanout(
+            redis,
+            self.metrics,
+            self.worker,
+            period_ms=settings.downstream_ms,
+            listener_period_ms=settings.listener_downstream_ms,
+        )
         self.uplinks = [
             Uplink(redis, self.metrics, self.worker, maxlen=settings.in_maxlen)
             for _ in range(max(1, options.codec_threads))
