@@ -237,7 +237,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-s", type=float, default=15.0)
     p.add_argument("--settle-s", type=float, default=5.0)
     p.add_argument("--connect-rate", type=float, default=50.0, help="singer joins per second")
-    p.add_argument("--listener-rate", type=float, default=500.0, help="listener joins per second")
+    p.add_argument("--listener-rate", type=float, default=250.0, help="listener joins per second")
     p.add_argument(
         "--realtime", type=int, default=None,
         help="SCHED_FIFO priority of the mixer and Redis (default: 10 as root, else 0)",

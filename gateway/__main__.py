@@ -92,7 +92,11 @@ async def _serve(settings: GatewaySettings) -> int:
     await runner.setup()
     try:
         ssl_context = _ssl_context(settings)
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
+        # A concert's audience arrives in bursts: a deeper accept queue than the
+        # default 128 (the kernel caps it at net.core.somaxconn).
+        site = web.TCPSite(
+            runner, settings.host, settings.port, ssl_context=ssl_context, backlog=4096
+        )
         await site.start()
     except (OSError, ssl.SSLError) as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)

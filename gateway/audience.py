@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,13 @@ from common.redisclient import REDIS_ERRORS
 from common.roomview import PublicRoom
 from gateway.events import Events
 from gateway.fanout import Fanout
-from gateway.listeners import COUNT_SCRIPT, COUNT_TTL_MS, listener_delay, subscriber_id
+from gateway.listeners import (
+    COUNT_SCRIPT,
+    COUNT_TTL_MS,
+    FreezePolicy,
+    listener_delay,
+    subscriber_id,
+)
 from gateway.metrics import Metrics
 from gateway.rooms import RoomDirectory
 from gateway.session import Session
@@ -83,6 +90,7 @@ class Audience:
         self._departed: dict[str, int] = {}
         """Listeners gone per room whose count in Redis is not lowered yet."""
         self._wake = asyncio.Event()
+        self._freeze = FreezePolicy()
 
     @property
     def listeners(self) -> int:
@@ -127,6 +135,7 @@ class Audience:
         if audience is None or session not in audience.sessions:
             return
         audience.sessions.discard(session)
+        self._freeze.departed()
         self._departed[room] = self._departed.get(room, 0) + 1
         self._wake.set()
         if not audience.sessions and audience.ready is not None and audience.ready.done():
@@ -202,6 +211,16 @@ class Audience:
             if session.joined:
                 session.send_json(text)
 
+    def _collector(self) -> None:
+        """Keep a concert's connections out of the cyclic collector (FreezePolicy)."""
+        decision = self._freeze.decide(self.listeners)
+        if decision == "freeze":
+            gc.freeze()
+            log.info("froze %d objects (%d listeners)", gc.get_freeze_count(), self.listeners)
+        elif decision == "unfreeze":
+            gc.unfreeze()
+            log.info("unfroze the collector (listeners left)")
+
     # --- renewal ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -211,6 +230,7 @@ class Audience:
                 async with asyncio.timeout(RENEW_S):
                     await self._wake.wait()
             self._wake.clear()
+            self._collector()
             departed, self._departed = self._departed, {}
             for room in set(departed) | set(self.rooms):
                 audience = self.rooms.get(room)

@@ -21,6 +21,7 @@ from common.records import Role
 from common.streams import Entry
 from common.wire import decode_chunk, encode_tap
 from gateway.fanout import Fanout, Tap
+from gateway.listeners import FreezePolicy
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s
 from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
@@ -324,3 +325,17 @@ def test_redis_retry_delay_doubles_from_a_tenth_of_a_second_up_to_two_with_jitte
         assert all(top / 2 <= d <= top for d in delays), (failures, delays)
         assert len(delays) > 1, "no jitter"
     assert 1.0 <= delay_s(10_000) <= 2.0
+
+
+def test_the_collector_freezes_a_growing_audience_and_thaws_when_a_fifth_left() -> None:
+    policy = FreezePolicy(min_listeners=500)
+    assert policy.decide(499) is None  # too few to matter
+    assert policy.decide(500) == "freeze"
+    assert policy.decide(540) is None  # not a tenth more yet
+    assert policy.decide(560) == "freeze"
+    policy.departed(100)
+    assert policy.decide(460) is None  # 100 of 560 is not more than a fifth (and 100)
+    policy.departed(13)
+    assert policy.decide(447) == "unfreeze"
+    assert policy.decide(447) is None  # frozen again only at 500
+    assert policy.decide(2000) == "freeze"
