@@ -20,7 +20,10 @@ that does the WebSocket handshake itself and, for every chunk its socket
 delivers, walks the frame headers, reads each audio message's 16-byte header
 (to count its frames by play time) and skips the payload without copying it;
 no aiohttp, no per-message task or object.  Only a sample (``--sample``,
-100) also sync their clocks with pings and judge every frame late or not.
+100) also sync their clocks with pings and judge every frame late or not;
+they run in the singers' generator process, and the thousands that only
+count run in processes of their own (``--listener-procs``, 2), so that
+their sockets delay neither the singers nor the lateness measurement.
 
 Every listener is a socket in the generator and one in a gateway: the bench
 raises its own open-files limit (``RLIMIT_NOFILE``) to the hard limit, which
@@ -83,6 +86,7 @@ class Audience:
             listeners=steps,
             listener_sample=args.sample,
             listener_rate=args.listener_rate,
+            listener_procs=args.listener_procs,
         )
         self.run: LoadRun | None = None
         self.cpu: dict[tuple[int, str], dict[str, float]] = {}
@@ -231,7 +235,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--singers", type=int, default=50, help="singers in the room (default 50)")
     p.add_argument("--gateways", type=int, default=2)
-    p.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
+    p.add_argument(
+        "--procs", type=int, default=1,
+        help="generator processes for the singers and the sampled listeners (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--listener-procs", type=int, default=2,
+        help="generator processes for the listeners that only count (default 2)",
+    )  # fmt: skip
     p.add_argument("--sample", type=int, default=100, help="listeners measuring lateness")
     p.add_argument("--measure-s", type=float, default=20.0)
     p.add_argument("--warmup-s", type=float, default=15.0)

@@ -127,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
         help="listener connections per second (default 500)",
     )  # fmt: skip
     p.add_argument(
+        "--listener-procs", type=int, default=0,
+        help="worker processes of their own for the listeners that only count (default 0: "
+        "with the singers)",
+    )  # fmt: skip
+    p.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL"),
         help="read mixer counters and per-singer upstream figures here (env REDIS_URL)",
@@ -192,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         listeners=listeners,
         listener_sample=args.listener_sample,
         listener_rate=args.listener_rate,
+        listener_procs=max(0, args.listener_procs),
     )
 
 

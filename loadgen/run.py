@@ -80,6 +80,9 @@ class LoadConfig:
     """Listeners that also sync their clock and measure lateness (the rest only count)."""
     listener_rate: float = 500.0
     """Listener connections opened per second."""
+    listener_procs: int = 0
+    """Worker processes of their own for the listeners that only count (0: they share the
+    singers' workers). The sampled ones, which judge lateness, stay with the singers."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,9 @@ class LoadRun:
         self.on_edge = on_edge
         self.on_window = on_window
         self.on_progress = on_progress
-        self.procs = max(1, min(config.procs, len(plan.singers)))
+        self.singer_procs = max(1, min(config.procs, len(plan.singers)))
+        self.listener_procs = max(0, config.listener_procs) if plan.listeners else 0
+        self.procs = self.singer_procs + self.listener_procs
         self.pids: list[int] = []
         self.windows = [WindowResult(i, plan.singers_at(i)) for i in range(len(plan.windows))]
         self.singers: list[dict[str, Any]] = []
@@ -258,10 +263,17 @@ class LoadRun:
         c = self.config
         # The last singer of the first room hears the others (the leader hears nobody).
         verify_index = min(c.room_size, c.steps[0]) - 1 if c.verify else None
-        return [
+        listeners = self.plan.listeners
+        counted: list[ListenerSpec] = []
+        if self.listener_procs:
+            # Listeners that only count get processes of their own: thousands of sockets
+            # must not delay the singers, nor the sampled listeners that judge lateness.
+            counted = [x for x in listeners if not x.full]
+            listeners = [x for x in listeners if x.full]
+        plans = [
             WorkerPlan(
                 worker=w,
-                singers=self.plan.singers[w :: self.procs],
+                singers=self.plan.singers[w :: self.singer_procs],
                 windows=self.plan.windows,
                 stop_at=self.plan.stop_at,
                 latency_ms=c.latency_ms,
@@ -272,10 +284,24 @@ class LoadRun:
                 verify_index=verify_index,
                 progress_s=c.progress_s,
                 event_loop=c.event_loop,
-                listeners=self.plan.listeners[w :: self.procs],
+                listeners=listeners[w :: self.singer_procs],
             )
-            for w in range(self.procs)
+            for w in range(self.singer_procs)
         ]
+        for w in range(self.listener_procs):
+            plans.append(
+                WorkerPlan(
+                    worker=self.singer_procs + w,
+                    singers=[],
+                    windows=self.plan.windows,
+                    stop_at=self.plan.stop_at,
+                    horizon_s=c.horizon_s,
+                    progress_s=c.progress_s,
+                    event_loop=c.event_loop,
+                    listeners=counted[w :: self.listener_procs],
+                )
+            )
+        return plans
 
     async def run(self) -> None:
         """Run to the end (or until a window hook says stop)."""
