@@ -207,6 +207,13 @@ class Audience:
             ).encode("utf-8")
         else:
             return
+        if isinstance(event, State):
+            # Only the newest state matters: it replaces one still queued and leaves with
+            # the next audio write, so a burst of changes costs each listener one write.
+            for session in audience.sessions:
+                if session.joined:
+                    session.send_latest(text)
+            return
         for session in audience.sessions:
             if session.joined:
                 session.send_json(text)
