@@ -149,6 +149,10 @@ async def run_worker(plan: WorkerPlan, emit: Emit, stop: asyncio.Event) -> None:
         for result in results[len(singers) :]:
             if isinstance(result, BaseException):
                 log.error("the listeners crashed: %r", result)
+        if not stop.is_set():
+            # A worker of listeners only is done right at stop_at: its last window's
+            # report is due just before, but a loaded loop may not have sent it yet.
+            await asyncio.wait([reporter], timeout=plan.horizon_s + 5)
         for task in (reporter, progress, stopper):
             task.cancel()
         await asyncio.gather(reporter, progress, stopper, return_exceptions=True)
