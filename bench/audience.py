@@ -246,9 +246,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, default=100, help="listeners measuring lateness")
     p.add_argument("--measure-s", type=float, default=20.0)
     p.add_argument("--warmup-s", type=float, default=15.0)
-    p.add_argument("--settle-s", type=float, default=5.0)
+    p.add_argument(
+        "--settle-s", type=float, default=15.0,
+        help="after a step's joins, before its window (default 15: thousands of joins)",
+    )  # fmt: skip
     p.add_argument("--connect-rate", type=float, default=50.0, help="singer joins per second")
-    p.add_argument("--listener-rate", type=float, default=250.0, help="listener joins per second")
+    p.add_argument("--listener-rate", type=float, default=300.0, help="listener joins per second")
     p.add_argument(
         "--realtime", type=int, default=None,
         help="SCHED_FIFO priority of the mixer and Redis (default: 10 as root, else 0)",
