@@ -24,10 +24,12 @@ class Code(StrEnum):
     BAD_PASSWORD = "bad_password"
     BAD_RESUME = "bad_resume"
     ROOM_FULL = "room_full"
+    LISTENERS_FULL = "listeners_full"
     BAD_AUDIO = "bad_audio"
     AUDIO_FUTURE = "audio_future"
     AUDIO_OLD = "audio_old"
     SPECTATOR = "spectator"
+    LISTENER = "listener"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     UNKNOWN_SINGER = "unknown_singer"
@@ -56,6 +58,7 @@ FATAL_CODES: Final = frozenset(
         Code.BAD_PASSWORD,
         Code.BAD_RESUME,
         Code.ROOM_FULL,
+        Code.LISTENERS_FULL,
         Code.TOO_LARGE,
     }
 )

@@ -132,6 +132,11 @@ def room_tokens(room: str) -> str:
     return f"{_room(room)}:tokens"
 
 
+def room_listeners(room: str) -> str:
+    """Hash with a TTL: gateway id -> ``"<listeners> <expiry unix ms>"`` (gateway/listeners.py)."""
+    return f"{_room(room)}:listeners"
+
+
 def room_guesses(room: str) -> str:
     """Hash: wrong-password book-keeping of a room (gateway/guard.py), TTL."""
     return f"{_room(room)}:guesses"
@@ -170,6 +175,7 @@ def room_keys(room: str) -> list[str]:
         room_tokens(room),
         room_checkpoint(room),
         room_guesses(room),
+        room_listeners(room),
     ]
 
 

@@ -101,13 +101,18 @@ class Resume(msgspec.Struct, frozen=True):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOKEN_CHARS)]
 
 
+HelloRole = Literal["singer", "spectator", "listener"]
+"""Who a connection joins as: a member of the room (``singer``, ``spectator``), or a
+``listener`` of its concert, who is no member: the mixer never hears of it."""
+
+
 class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="type"):
     """The first message of a connection: who joins which room, how."""
 
     version: int
     room: str
     name: str
-    role: Role
+    role: HelloRole
     codec: CodecName
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_CHARS)] | None = (
         None
@@ -260,7 +265,7 @@ def hello_message(
     room: str,
     name: str,
     *,
-    role: Role | Literal["singer", "spectator"] = Role.SINGER,
+    role: Role | HelloRole = Role.SINGER,
     codec: CodecName = "opus",
     password: str | None = None,
     resume: Resume | None = None,

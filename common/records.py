@@ -480,6 +480,8 @@ class RoomMeta(msgspec.Struct, frozen=True, kw_only=True):
     """``bb:{R}:meta``: the settings fixed when the room was created (a hash of strings)."""
 
     capacity: Annotated[int, msgspec.Meta(ge=1)] = 100
+    listeners: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    """Most listeners (gateway/audience.py) at once; they are not members (``capacity``)."""
     password_hash: str = ""
     n_buckets: Annotated[int, msgspec.Meta(ge=3, le=64)] = DEFAULT_N_BUCKETS
     bucket_spacing_s: Annotated[float, msgspec.Meta(gt=0)] = DEFAULT_BUCKET_SPACING_S

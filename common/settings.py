@@ -291,6 +291,13 @@ class GatewaySettings(_Settings):
     default_capacity: int = field(
         default=100, metadata={"help": "singers per room unless the room sets its own"}
     )
+    default_listeners: int = field(
+        default=10_000,
+        metadata={
+            "help": "listeners per room (listen-only links, no members) unless the room "
+            "sets its own"
+        },
+    )
     allowed_origins: str = field(
         default="", metadata={"help": "comma-separated Origins allowed besides the gateway's own"}
     )
@@ -298,6 +305,13 @@ class GatewaySettings(_Settings):
     downstream_ms: int = field(
         default=200,
         metadata={"help": "send tap audio to listeners this often, ms (0: as the mixer publishes)"},
+    )
+    listener_downstream_ms: int = field(
+        default=400,
+        metadata={
+            "help": "send a tap that only listeners hear (no members) this often, ms "
+            "(fewer, larger writes to each of a concert's listeners)"
+        },
     )
     reconnect_grace_s: float = field(
         default=30.0, metadata={"help": "how long a disconnected singer keeps their place, s"}
@@ -364,6 +378,7 @@ class GatewaySettings(_Settings):
             "max_messages_per_s",
             "send_queue_frames",
             "default_capacity",
+            "default_listeners",
             "in_maxlen",
             "reconnect_grace_s",
             "heartbeat_ttl_ms",
@@ -375,6 +390,10 @@ class GatewaySettings(_Settings):
             "material_ttl_s",
         ):
             _positive(name, getattr(self, name))
+        if not 0 <= self.listener_downstream_ms <= 600:
+            raise ValidationError(
+                f"listener_downstream_ms must be in [0, 600], got {self.listener_downstream_ms}"
+            )
         if not 0 <= self.downstream_ms <= 500:
             # Frames leave the mixer lead_s (1 s) ahead of their play time.
             raise ValidationError(f"downstream_ms must be in [0, 500], got {self.downstream_ms}")

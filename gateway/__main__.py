@@ -91,8 +91,14 @@ class GatewayProcess:
         await runner.setup()
         try:
             try:
+                # A concert's audience arrives in bursts: a deeper accept queue than
+                # the default 128 (the kernel caps it at net.core.somaxconn).
                 site = web.TCPSite(
-                    runner, settings.host, settings.port, ssl_context=_ssl_context(settings)
+                    runner,
+                    settings.host,
+                    settings.port,
+                    ssl_context=_ssl_context(settings),
+                    backlog=4096,
                 )
                 await site.start()
             except (OSError, ssl.SSLError) as exc:

@@ -25,6 +25,7 @@ from common.redisclient import REDIS_ERRORS
 from gateway import ws
 from gateway.guard import LimitReached
 from gateway.hub import HUB
+from gateway.listeners import MAX_LISTENERS
 from gateway.material import add_material_routes
 from gateway.metrics import render
 from gateway.recordings import add_recording_routes
@@ -128,10 +129,17 @@ async def create_room(request: web.Request) -> web.Response:
             or not 1 <= capacity <= MAX_CAPACITY
         ):
             raise ValidationError(f"capacity must be an integer in [1, {MAX_CAPACITY}]")
+        listeners = body.get("listeners")
+        if listeners is not None and (
+            not isinstance(listeners, int)
+            or isinstance(listeners, bool)
+            or not 0 <= listeners <= MAX_LISTENERS
+        ):
+            raise ValidationError(f"listeners must be an integer in [0, {MAX_LISTENERS}]")
     except ValidationError as exc:
         return _error(400, str(exc))
     try:
-        created = await hub.rooms.create(room, password, capacity)
+        created = await hub.rooms.create(room, password, capacity, listeners)
     except REDIS_ERRORS as exc:
         return _unavailable(exc)
     except LimitReached as exc:
@@ -142,6 +150,7 @@ async def create_room(request: web.Request) -> web.Response:
         {
             "room": room,
             "capacity": capacity or hub.settings.default_capacity,
+            "listeners": hub.settings.default_listeners if listeners is None else listeners,
             "password": password is not None,
         },
         status=201,

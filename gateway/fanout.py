@@ -9,7 +9,10 @@ listener; every listener gets the same bytes in its own bounded queue
 
 Reads are paced: after a delivery the next read waits ``period_ms`` (200 ms
 by default), so each listener gets the mixer's ~100 ms windows two at a
-time, in one socket write.  Per listener that halves the writes, the
+time, in one socket write.  A tap that only a concert's listeners hear (no
+member: gateway/listeners.py) is held longer, ``listener_period_ms`` (400 ms
+by default), so each of its thousands of sockets gets one write per 400 ms
+of audio: the kernel's send is most of a listener's cost.  Per listener that halves the writes, the
 wake-ups and the client's receive work; the frames still leave about
 ``lead`` - 0.2 s before their play time, which is what the lead is for.
 """
@@ -35,6 +38,7 @@ from common.redisclient import REDIS_ERRORS, xread_keys
 from common.streams import Entry, newest_id, parse_xread
 from common.wire import TapWindow, decode_tap
 from gateway.metrics import Metrics
+from gateway.outbox import binary_frames
 from gateway.retry import back_off
 from gateway.session import Session
 from gateway.worker import CodecWorker
@@ -63,6 +67,12 @@ class Tap:
     delay: int
     mix: str = "full"
     sessions: set[Session] = field(default_factory=set)
+    codecs: dict[str, int] = field(default_factory=dict)
+    """How many of the sessions use each codec (the codecs encoded)."""
+    members: int = 0
+    """Sessions of room members (not listeners): while there are any, nothing is held."""
+    held: list[Encoded] = field(default_factory=list)
+    """Encoded windows of a listeners-only tap waiting for ``listener_period_ms`` of audio."""
     last_id: bytes | None = None
     next_start: int | None = None
     encoder: OpusEncoder | None = None
@@ -95,10 +105,17 @@ class Fanout:
     """Subscriptions of sessions to taps, and the task that serves them."""
 
     def __init__(
-        self, redis: Redis, metrics: Metrics, worker: CodecWorker, *, period_ms: float = 200.0
+        self,
+        redis: Redis,
+        metrics: Metrics,
+        worker: CodecWorker,
+        *,
+        period_ms: float = 200.0,
+        listener_period_ms: float = 400.0,
     ) -> None:
-        if period_ms < 0:
-            raise ValueError(f"period_ms must be >= 0, got {period_ms}")
+        if period_ms < 0 or listener_period_ms < 0:
+            raise ValueError(f"periods must be >= 0, got {period_ms}, {listener_period_ms}")
+        self._hold_frames = round(listener_period_ms / 20)
         self._redis = redis
         self._metrics = metrics
         self._worker = worker
@@ -118,6 +135,9 @@ class Fanout:
             tap = self._taps[(room, delay, mix)] = Tap(room, delay, mix)
             self._changed.set()
         tap.sessions.add(session)
+        codec = session.member.codec if session.member is not None else ""
+        tap.codecs[codec] = tap.codecs.get(codec, 0) + 1
+        tap.members += _is_member(session)
         self._of_session[session] = tap
         session.delay = delay
         session.mix = mix
@@ -128,6 +148,9 @@ class Fanout:
             return
         session.clear_audio()
         tap.sessions.discard(session)
+        codec = session.member.codec if session.member is not None else ""
+        tap.codecs[codec] = tap.codecs.get(codec, 0) - 1
+        tap.members -= _is_member(session)
         if not tap.sessions:
             # The encoder is not closed here: an encode job may still be using it
             # in a worker thread.  It is freed when the last reference goes.
@@ -191,8 +214,8 @@ class Fanout:
                 continue
             tap.last_id = entries[-1][0]
             windows = self._fresh_windows(tap, entries, now)
-            opus = any(s.member is not None and s.member.codec == "opus" for s in tap.sessions)
-            pcm16 = any(s.member is not None and s.member.codec == "pcm16" for s in tap.sessions)
+            opus = tap.codecs.get("opus", 0) > 0
+            pcm16 = tap.codecs.get("pcm16", 0) > 0
             if windows and (opus or pcm16):
                 jobs.append((tap, _bind(tap, windows, opus, pcm16)))
         if not jobs:
@@ -203,14 +226,28 @@ class Fanout:
             self._metrics.inc(
                 "frames_encoded_total", sum(e.frames for e in encoded if e.opus is not None)
             )
+            tap.held += encoded
+            if not tap.members and sum(e.frames for e in tap.held) < self._hold_frames:
+                continue  # listeners only: gather listener_period_ms of audio per write
+            batch, tap.held = tap.held, []
+            # The frames of this delivery, built once for every session of the tap.
+            framed = {
+                "opus": (
+                    binary_frames([e.opus for e in batch if e.opus is not None]),
+                    sum(e.frames for e in batch if e.opus is not None),
+                ),
+                "pcm16": (
+                    binary_frames([e.pcm16 for e in batch if e.pcm16 is not None]),
+                    sum(e.frames for e in batch if e.pcm16 is not None),
+                ),
+            }
             for session in list(tap.sessions):
                 member = session.member
                 if member is None:
                     continue
-                for item in encoded:
-                    data = item.opus if member.codec == "opus" else item.pcm16
-                    if data is not None:
-                        session.send_audio(data, item.frames)
+                data, frames = framed[member.codec]
+                if data:
+                    session.send_audio(data, frames)
 
     def _fresh_windows(self, tap: Tap, entries: list[Entry], now: int) -> list[TapWindow]:
         windows: list[TapWindow] = []
@@ -236,6 +273,10 @@ class Fanout:
             expected = window.start + window.samples.shape[0]
             windows.append(window)
         return windows
+
+
+def _is_member(session: Session) -> int:
+    return int(session.member is None or session.member.role != "listener")
 
 
 def _bind(

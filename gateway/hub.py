@@ -33,6 +33,7 @@ from common.records import GatewayStatus, Mix, Role
 from common.redisclient import REDIS_ERRORS
 from common.roomview import PublicRoom
 from common.settings import GatewaySettings
+from gateway.audience import Audience
 from gateway.events import Events
 from gateway.fanout import Fanout
 from gateway.guard import Guard, Limits
@@ -83,15 +84,25 @@ class Hub:
             redis,
             settings.default_capacity,
             Guard(redis, Limits.from_settings(settings), self.metrics),
+            settings.default_listeners,
         )
         self.events = Events(redis, self.metrics, settings.gateway_id, self._on_event)
         self.worker = CodecWorker(options.codec_threads)
-        self.fanout = Fanout(redis, self.metrics, self.worker, period_ms=settings.downstream_ms)
+        self.fanout = Fanout(
+            redis,
+            self.metrics,
+            self.worker,
+            period_ms=settings.downstream_ms,
+            listener_period_ms=settings.listener_downstream_ms,
+        )
         self.uplinks = [
             Uplink(redis, self.metrics, self.worker, maxlen=settings.in_maxlen)
             for _ in range(max(1, options.codec_threads))
         ]
         self.outbox = Outbox()
+        self.audience = Audience(
+            redis, self.metrics, self.fanout, self.events, self.rooms, settings.gateway_id
+        )
         self.sessions: set[Session] = set()
         self.by_room: dict[str, set[Session]] = {}
         self.views: dict[str, RoomView] = {}
@@ -153,6 +164,7 @@ class Hub:
     # --- room events --------------------------------------------------------------
 
     def _on_event(self, room: str, event: Event) -> None:
+        self.audience.on_event(room, event)
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
         if isinstance(event, State):
             view = RoomView(event.version, event.state, event.state.taps_heard())
@@ -202,6 +214,7 @@ class Hub:
         return {
             "connections": len(self.sessions),
             "joined_sessions": sum(1 for s in self.sessions if s.joined),
+            "listeners": self.audience.listeners,
             "rooms": len(self.by_room),
             "taps": self.fanout.taps,
             "push_queue": sum(uplink.queued for uplink in self.uplinks),
@@ -215,6 +228,7 @@ class Hub:
         return [
             ("events", self.events.run()),
             ("fanout", self.fanout.run()),
+            ("audience", self.audience.run()),
             *((f"uplink{i}", uplink.run()) for i, uplink in enumerate(self.uplinks)),
             ("heartbeat", self._heartbeat()),
         ]

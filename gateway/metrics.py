@@ -22,6 +22,7 @@ PREFIX: Final = "bb_gateway_"
 COUNTERS: Final[dict[str, str]] = {
     "connections_total": "WebSocket connections accepted",
     "joins_total": "successful joins (welcome sent)",
+    "listeners_joined_total": "listeners admitted (listen-only connections, no members)",
     "messages_in_total": "WebSocket messages received from clients",
     "chunks_in_total": "upstream audio messages accepted and queued for the mixer",
     "chunks_pushed_total": "audio chunks written to Redis",
@@ -50,6 +51,8 @@ DROP_REASONS: Final[dict[str, str]] = {
     "audio_future": "audio positioned ahead of the room clock",
     "audio_old": "audio positioned older than the ring",
     "spectator": "audio from a spectator",
+    "listener": "audio, a room command or chat from a listener",
+    "listeners_full": "a listener refused: the room has its listeners",
     "rate_limited": "over the per-connection message rate",
     "too_large": "a message over the size limit",
     "push_queue_full": "audio dropped because the Redis push queue was full",

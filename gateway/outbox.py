@@ -47,6 +47,14 @@ def frame_header(opcode: int, length: int) -> bytes:
     return _LEN64.pack(first, 127, length)
 
 
+def binary_frames(messages: list[bytes]) -> bytes:
+    """``messages`` as consecutive binary frames, ready to write (built once for many)."""
+    parts: list[bytes] = []
+    for message in messages:
+        parts += (frame_header(OP_BINARY, len(message)), message)
+    return b"".join(parts)
+
+
 class Outbox:
     """Flush passes over the sessions that have something to send."""
 

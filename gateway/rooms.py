@@ -30,6 +30,7 @@ from common.passwords import check_password, hash_password
 from common.records import Material, Member, Occupancy, Role, RoomMeta, Song
 from gateway.checks import CheckQueue, QueueFull
 from gateway.guard import CLIENT, Guard
+from gateway.listeners import MAX_LISTENERS
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,12 @@ def token_digest(token: str) -> str:
 class RoomDirectory:
     """Rooms as the gateway sees them in Redis."""
 
-    def __init__(self, redis: Redis, default_capacity: int, guard: Guard) -> None:
+    def __init__(
+        self, redis: Redis, default_capacity: int, guard: Guard, default_listeners: int = 10_000
+    ) -> None:
         self._redis = redis
         self._default_capacity = default_capacity
+        self._default_listeners = default_listeners
         self._guard = guard
         self._checks = CheckQueue(PASSWORD_CHECKS, PASSWORD_QUEUE)
         self._create = redis.register_script(_CREATE_SCRIPT)
@@ -67,9 +71,16 @@ class RoomDirectory:
     # --- creation and settings ----------------------------------------------------
 
     async def create(
-        self, room: str, password: str | None = None, capacity: int | None = None
+        self,
+        room: str,
+        password: str | None = None,
+        capacity: int | None = None,
+        listeners: int | None = None,
     ) -> bool:
         """Create ``room``; False when it already exists.  Hashing runs in a thread.
+
+        ``capacity`` bounds its members (singers and spectators), ``listeners``
+        its listeners, who are no members (gateway/listeners.py).
 
         Raises :class:`gateway.guard.RoomCapReached` when the deployment is full
         and :class:`gateway.guard.TooManyRooms` when this client created too many.
@@ -77,11 +88,15 @@ class RoomDirectory:
         capacity = self._default_capacity if capacity is None else capacity
         if not 1 <= capacity <= MAX_CAPACITY:
             raise ValidationError(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}")
+        listeners = self._default_listeners if listeners is None else listeners
+        if not 0 <= listeners <= MAX_LISTENERS:
+            raise ValidationError(f"listeners must be 0-{MAX_LISTENERS}, got {listeners}")
         await self._guard.take_creation(CLIENT.get())
         stored = await asyncio.to_thread(hash_password, password) if password else ""
         fields = {
             "created_at": f"{time.time():.3f}",
             "capacity": str(capacity),
+            "listeners": str(listeners),
             "password_hash": stored,
             "n_buckets": str(DEFAULT_N_BUCKETS),
             "bucket_spacing_s": str(DEFAULT_BUCKET_SPACING_S),

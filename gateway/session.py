@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from aiohttp import WSMsgType, web
 
@@ -24,7 +24,7 @@ from common.codes import Code
 from common.protocol import CodecName, dumps, error_message
 from common.records import Role
 from gateway.metrics import Metrics
-from gateway.outbox import OP_BINARY, OP_TEXT, Outbox, frame_header
+from gateway.outbox import OP_TEXT, Outbox, frame_header
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Identity:
     room: str
     singer: str
     name: str
-    role: Role
+    role: Role | Literal["listener"]
     codec: CodecName
 
 
@@ -166,15 +166,33 @@ class Session:
         self.metrics.inc("errors_sent_total")
         self.send_json(error_message(code, message, req=req, fatal=fatal), urgent=True)
 
-    def send_audio(self, data: bytes, frames: int) -> None:
-        """Queue a downstream audio message of ``frames`` 20 ms frames.
+    def send_audio(self, framed: bytes, frames: int) -> None:
+        """Send downstream audio: ``framed`` is one or more whole WebSocket binary frames
+        (:func:`gateway.outbox.binary_frames`, built once for every session of a tap)
+        holding ``frames`` 20 ms frames.
 
-        The queue holds at most ``audio_queue_frames`` frames; beyond that the
-        oldest messages go first (counted in ``frames_dropped_total``).
+        With nothing else queued and room in the socket's buffer, it is written
+        at once (one ``transport.write``, no queue, no flush pass: the path of a
+        concert's thousands of listeners).  Otherwise it is queued, at most
+        ``audio_queue_frames`` frames, losing the oldest first (counted in
+        ``frames_dropped_total``), and the outbox writes it with the rest.
         """
         if self._close is not None:
             return
-        self._audio.append((data, frames))
+        transport = self.transport
+        if (
+            transport is not None
+            and not self._audio
+            and not self._control
+            and self._latest is None
+            and not transport.is_closing()
+            and not self.ws.closed
+            and transport.get_write_buffer_size() <= self.outbox.max_buffer_bytes
+        ):
+            transport.write(framed)
+            self.metrics.inc("frames_out_total", frames)
+            return
+        self._audio.append((framed, frames))
         self._audio_frames += frames
         while self._audio_frames > self.audio_queue_frames and len(self._audio) > 1:
             _, dropped = self._audio.popleft()
@@ -259,8 +277,8 @@ class Session:
             self._latest = None
         frames = 0
         while self._audio:
-            data, n = self._audio.popleft()
-            parts += (frame_header(OP_BINARY, len(data)), data)
+            framed, n = self._audio.popleft()
+            parts.append(framed)
             frames += n
         self._audio_frames = 0
         if parts:

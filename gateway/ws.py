@@ -40,7 +40,10 @@ from common.protocol import (
     pong_message,
     welcome_message,
 )
+from common.records import Role
 from common.redisclient import REDIS_ERRORS
+from common.roomview import PublicRoom
+from gateway.audience import ListenersFull
 from gateway.guard import LimitReached
 from gateway.hub import HUB, Hub
 from gateway.metrics import DROP_REASONS
@@ -158,6 +161,9 @@ class Connection:
             task.cancel()
         self.hub.detach(self.session)
         member = self.session.member
+        if member is not None and member.role == "listener":
+            self.hub.audience.release(self.session)
+            return
         if member is None or not self._join_sent or self._left:
             return
         entry = Envelope(
@@ -240,8 +246,11 @@ class Connection:
             self._error(Code.NOT_JOINED, "send hello first", req=message.req)
 
     async def _join(self, hello: Hello) -> bool:
+        if hello.role == "listener":
+            return await self._listen(hello)
         hub, session = self.hub, self.session
         room = hello.room
+        role = Role(hello.role)
         fresh = hello.resume is None
         try:
             meta = await hub.rooms.ensure(room, hello.password)
@@ -257,7 +266,7 @@ class Connection:
                 if not await hub.rooms.resume_ok(room, singer, token):
                     self._fatal(Code.BAD_RESUME, "unknown singer or wrong token", req=hello.req)
                     return False
-            session.member = Identity(room, singer, hello.name, hello.role, hello.codec)
+            session.member = Identity(room, singer, hello.name, role, hello.codec)
             await hub.attach(session)
             self._join_sent = True
             reply = await hub.events.command(
@@ -265,7 +274,7 @@ class Connection:
                 singer,
                 Join(
                     name=hello.name,
-                    role=hello.role,
+                    role=role,
                     token_digest=token_digest(token),
                     password_hash=meta.password_hash,
                 ),
@@ -309,9 +318,62 @@ class Connection:
             state = hub.state_with(room, singer) or await hub.rooms.state(room)
         except REDIS_ERRORS:
             state = None
-        session.send_json(
+        self._welcome(singer, token, state)
+        session.joined = True
+        hub.metrics.inc("joins_total")
+        self._stream = SingerStream(room, singer, CODEC_IDS[hello.codec])
+        hub.follow_tap(session, state)
+        log.debug("%s: %s joined %s as %s", session.conn, singer, room, hello.role)
+        return True
+
+    async def _listen(self, hello: Hello) -> bool:
+        """Join as a listener: no member, no mixer command, the room's listener tap at once.
+
+        The room must exist (a listen link names a concert); its password, if
+        any, is checked as for members; its listener limit is its own
+        (gateway/listeners.py), refused with ``listeners_full``.
+        """
+        hub, session = self.hub, self.session
+        room = hello.room
+        try:
+            meta = await hub.rooms.meta(room)
+            if meta is None:
+                self._fatal(Code.BAD_ROOM, f"no room named {room} to listen to", req=hello.req)
+                return False
+            if not await hub.rooms.password_ok(room, meta, hello.password):
+                self._fatal(Code.BAD_PASSWORD, "wrong or missing password", req=hello.req)
+                return False
+            listener = f"l-{session.conn}"
+            session.member = Identity(room, listener, hello.name, "listener", hello.codec)
+            state = await hub.audience.admit(session, room, meta)
+        except ListenersFull as exc:
+            hub.metrics.drop("listeners_full")
+            self._fatal(Code.LISTENERS_FULL, str(exc), req=hello.req)
+            return False
+        except LimitReached as exc:
+            self._fatal(Code.RATE_LIMITED, str(exc), req=hello.req, fatal=True)
+            return False
+        except (*REDIS_ERRORS, ValidationError) as exc:
+            log.warning("%s: listening to room %s failed: %s", session.conn, room, exc)
+            self._fatal(
+                Code.UNAVAILABLE,
+                "the room cannot be reached right now; retry",
+                req=hello.req,
+                fatal=True,
+            )
+            return False
+        self._welcome(session.member.singer, "", state)
+        session.joined = True
+        hub.metrics.inc("listeners_joined_total")
+        hub.audience.follow(session)
+        return True
+
+    def _welcome(self, singer: str, token: str, state: PublicRoom | None) -> None:
+        hub, member = self.hub, self.session.member
+        assert member is not None
+        self.session.send_json(
             welcome_message(
-                room=room,
+                room=member.room,
                 singer=singer,
                 token=token,
                 clock=now_samples(),
@@ -324,12 +386,6 @@ class Connection:
             ),
             urgent=True,
         )
-        session.joined = True
-        hub.metrics.inc("joins_total")
-        self._stream = SingerStream(room, singer, CODEC_IDS[hello.codec])
-        hub.follow_tap(session, state)
-        log.debug("%s: %s joined %s as %s", session.conn, singer, room, hello.role)
-        return True
 
     # --- joined: text -------------------------------------------------------------
 
@@ -342,6 +398,9 @@ class Connection:
             return
         if isinstance(message, Ping):
             self.session.send_json(pong_message(message, now_samples()), urgent=True)
+        elif self._listener:
+            self.hub.metrics.drop("listener")
+            self._error(Code.LISTENER, "a listener only listens", req=message.req)
         elif isinstance(message, Hello):
             self._error(Code.ALREADY_JOINED, "this connection has already joined", req=message.req)
         elif isinstance(message, RoomCommand) and isinstance(message.cmd, Leave):
@@ -416,7 +475,12 @@ class Connection:
 
     def _on_audio(self, data: bytes) -> None:
         hub, session, stream = self.hub, self.session, self._stream
-        assert session.member is not None and stream is not None
+        assert session.member is not None
+        if self._listener:
+            hub.metrics.drop("listener")
+            self._error(Code.LISTENER, "a listener is not a member: it only listens")
+            return
+        assert stream is not None
         if session.member.role == "spectator":
             hub.metrics.drop("spectator")
             self._error(Code.SPECTATOR, "spectators cannot send audio")
@@ -437,6 +501,11 @@ class Connection:
 
     def _on_codec_error(self, exc: CodecError) -> None:
         self._error(Code.BAD_AUDIO, f"audio could not be decoded: {exc}")
+
+    @property
+    def _listener(self) -> bool:
+        member = self.session.member
+        return member is not None and member.role == "listener"
 
     # --- errors -------------------------------------------------------------------
 

@@ -114,6 +114,24 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--procs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument(
+        "--listeners", default="",
+        help="listeners (listen-only, no members) of the first room: N, or one count per "
+        "--ramp step (N1,N2,...; with a single singer count the singers stay)",
+    )  # fmt: skip
+    p.add_argument(
+        "--listener-sample", type=int, default=100,
+        help="listeners that sync their clock and measure lateness (default 100)",
+    )  # fmt: skip
+    p.add_argument(
+        "--listener-rate", type=float, default=500.0,
+        help="listener connections per second (default 500)",
+    )  # fmt: skip
+    p.add_argument(
+        "--listener-procs", type=int, default=0,
+        help="worker processes of their own for the listeners that only count (default 0: "
+        "with the singers)",
+    )  # fmt: skip
+    p.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL"),
         help="read mixer counters and per-singer upstream figures here (env REDIS_URL)",
@@ -137,6 +155,17 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
     )
     if not steps or steps[0] < 1 or list(steps) != sorted(set(steps)):
         raise LoadError(f"singer counts must be positive and increasing, got {steps}")
+    listeners = tuple(int(x) for x in args.listeners.split(",") if x.strip())
+    if listeners and len(steps) == 1:
+        steps = steps * len(listeners)  # the same singers through every listener step
+    if listeners and (
+        len(listeners) != len(steps) or listeners[0] < 0 or list(listeners) != sorted(listeners)
+    ):
+        raise LoadError(
+            f"--listeners: one non-decreasing count per step ({len(steps)}), got {listeners}"
+        )
+    if args.listener_rate <= 0 or args.listener_sample < 0:
+        raise LoadError("--listener-rate must be positive and --listener-sample not negative")
     if args.measure_s <= 0 or args.warmup_s < 0 or args.settle_s < 0 or args.connect_rate <= 0:
         raise LoadError("durations must be positive (warm-up and settle may be 0)")
     if args.frames_per_message is not None and not 1 <= args.frames_per_message <= 50:
@@ -165,6 +194,10 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         bucket=args.bucket,
         redis_url=args.redis_url,
         event_loop=args.event_loop,
+        listeners=listeners,
+        listener_sample=args.listener_sample,
+        listener_rate=args.listener_rate,
+        listener_procs=max(0, args.listener_procs),
     )
 
 
@@ -203,6 +236,8 @@ async def preflight(config: LoadConfig, rooms: Sequence[str]) -> int:
         capacity = min(MAX_ROOM_CAPACITY, max(config.room_size, 1))
         for room in rooms:
             body: dict[str, Any] = {"room": room, "capacity": capacity}
+            if config.listeners:
+                body["listeners"] = max(1, config.listeners[-1])
             if config.password:
                 body["password"] = config.password
             while True:
@@ -248,7 +283,14 @@ class Progress:
             f"{totals.get('joined', 0)}/{len(self.run.plan.singers)}"
             f" ({totals.get('failed', 0)} failed) | up {rate('up_messages'):.0f} msg/s"
             f" | down {rate('frames'):.0f} frames/s, late {totals.get('late', 0)},"
-            f" missing {totals.get('missing', 0)} | errors {totals.get('errors', 0)}",
+            f" missing {totals.get('missing', 0)} | errors {totals.get('errors', 0)}"
+            + (
+                f" | listeners {totals.get('listeners', 0)}/{len(self.run.plan.listeners)}"
+                f" ({totals.get('listener_failed', 0)} failed),"
+                f" {rate('listener_frames'):.0f} frames/s, late {totals.get('listener_late', 0)}"
+                if self.run.plan.listeners
+                else ""
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -274,6 +316,7 @@ def summary_rows(windows: Sequence[WindowResult]) -> list[list[str]]:
         [
             "step", "singers", "frames", "late", "missing", "bad %", "margin p1/p50 ms",
             "up sent", "accepted", "rejected", "late up", "overruns",
+            "listeners", "l. missing %", "l. late %",
         ]
     ]  # fmt: skip
     for w in windows:
@@ -292,6 +335,9 @@ def summary_rows(windows: Sequence[WindowResult]) -> list[list[str]]:
                 str(server.get("rejected", "-")),
                 str(server.get("late", "-")),
                 str(server.get("tick_overruns", "-")),
+                f"{w.listeners.connected}/{w.listeners.listeners}",
+                f"{100 * w.listeners.to_json()['missing_fraction']:.3f}",
+                f"{100 * w.listeners.to_json()['late_fraction']:.3f}",
             ]
         )
     return rows

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from common import redisclient
 from common.constants import SAMPLE_RATE, UPSTREAM_FRAMES_PER_MESSAGE
 from loadgen.client import SingerSpec
+from loadgen.listener import ListenerSpec, ListenerWindow
 from loadgen.server import Snapshot, member_records, snapshot, upstream_delta
 from loadgen.stats import FrameCounts, WindowStats
 from loadgen.worker import Event, WorkerPlan, run_worker
@@ -73,6 +74,15 @@ class LoadConfig:
     redis_url: str | None = None
     event_loop: str = "uvloop"
     """The workers' event loop (common/aio.py)."""
+    listeners: tuple[int, ...] = ()
+    """Listeners (listen-only, no members) of the first room in each step; () none."""
+    listener_sample: int = 100
+    """Listeners that also sync their clock and measure lateness (the rest only count)."""
+    listener_rate: float = 500.0
+    """Listener connections opened per second."""
+    listener_procs: int = 0
+    """Worker processes of their own for the listeners that only count (0: they share the
+    singers' workers). The sampled ones, which judge lateness, stay with the singers."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class Plan:
     """Play-time intervals (room-clock samples)."""
     stop_at: float
     frames_per_message: int = UPSTREAM_FRAMES_PER_MESSAGE
+    listeners: list[ListenerSpec] = field(default_factory=list)
 
     @property
     def rooms(self) -> list[str]:
@@ -98,10 +109,20 @@ class Plan:
 
 def build_plan(config: LoadConfig, t0: float) -> Plan:
     """Singers, windows and the end of the run, starting at wall time ``t0``."""
-    if not config.steps or list(config.steps) != sorted(set(config.steps)) or config.steps[0] < 1:
-        raise ValueError(f"steps must be increasing positive counts, got {config.steps}")
+    if not config.steps or list(config.steps) != sorted(config.steps) or config.steps[0] < 1:
+        raise ValueError(f"steps must be non-decreasing positive counts, got {config.steps}")
+    if config.listeners and (
+        len(config.listeners) != len(config.steps)
+        or list(config.listeners) != sorted(config.listeners)
+        or config.listeners[0] < 0
+    ):
+        raise ValueError(
+            f"listeners must be one non-decreasing count per step, got {config.listeners}"
+        )
     urls = config.urls
     singers: list[SingerSpec] = []
+    listeners: list[ListenerSpec] = []
+    heard = 0
     windows: list[tuple[int, int]] = []
     t = t0
     previous = 0
@@ -129,6 +150,23 @@ def build_plan(config: LoadConfig, t0: float) -> Plan:
             )
             at += 1 / config.connect_rate
         joined = at
+        if config.listeners:
+            # After this step's singers: the first room's listeners, some measuring lateness.
+            every = max(1, config.listeners[-1] // max(1, config.listener_sample))
+            for index in range(heard, config.listeners[step]):
+                listeners.append(
+                    ListenerSpec(
+                        index=index,
+                        room=f"{config.room_prefix}-0",
+                        url=urls[index % len(urls)],
+                        join_at=at,
+                        full=index % every == 0,
+                        password=config.password,
+                    )
+                )
+                at += 1 / config.listener_rate
+            heard = config.listeners[step]
+            joined = at
         lo = joined + (config.warmup_s if step == 0 else config.settle_s)
         hi = lo + config.measure_s
         windows.append((round(lo * SAMPLE_RATE), round(hi * SAMPLE_RATE)))
@@ -136,7 +174,7 @@ def build_plan(config: LoadConfig, t0: float) -> Plan:
         previous = total
     stop_at = windows[-1][1] / SAMPLE_RATE + config.horizon_s + 0.5
     frames = config.frames_per_message or UPSTREAM_FRAMES_PER_MESSAGE
-    return Plan(singers, windows, stop_at, frames)
+    return Plan(singers, windows, stop_at, frames, listeners)
 
 
 @dataclass
@@ -150,6 +188,7 @@ class WindowResult:
     failed: int = 0
     reports: int = 0
     server: dict[str, Any] | None = None
+    listeners: ListenerWindow = field(default_factory=ListenerWindow)
     extra: dict[str, Any] = field(default_factory=dict)
     """Whatever the caller's hooks add (the capacity benchmark: CPU per process)."""
 
@@ -176,6 +215,7 @@ class WindowResult:
             "send_lag_ms": {"p99": s.send_lag_ms.quantile(0.99), "max": s.send_lag_ms.max},
             "errors": dict(sorted(s.errors.items())),
             "server": self.server,
+            "listeners": self.listeners.to_json(),
             **self.extra,
         }
 
@@ -204,7 +244,9 @@ class LoadRun:
         self.on_edge = on_edge
         self.on_window = on_window
         self.on_progress = on_progress
-        self.procs = max(1, min(config.procs, len(plan.singers)))
+        self.singer_procs = max(1, min(config.procs, len(plan.singers)))
+        self.listener_procs = max(0, config.listener_procs) if plan.listeners else 0
+        self.procs = self.singer_procs + self.listener_procs
         self.pids: list[int] = []
         self.windows = [WindowResult(i, plan.singers_at(i)) for i in range(len(plan.windows))]
         self.singers: list[dict[str, Any]] = []
@@ -221,10 +263,17 @@ class LoadRun:
         c = self.config
         # The last singer of the first room hears the others (the leader hears nobody).
         verify_index = min(c.room_size, c.steps[0]) - 1 if c.verify else None
-        return [
+        listeners = self.plan.listeners
+        counted: list[ListenerSpec] = []
+        if self.listener_procs:
+            # Listeners that only count get processes of their own: thousands of sockets
+            # must not delay the singers, nor the sampled listeners that judge lateness.
+            counted = [x for x in listeners if not x.full]
+            listeners = [x for x in listeners if x.full]
+        plans = [
             WorkerPlan(
                 worker=w,
-                singers=self.plan.singers[w :: self.procs],
+                singers=self.plan.singers[w :: self.singer_procs],
                 windows=self.plan.windows,
                 stop_at=self.plan.stop_at,
                 latency_ms=c.latency_ms,
@@ -235,9 +284,24 @@ class LoadRun:
                 verify_index=verify_index,
                 progress_s=c.progress_s,
                 event_loop=c.event_loop,
+                listeners=listeners[w :: self.singer_procs],
             )
-            for w in range(self.procs)
+            for w in range(self.singer_procs)
         ]
+        for w in range(self.listener_procs):
+            plans.append(
+                WorkerPlan(
+                    worker=self.singer_procs + w,
+                    singers=[],
+                    windows=self.plan.windows,
+                    stop_at=self.plan.stop_at,
+                    horizon_s=c.horizon_s,
+                    progress_s=c.progress_s,
+                    event_loop=c.event_loop,
+                    listeners=counted[w :: self.listener_procs],
+                )
+            )
+        return plans
 
     async def run(self) -> None:
         """Run to the end (or until a window hook says stop)."""
@@ -315,6 +379,8 @@ class LoadRun:
             window.stats.merge(WindowStats.from_json(event["stats"]))
             window.joined += int(event["joined"])
             window.failed += int(event["failed"])
+            if "listeners" in event:
+                window.listeners.merge(event["listeners"])
             window.reports += 1
             await self._maybe_finish(window)
         elif kind == "done":

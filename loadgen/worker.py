@@ -38,6 +38,7 @@ from loadgen.client import (
     UpstreamAudio,
     window_totals,
 )
+from loadgen.listener import Listener, ListenerSpec, run_listeners, window_report
 from loadgen.stats import Windows
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class WorkerPlan:
     """The singer (by index) that decodes its downstream audio; None: nobody."""
     progress_s: float = 1.0
     event_loop: str = "uvloop"
+    listeners: list[ListenerSpec] = field(default_factory=list)
+    """Listen-only connections (loadgen/listener.py), beside the singers."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -75,11 +78,12 @@ class WorkerPlan:
     def from_json(cls, data: dict[str, Any]) -> WorkerPlan:
         values = dict(data)
         values["singers"] = [SingerSpec(**s) for s in data["singers"]]
+        values["listeners"] = [ListenerSpec(**s) for s in data.get("listeners", [])]
         values["windows"] = [(int(lo), int(hi)) for lo, hi in data["windows"]]
         return cls(**values)
 
 
-def _progress(worker: int, singers: list[Singer]) -> Event:
+def _progress(worker: int, singers: list[Singer], listeners: list[Listener]) -> Event:
     totals: dict[str, int] = {}
     for singer in singers:
         for name, value in singer.live.__dict__.items():
@@ -94,6 +98,10 @@ def _progress(worker: int, singers: list[Singer]) -> Event:
         "failed": sum(1 for s in singers if s.error is not None),
         "missing": missing,
         **totals,
+        "listeners": sum(1 for x in listeners if x.joined_at is not None and x.closed_at is None),
+        "listener_frames": sum(x.frames for x in listeners),
+        "listener_late": sum(x.late for x in listeners),
+        "listener_failed": sum(1 for x in listeners if x.error is not None),
     }
 
 
@@ -118,8 +126,15 @@ async def run_worker(plan: WorkerPlan, emit: Emit, stop: asyncio.Event) -> None:
             for spec in plan.singers
         ]
         tasks = [asyncio.create_task(s.run(), name=f"singer-{s.spec.index}") for s in singers]
-        reporter = asyncio.create_task(_report_windows(plan, singers, emit))
-        progress = asyncio.create_task(_report_progress(plan, singers, emit))
+        listeners: list[Listener] = []
+        if plan.listeners:
+            tasks.append(
+                asyncio.create_task(
+                    run_listeners(plan.listeners, windows, plan.stop_at, stop, listeners)
+                )
+            )
+        reporter = asyncio.create_task(_report_windows(plan, singers, listeners, emit))
+        progress = asyncio.create_task(_report_progress(plan, singers, listeners, emit))
         stopper: asyncio.Future[Any] = asyncio.create_task(stop.wait())
         everyone: asyncio.Future[list[Any]] = asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.wait([stopper, everyone], return_when=asyncio.FIRST_COMPLETED)
@@ -127,24 +142,36 @@ async def run_worker(plan: WorkerPlan, emit: Emit, stop: asyncio.Event) -> None:
             for singer in singers:
                 singer.stop()
         results = await everyone
-        for singer, result in zip(singers, results, strict=True):
+        for singer, result in zip(singers, results, strict=False):
             if isinstance(result, BaseException):
                 log.error("singer %d crashed: %r", singer.spec.index, result)
                 singer.error = singer.error or f"crashed: {result!r}"
+        for result in results[len(singers) :]:
+            if isinstance(result, BaseException):
+                log.error("the listeners crashed: %r", result)
+        if not stop.is_set():
+            # A worker of listeners only is done right at stop_at: its last window's
+            # report is due just before, but a loaded loop may not have sent it yet.
+            await asyncio.wait([reporter], timeout=plan.horizon_s + 5)
         for task in (reporter, progress, stopper):
             task.cancel()
         await asyncio.gather(reporter, progress, stopper, return_exceptions=True)
-    emit(_progress(plan.worker, singers))
+    emit(_progress(plan.worker, singers, listeners))
     emit({"type": "done", "worker": plan.worker, "singers": [s.report() for s in singers]})
 
 
-async def _report_progress(plan: WorkerPlan, singers: list[Singer], emit: Emit) -> None:
+async def _report_progress(
+    plan: WorkerPlan, singers: list[Singer], listeners: list[Listener], emit: Emit
+) -> None:
     while True:
         await asyncio.sleep(plan.progress_s)
-        emit(_progress(plan.worker, singers))
+        emit(_progress(plan.worker, singers, listeners))
 
 
-async def _report_windows(plan: WorkerPlan, singers: list[Singer], emit: Emit) -> None:
+async def _report_windows(
+    plan: WorkerPlan, singers: list[Singer], listeners: list[Listener], emit: Emit
+) -> None:
+    windows = Windows(plan.windows)
     for index, (_, hi) in enumerate(plan.windows):
         settled_at = hi / SAMPLE_RATE + plan.horizon_s + 0.25
         await asyncio.sleep(max(0.0, settled_at - time.time()))
@@ -162,6 +189,7 @@ async def _report_windows(plan: WorkerPlan, singers: list[Singer], emit: Emit) -
                 "singers": len(planned),
                 "joined": sum(1 for s in planned if s.connected_through(start, end)),
                 "failed": sum(1 for s in planned if s.error is not None),
+                "listeners": window_report(listeners, windows, index, start, end),
             }
         )
 

@@ -167,3 +167,46 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
     assert covered >= 3 * RATE
     for shot in ("ann-setup.png", "ann.png", "ben.png"):
         assert (output_dir / shot).stat().st_size > 0
+
+
+def test_a_listen_link_joins_at_once_and_hears_the_room(stack: str, output_dir: Path) -> None:
+    """``/r/<room>?listen=1``: no form, no microphone, no calibration; the page is a
+    listener (no member of the room) and hears the leader's tone on its own tap."""
+    ann_mic = write_wav(output_dir / "ann-440.wav", gated_tone(440, ANN_NOTES, LOOP_S, RATE), RATE)
+    with sync_playwright() as pw:
+        browser_a = launch(pw, ann_mic)
+        browser_f = launch(pw, ann_mic)
+        try:
+            ann = browser_a.new_page()
+            errors: list[str] = []
+            join(ann, stack, "Ann", "&debug=1")
+            ann.click("#lead")
+            poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
+            ann.click("#start")
+            poll(ann, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
+            fan = browser_f.new_page()
+            fan.on("pageerror", lambda exc: errors.append(str(exc)))
+            fan.goto(f"{stack}/r/choir?listen=1&name=Fan")
+            fan.wait_for_selector("#stage:not([hidden])", timeout=15_000)
+            fan.evaluate("bbDebug.record(40)")
+            assert fan.inner_text("#mic-title") == "Listening"
+            assert fan.evaluate("bbDebug.me.role") == "listener"
+            # Ann's room lists Ann alone: a listener is no member.
+            assert ann.evaluate("bbDebug.state.members.length") == 1
+            wait_for(
+                lambda: (
+                    (fan.evaluate("bbDebug.received.span()")["end"] or 0)
+                    - (fan.evaluate("bbDebug.received.span()")["start"] or 0)
+                    >= 3 * RATE
+                ),
+                40,
+                "3 s of the room at the listener",
+                interval_s=0.2,
+            )
+            _, heard, covered = decode_dump(fan.evaluate("bbDebug.received.dump()"))
+            assert not errors, errors
+        finally:
+            browser_a.close()
+            browser_f.close()
+    assert covered >= 3 * RATE
+    assert tone_level(heard, 440, RATE) > 0.05, "the listener does not hear Ann"

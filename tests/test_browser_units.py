@@ -664,3 +664,29 @@ def test_what_the_page_sends_fits_the_generated_schema(page: Any) -> None:
         errors = [e.message for e in validator.iter_errors(message)]
         assert errors == [], (message, errors)
     assert {"hello", "ping", "chat", "set_gain", "solo"} <= {m["type"] for m in sent}
+
+
+def test_a_listener_hears_the_tap_after_the_last_voice_and_follows_what_arrives(
+    page: Any,
+) -> None:
+    """A listener (no member record) is described by its tap: gateway/listeners.py's rule
+    (Ann sings at 3 s, heard one spacing later; the spectator Lis hears at 18 s), then
+    whatever delay its audio actually arrives on."""
+    out = page.evaluate(
+        """async (state) => {
+          const { RoomStore, listenerDelay } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          store.setMe("l-c7", "listener");
+          store.apply(state);
+          const first = store.me();
+          store.setHeardDelay(1008000);
+          const empty = listenerDelay({...state, members: []});
+          return {first, after: store.me().delay, empty, singer: store.amSinger,
+                  listed: store.member("l-c7")};
+        }""",
+        ROOM_STATE,
+    )
+    assert out["first"]["role"] == "listener" and out["first"]["delay"] == 864000
+    assert out["after"] == 1008000
+    assert out["empty"] == 6 * 144000
+    assert out["singer"] is False and out["listed"] is None

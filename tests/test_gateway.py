@@ -93,7 +93,12 @@ async def test_health_constants_and_the_client_page(client: TestClient[Any, Any]
 async def test_rooms_api(client: TestClient[Any, Any], redis_url: str) -> None:
     created = await client.post("/api/rooms", json={"room": "choir", "password": "pw"})
     assert created.status == 201
-    assert await created.json() == {"room": "choir", "capacity": 100, "password": True}
+    assert await created.json() == {
+        "room": "choir",
+        "capacity": 100,
+        "listeners": 10_000,
+        "password": True,
+    }
     assert (await client.post("/api/rooms", json={"room": "choir"})).status == 409
     assert (await client.post("/api/rooms", json={"room": "Choir"})).status == 409  # one room
     small = await client.post("/api/rooms", json={"room": "duo", "capacity": 2})

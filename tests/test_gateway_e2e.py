@@ -547,3 +547,89 @@ async def test_unknown_rooms_and_bad_names_are_clear_errors(
     reply = await peer.hello("no/where", "Ann")
     assert (reply["type"], reply["code"], reply["fatal"]) == ("error", "bad_room", True)
     await peer.close()
+
+
+# --- listeners: a concert's audience ----------------------------------------------------
+
+
+async def test_a_listener_hears_the_room_at_once_and_is_no_member(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    ann = Peer(http, stack.ws(0))
+    await ann.join("concert", "Ann")
+    start = await start_song(ann, [])
+    voice_task = Voice(ann, 440, start)
+    voice_task.start()
+    fan = Peer(http, stack.ws(1))
+    try:
+        welcome = await fan.join("concert", "Fan", role="listener")
+        assert welcome["token"] == ""  # nothing to resume: a listener is no member
+        state = welcome["state"]
+        assert [m["name"] for m in state["members"]] == ["Ann"]
+        # The tap every voice reaches: the leader's bucket heard one spacing later.
+        delay = int(ann.me()["delay"]) + int(state["buckets"]["spacing"])
+        first = first_frame(start) + SAMPLE_RATE
+        span = SAMPLE_RATE
+        await until(
+            lambda: all(
+                q in fan.heard(delay) for q in range(first, first + span, OPUS_FRAME_SAMPLES)
+            ),
+            "the listener's tap to cover a second of the song",
+            timeout_s=30,
+        )
+        heard = stretch(fan.heard(delay), first, span)
+    finally:
+        await voice_task.stop()
+    assert rms(band(heard, 440)) > 0.05, "the listener does not hear Ann"
+    # A listener only listens: no audio, no commands, no chat; and it never became a member.
+    await fan.ws.send_bytes(p.encode_upstream_opus(1, 0, start, [b"\xf8\xff\xfe"]))  # type: ignore[union-attr]
+    refused = await fan.request("lead")
+    assert refused["type"] == "error" and refused["code"] == "listener", refused
+    assert all(m["name"] != "Fan" for m in ann.state()["members"])
+    counts = await metrics(http, stack.gateways[1])
+    assert counts["bb_gateway_listeners"] == 1
+    assert counts["bb_gateway_listeners_joined_total"] >= 1
+    await fan.close()
+    await ann.close()
+
+
+async def test_listeners_have_a_limit_of_their_own_beside_the_member_cap(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    body = {"room": "small-hall", "capacity": 1, "listeners": 2}
+    async with http.post(stack.gateways[0] + "/api/rooms", json=body) as response:
+        assert response.status == 201, await response.text()
+        assert (await response.json())["listeners"] == 2
+    ann = Peer(http, stack.ws(0))
+    await ann.join("small-hall", "Ann")
+    bob = Peer(http, stack.ws(1))
+    refused = await bob.hello("small-hall", "Bob")
+    assert refused["type"] == "error" and refused["code"] == "room_full", refused
+    # The member cap is full, yet two listeners come in, one through each gateway...
+    first, second = Peer(http, stack.ws(0)), Peer(http, stack.ws(1))
+    await first.join("small-hall", "One", role="listener")
+    await second.join("small-hall", "Two", role="listener")
+    # ... and the third is refused, by its own code, whichever gateway it uses.
+    for index in (0, 1):
+        third = Peer(http, stack.ws(index))
+        reply = await third.hello("small-hall", "Three", role="listener")
+        assert reply["type"] == "error" and reply["code"] == "listeners_full", reply
+        await third.close()
+    # A listener leaves: its place is free again (counted down within a moment).
+    await first.close()
+    deadline = time.monotonic() + 10
+    while True:
+        late = Peer(http, stack.ws(0))
+        reply = await late.hello("small-hall", "Late", role="listener")
+        if reply["type"] == "welcome" or time.monotonic() > deadline:
+            break
+        assert reply["code"] == "listeners_full", reply
+        await late.close()
+        await asyncio.sleep(0.2)
+    assert reply["type"] == "welcome", reply
+    # A room that does not exist is not created by a listener.
+    ghost = Peer(http, stack.ws(1))
+    reply = await ghost.hello("no-such-concert", "Fan", role="listener")
+    assert reply["type"] == "error" and reply["code"] == "bad_room", reply
+    for peer in (ann, bob, second, late, ghost):
+        await peer.close()

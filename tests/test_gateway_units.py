@@ -21,6 +21,7 @@ from common.records import Role
 from common.streams import Entry
 from common.wire import decode_chunk, encode_tap
 from gateway.fanout import Fanout, Tap
+from gateway.listeners import FreezePolicy
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s
 from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
@@ -226,8 +227,9 @@ async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_u
     loop = asyncio.get_running_loop()
     received: list[tuple[float, int]] = []
 
-    def send_audio(data: bytes, frames: int) -> None:
-        received.append((loop.time(), p.parse_downstream(data).start))
+    def send_audio(framed: bytes, frames: int) -> None:
+        for message in unframe(framed):
+            received.append((loop.time(), p.parse_downstream(message).start))
 
     session.send_audio = send_audio  # type: ignore[method-assign]
     delay = 3 * SAMPLE_RATE
@@ -257,6 +259,71 @@ async def test_fanout_paces_reads_so_listeners_get_two_windows_per_write(redis_u
     assert deliveries <= 8, received  # about 6 for 12 windows; 12 without pacing
 
 
+def unframe(framed: bytes) -> list[bytes]:
+    """The payloads of consecutive unmasked server frames (RFC 6455 §5.2)."""
+    out, pos = [], 0
+    while pos < len(framed):
+        assert framed[pos] == 0x82, "a final binary frame"
+        length, pos = framed[pos + 1], pos + 2
+        if length == 126:
+            length, pos = int.from_bytes(framed[pos : pos + 2], "big"), pos + 2
+        elif length == 127:
+            length, pos = int.from_bytes(framed[pos : pos + 8], "big"), pos + 8
+        out.append(framed[pos : pos + length])
+        pos += length
+    return out
+
+
+async def test_a_delivery_is_framed_once_and_the_same_bytes_go_to_every_listener(
+    redis_url: str,
+) -> None:
+    """The fan-out builds a tap's WebSocket frames once per delivery, for all its sessions."""
+    redis = Redis.from_url(redis_url)
+    metrics = Metrics()
+    fanout = Fanout(redis, metrics, CodecWorker(), period_ms=200)
+    got: dict[str, list[bytes]] = {}
+    delay = 3 * SAMPLE_RATE
+    sessions = []
+    for name in ("a", "b", "c"):
+        session = Session(
+            ws=web.WebSocketResponse(), metrics=metrics, audio_queue_frames=500, conn=name
+        )
+        session.member = Identity("choir", f"l-{name}", "Fan", "listener", "opus")
+        got[name] = []
+
+        def send_audio(framed: bytes, frames: int, name: str = name) -> None:
+            got[name].append(framed)
+
+        session.send_audio = send_audio  # type: ignore[method-assign]
+        fanout.subscribe(session, "choir", delay)
+        sessions.append(session)
+    task = asyncio.create_task(fanout.run())
+    try:
+        await asyncio.sleep(0.3)
+        start = (now_samples() // 960) * 960
+        silence = np.zeros(4800, np.float32)
+        for k in range(4):
+            window = encode_tap("choir", delay, start + k * 4800, start, silence)
+            await redis.xadd(keys.room_tap("choir", delay), {"d": window})
+            await asyncio.sleep(0.1)
+        deadline = asyncio.get_running_loop().time() + 5
+        while sum(len(unframe(f)) for f in got["a"]) < 4:
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
+    # Listeners only: the tap is held until 400 ms of audio (20 frames), one write for all 4.
+    assert len(got["a"]) == len(got["b"]) == len(got["c"]) == 1
+    for a, b, c in zip(got["a"], got["b"], got["c"], strict=True):
+        assert a is b is c  # one object: framed once, not per session
+    messages = [p.parse_downstream(m) for f in got["a"] for m in unframe(f)]
+    assert [m.start for m in messages] == [start + k * 4800 for k in range(4)]
+    assert all(m.delay == delay and len(m.packets) == 5 for m in messages)
+    assert metrics.get("frames_encoded_total") == 20  # once per window, not per listener
+
+
 def test_redis_retry_delay_doubles_from_a_tenth_of_a_second_up_to_two_with_jitter() -> None:
     nominal = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
     for failures, top in enumerate(nominal, start=1):
@@ -264,3 +331,17 @@ def test_redis_retry_delay_doubles_from_a_tenth_of_a_second_up_to_two_with_jitte
         assert all(top / 2 <= d <= top for d in delays), (failures, delays)
         assert len(delays) > 1, "no jitter"
     assert 1.0 <= delay_s(10_000) <= 2.0
+
+
+def test_the_collector_freezes_a_growing_audience_and_thaws_when_a_fifth_left() -> None:
+    policy = FreezePolicy(min_listeners=500)
+    assert policy.decide(499) is None  # too few to matter
+    assert policy.decide(500) == "freeze"
+    assert policy.decide(540) is None  # not a tenth more yet
+    assert policy.decide(560) == "freeze"
+    policy.departed(100)
+    assert policy.decide(460) is None  # 100 of 560 is not more than a fifth (and 100)
+    policy.departed(13)
+    assert policy.decide(447) == "unfreeze"
+    assert policy.decide(447) is None  # frozen again only at 500
+    assert policy.decide(2000) == "freeze"

@@ -18,7 +18,6 @@ from common.browser_schema import SCHEMA_PATH, browser_schema_text
 from common.codes import Code
 from common.errors import ValidationError
 from common.passwords import MIN_ITERATIONS, check_password, hash_password
-from common.records import Role
 from tests.support import REPO
 
 HELLO = {
@@ -46,8 +45,14 @@ def code_of(obj: object) -> Code:
 
 def test_hello_is_parsed_with_its_options() -> None:
     msg = parse({**HELLO, "password": "pw", "resume": {"singer": "s-1", "token": "t"}, "req": 4})
-    assert msg == p.Hello(1, "choir", "Ann", Role.SINGER, "opus", "pw", p.Resume("s-1", "t"), 4)
-    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", Role.SINGER, "opus")
+    assert msg == p.Hello(1, "choir", "Ann", "singer", "opus", "pw", p.Resume("s-1", "t"), 4)
+    assert parse(p.hello_message("choir", "Ann")) == p.Hello(1, "choir", "Ann", "singer", "opus")
+
+
+def test_a_listener_says_so_in_its_hello_and_other_roles_are_refused() -> None:
+    hello = parse(p.hello_message("choir", "Ann", role="listener"))
+    assert isinstance(hello, p.Hello) and hello.role == "listener"
+    assert code_of({**HELLO, "role": "conductor"}) is Code.BAD_ROLE
 
 
 def test_room_names_are_case_insensitive() -> None:

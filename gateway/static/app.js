@@ -20,6 +20,8 @@
 //
 // Addresses: /r/<room> is a room's link. URL parameters (all optional):
 //   room, name, role=singer|spectator  pre-fill the join form
+//   listen=1        a listen-only link: join the room as a listener at once (no form, no
+//                   microphone, no calibration; a listener is no member of the room)
 //   latency_ms=N    use a known round-trip latency instead of measuring it
 //   codec=pcm16     do not use Opus even when the browser has it
 //   debug=1         open the Details panel (figures and occupancy chart)
@@ -180,7 +182,11 @@ class App {
 
     // A reload (or the reopened tab) of a room this tab sat in rejoins the same seat.
     const seat = loadSeat();
-    if (seat && room && normaliseRoom(room) === seat.room && (seat.role === "spectator" || this.calibration.latencyMs !== null)) {
+    if (room && p.has("listen")) {
+      // A listen link: straight in, as the audience.
+      $("calibration").hidden = true;
+      this.joinRoom({ room: normaliseRoom(room), name: p.get("name") || person.name || "Listener", role: "listener", password: "" });
+    } else if (seat && room && normaliseRoom(room) === seat.room && (seat.role === "spectator" || this.calibration.latencyMs !== null)) {
       this.join.prefill({ room: seat.room, name: seat.name, role: seat.role });
       $("password").value = seat.password || "";
       this.joinRoom({ room: seat.room, name: seat.name, role: seat.role, password: seat.password || "" }, { rejoin: true });
@@ -324,7 +330,7 @@ class App {
 
   onWelcome(welcome, { resumed }) {
     const room = welcome.room;
-    this.store.setMe(welcome.singer);
+    this.store.setMe(welcome.singer, this.role === "listener" ? "listener" : null);
     this.stage.show({ room, role: this.role });
     if (welcome.state) this.store.apply(welcome.state);
     if (this.micMode === "off") this.session.send("mute", { muted: true });

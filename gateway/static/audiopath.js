@@ -203,6 +203,8 @@ export class AudioPath {
   }
 
   onSamples(pos, samples, delay) {
+    // A listener is sent only its own tap: it follows the delay that arrives.
+    if (this.store.meRole === "listener") this.store.setHeardDelay(delay);
     const me = this.store.me();
     if (!me || delay !== me.delay || !this.engine) return;
     this.debug.received.add(pos, samples);

@@ -155,6 +155,8 @@ const ERROR_TEXT = {
   bad_room: "Room names use only letters, digits, - and _ (at most 40, no spaces).",
   bad_name: "Your name must be 1 to 40 ordinary characters.",
   room_full: "This room is full. Ask the organiser, or try again later.",
+  listeners_full: "This concert has all the listeners it can take. Try again later.",
+  listener: "Listeners only listen: join as a singer to take part.",
   bad_resume: "Your place in the room had expired.",
   unavailable: "The server is busy or restarting. Try again in a moment.",
   not_leader: "Only the leader can do that.",

@@ -34,10 +34,23 @@ export function endedLine(song, member, you) {
   }
 }
 
+/**
+ * The tap a listener (``role: "listener"``: no member of the room) hears: every voice as the
+ * last occupied bucket hears it, the rule of gateway/listeners.py (the gateway sends the
+ * listener only that tap; `heardDelay` follows what actually arrives).
+ */
+export function listenerDelay(state, maxDelay = 115 * 48000) {
+  const spacing = state.buckets.spacing;
+  const heard = state.members.map((m) => (m.role === "spectator" ? m.delay : m.delay + spacing));
+  return Math.min(heard.length ? Math.max(...heard) : state.buckets.n * spacing, maxDelay);
+}
+
 export class RoomStore {
   constructor() {
     this.state = null;
     this.meId = null;
+    this.meRole = null;
+    this.heardDelay = null;
     this.listeners = new Set();
   }
 
@@ -52,11 +65,23 @@ export class RoomStore {
     const previous = this.state;
     this.state = null;
     this.meId = null;
+    this.meRole = null;
+    this.heardDelay = null;
     this.emit(previous);
   }
 
-  setMe(singerId) {
+  /** Who this page is: a member's singer id, or a listener's id (`role` "listener"). */
+  setMe(singerId, role = null) {
     this.meId = singerId;
+    this.meRole = role;
+    this.heardDelay = null;
+  }
+
+  /** A listener hears the tap its audio arrives on (see `listenerDelay`). */
+  setHeardDelay(delay) {
+    if (this.meRole !== "listener" || delay === this.heardDelay) return;
+    this.heardDelay = delay;
+    this.emit(this.state);
   }
 
   /** Apply a room state; older versions than the one held are ignored. Returns true when applied. */
@@ -87,7 +112,13 @@ export class RoomStore {
   }
 
   me() {
-    return this.meId === null ? null : this.member(this.meId);
+    if (this.meId === null) return null;
+    if (this.meRole === "listener" && this.state) {
+      // No member record: a listener is described by the tap it hears.
+      const delay = this.heardDelay ?? listenerDelay(this.state);
+      return { singer_id: this.meId, name: "", role: "listener", delay, bucket: null, hears: "full", mix: "full", muted: false, connected: true, soloed: false };
+    }
+    return this.member(this.meId);
   }
 
   leader() {

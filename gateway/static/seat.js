@@ -62,3 +62,8 @@ export function roomFromLocation(loc = location) {
 export function roomLink(room, loc = location) {
   return `${loc.origin}/r/${encodeURIComponent(room)}`;
 }
+
+/** A room's listen-only link: it joins as a listener at once (no form, no microphone). */
+export function listenLink(room, loc = location) {
+  return `${roomLink(room, loc)}?listen=1`;
+}

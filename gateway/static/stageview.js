@@ -6,7 +6,7 @@
 // came or went) are announced once through a polite live region.
 
 import { renderConsole } from "./console.js";
-import { roomLink } from "./seat.js";
+import { listenLink, roomLink } from "./seat.js";
 import * as views from "./views.js";
 
 const $ = (id) => document.getElementById(id);
@@ -114,6 +114,8 @@ export class StageView {
     this.role = role;
     $("room-name").textContent = room;
     $("invite-link").value = roomLink(room);
+    $("listen-link").value = listenLink(room);
+    $("chat-form").hidden = role === "listener";
     for (const el of document.querySelectorAll(".singer-only")) el.hidden = role !== "singer";
     $("mic-title").textContent = role === "singer" ? "Your microphone" : "Listening";
     const entering = $("stage").hidden;
