@@ -30,7 +30,7 @@ from tests.browser_support import (
     wait_heard,
     write_wav,
 )
-from tests.support import Stack
+from tests.support import Stack, wait_until
 
 pytestmark = pytest.mark.stack(chromium=True)
 
@@ -169,7 +169,7 @@ def test_leader_is_heard_by_a_later_bucket_and_not_the_reverse(
         assert (output_dir / shot).stat().st_size > 0
 
 
-def test_a_listen_link_joins_at_once_and_hears_the_room(stack: str, output_dir: Path) -> None:
+def test_a_listen_link_joins_at_once_and_hears_the_room(stack: Stack, output_dir: Path) -> None:
     """``/r/<room>?listen=1``: no form, no microphone, no calibration; the page is a
     listener (no member of the room) and hears the leader's tone on its own tap."""
     ann_mic = write_wav(output_dir / "ann-440.wav", gated_tone(440, ANN_NOTES, LOOP_S, RATE), RATE)
@@ -179,21 +179,21 @@ def test_a_listen_link_joins_at_once_and_hears_the_room(stack: str, output_dir: 
         try:
             ann = browser_a.new_page()
             errors: list[str] = []
-            join(ann, stack, "Ann", "&debug=1")
+            join(ann, stack.base, "Ann", "&debug=1")
             ann.click("#lead")
             poll(ann, "bbDebug.state && bbDebug.state.leader === bbDebug.me.singer_id", "Ann leads")
             ann.click("#start")
             poll(ann, "bbDebug.state.song && bbDebug.state.song.running", "the song runs")
             fan = browser_f.new_page()
             fan.on("pageerror", lambda exc: errors.append(str(exc)))
-            fan.goto(f"{stack}/r/choir?listen=1&name=Fan")
+            fan.goto(f"{stack.base}/r/choir?listen=1&name=Fan")
             fan.wait_for_selector("#stage:not([hidden])", timeout=15_000)
             fan.evaluate("bbDebug.record(40)")
             assert fan.inner_text("#mic-title") == "Listening"
             assert fan.evaluate("bbDebug.me.role") == "listener"
             # Ann's room lists Ann alone: a listener is no member.
             assert ann.evaluate("bbDebug.state.members.length") == 1
-            wait_for(
+            wait_until(
                 lambda: (
                     (fan.evaluate("bbDebug.received.span()")["end"] or 0)
                     - (fan.evaluate("bbDebug.received.span()")["start"] or 0)
