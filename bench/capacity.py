@@ -14,6 +14,21 @@ goes on).  Two scenarios: one room
 spread over the gateways, and several rooms of 50 with each room on one
 gateway.
 
+Two stacks (``--stack``, comma-separated):
+
+- **deployment** (the default): what compose runs. Redis keeps its
+  append-only file (AOF, fsync every second, as compose.yaml and ``brigade
+  up --redis-dir`` configure it) in a fresh directory, a ``brigade recorder``
+  records every room's songs, and the mixer writes its failover checkpoints
+  (on by default).
+- **bare**: the stack the first measurements used: Redis in memory only, no
+  recorder (checkpoints on, as the mixer's default).
+
+``--stack deployment,bare`` runs both, one after the other, each scenario on
+a fresh stack, and prints them side by side.  Besides CPU, every step
+records the bytes Redis and the recorder wrote to disk (``write_bytes`` of
+``/proc/PID/io``, and the growth of Redis's AOF directory) per singer-second.
+
 Run as root, it puts the mixer and Redis in the real-time scheduling class
 (``--realtime 10``; ``--realtime 0`` for the normal scheduler): the mixer's
 tick has a 100 ms deadline, and with the gateways and the generator sharing
@@ -36,6 +51,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +64,9 @@ from common.aio import EVENT_LOOPS
 from loadgen.cli import prepare
 from loadgen.run import LoadConfig, LoadRun, WindowResult
 from tests.support import Process, RedisServer, free_port, wait_for
+
+STACKS: Final = ("deployment", "bare")
+"""``deployment``: AOF, a recorder, checkpoints (compose.yaml); ``bare``: none of the first two."""
 
 MAX_BAD_FRACTION: Final = 0.001
 """A step fails with more than 0.1 % of its frames late or missing."""
@@ -97,6 +116,31 @@ def wait_for_quiet(limit_s: float, busy_cores: float = 0.2) -> float:
         print(f"waiting for a quiet machine: {busy:.2f} cores busy", flush=True)
 
 
+def io_write_bytes(pid: int) -> int:
+    """Bytes a process caused to be written to storage (``write_bytes`` of /proc/PID/io)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def dir_bytes(path: Path | None) -> int:
+    """Total size of the files under ``path`` (0: none or no path)."""
+    if path is None or not path.exists():
+        return 0
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -114,10 +158,13 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Stack:
-    """redis-server, one mixer and the gateways, as child processes."""
+    """redis-server, one mixer and the gateways, as child processes; with
+    ``deployment``, Redis keeps an AOF and a recorder records every room."""
 
     gateways: int
     log_dir: Path
+    deployment: bool = False
+    """Redis with its append-only file (as compose.yaml) and a recorder."""
     nice: int = 0
     """Nice value for the mixer and Redis (0: as started; negative: favoured)."""
     realtime: int = 0
@@ -128,9 +175,16 @@ class Stack:
     mixer: Process = field(init=False)
     gateway_procs: list[Process] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    recorder: Process | None = None
+    data_dir: Path | None = None
+    """The deployment's Redis directory (the AOF) and recordings, removed on stop."""
 
     def start(self) -> None:
-        self.redis = RedisServer()
+        if self.deployment:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="capacity-", dir=self.log_dir))
+            self.redis = RedisServer(persist_dir=str(self.data_dir / "redis"))
+        else:
+            self.redis = RedisServer()
         self.redis.start()
         env = {
             "REDIS_URL": self.redis.url,
@@ -140,6 +194,17 @@ class Stack:
             "BB_ROOMS_PER_MIN": "100000",
         }
         self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
+        if self.data_dir is not None:
+            self.recorder = Process(
+                ["recorder"],
+                {
+                    **env,
+                    "BB_RECORDER_ID": "recorder-cap",
+                    "BB_RECORDINGS_DIR": str(self.data_dir / "recordings"),
+                },
+                self.log_dir,
+                "recorder",
+            )
         for i in range(self.gateways):
             port = free_port()
             self.gateway_procs.append(
@@ -174,6 +239,10 @@ class Stack:
                     15,
                     f"gateway {i}'s heartbeat",
                 )
+            if self.recorder is not None:
+                wait_for(
+                    lambda: client.exists("bb:recorder:recorder-cap"), 15, "recorder heartbeat"
+                )
         finally:
             client.close()
 
@@ -182,13 +251,22 @@ class Stack:
         pids = {"redis": self.redis.proc.pid, "mixer": self.mixer.proc.pid}
         for i, proc in enumerate(self.gateway_procs):
             pids[f"gateway-{i}"] = proc.proc.pid
+        if self.recorder is not None:
+            pids["recorder"] = self.recorder.proc.pid
         return pids
+
+    def aof_dir(self) -> Path | None:
+        return self.data_dir / "redis" if self.data_dir is not None else None
 
     def stop(self) -> None:
         for proc in reversed(self.gateway_procs):
             proc.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
         self.mixer.stop()
         self.redis.stop()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @dataclass
@@ -246,6 +324,10 @@ class Ramp:
         self.cpu[(index, edge)]["machine"] = machine_busy_seconds()
         self.cpu[(index, edge)]["probe_ms"] = speed_probe_ms()
         self.cpu[(index, edge)]["time"] = time.monotonic()
+        for name, pid in self.stack.pids().items():
+            if name in {"redis", "recorder"}:
+                self.cpu[(index, edge)][f"disk:{name}"] = io_write_bytes(pid)
+        self.cpu[(index, edge)]["disk:aof"] = dir_bytes(self.stack.aof_dir())
         if edge == "start" and self.args.profile:
             self._profile(index)
 
@@ -257,11 +339,12 @@ class Ramp:
         for name, pid in self.stack.pids().items():
             if name == "redis":
                 continue
-            path = out / f"{self.scenario.name}-step{index + 1}-{name}.txt"
+            stack = "deployment" if self.stack.deployment else "bare"
+            path = out / f"{stack}-{self.scenario.name}-step{index + 1}-{name}.txt"
             self.profiles.append(
                 subprocess.Popen(
                     [spy, "record", "-p", str(pid), "-d", str(int(self.args.measure_s) - 2),
-                     "-r", "100", "-f", "raw", "-o", str(path), "--nonblocking"],
+                     "-r", "250", "-f", "raw", "-o", str(path), "--nonblocking"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -340,8 +423,14 @@ def judge(
     cpu: dict[str, dict[str, float]] = {}
     if start is not None and end is not None:
         seconds = end["time"] - start["time"]
+        disk: dict[str, float] = {}
         for name in start:
-            if name in {"time", "machine", "probe_ms"} or name not in end:
+            if name.startswith("disk:") and name in end:
+                disk[name[5:]] = (end[name] - start[name]) / seconds / max(1, window.singers)
+        for name in start:
+            if name in {"time", "machine", "probe_ms"} or name.startswith("disk:"):
+                continue
+            if name not in end:
                 continue
             used = end[name] - start[name]
             cpu[name] = {
@@ -364,6 +453,8 @@ def judge(
         # Anything else that ran meanwhile (other people's tests on a shared machine).
         other = (end["machine"] - start["machine"]) / seconds - sum(groups.values())
         cpu["other"] = {"cores": max(0.0, other), "ms_per_singer_second": 0.0}
+    else:
+        disk = {}
     other = cpu.get("other", {}).get("cores", 0.0)
     return {
         "singers": window.singers,
@@ -372,6 +463,7 @@ def judge(
         "disturbed": other > DISTURBED_CORES,
         "window": window.to_json(),
         "cpu": cpu,
+        "disk_bytes_per_singer_second": disk,
     }
 
 
@@ -385,11 +477,14 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
     if step.get("inconclusive"):
         verdict = "inconclusive (disturbed): " + "; ".join(step["reasons"])
     w = step["window"]
+    disk = step.get("disk_bytes_per_singer_second", {})
     return (
         f"{scenario:>10} {step['singers']:>5} singers  bad {100 * w['bad_fraction']:.3f} %  "
         f"overruns {w['server'].get('tick_overruns', '-') if w['server'] else '-'}  "
         f"ms/singer-s: gateways {ms('all-gateway')} mixer {ms('all-mixer')} "
-        f"redis {ms('all-redis')} generator {ms('all-generator')} "
+        f"recorder {ms('all-recorder')} redis {ms('all-redis')} generator {ms('all-generator')} "
+        f"disk B/singer-s: redis {disk.get('redis', 0):.0f} "
+        f"recorder {disk.get('recorder', 0):.0f} "
         f"= {cpu.get('total', {}).get('cores', 0):.2f} cores "
         f"(+{cpu.get('other', {}).get('cores', 0):.2f} other, "
         f"CPU x{step.get('cpu_slowdown', 0):.2f} slower than idle)  {verdict}"
@@ -398,12 +493,14 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     header = (
-        "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
-        "mixer", "redis", "generator", "total cores", "other", "slowdown",
+        "stack", "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
+        "mixer", "recorder", "redis", "generator", "total cores", "other", "slowdown",
+        "redis disk B/singer-s", "AOF growth", "recorder disk",
     )  # fmt: skip
     rows = [list(header)]
     for scenario in results:
         for step in scenario["steps"]:
+            disk = step.get("disk_bytes_per_singer_second", {})
             frames = step["window"]["frames"]
             expected = max(1, step["window"]["expected_frames"])
             cpu = step["cpu"]
@@ -413,6 +510,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
             rows.append(
                 [
+                    scenario.get("stack", "-"),
                     scenario["scenario"],
                     str(step["singers"]),
                     "pass" if step["passed"] else "n/a" if step.get("inconclusive") else "FAIL",
@@ -421,12 +519,16 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                     str((step["window"]["server"] or {}).get("tick_overruns", "-")),
                     ms("all-gateway"),
                     ms("all-mixer"),
+                    ms("all-recorder"),
                     ms("all-redis"),
                     ms("all-generator"),
                     f"{cpu.get('total', {}).get('cores', 0):.2f}",
                     f"{cpu.get('other', {}).get('cores', 0):.2f}"
                     + (" (disturbed)" if step.get("disturbed") else ""),
                     f"x{step.get('cpu_slowdown', 0):.2f}",
+                    f"{disk.get('redis', 0):.0f}",
+                    f"{disk.get('aof', 0):.0f}",
+                    f"{disk.get('recorder', 0):.0f}",
                 ]
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -435,7 +537,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return (
         "\n".join(lines) + "\n(CPU in ms per singer-second; late/missing in % of expected frames; "
         "other: cores used by processes outside the benchmark; slowdown: a fixed loop's CPU "
-        "time at the step's edges over its idle time)"
+        "time at the step's edges over its idle time; disk in bytes per singer-second: "
+        "write_bytes of /proc/PID/io, and the AOF directory's growth, which a rewrite can make "
+        "negative)"
     )
 
 
@@ -457,6 +561,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--scenarios", default="one-room,rooms",
         help="comma-separated: one-room, rooms (default both)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stack", default="deployment",
+        help="comma-separated: deployment (AOF, a recorder, checkpoints: what compose runs), "
+        "bare (Redis in memory, no recorder); default %(default)s",
     )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="py-spy the servers at every step")
     p.add_argument(
@@ -488,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rooms": Scenario(f"rooms-of-{args.room_size}", args.room_size, "room"),
     }
     chosen = [scenarios[name.strip()] for name in args.scenarios.split(",") if name.strip()]
+    stacks = [name.strip() for name in args.stack.split(",") if name.strip()]
+    for name in stacks:
+        if name not in STACKS:
+            raise SystemExit(f"unknown stack {name!r}: choose from {', '.join(STACKS)}")
     log_dir = RESULTS_DIR / "capacity-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -495,23 +608,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     baseline = sorted(speed_probe_ms() for _ in range(7))[3]
     results: list[dict[str, Any]] = []
     for scenario in chosen:
-        busy = wait_for_quiet(args.quiet_wait_s)
-        if busy >= 0.2:
-            print(f"warning: starting with {busy:.2f} cores used by other processes", flush=True)
-        stack = Stack(
-            args.gateways,
-            log_dir,
-            nice=args.nice,
-            realtime=args.realtime,
-            event_loop=args.event_loop,
-        )
-        stack.start()
-        try:
-            results.append(asyncio.run(Ramp(stack, scenario, args, baseline).go()))
-        finally:
-            stack.stop()
+        for stack_name in stacks:
+            busy = wait_for_quiet(args.quiet_wait_s)
+            if busy >= 0.2:
+                print(f"warning: starting with {busy:.2f} cores used by others", flush=True)
+            print(f"--- {stack_name} stack, {scenario.name}", flush=True)
+            stack = Stack(
+                args.gateways,
+                log_dir,
+                deployment=stack_name == "deployment",
+                nice=args.nice,
+                realtime=args.realtime,
+                event_loop=args.event_loop,
+            )
+            stack.start()
+            try:
+                result = asyncio.run(Ramp(stack, scenario, args, baseline).go())
+            finally:
+                stack.stop()
+            results.append({"stack": stack_name, **result})
+    by_stack = {
+        name: min(r["max_singers"] for r in results if r["stack"] == name) for name in stacks
+    }
     summary: dict[str, Any] = {
-        "max_singers": min(r["max_singers"] for r in results),
+        "max_singers": by_stack[stacks[0]],
+        "max_singers_by_stack": by_stack,
         "scenarios": results,
         "fail_rule": {
             "max_late_or_missing_fraction": MAX_BAD_FRACTION,
@@ -530,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "settle_s": args.settle_s,
             "connect_rate": args.connect_rate,
             "steps": args.steps,
+            "stacks": stacks,
         },
         "machine": {**machine(), "idle_speed_probe_ms": baseline},
         "runtime_s": round(time.time() - started, 1),
@@ -537,8 +659,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(table(results))
     for r in results:
-        print(f"{r['scenario']}: max_singers = {r['max_singers']}")
-    print(f"max_singers = {summary['max_singers']} (runtime {summary['runtime_s']:.0f} s)")
+        print(f"{r['stack']} {r['scenario']}: max_singers = {r['max_singers']}")
+    print(
+        f"max_singers = {summary['max_singers']} ({stacks[0]} stack; "
+        + ", ".join(f"{k} {v}" for k, v in by_stack.items())
+        + f"; runtime {summary['runtime_s']:.0f} s)"
+    )
     path = write_results(args.name, summary)
     print(f"results written to {path}")
     return summary

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -146,7 +146,8 @@ class Publish:
     """Singer -> the encoded :class:`Link` of connections that joined in this step."""
     occupancy: Occupancy | None = None
     checkpoint: Checkpoint | None = None
-    """About once a second while there is song audio: the failover checkpoint."""
+    """About once a second while there is song audio: the failover checkpoint's next entry
+    (full, or the spans mixed since the last one)."""
     stats: dict[str, int] | None = None
     """Set on publish steps: occupancy, the room's counters; trim the consumed input."""
 
@@ -252,9 +253,9 @@ class RoomHost:
             self._checkpoint_at = now if out.checkpoint is not None else None
         return out
 
-    def restore(self, checkpoint: Checkpoint, now: int) -> bool:
-        """Carry on from the previous owner's checkpoint (see :meth:`RoomMixer.restore`)."""
-        return self.mixer.restore(checkpoint, now)
+    def restore(self, checkpoints: Sequence[Checkpoint], now: int) -> bool:
+        """Carry on from the previous owner's checkpoint entries (:meth:`RoomMixer.restore`)."""
+        return self.mixer.restore(checkpoints, now)
 
     def command(self, data: bytes | None, now: int, out: Publish | None = None) -> Reply | None:
         """Decode and apply one control entry; its reply (None: the entry was unreadable)."""

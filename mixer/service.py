@@ -66,8 +66,6 @@ log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 2000
 """Most entries read from one stream per tick (the rest wait for the next)."""
-CHECKPOINT_TTL_MS: Final = 30_000
-"""A checkpoint outlives its owner long enough for another mixer to take the room over."""
 _NOTHING: Final[tuple[list[Entry], list[Entry]]] = ([], [])
 REDIS_FAILURES: Final = (*REDIS_ERRORS, RuntimeError)
 """What a Redis call raises when Redis is gone. With uvloop, redis-py has been seen
@@ -285,7 +283,12 @@ class MixerService:
                     (value for _id, value in ctl), (value for _id, value in audio), now
                 )
                 self._queue(pipe, owned, out, now, bool(ctl))
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except BaseException:
+                for owned in self.rooms.values():  # the checkpoints' spans may be lost
+                    owned.host.mixer.checkpoint_lost()
+                raise
         return True
 
     def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
@@ -315,7 +318,7 @@ class MixerService:
         # Everything up to the input cursor is in it: a new owner replays what came after.
         stamped = msgspec.structs.replace(checkpoint, in_cursor=owned.in_cursor.decode())
         owned.checkpoint_cursor = owned.in_cursor
-        pipe.set(keys.room_checkpoint(owned.name), records.encode(stamped), px=CHECKPOINT_TTL_MS)
+        store.queue_checkpoint(pipe, owned.name, stamped, self._timing.checkpoint)
 
     # ----------------------------------------------------------- maintenance
 
@@ -566,6 +569,7 @@ class MixerService:
                 pipe.sadd(keys.ACTIVE_ROOMS, room)  # we hold it: it is in use
                 store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, set())
                 owned.host.resync()  # publish a fresh state event next tick
+                owned.host.mixer.checkpoint_lost()  # the checkpoint list went with the rest
             await pipe.execute()
 
     async def _claim(self, room: str) -> None:
@@ -586,7 +590,7 @@ class MixerService:
             await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
             raise
         raw_links = await self.redis.hgetall(keys.room_links(room))
-        raw_checkpoint = await self.redis.get(keys.room_checkpoint(room))
+        raw_checkpoint = await store.read_checkpoint(self.redis, room)
         now = now_samples()
         owned = OwnedRoom(
             host=RoomHost(
@@ -604,16 +608,16 @@ class MixerService:
             in_cursor=f"{int(time.time() * 1000)}-0".encode(),
             ctl_cursor=ctl_cursor,
         )
-        if raw_checkpoint is not None:
+        if raw_checkpoint:
             try:
-                checkpoint = records.decode(raw_checkpoint, Checkpoint)
+                checkpoint = [records.decode(raw, Checkpoint) for raw in raw_checkpoint]
                 if owned.host.restore(checkpoint, now):
-                    owned.in_cursor = checkpoint.in_cursor.encode()
+                    owned.in_cursor = checkpoint[-1].in_cursor.encode()
                     self.counters.rooms_restored += 1
                     log.info(
                         "room %s: ring restored from a checkpoint %.1f s old",
                         room,
-                        (now - checkpoint.clock) / SAMPLE_RATE,
+                        (now - checkpoint[-1].clock) / SAMPLE_RATE,
                     )
             except ValidationError as exc:
                 log.warning("room %s: unreadable checkpoint (%s); starting silent", room, exc)
