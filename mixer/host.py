@@ -13,6 +13,7 @@ class (common/commands.py), naming the :class:`RoomState` method it calls.
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import logging
 import math
@@ -67,10 +68,10 @@ from common.records import (
     Rounds,
 )
 from common.wire import decode_chunk
-from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
+from mixer.room import ApplyStatus, CommandError, Member, RoomMixer, RoomState, TapOutput
 from mixer.view import public_state
 
-__all__ = ["HANDLERS", "HostCounters", "HostTiming", "Publish", "RoomHost"]
+__all__ = ["HANDLERS", "LEVELS_MAX", "HostCounters", "HostTiming", "Publish", "RoomHost", "loudest"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,9 @@ class Publish:
     stats: dict[str, int] | None = None
     """Set on publish steps: occupancy, the room's counters; trim the consumed input."""
 
+
+LEVELS_MAX: Final = 12
+"""A ``levels`` event names at most this many singers, the loudest (docs/protocol.md)."""
 
 _REJECTED: Final = frozenset(
     {
@@ -394,23 +398,22 @@ class RoomHost:
             mixer=self.mixer_id,
         )
         out.stats = self.mixer.counters.to_dict()
-        # Every singer's level goes to every browser in the room, O(members^2) bytes per
-        # event: so levels go out less often than occupancy and stats.
+        # The event goes to every browser in the room: it names only the loudest few
+        # singers, so its bytes do not grow with the room (members^2 in all otherwise).
         state = self.state
         if state.song.running and (
             self._levels_at is None or now - self._levels_at >= self.timing.levels
         ):
             self._levels_at = now
-            out.events.append(
-                Levels(
-                    clock=now,
-                    levels={
-                        m.singer_id: round(m.level_db, 1)
-                        for m in state.members.values()
-                        if m.connected and m.role is Role.SINGER
-                    },
-                )
-            )
+            out.events.append(Levels(clock=now, levels=loudest(state.members.values())))
+
+
+def loudest(members: Iterable[Member], limit: int = LEVELS_MAX) -> dict[str, float]:
+    """The levels (dBFS, 0.1 dB) of the ``limit`` loudest connected singers (ties by id)."""
+    singing = [m for m in members if m.connected and m.role is Role.SINGER]
+    if len(singing) > limit:
+        singing = heapq.nsmallest(limit, singing, key=lambda m: (-m.level_db, m.singer_id))
+    return {m.singer_id: round(m.level_db, 1) for m in singing}
 
 
 def _refused(reply: Reply, code: Code, message: str) -> Reply:
