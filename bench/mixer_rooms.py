@@ -8,7 +8,7 @@ does: it reads the rooms' input, mixes, writes the taps, events, stats and the
 failover checkpoint. Between ticks the benchmark pushes every singer's 100 ms
 int16 chunk to ``bb:{R}:in`` as a gateway does, and keeps the recorder's tap
 subscribed in every room (a recorder records every song; ``--no-recorder``
-for none). Only the ticks are timed (``process_time`` around
+for none); the mixer's other settings come from ``BB_*`` variables. Only the ticks are timed (``process_time`` around
 ``MixerService.tick``, nothing else runs meanwhile), after ``--warmup-s`` so
 that every bucket's audio is in the ring; Redis's CPU (``/proc``) and the
 bytes it wrote to disk are measured over the same window.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -81,6 +82,7 @@ async def run(
     try:
         settings = MixerSettings.from_env(
             {
+                **{k: v for k, v in os.environ.items() if k.startswith("BB_")},
                 "REDIS_URL": server.url,
                 "BB_MIXER_ID": "bench",
                 "BB_CHECKPOINT_MS": str(checkpoint_ms),

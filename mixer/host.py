@@ -135,6 +135,8 @@ class Publish:
 
     taps: list[TapOutput] = field(default_factory=list)
     events: list[Reply | State | Levels] = field(default_factory=list)
+    refresh_taps: bool = False
+    """Renew the time-to-live of every tap stream written (besides new taps')."""
     persist: bool = False
     """Write the members and song records (and the control cursor)."""
     persist_material: bool = False
@@ -177,6 +179,8 @@ class HostTiming:
     grace: int = 30 * SAMPLE_RATE
     checkpoint: int = SAMPLE_RATE
     """0: no checkpoints."""
+    tap_ttl: int = SAMPLE_RATE
+    """How often the taps' streams get their time-to-live renewed (a third of it at most)."""
 
 
 class RoomHost:
@@ -210,6 +214,7 @@ class RoomHost:
         self._published_at: int | None = None
         self._levels_at: int | None = None
         self._checkpoint_at: int | None = None
+        self._tap_ttl_at: int | None = None
         self._unused_since: int | None = now
 
     @property
@@ -236,6 +241,9 @@ class RoomHost:
         if state.discarded:
             out.discard, state.discarded = state.discarded, []
         out.taps = self.mixer.tick(now)
+        if self._tap_ttl_at is None or now - self._tap_ttl_at >= self.timing.tap_ttl:
+            self._tap_ttl_at = now
+            out.refresh_taps = True
         in_use = bool(self.state.subscriptions) or any(
             m.connected for m in self.state.members.values()
         )

@@ -134,6 +134,7 @@ class MixerService:
             levels=seconds_to_samples(settings.levels_ms / 1000),
             grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
             checkpoint=seconds_to_samples(settings.checkpoint_ms / 1000),
+            tap_ttl=min(SAMPLE_RATE, seconds_to_samples(settings.tap_ttl_ms / 3000)),
         )
         self._healthy = True
         self._backoff = Backoff(0.05, 2.0)

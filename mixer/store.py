@@ -165,7 +165,7 @@ def queue_published(
             maxlen=settings.tap_maxlen,
             approximate=True,
         )
-        if tap.fresh or out.stats is not None:
+        if tap.fresh or out.refresh_taps:
             # From its first window on: a tap that lives less than one publish
             # period must still expire.
             pipe.pexpire(key, settings.tap_ttl_ms)
