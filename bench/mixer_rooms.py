@@ -8,8 +8,9 @@ does: it reads the rooms' input, mixes, writes the taps, events, stats and the
 failover checkpoint. Between ticks the benchmark pushes every singer's 100 ms
 int16 chunk to ``bb:{R}:in`` as a gateway does, and keeps the recorder's tap
 subscribed in every room (a recorder records every song; ``--no-recorder``
-for none); the mixer's other settings come from ``BB_*`` variables. Only the ticks are timed (``process_time`` around
-``MixerService.tick``, nothing else runs meanwhile), after ``--warmup-s`` so
+for none); the mixer's other settings come from ``BB_*`` variables. Only the
+ticks are timed (``process_time`` around ``MixerService.tick``, nothing else
+runs meanwhile), after ``--warmup-s`` so
 that every bucket's audio is in the ring; Redis's CPU (``/proc``) and the
 bytes it wrote to disk are measured over the same window.
 
