@@ -2,11 +2,17 @@
 
 In one run, the same load on one Redis and on a local cluster of three masters
 and three replicas (brigade/rediscluster.py): ``ROOMS`` rooms of ``PER_ROOM``
-singers, a song running in each, two real ``brigade mixer`` processes, and a
-producer here that pushes 100 ms pcm16 chunks at real-time pace as gateways
-do.  Over a steady window it reports, per master: rooms, keys, commands/s and
-bytes/s (in + out to clients; the stream to the replicas apart) and their
-shares; Redis CPU per singer (masters, and masters + replicas) against one Redis.
+singers (``BB_BENCH_PER_ROOM``, a number or a list cycled over the rooms:
+``1,2,3,4`` gives rooms of different sizes), a song running in each, two real
+``brigade mixer`` processes, and a producer here that pushes 100 ms pcm16
+chunks at real-time pace as gateways do.  Over a steady window it reports, per
+master: rooms, keys, commands/s and bytes/s (in + out to clients; the stream to
+the replicas apart) and their shares; Redis CPU per singer (masters, and
+masters + replicas) against one Redis.  The cluster is measured twice: with
+the rooms where their names hash (``hashed``), then after ``brigade cluster
+balance`` moved slots by measured load while the mixers and the producer kept
+running (``balanced``; the redirects the clients followed, from
+``INFO errorstats``, and the chunks lost while it ran are reported).
 
 Then, on the cluster, ``FAILOVERS`` times: SIGKILL of the master holding room
 0, while the load goes on; time from the kill to the first tap window of room 0
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from bench.procstat import cpu_s
 from bench.results import print_grid, print_table, write_results
+from brigade import clusterbalance
 from brigade.rediscluster import LocalRedisCluster
 from common import keys, redisclient
 from common.clock import now_samples
@@ -47,7 +55,7 @@ from tests.support import Process, RedisServer, wait_for
 
 CHUNK = 4800
 ROOMS = int(os.environ.get("BB_BENCH_ROOMS", "24"))
-PER_ROOM = int(os.environ.get("BB_BENCH_PER_ROOM", "2"))
+SIZES = [int(n) for n in os.environ.get("BB_BENCH_PER_ROOM", "2").split(",")]
 WARMUP_S = 6.0
 MEASURE_S = float(os.environ.get("BB_BENCH_MEASURE_S", "10"))
 FAILOVERS = int(os.environ.get("BB_BENCH_FAILOVERS", "3"))
@@ -69,16 +77,17 @@ class Load:
         self.client = client
         self.sim = SimGateway(client)
         self.rooms = [f"spread{tag}-{r}" for r in range(ROOMS)]
+        self.sizes = {room: SIZES[r % len(SIZES)] for r, room in enumerate(self.rooms)}
         self.singers: list[Singer] = []
         self.payload = (np.sin(np.arange(CHUNK) / 10) * 8000).astype(np.int16)
         self.failed_pushes = 0
 
     def setup(self) -> None:
         for room in self.rooms:
-            self.sim.create_room(room, capacity=PER_ROOM + 4, bucket_spacing_s=1.0)
+            self.sim.create_room(room, capacity=self.sizes[room] + 4)
         for room in self.rooms:
             wait_for(lambda room=room: self.client.exists(keys.room_lease(room)), 20, "owned")
-            for i in range(PER_ROOM):
+            for i in range(self.sizes[room]):
                 join = Join(name=f"Singer {i}", role=Role.SINGER)
                 self.client.xadd(
                     keys.room_ctl(room),
@@ -140,8 +149,10 @@ def node_stats(port: int) -> dict[str, float]:
         client.close()
 
 
-def measure(load: Load, pids: dict[int, int], masters: list[int]) -> dict[str, Any]:
-    load.run_for(WARMUP_S)
+def measure(
+    load: Load, pids: dict[int, int], masters: list[int], warmup_s: float = WARMUP_S
+) -> dict[str, Any]:
+    load.run_for(warmup_s)
     before = {p: node_stats(p) for p in masters}
     cpu0 = {p: cpu_s(pid) for p, pid in pids.items()}
     t0 = time.monotonic()
@@ -172,6 +183,67 @@ def measure(load: Load, pids: dict[int, int], masters: list[int]) -> dict[str, A
         "redis_cpu_ms_per_singer_second": 1000 * master_cpu / singers,
         "redis_cpu_ms_per_singer_second_all_nodes": 1000 * sum(cpu.values()) / singers,
     }
+
+
+def redirects(ports: list[int]) -> dict[str, int]:
+    """The MOVED, ASK and TRYAGAIN errors the nodes answered so far (``INFO errorstats``)."""
+    found = {"MOVED": 0, "ASK": 0, "TRYAGAIN": 0}
+    for port in ports:
+        client = redis.Redis(port=port, socket_timeout=2)
+        try:
+            stats: dict[str, Any] = client.info("errorstats")
+        finally:
+            client.close()
+        for name in found:
+            found[name] += int(stats.get(f"errorstat_{name}", {}).get("count", 0))
+    return found
+
+
+def balance_live(load: Load, cluster: LocalRedisCluster) -> dict[str, Any]:
+    """``brigade cluster balance`` in a thread while the load goes on."""
+    out: dict[str, Any] = {}
+    failed0 = load.failed_pushes
+    errors0 = redirects(cluster.live_ports())
+
+    def run() -> None:
+        try:
+            out["report"] = clusterbalance.balance(cluster.url, sample_s=2.0)
+        except Exception as exc:  # reported below, in the main thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    while thread.is_alive():
+        load.push()
+        time.sleep(0.01)
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    report: clusterbalance.Report = out["report"]
+    after = redirects(cluster.live_ports())
+    return {
+        **report.as_json(),
+        "redirects": {k: after[k] - errors0[k] for k in after},
+        "chunks_lost_in_failed_pushes": load.failed_pushes - failed0,
+    }
+
+
+def spread_rows(load: Load, cluster: LocalRedisCluster, spread: dict[str, Any]) -> None:
+    """Rooms and shares per master, added to ``spread``'s rows."""
+    rooms_of: dict[int, int] = dict.fromkeys(spread["per_master"], 0)
+    singers_of: dict[int, int] = dict.fromkeys(spread["per_master"], 0)
+    for room in load.rooms:
+        port = cluster.master_of(keys.room_in(room))
+        rooms_of[port] += 1
+        singers_of[port] += load.sizes[room]
+    total_bytes = sum(r["bytes_per_s"] for r in spread["per_master"].values())
+    total_cmds = sum(r["commands_per_s"] for r in spread["per_master"].values())
+    for port, row in spread["per_master"].items():
+        row["rooms"] = rooms_of[port]
+        row["singers"] = singers_of[port]
+        row["bytes_share"] = row["bytes_per_s"] / total_bytes
+        row["commands_share"] = row["commands_per_s"] / total_cmds
+    spread["max_master_bytes_share"] = max(r["bytes_share"] for r in spread["per_master"].values())
 
 
 def tap_positions(load: Load, room: str) -> dict[str, list[tuple[int, int, int]]]:
@@ -243,7 +315,7 @@ def start_mixers(url: str, log_dir: Path, tag: str) -> list[Process]:
 def main() -> dict[str, object]:
     log_dir = Path("bench-results")
     log_dir.mkdir(exist_ok=True)
-    results: dict[str, object] = {"rooms": ROOMS, "singers_per_room": PER_ROOM}
+    results: dict[str, object] = {"rooms": ROOMS, "singers_per_room": SIZES}
     # One Redis.
     server = RedisServer()
     server.start()
@@ -271,26 +343,25 @@ def main() -> dict[str, object]:
         load.setup()
         masters = cluster.masters_now()
         pids = {p: proc.pid for p, proc in cluster.procs.items()}
-        spread = measure(load, pids, masters)
-        print(f"cluster: {spread}", flush=True)
-        rooms_of: dict[int, int] = dict.fromkeys(masters, 0)
-        for room in load.rooms:
-            rooms_of[cluster.master_of(keys.room_in(room))] += 1
-        for port, row in spread["per_master"].items():
-            row["rooms"] = rooms_of[port]
+        hashed = measure(load, pids, masters)
+        spread_rows(load, cluster, hashed)
+        print(f"cluster, rooms where their names hash: {hashed}", flush=True)
+        balanced_by = balance_live(load, cluster)
+        print(f"balance: {balanced_by}", flush=True)
+        spread = measure(load, pids, masters, warmup_s=2.0)
+        spread_rows(load, cluster, spread)
+        print(f"cluster, balanced: {spread}", flush=True)
         rounds = [failover_round(load, cluster) for _ in range(FAILOVERS)]
     finally:
         for m in mixers:
             m.stop()
         cclient.close()
         cluster.stop()
-    total_bytes = sum(r["bytes_per_s"] for r in spread["per_master"].values())
-    total_cmds = sum(r["commands_per_s"] for r in spread["per_master"].values())
-    for row in spread["per_master"].values():
-        row["bytes_share"] = row["bytes_per_s"] / total_bytes
-        row["commands_share"] = row["commands_per_s"] / total_cmds
+    results["cluster_hashed"] = hashed
+    results["balance"] = balanced_by
     results["cluster"] = spread
-    results["max_master_bytes_share"] = max(r["bytes_share"] for r in spread["per_master"].values())
+    results["max_master_bytes_share_hashed"] = hashed["max_master_bytes_share"]
+    results["max_master_bytes_share"] = spread["max_master_bytes_share"]
     results["cpu_per_singer_cluster_masters_over_one_redis"] = (
         spread["redis_cpu_ms_per_singer_second"] / one["redis_cpu_ms_per_singer_second"]
     )
@@ -298,30 +369,39 @@ def main() -> dict[str, object]:
         spread["redis_cpu_ms_per_singer_second_all_nodes"] / one["redis_cpu_ms_per_singer_second"]
     )
     results["failovers"] = rounds
-    results["kill_to_first_window_ms_median"] = statistics.median(
-        r["kill_to_first_window_ms"] for r in rounds
-    )
-    results["lost_ms_max_tap_median"] = statistics.median(r["lost_ms_max"] for r in rounds)
+    if rounds:
+        results["kill_to_first_window_ms_median"] = statistics.median(
+            r["kill_to_first_window_ms"] for r in rounds
+        )
+        results["lost_ms_max_tap_median"] = statistics.median(r["lost_ms_max"] for r in rounds)
     results["chunks_lost_in_failed_pushes"] = load.failed_pushes
     results["cpu_count"] = os.cpu_count()
     results["python"] = sys.version.split()[0]
-    grid = [
-        (
-            str(port),
-            str(row["rooms"]),
-            f"{row['keys']:.0f}",
-            f"{row['commands_per_s']:.0f} ({100 * row['commands_share']:.0f} %)",
-            f"{row['bytes_per_s'] / 1e6:.2f} MB/s ({100 * row['bytes_share']:.0f} %)",
-            f"{row['cpu_cores']:.3f}",
+    sizes = ",".join(map(str, SIZES))
+    for name, measured in (("hashed", hashed), ("balanced", spread)):
+        grid = [
+            (
+                str(port),
+                f"{row['rooms']} ({row['singers']} singers)",
+                f"{row['keys']:.0f}",
+                f"{row['commands_per_s']:.0f} ({100 * row['commands_share']:.0f} %)",
+                f"{row['bytes_per_s'] / 1e6:.2f} MB/s ({100 * row['bytes_share']:.0f} %)",
+                f"{row['cpu_cores']:.3f}",
+            )
+            for port, row in sorted(measured["per_master"].items())
+        ]
+        print_grid(
+            f"{ROOMS} rooms x {sizes} singers over 3 masters, {name}",
+            ("master", "rooms", "keys", "commands/s", "bytes/s", "cpu cores"),
+            grid,
         )
-        for port, row in sorted(spread["per_master"].items())
-    ]
-    print_grid(
-        f"{ROOMS} rooms x {PER_ROOM} singers over 3 masters",
-        ("master", "rooms", "keys", "commands/s", "bytes/s", "cpu cores"),
-        grid,
-    )
     rows = [
+        (
+            "balance (live)",
+            f"{len(balanced_by['moves'])} slots, {balanced_by['keys_moved']} keys in "
+            f"{balanced_by['seconds']:.2f} s; redirects {balanced_by['redirects']}",
+            f"chunks lost {balanced_by['chunks_lost_in_failed_pushes']}",
+        ),
         (
             "Redis CPU per singer",
             f"one Redis {one['redis_cpu_ms_per_singer_second']:.3f} ms/singer-s; cluster "
@@ -330,12 +410,15 @@ def main() -> dict[str, object]:
             f"ratios {results['cpu_per_singer_cluster_masters_over_one_redis']:.2f} / "
             f"{results['cpu_per_singer_cluster_all_nodes_over_one_redis']:.2f}",
         ),
-        (
-            f"failover (median of {len(rounds)})",
-            f"kill to first window {results['kill_to_first_window_ms_median']:.0f} ms",
-            f"audio lost (worst tap) {results['lost_ms_max_tap_median']:.0f} ms",
-        ),
     ]
+    if rounds:
+        rows.append(
+            (
+                f"failover (median of {len(rounds)})",
+                f"kill to first window {results['kill_to_first_window_ms_median']:.0f} ms",
+                f"audio lost (worst tap) {results['lost_ms_max_tap_median']:.0f} ms",
+            )
+        )
     print_table("Redis Cluster", rows)
     write_results("cluster", results)
     return results

@@ -11,7 +11,12 @@ window (3.9 KB) each per read:
 
 - ``one XREAD, one Redis``: today's read on one Redis (the reference);
 - ``per-room pipeline, one Redis`` (what one Redis would cost with the cluster's path);
-- ``per-room pipeline, cluster``: what this project does on a cluster;
+- ``per-room pipeline, cluster, routed by keys (before)``: redis-py routing each
+  XREAD by its keys, which costs a ``COMMAND GETKEYS`` round trip per XREAD
+  (XREAD's keys follow the ``STREAMS`` keyword);
+- ``per-room pipeline, cluster, named nodes (now)``: what this project does on a
+  cluster (``common.redisclient.xread_keys``: each XREAD sent with
+  ``target_nodes=`` its slot's master from redis-py's slot table);
 - ``shared hash tag, cluster``: one XREAD over keys that share ``{group}``.
 
 For each: Redis commands and bytes per read (from INFO stats), Redis CPU per read
@@ -124,7 +129,10 @@ def main() -> dict[str, object]:
             "per-room pipeline, one Redis": asyncio.run(
                 run(server.url, per_room, *one, "pipeline")
             ),
-            "per-room pipeline, cluster": asyncio.run(
+            "per-room pipeline, cluster, routed by keys (before)": asyncio.run(
+                run(cluster.url, per_room, *all_nodes, "pipeline")
+            ),
+            "per-room pipeline, cluster, named nodes (now)": asyncio.run(
                 run(cluster.url, per_room, *all_nodes, "xread")
             ),
             "shared hash tag, cluster": asyncio.run(run(cluster.url, shared, *all_nodes, "xread")),

@@ -98,7 +98,7 @@ async def run(
                 store.queue_persist(pipe, name, _room_state(size, now), b"0-0", set())
             await pipe.execute()
         for name in names:
-            await service._adopt(name)
+            await service._claim(name)
         t = np.arange(CHUNK, dtype=np.float64) / SAMPLE_RATE
         pcm = (np.sin(2 * np.pi * 220.0 * t) * 8000).astype(np.int16)
         start = service.rooms[names[0]].state.song.start_pos or now

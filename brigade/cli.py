@@ -14,8 +14,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mixer": ("mixer.__main__", "run a mixer process (owns rooms, mixes, publishes taps)"),
     "gateway": ("gateway.__main__", "run a gateway (web client, WebSocket, Opus)"),
     "recorder": ("recorder.__main__", "record every song (FLAC and Ogg Opus files)"),
+    "keeper": ("keeper.__main__", "keep the rooms' state in a small durable Redis (no audio)"),
     "inspect": ("inspector.command", "show rooms, owners, members, streams from Redis"),
     "load": ("loadgen.cli", "simulate singers over real WebSockets"),
+    "cluster": ("brigade.clusterbalance", "Redis Cluster: balance the rooms over the masters"),
 }
 
 

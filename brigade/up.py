@@ -3,10 +3,14 @@
 Starts a private redis-server on a free port unless ``REDIS_URL`` (or
 ``--redis-url``) names one, then the mixers, a recorder (every song to FLAC and
 Ogg Opus in ``--recordings-dir``) and the gateways as child processes
-with the same commands an operator would use.  A child that dies is
+with the same commands an operator would use.  With ``--redis-dir`` the rooms
+survive a restart: a second, small redis-server keeps an append-only file
+there and ``brigade keeper`` copies the rooms' durable keys into it (the audio
+Redis keeps no file; docs/operations.md, "What is persisted").  A child that dies is
 restarted with a growing, jittered pause while the others keep running, so
 killing a mixer fails over as in production (brigade/supervisor.py).  Ctrl-C
-(or SIGTERM) stops everything in order: gateways, the recorder, mixers, Redis last.
+(or SIGTERM) stops everything in order: gateways, the recorder, mixers, the keeper,
+Redis last.
 
 With ``--https`` the gateways serve HTTPS on the LAN (all addresses, port 8443
 unless told otherwise) with a certificate from a local CA kept in ``--tls-dir``
@@ -18,6 +22,7 @@ SHA-256 fingerprint are printed (docs/user-guide.md, "Phones on the same Wi-Fi")
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING
 from brigade import redirect, tls
 from brigade.redisserver import LocalRedis, free_port
 from brigade.supervisor import Launch, Supervisor, say
+from common import redisclient
 
 if TYPE_CHECKING:
     from http.server import HTTPServer
@@ -40,6 +46,9 @@ if TYPE_CHECKING:
 HTTPS_PORT = 8443
 HTTP_PORT = 8080
 LOCAL_HOSTS = {"127.0.0.1", "0.0.0.0", "::"}
+MARKER = "bb:keeper"
+"""What the keeper writes into Redis once the kept rooms are back (keeper/durable.py:
+``brigade`` is a tool and imports no service)."""
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -66,6 +75,34 @@ def _redis_launcher(persist_dir: str | None) -> tuple[Launch, str]:
         return server.proc
 
     return launch, server.url
+
+
+def _started(supervisor: Supervisor, name: str, launch: Launch) -> bool:
+    try:
+        supervisor.start(name, launch, time.monotonic())
+    except RuntimeError as exc:
+        say(str(exc))
+        return False
+    return True
+
+
+def _restored(url: str, supervisor: Supervisor, timeout_s: float = 60) -> bool:
+    """Wait until the keeper has restored the kept rooms (its marker in Redis), so no
+    gateway re-creates a kept room by name first."""
+    client = redisclient.sync_client(url, socket_timeout=2, socket_connect_timeout=2)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(*redisclient.SYNC_ERRORS):
+                if client.exists(MARKER):
+                    return True
+            if supervisor.poll(time.monotonic()) is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        client.close()
+    say("the keeper did not restore the rooms; stopping")
+    return False
 
 
 def _launcher(args: list[str], env: dict[str, str]) -> Launch:
@@ -119,8 +156,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--redis-dir",
         default=os.environ.get("BB_REDIS_DIR") or None,
-        help="keep the private Redis's data in an append-only file in this directory "
-        "(env BB_REDIS_DIR; default: nothing on disk)",
+        help="keep the rooms (not the audio) in this directory: a second private Redis "
+        "with an append-only file, filled by a keeper (env BB_REDIS_DIR; default: "
+        "nothing on disk)",
+    )
+    parser.add_argument(
+        "--state-redis-url",
+        default=os.environ.get("BB_STATE_REDIS_URL") or None,
+        help="run a keeper that keeps the rooms in this Redis (with its own persistence) "
+        "instead of a private one in --redis-dir (env BB_STATE_REDIS_URL)",
     )
     parser.add_argument("--mixers", type=int, default=1, help="mixer processes (default 1)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes (default 1)")
@@ -170,17 +214,36 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         url = args.redis_url
+        state_url = args.state_redis_url
+        if args.redis_dir and not state_url:
+            if url:
+                say("--redis-dir is ignored: REDIS_URL names a Redis of its own")
+            else:
+                launch, state_url = _redis_launcher(args.redis_dir)
+                if not _started(supervisor, "redis-state", launch):
+                    return 1
+                say(
+                    f"started the state redis-server at {state_url}, append-only file in "
+                    f"{args.redis_dir}"
+                )
         if not url:
-            launch, url = _redis_launcher(args.redis_dir)
-            try:
-                supervisor.start("redis", launch, time.monotonic())
-            except RuntimeError as exc:
-                say(str(exc))
+            launch, url = _redis_launcher(None)
+            if not _started(supervisor, "redis", launch):
                 return 1
-            kept = f", append-only file in {args.redis_dir}" if args.redis_dir else ""
-            say(f"started a private redis-server at {url}{kept}")
-        elif args.redis_dir:
-            say("--redis-dir is ignored: REDIS_URL names a Redis of its own")
+            say(f"started a private redis-server at {url}")
+        if state_url:
+            metrics_port = free_port()
+            env = {
+                "REDIS_URL": url,
+                "BB_STATE_REDIS_URL": state_url,
+                "BB_KEEPER_ID": "keeper-local",
+                "BB_METRICS_PORT": str(metrics_port),
+            }
+            supervisor.start("keeper", _launcher(["keeper"], env), time.monotonic())
+            if not _restored(url, supervisor):
+                return 1
+            say("the keeper keeps the rooms' state (no audio) in the state Redis")
+            say(f"keeper metrics at http://127.0.0.1:{metrics_port}/metrics")
         for i in range(args.mixers):
             # Each mixer's Prometheus metrics on a port of its own, next to the gateways'.
             metrics_port = free_port()

@@ -102,6 +102,11 @@ def recorder_heartbeat(recorder_id: str) -> str:
     return f"{PREFIX}:recorder:{recorder_id}"
 
 
+def keeper_heartbeat(keeper_id: str) -> str:
+    """String with a TTL: a live keeper's status (msgpack)."""
+    return f"{PREFIX}:keeper:{keeper_id}"
+
+
 def room_reclease(room: str) -> str:
     """String with a TTL: the id of the recorder that records the room's songs."""
     return f"{_room(room)}:reclease"

@@ -1,4 +1,4 @@
-"""One runtime for every long-running ``brigade`` process (gateway, mixer, recorder).
+"""One runtime for every long-running ``brigade`` process (gateway, mixer, recorder, keeper).
 
 What they all do at their edges, written once so the kinds do not drift apart:
 parse settings from the environment and the command line, configure logging,
@@ -6,7 +6,8 @@ answer ``--check``, connect to Redis (:func:`connect`, the one place a client
 is made), claim the process id (:mod:`common.idclaim`: wait with back-off for
 an old heartbeat to expire, exit 1 when a live process holds it), turn
 SIGTERM and SIGINT into a graceful stop, serve ``/metrics`` and log one
-counter summary when the service stops.
+counter summary when the service stops. The heartbeat the id claim and
+``--check`` read is written by each service with :mod:`common.heartbeat`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 
 from common import aio, logs, metricsserver, records, redisclient
 from common.backoff import Backoff
 from common.errors import ValidationError
+from common.heartbeat import Heartbeat
 from common.idclaim import Free, IdClaim, InUse
 from common.settings import Settings
 
@@ -71,24 +73,14 @@ def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a process is: its kind, its id and the heartbeat key that id is announced under."""
-
-    kind: str
-    ident: str
-    heartbeat_key: str
-    heartbeat_ttl_ms: int
-
-
-async def claim_id(client: Redis, who: Identity, stop: asyncio.Event) -> int | None:
+async def claim_id(client: Redis, who: Heartbeat, stop: asyncio.Event) -> int | None:
     """None when the id is free; else the exit code (1: in use, 0: stopped while waiting)."""
-    claim = IdClaim(who.kind, who.ident, who.heartbeat_ttl_ms / 1000, ID_BACKOFF.compute)
+    claim = IdClaim(who.kind, who.ident, who.ttl_ms / 1000, ID_BACKOFF.compute)
     reason = ""
     while not stop.is_set():
         held: bool | None
         try:
-            held = bool(await client.exists(who.heartbeat_key))
+            held = bool(await client.exists(who.key))
         except REDIS_FAILURES as exc:
             log.debug("id check: %r", exc)
             held = None
@@ -112,6 +104,28 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+class RedisHealth:
+    """A service's loops' view of Redis: the first failure and the recovery are logged
+    once each, and every retry waits on the shared jittered back-off."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.healthy = True
+
+    async def down(self, exc: Exception, failures: int) -> None:
+        """Redis failed ``failures`` times in a row: log it (once), then back off."""
+        if self.healthy:
+            log.warning("Redis unavailable (%s); retrying with back-off", exc)
+            self.healthy = False
+        await asyncio.sleep(self.backoff.compute(failures))
+
+    def up(self) -> None:
+        """Redis answered."""
+        if not self.healthy:
+            log.warning("Redis reachable again")
+            self.healthy = True
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set by the first SIGTERM or SIGINT (the graceful stop)."""
     stop = asyncio.Event()
@@ -122,25 +136,32 @@ def stop_on_signals() -> asyncio.Event:
 
 
 class Service(Protocol):
-    """What :func:`serve` runs: until ``stop`` is set, then a summary of its counters."""
+    """What :func:`serve` runs: until ``stop`` is set (None, or an exit code when it
+    could not run), then a summary of its counters."""
 
-    async def run(self, stop: asyncio.Event) -> None: ...
+    async def run(self, stop: asyncio.Event) -> int | None: ...
 
     def summary(self) -> str: ...
 
 
 async def serve(
     settings: _S,
-    who: Identity,
+    who: Heartbeat,
     make: Callable[[_S, Redis], _V],
-    render: Callable[[_V], bytes],
+    render: Callable[[_V], bytes] | None,
     *,
-    metrics_host: str,
-    metrics_port: int,
+    metrics_host: str = "",
+    metrics_port: int = 0,
     describe: str,
+    pool_size: int | None = None,
 ) -> int:
-    """Connect, claim the id, run the service (with ``/metrics``) until a signal."""
-    client = connect(settings)
+    """Connect, claim the id, run the service (with ``/metrics``) until a signal.
+
+    The client (:func:`connect`, bounded by ``pool_size``) is the service's for its
+    lifetime. Without ``render`` no ``/metrics`` is served here (the gateway serves
+    it on its own port).
+    """
+    client = connect(settings, pool_size=pool_size)
     stop = stop_on_signals()
     try:
         refused = await claim_id(client, who, stop)
@@ -148,38 +169,57 @@ async def serve(
             return refused
         service = make(settings, client)
         log.info("%s %s starting (redis %s, %s)", who.kind, who.ident, settings.redis_url, describe)
+        port = metrics_port if render is not None else 0
         try:
-            async with metricsserver.serve(lambda: render(service), metrics_host, metrics_port):
-                if metrics_port:
-                    log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-                await service.run(stop)
+            async with metricsserver.serve(
+                lambda: render(service) if render is not None else b"", metrics_host, port
+            ):
+                if port:
+                    log.info("metrics on http://%s:%d/metrics", metrics_host, port)
+                code = await service.run(stop)
         finally:
             log.info("%s %s stopping: %s", who.kind, who.ident, service.summary())
     finally:
         await client.aclose()
-    return 0
+    return code or 0
+
+
+CheckMore = Callable[[redis.Redis], tuple[bool, str]]
+"""A kind's own part of ``--check`` beside its heartbeat: (healthy, what it saw)."""
 
 
 def check_heartbeat(
-    redis_url: str, key: str, status: type[_R], who: str, describe: Callable[[_R], str]
+    redis_url: str,
+    beat: Heartbeat,
+    status: type[_R],
+    describe: Callable[[_R], str],
+    *,
+    also: CheckMore | None = None,
 ) -> int:
-    """``--check``: exit 0 when ``key`` holds a live, readable heartbeat, else 1."""
+    """``--check``: exit 0 when ``beat`` holds a live, readable heartbeat (and ``also``
+    says healthy), else 1; one line says the heartbeat's state, then ``also``'s."""
+    who = f"{beat.kind} {beat.ident}"
     try:
         client = redisclient.sync_client(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        raw = client.get(key)
+        raw = client.get(beat.key)
+        more = None if also is None else also(client)
     except redisclient.SYNC_ERRORS as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1
+    healthy = False
     if raw is None:
-        print(f"unhealthy: no heartbeat from {who}")
-        return 1
-    try:
-        decoded = records.decode(raw, status)
-    except ValidationError as exc:
-        print(f"unhealthy: unreadable heartbeat: {exc}")
-        return 1
-    print(f"healthy: {who} {describe(decoded)}")
-    return 0
+        said = f"no heartbeat from {who}"
+    else:
+        try:
+            said = f"{who} {describe(records.decode(raw, status))}"
+            healthy = True
+        except ValidationError as exc:
+            said = f"unreadable heartbeat: {exc}"
+    if more is not None:
+        healthy = healthy and more[0]
+        said = f"{said}; {more[1]}"
+    print(f"{'healthy' if healthy else 'unhealthy'}: {said}")
+    return 0 if healthy else 1
 
 
 def main(

@@ -567,6 +567,25 @@ class RecorderStatus(msgspec.Struct, kw_only=True):
     counters: dict[str, int]
 
 
+class KeeperStatus(msgspec.Struct, kw_only=True):
+    """``bb:keeper:{id}``: a live keeper's heartbeat."""
+
+    id: str
+    pid: int
+    started: float
+    servers: int
+    """Audio Redis servers followed (a cluster's masters; 1 otherwise; 0 before the first)."""
+    dirty: int
+    """Changed keys waiting to be copied."""
+    last_copy: float | None
+    """Unix time a key was last written to (or deleted from) the state Redis; None: not yet."""
+    last_restore: float | None
+    """Unix time of the last restore into an emptied Redis; None: none since it started."""
+    counters: dict[str, int]
+    """``cycles``, ``restores``, ``keys_restored``, ``keys_copied``, ``keys_deleted``,
+    ``bytes_copied``, ``redis_errors`` (keeper/service.py)."""
+
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _T = TypeVar("_T")
 

@@ -21,11 +21,12 @@ from typing import Any, Final, cast
 
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
+from redis.typing import EncodableT
 
 from common import keys
 from common.streams import FIELD, xread_streams
@@ -132,6 +133,23 @@ POLL_S: Final = 0.005
 """On a cluster, how long a blocking read over several slots waits before asking again."""
 
 
+def _xread_args(streams: Mapping[str, bytes], count: int, block_ms: int | None) -> list[EncodableT]:
+    """XREAD's arguments as the server reads them (what ``Redis.xread`` sends)."""
+    args: list[EncodableT] = ["XREAD", "COUNT", count]
+    if block_ms is not None:
+        args += ["BLOCK", block_ms]
+    return [*args, "STREAMS", *streams.keys(), *streams.values()]
+
+
+async def _slot_owner(client: RedisCluster, key: str) -> ClusterNode:
+    """The master redis-py routes ``key``'s slot to (its own slot table, loaded on first use)."""
+    if not client.nodes_manager.slots_cache:
+        await client.initialize()
+    node = client.get_node_from_key(key)
+    assert node is not None  # a master is asked for, never a replica
+    return node
+
+
 async def xread_keys(
     client: Redis,
     streams: Mapping[str, bytes],
@@ -145,20 +163,31 @@ async def xread_keys(
     One Redis: one XREAD, as always.  A cluster refuses an XREAD whose keys hash
     to different slots, so the keys are grouped by slot (a room's keys share
     one) and each group is read by its own XREAD, sent together as one
-    pipeline that redis-py splits per node.  Blocking cannot span those reads:
-    when they find nothing, this waits ``poll_s`` (at most ``block_ms``) and
-    returns None, and the caller reads again.  The reply has XREAD's RESP2 shape.
+    pipeline that redis-py splits per node.  Each XREAD names its node
+    (``target_nodes=``, the slot's master in redis-py's own slot table): XREAD's
+    keys follow a ``STREAMS`` keyword, which redis-py cannot find from the
+    command table, so routing it by its keys costs a ``COMMAND GETKEYS`` round
+    trip per XREAD.  A named node that no longer holds the slot answers MOVED
+    or ASK and redis-py sends that XREAD again routed by its keys (a failover,
+    a slot moved by ``brigade cluster balance``).  Blocking cannot span those
+    reads: when they find nothing, this waits ``poll_s`` (at most ``block_ms``)
+    and returns None, and the caller reads again.  The reply has XREAD's RESP2 shape.
     """
     if not is_cluster(client):
         return await client.xread(xread_streams(streams), count=count, block=block_ms)
+    cluster = cast(RedisCluster, client)
     groups: dict[int, dict[str, bytes]] = {}
     for key, cursor in streams.items():
         groups.setdefault(key_slot(key.encode()), {})[key] = cursor
     if len(groups) == 1:
-        return await client.xread(xread_streams(streams), count=count, block=block_ms)
-    async with client.pipeline(transaction=False) as pipe:
+        node = await _slot_owner(cluster, next(iter(streams)))
+        return await cluster.execute_command(
+            *_xread_args(streams, count, block_ms), target_nodes=node
+        )
+    async with cluster.pipeline(transaction=False) as pipe:
         for group in groups.values():
-            pipe.xread(xread_streams(group), count=count)
+            node = await _slot_owner(cluster, next(iter(group)))
+            pipe.execute_command(*_xread_args(group, count, None), target_nodes=node)
         replies = await pipe.execute()
     merged = [item for reply in replies if reply for item in reply]
     if merged:

@@ -380,5 +380,42 @@ class GatewaySettings(_Settings):
             raise ValidationError(f"downstream_ms must be in [0, 500], got {self.downstream_ms}")
 
 
+@dataclass(frozen=True)
+class KeeperSettings(_Settings):
+    """Settings of the keeper (``brigade keeper``): the rooms' durable state, without the audio."""
+
+    keeper_id: str = field(
+        default_factory=lambda: _process_id("keeper"),
+        metadata={"help": "unique id of this keeper"},
+    )
+    state_redis_url: str = field(
+        default="redis://127.0.0.1:6380/0",
+        metadata={
+            "help": "the small Redis with an append-only file that keeps a copy of every "
+            "room's meta, members, song, tokens, tracks and image"
+        },
+    )
+    copy_ms: int = field(
+        default=1000, metadata={"help": "a changed key is copied at most this often, ms"}
+    )
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
+    )
+    metrics_port: int = field(
+        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not self.state_redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValidationError(
+                f"state_redis_url must be a redis:// URL, got {self.state_redis_url!r}"
+            )
+        check_id(self.keeper_id, "keeper_id")
+        for name in ("copy_ms", "heartbeat_ttl_ms"):
+            _positive(name, getattr(self, name))
+
+
 Settings = _Settings
 """The base of every process's settings (redis_url, event_loop, env + CLI parsing)."""

@@ -1,26 +1,31 @@
 """``brigade gateway``: run one gateway until SIGTERM or SIGINT.
 
-The process's edges (settings, logging, the id claim, signals) are the shared
-runtime's (common/process.py).  ``--check`` asks this gateway's own
-``/healthz`` and exits 0 or 1 (for container health checks).  A gateway waits
-for an old heartbeat with its id to expire and refuses to start beside a live
-one: replies from the mixers are routed by gateway id.  ``/metrics`` is served
-by the gateway's own HTTP port.
+The process's edges (settings, logging, the Redis client, the id claim,
+signals, the counter summary at the end) are the shared runtime's
+(common/process.py), as for the mixer and the recorder.  ``--check`` asks
+this gateway's own ``/healthz`` and exits 0 or 1 (for container health
+checks).  A gateway waits for an old heartbeat with its id to expire and
+refuses to start beside a live one: replies from the mixers are routed by
+gateway id.  ``/metrics`` is served by the gateway's own HTTP port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio import Redis
 
-from common import aio, keys, process
+from common import aio, process
+from common.heartbeat import Heartbeat
 from common.settings import GatewaySettings
-from gateway.app import create_app
+from gateway.app import MAX_REDIS_CONNECTIONS, create_app
 from gateway.edge import server_options
+from gateway.hub import HUB
 
 log = logging.getLogger(__name__)
 
@@ -67,39 +72,50 @@ async def _check(settings: GatewaySettings) -> int:
         return 1
 
 
+class GatewayProcess:
+    """The gateway's web application as the runtime's service."""
+
+    def __init__(self, settings: GatewaySettings, redis: Redis) -> None:
+        self.settings = settings
+        self.app = create_app(settings, redis=redis)
+
+    async def run(self, stop: asyncio.Event) -> int | None:
+        """Listen until ``stop`` is set; 1 when the port cannot be listened on."""
+        settings = self.settings
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+            **server_options(settings, self.app),
+        )
+        await runner.setup()
+        try:
+            try:
+                site = web.TCPSite(
+                    runner, settings.host, settings.port, ssl_context=_ssl_context(settings)
+                )
+                await site.start()
+            except (OSError, ssl.SSLError) as exc:
+                log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+                return 1
+            log.info("gateway %s listening on %s", settings.gateway_id, runner.addresses)
+            await stop.wait()
+            log.info("gateway %s shutting down", settings.gateway_id)
+        finally:
+            await runner.cleanup()
+        return None
+
+    def summary(self) -> str:
+        hub = self.app.get(HUB)
+        return f"counters {hub.metrics.snapshot()}" if hub is not None else "never started"
+
+
 async def _serve(settings: GatewaySettings) -> int:
-    stop = process.stop_on_signals()
-    who = process.Identity(
-        "gateway",
-        settings.gateway_id,
-        keys.gateway_heartbeat(settings.gateway_id),
-        settings.heartbeat_ttl_ms,
+    return await process.serve(
+        settings,
+        Heartbeat.gateway(settings.gateway_id, settings.heartbeat_ttl_ms),
+        GatewayProcess,
+        None,
+        describe=f"http{'s' if settings.tls_cert else ''} on {settings.host}:{settings.port}",
+        pool_size=MAX_REDIS_CONNECTIONS,
     )
-    client = process.connect(settings)
-    try:
-        refused = await process.claim_id(client, who, stop)
-    finally:
-        await client.aclose()
-    if refused is not None:
-        return refused
-    app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
-        **server_options(settings, app),
-    )
-    await runner.setup()
-    try:
-        ssl_context = _ssl_context(settings)
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)
-        await site.start()
-    except (OSError, ssl.SSLError) as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
-        await runner.cleanup()
-        return 1
-    log.info("gateway %s listening on %s", settings.gateway_id, runner.addresses)
-    await stop.wait()
-    log.info("gateway %s shutting down", settings.gateway_id)
-    await runner.cleanup()
-    return 0

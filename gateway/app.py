@@ -1,8 +1,9 @@
 """The gateway application factory: ``create_app(settings)``.
 
 The application's state is one :class:`gateway.hub.Hub` under a typed
-``web.AppKey``; a ``cleanup_ctx`` opens Redis, starts the background tasks,
-and on shutdown cancels and awaits them and closes Redis.  ``on_shutdown``
+``web.AppKey``; a ``cleanup_ctx`` opens Redis (unless the process's runtime
+gives its client: gateway/__main__.py), starts the background tasks, and on
+shutdown cancels and awaits them and closes the Redis it opened.  ``on_shutdown``
 closes every WebSocket with 1001 (going away) so handlers finish promptly.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from common import process
 from common.settings import GatewaySettings
@@ -56,14 +58,18 @@ def create_app(
     options: Options | None = None,
     *,
     static_dir: Path = STATIC_DIR,
+    redis: Redis | None = None,
 ) -> web.Application:
-    """A gateway web application for ``settings`` (nothing runs until it starts)."""
+    """A gateway web application for ``settings`` (nothing runs until it starts).
+
+    With ``redis`` it uses that client and leaves it open; else it opens its own.
+    """
     app = web.Application(client_max_size=64 * 1024, middlewares=[edge.middleware(settings)])
     options = options or Options()
 
     async def hub_context(app: web.Application) -> AsyncIterator[None]:
-        redis = process.connect(settings, pool_size=MAX_REDIS_CONNECTIONS)
-        hub = Hub(settings, redis, options)
+        client = redis or process.connect(settings, pool_size=MAX_REDIS_CONNECTIONS)
+        hub = Hub(settings, client, options)
         app[HUB] = hub
         tasks = [asyncio.create_task(coro, name=name) for name, coro in hub.background()]
         log.info("gateway %s ready (Redis %s)", settings.gateway_id, settings.redis_url)
@@ -71,8 +77,9 @@ def create_app(
         await stop_tasks(tasks)
         await hub.drop_heartbeat()
         await hub.close()
-        await redis.aclose()
-        log.info("gateway %s stopped; counters %s", settings.gateway_id, hub.metrics.snapshot())
+        if redis is None:
+            await client.aclose()
+            log.info("gateway %s stopped; counters %s", settings.gateway_id, hub.metrics.snapshot())
 
     async def close_sockets(app: web.Application) -> None:
         app[HUB].close_all(CLOSE_GOING_AWAY, "server shutting down")

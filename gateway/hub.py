@@ -20,8 +20,8 @@ from typing import Any, Final
 from aiohttp import web
 from redis.asyncio import Redis
 
-from common import keys, records
 from common.events import Chat, Event, Levels, Recorded, State
+from common.heartbeat import Heartbeat
 from common.protocol import (
     chat_message,
     dumps,
@@ -78,6 +78,7 @@ class Hub:
         self.options = options
         self.redis = redis
         self.metrics = Metrics()
+        self.beat = Heartbeat.gateway(settings.gateway_id, settings.heartbeat_ttl_ms)
         self.rooms = RoomDirectory(
             redis,
             settings.default_capacity,
@@ -220,9 +221,7 @@ class Hub:
 
     async def _heartbeat(self) -> None:
         """Announce this gateway (``bb:gateway:{id}``, ``bb:gateways``) and refresh figures."""
-        settings = self.settings
-        ttl_ms = settings.heartbeat_ttl_ms
-        key = keys.gateway_heartbeat(settings.gateway_id)
+        settings, beat = self.settings, self.beat
         scheme = "https" if settings.tls_cert else "http"
         while True:
             status = GatewayStatus(
@@ -233,24 +232,17 @@ class Hub:
             )
             try:
                 now = time.time()
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(key, records.encode(status), px=ttl_ms)
-                    pipe.zadd(keys.GATEWAYS, {settings.gateway_id: now})
-                    pipe.zremrangebyscore(keys.GATEWAYS, "-inf", now - _GATEWAY_SET_RETENTION_S)
-                    await pipe.execute()
+                await beat.beat(self.redis, status, now, now - _GATEWAY_SET_RETENTION_S)
                 self.late_writes.update(await self.rooms.late_writes(list(self.by_room)))
             except REDIS_ERRORS as exc:
                 self.metrics.inc("redis_errors_total")
                 log.debug("heartbeat failed: %s", exc)
-            await asyncio.sleep(ttl_ms / 3000)
+            await asyncio.sleep(beat.ttl_ms / 3000)
 
     async def drop_heartbeat(self) -> None:
         """Withdraw this gateway's heartbeat at shutdown (so its id is free at once)."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(keys.gateway_heartbeat(self.settings.gateway_id))
-                pipe.zrem(keys.GATEWAYS, self.settings.gateway_id)
-                await pipe.execute()
+            await self.beat.drop(self.redis)
         except REDIS_ERRORS as exc:
             log.debug("could not withdraw the heartbeat: %s", exc)
 

@@ -1,15 +1,15 @@
-"""``brigade inspect [ROOM]``: what the mixers, gateways and recorders keep in Redis.
+"""``brigade inspect [ROOM]``: what the mixers, gateways, recorders and keepers keep in Redis.
 
-Without ROOM: the live mixers, gateways and recorders and one line per room. With ROOM:
+Without ROOM: the live mixers, gateways, recorders and keepers and one line per room. With ROOM:
 its owner and lease, meta, song, members (delays, late counts), taps,
 streams, stats and the ring's occupancy as a chart. ``--watch`` redraws it
 every few seconds until Ctrl-C; ``--json`` prints the data for scripts.
 
 Read-only: every key it reads is documented in docs/redis.md. A refresh is
 two pipelined round trips: one to learn the names (rooms, mixers, members,
-tap streams), one to read everything they point to; then the recorders,
-which keep no registry: a bounded SCAN for their heartbeat keys and one
-pipelined read of them.
+tap streams), one to read everything they point to; then the recorders and
+the keepers, which keep no registry: a bounded SCAN for their heartbeat keys
+and one pipelined read of them, per kind.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from common.listening import listeners
 from common.names import check_room
 from common.records import (
     GatewayStatus,
+    KeeperStatus,
     Material,
     Member,
     MixerStatus,
@@ -49,11 +50,9 @@ from common.streams import Entry, parse_entries
 from common.wire import decode_tap
 from inspector.view import (
     PENDING_LIMIT,
-    GatewayInfo,
-    MixerInfo,
     Occupancy,
     Overview,
-    RecorderInfo,
+    ProcessInfo,
     RoomDetail,
     RoomSummary,
     StreamInfo,
@@ -108,21 +107,32 @@ def gather_overview(client: redis.Redis, url: str) -> Overview:
             pipe.xlen(keys.room_in(room))
         replies = iter(pipe.execute())
     now_s = now_us / 1e6
-    mixer_infos = [_mixer_info(m, now_s - score, next(replies)) for m, score in mixers]
-    gateway_infos = [_gateway_info(g, now_s - score, next(replies)) for g, score in gateways]
+    mixer_infos = [
+        _process_info(m, next(replies), MixerStatus, age_s=now_s - score) for m, score in mixers
+    ]
+    gateway_infos = [
+        _process_info(g, next(replies), GatewayStatus, age_s=now_s - score) for g, score in gateways
+    ]
     summaries = [_room_summary(room, replies) for room in rooms]
-    recorders = _recorders(client)
-    return Overview(_shown_url(url), now_us, mixer_infos, gateway_infos, summaries, recorders)
+    recorders = _unregistered(client, keys.recorder_heartbeat("*"), RecorderStatus)
+    keepers = _unregistered(client, keys.keeper_heartbeat("*"), KeeperStatus)
+    return Overview(
+        _shown_url(url), now_us, mixer_infos, gateway_infos, summaries, recorders, keepers
+    )
 
 
-def _recorders(client: redis.Redis) -> list[RecorderInfo]:
-    """Every recorder's heartbeat key (recorders keep no registry: SCAN, bounded)."""
-    pattern = keys.recorder_heartbeat("*")
+def _unregistered(
+    client: redis.Redis, pattern: str, kind: type[RecorderStatus | KeeperStatus]
+) -> list[ProcessInfo]:
+    """Every heartbeat key of a kind that keeps no registry (recorders, keepers): a
+    bounded SCAN for ``pattern``, then one pipelined read of the keys found."""
+    prefix = pattern.removesuffix("*")
     found: set[str] = set()
     cursor: Any = 0
     for _ in range(MAX_SCAN_CALLS):
         cursor, batch = client.scan(cursor, match=pattern, count=SCAN_COUNT, _type="string")
-        found.update(_text(k) for k in batch)
+        # Not the keeper's per-master markers, bb:keeper:{N} (no id has braces).
+        found.update(k for k in map(_text, batch) if "{" not in k.removeprefix(prefix))
         if not cursor:
             break
     names = sorted(found)
@@ -131,21 +141,12 @@ def _recorders(client: redis.Redis) -> list[RecorderInfo]:
             pipe.get(key)
             pipe.pttl(key)
         replies = iter(pipe.execute())
-    prefix = pattern.removesuffix("*")
-    return [_recorder_info(key.removeprefix(prefix), next(replies), next(replies)) for key in names]
-
-
-def _recorder_info(recorder_id: str, raw: Any, pttl: Any) -> RecorderInfo:
-    status = _record(raw, RecorderStatus)
-    return RecorderInfo(
-        recorder_id=recorder_id,
-        expires_in_s=pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
-        alive=status is not None,
-        rooms=status.rooms if status else [],
-        pid=status.pid if status else None,
-        started=status.started if status else None,
-        counters=status.counters if status else {},
-    )
+    infos = []
+    for key in names:
+        raw, pttl = next(replies), next(replies)
+        expires = pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None
+        infos.append(_process_info(key.removeprefix(prefix), raw, kind, expires_in_s=expires))
+    return infos
 
 
 def _scan_streams(client: redis.Redis, prefix: str) -> set[str]:
@@ -291,28 +292,30 @@ def _record(raw: Any, kind: type[_R]) -> _R | None:
         return None
 
 
-def _mixer_info(mixer_id: str, age_s: float, raw: Any) -> MixerInfo:
-    status = _record(raw, MixerStatus)
-    return MixerInfo(
-        mixer_id=mixer_id,
+def _process_info(
+    ident: str,
+    raw: Any,
+    kind: type[MixerStatus | GatewayStatus | RecorderStatus | KeeperStatus],
+    *,
+    age_s: float | None = None,
+    expires_in_s: float | None = None,
+) -> ProcessInfo:
+    """A heartbeat key's status as the overview shows it (not alive: absent or unreadable)."""
+    status = _record(raw, kind)
+    if status is None:
+        return ProcessInfo(ident, False, heartbeat_age_s=age_s, expires_in_s=expires_in_s)
+    return ProcessInfo(
+        ident,
+        True,
+        counters=status.counters,
+        rooms=getattr(status, "rooms", []),
+        pid=getattr(status, "pid", None),
+        started=getattr(status, "started", None),
         heartbeat_age_s=age_s,
-        alive=status is not None,
-        rooms=status.rooms if status else [],
-        pid=status.pid if status else None,
-        started=status.started if status else None,
-        counters=status.counters if status else {},
-    )
-
-
-def _gateway_info(gateway_id: str, age_s: float, raw: Any) -> GatewayInfo:
-    status = _record(raw, GatewayStatus)
-    return GatewayInfo(
-        gateway_id=gateway_id,
-        heartbeat_age_s=age_s,
-        alive=status is not None,
-        url=status.url if status else None,
-        connections=status.connections if status else None,
-        counters=status.counters if status else {},
+        expires_in_s=expires_in_s,
+        url=getattr(status, "url", None),
+        connections=getattr(status, "connections", None),
+        last_copy=getattr(status, "last_copy", None),
     )
 
 

@@ -37,44 +37,30 @@ PENDING_LIMIT: Final = 1000
 
 
 @dataclass(frozen=True)
-class MixerInfo:
-    """One entry of ``bb:mixers`` with its heartbeat key (``bb:mixer:{id}``)."""
+class ProcessInfo:
+    """A process as its heartbeat key (``bb:{kind}:{id}``) shows it: a mixer or a gateway
+    (an entry of ``bb:mixers``/``bb:gateways``) or a recorder or a keeper (its key, found
+    by SCAN). What a kind's status does not hold stays None (gateways: rooms, pid; mixers,
+    recorders and keepers: url, connections; all but keepers: last_copy)."""
 
-    mixer_id: str
-    heartbeat_age_s: float
+    id: str
     alive: bool
-    """The heartbeat key still exists (it expires when the mixer dies)."""
-    rooms: list[str]
-    pid: int | None
-    started: float | None
-    counters: dict[str, int]
-
-
-@dataclass(frozen=True)
-class GatewayInfo:
-    """One entry of ``bb:gateways`` with its heartbeat key (``bb:gateway:{id}``)."""
-
-    gateway_id: str
-    heartbeat_age_s: float
-    alive: bool
-    url: str | None
-    connections: int | None
-    counters: dict[str, int]
-
-
-@dataclass(frozen=True)
-class RecorderInfo:
-    """A recorder's heartbeat key (``bb:recorder:{id}``), found by SCAN."""
-
-    recorder_id: str
-    expires_in_s: float | None
-    """The heartbeat key's remaining TTL (None: no TTL, or it expired as we read it)."""
-    alive: bool
-    """The key held a readable status."""
-    rooms: list[str]
-    pid: int | None
-    started: float | None
-    counters: dict[str, int]
+    """Mixers and gateways: the key still exists (it expires when the process dies);
+    recorders and keepers: the key held a readable status."""
+    counters: dict[str, int] = field(default_factory=dict)
+    rooms: list[str] = field(default_factory=list)
+    pid: int | None = None
+    started: float | None = None
+    heartbeat_age_s: float | None = None
+    """Since the last beat, from the registry's score (None: recorders and keepers keep
+    no registry)."""
+    expires_in_s: float | None = None
+    """The heartbeat key's remaining TTL (recorders and keepers; None: no TTL, or it
+    expired as read)."""
+    url: str | None = None
+    connections: int | None = None
+    last_copy: float | None = None
+    """Keepers: unix time a key was last copied to the state Redis (None: not yet)."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +85,11 @@ class Overview:
 
     redis_url: str
     now_us: int
-    mixers: list[MixerInfo]
-    gateways: list[GatewayInfo]
+    mixers: list[ProcessInfo]
+    gateways: list[ProcessInfo]
     rooms: list[RoomSummary]
-    recorders: list[RecorderInfo] = field(default_factory=list)
+    recorders: list[ProcessInfo] = field(default_factory=list)
+    keepers: list[ProcessInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -227,21 +214,43 @@ def _json_default(value: object) -> Any:
 # --- formatting ------------------------------------------------------------------------------
 
 
-def _recorder_lines(recorders: list[RecorderInfo], now_s: float, width: int) -> list[str]:
-    lines = [f"recorders ({len(recorders)})"]
-    if not recorders:
+def _process_lines(
+    title: str,
+    procs: list[ProcessInfo],
+    now_s: float,
+    width: int,
+    rooms_verb: str | None,
+    *,
+    counters: bool = False,
+) -> list[str]:
+    """One line per process (and its counters, when ``rooms_verb`` is not None: the kinds
+    that own or record rooms, or with ``counters``: the keepers)."""
+    lines = [f"{title} ({len(procs)})"]
+    if not procs:
         lines.append("  (none)")
-    for r in recorders:
-        state = "alive" if r.alive else "unreadable heartbeat"
-        expires = "" if r.expires_in_s is None else f", expires in {duration(r.expires_in_s)}"
-        up = "" if r.started is None else f", up {duration(now_s - r.started)}"
-        pid = "" if r.pid is None else f", pid {r.pid}"
-        rooms = ", ".join(r.rooms) if r.rooms else "-"
-        lines.append(
-            f"  {r.recorder_id}: heartbeat ({state}{expires}){pid}{up}; "
-            f"records {len(r.rooms)} room(s): {rooms}"
-        )
-        lines += wrap_pairs([f"{k}={v}" for k, v in sorted(r.counters.items())], width, "      ")
+    for p in procs:
+        url = "" if p.url is None else f" {p.url}"
+        if p.heartbeat_age_s is None:
+            state = "alive" if p.alive else "unreadable heartbeat"
+            expires = "" if p.expires_in_s is None else f", expires in {duration(p.expires_in_s)}"
+            beat = f"heartbeat ({state}{expires})"
+        else:
+            state = "alive" if p.alive else "heartbeat key gone: dead"
+            beat = f"heartbeat {duration(p.heartbeat_age_s)} ago ({state})"
+        pid = "" if p.pid is None else f", pid {p.pid}"
+        up = "" if p.started is None else f", up {duration(now_s - p.started)}"
+        conns = "" if p.connections is None else f", {p.connections} connection(s)"
+        copied = "" if p.last_copy is None else f", last copy {duration(now_s - p.last_copy)} ago"
+        line = f"  {p.id}{url}: {beat}{pid}{up}{conns}{copied}"
+        if rooms_verb is None:
+            lines.append(line)
+            if counters:
+                pairs = [f"{k}={v}" for k, v in sorted(p.counters.items())]
+                lines += wrap_pairs(pairs, width, "      ")
+            continue
+        rooms = ", ".join(p.rooms) if p.rooms else "-"
+        lines.append(f"{line}; {rooms_verb}{len(p.rooms)} room(s): {rooms}")
+        lines += wrap_pairs([f"{k}={v}" for k, v in sorted(p.counters.items())], width, "      ")
     return lines
 
 
@@ -372,33 +381,13 @@ def render_chart(occ: Occupancy, width: int, last_s: float | None = None) -> lis
 
 
 def render_overview(data: Overview, width: int = 100) -> str:
-    """Mixers, gateways and one line per room."""
+    """Mixers, gateways, recorders, keepers and one line per room."""
     now_s = data.now_us / 1e6
     lines = [f"redis {data.redis_url}"]
-    lines.append(f"mixers ({len(data.mixers)})")
-    if not data.mixers:
-        lines.append("  (none)")
-    for m in data.mixers:
-        state = "alive" if m.alive else "heartbeat key gone: dead"
-        up = "" if m.started is None else f", up {duration(now_s - m.started)}"
-        pid = "" if m.pid is None else f", pid {m.pid}"
-        rooms = ", ".join(m.rooms) if m.rooms else "-"
-        lines.append(
-            f"  {m.mixer_id}: heartbeat {duration(m.heartbeat_age_s)} ago ({state}){pid}{up}; "
-            f"{len(m.rooms)} room(s): {rooms}"
-        )
-        lines += wrap_pairs([f"{k}={v}" for k, v in sorted(m.counters.items())], width, "      ")
-    lines.append(f"gateways ({len(data.gateways)})")
-    if not data.gateways:
-        lines.append("  (none)")
-    for g in data.gateways:
-        state = "alive" if g.alive else "heartbeat key gone: dead"
-        conns = "" if g.connections is None else f", {g.connections} connection(s)"
-        url = "" if g.url is None else f" {g.url}"
-        lines.append(
-            f"  {g.gateway_id}{url}: heartbeat {duration(g.heartbeat_age_s)} ago ({state}){conns}"
-        )
-    lines += _recorder_lines(data.recorders, now_s, width)
+    lines += _process_lines("mixers", data.mixers, now_s, width, "")
+    lines += _process_lines("gateways", data.gateways, now_s, width, None)
+    lines += _process_lines("recorders", data.recorders, now_s, width, "records ")
+    lines += _process_lines("keepers", data.keepers, now_s, width, None, counters=True)
     lines.append(f"rooms ({len(data.rooms)})")
     if not data.rooms:
         lines.append("  (none)")

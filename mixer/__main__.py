@@ -2,7 +2,8 @@
 
 from collections.abc import Sequence
 
-from common import keys, process
+from common import process
+from common.heartbeat import Heartbeat
 from common.records import MixerStatus
 from common.settings import MixerSettings
 from mixer import metrics
@@ -12,12 +13,7 @@ from mixer.service import MixerService
 async def serve(settings: MixerSettings) -> int:
     return await process.serve(
         settings,
-        process.Identity(
-            "mixer",
-            settings.mixer_id,
-            keys.mixer_heartbeat(settings.mixer_id),
-            settings.heartbeat_ttl_ms,
-        ),
+        Heartbeat.mixer(settings.mixer_id, settings.heartbeat_ttl_ms),
         MixerService,
         metrics.render,
         metrics_host=settings.metrics_host,
@@ -32,9 +28,8 @@ def check(settings: MixerSettings) -> int:
     """Exit 0 when this mixer id has a live heartbeat in Redis, else 1."""
     return process.check_heartbeat(
         settings.redis_url,
-        keys.mixer_heartbeat(settings.mixer_id),
+        Heartbeat.mixer(settings.mixer_id, settings.heartbeat_ttl_ms),
         MixerStatus,
-        f"mixer {settings.mixer_id}",
         lambda status: f"owns {len(status.rooms)} room(s)",
     )
 

@@ -12,6 +12,12 @@ Two loops share one Redis connection pool:
   reads what :class:`mixer.planner.MaintenancePlanner` asks, calls it, and
   carries out its plan; every decision (and ``now``) is the planner's.
 
+What it reads and writes lives beside it: the maintenance read and the leases
+(mixer/observe.py), taking a room over (mixer/adoption.py), giving rooms back
+and deleting idle ones (mixer/retirement.py), a room's writes
+(mixer/outbox.py), material TTLs (mixer/material_upkeep.py); the tick's
+schedule is mixer/pacing.py (pure).
+
 Every Redis failure is retried with bounded back-off; nothing a gateway
 sends can stop either loop.
 """
@@ -24,43 +30,27 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from redis.asyncio import Redis
 
-from common import keys, records
+from common import keys
 from common.backoff import Backoff
 from common.clock import now_samples
-from common.constants import SAMPLE_RATE, seconds_to_samples
-from common.errors import ValidationError
-from common.lease import (
-    DELETE_SCRIPT,
-    RELEASE_SCRIPT,
-    RENEW_SCRIPT,
-    RETIRE_ROOM_SCRIPT,
-    RETIRE_SCRIPT,
-)
-from common.records import Checkpoint, MixerStatus
-from common.redisclient import REDIS_ERRORS, is_cluster, xread_keys
+from common.heartbeat import Heartbeat
+from common.process import RedisHealth
+from common.records import MixerStatus
+from common.redisclient import REDIS_ERRORS, xread_keys
 from common.settings import MixerSettings
 from common.streams import Entry, parse_xread
-from mixer import store
-from mixer.host import HostCounters, HostTiming, Publish, RoomHost
+from mixer import adoption, material_upkeep, outbox, wiring
+from mixer.host import HostCounters
 from mixer.metrics import TickTimes
-from mixer.planner import (
-    MAINTENANCE_S,
-    SWEEP_BATCH,
-    Ask,
-    GatewaySeen,
-    MaintenancePlanner,
-    Now,
-    Observed,
-    Plan,
-    PlannerSettings,
-    trim_from,
-)
-from mixer.room import RoomState
+from mixer.observe import Observer
+from mixer.owned import OwnedRoom
+from mixer.pacing import Pacer
+from mixer.planner import MAINTENANCE_S, MaintenancePlanner, Now, Plan
+from mixer.retirement import Retirement
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +80,6 @@ class ServiceCounters:
     rooms_deleted: int = 0
 
 
-@dataclass
-class OwnedRoom:
-    """A room this mixer owns: its pure host and its stream cursors."""
-
-    host: RoomHost
-    in_cursor: bytes
-    ctl_cursor: bytes
-    checkpoint_cursor: bytes | None = None
-    """The input cursor of the last checkpoint: the input stream keeps what came after,
-    so a new owner can replay it."""
-
-    @property
-    def name(self) -> str:
-        return self.host.name
-
-    @property
-    def state(self) -> RoomState:
-        return self.host.state
-
-
 class MixerService:
     """Owns rooms through leases and runs their mixers against Redis."""
 
@@ -122,33 +92,13 @@ class MixerService:
         self.room_counters = HostCounters()
         self.started = time.time()
         self._nonce = f"{os.getpid()}-{time.time_ns()}"
-        self._renew = redis.register_script(RENEW_SCRIPT)
-        self._release = redis.register_script(RELEASE_SCRIPT)
-        self._retire = redis.register_script(RETIRE_SCRIPT)
-        self._delete = redis.register_script(DELETE_SCRIPT)
-        self._retire_room_script = redis.register_script(RETIRE_ROOM_SCRIPT)
-        self._cluster = is_cluster(redis)
+        self.beat = Heartbeat.mixer(settings.mixer_id, settings.heartbeat_ttl_ms)
+        self.observer = Observer(redis, self.beat, settings.lease_ttl_ms)
+        self.retirement = Retirement(redis, settings.mixer_id)
         self._key_index: dict[str, tuple[str, bool]] = {}
-        self._timing = HostTiming(
-            publish=seconds_to_samples(settings.publish_ms / 1000),
-            levels=seconds_to_samples(settings.levels_ms / 1000),
-            grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
-            checkpoint=seconds_to_samples(settings.checkpoint_ms / 1000),
-            tap_ttl=min(SAMPLE_RATE, seconds_to_samples(settings.tap_ttl_ms / 3000)),
-        )
-        self._healthy = True
-        self._backoff = Backoff(0.05, 2.0)
-        self.planner = MaintenancePlanner(
-            PlannerSettings(
-                mixer_id=settings.mixer_id,
-                max_rooms=settings.max_rooms,
-                lease_ttl_ms=settings.lease_ttl_ms,
-                heartbeat_ttl_ms=settings.heartbeat_ttl_ms,
-                release_samples=seconds_to_samples(settings.room_release_s),
-                idle_delete_s=settings.room_idle_delete_s,
-                material_period_s=min(60.0, settings.material_ttl_s / 3),
-            )
-        )
+        self._timing = wiring.host_timing(settings)
+        self.health = RedisHealth(Backoff(0.05, 2.0))
+        self.planner = MaintenancePlanner(wiring.planner_settings(settings))
 
     # ---------------------------------------------------------------- running
 
@@ -164,34 +114,30 @@ class MixerService:
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        period = self.settings.tick_ms / 1000
-        next_at = loop.time()
+        pacer = Pacer(self.settings.tick_ms / 1000, loop.time())
         failures = 0
         while not stop.is_set():
-            next_at += period
+            pacer.start()
             try:
                 started = loop.time()
                 talked = await self.tick()
                 self.tick_times.observe(loop.time() - started)
                 if talked:
                     failures = 0
-                    self._redis_up()
+                    self.health.up()
             except REDIS_FAILURES as exc:
                 failures += 1
-                await self._redis_down(exc, failures)
-                next_at = loop.time()
+                self.counters.redis_errors += 1
+                await self.health.down(exc, failures)
+                pacer.restart(loop.time())
             except Exception:
                 # One bad tick must not stop the mixer: log it with its traceback, count it.
                 self.counters.tick_errors += 1
                 log.exception("tick failed")
-            delay = next_at - loop.time()
-            if delay < 0:
-                self.counters.tick_overruns += 1
-                if delay < -period:
-                    next_at = loop.time()  # skip the missed ticks instead of bursting
-                delay = 0
+            pause = pacer.pause(loop.time())
+            self.counters.tick_overruns += pause.overrun
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), pause.seconds)
 
     async def _maintenance_loop(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -199,55 +145,25 @@ class MixerService:
             try:
                 await self.maintain()
                 failures = 0
-                self._redis_up()
+                self.health.up()
             except REDIS_FAILURES as exc:
                 failures += 1
-                await self._redis_down(exc, failures)
+                self.counters.redis_errors += 1
+                await self.health.down(exc, failures)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), MAINTENANCE_S)
 
-    async def _redis_down(self, exc: Exception, failures: int = 1) -> None:
-        self.counters.redis_errors += 1
-        if self._healthy:
-            log.warning("Redis unavailable (%s); retrying with back-off", exc)
-            self._healthy = False
-        await asyncio.sleep(self._backoff.compute(failures))
-
-    def _redis_up(self) -> None:
-        if not self._healthy:
-            log.warning("Redis reachable again")
-            self._healthy = True
-
     async def _shutdown(self) -> None:
         """Write the rooms back and release their leases so another mixer takes over now."""
-        if not self.rooms:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await self._drop_heartbeat()
-            return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for owned in self.rooms.values():
-                    self._queue_persist(pipe, owned)
-                    checkpoint = (
-                        owned.host.mixer.checkpoint() if self.settings.checkpoint_ms else None
-                    )
-                    if checkpoint is not None:
-                        self._queue_checkpoint(pipe, owned, checkpoint)
-                await pipe.execute()
-            for owned in self.rooms.values():
-                await self._release(
-                    keys=[keys.room_lease(owned.name)], args=[self.settings.mixer_id]
-                )
-            await self._drop_heartbeat()
+            await self.retirement.hand_back(
+                list(self.rooms.values()), self.settings.checkpoint_ms > 0
+            )
+            await self.beat.drop(self.redis)
         except REDIS_ERRORS as exc:
-            log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
-
-    async def _drop_heartbeat(self) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(keys.mixer_heartbeat(self.settings.mixer_id))
-            pipe.zrem(keys.MIXERS, self.settings.mixer_id)
-            await pipe.execute()
+            if self.rooms:
+                log.warning("could not hand rooms back cleanly (%s); their leases will expire", exc)
 
     # ------------------------------------------------------------------ tick
 
@@ -283,7 +199,7 @@ class MixerService:
                 out = owned.host.step(
                     (value for _id, value in ctl), (value for _id, value in audio), now
                 )
-                self._queue(pipe, owned, out, now, bool(ctl))
+                outbox.queue_step(pipe, owned, out, now, bool(ctl), self.settings)
             try:
                 await pipe.execute()
             except BaseException:
@@ -291,35 +207,6 @@ class MixerService:
                     owned.host.mixer.checkpoint_lost()
                 raise
         return True
-
-    def _queue(self, pipe: Any, owned: OwnedRoom, out: Publish, now: int, read_ctl: bool) -> None:
-        """Write one room's step: taps, records, events, and the periodic snapshots."""
-        store.queue_step(pipe, owned.name, owned.state, owned.ctl_cursor, out, now, read_ctl)
-        store.queue_published(pipe, owned.name, out, now, self.settings)
-        if out.checkpoint is not None:
-            self._queue_checkpoint(pipe, owned, out.checkpoint)
-        if out.stats is not None:
-            song = owned.state.song
-            keep_from = trim_from(
-                owned.in_cursor,
-                owned.checkpoint_cursor,
-                has_ring=owned.host.mixer.ring is not None,
-                keeps_stems=song.running and song.recording.stems,
-                wall_ms=int(time.time() * 1000),
-            )
-            pipe.xtrim(keys.room_in(owned.name), minid=keep_from, approximate=True)
-
-    @staticmethod
-    def _queue_persist(pipe: Any, owned: OwnedRoom) -> None:
-        """Write the room's whole state (before it leaves this mixer)."""
-        removed = owned.host.persisted_ids - set(owned.state.members)
-        store.queue_persist(pipe, owned.name, owned.state, owned.ctl_cursor, removed)
-
-    def _queue_checkpoint(self, pipe: Any, owned: OwnedRoom, checkpoint: Checkpoint) -> None:
-        # Everything up to the input cursor is in it: a new owner replays what came after.
-        stamped = msgspec.structs.replace(checkpoint, in_cursor=owned.in_cursor.decode())
-        owned.checkpoint_cursor = owned.in_cursor
-        store.queue_checkpoint(pipe, owned.name, stamped, self._timing.checkpoint)
 
     # ----------------------------------------------------------- maintenance
 
@@ -333,73 +220,12 @@ class MixerService:
         unused = {name: owned.host.unused_for(samples) for name, owned in self.rooms.items()}
         gateways = set().union(*(owned.host.gateways() for owned in self.rooms.values()))
         ask = self.planner.ask(unused, gateways, now)
-        seen = await self._observe(ask, now)
-        plan = self.planner.plan(unused, ask, seen, self._keeping_material(ask))
-        await self._carry_out(plan, now)
-
-    async def _observe(self, ask: Ask, now: Now) -> Observed:
-        """Write the heartbeat and read what ``ask`` asks, in one round trip."""
-        s = self.settings
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(
-                keys.mixer_heartbeat(s.mixer_id),
-                records.encode(self.status()),
-                px=s.heartbeat_ttl_ms,
-            )
-            pipe.zadd(keys.MIXERS, {s.mixer_id: now.wall_s})
-            pipe.zremrangebyscore(keys.MIXERS, "-inf", ask.prune_before_s)
-            pipe.zrangebyscore(keys.MIXERS, ask.live_since_s, "+inf")
-            pipe.smembers(keys.ACTIVE_ROOMS)
-            if not self._cluster:
-                for room in ask.renew:
-                    await self._renew(
-                        keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms], client=pipe
-                    )
-            for gw in ask.gateways:
-                pipe.exists(keys.gateway_heartbeat(gw))
-                pipe.zscore(keys.GATEWAYS, gw)
-            if ask.idle_before_s is not None:
-                pipe.zrangebyscore(
-                    keys.IDLE_ROOMS, "-inf", ask.idle_before_s, start=0, num=SWEEP_BATCH
-                )
-            results = await pipe.execute()
-        if self._cluster:
-            # redis-py refuses scripts in a cluster pipeline: one EVALSHA per room,
-            # their answers put where the pipeline's would have been.
-            leases = await asyncio.gather(
-                *(
-                    self._renew(keys=[keys.room_lease(room)], args=[s.mixer_id, s.lease_ttl_ms])
-                    for room in ask.renew
-                )
-            )
-            results = [*results[:5], *leases, *results[5:]]
-        renewed = 5 + len(ask.renew)
-        answers = results[renewed : renewed + 2 * len(ask.gateways)]
-        return Observed(
-            live=frozenset(m.decode() for m in results[3]),
-            active=frozenset(r.decode() for r in results[4]),
-            leases=dict(zip(ask.renew, results[5:renewed], strict=True)),
-            gateways={
-                gw: GatewaySeen(alive=bool(alive), registered=registered is not None)
-                for gw, alive, registered in zip(
-                    ask.gateways, answers[0::2], answers[1::2], strict=True
-                )
-            },
-            idle_due=tuple(bytes(r).decode() for r in results[-1])
-            if ask.idle_before_s is not None
-            else (),
+        seen = await self.observer.observe(ask, now, self.status())
+        keeping = (
+            material_upkeep.keeping_material(self.rooms.values()) if ask.refresh_material else set()
         )
-
-    def _keeping_material(self, ask: Ask) -> set[str]:
-        """The rooms that list tracks or images and have a connected member (when due)."""
-        if not ask.refresh_material:
-            return set()
-        return {
-            name
-            for name, owned in self.rooms.items()
-            if any(owned.state.material.blob_ids())
-            and any(m.connected for m in owned.state.members.values())
-        }
+        plan = self.planner.plan(unused, ask, seen, keeping)
+        await self._carry_out(plan, now)
 
     async def _carry_out(self, plan: Plan, now: Now) -> None:
         for room in plan.drop:
@@ -411,25 +237,22 @@ class MixerService:
         for room in plan.retire:
             await self._retire_room(self.rooms[room], now)
         if plan.check_free:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for room in plan.check_free:
-                    pipe.exists(keys.room_lease(room))
-                held = await pipe.execute()
-            claims = self.planner.claims(
-                {r: bool(h) for r, h in zip(plan.check_free, held, strict=True)},
-                plan.live,
-                len(self.rooms),
-                now,
-            )
-            for room in claims:
+            held = await self.observer.held(plan.check_free)
+            for room in self.planner.claims(held, plan.live, len(self.rooms), now):
                 await self._claim(room)
         if plan.dead_gateways:
             self._disconnect_gateways(plan.dead_gateways)
         for room in plan.delete:
-            await self._delete_room(room, plan.delete_before_s)
+            if await self.retirement.delete(room, plan.delete_before_s):
+                self.counters.rooms_deleted += 1
+                log.info(
+                    "room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s
+                )
         if plan.refresh_material:
-            await self.refresh_material(
-                [self.rooms[r] for r in plan.refresh_material if r in self.rooms]
+            await material_upkeep.refresh_material(
+                self.redis,
+                [self.rooms[r] for r in plan.refresh_material if r in self.rooms],
+                self.settings.material_ttl_s,
             )
 
     async def _retire_room(self, owned: OwnedRoom, now: Now) -> None:
@@ -440,108 +263,12 @@ class MixerService:
         command from any gateway makes it active again.
         """
         async with self.redis.pipeline(transaction=False) as pipe:
-            self._queue_persist(pipe, owned)
+            outbox.queue_persist(pipe, owned)
             await pipe.execute()
-        if self._cluster:
-            retired = await self._retire_on_cluster(owned, now.wall_s)
-        else:
-            retired = await self._retire(
-                keys=[
-                    keys.room_lease(owned.name),
-                    keys.room_ctl(owned.name),
-                    keys.ACTIVE_ROOMS,
-                    keys.IDLE_ROOMS,
-                ],
-                args=[self.settings.mixer_id, owned.name, owned.ctl_cursor, f"{now.wall_s:.3f}"],
-            )
-        if retired:
+        if await self.retirement.retire(owned.name, owned.ctl_cursor, now.wall_s):
             self.counters.rooms_released += 1
             log.info("room %s: unused, released", owned.name)
             self._forget(owned.name)
-
-    async def _delete_room(self, room: str, idle_before_s: float) -> None:
-        """Delete a room idle for ``room_idle_delete_s`` with every key (any live mixer does it)."""
-        if self._cluster:
-            deleted = await self._delete_on_cluster(room, idle_before_s)
-        else:
-            deleted = await self._delete(
-                keys=[keys.ACTIVE_ROOMS, keys.IDLE_ROOMS, keys.ROOMS, *keys.room_keys(room)],
-                args=[room, f"{idle_before_s:.3f}"],
-            )
-        if deleted:
-            self.counters.rooms_deleted += 1
-            log.info("room %s: idle for %.0f s, deleted", room, self.settings.room_idle_delete_s)
-
-    async def _retire_on_cluster(self, owned: OwnedRoom, wall_s: float) -> bool:
-        """RETIRE_SCRIPT's steps where the room's slot and the global sets differ.
-
-        The room's own keys are checked and the lease dropped in one script; then
-        the room leaves the active set, and the control stream is read again: a
-        gateway writes its command before making the room active
-        (common/redisclient.py), so a command that raced in re-activates it.
-        """
-        room = owned.name
-        dropped = await self._retire_room_script(
-            keys=[keys.room_lease(room), keys.room_ctl(room)],
-            args=[self.settings.mixer_id, owned.ctl_cursor],
-        )
-        if not dropped:
-            return False
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.srem(keys.ACTIVE_ROOMS, room)
-            pipe.zadd(keys.IDLE_ROOMS, {room: wall_s})
-            await pipe.execute()
-        waiting = await self.redis.xrange(
-            keys.room_ctl(room), b"(" + owned.ctl_cursor, "+", count=1
-        )
-        if waiting:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(keys.ACTIVE_ROOMS, room)
-                pipe.zrem(keys.IDLE_ROOMS, room)
-                await pipe.execute()
-        return True
-
-    async def _delete_on_cluster(self, room: str, idle_before_s: float) -> bool:
-        """DELETE_SCRIPT's steps on a cluster: the global sets first, then the room's keys."""
-        if await self.redis.sismember(keys.ACTIVE_ROOMS, room):
-            await self.redis.zrem(keys.IDLE_ROOMS, room)
-            return False
-        since = await self.redis.zscore(keys.IDLE_ROOMS, room)
-        if since is None or float(since) > idle_before_s:
-            return False
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(keys.IDLE_ROOMS, room)
-            pipe.srem(keys.ROOMS, room)
-            pipe.delete(*keys.room_keys(room))
-            await pipe.execute()
-        return True
-
-    async def refresh_material(self, rooms: list[OwnedRoom]) -> None:
-        """Keep the tracks and images of rooms in use from expiring; forget the expired ones.
-
-        A room is in use while it has a connected member. Their keys carry a
-        TTL of ``material_ttl_s``, renewed every third of it (the planner says
-        when, and which rooms); the material of a room left alone for that long
-        expires with nothing else to clean up. A key found missing (it expired
-        before someone came back) is dropped from the room's state, so no page
-        asks for it.
-        """
-        ttl_ms = round(self.settings.material_ttl_s * 1000)
-        work = [(owned, store.blob_keys(owned.name, owned.state)) for owned in rooms]
-        if not work:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _owned, blobs in work:
-                for _kind, _id, key in blobs:
-                    pipe.pexpire(key, ttl_ms)
-            results = iter(await pipe.execute())
-        for owned, blobs in work:
-            gone = [(kind, blob_id) for kind, blob_id, _key in blobs if not next(results)]
-            if gone:
-                log.info("room %s: %d expired track(s)/image(s) forgotten", owned.name, len(gone))
-                owned.state.forget_material(
-                    {i for k, i in gone if k == "track"}, {i for k, i in gone if k == "image"}
-                )
 
     def _disconnect_gateways(self, dead: frozenset[str]) -> None:
         """Mark disconnected the members whose gateway died without saying goodbye.
@@ -565,73 +292,25 @@ class MixerService:
         log.warning("re-asserting %d room(s) after their leases vanished", len(rooms))
         async with self.redis.pipeline(transaction=False) as pipe:
             for room in rooms:
-                owned = self.rooms[room]
-                store.queue_meta(pipe, room, owned.state, owned.host.meta)
-                pipe.sadd(keys.ACTIVE_ROOMS, room)  # we hold it: it is in use
-                store.queue_persist(pipe, room, owned.state, owned.ctl_cursor, set())
-                owned.host.resync()  # publish a fresh state event next tick
-                owned.host.mixer.checkpoint_lost()  # the checkpoint list went with the rest
+                outbox.queue_rewrite(pipe, self.rooms[room])
             await pipe.execute()
 
     async def _claim(self, room: str) -> None:
-        got = await self.redis.set(
-            keys.room_lease(room),
-            self.settings.mixer_id,
-            nx=True,
-            px=self.settings.lease_ttl_ms,
-        )
-        if got:
-            self.planner.claimed(room)
-            await self._adopt(room)
-
-    async def _adopt(self, room: str) -> None:
+        if not await self.observer.claim(room):
+            return
+        self.planner.claimed(room)
         try:
-            state, ctl_cursor, meta = await store.load_room(self.redis, room, self.settings)
+            owned, restored = await adoption.adopt(
+                self.redis, room, self.settings, self._timing, self.room_counters
+            )
         except REDIS_ERRORS:
-            await self._release(keys=[keys.room_lease(room)], args=[self.settings.mixer_id])
+            await self.retirement.release(room)
             raise
-        raw_links = await self.redis.hgetall(keys.room_links(room))
-        raw_checkpoint = await store.read_checkpoint(self.redis, room)
-        now = now_samples()
-        owned = OwnedRoom(
-            host=RoomHost(
-                room,
-                state,
-                now,
-                links=_parse_links(raw_links),
-                timing=self._timing,
-                mixer_id=self.settings.mixer_id,
-                counters=self.room_counters,
-                meta=meta,
-            ),
-            # Without a checkpoint, audio queued before we owned the room is stale by now:
-            # start at the present.
-            in_cursor=f"{int(time.time() * 1000)}-0".encode(),
-            ctl_cursor=ctl_cursor,
-        )
-        if raw_checkpoint:
-            try:
-                checkpoint = [records.decode(raw, Checkpoint) for raw in raw_checkpoint]
-                if owned.host.restore(checkpoint, now):
-                    owned.in_cursor = checkpoint[-1].in_cursor.encode()
-                    self.counters.rooms_restored += 1
-                    log.info(
-                        "room %s: ring restored from a checkpoint %.1f s old",
-                        room,
-                        (now - checkpoint[-1].clock) / SAMPLE_RATE,
-                    )
-            except ValidationError as exc:
-                log.warning("room %s: unreadable checkpoint (%s); starting silent", room, exc)
         self.rooms[room] = owned
         self._key_index[keys.room_ctl(room)] = (room, True)
         self._key_index[keys.room_in(room)] = (room, False)
         self.counters.rooms_claimed += 1
-        log.info(
-            "room %s: now owned by %s (%d members)",
-            room,
-            self.settings.mixer_id,
-            len(state.members),
-        )
+        self.counters.rooms_restored += restored
 
     def _forget(self, room: str) -> None:
         self.rooms.pop(room, None)
@@ -657,12 +336,3 @@ class MixerService:
             f"frames_out={r.frames_out} commands={r.commands} ticks={c.ticks} "
             f"overruns={c.tick_overruns} redis_errors={c.redis_errors} rooms={len(self.rooms)}"
         )
-
-
-def _parse_links(raw: Any) -> dict[str, tuple[str, str]]:
-    links: dict[str, tuple[str, str]] = {}
-    for singer, value in (raw or {}).items():
-        parts = bytes(value).decode(errors="replace").split(" ")
-        if len(parts) == 2:
-            links[bytes(singer).decode(errors="replace")] = (parts[0], parts[1])
-    return links

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 OCC_TTL_MS: Final = 10_000
 """The occupancy record outlives its last publish this long."""
-CHECKPOINT_TTL_MS: Final = 30_000
-"""A checkpoint outlives its owner long enough for another mixer to take the room over."""
 
 
 def config_from_meta(meta: RoomMeta, settings: MixerSettings) -> RoomConfig:
@@ -236,12 +234,15 @@ def queue_event(pipe: Pipeline, room: str, event: Reply | State | Levels | Chat)
     )
 
 
-def queue_checkpoint(pipe: Pipeline, room: str, checkpoint: Checkpoint, period: int) -> None:
+def queue_checkpoint(
+    pipe: Pipeline, room: str, checkpoint: Checkpoint, period: int, ttl_ms: int
+) -> None:
     """Append a checkpoint entry to the room's list (a full one replaces the list).
 
     The list keeps the entries of the last ``clock - start`` samples, plus two:
     an entry only holds positions mixed before its clock, so older ones hold
-    nothing a tap still needs (``period``: samples between entries).
+    nothing a tap still needs (``period``: samples between entries). The list
+    outlives its last entry ``ttl_ms``.
     """
     key = keys.room_checkpoint(room)
     if checkpoint.full:
@@ -249,7 +250,7 @@ def queue_checkpoint(pipe: Pipeline, room: str, checkpoint: Checkpoint, period: 
     pipe.rpush(key, records.encode(checkpoint))
     keep = -(-(checkpoint.clock - checkpoint.start) // max(1, period)) + 2
     pipe.ltrim(key, -keep, -1)
-    pipe.pexpire(key, CHECKPOINT_TTL_MS)
+    pipe.pexpire(key, ttl_ms)
 
 
 async def read_checkpoint(redis: "Redis", room: str) -> list[bytes]:

@@ -2,21 +2,18 @@
 
 from collections.abc import Sequence
 
-from common import keys, process
+from common import process
+from common.heartbeat import Heartbeat
+from common.records import RecorderStatus
 from common.settings import RecorderSettings
 from recorder import metrics
-from recorder.service import RecorderService, RecorderStatus
+from recorder.service import RecorderService
 
 
 async def serve(settings: RecorderSettings) -> int:
     return await process.serve(
         settings,
-        process.Identity(
-            "recorder",
-            settings.recorder_id,
-            keys.recorder_heartbeat(settings.recorder_id),
-            settings.heartbeat_ttl_ms,
-        ),
+        Heartbeat.recorder(settings.recorder_id, settings.heartbeat_ttl_ms),
         RecorderService,
         metrics.render,
         metrics_host=settings.metrics_host,
@@ -29,9 +26,8 @@ def check(settings: RecorderSettings) -> int:
     """Exit 0 when this recorder id has a live heartbeat in Redis, else 1."""
     return process.check_heartbeat(
         settings.redis_url,
-        keys.recorder_heartbeat(settings.recorder_id),
+        Heartbeat.recorder(settings.recorder_id, settings.heartbeat_ttl_ms),
         RecorderStatus,
-        f"recorder {settings.recorder_id}",
         lambda status: f"records {len(status.rooms)} room(s)",
     )
 

@@ -101,6 +101,17 @@ def read_info(path: Path) -> TakeInfo | None:
         return None
 
 
+def takes_on_disk(root: Path) -> list[TakeInfo]:
+    """The readable infos of the takes in ``root``'s takes folder (left by a dead recorder,
+    or being recorded)."""
+    found = []
+    for path in (root / TAKES).glob("*.json"):
+        info = read_info(path)
+        if info is not None:
+            found.append(info)
+    return found
+
+
 def pcm_samples(path: Path) -> int:
     """Whole int16 samples in a take's audio file; a torn last sample is cut off."""
     try:

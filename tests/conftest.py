@@ -46,6 +46,17 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[LocalRedisCluster]:
+    """A Redis Cluster of the test's own (3 + 3), for tests that kill nodes or move slots."""
+    nodes = LocalRedisCluster()
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+
+
 Backend = RedisServer | LocalRedisCluster
 """One Redis or a Redis Cluster: both have ``url``; :func:`flush` empties either."""
 

@@ -9,7 +9,7 @@ the room's members, song and meta must still be there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -26,16 +26,6 @@ LOUD = 0.05
 """RMS of a 20 ms frame of Ann's tone (0.3 peak, so about 0.2) against silence."""
 ENOUGH = 25
 """Half a second of Ann's tone heard (frames): she is heard, not a stray frame."""
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[LocalRedisCluster]:
-    nodes = LocalRedisCluster()
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 @pytest.fixture

@@ -47,10 +47,16 @@ def resolve(argv: list[str]) -> list[str]:
     return argv
 
 
-def service_env(service: dict[str, Any], redis_port: int, **extra: str) -> dict[str, str]:
+def service_env(
+    service: dict[str, Any], redis_port: int, state_port: int = 0, **extra: str
+) -> dict[str, str]:
     env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
     env = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
     env["REDIS_URL"] = env["REDIS_URL"].replace("redis:6379", f"127.0.0.1:{redis_port}")
+    if "BB_STATE_REDIS_URL" in env:
+        env["BB_STATE_REDIS_URL"] = env["BB_STATE_REDIS_URL"].replace(
+            "redis-state:6379", f"127.0.0.1:{state_port}"
+        )
     return {**os.environ, **env, **extra}
 
 
@@ -89,7 +95,7 @@ def test_compose_file_shape() -> None:
     spec = load_compose()
     services = spec["services"]
     default = {name for name, service in services.items() if "profiles" not in service}
-    assert default == {"redis", "mixer", "gateway", "recorder", "caddy"}
+    assert default == {"redis", "redis-state", "keeper", "mixer", "gateway", "recorder", "caddy"}
     assert services["lb"]["profiles"] == ["plain-http"]
     monitoring = {n for n, svc in services.items() if "monitoring" in svc.get("profiles", [])}
     assert monitoring == {"prometheus", "grafana"}
@@ -100,14 +106,25 @@ def test_compose_file_shape() -> None:
     for name in ("mixer", "gateway"):
         assert services[name]["deploy"] == {"mode": "replicated", "replicas": 2}
     assert services["mixer"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # The rooms are restored before a mixer or a gateway starts.
+    for name in ("mixer", "gateway", "recorder"):
+        assert services[name]["depends_on"]["keeper"]["condition"] == "service_healthy"
+    assert set(services["keeper"]["depends_on"]) == {"redis", "redis-state"}
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     dockerfile = (REPO / services["mixer"]["build"]["dockerfile"]).read_text()
     assert "libopus0" in dockerfile
-    # Redis keeps an append-only file on a named volume.
+    # The audio Redis keeps no file; the state Redis keeps an append-only file on a
+    # named volume, and the keeper fills it.
     command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert "volumes" not in services["redis"]
+    command = services["redis-state"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
-    assert services["redis"]["volumes"] == ["redis-data:/data"]
-    assert "redis-data" in spec["volumes"]
+    assert services["redis-state"]["volumes"] == ["state-data:/data"]
+    assert "state-data" in spec["volumes"] and "redis-data" not in spec["volumes"]
+    assert services["keeper"]["command"] == ["brigade", "keeper"]
+    assert services["keeper"]["environment"]["BB_STATE_REDIS_URL"] == "redis://redis-state:6379/0"
+    assert "COPY keeper ./keeper" in dockerfile
     # One recorder writes the recordings to a named volume the gateways read.
     recorder = services["recorder"]
     assert "deploy" not in recorder and recorder["volumes"] == ["recordings:/recordings"]
@@ -159,28 +176,43 @@ def test_podman_compose_parses_the_file(tmp_path: Path) -> None:
     config = yaml.safe_load(podman_compose(tmp_path, "config").stdout)
     services = config["services"]
     # nginx (lb) belongs to the plain-http profile: not part of the default set.
-    assert set(services) == {"redis", "mixer", "gateway", "recorder", "caddy"}
+    assert set(services) == {
+        "redis",
+        "redis-state",
+        "keeper",
+        "mixer",
+        "gateway",
+        "recorder",
+        "caddy",
+    }
     assert services["gateway"]["environment"]["BB_ALLOWED_ORIGINS"] == ""
     assert services["caddy"]["environment"]["BB_PUBLIC_HOST"] == "localhost"
-    assert services["redis"]["volumes"] == ["redis-data:/data"]
-    assert "redis-data" in config["volumes"]
+    assert services["redis-state"]["volumes"] == ["state-data:/data"]
+    assert "state-data" in config["volumes"]
+    # The keeper, built from the app's image, waits for both Redis only.
+    assert set(services["keeper"]["depends_on"]) == {"redis", "redis-state"}
 
 
-def test_podman_compose_would_start_every_replica_and_the_redis_volume(tmp_path: Path) -> None:
+def test_podman_compose_would_start_every_replica_and_the_state_volume(tmp_path: Path) -> None:
     log = podman_compose(tmp_path, "up", "-d", "--no-build").stderr
     created = re.findall(r"/podman create --name=(\S+)", log)
     assert sorted(created) == [
         "bb_caddy_1",
         "bb_gateway_1",
         "bb_gateway_2",
+        "bb_keeper_1",
         "bb_mixer_1",
         "bb_mixer_2",
         "bb_recorder_1",
+        "bb_redis-state_1",
         "bb_redis_1",
     ]
     (redis_line,) = [line for line in log.splitlines() if "create --name=bb_redis_1" in line]
-    assert "type=volume,source=bb_redis-data,destination=/data" in redis_line
-    assert redis_line.rstrip().endswith("--appendonly yes --appendfsync everysec")
+    assert "destination=/data" not in redis_line
+    assert redis_line.rstrip().endswith("--appendonly no")
+    (state_line,) = [line for line in log.splitlines() if "create --name=bb_redis-state_1" in line]
+    assert "type=volume,source=bb_state-data,destination=/data" in state_line
+    assert state_line.rstrip().endswith("--appendonly yes --appendfsync everysec")
     (caddy_line,) = [line for line in log.splitlines() if "create --name=bb_caddy_1" in line]
     assert "-p 443:443" in caddy_line and "-p 80:80" in caddy_line
     assert "type=volume,source=bb_caddy-data,destination=/data" in caddy_line
@@ -207,13 +239,30 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
     spec = load_compose()["services"]
     redis_cmd = spec["redis"]["command"]
     assert redis_cmd[0] == "redis-server" and "--appendonly" in redis_cmd
-    # Persistence as in compose (an append-only file in a directory of its own),
-    # on the port a container would have to itself.
-    server = RedisServer(persist_dir=str(tmp_path / "redis-data"))
+    # Persistence as in compose: no file for the audio Redis, an append-only file in a
+    # directory of its own for the state Redis, each on a port of its own.
+    server = RedisServer()
     server.start()
+    state = RedisServer(persist_dir=str(tmp_path / "state-data"))
+    state.start()
     procs: list[subprocess.Popen[bytes]] = []
     client = redis.Redis(port=server.port)
     try:
+        # As a local process the keeper's metrics port must differ from the others'.
+        keeper_env = service_env(
+            spec["keeper"], server.port, state.port, BB_METRICS_PORT=str(free_port())
+        )
+        log = (output_dir / "keeper.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                resolve(spec["keeper"]["command"]),
+                env=keeper_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        # The others start once the keeper is healthy (depends_on).
+        wait_for(lambda: healthy(spec["keeper"], keeper_env), 15, "the keeper healthy")
         mixer_ids = []
         for i in range(spec["mixer"]["deploy"]["replicas"]):
             mixer_id = f"mixer-replica-{i + 1}"
@@ -293,14 +342,20 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
                 status, _, body = fetch(f"{front.https}/api/rooms", front.context())
                 assert status == 200
                 assert set(rooms) <= {room["room"] for room in json.loads(body)["rooms"]}
-                gone = procs[len(mixer_ids)]
+                gone = procs[1 + len(mixer_ids)]
                 gone.terminate()
                 assert gone.wait(10) == 0
                 statuses = [fetch(f"{front.https}/healthz", front.context())[0] for _ in range(6)]
                 assert statuses == [200] * 6
+        # The keeper copied the rooms (their meta: who created them, and how).
+        kept = redis.Redis(port=state.port)
+        wait_for(lambda: all(kept.exists(keys.room_meta(r)) for r in rooms), 5, "rooms kept")
+        assert not kept.exists(*(keys.room_in(r) for r in rooms))
+        kept.close()
         # A mixer stopped with SIGTERM hands its rooms over at once.
-        procs[0].terminate()
-        assert procs[0].wait(10) == 0
+        first_mixer = procs[1]
+        first_mixer.terminate()
+        assert first_mixer.wait(10) == 0
         wait_for(
             lambda: {sim.owner(r) for r in rooms} == {mixer_ids[1][0]},
             5,
@@ -325,6 +380,7 @@ def test_compose_topology_runs_as_local_processes(output_dir: Path, tmp_path: Pa
                 proc.kill()
         client.close()
         server.stop()
+        state.stop()
 
 
 pytestmark = pytest.mark.timeout(120)
@@ -340,13 +396,17 @@ def test_the_cluster_file_makes_six_redis_nodes_and_creates_the_cluster_once(
     for name in nodes:
         command = " ".join(services[name]["command"])
         assert "--cluster-enabled yes" in command and "--cluster-node-timeout 2000" in command
+        # No node keeps a file (the keeper restores an emptied master's slots); each
+        # keeps its nodes.conf on a volume.
+        assert "--appendonly no" in command
+        assert any(v.endswith(":/data") for v in services[name]["volumes"])
     init = " ".join(services["redis-cluster"]["command"])
     assert "--cluster create" in init and "--cluster-replicas 1" in init
     # The processes keep pointing at one node (the cluster's first): nothing else to set.
-    for name in ("mixer", "gateway", "recorder"):
+    for name in ("mixer", "gateway", "recorder", "keeper"):
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert "cluster_state:ok" in " ".join(services["redis"]["healthcheck"]["test"])
     log = podman_compose(tmp_path, *files, "up", "-d", "--no-build").stderr
     created = set(re.findall(r"/podman create --name=(\S+)", log))
     assert {f"bb_{n}_1" for n in [*nodes, "redis-cluster"]} <= created
-    assert {"bb_mixer_1", "bb_gateway_1", "bb_recorder_1"} <= created
+    assert {"bb_mixer_1", "bb_gateway_1", "bb_recorder_1", "bb_keeper_1"} <= created

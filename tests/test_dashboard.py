@@ -2,7 +2,7 @@
 
 Every query (PromQL ``expr``) of every panel is checked three ways:
 
-- the metric names it uses are exported by a real gateway, mixer and recorder
+- the metric names it uses are exported by a real gateway, mixer, recorder and keeper
   (started on a real redis-server, a singer joined so the per-room series
   exist, and their ``/metrics`` scraped);
 - Debian's ``promtool`` parses it (and docker/prometheus.yml);
@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import keys
 from common.protocol import hello_message
-from tests.support import REPO, Process, free_port, healthy, processes, wait_for
+from tests.support import REPO, Process, RedisServer, free_port, healthy, processes, wait_for
 
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "bucket-brigade.json"
 PROMETHEUS_YML = REPO / "docker" / "prometheus.yml"
@@ -145,7 +145,7 @@ def test_the_dashboard_and_its_provisioning_agree() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
     jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_YML.read_text())["scrape_configs"]}
-    assert jobs == {"gateway", "mixer", "recorder"}
+    assert jobs == {"gateway", "mixer", "recorder", "keeper"}
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
@@ -179,11 +179,37 @@ def test_promtool_parses_every_query_and_the_scrape_configuration(tmp_path: Path
 
 
 @pytest.fixture
-def stack(redis_url: str, output_dir: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A mixer, a gateway and a recorder, each with /metrics: {job: metrics URL}."""
+def state_redis_url() -> Iterator[str]:
+    """The keeper's state Redis."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stack(
+    redis_url: str, state_redis_url: str, output_dir: Path, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """A mixer, a gateway, a recorder and a keeper, each with /metrics: {job: metrics URL}."""
     env = {"REDIS_URL": redis_url}
-    ports = {job: free_port() for job in ("gateway", "mixer", "recorder")}
+    ports = {job: free_port() for job in ("gateway", "mixer", "recorder", "keeper")}
     with processes(output_dir) as started:
+        started.append(
+            Process(
+                ["keeper"],
+                {
+                    **env,
+                    "BB_STATE_REDIS_URL": state_redis_url,
+                    "BB_KEEPER_ID": "keeper-dash",
+                    "BB_METRICS_PORT": str(ports["keeper"]),
+                },
+                output_dir,
+                "keeper",
+            )
+        )
         started.append(
             Process(
                 ["mixer"],
@@ -220,6 +246,7 @@ def stack(redis_url: str, output_dir: Path, tmp_path: Path) -> Iterator[dict[str
         wait_for(
             lambda: client.exists(keys.recorder_heartbeat("recorder-dash")), 20, "the recorder"
         )
+        wait_for(lambda: client.exists(keys.keeper_heartbeat("keeper-dash")), 20, "the keeper")
         client.close()
         yield {job: f"127.0.0.1:{port}" for job, port in ports.items()}
 

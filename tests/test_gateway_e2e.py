@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from brigade.rediscluster import LocalRedisCluster
 from common import protocol as p
 from common.clock import now_samples
 from common.codec import OpusDecoder, OpusEncoder
@@ -71,6 +72,23 @@ def gate_offset(audio: Samples, start: int) -> int:
         if score > best_score:
             best, best_score = lag, score
     return best
+
+
+def alignment(heard: Samples, freq: float, start: int) -> tuple[int, float]:
+    """(lag in samples, correlation) of ``freq``'s band in ``heard`` (positions from
+    ``start``) against the same band of the voice sung there: the lag of the best
+    correlation within one 20 ms frame either way, 1-sample steps."""
+    got = band(heard, freq).astype(np.float64)
+    reach = OPUS_FRAME_SAMPLES
+    sung = band(voice(freq, start - reach, len(heard) + 2 * reach), freq).astype(np.float64)
+    best_lag, best = 0, -2.0
+    got_norm = float(np.sqrt(np.dot(got, got)))
+    for lag in range(-reach, reach + 1):
+        ref = sung[reach - lag : reach - lag + len(heard)]
+        score = float(np.dot(got, ref)) / (got_norm * float(np.sqrt(np.dot(ref, ref))) or 1.0)
+        if score > best:
+            best_lag, best = lag, score
+    return best_lag, best
 
 
 # --- a protocol client ------------------------------------------------------------
@@ -247,6 +265,8 @@ class Stack:
     redis_url: str
     gateways: list[str]
     procs: list[Process]
+    backend: str = "one-redis"
+    """``one-redis`` or ``cluster``."""
 
     def ws(self, index: int) -> str:
         return self.gateways[index].replace("http://", "ws://") + "/ws"
@@ -267,7 +287,8 @@ def stack(redis_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         for url, proc in zip(urls, procs[1:], strict=True):
             wait_for(functools.partial(healthy, url), 20, f"{proc.name} at {url}")
-        yield Stack(redis_backend.url, urls, procs)
+        kind = "cluster" if isinstance(redis_backend, LocalRedisCluster) else "one-redis"
+        yield Stack(redis_backend.url, urls, procs, kind)
     finally:
         for proc in reversed(procs):
             code = proc.stop()
@@ -323,7 +344,10 @@ def first_frame(position: int) -> int:
 
 
 async def test_later_buckets_hear_earlier_ones_and_no_one_else(
-    stack: Stack, http: aiohttp.ClientSession
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    output_dir: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     ann, bob, cat = Peer(http, stack.ws(0)), Peer(http, stack.ws(1)), Peer(http, stack.ws(1))
     await ann.join("tones", "Ann")
@@ -355,11 +379,24 @@ async def test_later_buckets_hear_earlier_ones_and_no_one_else(
             await v.stop()
 
     # Bob (bucket 2) hears Ann and Cat (bucket 1), on their positions, but not himself.
+    figures: dict[str, object] = {"backend": stack.backend}
     for freq in (440, 880):
         part = band(heard_by_bob, freq)
         assert rms(part) > 0.05, f"Bob does not hear {freq} Hz"
         lag = gate_offset(part, first - OPUS_LOOKAHEAD_SAMPLES)
         assert abs(lag) <= ALIGNMENT, f"{freq} Hz is {lag} samples off"
+        # The waveform too: where it lands to the sample, and how alike it is.
+        wave_lag, corr = alignment(heard_by_bob, freq, first - OPUS_LOOKAHEAD_SAMPLES)
+        figures[f"{freq}_hz"] = {"gate_lag": lag, "lag": wave_lag, "correlation": corr}
+        record_property(f"chain_{freq}hz_lag_samples", wave_lag)
+        record_property(f"chain_{freq}hz_correlation", round(corr, 5))
+        print(
+            f"chain on {stack.backend}: Bob hears {freq} Hz at lag {wave_lag} samples "
+            f"(gate {lag}), correlation {corr:.4f}"
+        )
+        assert wave_lag == 0, f"{freq} Hz is {wave_lag} samples off"
+        assert corr > 0.99, f"{freq} Hz: correlation {corr:.4f}"
+    (output_dir / "chain-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     assert rms(band(heard_by_bob, 660)) < 0.01
     # Ann and Cat share bucket 1: nothing of each other, nothing of Bob behind them.
     for heard in (heard_by_ann, heard_by_cat):

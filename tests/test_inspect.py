@@ -32,7 +32,7 @@ from inspector.view import (
     time_axis,
 )
 from tests.simgateway import SimGateway, Singer
-from tests.support import Process, free_port, processes, wait_for
+from tests.support import Process, RedisServer, free_port, processes, wait_for
 
 RING = 120 * SAMPLE_RATE
 # Not a multiple of the ring, so the ring's oldest frame sits mid-array and the map wraps.
@@ -300,7 +300,7 @@ def test_inspect_a_room_with_a_running_mixer(
         assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
         assert data["kind"] == "overview"
-        assert [m["mixer_id"] for m in data["mixers"]] == ["m1"]
+        assert [m["id"] for m in data["mixers"]] == ["m1"]
         mixer = data["mixers"][0]
         assert mixer["alive"] and mixer["rooms"] == ["choir"] and mixer["counters"]["ticks"] > 0
         assert [(r["name"], r["owner"]) for r in data["rooms"]] == [("choir", "m1")]
@@ -381,7 +381,38 @@ def test_the_overview_shows_recorders_beside_mixers_and_gateways(
 
         assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
-        recorders = {r["recorder_id"]: r for r in data["recorders"]}
+        recorders = {r["id"]: r for r in data["recorders"]}
         assert set(recorders) == {"broken", "rec1"}
         assert recorders["rec1"]["alive"] and recorders["rec1"]["pid"] == recorder.proc.pid
         assert not recorders["broken"]["alive"]
+
+
+def test_the_overview_shows_keepers_and_not_their_markers(
+    redis_url: str, output_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    state = RedisServer()
+    state.start()
+    env = {"REDIS_URL": redis_url, "BB_STATE_REDIS_URL": state.url, "BB_KEEPER_ID": "kp1"}
+    try:
+        with processes(output_dir) as started:
+            keeper = Process(["keeper"], env, output_dir, "kp1")
+            started.append(keeper)
+            wait_for(lambda: client.exists(keys.keeper_heartbeat("kp1")), 15, "its heartbeat")
+            client.set(keys.keeper_heartbeat("{0}"), b"1")  # a master's marker on a cluster
+
+            assert inspect_cmd.main(["--redis-url", redis_url, "--width", "100"]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            at = lines.index("keepers (1)")
+            assert lines[at + 1].startswith("  kp1: heartbeat (alive"), lines
+            assert f"pid {keeper.proc.pid}" in lines[at + 1]
+            counters = " ".join(lines[at + 2 : at + 4])  # its counters, wrapped
+            assert "keys_copied=" in counters and "restores=" in counters, lines
+
+            assert inspect_cmd.main(["--redis-url", redis_url, "--json"]) == 0
+            data = json.loads(capsys.readouterr().out)
+            assert [k["id"] for k in data["keepers"]] == ["kp1"]
+            assert data["keepers"][0]["alive"] and data["keepers"][0]["pid"] == keeper.proc.pid
+    finally:
+        client.close()
+        state.stop()

@@ -13,6 +13,7 @@ import redis
 
 from common import keys, process
 from common.commands import SetDelay
+from common.heartbeat import Heartbeat
 from common.settings import MixerSettings
 from mixer.service import MixerService
 from tests.simgateway import SimGateway
@@ -69,7 +70,7 @@ class _ClosingRedis:
 
 
 async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
-    who = process.Identity("mixer", "quirk", keys.mixer_heartbeat("quirk"), 3000)
+    who = Heartbeat.mixer("quirk", 3000)
     stop = asyncio.Event()
     closing = _ClosingRedis()
     waiting = asyncio.create_task(process.claim_id(closing, who, stop))  # type: ignore[arg-type]
@@ -82,8 +83,8 @@ async def test_a_runtime_error_from_redis_is_retried_not_fatal() -> None:
 @pytest.mark.parametrize("failures", [1, 4, 20])
 def test_the_mixer_backs_off_with_jitter_inside_the_shared_curve(failures: int) -> None:
     service = MixerService(MixerSettings(mixer_id="curve"), _ClosingRedis())  # type: ignore[arg-type]
-    nominal = service._backoff.nominal_s(failures)
-    pauses = {service._backoff.compute(failures) for _ in range(50)}
+    nominal = service.health.backoff.nominal_s(failures)
+    pauses = {service.health.backoff.compute(failures) for _ in range(50)}
     assert all(nominal / 2 <= p <= nominal for p in pauses)
     assert len(pauses) > 1  # jittered: processes that failed together spread out
 

@@ -13,6 +13,7 @@ import redis
 from redis.asyncio import Redis
 
 from common import keys, process, records
+from common.heartbeat import Heartbeat
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
@@ -70,8 +71,8 @@ def test_the_in_use_clock_starts_when_the_key_is_first_seen_held() -> None:
 # --- against a real Redis ----------------------------------------------------------------
 
 
-def _who(ident: str, ttl_ms: int) -> process.Identity:
-    return process.Identity("mixer", ident, keys.mixer_heartbeat(ident), ttl_ms)
+def _who(ident: str, ttl_ms: int) -> Heartbeat:
+    return Heartbeat.mixer(ident, ttl_ms)
 
 
 async def test_the_claim_waits_for_a_dead_predecessors_heartbeat(redis_url: str) -> None:
@@ -94,28 +95,49 @@ async def test_the_claim_refuses_an_id_a_live_process_keeps(redis_url: str) -> N
         await client.aclose()
 
 
-def test_a_second_mixer_with_a_live_mixers_id_exits_non_zero(
-    redis_url: str, output_dir: Path
+def _twin_env(kind: str, redis_url: str, output_dir: Path) -> dict[str, str]:
+    env = {"REDIS_URL": redis_url, f"BB_{kind.upper()}_ID": "twin", "BB_HEARTBEAT_TTL_MS": "1000"}
+    if kind == "gateway":
+        env["BB_PORT"] = str(free_port())
+    if kind == "recorder":
+        env["BB_RECORDINGS_DIR"] = str(output_dir / "recordings")
+    if kind == "keeper":  # its copy in another database of the same server (no rooms here)
+        env["BB_STATE_REDIS_URL"] = redis_url.rsplit("/", 1)[0] + "/15"
+    return env
+
+
+@pytest.mark.parametrize("kind", ["mixer", "gateway", "recorder", "keeper"])
+def test_a_second_process_with_a_live_ones_id_exits_non_zero(
+    kind: str, redis_url: str, output_dir: Path
 ) -> None:
+    """Every kind runs through the one runtime: the id claim, the heartbeat it reads,
+    the summary at SIGTERM and the heartbeat dropped then (the gateway used to log
+    its own line and keep its client apart)."""
     client = redis.Redis.from_url(redis_url)
-    env = {"REDIS_URL": redis_url, "BB_MIXER_ID": "twin", "BB_HEARTBEAT_TTL_MS": "1000"}
-
-    def first_pid() -> int | None:
-        raw = client.get(keys.mixer_heartbeat("twin"))
-        return None if raw is None else records.decode(raw, MixerStatus).pid
-
+    beat = {
+        "mixer": Heartbeat.mixer,
+        "gateway": Heartbeat.gateway,
+        "recorder": Heartbeat.recorder,
+        "keeper": Heartbeat.keeper,
+    }[kind]("twin", 1000)
     with processes(output_dir) as started:
-        first = Process(["mixer"], env, output_dir, "first")
+        first = Process([kind], _twin_env(kind, redis_url, output_dir), output_dir, "first")
         started.append(first)
-        wait_for(lambda: first_pid() == first.proc.pid, 15, "the first mixer's heartbeat")
-        second = Process(["mixer"], env, output_dir, "second")
+        wait_for(lambda: bool(client.exists(beat.key)), 15, f"the first {kind}'s heartbeat")
+        second = Process([kind], _twin_env(kind, redis_url, output_dir), output_dir, "second")
         started.append(second)
         assert second.proc.wait(30) == 1
-        assert "'twin' is in use by a live mixer" in second.log()
+        assert f"'twin' is in use by a live {kind}" in second.log()
         assert "Traceback" not in second.log()
-        assert first.alive() and first_pid() == first.proc.pid
+        assert first.alive() and client.exists(beat.key)
+        if kind == "mixer":
+            raw = client.get(beat.key)
+            assert records.decode(raw, MixerStatus).pid == first.proc.pid
         assert first.stop() == 0
-    assert "mixer twin stopping:" in first.log()  # one counter summary on SIGTERM
+    assert f"{kind} twin stopping:" in first.log()  # one counter summary on SIGTERM
+    assert not client.exists(beat.key)  # dropped: the id is free at once
+    if beat.registry is not None:
+        assert client.zscore(beat.registry, "twin") is None
 
 
 def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
@@ -134,7 +156,7 @@ def test_a_recorder_started_before_redis_waits_for_it(output_dir: Path) -> None:
     assert "Traceback" not in recorder.log()
 
 
-@pytest.mark.parametrize("kind", ["gateway", "recorder"])
+@pytest.mark.parametrize("kind", ["gateway", "recorder", "keeper"])
 def test_every_kind_answers_check_through_the_runtime(kind: str, redis_url: str) -> None:
     """``--check`` with nothing running: exit 1, no traceback, for every kind."""
     done = subprocess.run(

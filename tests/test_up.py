@@ -17,12 +17,14 @@ from pathlib import Path
 import aiohttp
 import redis
 
+from brigade import up
 from brigade.redisserver import LocalRedis
 from brigade.supervisor import Supervisor
 from common import keys
 from common.backoff import Backoff
 from common.constants import SAMPLE_RATE
 from common.protocol import hello_message
+from keeper import durable
 from tests.support import REPO, free_port, wait_for
 
 
@@ -239,26 +241,53 @@ def test_a_killed_redis_is_restarted_and_keeps_its_rooms_with_redis_dir(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway's /healthz")
+        text = log.read_text()
+        assert pids(log, "redis-state") and pids(log, "keeper"), text
         create_room(base, "choir")
         wait_for(lambda: get(f"{base}/api/rooms/choir/occupancy")[0] == 200, 10, "occupancy")
+        # A room nobody joined: no mixer holds it, only the keeper can bring it back.
+        request = urllib.request.Request(
+            f"{base}/api/rooms",
+            data=json.dumps({"room": "quiet", "password": "sesame"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
+            assert response.status == 201
         (redis_pid,) = pids(log, "redis")
-        url = re.findall(r"private redis-server at (redis://\S+?)[,\s]", log.read_text())[0]
+        url = re.findall(r"private redis-server at (redis://\S+?)[,\s]", text)[0]
+        state_url = re.findall(r"state redis-server at (redis://\S+?)[,\s]", text)[0]
         client = redis.Redis.from_url(url)
-        client.set("written-before-the-crash", "kept")  # nobody would write it back
+        state = redis.Redis.from_url(state_url)
+        # The audio Redis keeps no file; the state Redis does.
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        assert state.config_get("appendonly")["appendonly"] == "yes"
+        client.set("written-before-the-crash", "not a room's state")
+        wait_for(lambda: state.exists(keys.room_meta("quiet")), 10, "the keeper to copy the room")
+        assert not state.exists(keys.room_in("choir")), "no audio in the state Redis"
 
         os.kill(redis_pid, signal.SIGKILL)
 
         wait_for(lambda: len(pids(log, "redis")) == 2, 20, "Redis to be restarted")
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the gateway to reconnect")
-        # The room came back from the append-only file.
+        # Both rooms came back from the state Redis, the password with the unused one.
+        wait_for(lambda: get(f"{base}/api/rooms/quiet")[0] == 200, 20, "the room restored")
+        assert json.loads(get(f"{base}/api/rooms/quiet")[1])["password"] is True
         status, body = get(f"{base}/api/rooms/choir")
         assert status == 200, body
-        assert json.loads(body)["room"] == "choir"
-        assert client.get("written-before-the-crash") == b"kept"
+        assert client.get("written-before-the-crash") is None
+        assert client.sismember(keys.ROOMS, "quiet")
         client.close()
+        state.close()
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     assert code == 0, log.read_text()
     assert f"redis (pid {redis_pid}) was killed by SIGKILL; restarting in" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert any((tmp_path / "r").rglob("*.aof")), list((tmp_path / "r").rglob("*"))
+
+
+def test_brigade_up_names_the_keepers_marker() -> None:
+    assert up.MARKER == durable.MARKER
