@@ -14,20 +14,23 @@ goes on).  Two scenarios: one room
 spread over the gateways, and several rooms of 50 with each room on one
 gateway.
 
-Two stacks (``--stack``, comma-separated):
+Three stacks (``--stack``, comma-separated):
 
-- **deployment** (the default): what compose runs. Redis keeps its
-  append-only file (AOF, fsync every second, as compose.yaml and ``brigade
-  up --redis-dir`` configure it) in a fresh directory, a ``brigade recorder``
-  records every room's songs, and the mixer writes its failover checkpoints
-  (on by default).
+- **deployment** (the default): what compose.yaml runs. The audio Redis
+  keeps no file; a ``brigade keeper`` copies the rooms' durable keys to a
+  state Redis that keeps its append-only file (AOF, fsync every second) in
+  a fresh directory; a ``brigade recorder`` records every room's songs; the
+  mixer writes its failover checkpoints (on by default).
+- **aof**: the deployment before the keeper: the one Redis keeps its AOF
+  (what ``brigade up --redis-dir`` did), a recorder, checkpoints; no keeper.
 - **bare**: the stack the first measurements used: Redis in memory only, no
   recorder (checkpoints on, as the mixer's default).
 
 ``--stack deployment,bare`` runs both, one after the other, each scenario on
 a fresh stack, and prints them side by side.  Besides CPU, every step
-records the bytes Redis and the recorder wrote to disk (``write_bytes`` of
-``/proc/PID/io``, and the growth of Redis's AOF directory) per singer-second.
+records the bytes the Redis servers and the recorder wrote to disk
+(``write_bytes`` of ``/proc/PID/io``, and the growth of the AOF directory)
+per singer-second.
 
 Run as root, it puts the mixer and Redis in the real-time scheduling class
 (``--realtime 10``; ``--realtime 0`` for the normal scheduler): the mixer's
@@ -65,8 +68,9 @@ from loadgen.cli import prepare
 from loadgen.run import LoadConfig, LoadRun, WindowResult
 from tests.support import Process, RedisServer, free_port, wait_for
 
-STACKS: Final = ("deployment", "bare")
-"""``deployment``: AOF, a recorder, checkpoints (compose.yaml); ``bare``: none of the first two."""
+STACKS: Final = ("deployment", "aof", "bare")
+"""``deployment``: a keeper and a state Redis with its AOF, a recorder (compose.yaml);
+``aof``: the one Redis with its AOF and a recorder; ``bare``: Redis only in memory."""
 
 MAX_BAD_FRACTION: Final = 0.001
 """A step fails with more than 0.1 % of its frames late or missing."""
@@ -158,13 +162,13 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Stack:
-    """redis-server, one mixer and the gateways, as child processes; with
-    ``deployment``, Redis keeps an AOF and a recorder records every room."""
+    """redis-server, one mixer and the gateways, as child processes; for ``kind``
+    ``deployment`` also a keeper with its state Redis (AOF) and a recorder, for
+    ``aof`` Redis with its AOF and a recorder (:data:`STACKS`)."""
 
     gateways: int
     log_dir: Path
-    deployment: bool = False
-    """Redis with its append-only file (as compose.yaml) and a recorder."""
+    kind: str = "bare"
     nice: int = 0
     """Nice value for the mixer and Redis (0: as started; negative: favoured)."""
     realtime: int = 0
@@ -176,12 +180,20 @@ class Stack:
     gateway_procs: list[Process] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     recorder: Process | None = None
+    keeper: Process | None = None
+    state_redis: RedisServer | None = None
     data_dir: Path | None = None
-    """The deployment's Redis directory (the AOF) and recordings, removed on stop."""
+    """The AOF's directory and the recordings, removed on stop."""
+
+    @property
+    def deployment(self) -> bool:
+        return self.kind != "bare"
 
     def start(self) -> None:
         if self.deployment:
             self.data_dir = Path(tempfile.mkdtemp(prefix="capacity-", dir=self.log_dir))
+        if self.kind == "aof":
+            assert self.data_dir is not None
             self.redis = RedisServer(persist_dir=str(self.data_dir / "redis"))
         else:
             self.redis = RedisServer()
@@ -193,6 +205,22 @@ class Stack:
             # One load generator creates every room from one address.
             "BB_ROOMS_PER_MIN": "100000",
         }
+        if self.kind == "deployment":
+            assert self.data_dir is not None
+            self.state_redis = RedisServer(persist_dir=str(self.data_dir / "redis"))
+            self.state_redis.start()
+            self.keeper = Process(
+                ["keeper"],
+                {**env, "BB_KEEPER_ID": "keeper-cap", "BB_STATE_REDIS_URL": self.state_redis.url},
+                self.log_dir,
+                "keeper",
+            )
+            client = self.redis.client()
+            try:
+                # The rooms are back before anyone can create one (compose: depends_on).
+                wait_for(lambda: client.exists("bb:keeper:keeper-cap"), 15, "keeper heartbeat")
+            finally:
+                client.close()
         self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
         if self.data_dir is not None:
             self.recorder = Process(
@@ -253,6 +281,10 @@ class Stack:
             pids[f"gateway-{i}"] = proc.proc.pid
         if self.recorder is not None:
             pids["recorder"] = self.recorder.proc.pid
+        if self.keeper is not None:
+            pids["keeper"] = self.keeper.proc.pid
+        if self.state_redis is not None and self.state_redis.proc is not None:
+            pids["stateredis"] = self.state_redis.proc.pid
         return pids
 
     def aof_dir(self) -> Path | None:
@@ -264,7 +296,11 @@ class Stack:
         if self.recorder is not None:
             self.recorder.stop()
         self.mixer.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.redis.stop()
+        if self.state_redis is not None:
+            self.state_redis.stop()
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -325,7 +361,7 @@ class Ramp:
         self.cpu[(index, edge)]["probe_ms"] = speed_probe_ms()
         self.cpu[(index, edge)]["time"] = time.monotonic()
         for name, pid in self.stack.pids().items():
-            if name in {"redis", "recorder"}:
+            if name in {"redis", "stateredis", "recorder"}:
                 self.cpu[(index, edge)][f"disk:{name}"] = io_write_bytes(pid)
         self.cpu[(index, edge)]["disk:aof"] = dir_bytes(self.stack.aof_dir())
         if edge == "start" and self.args.profile:
@@ -339,7 +375,7 @@ class Ramp:
         for name, pid in self.stack.pids().items():
             if name == "redis":
                 continue
-            stack = "deployment" if self.stack.deployment else "bare"
+            stack = self.stack.kind
             path = out / f"{stack}-{self.scenario.name}-step{index + 1}-{name}.txt"
             self.profiles.append(
                 subprocess.Popen(
@@ -482,8 +518,10 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
         f"{scenario:>10} {step['singers']:>5} singers  bad {100 * w['bad_fraction']:.3f} %  "
         f"overruns {w['server'].get('tick_overruns', '-') if w['server'] else '-'}  "
         f"ms/singer-s: gateways {ms('all-gateway')} mixer {ms('all-mixer')} "
-        f"recorder {ms('all-recorder')} redis {ms('all-redis')} generator {ms('all-generator')} "
+        f"recorder {ms('all-recorder')} redis {ms('all-redis')} keeper {ms('all-keeper')} "
+        f"state redis {ms('all-stateredis')} generator {ms('all-generator')} "
         f"disk B/singer-s: redis {disk.get('redis', 0):.0f} "
+        f"state redis {disk.get('stateredis', 0):.0f} "
         f"recorder {disk.get('recorder', 0):.0f} "
         f"= {cpu.get('total', {}).get('cores', 0):.2f} cores "
         f"(+{cpu.get('other', {}).get('cores', 0):.2f} other, "
@@ -494,8 +532,9 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
 def table(results: Sequence[dict[str, Any]]) -> str:
     header = (
         "stack", "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
-        "mixer", "recorder", "redis", "generator", "total cores", "other", "slowdown",
-        "redis disk B/singer-s", "AOF growth", "recorder disk",
+        "mixer", "recorder", "redis", "keeper", "state redis", "generator", "total cores",
+        "other", "slowdown", "redis disk B/singer-s", "state redis disk", "AOF growth",
+        "recorder disk",
     )  # fmt: skip
     rows = [list(header)]
     for scenario in results:
@@ -521,12 +560,15 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                     ms("all-mixer"),
                     ms("all-recorder"),
                     ms("all-redis"),
+                    ms("all-keeper"),
+                    ms("all-stateredis"),
                     ms("all-generator"),
                     f"{cpu.get('total', {}).get('cores', 0):.2f}",
                     f"{cpu.get('other', {}).get('cores', 0):.2f}"
                     + (" (disturbed)" if step.get("disturbed") else ""),
                     f"x{step.get('cpu_slowdown', 0):.2f}",
                     f"{disk.get('redis', 0):.0f}",
+                    f"{disk.get('stateredis', 0):.0f}",
                     f"{disk.get('aof', 0):.0f}",
                     f"{disk.get('recorder', 0):.0f}",
                 ]
@@ -564,8 +606,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--stack", default="deployment",
-        help="comma-separated: deployment (AOF, a recorder, checkpoints: what compose runs), "
-        "bare (Redis in memory, no recorder); default %(default)s",
+        help="comma-separated: deployment (a keeper and its state Redis with an AOF, a "
+        "recorder: what compose runs), aof (one Redis with its AOF, a recorder), bare (Redis "
+        "in memory, no recorder); default %(default)s",
     )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="py-spy the servers at every step")
     p.add_argument(
@@ -616,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stack = Stack(
                 args.gateways,
                 log_dir,
-                deployment=stack_name == "deployment",
+                kind=stack_name,
                 nice=args.nice,
                 realtime=args.realtime,
                 event_loop=args.event_loop,
