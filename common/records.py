@@ -504,10 +504,13 @@ class Occupancy(msgspec.Struct, frozen=True, kw_only=True):
 
 class CheckpointPart(msgspec.Struct, frozen=True, array_like=True):
     """One span of a room's ring in a checkpoint: positions ``[start, start + n)`` as
-    little-endian float16 audio (``n`` samples) and zlib-compressed uint16 voice counts."""
+    little-endian float16 audio (``n`` samples) and the voice counts as runs: ``runs``
+    the offsets (little-endian uint32) where each run after the first starts, ``counts``
+    each run's count (little-endian uint16, one more than ``runs`` holds offsets)."""
 
     start: int
     audio: bytes
+    runs: bytes
     counts: bytes
 
 

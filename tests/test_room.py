@@ -1140,3 +1140,18 @@ def test_rounds_changed_between_songs_do_not_reach_the_tail_of_the_song_before()
     echo = [out[p] for p in range(sung + S, sung + S + CHUNK - FRAME, FRAME) if p in out]
     assert echo and min(echo) > 0.1  # the repeat of song 1 sounds
     assert all(v == 0.0 for p, v in out.items() if p >= end)  # nothing sung in song 2
+
+
+def test_a_checkpoint_keeps_voice_counts_as_runs_and_refuses_runs_that_do_not_fit() -> None:
+    from mixer.room import _counts, _runs  # noqa: PLC0415  (the encoding's own helpers)
+
+    counts = np.repeat(np.array([0, 2, 3, 3, 1, 0], dtype=np.uint16), [5, 4800, 7, 1, 960, 3])
+    runs, values = _runs(counts)
+    np.testing.assert_array_equal(_counts(runs, values, counts.shape[0]), counts)
+    assert len(runs) == 4 * 4 and len(values) == 2 * 5  # 5 runs (3, 3 are one)
+    flat = np.full(10, 4, dtype=np.uint16)
+    np.testing.assert_array_equal(_counts(*_runs(flat), 10), flat)
+    with pytest.raises(ValueError):
+        _counts(runs, values, 100)  # runs past the span's end
+    with pytest.raises(ValueError):
+        _counts(runs, values[:-2], counts.shape[0])  # a count missing
