@@ -373,7 +373,7 @@ class Ramp:
         out = RESULTS_DIR / "profiles"
         out.mkdir(parents=True, exist_ok=True)
         for name, pid in self.stack.pids().items():
-            if name == "redis":
+            if name in {"redis", "stateredis"}:
                 continue
             stack = self.stack.kind
             path = out / f"{stack}-{self.scenario.name}-step{index + 1}-{name}.txt"
