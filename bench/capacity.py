@@ -14,6 +14,24 @@ goes on).  Two scenarios: one room
 spread over the gateways, and several rooms of 50 with each room on one
 gateway.
 
+Three stacks (``--stack``, comma-separated):
+
+- **deployment** (the default): what compose.yaml runs. The audio Redis
+  keeps no file; a ``brigade keeper`` copies the rooms' durable keys to a
+  state Redis that keeps its append-only file (AOF, fsync every second) in
+  a fresh directory; a ``brigade recorder`` records every room's songs; the
+  mixer writes its failover checkpoints (on by default).
+- **aof**: the deployment before the keeper: the one Redis keeps its AOF
+  (what ``brigade up --redis-dir`` did), a recorder, checkpoints; no keeper.
+- **bare**: the stack the first measurements used: Redis in memory only, no
+  recorder (checkpoints on, as the mixer's default).
+
+``--stack deployment,bare`` runs both, one after the other, each scenario on
+a fresh stack, and prints them side by side.  Besides CPU, every step
+records the bytes the Redis servers and the recorder wrote to disk
+(``write_bytes`` of ``/proc/PID/io``, and the growth of the AOF directory)
+per singer-second.
+
 Run as root, it puts the mixer and Redis in the real-time scheduling class
 (``--realtime 10``; ``--realtime 0`` for the normal scheduler): the mixer's
 tick has a 100 ms deadline, and with the gateways and the generator sharing
@@ -36,6 +54,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +67,10 @@ from common.aio import EVENT_LOOPS
 from loadgen.cli import prepare
 from loadgen.run import LoadConfig, LoadRun, WindowResult
 from tests.support import Process, RedisServer, free_port, wait_for
+
+STACKS: Final = ("deployment", "aof", "bare")
+"""``deployment``: a keeper and a state Redis with its AOF, a recorder (compose.yaml);
+``aof``: the one Redis with its AOF and a recorder; ``bare``: Redis only in memory."""
 
 MAX_BAD_FRACTION: Final = 0.001
 """A step fails with more than 0.1 % of its frames late or missing."""
@@ -97,6 +120,31 @@ def wait_for_quiet(limit_s: float, busy_cores: float = 0.2) -> float:
         print(f"waiting for a quiet machine: {busy:.2f} cores busy", flush=True)
 
 
+def io_write_bytes(pid: int) -> int:
+    """Bytes a process caused to be written to storage (``write_bytes`` of /proc/PID/io)."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def dir_bytes(path: Path | None) -> int:
+    """Total size of the files under ``path`` (0: none or no path)."""
+    if path is None or not path.exists():
+        return 0
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
 def machine() -> dict[str, Any]:
     model = ""
     with open("/proc/cpuinfo", encoding="utf-8") as info:
@@ -114,10 +162,13 @@ def machine() -> dict[str, Any]:
 
 @dataclass
 class Stack:
-    """redis-server, one mixer and the gateways, as child processes."""
+    """redis-server, one mixer and the gateways, as child processes; for ``kind``
+    ``deployment`` also a keeper with its state Redis (AOF) and a recorder, for
+    ``aof`` Redis with its AOF and a recorder (:data:`STACKS`)."""
 
     gateways: int
     log_dir: Path
+    kind: str = "bare"
     nice: int = 0
     """Nice value for the mixer and Redis (0: as started; negative: favoured)."""
     realtime: int = 0
@@ -128,9 +179,24 @@ class Stack:
     mixer: Process = field(init=False)
     gateway_procs: list[Process] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    recorder: Process | None = None
+    keeper: Process | None = None
+    state_redis: RedisServer | None = None
+    data_dir: Path | None = None
+    """The AOF's directory and the recordings, removed on stop."""
+
+    @property
+    def deployment(self) -> bool:
+        return self.kind != "bare"
 
     def start(self) -> None:
-        self.redis = RedisServer()
+        if self.deployment:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="capacity-", dir=self.log_dir))
+        if self.kind == "aof":
+            assert self.data_dir is not None
+            self.redis = RedisServer(persist_dir=str(self.data_dir / "redis"))
+        else:
+            self.redis = RedisServer()
         self.redis.start()
         env = {
             "REDIS_URL": self.redis.url,
@@ -139,7 +205,34 @@ class Stack:
             # One load generator creates every room from one address.
             "BB_ROOMS_PER_MIN": "100000",
         }
+        if self.kind == "deployment":
+            assert self.data_dir is not None
+            self.state_redis = RedisServer(persist_dir=str(self.data_dir / "redis"))
+            self.state_redis.start()
+            self.keeper = Process(
+                ["keeper"],
+                {**env, "BB_KEEPER_ID": "keeper-cap", "BB_STATE_REDIS_URL": self.state_redis.url},
+                self.log_dir,
+                "keeper",
+            )
+            client = self.redis.client()
+            try:
+                # The rooms are back before anyone can create one (compose: depends_on).
+                wait_for(lambda: client.exists("bb:keeper:keeper-cap"), 15, "keeper heartbeat")
+            finally:
+                client.close()
         self.mixer = Process(["mixer"], {**env, "BB_MIXER_ID": "mixer-cap"}, self.log_dir, "mixer")
+        if self.data_dir is not None:
+            self.recorder = Process(
+                ["recorder"],
+                {
+                    **env,
+                    "BB_RECORDER_ID": "recorder-cap",
+                    "BB_RECORDINGS_DIR": str(self.data_dir / "recordings"),
+                },
+                self.log_dir,
+                "recorder",
+            )
         for i in range(self.gateways):
             port = free_port()
             self.gateway_procs.append(
@@ -174,6 +267,10 @@ class Stack:
                     15,
                     f"gateway {i}'s heartbeat",
                 )
+            if self.recorder is not None:
+                wait_for(
+                    lambda: client.exists("bb:recorder:recorder-cap"), 15, "recorder heartbeat"
+                )
         finally:
             client.close()
 
@@ -182,13 +279,30 @@ class Stack:
         pids = {"redis": self.redis.proc.pid, "mixer": self.mixer.proc.pid}
         for i, proc in enumerate(self.gateway_procs):
             pids[f"gateway-{i}"] = proc.proc.pid
+        if self.recorder is not None:
+            pids["recorder"] = self.recorder.proc.pid
+        if self.keeper is not None:
+            pids["keeper"] = self.keeper.proc.pid
+        if self.state_redis is not None and self.state_redis.proc is not None:
+            pids["stateredis"] = self.state_redis.proc.pid
         return pids
+
+    def aof_dir(self) -> Path | None:
+        return self.data_dir / "redis" if self.data_dir is not None else None
 
     def stop(self) -> None:
         for proc in reversed(self.gateway_procs):
             proc.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
         self.mixer.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.redis.stop()
+        if self.state_redis is not None:
+            self.state_redis.stop()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @dataclass
@@ -246,6 +360,10 @@ class Ramp:
         self.cpu[(index, edge)]["machine"] = machine_busy_seconds()
         self.cpu[(index, edge)]["probe_ms"] = speed_probe_ms()
         self.cpu[(index, edge)]["time"] = time.monotonic()
+        for name, pid in self.stack.pids().items():
+            if name in {"redis", "stateredis", "recorder"}:
+                self.cpu[(index, edge)][f"disk:{name}"] = io_write_bytes(pid)
+        self.cpu[(index, edge)]["disk:aof"] = dir_bytes(self.stack.aof_dir())
         if edge == "start" and self.args.profile:
             self._profile(index)
 
@@ -255,13 +373,14 @@ class Ramp:
         out = RESULTS_DIR / "profiles"
         out.mkdir(parents=True, exist_ok=True)
         for name, pid in self.stack.pids().items():
-            if name == "redis":
+            if name in {"redis", "stateredis"}:
                 continue
-            path = out / f"{self.scenario.name}-step{index + 1}-{name}.txt"
+            stack = self.stack.kind
+            path = out / f"{stack}-{self.scenario.name}-step{index + 1}-{name}.txt"
             self.profiles.append(
                 subprocess.Popen(
                     [spy, "record", "-p", str(pid), "-d", str(int(self.args.measure_s) - 2),
-                     "-r", "100", "-f", "raw", "-o", str(path), "--nonblocking"],
+                     "-r", "250", "-f", "raw", "-o", str(path), "--nonblocking"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -340,8 +459,14 @@ def judge(
     cpu: dict[str, dict[str, float]] = {}
     if start is not None and end is not None:
         seconds = end["time"] - start["time"]
+        disk: dict[str, float] = {}
         for name in start:
-            if name in {"time", "machine", "probe_ms"} or name not in end:
+            if name.startswith("disk:") and name in end:
+                disk[name[5:]] = (end[name] - start[name]) / seconds / max(1, window.singers)
+        for name in start:
+            if name in {"time", "machine", "probe_ms"} or name.startswith("disk:"):
+                continue
+            if name not in end:
                 continue
             used = end[name] - start[name]
             cpu[name] = {
@@ -364,6 +489,8 @@ def judge(
         # Anything else that ran meanwhile (other people's tests on a shared machine).
         other = (end["machine"] - start["machine"]) / seconds - sum(groups.values())
         cpu["other"] = {"cores": max(0.0, other), "ms_per_singer_second": 0.0}
+    else:
+        disk = {}
     other = cpu.get("other", {}).get("cores", 0.0)
     return {
         "singers": window.singers,
@@ -372,6 +499,7 @@ def judge(
         "disturbed": other > DISTURBED_CORES,
         "window": window.to_json(),
         "cpu": cpu,
+        "disk_bytes_per_singer_second": disk,
     }
 
 
@@ -385,11 +513,16 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
     if step.get("inconclusive"):
         verdict = "inconclusive (disturbed): " + "; ".join(step["reasons"])
     w = step["window"]
+    disk = step.get("disk_bytes_per_singer_second", {})
     return (
         f"{scenario:>10} {step['singers']:>5} singers  bad {100 * w['bad_fraction']:.3f} %  "
         f"overruns {w['server'].get('tick_overruns', '-') if w['server'] else '-'}  "
         f"ms/singer-s: gateways {ms('all-gateway')} mixer {ms('all-mixer')} "
-        f"redis {ms('all-redis')} generator {ms('all-generator')} "
+        f"recorder {ms('all-recorder')} redis {ms('all-redis')} keeper {ms('all-keeper')} "
+        f"state redis {ms('all-stateredis')} generator {ms('all-generator')} "
+        f"disk B/singer-s: redis {disk.get('redis', 0):.0f} "
+        f"state redis {disk.get('stateredis', 0):.0f} "
+        f"recorder {disk.get('recorder', 0):.0f} "
         f"= {cpu.get('total', {}).get('cores', 0):.2f} cores "
         f"(+{cpu.get('other', {}).get('cores', 0):.2f} other, "
         f"CPU x{step.get('cpu_slowdown', 0):.2f} slower than idle)  {verdict}"
@@ -398,12 +531,15 @@ def format_step(scenario: str, step: dict[str, Any]) -> str:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     header = (
-        "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
-        "mixer", "redis", "generator", "total cores", "other", "slowdown",
+        "stack", "scenario", "singers", "result", "late %", "missing %", "overruns", "gateways",
+        "mixer", "recorder", "redis", "keeper", "state redis", "generator", "total cores",
+        "other", "slowdown", "redis disk B/singer-s", "state redis disk", "AOF growth",
+        "recorder disk",
     )  # fmt: skip
     rows = [list(header)]
     for scenario in results:
         for step in scenario["steps"]:
+            disk = step.get("disk_bytes_per_singer_second", {})
             frames = step["window"]["frames"]
             expected = max(1, step["window"]["expected_frames"])
             cpu = step["cpu"]
@@ -413,6 +549,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
             rows.append(
                 [
+                    scenario.get("stack", "-"),
                     scenario["scenario"],
                     str(step["singers"]),
                     "pass" if step["passed"] else "n/a" if step.get("inconclusive") else "FAIL",
@@ -421,12 +558,19 @@ def table(results: Sequence[dict[str, Any]]) -> str:
                     str((step["window"]["server"] or {}).get("tick_overruns", "-")),
                     ms("all-gateway"),
                     ms("all-mixer"),
+                    ms("all-recorder"),
                     ms("all-redis"),
+                    ms("all-keeper"),
+                    ms("all-stateredis"),
                     ms("all-generator"),
                     f"{cpu.get('total', {}).get('cores', 0):.2f}",
                     f"{cpu.get('other', {}).get('cores', 0):.2f}"
                     + (" (disturbed)" if step.get("disturbed") else ""),
                     f"x{step.get('cpu_slowdown', 0):.2f}",
+                    f"{disk.get('redis', 0):.0f}",
+                    f"{disk.get('stateredis', 0):.0f}",
+                    f"{disk.get('aof', 0):.0f}",
+                    f"{disk.get('recorder', 0):.0f}",
                 ]
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -435,7 +579,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return (
         "\n".join(lines) + "\n(CPU in ms per singer-second; late/missing in % of expected frames; "
         "other: cores used by processes outside the benchmark; slowdown: a fixed loop's CPU "
-        "time at the step's edges over its idle time)"
+        "time at the step's edges over its idle time; disk in bytes per singer-second: "
+        "write_bytes of /proc/PID/io, and the AOF directory's growth, which a rewrite can make "
+        "negative)"
     )
 
 
@@ -457,6 +603,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--scenarios", default="one-room,rooms",
         help="comma-separated: one-room, rooms (default both)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stack", default="deployment",
+        help="comma-separated: deployment (a keeper and its state Redis with an AOF, a "
+        "recorder: what compose runs), aof (one Redis with its AOF, a recorder), bare (Redis "
+        "in memory, no recorder); default %(default)s",
     )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="py-spy the servers at every step")
     p.add_argument(
@@ -488,6 +640,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rooms": Scenario(f"rooms-of-{args.room_size}", args.room_size, "room"),
     }
     chosen = [scenarios[name.strip()] for name in args.scenarios.split(",") if name.strip()]
+    stacks = [name.strip() for name in args.stack.split(",") if name.strip()]
+    for name in stacks:
+        if name not in STACKS:
+            raise SystemExit(f"unknown stack {name!r}: choose from {', '.join(STACKS)}")
     log_dir = RESULTS_DIR / "capacity-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -495,23 +651,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     baseline = sorted(speed_probe_ms() for _ in range(7))[3]
     results: list[dict[str, Any]] = []
     for scenario in chosen:
-        busy = wait_for_quiet(args.quiet_wait_s)
-        if busy >= 0.2:
-            print(f"warning: starting with {busy:.2f} cores used by other processes", flush=True)
-        stack = Stack(
-            args.gateways,
-            log_dir,
-            nice=args.nice,
-            realtime=args.realtime,
-            event_loop=args.event_loop,
-        )
-        stack.start()
-        try:
-            results.append(asyncio.run(Ramp(stack, scenario, args, baseline).go()))
-        finally:
-            stack.stop()
+        for stack_name in stacks:
+            busy = wait_for_quiet(args.quiet_wait_s)
+            if busy >= 0.2:
+                print(f"warning: starting with {busy:.2f} cores used by others", flush=True)
+            print(f"--- {stack_name} stack, {scenario.name}", flush=True)
+            stack = Stack(
+                args.gateways,
+                log_dir,
+                kind=stack_name,
+                nice=args.nice,
+                realtime=args.realtime,
+                event_loop=args.event_loop,
+            )
+            stack.start()
+            try:
+                result = asyncio.run(Ramp(stack, scenario, args, baseline).go())
+            finally:
+                stack.stop()
+            results.append({"stack": stack_name, **result})
+    by_stack = {
+        name: min(r["max_singers"] for r in results if r["stack"] == name) for name in stacks
+    }
     summary: dict[str, Any] = {
-        "max_singers": min(r["max_singers"] for r in results),
+        "max_singers": by_stack[stacks[0]],
+        "max_singers_by_stack": by_stack,
         "scenarios": results,
         "fail_rule": {
             "max_late_or_missing_fraction": MAX_BAD_FRACTION,
@@ -530,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "settle_s": args.settle_s,
             "connect_rate": args.connect_rate,
             "steps": args.steps,
+            "stacks": stacks,
         },
         "machine": {**machine(), "idle_speed_probe_ms": baseline},
         "runtime_s": round(time.time() - started, 1),
@@ -537,8 +702,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print()
     print(table(results))
     for r in results:
-        print(f"{r['scenario']}: max_singers = {r['max_singers']}")
-    print(f"max_singers = {summary['max_singers']} (runtime {summary['runtime_s']:.0f} s)")
+        print(f"{r['stack']} {r['scenario']}: max_singers = {r['max_singers']}")
+    print(
+        f"max_singers = {summary['max_singers']} ({stacks[0]} stack; "
+        + ", ".join(f"{k} {v}" for k, v in by_stack.items())
+        + f"; runtime {summary['runtime_s']:.0f} s)"
+    )
     path = write_results(args.name, summary)
     print(f"results written to {path}")
     return summary

@@ -64,7 +64,8 @@ class Chat(_Event, tag="chat", frozen=True):
 
 
 class Levels(_Event, tag="levels", frozen=True):
-    """Each singing member's level in dBFS, about once a second during a song."""
+    """The loudest singing members' levels in dBFS (at most 12: a singer not named is
+    quieter than those named), about once a second during a song."""
 
     clock: int
     levels: dict[str, float]

@@ -43,6 +43,7 @@ __all__ = [
     "MIN_GAIN_DB",
     "SILENCE_DB",
     "Checkpoint",
+    "CheckpointPart",
     "Cue",
     "EndReason",
     "GatewayStatus",
@@ -503,23 +504,41 @@ class Occupancy(msgspec.Struct, frozen=True, kw_only=True):
     mixer: str = ""
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """``bb:{R}:ckpt``: what a new owner needs to carry on a room's audio after a failover.
+class CheckpointPart(msgspec.Struct, frozen=True, array_like=True):
+    """One span of a room's ring in a checkpoint: positions ``[start, start + n)`` as
+    little-endian float16 audio (``n`` samples) and the voice counts as runs: ``runs``
+    the offsets (little-endian uint32) where each run after the first starts, ``counts``
+    each run's count (little-endian uint16, one more than ``runs`` holds offsets)."""
 
-    The ring's positions ``[start, clock)`` (what some tap has still to emit,
-    repeats included) as float16 audio and zlib-compressed uint16 voice
-    counts, little-endian; each tap's next position (``delay``, ``mix``,
-    ``position``); each singer's end of the last applied write; and the id of
+    start: int
+    audio: bytes
+    runs: bytes
+    counts: bytes
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """An entry of ``bb:{R}:ckpt``: what a new owner needs to carry on a room's audio
+    after a failover.
+
+    The key is a list: a **full** entry holds the ring's positions ``[start,
+    clock)`` (what some tap has still to emit, repeats included); each later
+    entry only the spans mixed since the entry before (``parts``). Applied in
+    order, each span overwriting what an older entry said of the same
+    positions, they give the ring as it was at the last entry's ``clock``.
+    Each entry also carries each tap's next position (``delay``, ``mix``,
+    ``position``), each singer's end of the last applied write, and the id of
     the last ``bb:{R}:in`` entry whose chunk is in it, so the new owner
-    replays exactly the chunks that came after.
+    replays exactly the chunks that came after: the last entry's are the ones
+    that count.
     """
 
     clock: int
     start: int
-    audio: bytes
-    counts: bytes
+    parts: list[CheckpointPart]
     taps: list[tuple[int, Mix, int]]
     written: dict[str, int]
+    full: bool = True
+    """The entry holds every position from ``start`` on (the first of an owner or a song)."""
     in_cursor: str = "0-0"
 
 

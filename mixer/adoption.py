@@ -44,7 +44,7 @@ async def adopt(
     """
     state, ctl_cursor, meta = await store.load_room(redis, room, settings)
     raw_links: Any = await redis.hgetall(keys.room_links(room))
-    raw_checkpoint = await redis.get(keys.room_checkpoint(room))
+    raw_checkpoint = await store.read_checkpoint(redis, room)
     now = now_samples()
     owned = OwnedRoom(
         host=RoomHost(
@@ -63,16 +63,16 @@ async def adopt(
         ctl_cursor=ctl_cursor,
     )
     restored = False
-    if raw_checkpoint is not None:
+    if raw_checkpoint:
         try:
-            checkpoint = records.decode(raw_checkpoint, Checkpoint)
-            if owned.host.restore(checkpoint, now):
-                owned.in_cursor = checkpoint.in_cursor.encode()
+            entries = [records.decode(raw, Checkpoint) for raw in raw_checkpoint]
+            if owned.host.restore(entries, now):
+                owned.in_cursor = entries[-1].in_cursor.encode()
                 restored = True
                 log.info(
                     "room %s: ring restored from a checkpoint %.1f s old",
                     room,
-                    (now - checkpoint.clock) / SAMPLE_RATE,
+                    (now - entries[-1].clock) / SAMPLE_RATE,
                 )
         except ValidationError as exc:
             log.warning("room %s: unreadable checkpoint (%s); starting silent", room, exc)

@@ -13,10 +13,11 @@ class (common/commands.py), naming the :class:`RoomState` method it calls.
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -67,10 +68,10 @@ from common.records import (
     Rounds,
 )
 from common.wire import decode_chunk
-from mixer.room import ApplyStatus, CommandError, RoomMixer, RoomState, TapOutput
+from mixer.room import ApplyStatus, CommandError, Member, RoomMixer, RoomState, TapOutput
 from mixer.view import public_state
 
-__all__ = ["HANDLERS", "HostCounters", "HostTiming", "Publish", "RoomHost"]
+__all__ = ["HANDLERS", "LEVELS_MAX", "HostCounters", "HostTiming", "Publish", "RoomHost", "loudest"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ class Publish:
 
     taps: list[TapOutput] = field(default_factory=list)
     events: list[Reply | State | Levels] = field(default_factory=list)
+    refresh_taps: bool = False
+    """Renew the time-to-live of every tap stream written (besides new taps')."""
     persist: bool = False
     """Write the members and song records (and the control cursor)."""
     persist_material: bool = False
@@ -146,10 +149,14 @@ class Publish:
     """Singer -> the encoded :class:`Link` of connections that joined in this step."""
     occupancy: Occupancy | None = None
     checkpoint: Checkpoint | None = None
-    """About once a second while there is song audio: the failover checkpoint."""
+    """About once a second while there is song audio: the failover checkpoint's next entry
+    (full, or the spans mixed since the last one)."""
     stats: dict[str, int] | None = None
     """Set on publish steps: occupancy, the room's counters; trim the consumed input."""
 
+
+LEVELS_MAX: Final = 12
+"""A ``levels`` event names at most this many singers, the loudest (docs/protocol.md)."""
 
 _REJECTED: Final = frozenset(
     {
@@ -172,6 +179,8 @@ class HostTiming:
     grace: int = 30 * SAMPLE_RATE
     checkpoint: int = SAMPLE_RATE
     """0: no checkpoints."""
+    tap_ttl: int = SAMPLE_RATE
+    """How often the taps' streams get their time-to-live renewed (a third of it at most)."""
 
 
 class RoomHost:
@@ -205,6 +214,7 @@ class RoomHost:
         self._published_at: int | None = None
         self._levels_at: int | None = None
         self._checkpoint_at: int | None = None
+        self._tap_ttl_at: int | None = None
         self._unused_since: int | None = now
 
     @property
@@ -231,6 +241,9 @@ class RoomHost:
         if state.discarded:
             out.discard, state.discarded = state.discarded, []
         out.taps = self.mixer.tick(now)
+        if self._tap_ttl_at is None or now - self._tap_ttl_at >= self.timing.tap_ttl:
+            self._tap_ttl_at = now
+            out.refresh_taps = True
         in_use = bool(self.state.subscriptions) or any(
             m.connected for m in self.state.members.values()
         )
@@ -252,9 +265,9 @@ class RoomHost:
             self._checkpoint_at = now if out.checkpoint is not None else None
         return out
 
-    def restore(self, checkpoint: Checkpoint, now: int) -> bool:
-        """Carry on from the previous owner's checkpoint (see :meth:`RoomMixer.restore`)."""
-        return self.mixer.restore(checkpoint, now)
+    def restore(self, checkpoints: Sequence[Checkpoint], now: int) -> bool:
+        """Carry on from the previous owner's checkpoint entries (:meth:`RoomMixer.restore`)."""
+        return self.mixer.restore(checkpoints, now)
 
     def command(self, data: bytes | None, now: int, out: Publish | None = None) -> Reply | None:
         """Decode and apply one control entry; its reply (None: the entry was unreadable)."""
@@ -393,23 +406,22 @@ class RoomHost:
             mixer=self.mixer_id,
         )
         out.stats = self.mixer.counters.to_dict()
-        # Every singer's level goes to every browser in the room, O(members^2) bytes per
-        # event: so levels go out less often than occupancy and stats.
+        # The event goes to every browser in the room: it names only the loudest few
+        # singers, so its bytes do not grow with the room (members^2 in all otherwise).
         state = self.state
         if state.song.running and (
             self._levels_at is None or now - self._levels_at >= self.timing.levels
         ):
             self._levels_at = now
-            out.events.append(
-                Levels(
-                    clock=now,
-                    levels={
-                        m.singer_id: round(m.level_db, 1)
-                        for m in state.members.values()
-                        if m.connected and m.role is Role.SINGER
-                    },
-                )
-            )
+            out.events.append(Levels(clock=now, levels=loudest(state.members.values())))
+
+
+def loudest(members: Iterable[Member], limit: int = LEVELS_MAX) -> dict[str, float]:
+    """The levels (dBFS, 0.1 dB) of the ``limit`` loudest connected singers (ties by id)."""
+    singing = [m for m in members if m.connected and m.role is Role.SINGER]
+    if len(singing) > limit:
+        singing = heapq.nsmallest(limit, singing, key=lambda m: (-m.level_db, m.singer_id))
+    return {m.singer_id: round(m.level_db, 1) for m in singing}
 
 
 def _refused(reply: Reply, code: Code, message: str) -> Reply:

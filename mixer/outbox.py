@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
-from common import keys, records
+from common import keys
 from common.records import Checkpoint
 from common.settings import MixerSettings
 from mixer import store
@@ -59,11 +59,14 @@ def queue_rewrite(pipe: Any, owned: OwnedRoom) -> None:
     pipe.sadd(keys.ACTIVE_ROOMS, owned.name)  # we hold it: it is in use
     store.queue_persist(pipe, owned.name, owned.state, owned.ctl_cursor, set())
     owned.host.resync()
+    owned.host.mixer.checkpoint_lost()  # the checkpoint list went with the rest
 
 
 def queue_checkpoint(pipe: Any, owned: OwnedRoom, checkpoint: Checkpoint) -> None:
-    """Write the failover checkpoint, stamped with the input cursor it covers."""
+    """Append the failover checkpoint's next entry, stamped with the input cursor it covers."""
     # Everything up to the input cursor is in it: a new owner replays what came after.
     stamped = msgspec.structs.replace(checkpoint, in_cursor=owned.in_cursor.decode())
     owned.checkpoint_cursor = owned.in_cursor
-    pipe.set(keys.room_checkpoint(owned.name), records.encode(stamped), px=CHECKPOINT_TTL_MS)
+    store.queue_checkpoint(
+        pipe, owned.name, stamped, owned.host.timing.checkpoint, CHECKPOINT_TTL_MS
+    )

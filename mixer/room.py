@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from common.constants import OCC_FRAME_SAMPLES, OPUS_FRAME_SAMPLES, seconds_to_samples
 from common.errors import ValidationError
-from common.records import Checkpoint
+from common.records import Checkpoint, CheckpointPart
 from mixer.ring import OccupancySnapshot, Ring, WriteStatus
 from mixer.roomstate import (
     SILENCE_DB,
@@ -64,6 +64,9 @@ MAX_FRAMES_PER_TICK: Final = 50
 _FRAME: Final = OPUS_FRAME_SAMPLES
 PLAYABLE_MARGIN: Final = seconds_to_samples(0.2)
 """After a takeover, a tap resumes no closer than this to its frames' play time."""
+
+_MAX_DIRTY_SPANS: Final = 20_000
+"""Spans remembered for the next checkpoint; past this the next one is full."""
 
 _RING_KEEP: Final = seconds_to_samples(2.0)
 """How long past the last tap's end of the song the ring is kept (late chunks)."""
@@ -187,6 +190,10 @@ class RoomMixer:
         # Per singer, the end of the last applied write: each position is mixed at most
         # once per singer, so a duplicated or replayed chunk cannot double a voice.
         self._written: dict[str, int] = {}
+        # The ring spans written since the last checkpoint (the next one holds only them),
+        # and whether the next one must hold everything (a new ring, a restore, a lost write).
+        self._dirty: list[tuple[int, int]] = []
+        self._full_checkpoint = True
 
     @property
     def config(self) -> RoomConfig:
@@ -240,6 +247,11 @@ class RoomMixer:
             written = ring.write(lo, part, gain)
             if written is not WriteStatus.OK:
                 return self._drop(_WRITE_STATUS[written], member)
+            if not self._full_checkpoint:  # (a full one takes everything anyway)
+                dirty = self._dirty
+                dirty.append((lo, hi))
+                if len(dirty) > _MAX_DIRTY_SPANS:  # checkpoints off, or not taken for long
+                    self.checkpoint_lost()
             if member.soloed and self.solo_ring is not None:
                 self.solo_ring.write(lo, part, gain)
         elif lo < ring.cleared - ring.length or hi > ring.cleared:
@@ -309,8 +321,14 @@ class RoomMixer:
         return outputs
 
     def checkpoint(self) -> Checkpoint | None:
-        """What a new owner needs to go on: the ring from the oldest position a tap still
-        has to emit (its repeats included), the taps' frontiers and the overlap guard.
+        """What a new owner needs to go on, as one entry of the checkpoint list.
+
+        The first entry of a ring (and the first after :meth:`restore` or
+        :meth:`checkpoint_lost`) is **full**: the ring from the oldest position
+        a tap still has to emit (its repeats included). Every later one holds
+        only the spans mixed since the entry before, so its size follows what
+        the singers sang, not the ring's span. Every entry has the taps'
+        frontiers and the overlap guard.
 
         None while there is no ring (no song audio to lose).
         """
@@ -321,45 +339,75 @@ class RoomMixer:
         pending = min(self._frontiers.values(), default=clock)
         start = max(pending - self.state.song.longest_repeats(), clock - ring.length)
         start = min(start, clock)
-        audio, counts = ring.read_raw(start, clock - start)
+        full = self._full_checkpoint
+        spans = [(start, clock)] if full else _merge_spans(self._dirty, start, clock)
+        self._dirty = []
+        self._full_checkpoint = False
+        parts = []
+        for lo, hi in spans:
+            audio, counts = ring.read_raw(lo, hi - lo)
+            runs, values = _runs(counts)
+            parts.append(
+                CheckpointPart(
+                    start=lo, audio=audio.astype("<f2").tobytes(), runs=runs, counts=values
+                )
+            )
         return Checkpoint(
             clock=clock,
             start=start,
-            audio=audio.astype("<f2").tobytes(),
-            counts=zlib.compress(counts.astype("<u2").tobytes(), 1),
+            parts=parts,
             taps=[(tap.delay, tap.mix, position) for tap, position in self._frontiers.items()],
             written=dict(self._written),
+            full=full,
         )
 
-    def restore(self, checkpoint: Checkpoint, now: int) -> bool:
-        """Carry on from an old owner's checkpoint; False when there was nothing to restore.
+    def checkpoint_lost(self) -> None:
+        """The last checkpoint may not have been stored: make the next one full."""
+        self._full_checkpoint = True
+        self._dirty = []
+
+    def restore(self, checkpoints: Sequence[Checkpoint], now: int) -> bool:
+        """Carry on from an old owner's checkpoint entries (oldest first); False when there
+        was nothing to restore.
 
         The ring gets the saved audio back (what is still inside its window
-        now); each saved tap resumes at its old frontier, or at the first frame
-        still playable (``PLAYABLE_MARGIN`` before its play time) when the
+        now, from the last full entry on, each span overwriting older ones);
+        each tap of the last entry resumes at its old frontier, or at the first
+        frame still playable (``PLAYABLE_MARGIN`` before its play time) when the
         takeover took longer than its lead.
         """
-        if not self._song_audible(now):
+        if not checkpoints or not self._song_audible(now):
             return False
-        n = checkpoint.clock - checkpoint.start
-        try:
-            audio = np.frombuffer(checkpoint.audio, dtype="<f2").astype(np.float32)
-            counts = np.frombuffer(zlib.decompress(checkpoint.counts), dtype="<u2").astype(
-                np.uint16
-            )
-        except zlib.error as exc:
-            raise ValidationError(f"checkpoint counts are not zlib data: {exc}") from None
-        if audio.shape != (n,) or counts.shape != (n,) or not np.isfinite(audio).all():
-            raise ValidationError(f"checkpoint holds {audio.shape} / {counts.shape}, not {n}")
+        first = max((i for i, c in enumerate(checkpoints) if c.full), default=0)
+        entries = checkpoints[first:]
+        last = entries[-1]
+        spans = []
+        for entry in entries:
+            for part in entry.parts:
+                try:
+                    audio = np.frombuffer(part.audio, dtype="<f2").astype(np.float32)
+                    counts = _counts(part.runs, part.counts, audio.shape[0])
+                except ValueError as exc:
+                    raise ValidationError(f"unreadable checkpoint span: {exc}") from None
+                if counts.shape != audio.shape or not np.isfinite(audio).all():
+                    raise ValidationError(
+                        f"checkpoint span holds {audio.shape} / {counts.shape} samples"
+                    )
+                spans.append((part.start, audio, counts))
         ring = self.ring = Ring(self.config.ring_samples, now)
-        skip = max(0, ring.cleared - ring.length - checkpoint.start)
-        end = min(n, ring.cleared - checkpoint.start)
-        if skip < end:
-            ring.restore(checkpoint.start + skip, audio[skip:end], counts[skip:end])
-        for delay, mix, position in checkpoint.taps:
+        low = max(ring.cleared - ring.length, last.start)
+        for start, audio, counts in spans:
+            n = audio.shape[0]
+            skip = max(0, low - start)
+            end = min(n, ring.cleared - start)
+            if skip < end:
+                ring.restore(start + skip, audio[skip:end], counts[skip:end])
+        for delay, mix, position in last.taps:
             playable = -(-(now - delay + PLAYABLE_MARGIN) // _FRAME) * _FRAME
             self._frontiers[Tap(delay, mix)] = max(position, playable)
-        self._written = dict(checkpoint.written)
+        self._written = dict(last.written)
+        self._dirty = []
+        self._full_checkpoint = True
         return True
 
     def occupancy(self, now: int) -> OccupancySnapshot:
@@ -395,6 +443,8 @@ class RoomMixer:
             if not self.state.song.running:
                 return None
             ring = self.ring = Ring(self.config.ring_samples, now)
+            self._dirty = []
+            self._full_checkpoint = True
         else:
             ring.clear_to(now)
         if self.state.soloing:
@@ -426,3 +476,40 @@ def _read_rounds(source: Ring, song: Song, start: int, out: npt.NDArray[np.float
             source.read_repeats(lo, part, rounds.offsets())
         else:
             source.read(lo, part)
+
+
+def _merge_spans(spans: list[tuple[int, int]], low: int, high: int) -> list[tuple[int, int]]:
+    """The union of ``spans`` inside ``[low, high)``, as sorted disjoint spans."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        lo, hi = max(a, low), min(b, high)
+        if lo >= hi:
+            continue
+        if merged and lo <= merged[-1][1]:
+            if hi > merged[-1][1]:
+                merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _runs(counts: npt.NDArray[np.uint16]) -> tuple[bytes, bytes]:
+    """Voice counts as runs: where each run after the first starts (little-endian uint32
+    offsets) and each run's count (little-endian uint16). Counts change only at chunk
+    edges, so this is a few bytes a chunk, and a tenth of zlib's time."""
+    starts = np.flatnonzero(counts[1:] != counts[:-1]) + 1
+    values = counts[np.concatenate((np.zeros(1, dtype=starts.dtype), starts))]
+    return starts.astype("<u4").tobytes(), values.astype("<u2").tobytes()
+
+
+def _counts(runs: bytes, values: bytes, n: int) -> npt.NDArray[np.uint16]:
+    """The ``n`` counts :func:`_runs` encoded; ValueError when they do not fit ``n``."""
+    starts = np.frombuffer(runs, dtype="<u4").astype(np.int64)
+    counts = np.frombuffer(values, dtype="<u2").astype(np.uint16)
+    edges = np.concatenate(([0], starts, [n]))
+    lengths = np.diff(edges)
+    if counts.shape[0] != starts.shape[0] + 1 or (n and (lengths <= 0).any()) or n < 0:
+        raise ValueError(f"{starts.shape[0]} runs and {counts.shape[0]} counts for {n} samples")
+    if n == 0:
+        return np.zeros(0, dtype=np.uint16)
+    return np.repeat(counts, lengths)

@@ -200,7 +200,12 @@ class MixerService:
                     (value for _id, value in ctl), (value for _id, value in audio), now
                 )
                 outbox.queue_step(pipe, owned, out, now, bool(ctl), self.settings)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except BaseException:
+                for owned in self.rooms.values():  # the checkpoints' spans may be lost
+                    owned.host.mixer.checkpoint_lost()
+                raise
         return True
 
     # ----------------------------------------------------------- maintenance

@@ -10,12 +10,13 @@ from typing import Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from common import keys, records
 from common.constants import SAMPLE_RATE, seconds_to_samples
 from common.errors import ValidationError
 from common.events import Chat, Levels, Reply, State, encode_event
-from common.records import Material, Member, RoomMeta, Song
+from common.records import Checkpoint, Material, Member, RoomMeta, Song
 from common.settings import MixerSettings
 from common.wire import encode_tap
 from mixer.host import Publish
@@ -162,7 +163,7 @@ def queue_published(
             maxlen=settings.tap_maxlen,
             approximate=True,
         )
-        if tap.fresh or out.stats is not None:
+        if tap.fresh or out.refresh_taps:
             # From its first window on: a tap that lives less than one publish
             # period must still expire.
             pipe.pexpire(key, settings.tap_ttl_ms)
@@ -231,3 +232,32 @@ def queue_event(pipe: Pipeline, room: str, event: Reply | State | Levels | Chat)
         maxlen=keys.EVENTS_MAXLEN,
         approximate=True,
     )
+
+
+def queue_checkpoint(
+    pipe: Pipeline, room: str, checkpoint: Checkpoint, period: int, ttl_ms: int
+) -> None:
+    """Append a checkpoint entry to the room's list (a full one replaces the list).
+
+    The list keeps the entries of the last ``clock - start`` samples, plus two:
+    an entry only holds positions mixed before its clock, so older ones hold
+    nothing a tap still needs (``period``: samples between entries). The list
+    outlives its last entry ``ttl_ms``.
+    """
+    key = keys.room_checkpoint(room)
+    if checkpoint.full:
+        pipe.delete(key)
+    pipe.rpush(key, records.encode(checkpoint))
+    keep = -(-(checkpoint.clock - checkpoint.start) // max(1, period)) + 2
+    pipe.ltrim(key, -keep, -1)
+    pipe.pexpire(key, ttl_ms)
+
+
+async def read_checkpoint(redis: "Redis", room: str) -> list[bytes]:
+    """The room's checkpoint entries, oldest first (none: no checkpoint, or not a list)."""
+    try:
+        raw = await redis.lrange(keys.room_checkpoint(room), 0, -1)
+        return [item.encode() if isinstance(item, str) else bytes(item) for item in raw]
+    except ResponseError as exc:  # WRONGTYPE: a checkpoint of an older mixer
+        log.warning("room %s: unreadable checkpoint (%s); starting silent", room, exc)
+        return []

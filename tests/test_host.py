@@ -14,7 +14,7 @@ from common.events import Levels, Reply, State
 from common.link import Link, parse_links
 from common.records import Role, Track
 from common.wire import encode_chunk
-from mixer.host import HANDLERS, HostTiming, RoomHost
+from mixer.host import HANDLERS, LEVELS_MAX, HostTiming, RoomHost
 from mixer.room import RoomConfig, RoomState
 
 SR = SAMPLE_RATE
@@ -186,3 +186,26 @@ def test_links_are_typed_records_stored_as_two_ids() -> None:
     assert parse_links({b"a": b"gw1 ka", b"b": b"junk", b"c": b"x y z"}) == {"a": Link("gw1", "ka")}
     with pytest.raises(ValidationError, match="GATEWAY CONN"):
         Link.decode("one-part")
+
+
+def test_levels_name_only_the_loudest_singers() -> None:
+    """A levels event goes to every page in the room: it names the loudest few singers,
+    not everyone, so its size does not grow with the room."""
+    config = RoomConfig(
+        ring_samples=20 * SR, lead_samples=SR // 2, bucket_spacing=SR, n_buckets=5, capacity=100
+    )
+    h = RoomHost("r", RoomState(config), T0, timing=TIMING)
+    singers = [f"s{i:02d}" for i in range(40)]
+    h.step(
+        [ctl(s, c.Join(name=s.upper(), role=Role.SINGER)) for s in singers]
+        + [ctl("s00", c.Lead()), ctl("s00", c.Start())],
+        [],
+        T0,
+    )
+    for i, s in enumerate(singers):
+        h.state.members[s].level_db = -60.0 + i  # s39 loudest
+    out = h.step([], [], T0 + SR)
+    levels = [e for e in out.events if isinstance(e, Levels)]
+    assert len(levels) == 1
+    loudest = singers[-LEVELS_MAX:]
+    assert levels[0].levels == {s: -60.0 + singers.index(s) for s in loudest}

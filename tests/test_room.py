@@ -1029,7 +1029,7 @@ def test_a_checkpoint_lets_a_new_owner_emit_what_the_old_one_would_have() -> Non
     # The old owner dies; a new one takes over 1.5 s later from the checkpoint.
     later = now + 3 * S // 2
     new = RoomMixer("r", RoomState(SMALL, state.members, state.song), later)
-    assert new.restore(wire, later)
+    assert new.restore([wire], later)
     # What the new owner emits equals what the old one emits (float16 storage aside),
     # from the first frame still playable on.
     old_out = {o.tap: o for o in old.tick(later)}
@@ -1043,6 +1043,60 @@ def test_a_checkpoint_lets_a_new_owner_emit_what_the_old_one_would_have() -> Non
         assert out.start <= playable + FRAME
     heard = np.concatenate([o.samples for o in new_out.values()])
     assert np.abs(heard).max() > 0.1  # the audio sung before the takeover is there
+
+
+def test_checkpoints_after_the_first_hold_only_what_was_mixed_since() -> None:
+    """The first checkpoint entry of a ring holds every position a tap still needs; the
+    next ones only the spans written since. Restored in order, they give a new owner the
+    ring the old one had."""
+    state = room(lead=Role.SINGER, far=Role.SINGER)
+    state.request_lead("lead", T0)
+    state.join_bucket("far", 4)
+    state.start_song("lead", T0 + S)
+    start = state.song.start_pos
+    assert start is not None
+    old = RoomMixer("r", state, T0 + S)
+    singers = {sid: state.members[sid].delay for sid in ("lead", "far")}
+    entries: list[records.Checkpoint] = []
+    now = T0 + S
+    for second in range(14):
+        for k in range(10):
+            now = start + (second * 10 + k + 1) * CHUNK + singers["lead"]
+            old.tick(now)
+            for sid, delay in singers.items():
+                # Each singer sings at room time - its delay (the far one an echo of
+                # the leader, later); chunks before the song are simply not mixed.
+                pos = now - delay - CHUNK
+                if pos >= start:
+                    assert old.apply(sid, pos, tone(330.0, pos, CHUNK), now) in (
+                        ApplyStatus.OK,
+                        ApplyStatus.LATE,
+                    )
+        checkpoint = old.checkpoint()
+        assert checkpoint is not None
+        entries.append(records.decode(records.encode(checkpoint), records.Checkpoint))
+    first, last = entries[0], entries[-1]
+    assert first.full and not any(e.full for e in entries[1:])
+    spanned = last.clock - last.start
+    held = sum(len(p.audio) // 2 for p in last.parts)
+    # Two singers, one second each (and a chunk of slack at each span's edges)...
+    assert held <= 2 * (S + 2 * CHUNK)
+    # ...of a span that reaches back to the far singer's tap (5 s, less the lead).
+    assert spanned > singers["far"] - 2 * SMALL.lead_samples
+    assert held < spanned / 2
+    later = now + S
+    new = RoomMixer("r", RoomState(SMALL, state.members, state.song), later)
+    assert new.restore(entries, later)
+    old_out = {o.tap: o for o in old.tick(later)}
+    new_out = {o.tap: o for o in new.tick(later)}
+    assert new_out.keys() == old_out.keys()
+    for tap, out in new_out.items():
+        offset = out.start - old_out[tap].start
+        np.testing.assert_allclose(out.samples, old_out[tap].samples[offset:], rtol=2e-3, atol=2e-4)
+    assert np.abs(np.concatenate([o.samples for o in new_out.values()])).max() > 0.1
+    # The entry after a restore is full again: the new owner's list starts afresh.
+    after = new.checkpoint()
+    assert after is not None and after.full
 
 
 def test_rounds_changed_between_songs_do_not_reach_the_tail_of_the_song_before() -> None:
@@ -1086,3 +1140,18 @@ def test_rounds_changed_between_songs_do_not_reach_the_tail_of_the_song_before()
     echo = [out[p] for p in range(sung + S, sung + S + CHUNK - FRAME, FRAME) if p in out]
     assert echo and min(echo) > 0.1  # the repeat of song 1 sounds
     assert all(v == 0.0 for p, v in out.items() if p >= end)  # nothing sung in song 2
+
+
+def test_a_checkpoint_keeps_voice_counts_as_runs_and_refuses_runs_that_do_not_fit() -> None:
+    from mixer.room import _counts, _runs  # noqa: PLC0415  (the encoding's own helpers)
+
+    counts = np.repeat(np.array([0, 2, 3, 3, 1, 0], dtype=np.uint16), [5, 4800, 7, 1, 960, 3])
+    runs, values = _runs(counts)
+    np.testing.assert_array_equal(_counts(runs, values, counts.shape[0]), counts)
+    assert len(runs) == 4 * 4 and len(values) == 2 * 5  # 5 runs (3, 3 are one)
+    flat = np.full(10, 4, dtype=np.uint16)
+    np.testing.assert_array_equal(_counts(*_runs(flat), 10), flat)
+    with pytest.raises(ValueError):
+        _counts(runs, values, 100)  # runs past the span's end
+    with pytest.raises(ValueError):
+        _counts(runs, values[:-2], counts.shape[0])  # a count missing
