@@ -41,14 +41,12 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.procstat import cpu_s
-from bench.redis import CHUNK, SingerPlan, setup_rooms
+from bench.redis import CHUNK, push, setup_rooms
 from bench.results import print_grid, write_results
 from brigade.rediscluster import LocalRedisCluster
 from brigade.redisserver import LocalRedis
 from common import keys, redisclient
-from common.clock import now_samples
 from common.commands import Halt
-from common.wire import encode_chunk
 from keeper import copier, durable
 from tests.simgateway import SimGateway
 from tests.support import Process, wait_for
@@ -69,25 +67,6 @@ class Config:
     name: str
     keeper: bool
     copy_ms: int = 1000
-
-
-def push(client: redis.Redis, plans: list[SingerPlan], payload: np.ndarray[Any, Any]) -> int:
-    now = now_samples()
-    pipe = client.pipeline(transaction=False)
-    batch = 0
-    for p in plans:
-        while p.next_pos + CHUNK + p.delay <= now:
-            pipe.xadd(
-                keys.room_in(p.room),
-                {"d": encode_chunk(p.room, p.singer, 1, 0, p.next_pos, payload)},
-                maxlen=2000,
-                approximate=True,
-            )
-            p.next_pos += CHUNK
-            batch += 1
-    if batch:
-        pipe.execute()
-    return batch
 
 
 def run(config: Config, base: Path, warmup_s: float, measure_s: float) -> dict[str, Any]:

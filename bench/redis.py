@@ -94,6 +94,26 @@ def setup_rooms(sim: SimGateway, n_singers: int, tag: str) -> list[SingerPlan]:
     return plans
 
 
+def push(client: redis.Redis, plans: list[SingerPlan], payload: np.ndarray[Any, Any]) -> int:
+    """Push every chunk that is due (as a gateway would, one pipeline); how many."""
+    now = now_samples()
+    pipe = client.pipeline(transaction=False)
+    batch = 0
+    for p in plans:
+        while p.next_pos + CHUNK + p.delay <= now:
+            pipe.xadd(
+                keys.room_in(p.room),
+                {"d": encode_chunk(p.room, p.singer, 1, 0, p.next_pos, payload)},
+                maxlen=2000,
+                approximate=True,
+            )
+            p.next_pos += CHUNK
+            batch += 1
+    if batch:
+        pipe.execute()
+    return batch
+
+
 def run_step(
     client: redis.Redis, sim: SimGateway, mixer: Process, redis_pid: int, n_singers: int
 ) -> dict[str, float]:
@@ -105,22 +125,7 @@ def run_step(
     cpu0 = rcpu0 = t0 = 0.0
     pushed = 0
     while time.monotonic() < t_end:
-        now = now_samples()
-        pipe = client.pipeline(transaction=False)
-        batch = 0
-        for p in plans:
-            while p.next_pos + CHUNK + p.delay <= now:
-                pipe.xadd(
-                    keys.room_in(p.room),
-                    {"d": encode_chunk(p.room, p.singer, 1, 0, p.next_pos, payload)},
-                    maxlen=2000,
-                    approximate=True,
-                )
-                p.next_pos += CHUNK
-                batch += 1
-        if batch:
-            pipe.execute()
-            pushed += batch
+        pushed += push(client, plans, payload)
         if not measuring and time.monotonic() > t_end - MEASURE_S:
             measuring = True
             c0 = mixer_counters(client, mixer.name)

@@ -286,13 +286,7 @@ class Connection:
             return False
         except (*REDIS_ERRORS, ValidationError) as exc:
             # ValidationError: a room's meta or password hash in Redis is corrupt.
-            log.warning("%s: join of room %s failed: %s", session.conn, room, exc)
-            self._fatal(
-                Code.UNAVAILABLE,
-                "the room cannot be reached right now; retry",
-                req=hello.req,
-                fatal=True,
-            )
+            self._unreachable("join of", room, exc, hello.req)
             return False
         if reply is None:
             self._fatal(
@@ -354,13 +348,7 @@ class Connection:
             self._fatal(Code.RATE_LIMITED, str(exc), req=hello.req, fatal=True)
             return False
         except (*REDIS_ERRORS, ValidationError) as exc:
-            log.warning("%s: listening to room %s failed: %s", session.conn, room, exc)
-            self._fatal(
-                Code.UNAVAILABLE,
-                "the room cannot be reached right now; retry",
-                req=hello.req,
-                fatal=True,
-            )
+            self._unreachable("listening to", room, exc, hello.req)
             return False
         self._welcome(session.member.singer, "", state)
         session.joined = True
@@ -511,6 +499,14 @@ class Connection:
 
     def _error(self, code: Code, message: str, *, req: int | None = None) -> None:
         self.session.send_error(code, message, req=req, now=self._loop.time())
+
+    def _unreachable(self, what: str, room: str, exc: Exception, req: int | None) -> None:
+        """Redis failed (or held a corrupt record) while a client came in: logged, and
+        the client told to retry."""
+        log.warning("%s: %s room %s failed: %s", self.session.conn, what, room, exc)
+        self._fatal(
+            Code.UNAVAILABLE, "the room cannot be reached right now; retry", req=req, fatal=True
+        )
 
     def _fatal(
         self,
