@@ -116,7 +116,8 @@ def _launcher(args: list[str], env: dict[str, str]) -> Launch:
     return launch
 
 
-def main(argv: Sequence[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``brigade up``."""
     parser = argparse.ArgumentParser(prog="brigade up", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--host",
@@ -176,6 +177,11 @@ def main(argv: Sequence[str]) -> int:
         default=os.environ.get("BB_RECORDINGS_DIR", "./recordings"),
         help="where the recorder writes the songs (env BB_RECORDINGS_DIR)",
     )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = _parser()
     args = parser.parse_args(list(argv))
     if args.mixers < 1 or args.gateways < 0 or args.recorders < 0:
         parser.error("need at least one mixer and zero or more gateways and recorders")
@@ -213,69 +219,8 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        url = args.redis_url
-        state_url = args.state_redis_url
-        if args.redis_dir and not state_url:
-            if url:
-                say("--redis-dir is ignored: REDIS_URL names a Redis of its own")
-            else:
-                launch, state_url = _redis_launcher(args.redis_dir)
-                if not _started(supervisor, "redis-state", launch):
-                    return 1
-                say(
-                    f"started the state redis-server at {state_url}, append-only file in "
-                    f"{args.redis_dir}"
-                )
-        if not url:
-            launch, url = _redis_launcher(None)
-            if not _started(supervisor, "redis", launch):
-                return 1
-            say(f"started a private redis-server at {url}")
-        if state_url:
-            metrics_port = free_port()
-            env = {
-                "REDIS_URL": url,
-                "BB_STATE_REDIS_URL": state_url,
-                "BB_KEEPER_ID": "keeper-local",
-                "BB_METRICS_PORT": str(metrics_port),
-            }
-            supervisor.start("keeper", _launcher(["keeper"], env), time.monotonic())
-            if not _restored(url, supervisor):
-                return 1
-            say("the keeper keeps the rooms' state (no audio) in the state Redis")
-            say(f"keeper metrics at http://127.0.0.1:{metrics_port}/metrics")
-        for i in range(args.mixers):
-            # Each mixer's Prometheus metrics on a port of its own, next to the gateways'.
-            metrics_port = free_port()
-            env = {
-                "REDIS_URL": url,
-                "BB_MIXER_ID": f"mixer-local-{i + 1}",
-                "BB_METRICS_PORT": str(metrics_port),
-            }
-            supervisor.start(f"mixer-{i + 1}", _launcher(["mixer"], env), time.monotonic())
-            say(f"mixer-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
-        for i in range(args.recorders):
-            metrics_port = free_port()
-            env = {
-                "REDIS_URL": url,
-                "BB_RECORDER_ID": f"recorder-local-{i + 1}",
-                "BB_RECORDINGS_DIR": args.recordings_dir,
-                "BB_METRICS_PORT": str(metrics_port),
-            }
-            supervisor.start(f"recorder-{i + 1}", _launcher(["recorder"], env), time.monotonic())
-            say(f"recorder-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
-        if args.recorders:
-            say(f"songs are recorded into {os.path.abspath(args.recordings_dir)}")
-        for i in range(args.gateways):
-            env = {
-                "REDIS_URL": url,
-                "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
-                "BB_RECORDINGS_DIR": args.recordings_dir,
-                "BB_HOST": args.host,
-                "BB_PORT": str(args.port + i),
-                **tls_env,
-            }
-            supervisor.start(f"gateway-{i + 1}", _launcher(["gateway"], env), time.monotonic())
+        if not _start_processes(supervisor, args, tls_env):
+            return 1
         shown = "localhost" if args.host in LOCAL_HOSTS else args.host
         scheme = "https" if args.https else "http"
         if args.gateways:
@@ -300,6 +245,77 @@ def main(argv: Sequence[str]) -> int:
             redirector.shutdown()
             redirector.server_close()
         supervisor.stop()
+
+
+def _start_processes(
+    supervisor: Supervisor, args: argparse.Namespace, tls_env: dict[str, str]
+) -> bool:
+    """Start Redis (and the state Redis and keeper), the mixers, recorders and gateways;
+    False when one could not start."""
+    url = args.redis_url
+    state_url = args.state_redis_url
+    if args.redis_dir and not state_url:
+        if url:
+            say("--redis-dir is ignored: REDIS_URL names a Redis of its own")
+        else:
+            launch, state_url = _redis_launcher(args.redis_dir)
+            if not _started(supervisor, "redis-state", launch):
+                return False
+            say(
+                f"started the state redis-server at {state_url}, append-only file in "
+                f"{args.redis_dir}"
+            )
+    if not url:
+        launch, url = _redis_launcher(None)
+        if not _started(supervisor, "redis", launch):
+            return False
+        say(f"started a private redis-server at {url}")
+    if state_url:
+        metrics_port = free_port()
+        env = {
+            "REDIS_URL": url,
+            "BB_STATE_REDIS_URL": state_url,
+            "BB_KEEPER_ID": "keeper-local",
+            "BB_METRICS_PORT": str(metrics_port),
+        }
+        supervisor.start("keeper", _launcher(["keeper"], env), time.monotonic())
+        if not _restored(url, supervisor):
+            return False
+        say("the keeper keeps the rooms' state (no audio) in the state Redis")
+        say(f"keeper metrics at http://127.0.0.1:{metrics_port}/metrics")
+    for i in range(args.mixers):
+        # Each mixer's Prometheus metrics on a port of its own, next to the gateways'.
+        metrics_port = free_port()
+        env = {
+            "REDIS_URL": url,
+            "BB_MIXER_ID": f"mixer-local-{i + 1}",
+            "BB_METRICS_PORT": str(metrics_port),
+        }
+        supervisor.start(f"mixer-{i + 1}", _launcher(["mixer"], env), time.monotonic())
+        say(f"mixer-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
+    for i in range(args.recorders):
+        metrics_port = free_port()
+        env = {
+            "REDIS_URL": url,
+            "BB_RECORDER_ID": f"recorder-local-{i + 1}",
+            "BB_RECORDINGS_DIR": args.recordings_dir,
+            "BB_METRICS_PORT": str(metrics_port),
+        }
+        supervisor.start(f"recorder-{i + 1}", _launcher(["recorder"], env), time.monotonic())
+        say(f"recorder-{i + 1} metrics at http://127.0.0.1:{metrics_port}/metrics")
+    if args.recorders:
+        say(f"songs are recorded into {os.path.abspath(args.recordings_dir)}")
+    for i in range(args.gateways):
+        env = {
+            "REDIS_URL": url,
+            "BB_GATEWAY_ID": f"gateway-local-{i + 1}",
+            "BB_RECORDINGS_DIR": args.recordings_dir,
+            "BB_HOST": args.host,
+            "BB_PORT": str(args.port + i),
+            **tls_env,
+        }
+        supervisor.start(f"gateway-{i + 1}", _launcher(["gateway"], env), time.monotonic())
+    return True
 
 
 def _certificate(directory: Path, lan: list[str]) -> tuple[tls.Certificates, dict[str, str]]:
