@@ -496,7 +496,10 @@ def _merge_spans(spans: list[tuple[int, int]], low: int, high: int) -> list[tupl
 def _runs(counts: npt.NDArray[np.uint16]) -> tuple[bytes, bytes]:
     """Voice counts as runs: where each run after the first starts (little-endian uint32
     offsets) and each run's count (little-endian uint16). Counts change only at chunk
-    edges, so this is a few bytes a chunk, and a tenth of zlib's time."""
+    edges, so this is a few bytes a chunk, and a tenth of zlib's time. An empty span (a
+    full entry when no tap needs anything kept) is one run of 0 over no samples."""
+    if counts.shape[0] == 0:
+        return b"", np.zeros(1, dtype="<u2").tobytes()
     starts = np.flatnonzero(counts[1:] != counts[:-1]) + 1
     values = counts[np.concatenate((np.zeros(1, dtype=starts.dtype), starts))]
     return starts.astype("<u4").tobytes(), values.astype("<u2").tobytes()

@@ -1155,3 +1155,7 @@ def test_a_checkpoint_keeps_voice_counts_as_runs_and_refuses_runs_that_do_not_fi
         _counts(runs, values, 100)  # runs past the span's end
     with pytest.raises(ValueError):
         _counts(runs, values[:-2], counts.shape[0])  # a count missing
+    # A span of no samples (a full entry when no tap needs anything kept: the mixer's
+    # tick raised IndexError on it once every member had left).
+    empty = np.zeros(0, dtype=np.uint16)
+    assert _counts(*_runs(empty), 0).shape == (0,)
