@@ -458,6 +458,11 @@ class Song(msgspec.Struct, kw_only=True):
         A chunk across two songs that touch (the next one started where the last one
         was cut) is mixed whole; across a gap, the newer song's part.
         """
+        if not self.earlier:  # one song (every chunk of a first song): no parts to join
+            if self.start_pos is None:
+                return None
+            a, b = max(lo, self.start_pos), hi if self.end_pos is None else min(hi, self.end_pos)
+            return (a, b) if a < b else None
         parts: list[tuple[int, int]] = []
         if self.start_pos is not None:
             a, b = max(lo, self.start_pos), hi if self.end_pos is None else min(hi, self.end_pos)

@@ -292,6 +292,9 @@ class RoomMixer:
             self._written = {k: v for k, v in self._written.items() if k in members}
         lead = self.config.lead_samples
         song = self.state.song
+        # Rounds anywhere in the kept songs? Without, every part reads plainly (the
+        # common case, asked once a tick rather than once a tap).
+        plain = ring is None or song.longest_repeats() == 0
         outputs: list[TapOutput] = []
         for tap in taps:
             # No ring, no song: every tap (solo ones too) carries silence.
@@ -310,7 +313,10 @@ class RoomMixer:
                 out = np.zeros(due * _FRAME, dtype=np.float32)  # no song: silence
             else:
                 out = np.empty(due * _FRAME, dtype=np.float32)
-                _read_rounds(source, song, first * _FRAME, out)
+                if plain:
+                    source.read(first * _FRAME, out)
+                else:
+                    _read_rounds(source, song, first * _FRAME, out)
             outputs.append(
                 TapOutput(tap=tap, start=first * _FRAME, samples=out, fresh=frontier is None)
             )
