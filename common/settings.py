@@ -137,7 +137,21 @@ def _positive(name: str, value: float) -> None:
 
 
 @dataclass(frozen=True)
-class MixerSettings(_Settings):
+class _ServiceSettings(_Settings):
+    """What the runtime's services (mixer, recorder, keeper) share: their heartbeat and
+    their own ``/metrics`` endpoint (the gateway serves it on its HTTP port)."""
+
+    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
+    )
+    metrics_port: int = field(
+        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
+    )
+
+
+@dataclass(frozen=True)
+class MixerSettings(_ServiceSettings):
     """Settings of one mixer process (``brigade mixer``)."""
 
     mixer_id: str = field(
@@ -153,7 +167,6 @@ class MixerSettings(_Settings):
         default=1500,
         metadata={"help": "room lease time-to-live, ms (renewed every 0.5 s; the takeover time)"},
     )
-    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
     publish_ms: int = field(default=250, metadata={"help": "occupancy/stats publish period, ms"})
     tap_maxlen: int = field(default=50, metadata={"help": "MAXLEN of a tap stream (entries)"})
     levels_ms: int = field(
@@ -177,12 +190,6 @@ class MixerSettings(_Settings):
     )
     tap_ttl_ms: int = field(
         default=10_000, metadata={"help": "a tap stream expires this long after its last window"}
-    )
-    metrics_host: str = field(
-        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
-    )
-    metrics_port: int = field(
-        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
     )
     material_ttl_s: float = field(
         default=3600.0,
@@ -226,7 +233,7 @@ class MixerSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class RecorderSettings(_Settings):
+class RecorderSettings(_ServiceSettings):
     """Settings of one recorder process (``brigade recorder``)."""
 
     recorder_id: str = field(
@@ -246,15 +253,8 @@ class RecorderSettings(_Settings):
         default=3000,
         metadata={"help": "recording lease time-to-live, ms (renewed every 0.5 s; the takeover)"},
     )
-    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
     poll_ms: int = field(
         default=1000, metadata={"help": "how often the rooms' songs are looked at, ms"}
-    )
-    metrics_host: str = field(
-        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
-    )
-    metrics_port: int = field(
-        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
     )
 
     def check(self) -> None:
@@ -400,7 +400,7 @@ class GatewaySettings(_Settings):
 
 
 @dataclass(frozen=True)
-class KeeperSettings(_Settings):
+class KeeperSettings(_ServiceSettings):
     """Settings of the keeper (``brigade keeper``): the rooms' durable state, without the audio."""
 
     keeper_id: str = field(
@@ -416,13 +416,6 @@ class KeeperSettings(_Settings):
     )
     copy_ms: int = field(
         default=1000, metadata={"help": "a changed key is copied at most this often, ms"}
-    )
-    heartbeat_ttl_ms: int = field(default=3000, metadata={"help": "heartbeat key TTL, ms"})
-    metrics_host: str = field(
-        default="127.0.0.1", metadata={"help": "address of the /metrics endpoint"}
-    )
-    metrics_port: int = field(
-        default=0, metadata={"help": "port of the Prometheus /metrics endpoint (0: off)"}
     )
 
     def check(self) -> None:
