@@ -7,15 +7,34 @@ expected, who hears each) all ask these functions, so they cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
-from common.records import Member, Mix
+from common.commands import MAX_DELAY_S
+from common.constants import SAMPLE_RATE
+from common.records import Member, Mix, Role
 
-__all__ = ["anyone_soloed", "bucket_delay", "heard", "hears", "listeners"]
+__all__ = ["anyone_soloed", "bucket_delay", "heard", "hears", "last_voice_tap", "listeners"]
+
+_MAX_DELAY: Final = round(MAX_DELAY_S * SAMPLE_RATE)
 
 
 def bucket_delay(bucket: int, spacing: int) -> int:
     """The delay of bucket ``bucket`` (0-based): ``(bucket + 1) * spacing`` samples."""
     return (bucket + 1) * spacing
+
+
+def last_voice_tap(spacing: int, n_buckets: int, members: Iterable[tuple[Role, int]]) -> int:
+    """The tap that hears every voice as the last occupied bucket hears it (what the
+    recorder records and a concert's listeners hear), from the members' ``(role, delay)``.
+
+    A spectator hears every singer ahead of it: its own delay will do. A singer's
+    voice reaches the mix only after its bucket has played the position, so a tap
+    hears it one bucket spacing later. The latest of those over the members (the
+    last bucket when there are none), never beyond the largest delay the mixer
+    accepts.
+    """
+    heard = [delay if role is Role.SPECTATOR else delay + spacing for role, delay in members]
+    return min(max(heard, default=n_buckets * spacing), _MAX_DELAY)
 
 
 def anyone_soloed(members: Iterable[Member]) -> bool:

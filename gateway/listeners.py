@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from common.commands import MAX_DELAY_S
-from common.constants import SAMPLE_RATE
-from common.records import Role
+from common.listening import last_voice_tap
 from common.roomview import PublicRoom
 
 MAX_LISTENERS: Final = 100_000
@@ -31,7 +29,6 @@ MAX_LISTENERS: Final = 100_000
 COUNT_TTL_MS: Final = 15_000
 """A gateway's listener count expires this long after its last refresh."""
 
-_MAX_DELAY: Final = round(MAX_DELAY_S * SAMPLE_RATE)
 
 COUNT_SCRIPT: Final = """
 local gw = ARGV[1]
@@ -70,19 +67,10 @@ Returns the room's listeners after the change, or -1 (nothing changed) when
 
 
 def listener_delay(state: PublicRoom) -> int:
-    """The tap the room's listeners hear: every voice as the last occupied bucket hears it.
-
-    A spectator hears every singer ahead of it: its own delay will do.  A
-    singer's voice reaches the mix only after its own delay, so a tap hears
-    it one bucket spacing later.  The latest of those over the members (the
-    last bucket when there are none), never beyond the largest delay the
-    mixer accepts.  The recorder records the same tap (recorder/core.py).
-    """
-    spacing = state.buckets.spacing
-    heard = [m.delay if m.role is Role.SPECTATOR else m.delay + spacing for m in state.members]
-    if not heard:
-        heard = [state.buckets.n * spacing]
-    return min(max(heard), _MAX_DELAY)
+    """The tap the room's listeners hear: the one the recorder records, every voice as
+    the last occupied bucket hears it (:func:`common.listening.last_voice_tap`)."""
+    buckets = state.buckets
+    return last_voice_tap(buckets.spacing, buckets.n, ((m.role, m.delay) for m in state.members))
 
 
 def subscriber_id(gateway_id: str) -> str:

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from common.commands import MAX_DELAY_S
 from common.constants import SAMPLE_RATE
-from common.records import Member, Role, RoomMeta, Song, SongMaterial
+from common.listening import last_voice_tap
+from common.records import Member, RoomMeta, Song, SongMaterial
 from recorder.take import Placement, Take, TakeInfo
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
 OVERDUE_S: Final = 3.0
 """How long after the tap's bucket played the song's end the take waits for it."""
 _OVERDUE: Final = round(OVERDUE_S * SAMPLE_RATE)
-_MAX_DELAY: Final = round(MAX_DELAY_S * SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -78,19 +77,10 @@ def last_bucket_delay(meta: RoomMeta, member_delays: list[int]) -> int:
 
 
 def recording_delay(meta: RoomMeta, members: list[Member]) -> int:
-    """The tap that hears every voice as the last occupied bucket hears it.
-
-    A listener (spectator) hears every singer ahead of it: its own delay will do.
-    A singer's voice reaches the mix only after its bucket has played the
-    position, so a tap hears it one bucket spacing later. The latest of those
-    over the members (the last possible bucket when there are none), never
-    beyond the largest delay the mixer accepts.
-    """
+    """The tap a take records: every voice as the last occupied bucket hears it
+    (:func:`common.listening.last_voice_tap`)."""
     spacing = round(meta.bucket_spacing_s * SAMPLE_RATE)
-    heard = [m.delay if m.role is Role.SPECTATOR else m.delay + spacing for m in members]
-    if not heard:
-        heard = [meta.n_buckets * spacing]
-    return min(max(heard), _MAX_DELAY)
+    return last_voice_tap(spacing, meta.n_buckets, ((m.role, m.delay) for m in members))
 
 
 def song_end(info: TakeInfo, song: Song | None, frontier: int) -> int | None:
