@@ -41,6 +41,7 @@ from gateway.listeners import (
     subscriber_id,
 )
 from gateway.metrics import Metrics
+from gateway.roommaterial import RoomMaterial
 from gateway.rooms import RoomDirectory
 from gateway.session import Session
 
@@ -63,6 +64,8 @@ class RoomAudience:
     room: str
     sessions: set[Session] = field(default_factory=set)
     state: PublicRoom | None = None
+    material: RoomMaterial | None = None
+    """The material of the latest state event (gateway/roommaterial.py)."""
     delay: int | None = None
     ready: asyncio.Task[None] | None = None
 
@@ -119,6 +122,11 @@ class Audience:
             self.release(session)
             raise
         return audience.state
+
+    def material(self, room: str) -> RoomMaterial | None:
+        """The material of the room's latest state event seen by its listeners here."""
+        audience = self.rooms.get(room)
+        return audience.material if audience is not None else None
 
     def follow(self, session: Session) -> None:
         """Send the room's listener tap to ``session`` (after its ``welcome``)."""
@@ -182,13 +190,17 @@ class Audience:
 
     # --- room events ------------------------------------------------------------------
 
-    def on_event(self, room: str, event: Event) -> None:
-        """A room event: state moves the listeners' tap if it must; levels are not theirs."""
+    def on_event(self, room: str, event: Event, material: RoomMaterial | None = None) -> None:
+        """A room event: state moves the listeners' tap if it must; levels are not theirs.
+
+        ``material``: a state event's (built by the hub, for members and listeners once).
+        """
         audience = self.rooms.get(room)
         if audience is None or not audience.sessions:
             return
         if isinstance(event, State):
             audience.state = event.state
+            audience.material = material
             delay = listener_delay(event.state)
             if delay != audience.delay:
                 audience.delay = delay
@@ -210,8 +222,11 @@ class Audience:
         if isinstance(event, State):
             # Only the newest state matters: it replaces one still queued and leaves with
             # the next audio write, so a burst of changes costs each listener one write.
+            # A new material goes first, in the control queue (written before the state).
             for session in audience.sessions:
                 if session.joined:
+                    if material is not None:
+                        session.send_material(material)
                     session.send_latest(text)
             return
         for session in audience.sessions:
