@@ -10,7 +10,7 @@ from msgspec import to_builtins
 
 from common import records
 from common.constants import SAMPLE_RATE
-from common.protocol import dumps
+from common.protocol import dumps, material_message, page_state
 from common.records import RoomMeta
 from common.roomview import PublicRoom
 from gateway.rooms import public_state as gateway_view
@@ -103,10 +103,29 @@ def _scenario() -> RoomState:
     return state
 
 
+# Since pages get the material in a message of its own, the view carries its version too.
+EXPECTED_JSON = CAPTURED_JSON.replace('},"material":{', '},"material_version":0,"material":{', 1)
+
+
 def test_the_typed_view_sends_the_same_bytes_as_before() -> None:
     state = _scenario()
     view = mixer_view("choir", state)
-    assert dumps(to_builtins(view)) == CAPTURED_JSON
+    assert dumps(to_builtins(view)) == EXPECTED_JSON
+    expected = json.loads(EXPECTED_JSON)
+    assert msgspec.msgpack.encode(view) == msgspec.msgpack.encode(expected)
+    # A state event from a mixer before material_version still decodes (version 0).
     old = json.loads(CAPTURED_JSON)
-    assert msgspec.msgpack.encode(view) == msgspec.msgpack.encode(old)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=PublicRoom) == view
+
+
+def test_pages_get_the_state_without_its_material_and_the_material_on_its_own() -> None:
+    state = _scenario()
+    state.set_lyrics("amy", "Row, row, row your boat")
+    view = mixer_view("choir", state)
+    assert view.material_version == 1
+    page = page_state(view)
+    assert "material" not in page and page["material_version"] == 1
+    assert list(page) == [k for k in to_builtins(view) if k != "material"]
+    message = material_message(view.material_version, view.material)
+    assert message["type"] == "material" and message["version"] == 1
+    assert message["material"] == to_builtins(view)["material"]
