@@ -1,4 +1,4 @@
-"""Bytes of one ``state`` message with and without the room's material (``python -m bench.statebytes``).
+"""Bytes of one ``state`` message with and without the material: ``python -m bench.statebytes``.
 
 A room of ``--members`` (50) members, a leader and a running song, with
 ``--lyrics`` (5 000) characters of lyrics and ``--cues`` (200) lyric cues in
