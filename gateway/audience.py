@@ -7,7 +7,8 @@ gateway by :data:`gateway.listeners.COUNT_SCRIPT`), keeps the room's listener
 tap alive at the mixer with a tap subscription of this gateway's own
 (``subscribe_tap``, renewed every :data:`RENEW_S`), subscribes every listener
 to that tap in the fan-out (one encode per window, one frame built for all of
-them: gateway/fanout.py), and forwards them the room's ``state``, ``chat``
+them: gateway/fanout.py), and forwards them the room's ``state`` (its ``material``
+first when that changed: gateway/roommaterial.py), ``chat``
 and ``recording`` events (not the level meters: nobody in the audience sings).
 """
 
