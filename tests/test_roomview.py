@@ -152,8 +152,8 @@ async def test_the_material_version_is_stored_with_the_material_and_read_back(
             await pipe.execute()
         loaded, _, _ = await load_room(redis, "mv", MixerSettings(redis_url=redis_url))
         assert loaded.material_version == 2 and loaded.material.lyrics == "Row, row, row"
-        song = await redis.hgetall(keys.room_song("mv"))
-        members = await redis.hgetall(keys.room_members("mv"))
+        song: dict[bytes, bytes] = await redis.hgetall(keys.room_song("mv"))  # type: ignore[assignment]
+        members: dict[bytes, bytes] = await redis.hgetall(keys.room_members("mv"))  # type: ignore[assignment]
         view = gateway_view("mv", RoomMeta(), members, song)
         assert view.material_version == 2 and view.material.lyrics == "Row, row, row"
     finally:
