@@ -16,6 +16,7 @@ BENCHMARKS: tuple[str, ...] = (
     "bench.failover_audio",
     "bench.clocksync",
     "bench.material",
+    "bench.statebytes",
     "bench.recorder",
 )
 """Modules exposing ``main() -> dict[str, object]``; each writes its own JSON."""

@@ -34,7 +34,7 @@ from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
 from common.records import MAX_LYRICS_CHARS, Role
-from common.roomview import PublicRoom
+from common.roomview import MaterialView, PublicRoom
 from common.tracks import (
     MAX_IMAGE_BYTES,
     MAX_TRACK_BYTES,
@@ -336,12 +336,35 @@ def welcome_message(
         "token": token,
         "clock": clock,
         "constants": dict(constants),
-        "state": None if state is None else msgspec.to_builtins(state),
+        "state": None if state is None else page_state(state),
     }
 
 
+_NO_MATERIAL: Final = MaterialView(
+    tracks=[], lyrics="", image=None, cues=[], previous_cues=[], older_cues=[]
+)
+
+
+def page_state(state: PublicRoom) -> dict[str, object]:
+    """``state`` as pages get it: without ``material`` (up to 10 000 characters of lyrics
+    and thousands of cues), which goes in a ``material`` message of its own only when
+    ``material_version`` changes: a ``state`` goes to every member and listener at every
+    change, so material in it cost its bytes x changes x connections."""
+    body: dict[str, object] = msgspec.to_builtins(
+        msgspec.structs.replace(state, material=_NO_MATERIAL)
+    )
+    del body["material"]
+    return body
+
+
 def state_message(version: int, state: PublicRoom) -> dict[str, object]:
-    return {"type": "state", "version": version, "state": msgspec.to_builtins(state)}
+    return {"type": "state", "version": version, "state": page_state(state)}
+
+
+def material_message(version: int, material: MaterialView) -> dict[str, object]:
+    """The room's material at ``version`` (the ``material_version`` of the states that
+    follow): sent before the first ``state`` or ``welcome`` that names that version."""
+    return {"type": "material", "version": version, "material": msgspec.to_builtins(material)}
 
 
 def chat_message(singer: str, name: str, text: str, clock: int) -> dict[str, object]:

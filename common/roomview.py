@@ -151,6 +151,10 @@ class PublicRoom(msgspec.Struct, frozen=True, kw_only=True):
     capacity: int
     leader: str | None
     song: SongView
+    material_version: int = 0
+    """Increases with every change of ``material`` (persisted with it, so it keeps rising
+    across mixers); pages get ``material`` in a message of its own, sent only when this
+    changes, and see this number in each ``state`` instead (docs/protocol.md)."""
     material: MaterialView
     buckets: BucketsView
     solo: list[str]
@@ -172,6 +176,7 @@ def public_state(
     song: Song,
     members: Iterable[Member],
     material: Material | None = None,
+    material_version: int = 0,
 ) -> PublicRoom:
     """Room state as browsers see it: members in join order, taps in use, the console."""
     ordered = sorted(members, key=join_order)
@@ -217,6 +222,7 @@ def public_state(
             previous=_previous(song.previous),
             earlier=[v for span in song.earlier if (v := _previous(span)) is not None],
         ),
+        material_version=material_version,
         material=MaterialView(
             tracks=[_track_view(t) for t in material.tracks],
             lyrics=material.lyrics,

@@ -7,7 +7,8 @@ gateway by :data:`gateway.listeners.COUNT_SCRIPT`), keeps the room's listener
 tap alive at the mixer with a tap subscription of this gateway's own
 (``subscribe_tap``, renewed every :data:`RENEW_S`), subscribes every listener
 to that tap in the fan-out (one encode per window, one frame built for all of
-them: gateway/fanout.py), and forwards them the room's ``state``, ``chat``
+them: gateway/fanout.py), and forwards them the room's ``state`` (its ``material``
+first when that changed: gateway/roommaterial.py), ``chat``
 and ``recording`` events (not the level meters: nobody in the audience sings).
 """
 
@@ -41,6 +42,7 @@ from gateway.listeners import (
     subscriber_id,
 )
 from gateway.metrics import Metrics
+from gateway.roommaterial import RoomMaterial
 from gateway.rooms import RoomDirectory
 from gateway.session import Session
 
@@ -63,6 +65,8 @@ class RoomAudience:
     room: str
     sessions: set[Session] = field(default_factory=set)
     state: PublicRoom | None = None
+    material: RoomMaterial | None = None
+    """The material of the latest state event (gateway/roommaterial.py)."""
     delay: int | None = None
     ready: asyncio.Task[None] | None = None
 
@@ -119,6 +123,11 @@ class Audience:
             self.release(session)
             raise
         return audience.state
+
+    def material(self, room: str) -> RoomMaterial | None:
+        """The material of the room's latest state event seen by its listeners here."""
+        audience = self.rooms.get(room)
+        return audience.material if audience is not None else None
 
     def follow(self, session: Session) -> None:
         """Send the room's listener tap to ``session`` (after its ``welcome``)."""
@@ -182,13 +191,17 @@ class Audience:
 
     # --- room events ------------------------------------------------------------------
 
-    def on_event(self, room: str, event: Event) -> None:
-        """A room event: state moves the listeners' tap if it must; levels are not theirs."""
+    def on_event(self, room: str, event: Event, material: RoomMaterial | None = None) -> None:
+        """A room event: state moves the listeners' tap if it must; levels are not theirs.
+
+        ``material``: a state event's (built by the hub, for members and listeners once).
+        """
         audience = self.rooms.get(room)
         if audience is None or not audience.sessions:
             return
         if isinstance(event, State):
             audience.state = event.state
+            audience.material = material
             delay = listener_delay(event.state)
             if delay != audience.delay:
                 audience.delay = delay
@@ -210,8 +223,11 @@ class Audience:
         if isinstance(event, State):
             # Only the newest state matters: it replaces one still queued and leaves with
             # the next audio write, so a burst of changes costs each listener one write.
+            # A new material goes first, in the control queue (written before the state).
             for session in audience.sessions:
                 if session.joined:
+                    if material is not None:
+                        session.send_material(material)
                     session.send_latest(text)
             return
         for session in audience.sessions:

@@ -39,6 +39,7 @@ from gateway.fanout import Fanout
 from gateway.guard import Guard, Limits
 from gateway.metrics import Metrics, RoomFigures
 from gateway.outbox import Outbox
+from gateway.roommaterial import RoomMaterial, follow
 from gateway.rooms import RoomDirectory
 from gateway.session import Session, connection_ids
 from gateway.upstream import Uplink
@@ -69,6 +70,8 @@ class RoomView:
     state: PublicRoom
     taps: dict[str, tuple[int, Mix]]
     """Singer -> the tap (delay, mix) they hear."""
+    material: RoomMaterial
+    """The room's material in that state, its ``material`` message built once."""
 
 
 class Hub:
@@ -157,6 +160,14 @@ class Hub:
         view = self.views.get(room)
         return view.state if view is not None and singer in view.taps else None
 
+    def material_for(self, room: str, state: PublicRoom) -> RoomMaterial:
+        """The material of ``state`` (a session's first), the room's own when it is the same."""
+        return follow(self._material(room), state)
+
+    def _material(self, room: str) -> RoomMaterial | None:
+        view = self.views.get(room)
+        return view.material if view is not None else self.audience.material(room)
+
     def close_all(self, code: int, reason: str) -> None:
         for session in list(self.sessions):
             session.close(code, reason)
@@ -164,16 +175,21 @@ class Hub:
     # --- room events --------------------------------------------------------------
 
     def _on_event(self, room: str, event: Event) -> None:
-        self.audience.on_event(room, event)
+        # Built once for members and listeners alike, and only when it changed.
+        material = None
+        if isinstance(event, State) and (room in self.by_room or room in self.audience.rooms):
+            material = follow(self._material(room), event.state)
+        self.audience.on_event(room, event, material)
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
-        if isinstance(event, State):
-            view = RoomView(event.version, event.state, event.state.taps_heard())
+        if isinstance(event, State) and material is not None:
+            view = RoomView(event.version, event.state, event.state.taps_heard(), material)
             if room in self.by_room:
                 # A room watched only for an upload's reply keeps no view: nothing would
                 # drop it, and GET /api/rooms/{room} would serve it stale.
                 self.views[room] = view
             text = dumps(state_message(event.version, event.state)).encode("utf-8")
             for session in sessions:
+                session.send_material(material)
                 session.send_json(text)
                 tap = view.taps.get(session.member.singer) if session.member else None
                 if tap is not None and tap != (session.delay, session.mix):

@@ -268,6 +268,10 @@ def public_state(
         version = int(raw_song.get(b"version", b"0"))
     except ValueError:
         version = 0
+    try:
+        material_version = int(raw_song.get(b"material_version", b"0"))
+    except ValueError:
+        material_version = 0
     return roomview.public_state(
         room,
         version=version,
@@ -277,6 +281,7 @@ def public_state(
         song=_song(raw_song.get(b"state")),
         members=_members(raw_members.values()),
         material=_material(raw_song.get(b"material")),
+        material_version=material_version,
     )
 
 

@@ -25,6 +25,7 @@ from common.protocol import CodecName, dumps, error_message
 from common.records import Role
 from gateway.metrics import Metrics
 from gateway.outbox import OP_TEXT, Outbox, frame_header
+from gateway.roommaterial import RoomMaterial
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Session:
     """Which mix of that tap: its member's ``hears`` in the latest state."""
     joined: bool = False
     """True once ``welcome`` is queued: only then may room events and audio follow."""
+    material: RoomMaterial | None = None
+    """The room material last sent (:meth:`send_material`)."""
     throttle: ErrorThrottle = field(default_factory=ErrorThrottle)
     close_deadline_s: float = CLOSE_DEADLINE_S
     _control: deque[bytes] = field(default_factory=deque)
@@ -140,6 +143,16 @@ class Session:
             message if isinstance(message, bytes) else dumps(message).encode("utf-8")
         )
         self.outbox.mark(self, urgent=urgent)
+
+    def send_material(self, material: RoomMaterial) -> None:
+        """Queue ``material``'s message unless this page already holds it (the same
+        object, or one of the same version and content): call before each ``state``."""
+        sent = self.material
+        if sent is material:
+            return
+        self.material = material
+        if sent is None or not material.same(sent):
+            self.send_json(material.text)
 
     def send_latest(self, message: bytes) -> None:
         """Queue a message that only matters until the next one (level meters).

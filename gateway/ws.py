@@ -359,6 +359,9 @@ class Connection:
     def _welcome(self, singer: str, token: str, state: PublicRoom | None) -> None:
         hub, member = self.hub, self.session.member
         assert member is not None
+        if state is not None:
+            # Before the first state that names its version (gateway/roommaterial.py).
+            self.session.send_material(hub.material_for(member.room, state))
         self.session.send_json(
             welcome_message(
                 room=member.room,

@@ -92,6 +92,10 @@ async def load_room(
         state.version = max(state.version, int(song_raw.get(b"version", b"0")))
     except ValueError:
         log.warning("room %s: unreadable state version %r", room, song_raw.get(b"version"))
+    try:
+        state.material_version = int(song_raw.get(b"material_version", b"0"))
+    except ValueError:
+        log.warning("room %s: unreadable material version", room)
     ctl = song_raw.get(b"ctl", b"0-0")
     return state, ctl, meta
 
@@ -121,7 +125,13 @@ def queue_persist(
         },
     )
     if material:
-        pipe.hset(keys.room_song(room), "material", records.encode(state.material))
+        pipe.hset(
+            keys.room_song(room),
+            mapping={
+                "material": records.encode(state.material),
+                "material_version": state.material_version,
+            },
+        )
 
 
 def queue_step(

@@ -20,4 +20,5 @@ def public_state(room: str, state: RoomState) -> roomview.PublicRoom:
         song=state.song,
         members=state.members.values(),
         material=state.material,
+        material_version=state.material_version,
     )

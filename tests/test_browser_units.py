@@ -396,6 +396,57 @@ def store_facts(page: Any, me: str, changes: list[dict[str, Any]]) -> list[dict[
     )
 
 
+def test_room_store_shows_the_latest_material_message_as_state_material(page: Any) -> None:
+    """The page gets the material in its own message (before the first state naming its
+    version, or after a state, or not at all from an older server): views read
+    ``state.material`` as before, and a state change keeps the material it had."""
+    seen = page.evaluate(
+        """async (state) => {
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          const out = [];
+          const look = () => ({lyrics: store.state ? store.state.material.lyrics : null,
+                               current: store.materialCurrent});
+          const emitted = [];
+          store.onChange((s) => emitted.push(s.state ? s.state.material.lyrics : null));
+          const lyrics = (text, version) => ({type: 'material', version,
+            material: {tracks: [], lyrics: text, image: null, cues: [], previous_cues: [],
+                       older_cues: []}});
+          // Material before the first state (as at a join: before welcome).
+          store.applyMaterial(lyrics('Row', 3));
+          out.push(look());
+          store.apply({...state, version: 1, material_version: 3});
+          out.push(look());
+          const shown = store.state.material;
+          // A mute: a new state, the same material (the same object).
+          store.apply({...state, version: 2, material_version: 3});
+          out.push({...look(), same: store.state.material === shown});
+          // A state naming a version not here yet shows the last material until it comes.
+          store.apply({...state, version: 3, material_version: 4});
+          out.push(look());
+          store.applyMaterial(lyrics('Row, row', 4));
+          out.push(look());
+          // A server from before the material message: its state's own material.
+          store.apply({...state, version: 4, material: lyrics('Old', 0).material});
+          out.push(look());
+          store.reset();
+          out.push({material: store.material, state: store.state});
+          return {out, emitted};
+        }""",
+        ROOM_STATE,
+    )
+    assert seen["out"] == [
+        {"lyrics": None, "current": False},
+        {"lyrics": "Row", "current": True},
+        {"lyrics": "Row", "current": True, "same": True},
+        {"lyrics": "Row", "current": False},
+        {"lyrics": "Row, row", "current": True},
+        {"lyrics": "Old", "current": True},
+        {"material": None, "state": None},
+    ]
+    assert seen["emitted"] == ["Row", "Row", "Row", "Row, row", "Old", None]
+
+
 def test_room_store_says_who_stopped_and_counts_listeners_apart(page: Any) -> None:
     run = {"song": {"running": True, "number": 1, "start_pos": 10}}
     stop = {"song": {"running": False, "end_pos": 20, "stopped_by": "s-ann", "ended": "stopped"}}

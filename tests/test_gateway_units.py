@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -18,15 +20,19 @@ from common.codec import CodecError, OpusDecoder, OpusEncoder
 from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.records import Role
+from common.roomview import PublicRoom
 from common.streams import Entry
 from common.wire import decode_chunk, encode_tap
 from gateway.fanout import Fanout, Tap
 from gateway.listeners import FreezePolicy
 from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s
+from gateway.roommaterial import follow
 from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
 from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
 from gateway.worker import CodecWorker
+from mixer.roomstate import RoomConfig, RoomState
+from mixer.view import public_state
 from tests.support import async_wait_until
 
 NOW = 86_000_000_000_000
@@ -345,3 +351,35 @@ def test_the_collector_freezes_a_growing_audience_and_thaws_when_a_fifth_left() 
     assert policy.decide(447) == "unfreeze"
     assert policy.decide(447) is None  # frozen again only at 500
     assert policy.decide(2000) == "freeze"
+
+
+async def test_a_page_gets_each_room_material_once_whatever_object_holds_it() -> None:
+    """gateway/roommaterial.py: the same object while the material is unchanged, a new
+    one when its version or its content changes; a session is sent each material once."""
+    state = RoomState(RoomConfig())
+    state.join("s-ann", "Ann", Role.SINGER, 0)
+    state.request_lead("s-ann", 1)
+    state.set_lyrics("s-ann", "Row, row")
+
+    def view() -> PublicRoom:
+        return public_state("r", state)
+
+    first = follow(None, view())
+    state.set_muted("s-ann", True)
+    assert follow(first, view()) is first  # a state change that is no material change
+    again = follow(None, view())  # built elsewhere (a join read from Redis): same content
+    state.set_lyrics("s-ann", "Row, row, row")
+    changed = follow(first, view())
+    assert changed is not first and changed.version == first.version + 1
+    reused = msgspec.structs.replace(view(), material_version=first.version)
+    assert follow(first, reused) is not first  # other content under a reused version
+
+    session = Session(ws=web.WebSocketResponse(), metrics=Metrics(), audio_queue_frames=4, conn="c")
+    for material in (first, first, again, changed, changed):
+        session.send_material(material)
+    sent = [json.loads(text) for text in session._control]
+    assert [(m["type"], m["version"]) for m in sent] == [
+        ("material", first.version),
+        ("material", changed.version),
+    ]
+    assert sent[1]["material"]["lyrics"] == "Row, row, row"

@@ -71,8 +71,15 @@ async def upload(
 
 
 def latest_state(peer: Peer) -> dict[str, Any]:
+    """The newest state ``peer`` got, with the material as its page shows it: the latest
+    ``material`` message, which the gateway sends before any state naming its version."""
     states = [m["state"] for m in peer.json if m["type"] in ("state", "welcome") and m["state"]]
-    return max(states, key=lambda s: int(s["version"]))
+    state = dict(max(states, key=lambda s: int(s["version"])))
+    assert "material" not in state, "material travels in its own message"
+    materials = [m for m in peer.json if m["type"] == "material"]
+    assert materials and materials[-1]["version"] == state["material_version"], materials[-1:]
+    state["material"] = materials[-1]["material"]
+    return state
 
 
 async def test_twenty_bad_uploads_are_refused_in_words_and_store_nothing(
@@ -149,10 +156,11 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     async with http.get(f"{base}/api/rooms/material/images/i-000000000000") as r:
         assert r.status == 404
 
-    # A late joiner gets all of it in its welcome.
+    # A late joiner gets all of it as it joins: the material, then its welcome.
     late = Peer(http, module_stack.ws(1))
-    welcome = await late.join("material", "Late", role="spectator")
-    state = welcome["state"] or latest_state(late)
+    await late.join("material", "Late", role="spectator")
+    assert [m["type"] for m in late.json][:2] == ["material", "welcome"]
+    state = latest_state(late)
     assert state["material"]["lyrics"] == lyrics
     assert state["material"]["image"]["id"] == image["image"]["id"]
     assert state["song"]["track"]["id"] == track["id"]
@@ -209,6 +217,88 @@ async def test_material_reaches_late_joiners_survives_failover_and_ends_the_song
     await ann.close()
     # Restart the killed mixer so the module's other tests have two again.
     module_stack.add_mixer(owner)
+
+
+def since(peer: Peer, mark: int, kind: str) -> list[dict[str, Any]]:
+    """The messages of type ``kind`` ``peer`` got after its first ``mark`` ones."""
+    return [m for m in peer.json[mark:] if m["type"] == kind]
+
+
+def joined_with(peer: Peer, lyrics: str) -> int:
+    """Check ``peer`` got the room's material, holding ``lyrics``, before its welcome (whose
+    state names that material's version); its material version."""
+    types = [m["type"] for m in peer.json]
+    welcome = peer.json[types.index("welcome")]
+    material = since(peer, 0, "material")[0]
+    assert types.index("material") < types.index("welcome"), types[:3]
+    assert material["material"]["lyrics"] == lyrics
+    assert "material" not in welcome["state"]
+    assert welcome["state"]["material_version"] == material["version"]
+    return int(material["version"])
+
+
+async def test_states_carry_the_material_version_and_the_material_comes_once_per_change(
+    module_stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """A room with long lyrics: members and listeners on both gateways get its material
+    once as they join; state changes (a mute, a join) send no material; new lyrics are
+    one ``material`` message each, before the first state naming their version."""
+    lyrics = "\n".join(f"Line {i}: row, row, row your boat, gently" for i in range(120))[:5000]
+    ann = Peer(http, module_stack.ws(0))
+    await ann.join("versions", "Ann")
+    await ann.ok("lead")
+    await ann.ok("set_lyrics", text=lyrics)
+    ben, fan = peers(http, module_stack, 1, 1)
+    await ben.join("versions", "Ben")
+    await fan.join("versions", "Fan", role="listener")
+    version = joined_with(ben, lyrics)
+    assert joined_with(fan, lyrics) == version
+    await ann.wait_member(ben.singer, connected=True)
+    assert latest_state(ann)["material_version"] == version
+    everyone = (ann, ben, fan)
+    marks = [len(peer.json) for peer in everyone]
+
+    # State changes without material: a mute, a join (on the other gateway).
+    await ben.ok("mute", muted=True)
+    cid = Peer(http, module_stack.ws(0))
+    await cid.join("versions", "Cid")
+    assert joined_with(cid, lyrics) == version
+    for peer in everyone:
+        await peer.wait(
+            lambda m: (
+                m["type"] == "state"
+                and any(x["name"] == "Cid" for x in m["state"]["members"])
+                and any(x["name"] == "Ben" and x["muted"] for x in m["state"]["members"])
+            )
+        )
+    for peer, mark in zip(everyone, marks, strict=True):
+        states = since(peer, mark, "state")
+        assert states and all("material" not in m["state"] for m in states)
+        assert {m["state"]["material_version"] for m in states} == {version}
+        assert since(peer, mark, "material") == [], "material sent though it did not change"
+
+    # New lyrics: one material message, then the state with the bumped version.
+    marks = [len(peer.json) for peer in everyone]
+    await ann.ok("set_lyrics", text=lyrics + "\nLife is but a dream")
+    for peer, mark in zip(everyone, marks, strict=True):
+        bumped = await peer.wait(
+            lambda m: m["type"] == "state" and m["state"]["material_version"] > version,
+            after=mark,
+        )
+        (material,) = since(peer, mark, "material")
+        assert material["material"]["lyrics"].endswith("Life is but a dream")
+        assert material["version"] == bumped["state"]["material_version"]
+        assert peer.json.index(material) < peer.json.index(bumped)
+
+    # Newcomers, a member and a listener, get the new material before their first state.
+    dee = Peer(http, module_stack.ws(1))
+    await dee.join("versions", "Dee")
+    eve = Peer(http, module_stack.ws(0))
+    await eve.join("versions", "Eve", role="listener")
+    assert joined_with(dee, lyrics + "\nLife is but a dream") == material["version"]
+    assert joined_with(eve, lyrics + "\nLife is but a dream") == material["version"]
+    for peer in (*everyone, cid, dee, eve):
+        await peer.close()
 
 
 async def inspect(module_stack: Stack, *args: str) -> str:

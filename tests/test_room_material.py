@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 from msgspec import to_builtins
 
 from common import records
 from common.constants import SAMPLE_RATE
+from common.protocol import material_message, page_state
 from common.records import EndReason, Image, Metronome, Role, SongMaterial, Track
 from common.tracks import song_end, song_origin
 from mixer.roomstate import CommandError, RoomConfig, RoomState
@@ -205,18 +207,26 @@ def test_gain_is_silenced_or_within_its_range() -> None:
 
 
 def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
-    """docs/protocol.md's *Room state* example, key for key, against a room whose
-    song has a song before it (so ``previous`` and ``started_with`` are filled in)."""
+    """docs/protocol.md's *Room state* and *Room material* examples, key for key, against
+    a room whose song has a song before it (so ``previous`` and ``started_with`` are
+    filled in): what pages get in ``state`` (no material) and in ``material``."""
     text = (REPO / "docs" / "protocol.md").read_text()
-    block = text[text.index("### Room state") :]
-    example = json.loads(block[block.index("```json") + 7 : block.index("```\n", 10)])
+
+    def example_after(heading: str) -> Any:
+        block = text[text.index(heading) :]
+        return json.loads(block[block.index("```json") + 7 : block.index("```\n", 10)])
+
+    example = example_after("### Room state")
+    material = example_after("### Room material")
     state = led_room()
     state.start_song("lead", T0 + 2 * S)
     state.stop_song("lead", T0 + 5 * S)
     state.add_track("lead", HYMN)
     state.set_image("lead", Image(id="i-0c1d2e3f4a5b", content_type="image/png"))
     state.start_song("lead", T0 + 6 * S)
-    sent = to_builtins(public_state("choir", state))
+    view = public_state("choir", state)
+    sent = page_state(view)
+    message = material_message(view.material_version, view.material)
 
     def keys_of(value: object, path: str) -> set[str]:
         found: set[str] = set()
@@ -227,8 +237,9 @@ def test_the_documented_room_state_has_the_fields_the_server_sends() -> None:
                     found |= keys_of(inner, f"{path}.{key}")
         return found
 
-    for part in ("song", "material"):
-        assert keys_of(example[part], part) == keys_of(sent[part], part)
+    assert list(example) == list(sent)  # material_version, and no material
+    assert keys_of(example["song"], "song") == keys_of(sent["song"], "song")
+    assert keys_of(material, "") == keys_of(message, "")
 
 
 def test_the_cues_of_every_song_still_audible_are_kept() -> None:

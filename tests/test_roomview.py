@@ -7,14 +7,17 @@ import math
 
 import msgspec
 from msgspec import to_builtins
+from redis.asyncio import Redis
 
-from common import records
+from common import keys, records
 from common.constants import SAMPLE_RATE
-from common.protocol import dumps
+from common.protocol import dumps, material_message, page_state
 from common.records import RoomMeta
 from common.roomview import PublicRoom
+from common.settings import MixerSettings
 from gateway.rooms import public_state as gateway_view
 from mixer.room import Role, RoomConfig, RoomState
+from mixer.store import load_room, queue_persist
 from mixer.view import public_state as mixer_view
 
 T0 = 1_700_000_000 * SAMPLE_RATE
@@ -103,10 +106,55 @@ def _scenario() -> RoomState:
     return state
 
 
+# Since pages get the material in a message of its own, the view carries its version too.
+EXPECTED_JSON = CAPTURED_JSON.replace('},"material":{', '},"material_version":0,"material":{', 1)
+
+
 def test_the_typed_view_sends_the_same_bytes_as_before() -> None:
     state = _scenario()
     view = mixer_view("choir", state)
-    assert dumps(to_builtins(view)) == CAPTURED_JSON
+    assert dumps(to_builtins(view)) == EXPECTED_JSON
+    expected = json.loads(EXPECTED_JSON)
+    assert msgspec.msgpack.encode(view) == msgspec.msgpack.encode(expected)
+    # A state event from a mixer before material_version still decodes (version 0).
     old = json.loads(CAPTURED_JSON)
-    assert msgspec.msgpack.encode(view) == msgspec.msgpack.encode(old)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=PublicRoom) == view
+
+
+def test_pages_get_the_state_without_its_material_and_the_material_on_its_own() -> None:
+    state = _scenario()
+    state.set_lyrics("amy", "Row, row, row your boat")
+    view = mixer_view("choir", state)
+    assert view.material_version == 1
+    page = page_state(view)
+    assert "material" not in page and page["material_version"] == 1
+    assert list(page) == [k for k in to_builtins(view) if k != "material"]
+    message = material_message(view.material_version, view.material)
+    assert message["type"] == "material" and message["version"] == 1
+    assert message["material"] == to_builtins(view)["material"]
+
+
+async def test_the_material_version_is_stored_with_the_material_and_read_back(
+    redis_url: str,
+) -> None:
+    """A mixer taking a room over (and a gateway reading it from Redis) sees the material
+    version the last owner had: pages holding that material need no new copy."""
+    state = RoomState(RoomConfig())
+    state.join("s-ann", "Ann", Role.SINGER, T0)
+    state.request_lead("s-ann", T0 + 1)
+    state.set_lyrics("s-ann", "Row, row")
+    state.set_lyrics("s-ann", "Row, row, row")
+    assert state.material_version == 2
+    redis = Redis.from_url(redis_url)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            queue_persist(pipe, "mv", state, b"0-0", set(), material=True)
+            await pipe.execute()
+        loaded, _, _ = await load_room(redis, "mv", MixerSettings(redis_url=redis_url))
+        assert loaded.material_version == 2 and loaded.material.lyrics == "Row, row, row"
+        song: dict[bytes, bytes] = await redis.hgetall(keys.room_song("mv"))  # type: ignore[assignment]
+        members: dict[bytes, bytes] = await redis.hgetall(keys.room_members("mv"))  # type: ignore[assignment]
+        view = gateway_view("mv", RoomMeta(), members, song)
+        assert view.material_version == 2 and view.material.lyrics == "Row, row, row"
+    finally:
+        await redis.aclose()

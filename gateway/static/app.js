@@ -98,6 +98,7 @@ class App {
       handlers: {
         welcome: (msg, info) => this.onWelcome(msg, info),
         state: (state) => this.store.apply(state),
+        material: (msg) => this.store.applyMaterial(msg),
         chat: (msg) => this.stage.onChat(msg),
         levels: (levels) => this.onLevels(levels),
         recording: (msg) => this.recordings.onRecorded(msg),

@@ -1,7 +1,11 @@
 // The room as this page knows it: the latest `state` (docs/protocol.md, *Room
-// state*), who "me" is, and the facts the views show, derived in one place so
-// that every sentence on the page agrees with every other. Pure: no DOM, no
-// socket; views subscribe with `onChange`.
+// state*) with the latest `material` shown in it as `state.material`, who "me"
+// is, and the facts the views show, derived in one place so that every
+// sentence on the page agrees with every other. Pure: no DOM, no socket; views
+// subscribe with `onChange`.
+
+/** The material shown before the first `material` message (an empty room's). */
+const NO_MATERIAL = Object.freeze({ tracks: [], lyrics: "", image: null, cues: [], previous_cues: [], older_cues: [] });
 
 /** Which bucket a member is in: their `bucket` field, else matched by delay, else null (custom). */
 export function bucketOf(member, buckets) {
@@ -48,6 +52,9 @@ export function listenerDelay(state, maxDelay = 115 * 48000) {
 export class RoomStore {
   constructor() {
     this.state = null;
+    this.received = null; // the latest `state` as the server sent it (no `material`)
+    this.material = null; // the latest `material` message's material
+    this.materialVersion = null; // and its version
     this.meId = null;
     this.meRole = null;
     this.heardDelay = null;
@@ -64,6 +71,9 @@ export class RoomStore {
   reset() {
     const previous = this.state;
     this.state = null;
+    this.received = null;
+    this.material = null;
+    this.materialVersion = null;
     this.meId = null;
     this.meRole = null;
     this.heardDelay = null;
@@ -90,9 +100,37 @@ export class RoomStore {
     const held = this.state ? this.state.version : null;
     if (typeof held === "number" && typeof state.version === "number" && state.version < held) return false;
     const previous = this.state;
-    this.state = state;
+    this.received = state;
+    this.state = this.withMaterial(state);
     this.emit(previous);
     return true;
+  }
+
+  /**
+   * Apply a `material` message ({version, material}): the room's material, sent on its own
+   * only when it changes (a `state` names its `material_version` instead). It is shown as
+   * `state.material` from now on, whichever of the two arrived first. Returns true when kept.
+   */
+  applyMaterial(msg) {
+    if (!msg || typeof msg.material !== "object" || msg.material === null) return false;
+    this.material = msg.material;
+    this.materialVersion = typeof msg.version === "number" ? msg.version : null;
+    if (this.received === null) return true;
+    const previous = this.state;
+    this.state = this.withMaterial(this.received);
+    this.emit(previous);
+    return true;
+  }
+
+  /** Whether the held material is the one the held state names (false until it arrives). */
+  get materialCurrent() {
+    return this.received !== null && (!("material_version" in this.received) || this.received.material_version === this.materialVersion);
+  }
+
+  withMaterial(state) {
+    // A server from before the `material` message sent the material in every state.
+    if ("material" in state) return state;
+    return { ...state, material: this.material ?? NO_MATERIAL };
   }
 
   emit(previous) {

@@ -17,7 +17,8 @@ const RETRY_MAX_MS = 4000;
 const nowMs = () => performance.timeOrigin + performance.now();
 
 /**
- * `handlers`: `welcome(msg, {resumed})`, `state(state)`, `chat(msg)`,
+ * `handlers`: `welcome(msg, {resumed})`, `state(state)`, `material(msg)` (it may
+ * come before `welcome`: the server sends it before the first state naming it), `chat(msg)`,
  * `levels(levels)`, `recording(msg)`, `audio(frame)`, `badFrame()`, `error(msg)` (a non-fatal
  * error without a req), `pong(summary)`, `status(status)` where status is
  * "connected", "reconnecting" or "idle", and `lost(error)` (the seat could not
@@ -81,6 +82,7 @@ export class Session {
     const conn = new Connection(this.url, {
       pong: (m) => this.onPong(m),
       state: (m) => this.emit("state", m.state),
+      material: (m) => this.emit("material", m),
       chat: (m) => this.emit("chat", m),
       levels: (m) => this.emit("levels", m.levels || {}),
       recording: (m) => this.emit("recording", m),
