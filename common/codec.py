@@ -30,6 +30,8 @@ Samples = npt.NDArray[np.float32]
 MAX_PACKET_SAMPLES: Final = 6 * OPUS_FRAME_SAMPLES
 """The longest legal Opus packet: 120 ms, 5760 samples at 48 kHz."""
 
+_FRAME_BYTES_INT16: Final = 2 * OPUS_FRAME_SAMPLES
+
 MIN_BITRATE: Final = 6_000
 MAX_BITRATE: Final = 510_000
 """Opus's useful bitrate range (b/s); libopus would silently clamp values outside it."""
@@ -188,6 +190,9 @@ class OpusDecoder(_OpusState):
 
     def __init__(self) -> None:
         super().__init__(_create_decoder(), _DECODER_DESTROY, _DECODER_CTL)
+        self._buffer: npt.NDArray[np.int16] = np.empty(0, dtype="<i2")
+        """decode_frames_int16's reused output (``reuse=True``), and its address."""
+        self._buffer_address = 0
 
     def decode_into(self, packet: bytes, out: Samples) -> int:
         """Decode one packet into ``out`` and return the number of samples written.
@@ -225,22 +230,35 @@ class OpusDecoder(_OpusState):
             pos += self.decode_into(packet, buf[pos : pos + MAX_PACKET_SAMPLES])
         return buf[:pos]
 
-    def decode_frames_int16(self, packets: Sequence[bytes]) -> npt.NDArray[np.int16]:
-        """Decode 20 ms packets straight to int16, 960 samples each, into one new array.
+    def decode_frames_int16(
+        self, packets: Sequence[bytes], *, reuse: bool = False
+    ) -> npt.NDArray[np.int16]:
+        """Decode 20 ms packets straight to int16, 960 samples each, in order.
 
         For the internal wire, which carries int16: libopus's own int16 output
         saves scaling, clipping and converting a float buffer per message.
-        Raises :class:`CodecError` for an empty or corrupt packet, or one that
-        is not 20 ms.
+        The samples go into a new array; with ``reuse``, into this decoder's
+        own buffer instead (grown when needed), returned as a view that the
+        next call overwrites: for a caller that copies the samples out at
+        once, it saves an allocation and an address lookup per call.  Raises
+        :class:`CodecError` for an empty or corrupt packet, or one that is
+        not 20 ms.
         """
         state = self._live()
-        out = np.empty(len(packets) * OPUS_FRAME_SAMPLES, dtype="<i2")
-        base = out.ctypes.data
+        count = len(packets) * OPUS_FRAME_SAMPLES
+        if not reuse:
+            out = np.empty(count, dtype="<i2")
+            base = out.ctypes.data
+        else:
+            if self._buffer.shape[0] < count:
+                self._buffer = np.empty(count, dtype="<i2")
+                self._buffer_address = self._buffer.ctypes.data
+            out, base = self._buffer, self._buffer_address
         for index, packet in enumerate(packets):
             if not isinstance(packet, bytes) or not packet:
                 raise CodecError(f"packet {index} is empty or not bytes")
-            address = base + index * OPUS_FRAME_SAMPLES * 2
-            n = int(_DECODE_INT16(state, packet, len(packet), address, OPUS_FRAME_SAMPLES, 0))
+            address = base + index * _FRAME_BYTES_INT16
+            n = _DECODE_INT16(state, packet, len(packet), address, OPUS_FRAME_SAMPLES, 0)
             if n != OPUS_FRAME_SAMPLES:
                 if n < 0:
                     raise CodecError(_decode_error(n, packet, OPUS_FRAME_SAMPLES))
@@ -248,7 +266,7 @@ class OpusDecoder(_OpusState):
                     f"packet {index} holds {n} samples; every packet must be 20 ms "
                     f"({OPUS_FRAME_SAMPLES} samples)"
                 )
-        return out
+        return out[:count]
 
     def conceal(self, out: Samples) -> int:
         """Write 960 samples of packet-loss concealment for one missing 20 ms frame."""

@@ -127,7 +127,9 @@ def encode_chunk(
         n=samples.shape[0],
         dtype=dtype,
     )
-    return _ENCODER.encode(header) + samples.astype(_DTYPES[dtype], copy=False).tobytes()
+    # One copy of the samples: straight into the message (no tobytes() in between).
+    payload = np.ascontiguousarray(samples, _DTYPES[dtype]).data
+    return b"".join((_ENCODER.encode(header), payload))
 
 
 def encode_tap(

@@ -135,8 +135,9 @@ class SingerStream:
         assert decoder is not None
         if reset:
             decoder.reset()
-        # Straight to int16, the internal wire's sample type: no float pass in between.
-        return decoder.decode_frames_int16(packets)
+        # Straight to int16, the internal wire's sample type: no float pass in between;
+        # into the decoder's own buffer, which encode_chunk copies into the message.
+        return decoder.decode_frames_int16(packets, reuse=True)
 
 
 ErrorHandler = Callable[[CodecError], None]
@@ -253,6 +254,11 @@ class Uplink:
         by_key: dict[str, list[bytes]] = {}
         for key, data in entries:
             by_key.setdefault(key, []).append(data)
+        # As memoryviews, the chunks are not copied into one packed command (redis-py's
+        # hiredis packer would): they go to the socket as they are, in one vectored write.
         await asyncio.gather(
-            *(self._push(keys=[key], args=[self._maxlen, *datas]) for key, datas in by_key.items())
+            *(
+                self._push(keys=[key], args=[self._maxlen, *[memoryview(d) for d in datas]])
+                for key, datas in by_key.items()
+            )
         )

@@ -371,3 +371,26 @@ def test_int16_batch_decode_rejects_bad_packets() -> None:
         decoder.decode_frames_int16([opuslib_packet(1920)])
     with pytest.raises(CodecError, match="480 samples"):
         decoder.decode_frames_int16([opuslib_packet(480)])
+
+
+def test_int16_decode_into_the_reused_buffer_matches_a_fresh_decode() -> None:
+    signal = (0.4 * np.sin(2 * np.pi * 440 * np.arange(960 * 12) / 48000)).astype(np.float32)
+    packets = OpusEncoder().encode_frames(signal)
+    fresh, reusing = OpusDecoder(), OpusDecoder()
+    # Message sizes that shrink and grow: the buffer is reallocated only to grow,
+    # and each call returns exactly its own samples.
+    for start, stop in ((0, 2), (2, 3), (3, 8), (8, 12)):
+        expected = fresh.decode_frames_int16(packets[start:stop])
+        got = reusing.decode_frames_int16(packets[start:stop], reuse=True)
+        assert got.dtype == np.dtype("<i2") and got.shape == expected.shape
+        assert np.array_equal(got, expected)
+
+
+def test_int16_decode_reuse_overwrites_the_previous_result() -> None:
+    packets = OpusEncoder().encode_frames(sine(440, 2, 0.5))
+    decoder = OpusDecoder()
+    first = decoder.decode_frames_int16(packets[:1], reuse=True)
+    kept = first.copy()
+    second = decoder.decode_frames_int16(packets[1:], reuse=True)
+    assert np.shares_memory(first, second)
+    assert not np.array_equal(kept, second)  # the view was overwritten, as documented
