@@ -31,10 +31,10 @@ def queue_step(
 ) -> None:
     """Write one room's step: taps, records, events, and the periodic snapshots."""
     store.queue_step(pipe, owned.name, owned.state, owned.ctl_cursor, out, now, read_ctl)
+    store.queue_published(pipe, owned.name, out, now, settings)
     if out.checkpoint is not None:
         queue_checkpoint(pipe, owned, out.checkpoint)
-    keep_from: bytes | None = None
-    if out.stats is not None:  # a publish step: trim what the mixer consumed
+    if out.stats is not None:
         song = owned.state.song
         keep_from = trim_from(
             owned.in_cursor,
@@ -43,7 +43,7 @@ def queue_step(
             keeps_stems=song.running and song.recording.stems,
             wall_ms=int(time.time() * 1000),
         )
-    store.queue_published(pipe, owned.name, out, now, settings, keep_from)
+        pipe.xtrim(keys.room_in(owned.name), minid=keep_from, approximate=True)
 
 
 def queue_persist(pipe: Any, owned: OwnedRoom) -> None:

@@ -151,67 +151,31 @@ def queue_step(
         queue_event(pipe, room, event)
 
 
-PUBLISH_SCRIPT: Final = """
-local maxlen, ttl = ARGV[1], ARGV[2]
-if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[5]) end
-local fields = tonumber(ARGV[6])
-if fields > 0 then redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + 2 * fields)) end
-local i = 7 + 2 * fields
-for k = 4, #KEYS do
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'd', ARGV[i])
-  if ARGV[i + 1] == '1' then redis.call('PEXPIRE', KEYS[k], ttl) end
-  i = i + 2
-end
-return #KEYS - 3
-"""
-"""One room's published writes of a tick in one command.
-
-KEYS: the room's ``occ``, ``stats``, ``in``, then each tap written. ARGV: the taps'
-``MAXLEN`` and TTL (ms); the occupancy record and its TTL (``SET ... PX``; empty: none);
-the input's trim id (``XTRIM MINID ~``; empty: none); the number of stats fields, then
-the fields and values (``HSET``); then per tap its window (``XADD ... MAXLEN ~ * d``)
-and ``1`` to renew its TTL (``PEXPIRE``: a fresh tap, or when due). What each command
-would write on its own; every key is the room's, so it runs on Redis Cluster too. One
-command and one reply per room instead of one per tap: in rooms of 50 with six taps
-each, redis-py's cost per command was what a room cost beside its singers."""
-
-
 def queue_published(
-    pipe: Pipeline,
-    room: str,
-    out: Publish,
-    now: int,
-    settings: MixerSettings,
-    trim_from: bytes | None = None,
+    pipe: Pipeline, room: str, out: Publish, now: int, settings: MixerSettings
 ) -> None:
-    """Write what one step publishes: the tap windows, occupancy, stats, and the trim of
-    the consumed input (``trim_from``: the oldest entry id to keep), in one script call."""
-    if not out.taps and out.occupancy is None and out.stats is None and trim_from is None:
-        return
-    names = [keys.room_occupancy(room), keys.room_stats(room), keys.room_in(room)]
-    occupancy = records.encode(out.occupancy) if out.occupancy is not None else b""
-    args: list[bytes | str | int] = [
-        settings.tap_maxlen,
-        settings.tap_ttl_ms,
-        occupancy,
-        OCC_TTL_MS,
-        trim_from or b"",
-    ]
-    stats: dict[str, bytes | str | int] = {}
+    """Write what one step publishes: the tap windows, occupancy and stats."""
+    for tap in out.taps:
+        key = keys.room_tap(room, tap.delay, tap.tap.mix)
+        pipe.xadd(
+            key,
+            {"d": encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix)},
+            maxlen=settings.tap_maxlen,
+            approximate=True,
+        )
+        if tap.fresh or out.refresh_taps:
+            # From its first window on: a tap that lives less than one publish
+            # period must still expire.
+            pipe.pexpire(key, settings.tap_ttl_ms)
+    if out.occupancy is not None:
+        pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
     if out.stats is not None:
+        stats: dict[str, bytes | str | int] = {}
         stats.update(out.stats)
         stats.update(clock=now, mixer=settings.mixer_id)
         if out.live is not None:
             stats["members"] = records.encode(out.live)
-    args.append(len(stats))
-    for field, value in stats.items():
-        args += [field, value]
-    for tap in out.taps:
-        names.append(keys.room_tap(room, tap.delay, tap.tap.mix))
-        args.append(encode_tap(room, tap.delay, tap.start, now, tap.samples, tap.tap.mix))
-        args.append(1 if tap.fresh or out.refresh_taps else 0)
-    pipe.eval(PUBLISH_SCRIPT, len(names), *names, *args)
+        pipe.hset(keys.room_stats(room), mapping=stats)  # type: ignore[arg-type]
 
 
 def queue_discard(pipe: Pipeline, room: str, discard: list[tuple[str, str]]) -> None:
