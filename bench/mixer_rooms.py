@@ -1,22 +1,24 @@
 """What a room costs the mixer beside its singers: ``python -m bench.mixer_rooms``.
 
-The same number of singers in one room and in rooms of ``--room-size``,
-each run on a fresh private redis-server (with its append-only file, as
-compose runs it; ``--no-aof`` for none) and a :class:`mixer.service.MixerService`
-in this process, ticking every 100 ms on the real clock as ``brigade mixer``
-does: it reads the rooms' input, mixes, writes the taps, events, stats and the
-failover checkpoint. Between ticks the benchmark pushes every singer's 100 ms
-int16 chunk to ``bb:{R}:in`` as a gateway does, and keeps the recorder's tap
-subscribed in every room (a recorder records every song; ``--no-recorder``
-for none); the mixer's other settings come from ``BB_*`` variables. Only the
-ticks are timed (``process_time`` around ``MixerService.tick``, nothing else
-runs meanwhile), after ``--warmup-s`` so
-that every bucket's audio is in the ring; Redis's CPU (``/proc``) and the
-bytes it wrote to disk are measured over the same window.
+The same number of singers in one room and in rooms of ``--room-size``, each
+layout on a private redis-server of its own (in memory, as compose runs the
+audio Redis beside the keeper; ``--aof`` for an append-only file) with a
+:class:`mixer.service.MixerService` in this process, ticking every 100 ms on
+the real clock as ``brigade mixer`` does: it reads the rooms' input, mixes,
+writes the taps, events, stats and the failover checkpoint. Before each tick
+the benchmark pushes every singer's 100 ms int16 chunk to ``bb:{R}:in`` as a
+gateway does, and keeps the recorder's tap subscribed in every room (a
+recorder records every song; ``--no-recorder`` for none); the mixer's other
+settings come from ``BB_*`` variables. Only the ticks are timed
+(``process_time`` around ``MixerService.tick``), after ``--warmup-s`` so that
+every bucket's audio is in the ring; each Redis's CPU (``/proc``) and the bytes
+it wrote to disk are measured over the same window.
 
-The two layouts alternate (``--rounds``), so the machine's drift shows as the
-spread; the headline is the ratio of the medians, rooms / one room.
-Writes ``bench-results/mixer_rooms.json``.
+The layouts run side by side, in turns within every tick period (who goes
+first alternates), so the machine's drift falls on both alike and the ratio
+holds even on a busy machine; ``--rounds`` repeats the whole run. The headline
+is the ratio of the medians, rooms / one room. Writes
+``bench-results/mixer_rooms.json``.
 """
 
 from __future__ import annotations
@@ -65,91 +67,132 @@ def _room_state(singers: int, now: int) -> RoomState:
     return state
 
 
+class Layout:
+    """``singers`` in rooms of ``room_size`` on a private redis-server, with a mixer."""
+
+    def __init__(
+        self, singers: int, room_size: int, recorder: bool, aof: bool, checkpoint_ms: int
+    ) -> None:
+        self.singers, self.room_size, self.recorder = singers, room_size, recorder
+        self.data = tempfile.mkdtemp(prefix="mixer-rooms-")
+        self.server = RedisServer(persist_dir=self.data if aof else None)
+        self.checkpoint_ms = checkpoint_ms
+        self.used = self.redis_cpu = self.disk = 0.0
+
+    async def start(self, now: int) -> None:
+        self.server.start()
+        self.client = redis.Redis.from_url(self.server.url)
+        self.aclient = AsyncRedis.from_url(self.server.url)
+        settings = MixerSettings.from_env(
+            {
+                **{k: v for k, v in os.environ.items() if k.startswith("BB_")},
+                "REDIS_URL": self.server.url,
+                "BB_MIXER_ID": "bench",
+                "BB_CHECKPOINT_MS": str(self.checkpoint_ms),
+            }
+        )
+        self.service = MixerService(settings, self.aclient)
+        sizes = [
+            min(self.room_size, self.singers - i) for i in range(0, self.singers, self.room_size)
+        ]
+        self.names = [f"room{i}" for i in range(len(sizes))]
+        async with self.aclient.pipeline(transaction=False) as pipe:
+            for name, size in zip(self.names, sizes, strict=True):
+                store.queue_persist(pipe, name, _room_state(size, now), b"0-0", set())
+            await pipe.execute()
+        for name in self.names:
+            await self.service._claim(name)
+        self.start_pos = self.service.rooms[self.names[0]].state.song.start_pos or now
+
+    def push(self, k: int, pcm: np.ndarray[Any, Any]) -> None:
+        """Every singer's chunk for tick ``k`` (and the recorder's tap, once a second)."""
+        clock = now_samples()
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in self.names:
+                owned = self.service.rooms[name]
+                members = list(owned.state.members.values())
+                if self.recorder and k % 10 == 0:
+                    delay = recording_delay(RoomMeta(), members)
+                    owned.state.subscribe_tap("recorder", delay, "full", clock, 30 * SAMPLE_RATE)
+                for m in members:
+                    pos = clock - m.delay - LATENCY
+                    pos -= (pos - self.start_pos) % CHUNK
+                    pipe.xadd(
+                        keys.room_in(name),
+                        {"d": encode_chunk(name, m.singer_id, 1, k, pos, pcm)},
+                    )
+            pipe.execute()
+
+    async def tick(self, measured: bool) -> None:
+        began = time.process_time()
+        await self.service.tick()
+        if measured:
+            self.used += time.process_time() - began
+
+    def mark(self, sign: float) -> None:
+        """Redis's CPU and disk at the measurement's start (-1) or end (+1)."""
+        pid = self.server.proc.pid if self.server.proc else 0
+        self.redis_cpu += sign * cpu_s(pid)
+        self.disk += sign * io_write_bytes(pid)
+
+    def figures(self, seconds: float) -> dict[str, float]:
+        singer_s = self.singers * seconds
+        return {
+            "mixer_ms_per_singer_second": 1000 * self.used / singer_s,
+            "redis_ms_per_singer_second": 1000 * self.redis_cpu / singer_s,
+            "redis_disk_bytes_per_singer_second": self.disk / singer_s,
+            "tick_overruns": float(self.service.counters.tick_overruns),
+        }
+
+    async def stop(self) -> None:
+        self.client.close()
+        await self.aclient.aclose()
+        self.server.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 async def run(
     singers: int,
-    room_size: int,
+    sizes: Sequence[int],
     warmup_s: float,
     measure_s: float,
     recorder: bool,
     aof: bool,
     checkpoint_ms: int = 1000,
-) -> dict[str, float]:
-    """Mixer and Redis CPU, ms per singer-second, for ``singers`` in rooms of ``room_size``."""
-    data = tempfile.mkdtemp(prefix="mixer-rooms-")
-    server = RedisServer(persist_dir=data if aof else None)
-    server.start()
-    client = redis.Redis.from_url(server.url)
-    aclient = AsyncRedis.from_url(server.url)
+) -> list[dict[str, float]]:
+    """Mixer and Redis CPU, ms per singer-second, for ``singers`` in rooms of each size.
+
+    The layouts run side by side, each with its own Redis and mixer: in every tick
+    period each gets its chunks and then its tick, in turns, so whatever the machine
+    does meanwhile falls on all of them alike.
+    """
+    layouts = [Layout(singers, size, recorder, aof, checkpoint_ms) for size in sizes]
     try:
-        settings = MixerSettings.from_env(
-            {
-                **{k: v for k, v in os.environ.items() if k.startswith("BB_")},
-                "REDIS_URL": server.url,
-                "BB_MIXER_ID": "bench",
-                "BB_CHECKPOINT_MS": str(checkpoint_ms),
-            }
-        )
-        service = MixerService(settings, aclient)
         now = now_samples()
-        sizes = [min(room_size, singers - i) for i in range(0, singers, room_size)]
-        names = [f"room{i}" for i in range(len(sizes))]
-        async with aclient.pipeline(transaction=False) as pipe:
-            for name, size in zip(names, sizes, strict=True):
-                store.queue_persist(pipe, name, _room_state(size, now), b"0-0", set())
-            await pipe.execute()
-        for name in names:
-            await service._claim(name)
+        for layout in layouts:
+            await layout.start(now)
         t = np.arange(CHUNK, dtype=np.float64) / SAMPLE_RATE
         pcm = (np.sin(2 * np.pi * 220.0 * t) * 8000).astype(np.int16)
-        start = service.rooms[names[0]].state.song.start_pos or now
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         ticks_warm = round(warmup_s / TICK_S)
         ticks = round(measure_s / TICK_S)
-        used = 0.0
-        redis_pid = server.proc.pid if server.proc else 0
-        redis_cpu = disk = 0.0
         for k in range(ticks_warm + ticks):
             if k == ticks_warm:
-                redis_cpu, disk = -cpu_s(redis_pid), -io_write_bytes(redis_pid)
-            clock = now_samples()
-            with client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    owned = service.rooms[name]
-                    members = list(owned.state.members.values())
-                    if recorder and k % 10 == 0:
-                        delay = recording_delay(RoomMeta(), members)
-                        owned.state.subscribe_tap(
-                            "recorder", delay, "full", clock, 30 * SAMPLE_RATE
-                        )
-                    for m in members:
-                        pos = clock - m.delay - LATENCY
-                        pos -= (pos - start) % CHUNK
-                        pipe.xadd(
-                            keys.room_in(name),
-                            {"d": encode_chunk(name, m.singer_id, 1, k, pos, pcm)},
-                        )
-                pipe.execute()
-            began = time.process_time()
-            await service.tick()
-            if k >= ticks_warm:
-                used += time.process_time() - began
+                for layout in layouts:
+                    layout.mark(-1)
+            turn = layouts[k % 2 :] + layouts[: k % 2]  # who goes first alternates
+            for layout in turn:
+                layout.push(k, pcm)
+                await layout.tick(k >= ticks_warm)
             next_at += TICK_S
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-        redis_cpu += cpu_s(redis_pid)
-        disk += io_write_bytes(redis_pid)
-        seconds = ticks * TICK_S
-        return {
-            "mixer_ms_per_singer_second": 1000 * used / (singers * seconds),
-            "redis_ms_per_singer_second": 1000 * redis_cpu / (singers * seconds),
-            "redis_disk_bytes_per_singer_second": disk / (singers * seconds),
-            "tick_overruns": float(service.counters.tick_overruns),
-        }
+        for layout in layouts:
+            layout.mark(+1)
+        return [layout.figures(ticks * TICK_S) for layout in layouts]
     finally:
-        client.close()
-        await aclient.aclose()
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+        for layout in layouts:
+            await layout.stop()
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -162,7 +205,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--measure-s", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-recorder", action="store_true", help="no recorder tap")
-    p.add_argument("--no-aof", action="store_true", help="Redis without its append-only file")
+    p.add_argument("--aof", action="store_true", help="Redis with an append-only file")
     p.add_argument("--checkpoint-ms", type=int, default=1000, help="0: no checkpoints")
     p.add_argument(
         "--layouts", default="one-room,rooms", help="comma-separated: one-room, rooms (both)"
@@ -173,7 +216,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(sys.argv[1:] if argv is None else argv)
-    recorder, aof = not args.no_recorder, not args.no_aof
+    recorder, aof = not args.no_recorder, args.aof
     chosen = args.layouts.split(",")
     layouts = {
         name: size
@@ -185,11 +228,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in layouts}
     for _ in range(args.rounds):
-        for name, size in layouts.items():
-            runs[name].append(
-                asyncio.run(run(args.singers, size, args.warmup_s, args.measure_s, recorder, aof))
+        together = asyncio.run(
+            run(
+                args.singers,
+                list(layouts.values()),
+                args.warmup_s,
+                args.measure_s,
+                recorder,
+                aof,
+                args.checkpoint_ms,
             )
-            figures = runs[name][-1]
+        )
+        for name, figures in zip(layouts, together, strict=True):
+            runs[name].append(figures)
             print(
                 f"{name:>12}: mixer {figures['mixer_ms_per_singer_second']:.3f} "
                 f"redis {figures['redis_ms_per_singer_second']:.3f} ms/singer-s, "

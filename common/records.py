@@ -20,7 +20,7 @@ raises :class:`common.errors.ValidationError` with the path of the bad field.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -496,6 +496,35 @@ class RoomMeta(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def has_password(self) -> bool:
         return bool(self.password_hash)
+
+
+class LiveCounters(msgspec.Struct, frozen=True, kw_only=True):
+    """``members`` field of ``bb:{R}:stats``: each member's counters as the mixer keeps them
+    per chunk, written with the room's stats (every publish period while audio arrives).
+
+    They are diagnostics, not state: the ``Member`` records in ``bb:{R}:members`` carry
+    them only as of the room's last change, so a room that sings without changing is not
+    rewritten (nor copied by the keeper) several times a second for its counters.
+    """
+
+    members: dict[str, tuple[int, int, int, float]]
+    """Singer id -> (late, chunks, rejected, level_db)."""
+
+    @classmethod
+    def of(cls, members: Iterable[Member]) -> LiveCounters:
+        return cls(
+            members={m.singer_id: (m.late, m.chunks, m.rejected, m.level_db) for m in members}
+        )
+
+    def apply(self, member: Member) -> Member:
+        """``member`` with these counters (itself when they do not name it)."""
+        live = self.members.get(member.singer_id)
+        if live is None:
+            return member
+        late, chunks, rejected, level_db = live
+        return msgspec.structs.replace(
+            member, late=late, chunks=chunks, rejected=rejected, level_db=level_db
+        )
 
 
 class Occupancy(msgspec.Struct, frozen=True, kw_only=True):

@@ -38,6 +38,7 @@ from common.names import check_room
 from common.records import (
     GatewayStatus,
     KeeperStatus,
+    LiveCounters,
     Material,
     Member,
     MixerStatus,
@@ -235,7 +236,10 @@ def gather_room(client: redis.Redis, url: str, room: str) -> RoomDetail:
         for tap in sorted(delays)
     ]
     occupancy = _occupancy(next(replies), problems)
-    stats = {_text(k): _text(v) for k, v in next(replies).items()}
+    stats_raw = dict(next(replies))
+    live = _live_counters(stats_raw.pop(b"members", None), problems)
+    stats = {_text(k): _text(v) for k, v in stats_raw.items()}
+    members = [live.apply(m) for m in members]
     blob_ttl_ms = {blob_id: _pttl(next(replies)) for blob_id in blob_ids}
     meta = {_text(k): _text(v) for k, v in meta_raw.items()}
     password_set = bool(meta.pop("password_hash", ""))
@@ -350,6 +354,17 @@ def _members(raw: dict[bytes, bytes]) -> tuple[list[Member], dict[str, str]]:
         except ValidationError as exc:
             bad[_text(singer)] = str(exc) or type(exc).__name__
     return members, bad
+
+
+def _live_counters(raw: bytes | None, problems: list[str]) -> LiveCounters:
+    """The members' counters the mixer publishes with its stats (none: the records')."""
+    if raw is None:
+        return LiveCounters(members={})
+    try:
+        return records.decode(raw, LiveCounters)
+    except ValidationError as exc:
+        problems.append(f"stats members unreadable: {exc}")
+        return LiveCounters(members={})
 
 
 def _song(

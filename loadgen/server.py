@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from common import keys, records
 from common.errors import ValidationError
-from common.records import Member, MixerStatus
+from common.records import LiveCounters, Member, MixerStatus
 from common.redisclient import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -190,17 +190,23 @@ def upstream_delta(before: Snapshot, after: Snapshot) -> dict[str, Any]:
 
 
 async def member_records(redis: Redis, rooms: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Per singer id: the mixer's ``chunks``, ``rejected`` and ``late`` since they joined."""
+    """Per singer id: the mixer's ``chunks``, ``rejected`` and ``late`` since they joined
+    (the counters it publishes with the room's stats, else the member record's)."""
     rooms = list(rooms)
     async with redis.pipeline(transaction=False) as pipe:
         for room in rooms:
             pipe.hgetall(keys.room_members(room))
+            pipe.hget(keys.room_stats(room), "members")
         replies = await pipe.execute()
     found: dict[str, dict[str, Any]] = {}
-    for reply in replies:
+    for reply, live_raw in zip(replies[::2], replies[1::2], strict=True):
+        try:
+            live = records.decode(live_raw, LiveCounters)
+        except ValidationError:
+            live = LiveCounters(members={})
         for raw_id, raw in dict(reply).items():
             try:
-                member = records.decode(raw, Member)
+                member = live.apply(records.decode(raw, Member))
             except ValidationError:
                 continue
             singer = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)

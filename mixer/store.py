@@ -180,9 +180,11 @@ def queue_published(
     if out.occupancy is not None:
         pipe.set(keys.room_occupancy(room), records.encode(out.occupancy), px=OCC_TTL_MS)
     if out.stats is not None:
-        stats: dict[str, str | int] = {}
+        stats: dict[str, bytes | str | int] = {}
         stats.update(out.stats)
         stats.update(clock=now, mixer=settings.mixer_id)
+        if out.live is not None:
+            stats["members"] = records.encode(out.live)
         pipe.hset(keys.room_stats(room), mapping=stats)  # type: ignore[arg-type]
 
 

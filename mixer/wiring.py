@@ -17,7 +17,7 @@ def host_timing(settings: MixerSettings) -> HostTiming:
         levels=seconds_to_samples(settings.levels_ms / 1000),
         grace=round(settings.reconnect_grace_s * SAMPLE_RATE),
         checkpoint=seconds_to_samples(settings.checkpoint_ms / 1000),
-        tap_ttl=min(SAMPLE_RATE, seconds_to_samples(settings.tap_ttl_ms / 3000)),
+        tap_ttl=seconds_to_samples(settings.tap_ttl_ms / 3000),
     )
 
 

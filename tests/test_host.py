@@ -152,6 +152,34 @@ def test_publish_steps_carry_occupancy_stats_and_levels() -> None:
     assert any(isinstance(e, Levels) and "a" in e.levels for e in out.events)
 
 
+def test_singing_rewrites_no_record_its_counters_go_with_the_stats() -> None:
+    """Chunks change the members' counters, not the room: their records (which the keeper
+    copies to the durable store) are written when the room changes, the counters with the
+    stats of each publish step after audio arrived."""
+    h = host()
+    out = h.step(
+        [ctl("a", c.Join(name="A", role=Role.SINGER)), ctl("a", c.Lead()), ctl("a", c.Start())],
+        [],
+        T0,
+    )
+    assert out.persist
+    start = h.state.song.start_pos
+    assert start is not None
+    tone = np.full(SR // 10, 0.25, dtype=np.float32)
+    now = start + 2 * SR  # a publish period after the start's step
+    for k in range(8):  # two seconds of singing, a chunk per publish period
+        chunk = encode_chunk("r", "a", 1, k, start + k * SR // 10, tone)
+        out = h.step([], [chunk], now + k * SR // 4)
+        assert not out.persist and not any(isinstance(e, State) for e in out.events)
+        assert out.live is not None and out.stats is not None
+        assert out.live.members["a"][:3] == (0, k + 1, 0)  # (late, chunks, rejected)
+    out = h.step([], [], now + 8 * SR // 4)
+    assert out.stats is not None and out.live is None  # nothing new to say
+    out = h.step([ctl("a", c.Mute(muted=True))], [], now + 9 * SR // 4)
+    assert out.persist  # a change: the record is written, counters included
+    assert h.state.members["a"].chunks == 8
+
+
 def test_the_published_state_keeps_the_last_songs_material_and_says_why_it_ended() -> None:
     h = host()
     h.step([ctl("a", c.Join(name="Ann", role=Role.SINGER), conn="ka")], [], T0)

@@ -281,6 +281,10 @@ def test_inspect_a_room_with_a_running_mixer(
         assert data["kind"] == "room" and data["owner"] == "m1"
         assert {m["singer_id"] for m in data["members"]} == {"a", "b"}
         assert {"late", "delay", "chunks", "rejected"} <= set(data["members"][0])
+        # The live counters, published with the stats (the member records keep those of
+        # the room's last change), and not shown as a stats field of their own.
+        assert sum(m["chunks"] for m in data["members"]) > 0, data["members"]
+        assert "members" not in data["stats"]
         in_use = {t["delay"]: t["in_use"] for t in data["taps"]}
         # Streams of delays given up (B moved when A led) linger until their TTL: stale.
         assert {d for d, used in in_use.items() if used} == {da, db}
