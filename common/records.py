@@ -540,14 +540,17 @@ class Occupancy(msgspec.Struct, frozen=True, kw_only=True):
 
 class CheckpointPart(msgspec.Struct, frozen=True, array_like=True):
     """One span of a room's ring in a checkpoint: positions ``[start, start + n)`` as
-    little-endian float16 audio (``n`` samples) and the voice counts as runs: ``runs``
-    the offsets (little-endian uint32) where each run after the first starts, ``counts``
-    each run's count (little-endian uint16, one more than ``runs`` holds offsets)."""
+    little-endian int16 audio (``n`` samples, times ``scale``: the span's peak over
+    32767) and the voice counts as runs: ``runs`` the offsets (little-endian uint32)
+    where each run after the first starts, ``counts`` each run's count (little-endian
+    uint16, one more than ``runs`` holds offsets). ``scale`` 0 (entries written before
+    it existed): the audio is little-endian float16."""
 
     start: int
     audio: bytes
     runs: bytes
     counts: bytes
+    scale: float = 0.0
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -1030,7 +1030,7 @@ def test_a_checkpoint_lets_a_new_owner_emit_what_the_old_one_would_have() -> Non
     later = now + 3 * S // 2
     new = RoomMixer("r", RoomState(SMALL, state.members, state.song), later)
     assert new.restore([wire], later)
-    # What the new owner emits equals what the old one emits (float16 storage aside),
+    # What the new owner emits equals what the old one emits (int16 storage aside),
     # from the first frame still playable on.
     old_out = {o.tap: o for o in old.tick(later)}
     new_out = {o.tap: o for o in new.tick(later)}
@@ -1159,3 +1159,27 @@ def test_a_checkpoint_keeps_voice_counts_as_runs_and_refuses_runs_that_do_not_fi
     # tick raised IndexError on it once every member had left).
     empty = np.zeros(0, dtype=np.uint16)
     assert _counts(*_runs(empty), 0).shape == (0,)
+
+
+def test_a_checkpoint_keeps_audio_as_int16_scaled_to_each_span_and_reads_older_float16() -> None:
+    from mixer.room import _runs, _scaled, _unscaled  # noqa: PLC0415  (the encoding's own)
+
+    rng = np.random.default_rng(7)
+    loud = ((rng.random(4800) - 0.5) * 6).astype(np.float32)  # a sum of voices, past 1.0
+    quiet = loud * np.float32(1e-3)
+    for audio in (loud, quiet, np.zeros(960, dtype=np.float32), np.zeros(0, dtype=np.float32)):
+        scale, data = _scaled(audio)
+        assert len(data) == 2 * audio.shape[0]
+        back = _unscaled(data, scale)
+        peak = float(np.abs(audio).max()) if audio.shape[0] else 0.0
+        np.testing.assert_allclose(back, audio, rtol=0, atol=peak / 32767 + 1e-12)
+    # An older mixer's entry: float16 audio and no scale, read as it was written.
+    counts = np.full(loud.shape[0], 2, dtype=np.uint16)
+    old = msgspec.msgpack.encode([5, loud.astype("<f2").tobytes(), *_runs(counts)])
+    part = records.decode(old, records.CheckpointPart)
+    assert part.scale == 0.0
+    np.testing.assert_array_equal(
+        _unscaled(part.audio, part.scale), loud.astype("<f2").astype(np.float32)
+    )
+    with pytest.raises(ValueError):
+        _unscaled(data, -1.0)
