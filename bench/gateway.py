@@ -112,6 +112,8 @@ class SimSinger:
         self.ws = await self.http.ws_connect(self.url, max_msg_size=0)
         await self.ws.send_json(p.hello_message(ROOM, self.name))
         welcome = await self.ws.receive_json(timeout=30)
+        while welcome.get("type") == "material":  # the room's material comes before welcome
+            welcome = await self.ws.receive_json(timeout=30)
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"{self.name} could not join: {welcome}")
         self.singer = welcome["singer"]
