@@ -145,14 +145,17 @@ class Session:
         self.outbox.mark(self, urgent=urgent)
 
     def send_material(self, material: RoomMaterial) -> None:
-        """Queue ``material``'s message unless this page already holds it (the same
-        object, or one of the same version and content): call before each ``state``."""
-        sent = self.material
-        if sent is material:
+        """Queue what this page needs to hold ``material``: nothing when it holds it (the
+        same object, or one of the same version and content), its ``cues`` message when
+        it holds the material that extends, else its ``material`` message
+        (:meth:`RoomMaterial.message_for`). Call before each ``state``."""
+        held = self.material
+        if held is material:
             return
         self.material = material
-        if sent is None or not material.same(sent):
-            self.send_json(material.text)
+        text = material.message_for(held)
+        if text is not None:
+            self.send_json(text)
 
     def send_latest(self, message: bytes) -> None:
         """Queue a message that only matters until the next one (level meters).
