@@ -27,6 +27,7 @@ from gateway.roommaterial import RoomMaterial, appended, follow, only_material
 from gateway.session import Identity, Session
 from mixer.roomstate import RoomConfig, RoomState
 from mixer.view import public_state
+from tests.support import REPO
 
 S = SAMPLE_RATE
 T0 = 1_700_000_000 * S
@@ -303,3 +304,18 @@ async def test_a_cue_sends_members_and_listeners_a_delta_and_no_state() -> None:
         assert [m["type"] for m in sent(s)] == ["state"], s.conn
         assert sent(s)[0]["state"]["material_version"] == state.material_version
     await h.redis.aclose()
+
+
+def test_the_documented_cues_message_is_what_pages_get() -> None:
+    """docs/protocol.md's *Cues* example, key for key and in order, against a delta."""
+    text = (REPO / "docs" / "protocol.md").read_text()
+    block = text[text.index("**Cues.**") :]
+    example = json.loads(block[block.index("```json") + 7 : block.index("```\n", 10)])
+    state = singing_room()
+    before = follow(None, view(state))
+    cue(state, 2)
+    delta = follow(before, view(state)).delta
+    assert delta is not None
+    message = json.loads(delta.text)
+    assert list(example) == list(message)
+    assert len(example["cues"][0]) == len(message["cues"][0]) == 2  # [pos, line]
