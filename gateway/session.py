@@ -147,7 +147,7 @@ class Session:
     def send_material(self, material: RoomMaterial) -> None:
         """Queue what this page needs to hold ``material``: nothing when it holds it (the
         same object, or one of the same version and content), its ``cues`` message when
-        it holds the material that extends, else its ``material`` message
+        it holds the material this one extends, else its ``material`` message
         (:meth:`RoomMaterial.message_for`). Call before each ``state``."""
         held = self.material
         if held is material:
