@@ -232,11 +232,12 @@ class Audience:
         if isinstance(event, State):
             # Only the newest state matters: it replaces one still queued and leaves with
             # the next audio write, so a burst of changes costs each listener one write.
-            # A new material goes first, in the control queue (written before the state).
+            # A new material (or cue) goes first, in the control queue (written before the
+            # state), and leaves with that write too: a cue costs a concert no writes.
             for session in audience.sessions:
                 if session.joined:
                     if material is not None:
-                        session.send_material(material)
+                        session.send_material(material, lazy=True)
                     if text:
                         session.send_latest(text)
             return

@@ -319,3 +319,25 @@ def test_the_documented_cues_message_is_what_pages_get() -> None:
     message = json.loads(delta.text)
     assert list(example) == list(message)
     assert len(example["cues"][0]) == len(message["cues"][0]) == 2  # [pos, line]
+
+
+async def test_a_listeners_cue_leaves_with_its_next_write_a_members_at_once() -> None:
+    """A concert's listeners get a cue with their next audio write (no write of its own);
+    members, who may be leading, get it at the next flush."""
+    h = hub()
+    ann, fan = member(h, "lead"), member(h, "fan", "listener")
+    for s in (ann, fan):
+        s.outbox = h.outbox
+    state = singing_room()
+    h._on_event("choir", State(version=state.version, state=view(state)))
+    h.outbox.close()
+    for s in (ann, fan):
+        s._control.clear()
+        s._latest = None
+    cue(state, 2)
+    h._on_event("choir", State(version=state.version, state=view(state)))
+    assert [m["type"] for m in sent(fan)] == [m["type"] for m in sent(ann)] == ["cues"]
+    assert fan in h.outbox._lazy and fan not in h.outbox._dirty
+    assert ann in h.outbox._dirty
+    h.outbox.close()
+    await h.redis.aclose()
