@@ -463,7 +463,7 @@ def test_room_store_appends_cues_on_top_of_the_material_they_extend(page: Any) -
                                                          cues: list});
           out.push(store.applyCues(cues(4, 3, 0, [[10, 0]])));  // nothing held yet
           store.applyMaterial({type: 'material', version: 3, material: {tracks: [],
-            lyrics: 'a\nb\nc', image: null, cues: [[5, 0]], previous_cues: [[1, 0]],
+            lyrics: 'a\\nb\\nc', image: null, cues: [[5, 0]], previous_cues: [[1, 0]],
             older_cues: []}});
           store.apply({...state, version: 10, material_version: 3});
           const lyrics = store.state.material.lyrics;
