@@ -33,7 +33,7 @@ from common.commands import (
 from common.constants import OPUS_FRAME_SAMPLES, PROTOCOL_VERSION, SAMPLE_RATE
 from common.errors import ValidationError
 from common.names import MAX_DISPLAY_NAME, check_display_name, check_id, check_room
-from common.records import MAX_LYRICS_CHARS, Role
+from common.records import MAX_LYRICS_CHARS, Cue, Role
 from common.roomview import MaterialView, PublicRoom
 from common.tracks import (
     MAX_IMAGE_BYTES,
@@ -365,6 +365,19 @@ def material_message(version: int, material: MaterialView) -> dict[str, object]:
     """The room's material at ``version`` (the ``material_version`` of the states that
     follow): sent before the first ``state`` or ``welcome`` that names that version."""
     return {"type": "material", "version": version, "material": msgspec.to_builtins(material)}
+
+
+def cues_message(version: int, base: int, start: int, cues: Sequence[Cue]) -> dict[str, object]:
+    """Lyric cues appended to ``material.cues``: the material at ``base`` with ``cues``
+    from index ``start`` on (``start``: how many it held) is the material at ``version``.
+    Sent instead of ``material`` to a page holding ``base`` (gateway/roommaterial.py)."""
+    return {
+        "type": "cues",
+        "version": version,
+        "base": base,
+        "start": start,
+        "cues": msgspec.to_builtins(list(cues)),
+    }
 
 
 def chat_message(singer: str, name: str, text: str, clock: int) -> dict[str, object]:

@@ -7,9 +7,10 @@ gateway by :data:`gateway.listeners.COUNT_SCRIPT`), keeps the room's listener
 tap alive at the mixer with a tap subscription of this gateway's own
 (``subscribe_tap``, renewed every :data:`RENEW_S`), subscribes every listener
 to that tap in the fan-out (one encode per window, one frame built for all of
-them: gateway/fanout.py), and forwards them the room's ``state`` (its ``material``
-first when that changed: gateway/roommaterial.py), ``chat``
-and ``recording`` events (not the level meters: nobody in the audience sings).
+them: gateway/fanout.py), and forwards them the room's ``state`` (its ``material``,
+or just its new ``cues``, first when that changed, and no ``state`` when only that
+changed: gateway/roommaterial.py), ``chat`` and ``recording`` events (not the level
+meters: nobody in the audience sings).
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ class Audience:
         audience = self.rooms.get(room)
         return audience.material if audience is not None else None
 
+    def state(self, room: str) -> PublicRoom | None:
+        """The room's latest state seen by its listeners here (None: none yet)."""
+        audience = self.rooms.get(room)
+        return audience.state if audience is not None else None
+
     def follow(self, session: Session) -> None:
         """Send the room's listener tap to ``session`` (after its ``welcome``)."""
         assert session.member is not None
@@ -191,10 +197,13 @@ class Audience:
 
     # --- room events ------------------------------------------------------------------
 
-    def on_event(self, room: str, event: Event, material: RoomMaterial | None = None) -> None:
+    def on_event(
+        self, room: str, event: Event, material: RoomMaterial | None = None, *, quiet: bool = False
+    ) -> None:
         """A room event: state moves the listeners' tap if it must; levels are not theirs.
 
-        ``material``: a state event's (built by the hub, for members and listeners once).
+        ``material``: a state event's (built by the hub, for members and listeners once);
+        ``quiet``: that state changed only the material (listeners get no ``state``).
         """
         audience = self.rooms.get(room)
         if audience is None or not audience.sessions:
@@ -209,7 +218,7 @@ class Audience:
                     if session.joined:
                         self._fanout.subscribe(session, room, delay)
                 self._wake.set()  # subscribe the new tap at once
-            text = dumps(state_message(event.version, event.state)).encode("utf-8")
+            text = b"" if quiet else dumps(state_message(event.version, event.state)).encode()
         elif isinstance(event, Chat):
             text = dumps(chat_message(event.singer, event.name, event.text, event.clock)).encode(
                 "utf-8"
@@ -223,12 +232,14 @@ class Audience:
         if isinstance(event, State):
             # Only the newest state matters: it replaces one still queued and leaves with
             # the next audio write, so a burst of changes costs each listener one write.
-            # A new material goes first, in the control queue (written before the state).
+            # A new material (or cue) goes first, in the control queue (written before the
+            # state), and leaves with that write too: a cue costs a concert no writes.
             for session in audience.sessions:
                 if session.joined:
                     if material is not None:
-                        session.send_material(material)
-                    session.send_latest(text)
+                        session.send_material(material, lazy=True)
+                    if text:
+                        session.send_latest(text)
             return
         for session in audience.sessions:
             if session.joined:

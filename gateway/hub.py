@@ -39,7 +39,7 @@ from gateway.fanout import Fanout
 from gateway.guard import Guard, Limits
 from gateway.metrics import Metrics, RoomFigures
 from gateway.outbox import Outbox
-from gateway.roommaterial import RoomMaterial, follow
+from gateway.roommaterial import RoomMaterial, follow, only_material
 from gateway.rooms import RoomDirectory
 from gateway.session import Session, connection_ids
 from gateway.upstream import Uplink
@@ -168,6 +168,10 @@ class Hub:
         view = self.views.get(room)
         return view.material if view is not None else self.audience.material(room)
 
+    def _state(self, room: str) -> PublicRoom | None:
+        view = self.views.get(room)
+        return view.state if view is not None else self.audience.state(room)
+
     def close_all(self, code: int, reason: str) -> None:
         for session in list(self.sessions):
             session.close(code, reason)
@@ -177,9 +181,13 @@ class Hub:
     def _on_event(self, room: str, event: Event) -> None:
         # Built once for members and listeners alike, and only when it changed.
         material = None
+        quiet = False
         if isinstance(event, State) and (room in self.by_room or room in self.audience.rooms):
             material = follow(self._material(room), event.state)
-        self.audience.on_event(room, event, material)
+            # A change of the material only (a cue, new lyrics): the pages get the material
+            # (or its cues) and no state; the view below still moves on.
+            quiet = only_material(self._state(room), event.state)
+        self.audience.on_event(room, event, material, quiet=quiet)
         sessions = [s for s in self.by_room.get(room, ()) if s.joined]
         if isinstance(event, State) and material is not None:
             view = RoomView(event.version, event.state, event.state.taps_heard(), material)
@@ -187,10 +195,11 @@ class Hub:
                 # A room watched only for an upload's reply keeps no view: nothing would
                 # drop it, and GET /api/rooms/{room} would serve it stale.
                 self.views[room] = view
-            text = dumps(state_message(event.version, event.state)).encode("utf-8")
+            text = None if quiet else dumps(state_message(event.version, event.state)).encode()
             for session in sessions:
                 session.send_material(material)
-                session.send_json(text)
+                if text is not None:
+                    session.send_json(text)
                 tap = view.taps.get(session.member.singer) if session.member else None
                 if tap is not None and tap != (session.delay, session.mix):
                     self.fanout.subscribe(session, room, *tap)

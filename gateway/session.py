@@ -128,8 +128,14 @@ class Session:
 
     # --- queueing (never blocks the caller) ----------------------------------------
 
-    def send_json(self, message: dict[str, object] | bytes, *, urgent: bool = False) -> None:
-        """Queue a JSON message: a dict, or UTF-8 JSON serialised once for many sessions."""
+    def send_json(
+        self, message: dict[str, object] | bytes, *, urgent: bool = False, lazy: bool = False
+    ) -> None:
+        """Queue a JSON message: a dict, or UTF-8 JSON serialised once for many sessions.
+
+        ``lazy``: it leaves with the session's next write (its audio, for a listener),
+        within the outbox's ``lazy_ms``, instead of costing a write of its own; it still
+        keeps its place among the control messages."""
         if self._close is not None:
             return
         if len(self._control) >= MAX_CONTROL_QUEUE:
@@ -142,17 +148,21 @@ class Session:
         self._control.append(
             message if isinstance(message, bytes) else dumps(message).encode("utf-8")
         )
-        self.outbox.mark(self, urgent=urgent)
+        self.outbox.mark(self, urgent=urgent, lazy=lazy)
 
-    def send_material(self, material: RoomMaterial) -> None:
-        """Queue ``material``'s message unless this page already holds it (the same
-        object, or one of the same version and content): call before each ``state``."""
-        sent = self.material
-        if sent is material:
+    def send_material(self, material: RoomMaterial, *, lazy: bool = False) -> None:
+        """Queue what this page needs to hold ``material``: nothing when it holds it (the
+        same object, or one of the same version and content), its ``cues`` message when
+        it holds the material this one extends, else its ``material`` message
+        (:meth:`RoomMaterial.message_for`); ``lazy`` as for :meth:`send_json`. Call
+        before each ``state``."""
+        held = self.material
+        if held is material:
             return
         self.material = material
-        if sent is None or not material.same(sent):
-            self.send_json(material.text)
+        text = material.message_for(held)
+        if text is not None:
+            self.send_json(text, lazy=lazy)
 
     def send_latest(self, message: bytes) -> None:
         """Queue a message that only matters until the next one (level meters).

@@ -14,7 +14,9 @@ hears exactly those gains. Cat joins late and sees the lyrics and the image.
 
 from __future__ import annotations
 
+import json
 import statistics
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +173,13 @@ def test_a_later_bucket_plays_track_and_clicks_at_the_song_positions(
             )
             assert "Gently down the stream" in cat.inner_text("#lyrics")
             cat.screenshot(path=str(output_dir / "cat-late.png"), full_page=True)
+            # Ann and Ben got the cues as they came (``cues`` messages on top of the material
+            # they held), Cat the whole material as she joined: all hold the room's cues.
+            with urllib.request.urlopen(f"{stack.base}/api/rooms/songs") as r:
+                room_cues = json.loads(r.read())["material"]["cues"]
+            assert len(room_cues) == 2
+            for page in (ann, ben, cat):
+                assert page.evaluate("bbDebug.state.material.cues") == room_cues
 
             played_start, played, covered = decode_dump(ben.evaluate("bbDebug.played.dump()"))
             sent_start, sent, _ = decode_dump(ann.evaluate("bbDebug.sent.dump()"))

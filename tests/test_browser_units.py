@@ -447,6 +447,64 @@ def test_room_store_shows_the_latest_material_message_as_state_material(page: An
     assert seen["emitted"] == ["Row", "Row", "Row", "Row, row", "Old", None]
 
 
+def test_room_store_appends_cues_on_top_of_the_material_they_extend(page: Any) -> None:
+    """A ``cues`` message (docs/protocol.md, *Cues*) is applied on the material at its
+    ``base`` only: appended from ``start``, the version moved on, shown as
+    ``state.material`` (a new object, the rest of the material kept); a ``cues`` message
+    for another base (a missed one, a stale one, before any material) is ignored."""
+    seen = page.evaluate(
+        """async (state) => {
+          const { RoomStore } = await import('/static/roomstore.js');
+          const store = new RoomStore();
+          const look = () => ({version: store.materialVersion, current: store.materialCurrent,
+                               cues: store.state ? store.state.material.cues : null});
+          const out = [];
+          const cues = (version, base, start, list) => ({type: 'cues', version, base, start,
+                                                         cues: list});
+          out.push(store.applyCues(cues(4, 3, 0, [[10, 0]])));  // nothing held yet
+          store.applyMaterial({type: 'material', version: 3, material: {tracks: [],
+            lyrics: 'a\\nb\\nc', image: null, cues: [[5, 0]], previous_cues: [[1, 0]],
+            older_cues: []}});
+          store.apply({...state, version: 10, material_version: 3});
+          const lyrics = store.state.material.lyrics;
+          out.push(store.applyCues(cues(4, 3, 1, [[10, 1]])));
+          out.push({...look(), lyrics: store.state.material.lyrics === lyrics,
+                    previous: store.state.material.previous_cues});
+          out.push(store.applyCues(cues(6, 5, 2, [[30, 2]])));  // a base not held: ignored
+          out.push(store.applyCues(cues(4, 3, 1, [[10, 1]])));  // already applied: ignored
+          out.push(store.applyCues(cues(5, 4, 2, [[20, 2], [25, 0]])));  // two at once
+          out.push(look());  // the state names version 3: the material held is newer
+          store.apply({...state, version: 12, material_version: 5});
+          out.push(look());
+          // A whole material (a new song) replaces the cues; a delta on top of it works.
+          store.applyMaterial({type: 'material', version: 6, material: {...store.material,
+            cues: [], previous_cues: store.material.cues}});
+          out.push(store.applyCues(cues(7, 6, 0, [[40, 0]])));
+          out.push({...look(), previous: store.state.material.previous_cues.length});
+          return out;
+        }""",
+        ROOM_STATE,
+    )
+    assert seen == [
+        False,
+        True,
+        {
+            "version": 4,
+            "current": True,
+            "cues": [[5, 0], [10, 1]],
+            "lyrics": True,
+            "previous": [[1, 0]],
+        },
+        False,
+        False,
+        True,
+        {"version": 5, "current": True, "cues": [[5, 0], [10, 1], [20, 2], [25, 0]]},
+        {"version": 5, "current": True, "cues": [[5, 0], [10, 1], [20, 2], [25, 0]]},
+        True,
+        {"version": 7, "current": True, "cues": [[40, 0]], "previous": 4},
+    ]
+
+
 def test_room_store_says_who_stopped_and_counts_listeners_apart(page: Any) -> None:
     run = {"song": {"running": True, "number": 1, "start_pos": 10}}
     stop = {"song": {"running": False, "end_pos": 20, "stopped_by": "s-ann", "ended": "stopped"}}

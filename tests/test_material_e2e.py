@@ -10,8 +10,10 @@ failover, which takes about 4 s), so expiry is seen within the test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ import aiohttp
 import numpy as np
 import pytest
 
+from common.clock import now_samples
 from common.constants import SAMPLE_RATE
 from tests.conftest import flush
 from tests.support import REPO, RedisServer, Stack, async_wait_until, wait_until
 from tests.test_gateway_e2e import Peer, peers
+from tests.test_roommaterial import page_material
 from tests.uploadfiles import bad_uploads, encode, good_track, png_bytes
 
 TTL_S = 8.0
@@ -72,13 +76,15 @@ async def upload(
 
 def latest_state(peer: Peer) -> dict[str, Any]:
     """The newest state ``peer`` got, with the material as its page shows it: the latest
-    ``material`` message, which the gateway sends before any state naming its version."""
+    ``material`` message (with the ``cues`` since), which the gateway sends before any
+    state naming its version; a change of the material alone comes with no state, so
+    the material may be newer than the state's ``material_version``."""
     states = [m["state"] for m in peer.json if m["type"] in ("state", "welcome") and m["state"]]
     state = dict(max(states, key=lambda s: int(s["version"])))
     assert "material" not in state, "material travels in its own message"
-    materials = [m for m in peer.json if m["type"] == "material"]
-    assert materials and materials[-1]["version"] == state["material_version"], materials[-1:]
-    state["material"] = materials[-1]["material"]
+    held = page_material(peer.json)
+    assert held is not None and held[0] >= state["material_version"], held
+    state["material"] = held[1]
     return state
 
 
@@ -277,18 +283,27 @@ async def test_states_carry_the_material_version_and_the_material_comes_once_per
         assert {m["state"]["material_version"] for m in states} == {version}
         assert since(peer, mark, "material") == [], "material sent though it did not change"
 
-    # New lyrics: one material message, then the state with the bumped version.
+    # New lyrics: one material message, and no state (nothing else changed); the next
+    # state (Ben unmutes) names the new version.
     marks = [len(peer.json) for peer in everyone]
     await ann.ok("set_lyrics", text=lyrics + "\nLife is but a dream")
     for peer, mark in zip(everyone, marks, strict=True):
-        bumped = await peer.wait(
-            lambda m: m["type"] == "state" and m["state"]["material_version"] > version,
+        material = await peer.wait(lambda m: m["type"] == "material", after=mark)
+        assert material["material"]["lyrics"].endswith("Life is but a dream")
+        assert material["version"] > version
+    await ben.ok("mute", muted=False)
+    for peer, mark in zip(everyone, marks, strict=True):
+        unmuted = await peer.wait(
+            lambda m: (
+                m["type"] == "state"
+                and any(x["name"] == "Ben" and not x["muted"] for x in m["state"]["members"])
+            ),
             after=mark,
         )
+        assert since(peer, mark, "state") == [unmuted], "a state for the lyrics alone"
         (material,) = since(peer, mark, "material")
-        assert material["material"]["lyrics"].endswith("Life is but a dream")
-        assert material["version"] == bumped["state"]["material_version"]
-        assert peer.json.index(material) < peer.json.index(bumped)
+        assert material["version"] == unmuted["state"]["material_version"]
+        assert peer.json.index(material) < peer.json.index(unmuted)
 
     # Newcomers, a member and a listener, get the new material before their first state.
     dee = Peer(http, module_stack.ws(1))
@@ -298,6 +313,63 @@ async def test_states_carry_the_material_version_and_the_material_comes_once_per
     assert joined_with(dee, lyrics + "\nLife is but a dream") == material["version"]
     assert joined_with(eve, lyrics + "\nLife is but a dream") == material["version"]
     for peer in (*everyone, cid, dee, eve):
+        await peer.close()
+
+
+def cues_up_to(n: int) -> Callable[[dict[str, Any]], bool]:
+    """Whether a message is the ``cues`` message that brings the cues up to ``n``."""
+    return lambda m: m["type"] == "cues" and m["start"] + len(m["cues"]) == n
+
+
+async def test_a_cue_sends_the_new_cues_and_no_state(
+    module_stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """During a song the leader cues lines: members (on both gateways) and a listener get
+    each cue as a ``cues`` message holding just the new cue, not the whole material, and
+    no ``state``; a member joining mid-song gets the whole material with every cue; every
+    page ends holding the room's cues (docs/protocol.md, *Cues*)."""
+    lyrics = "\n".join(f"Line {i}: merrily, merrily, merrily" for i in range(40))
+    ann = Peer(http, module_stack.ws(0))
+    await ann.join("cued", "Ann")
+    await ann.ok("lead")
+    await ann.ok("set_lyrics", text=lyrics)
+    ben, fan = peers(http, module_stack, 1, 0)
+    await ben.join("cued", "Ben")
+    await fan.join("cued", "Fan", role="listener")
+    await ann.ok("start")
+    everyone = (ann, ben, fan)
+    for peer in everyone:
+        await peer.wait(lambda m: m["type"] == "state" and m["state"]["song"]["running"])
+    delay = ann.me()["delay"]
+    marks = [len(peer.json) for peer in everyone]
+    for line in range(3):
+        # The leader's playback position now: the room clock less its delay.
+        await ann.ok("cue_lyrics", line=line, pos=now_samples() - delay)
+        for peer in everyone:
+            await peer.wait(cues_up_to(line + 1))
+    for peer, mark in zip(everyone, marks, strict=True):
+        deltas = since(peer, mark, "cues")
+        assert [(m["start"], len(m["cues"])) for m in deltas] == [(0, 1), (1, 1), (2, 1)]
+        assert all(b["base"] == a["version"] for a, b in itertools.pairwise(deltas))
+        assert since(peer, mark, "material") == [], "the whole material sent for a cue"
+        assert since(peer, mark, "state") == [], "a state sent for a cue"
+        assert max(len(json.dumps(m)) for m in deltas) < 200
+
+    # A member joining mid-song gets the whole material, every cue in it, before welcome.
+    dee = Peer(http, module_stack.ws(1))
+    await dee.join("cued", "Dee")
+    assert [m["type"] for m in dee.json][:2] == ["material", "welcome"]
+    assert len(dee.json[0]["material"]["cues"]) == 3
+    # Every page holds what the room holds (the page's store: gateway/static/roomstore.js).
+    async with http.get(f"{module_stack.gateways[0]}/api/rooms/cued") as r:
+        room = await r.json()
+    assert [line for _, line in room["material"]["cues"]] == [0, 1, 2]
+    for peer in (*everyone, dee):
+        held = page_material(peer.json)
+        assert held is not None and held[0] == room["material_version"]
+        assert held[1] == room["material"]
+    await ann.ok("stop")
+    for peer in (*everyone, dee):
         await peer.close()
 
 

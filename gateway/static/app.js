@@ -99,6 +99,7 @@ class App {
         welcome: (msg, info) => this.onWelcome(msg, info),
         state: (state) => this.store.apply(state),
         material: (msg) => this.store.applyMaterial(msg),
+        cues: (msg) => this.store.applyCues(msg),
         chat: (msg) => this.stage.onChat(msg),
         levels: (levels) => this.onLevels(levels),
         recording: (msg) => this.recordings.onRecorded(msg),

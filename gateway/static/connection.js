@@ -7,7 +7,7 @@ import { PROTOCOL_VERSION, ProtocolError, unpackDownstream } from "./protocol.js
 
 /**
  * One WebSocket session. `handlers` receive server messages by type
- * (`welcome`, `pong`, `state`, `material`, `chat`, `levels`, `error`), `audio` (a parsed
+ * (`welcome`, `pong`, `state`, `material`, `cues`, `chat`, `levels`, `error`), `audio` (a parsed
  * downstream frame), `badFrame` (a malformed one) and `close` ({code, reason,
  * clean}). `request()` sends a control message with a `req` id and resolves
  * on its `ack` (rejects with ProtocolError on its `error`).

@@ -1,5 +1,6 @@
 // The room as this page knows it: the latest `state` (docs/protocol.md, *Room
-// state*) with the latest `material` shown in it as `state.material`, who "me"
+// state*) with the latest `material` (and the `cues` appended to it since) shown in it
+// as `state.material`, who "me"
 // is, and the facts the views show, derived in one place so that every
 // sentence on the page agrees with every other. Pure: no DOM, no socket; views
 // subscribe with `onChange`.
@@ -122,9 +123,31 @@ export class RoomStore {
     return true;
   }
 
-  /** Whether the held material is the one the held state names (false until it arrives). */
+  /**
+   * Apply a `cues` message ({version, base, start, cues}): lyric cues appended to the held
+   * material's `cues` (the leader advancing the line), sent instead of the whole material to
+   * a page holding version `base`. Applied only on top of that version (the cues from index
+   * `start` on are replaced by `cues`, and the material's version becomes `version`); any
+   * other is ignored (the gateway sends a page the whole `material` unless it holds `base`).
+   * Returns true when applied.
+   */
+  applyCues(msg) {
+    if (!msg || this.material === null || !Array.isArray(msg.cues)) return false;
+    if (typeof msg.version !== "number" || msg.base !== this.materialVersion) return false;
+    const held = Array.isArray(this.material.cues) ? this.material.cues : [];
+    if (!Number.isInteger(msg.start) || msg.start < 0 || msg.start > held.length) return false;
+    return this.applyMaterial({ version: msg.version, material: { ...this.material, cues: [...held.slice(0, msg.start), ...msg.cues] } });
+  }
+
+  /**
+   * Whether the held material is (at least) the one the held state names (false until it
+   * arrives). A change of the material alone comes without a state, so the material held
+   * may be newer than the state's `material_version`.
+   */
   get materialCurrent() {
-    return this.received !== null && (!("material_version" in this.received) || this.received.material_version === this.materialVersion);
+    if (this.received === null) return false;
+    if (!("material_version" in this.received)) return true;
+    return typeof this.materialVersion === "number" && this.materialVersion >= this.received.material_version;
   }
 
   withMaterial(state) {

@@ -18,7 +18,8 @@ const nowMs = () => performance.timeOrigin + performance.now();
 
 /**
  * `handlers`: `welcome(msg, {resumed})`, `state(state)`, `material(msg)` (it may
- * come before `welcome`: the server sends it before the first state naming it), `chat(msg)`,
+ * come before `welcome`: the server sends it before the first state naming it), `cues(msg)`
+ * (lyric cues appended to the material this page holds), `chat(msg)`,
  * `levels(levels)`, `recording(msg)`, `audio(frame)`, `badFrame()`, `error(msg)` (a non-fatal
  * error without a req), `pong(summary)`, `status(status)` where status is
  * "connected", "reconnecting" or "idle", and `lost(error)` (the seat could not
@@ -83,6 +84,7 @@ export class Session {
       pong: (m) => this.onPong(m),
       state: (m) => this.emit("state", m.state),
       material: (m) => this.emit("material", m),
+      cues: (m) => this.emit("cues", m),
       chat: (m) => this.emit("chat", m),
       levels: (m) => this.emit("levels", m.levels || {}),
       recording: (m) => this.emit("recording", m),
