@@ -243,6 +243,21 @@ def joined_with(peer: Peer, lyrics: str) -> int:
     return int(material["version"])
 
 
+async def lyrics_room(
+    http: aiohttp.ClientSession, stack: Stack, room: str, lyrics: str, fan_gateway: int
+) -> tuple[Peer, Peer, Peer]:
+    """Ann (gateway 0) leads ``room`` and sets ``lyrics``; then Ben joins through gateway 1
+    and Fan listens through ``fan_gateway``."""
+    ann = Peer(http, stack.ws(0))
+    await ann.join(room, "Ann")
+    await ann.ok("lead")
+    await ann.ok("set_lyrics", text=lyrics)
+    ben, fan = peers(http, stack, 1, fan_gateway)
+    await ben.join(room, "Ben")
+    await fan.join(room, "Fan", role="listener")
+    return ann, ben, fan
+
+
 async def test_states_carry_the_material_version_and_the_material_comes_once_per_change(
     module_stack: Stack, http: aiohttp.ClientSession
 ) -> None:
@@ -250,13 +265,7 @@ async def test_states_carry_the_material_version_and_the_material_comes_once_per
     once as they join; state changes (a mute, a join) send no material; new lyrics are
     one ``material`` message each, before the first state naming their version."""
     lyrics = "\n".join(f"Line {i}: row, row, row your boat, gently" for i in range(120))[:5000]
-    ann = Peer(http, module_stack.ws(0))
-    await ann.join("versions", "Ann")
-    await ann.ok("lead")
-    await ann.ok("set_lyrics", text=lyrics)
-    ben, fan = peers(http, module_stack, 1, 1)
-    await ben.join("versions", "Ben")
-    await fan.join("versions", "Fan", role="listener")
+    ann, ben, fan = await lyrics_room(http, module_stack, "versions", lyrics, fan_gateway=1)
     version = joined_with(ben, lyrics)
     assert joined_with(fan, lyrics) == version
     await ann.wait_member(ben.singer, connected=True)
@@ -329,13 +338,7 @@ async def test_a_cue_sends_the_new_cues_and_no_state(
     no ``state``; a member joining mid-song gets the whole material with every cue; every
     page ends holding the room's cues (docs/protocol.md, *Cues*)."""
     lyrics = "\n".join(f"Line {i}: merrily, merrily, merrily" for i in range(40))
-    ann = Peer(http, module_stack.ws(0))
-    await ann.join("cued", "Ann")
-    await ann.ok("lead")
-    await ann.ok("set_lyrics", text=lyrics)
-    ben, fan = peers(http, module_stack, 1, 0)
-    await ben.join("cued", "Ben")
-    await fan.join("cued", "Fan", role="listener")
+    ann, ben, fan = await lyrics_room(http, module_stack, "cued", lyrics, fan_gateway=0)
     await ann.ok("start")
     everyone = (ann, ben, fan)
     for peer in everyone:
