@@ -91,9 +91,9 @@ def main() -> dict[str, object]:
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
 
-    out = results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "codec.json"
+    results_path = results_dir()
+    results_path.mkdir(parents=True, exist_ok=True)
+    path = results_path / "codec.json"
     with path.open("w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
