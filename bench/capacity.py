@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.procstat import CLK_TCK, cpu_s
-from bench.results import RESULTS_DIR, write_results
+from bench.results import results_dir, write_results
 from common.aio import EVENT_LOOPS
 from loadgen.cli import prepare
 from loadgen.run import LoadConfig, LoadRun, WindowResult
@@ -370,7 +370,7 @@ class Ramp:
     def _profile(self, index: int) -> None:
         """py-spy the mixer and the gateways during this step (rate 100 Hz, raw output)."""
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        out = RESULTS_DIR / "profiles"
+        out = results_dir() / "profiles"
         out.mkdir(parents=True, exist_ok=True)
         for name, pid in self.stack.pids().items():
             if name in {"redis", "stateredis"}:
@@ -644,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in stacks:
         if name not in STACKS:
             raise SystemExit(f"unknown stack {name!r}: choose from {', '.join(STACKS)}")
-    log_dir = RESULTS_DIR / "capacity-logs"
+    log_dir = results_dir() / "capacity-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     wait_for_quiet(args.quiet_wait_s)

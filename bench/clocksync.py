@@ -10,10 +10,9 @@ the skew and that frames are accounted; these are the figures.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from bench.capacity import Stack
-from bench.results import RESULTS_DIR, print_table, write_results
+from bench.results import print_table, results_dir, write_results
 from loadgen.cli import prepare, results_json
 from loadgen.run import LoadConfig, LoadRun
 
@@ -44,8 +43,8 @@ async def measure(url: str, redis_url: str) -> dict[str, object]:
 
 
 def main() -> dict[str, object]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stack = Stack(gateways=1, log_dir=Path(RESULTS_DIR))
+    results_dir().mkdir(parents=True, exist_ok=True)
+    stack = Stack(gateways=1, log_dir=results_dir())
     stack.start()
     try:
         results = asyncio.run(measure(stack.urls[0], stack.redis.url))

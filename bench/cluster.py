@@ -40,7 +40,7 @@ import redis
 from redis.exceptions import RedisClusterException, RedisError
 
 from bench.procstat import cpu_s
-from bench.results import print_grid, print_table, write_results
+from bench.results import print_grid, print_table, results_dir, write_results
 from brigade import clusterbalance
 from brigade.rediscluster import LocalRedisCluster
 from common import keys, redisclient
@@ -313,8 +313,8 @@ def start_mixers(url: str, log_dir: Path, tag: str) -> list[Process]:
 
 
 def main() -> dict[str, object]:
-    log_dir = Path("bench-results")
-    log_dir.mkdir(exist_ok=True)
+    log_dir = results_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {"rooms": ROOMS, "singers_per_room": SIZES}
     # One Redis.
     server = RedisServer()

@@ -10,17 +10,16 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import opuslib_next
 import opuslib_next.api.info
 
+from bench.results import results_dir
 from common.codec import OpusDecoder, OpusEncoder
 from common.constants import OPUS_FRAME_SAMPLES, SAMPLE_RATE
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
 FRAMES_PER_ROUND = 50  # one second of audio
 ROUNDS = 100
 BITRATE = 64_000
@@ -92,8 +91,9 @@ def main() -> dict[str, object]:
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
 
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / "codec.json"
+    results_path = results_dir()
+    results_path.mkdir(parents=True, exist_ok=True)
+    path = results_path / "codec.json"
     with path.open("w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")

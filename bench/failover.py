@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from bench.results import RESULTS_DIR, print_table, write_results
+from bench.results import print_table, results_dir, write_results
 from common import keys
 from tests.simgateway import SimGateway
 from tests.support import Process, RedisServer, wait_for
@@ -62,9 +62,9 @@ def one_round(server: RedisServer, log_dir: Path, index: int) -> float:
 def main() -> dict[str, object]:
     server = RedisServer()
     server.start()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_dir().mkdir(parents=True, exist_ok=True)
     try:
-        takeovers = [one_round(server, RESULTS_DIR, i) for i in range(ROUNDS)]
+        takeovers = [one_round(server, results_dir(), i) for i in range(ROUNDS)]
     finally:
         server.stop()
     results: dict[str, object] = {

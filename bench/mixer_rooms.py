@@ -211,7 +211,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         "--layouts", default="one-room,rooms", help="comma-separated: one-room, rooms (both)"
     )
     p.add_argument("--name", default="mixer_rooms")
-    return p.parse_args(list(argv))
+    args = p.parse_args(list(argv))
+    if args.measure_s < TICK_S:
+        p.error(f"--measure-s must cover at least one tick ({TICK_S} s)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

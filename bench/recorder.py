@@ -58,7 +58,7 @@ import soundfile as sf
 
 from bench.choir import Choir, pump, sing
 from bench.procstat import cpu_s
-from bench.results import RESULTS_DIR, print_grid, print_table, write_results
+from bench.results import print_grid, print_table, results_dir, write_results
 from common import keys, records
 from common.commands import Envelope, SubscribeTap, encode_envelope
 from common.constants import SAMPLE_RATE
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     conditions: list[str] = args.conditions
     server = RedisServer()
     server.start()
-    log_dir = RESULTS_DIR / "recorder"
+    log_dir = results_dir() / "recorder"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:

@@ -34,7 +34,7 @@ import numpy.typing as npt
 import redis
 import soundfile as sf
 
-from bench.results import RESULTS_DIR, write_results
+from bench.results import results_dir, write_results
 from common import keys
 from common.clock import now_samples
 from common.commands import AddTrack, Lead, Leave, SetLeaderBoost, Start, Stop
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     del argv
     server = RedisServer()
     server.start()
-    log_dir = RESULTS_DIR / "recorder_matrix"
+    log_dir = results_dir() / "recorder_matrix"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:

@@ -51,7 +51,7 @@ import soundfile as sf
 
 from bench.choir import Choir, sing
 from bench.procstat import cpu_s, rss_mb
-from bench.results import RESULTS_DIR, print_grid, write_results
+from bench.results import print_grid, results_dir, write_results
 from common import keys, records
 from common.constants import SAMPLE_RATE
 from common.records import MixerStatus
@@ -252,7 +252,7 @@ def mixer_overruns(client: Any, mixer_id: str) -> int:
 
 
 def soak(opts: Options) -> dict[str, object]:
-    log_dir = RESULTS_DIR / "recorder_soak"
+    log_dir = results_dir() / "recorder_soak"
     root = log_dir / "recordings"
     shutil.rmtree(root, ignore_errors=True)  # an earlier run's
     root.mkdir(parents=True)

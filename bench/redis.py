@@ -20,7 +20,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,7 +27,7 @@ import numpy as np
 import redis
 
 from bench.procstat import cpu_s
-from bench.results import print_table, write_results
+from bench.results import print_table, results_dir, write_results
 from common import keys
 from common.clock import now_samples
 from common.commands import Envelope, Halt, Join, Lead, Start, encode_envelope
@@ -157,8 +156,8 @@ def run_step(
 def main() -> dict[str, object]:
     server = RedisServer()
     server.start()
-    log_dir = Path("bench-results")
-    log_dir.mkdir(exist_ok=True)
+    log_dir = results_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
     mixer = Process(
         ["mixer"],
         {"REDIS_URL": server.url, "BB_MIXER_ID": "mixer-bench", "BB_LOG_LEVEL": "WARNING"},

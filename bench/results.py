@@ -1,19 +1,36 @@
-"""Shared output for benchmark scripts: a JSON file per benchmark and a plain table."""
+"""Shared output for benchmark scripts: a JSON file per benchmark and a plain table.
+
+Every benchmark writes ``{name}.json`` (and any logs or profiles it keeps) under
+:func:`results_dir`: the repository's ``bench-results/``, or the directory named by
+the environment variable ``BB_BENCH_RESULTS_DIR`` when it is set and not empty
+(tests/test_bench_clients.py runs the benchmarks with a temporary one, so that a
+test run leaves the repository's results alone).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
-"""Where every benchmark writes ``{name}.json`` (the repository's ``bench-results/``)."""
+RESULTS_DIR_ENV = "BB_BENCH_RESULTS_DIR"
+"""The environment variable naming another directory for the results."""
+DEFAULT_RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
+"""The repository's ``bench-results/``."""
+
+
+def results_dir() -> Path:
+    """Where the benchmarks write: ``$BB_BENCH_RESULTS_DIR``, else ``bench-results/``."""
+    override = os.environ.get(RESULTS_DIR_ENV, "")
+    return Path(override) if override else DEFAULT_RESULTS_DIR
 
 
 def write_results(name: str, results: dict[str, object]) -> Path:
-    """Write ``results`` to ``bench-results/{name}.json`` (sorted keys) and return the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    """Write ``results`` to ``{results_dir()}/{name}.json`` (sorted keys) and return the path."""
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps(results, sort_keys=True, indent=2) + "\n", encoding="utf-8")
     return path
 

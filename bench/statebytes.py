@@ -134,7 +134,10 @@ def measure_cue(members: int, lyrics_chars: int, cues_so_far: int) -> CueBytes:
     state = singing(members, lyrics_chars, cues_so_far)
     before = public_state("choir", state)
     held = follow(None, before)
-    last = state.material.cues[-1].pos
+    start = state.song.start_pos
+    assert start is not None
+    # The cue comes 2 s after the last one (the song's first cue: at its start).
+    last = state.material.cues[-1].pos if state.material.cues else start - 2 * SAMPLE_RATE
     lines = state.material.lyrics.count("\n") + 1
     leader = state.members["s-000000000000"]
     state.cue_lyrics(
@@ -166,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "--cues-so-far", type=int, default=100, help="cues in the song before the one measured"
     )
     args = parser.parse_args(argv)
+    if args.members < 1 or args.lyrics < 1:
+        parser.error("a cue needs a leader and lyrics: --members and --lyrics at least 1")
     m = measure(args.members, args.lyrics, args.cues, args.listeners)
     before, after = m.per_change(m.state_bytes_before), m.per_change(m.state_bytes_after)
     print_grid(

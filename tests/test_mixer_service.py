@@ -88,16 +88,27 @@ def test_chunks_come_back_in_the_right_tap(
 def test_two_mixers_split_rooms_and_failover_on_sigkill(
     sim: SimGateway, redis_url: str, output_dir: Path
 ) -> None:
+    # Mixers never rebalance: a room stays with the mixer that claimed it until that
+    # one dies or releases it. Mixers started together split new rooms only if each
+    # claims its own (rendezvous ranking) within CLAIM_GRACE_S of the other seeing
+    # them, which a loaded machine does not promise (that ranking is tested in
+    # tests/test_planner.py). So the split is made certain by documented behaviour:
+    # m1, full at BB_MAX_ROOMS, leaves the rest to the other mixer (docs/operations.md).
     rooms = [f"room{i}" for i in range(8)]
+    first, rest = rooms[:6], rooms[6:]
     with processes(output_dir) as started:
-        m1 = start_mixer(started, redis_url, output_dir, "m1")
-        m2 = start_mixer(started, redis_url, output_dir, "m2")
-        wait_until(lambda: sim.client.zcard(keys.MIXERS) == 2, 5, "both mixers' heartbeats")
-        for room in rooms:
+        m1 = start_mixer(started, redis_url, output_dir, "m1", BB_MAX_ROOMS=str(len(first)))
+        for room in first:
             sim.create_room(room)
-        wait_until(lambda: all(owner(sim.client, r) for r in rooms), 5, "every room owned")
+        wait_until(lambda: all(owner(sim.client, r) for r in first), 10, "m1 to own its rooms")
+        m2 = start_mixer(started, redis_url, output_dir, "m2")
+        wait_until(lambda: sim.client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
+        for room in rest:
+            sim.create_room(room)
+        wait_until(lambda: all(owner(sim.client, r) for r in rooms), 10, "every room owned")
         owners = {r: owner(sim.client, r) for r in rooms}
         assert set(owners.values()) == {"m1", "m2"}, owners
+        assert owners == {r: "m1" if r in first else "m2" for r in rooms}, owners
 
         room = next(r for r in rooms if owners[r] == "m1")
         _start, _da, db = run_song(sim, room, 0.5)
