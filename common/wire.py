@@ -149,7 +149,9 @@ def encode_tap(
         clock=clock,
         mix="solo" if mix == "solo" else "full",
     )
-    return _ENCODER.encode(header) + samples.astype("<f4", copy=False).tobytes()
+    # One copy of the samples: straight into the message (no tobytes() in between).
+    payload = np.ascontiguousarray(samples, "<f4").data
+    return b"".join((_ENCODER.encode(header), payload))
 
 
 def decode_chunk(data: bytes) -> Chunk:
