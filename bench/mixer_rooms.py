@@ -41,7 +41,7 @@ from redis.asyncio import Redis as AsyncRedis
 from bench.capacity import io_write_bytes
 from bench.procstat import cpu_s
 from bench.results import write_results
-from common import keys
+from common import aio, keys
 from common.clock import now_samples
 from common.constants import SAMPLE_RATE
 from common.records import RoomMeta
@@ -231,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in layouts}
     for _ in range(args.rounds):
-        together = asyncio.run(
+        # On the event loop `brigade mixer` runs (uvloop unless BB_EVENT_LOOP says
+        # otherwise), with its gc.freeze: asyncio's own loop costs more per command.
+        together = aio.run(
             run(
                 args.singers,
                 list(layouts.values()),
@@ -240,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 recorder,
                 aof,
                 args.checkpoint_ms,
-            )
+            ),
+            os.environ.get("BB_EVENT_LOOP", "uvloop"),
         )
         for name, figures in zip(layouts, together, strict=True):
             runs[name].append(figures)
