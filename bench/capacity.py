@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,15 @@ def machine_busy_seconds() -> float:
         fields = [int(x) for x in stat.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 (False while nothing listens yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def wait_for_quiet(limit_s: float, busy_cores: float = 0.2) -> float:
@@ -271,6 +281,10 @@ class Stack:
                 wait_for(
                     lambda: client.exists("bb:recorder:recorder-cap"), 15, "recorder heartbeat"
                 )
+            # A gateway's heartbeat starts before its HTTP site listens: the generator's
+            # preflight needs the page, so wait for each one's /healthz as well.
+            for url in self.urls:
+                wait_for(lambda url=url: _answers(url + "/healthz"), 15, f"{url}/healthz")
         finally:
             client.close()
 
