@@ -30,6 +30,8 @@ class TickPhases:
     """The write-back pipeline (one round trip)."""
     cpu_s: float
     """CPU time of the loop's thread during the tick."""
+    entries: int = 0
+    """Control and audio entries the tick read (a burst after a stall reads more)."""
 
 
 class OverrunLog:
@@ -56,8 +58,8 @@ class OverrunLog:
             f"tick overran ({count} overrun{'s' if count != 1 else ''}{since}): started "
             f"{_ms(phases.late_s)} late, took {_ms(took)} (reading the streams "
             f"{_ms(phases.read_s)}, stepping the rooms {_ms(phases.step_s)}, writing back "
-            f"{_ms(phases.write_s)}) "
-            f"with {_ms(phases.cpu_s)} of CPU"
+            f"{_ms(phases.write_s)}) with {_ms(phases.cpu_s)} of CPU, {phases.entries} "
+            "entries read"
         )
 
 

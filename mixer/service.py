@@ -103,6 +103,8 @@ class MixerService:
         self.overruns = OverrunLog()
         self._phases = (0.0, 0.0, 0.0)
         """The last tick's read, step and write times (s)."""
+        self._entries = 0
+        """The entries the last tick read."""
 
     # ---------------------------------------------------------------- running
 
@@ -123,7 +125,7 @@ class MixerService:
         while not stop.is_set():
             pacer.start()
             cpu = time.thread_time()
-            self._phases = (0.0, 0.0, 0.0)
+            self._phases, self._entries = (0.0, 0.0, 0.0), 0
             started = loop.time()
             late = started - (pacer.due_s - pacer.period_s)
             try:
@@ -146,7 +148,13 @@ class MixerService:
             self.counters.tick_overruns += pause.overrun
             if pause.overrun:
                 report = self.overruns.overran(
-                    ended, TickPhases(late, *self._phases, cpu_s=time.thread_time() - cpu)
+                    ended,
+                    TickPhases(
+                        late,
+                        *self._phases,
+                        cpu_s=time.thread_time() - cpu,
+                        entries=self._entries,
+                    ),
                 )
                 if report is not None:
                     log.warning("%s", report)
@@ -196,6 +204,7 @@ class MixerService:
             streams[keys.room_in(room.name)] = room.in_cursor
         replies = parse_xread(await xread_keys(self.redis, streams, count=READ_COUNT))
         got = time.perf_counter()
+        self._entries = sum(len(entries) for _key, entries in replies)
         now = now_samples()
         read: dict[str, tuple[list[Entry], list[Entry]]] = {}
         for key, entries in replies:

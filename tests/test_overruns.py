@@ -6,14 +6,17 @@ import pytest
 
 from mixer.overruns import OverrunLog, TickPhases
 
-PHASES = TickPhases(late_s=0.012, read_s=0.040, step_s=0.020, write_s=0.050, cpu_s=0.025)
+PHASES = TickPhases(
+    late_s=0.012, read_s=0.040, step_s=0.020, write_s=0.050, cpu_s=0.025, entries=351
+)
 
 
 def test_the_first_overrun_is_reported_with_its_phases() -> None:
     report = OverrunLog(every_s=10).overran(100.0, PHASES)
     assert report == (
         "tick overran (1 overrun): started 12.0 ms late, took 110.0 ms (reading the streams "
-        "40.0 ms, stepping the rooms 20.0 ms, writing back 50.0 ms) with 25.0 ms of CPU"
+        "40.0 ms, stepping the rooms 20.0 ms, writing back 50.0 ms) with 25.0 ms of CPU, 351 "
+        "entries read"
     )
 
 
