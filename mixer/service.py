@@ -47,6 +47,7 @@ from mixer import adoption, material_upkeep, outbox, wiring
 from mixer.host import HostCounters
 from mixer.metrics import TickTimes
 from mixer.observe import Observer
+from mixer.overruns import OverrunLog, TickPhases
 from mixer.owned import OwnedRoom
 from mixer.pacing import Pacer
 from mixer.planner import MAINTENANCE_S, MaintenancePlanner, Now, Plan
@@ -99,6 +100,11 @@ class MixerService:
         self._timing = wiring.host_timing(settings)
         self.health = RedisHealth(Backoff(0.05, 2.0))
         self.planner = MaintenancePlanner(wiring.planner_settings(settings))
+        self.overruns = OverrunLog()
+        self._phases = (0.0, 0.0, 0.0)
+        """The last tick's read, step and write times (s)."""
+        self._entries = 0
+        """The entries the last tick read."""
 
     # ---------------------------------------------------------------- running
 
@@ -118,8 +124,11 @@ class MixerService:
         failures = 0
         while not stop.is_set():
             pacer.start()
+            cpu = time.thread_time()
+            self._phases, self._entries = (0.0, 0.0, 0.0), 0
+            started = loop.time()
+            late = started - (pacer.due_s - pacer.period_s)
             try:
-                started = loop.time()
                 talked = await self.tick()
                 self.tick_times.observe(loop.time() - started)
                 if talked:
@@ -134,8 +143,21 @@ class MixerService:
                 # One bad tick must not stop the mixer: log it with its traceback, count it.
                 self.counters.tick_errors += 1
                 log.exception("tick failed")
-            pause = pacer.pause(loop.time())
+            ended = loop.time()
+            pause = pacer.pause(ended)
             self.counters.tick_overruns += pause.overrun
+            if pause.overrun:
+                report = self.overruns.overran(
+                    ended,
+                    TickPhases(
+                        late,
+                        *self._phases,
+                        cpu_s=time.thread_time() - cpu,
+                        entries=self._entries,
+                    ),
+                )
+                if report is not None:
+                    log.warning("%s", report)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause.seconds)
 
@@ -175,11 +197,14 @@ class MixerService:
         self.counters.ticks += 1
         if not self.rooms:
             return False
+        began = time.perf_counter()
         streams: dict[str, bytes] = {}
         for room in self.rooms.values():
             streams[keys.room_ctl(room.name)] = room.ctl_cursor
             streams[keys.room_in(room.name)] = room.in_cursor
         replies = parse_xread(await xread_keys(self.redis, streams, count=READ_COUNT))
+        got = time.perf_counter()
+        self._entries = sum(len(entries) for _key, entries in replies)
         now = now_samples()
         read: dict[str, tuple[list[Entry], list[Entry]]] = {}
         for key, entries in replies:
@@ -200,12 +225,14 @@ class MixerService:
                     (value for _id, value in ctl), (value for _id, value in audio), now
                 )
                 outbox.queue_step(pipe, owned, out, now, bool(ctl), self.settings)
+            stepped = time.perf_counter()
             try:
                 await pipe.execute()
             except BaseException:
                 for owned in self.rooms.values():  # the checkpoints' spans may be lost
                     owned.host.mixer.checkpoint_lost()
                 raise
+        self._phases = (got - began, stepped - got, time.perf_counter() - stepped)
         return True
 
     # ----------------------------------------------------------- maintenance
