@@ -125,7 +125,7 @@ class MixerService:
         while not stop.is_set():
             pacer.start()
             cpu = time.thread_time()
-            self._phases, self._entries = (0.0, 0.0, 0.0), 0
+            self._phases, self._entries = (0.0, 0.0, 0.0), 0  # a failed tick reports zeros
             started = loop.time()
             late = started - (pacer.due_s - pacer.period_s)
             try:
@@ -204,10 +204,11 @@ class MixerService:
             streams[keys.room_in(room.name)] = room.in_cursor
         replies = parse_xread(await xread_keys(self.redis, streams, count=READ_COUNT))
         got = time.perf_counter()
-        self._entries = sum(len(entries) for _key, entries in replies)
         now = now_samples()
         read: dict[str, tuple[list[Entry], list[Entry]]] = {}
+        self._entries = 0
         for key, entries in replies:
+            self._entries += len(entries)
             name, is_ctl = self._key_index.get(key, ("", False))
             owned = self.rooms.get(name)
             if owned is None or not entries:
