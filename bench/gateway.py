@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -50,7 +51,7 @@ import numpy as np
 
 from bench.decode_floor import DecodeFloor, bench_packets, ms_per_singer_second
 from bench.procstat import cpu_s
-from bench.results import print_table, write_results
+from bench.results import print_table, results_dir, write_results
 from common import protocol as p
 from common.clock import now_samples
 from common.codec import OpusDecoder
@@ -66,6 +67,8 @@ MAX_BACKLOG_GROWTH = 0.05
 by as much) fell behind: the machine was overloaded and its ratio is not comparable."""
 PACKETS_PER_MESSAGE = UPSTREAM_FRAMES_PER_MESSAGE
 """What the browser client sends (200 ms, served as ``frames_per_message``)."""
+LOGS = "gateway-logs"
+"""The runs' mixer and gateway logs, beside the results (replaced by the next invocation)."""
 SHORT_MESSAGE = 5
 """The low end of the protocol's intended 100-200 ms, measured beside it."""
 ROOM = "bench"
@@ -380,7 +383,9 @@ def run(
     ``services_from``: a checkout whose code the mixer and gateway run (an older
     commit's worktree, to compare it with this one under the same bench).
     """
-    log_dir = Path(tempfile.mkdtemp(prefix="bb-bench-gateway-"))
+    logs = results_dir() / LOGS
+    logs.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="run-", dir=logs))
     redis_server = RedisServer()
     redis_server.start()
     port = free_port()
@@ -441,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         help="run the mixer and gateway from this checkout (e.g. a worktree of an older commit)",
     )
     args = parser.parse_args(list(argv) if argv is not None else [])
+    # Each run's mixer and gateway logs are kept until the next invocation.
+    shutil.rmtree(results_dir() / LOGS, ignore_errors=True)
     # This VM's CPU speed drifts by up to a third over minutes: the headline is
     # the median of several runs, each beside the libopus decode floor measured
     # over the same seconds (bench/decode_floor.py).

@@ -113,6 +113,10 @@ def test_gateway_bench_runs(tmp_path: Path) -> None:
     # The singers got the room's audio back through their taps.
     assert numeric(results, "frames_received_by_clients") > 0
     assert numeric(results, "client_errors") == 0
+    # Its processes' logs are kept beside the results, one folder per run.
+    logs = Path(results["logs"])
+    assert logs.parent == tmp_path / "results" / "gateway-logs", logs
+    assert sorted(p.name for p in logs.iterdir()) == ["gateway.log", "mixer.log"], logs
 
 
 def test_mixer_rooms_bench_runs(tmp_path: Path) -> None:
