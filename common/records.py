@@ -588,6 +588,9 @@ class MixerStatus(msgspec.Struct, kw_only=True):
     started: float
     rooms: list[str]
     counters: dict[str, int]
+    max_rooms: int = 0
+    """Most rooms it will own (``BB_MAX_ROOMS``); 0 from a mixer that does not say,
+    which the others never hand a room to (mixer/planner.py)."""
 
 
 class GatewayStatus(msgspec.Struct, kw_only=True):

@@ -13,17 +13,33 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from common import keys
+from common import keys, records
+from common.errors import ValidationError
 from common.heartbeat import Heartbeat
 from common.lease import RENEW_SCRIPT
 from common.records import MixerStatus
 from common.redisclient import is_cluster
-from mixer.planner import SWEEP_BATCH, Ask, GatewaySeen, Now, Observed
+from mixer.planner import SWEEP_BATCH, Ask, GatewaySeen, Now, Observed, PeerLoad
 
 __all__ = ["Observer"]
 
 _FIXED = 5
 """Replies before the renewals: set, zadd, zremrangebyscore, live mixers, active rooms."""
+
+
+def _loads(peers: tuple[str, ...], beats: list[Any]) -> dict[str, PeerLoad]:
+    """Each peer's load from its heartbeat (a peer whose heartbeat is gone or unreadable
+    is left out: nothing is handed to it)."""
+    loads: dict[str, PeerLoad] = {}
+    for peer, raw in zip(peers, beats, strict=True):
+        if raw is None:
+            continue
+        try:
+            status = records.decode(raw, MixerStatus)
+        except ValidationError:
+            continue
+        loads[peer] = PeerLoad(rooms=len(status.rooms), max_rooms=status.max_rooms)
+    return loads
 
 
 class Observer:
@@ -48,6 +64,8 @@ class Observer:
             for gw in ask.gateways:
                 pipe.exists(keys.gateway_heartbeat(gw))
                 pipe.zscore(keys.GATEWAYS, gw)
+            for peer in ask.peers:
+                pipe.get(keys.mixer_heartbeat(peer))
             if ask.idle_before_s is not None:
                 pipe.zrangebyscore(
                     keys.IDLE_ROOMS, "-inf", ask.idle_before_s, start=0, num=SWEEP_BATCH
@@ -60,6 +78,8 @@ class Observer:
             results = [*results[:_FIXED], *leases, *results[_FIXED:]]
         renewed = _FIXED + len(ask.renew)
         answers = results[renewed : renewed + 2 * len(ask.gateways)]
+        heard = renewed + 2 * len(ask.gateways)
+        beats = results[heard : heard + len(ask.peers)]
         return Observed(
             live=frozenset(m.decode() for m in results[3]),
             active=frozenset(r.decode() for r in results[4]),
@@ -73,6 +93,7 @@ class Observer:
             idle_due=tuple(bytes(r).decode() for r in results[-1])
             if ask.idle_before_s is not None
             else (),
+            peers=_loads(ask.peers, beats),
         )
 
     async def _renew_lease(self, room: str, client: Any = None) -> Any:

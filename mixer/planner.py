@@ -6,12 +6,15 @@ pipeline, and hands what Redis said back (:class:`Observed`) with how long
 each room it owns has been unused. :meth:`MaintenancePlanner.plan`
 returns a :class:`Plan`: which rooms were lost or must be rewritten, which to
 retire, which free rooms to look at for a claim, which gateways are dead,
-which idle rooms to delete and whose material to keep alive. Claiming takes
+which idle rooms to delete, whose material to keep alive, and which rooms to
+hand over to the mixer that ranks first for them (between songs, when that
+evens the load: a mixer added later gets its share of the rooms in use). Claiming takes
 one more read (whether each free room's lease is held):
 :meth:`MaintenancePlanner.claims` names the rooms to try, in order.
 
 Time comes in as :class:`Now`; the planner keeps only its own timers (the
-next sweep, the next material refresh, since when each free room waits).
+next sweep, the next material refresh, since when each free room waits, since
+when each owned room is between songs).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from common.lease import LeaseResult, preferred_owner
 
 __all__ = [
     "CLAIM_GRACE_S",
+    "HANDOVER_BATCH",
+    "HANDOVER_CALM_S",
     "MAINTENANCE_S",
     "STEMS_KEEP_MS",
     "SWEEP_BATCH",
@@ -34,6 +39,7 @@ __all__ = [
     "MaintenancePlanner",
     "Now",
     "Observed",
+    "PeerLoad",
     "Plan",
     "PlannerSettings",
     "older_id",
@@ -44,6 +50,12 @@ MAINTENANCE_S: Final = 0.5
 """How often the service plans and carries out its maintenance."""
 CLAIM_GRACE_S: Final = 1.0
 """A free room not claimed by its preferred mixer within this long is anyone's."""
+HANDOVER_CALM_S: Final = 5.0
+"""A room is handed over only after this long between songs (nothing audible left to
+mix): a short pause between two songs is not the moment, and the handover's second of
+silence falls where nobody sings."""
+HANDOVER_BATCH: Final = 4
+"""Most rooms one maintenance round hands over."""
 SWEEP_S: Final = 10.0
 """How often a mixer looks for rooms idle long enough to delete."""
 SWEEP_BATCH: Final = 50
@@ -99,6 +111,8 @@ class Ask:
     """Read the idle rooms idle since before this (None: no sweep due)."""
     refresh_material: bool
     """Material refresh due: pass the rooms that keep their material to :meth:`plan`."""
+    peers: tuple[str, ...] = ()
+    """The other mixers live at the last round, whose heartbeats to read (:class:`PeerLoad`)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,15 @@ class GatewaySeen:
 
 
 @dataclass(frozen=True)
+class PeerLoad:
+    """What another mixer's heartbeat says of its load."""
+
+    rooms: int
+    max_rooms: int
+    """0: it does not say (an older mixer): it is never handed a room."""
+
+
+@dataclass(frozen=True)
 class Observed:
     """What Redis answered to an :class:`Ask`."""
 
@@ -121,6 +144,8 @@ class Observed:
     """Owned room -> what the renewal script answered (a :class:`LeaseResult` value)."""
     gateways: Mapping[str, GatewaySeen] = field(default_factory=dict)
     idle_due: tuple[str, ...] = ()
+    peers: Mapping[str, PeerLoad] = field(default_factory=dict)
+    """The load of each peer of :attr:`Ask.peers` whose heartbeat could be read."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +171,9 @@ class Plan:
     """The idle deadline the delete script checks them against."""
     refresh_material: tuple[str, ...] = ()
     """Rooms whose tracks' and images' TTLs to renew."""
+    hand_over: tuple[tuple[str, str], ...] = ()
+    """(room, mixer): rooms to write back and give up now, for the live mixer that ranks
+    first for each to claim (it does at once); they are between songs."""
 
 
 class MaintenancePlanner:
@@ -154,6 +182,8 @@ class MaintenancePlanner:
     def __init__(self, settings: PlannerSettings) -> None:
         self.settings = settings
         self._free_since: dict[str, float] = {}
+        self._calm_since: dict[str, float] = {}
+        self._peers: tuple[str, ...] = ()
         self._next_sweep_s = float("-inf")
         self._material_due_s = float("-inf")
 
@@ -181,6 +211,7 @@ class MaintenancePlanner:
             gateways=tuple(sorted(gateways)),
             idle_before_s=idle_before,
             refresh_material=material,
+            peers=self._peers,
         )
 
     def plan(
@@ -189,11 +220,16 @@ class MaintenancePlanner:
         ask: Ask,
         seen: Observed,
         keeping_material: AbstractSet[str] = frozenset(),
+        between_songs: AbstractSet[str] = frozenset(),
+        now: Now | None = None,
     ) -> Plan:
         """The round's plan from what Redis answered to ``ask``.
 
         ``keeping_material`` (read only when :attr:`Ask.refresh_material`): the owned
         rooms that list tracks or images and have a connected member.
+        ``between_songs``: the owned rooms with nothing audible left to mix (no song
+        running, the last one's end played by every bucket); ``now`` times how long
+        each has been so (None: no handover this round).
         """
         s = self.settings
         drop = tuple(r for r in ask.renew if seen.leases.get(r) == LeaseResult.LOST)
@@ -207,17 +243,65 @@ class MaintenancePlanner:
         refresh: tuple[str, ...] = ()
         if ask.refresh_material:
             refresh = tuple(r for r in kept if r not in retire and r in keeping_material)
+        live = seen.live | {s.mixer_id}
+        self._peers = tuple(sorted(live - {s.mixer_id}))
+        staying = [r for r in kept if r not in retire]
+        hand_over = self._hand_over(staying, between_songs, live, seen.peers, now)
         return Plan(
             drop=drop,
             rewrite=rewrite,
             retire=retire,
             check_free=tuple(free),
-            live=seen.live | {s.mixer_id},
+            live=live,
             dead_gateways=dead,
             delete=seen.idle_due[:SWEEP_BATCH] if ask.idle_before_s is not None else (),
             delete_before_s=ask.idle_before_s or 0.0,
             refresh_material=refresh,
+            hand_over=hand_over,
         )
+
+    def _hand_over(
+        self,
+        owned: list[str],
+        between_songs: AbstractSet[str],
+        live: AbstractSet[str],
+        peers: Mapping[str, PeerLoad],
+        now: Now | None,
+    ) -> tuple[tuple[str, str], ...]:
+        """The owned rooms to give to the live mixer that ranks first for them.
+
+        Only a room between songs for :data:`HANDOVER_CALM_S`; only to a mixer whose
+        heartbeat says it has room for it, and only while this mixer owns at least two
+        rooms more than it (so the move evens the load and nothing moves back: a room
+        goes only to the mixer that ranks first for it, which never hands it on while
+        the live mixers stay the same). At most :data:`HANDOVER_BATCH` per round.
+        """
+        calm = {r for r in owned if r in between_songs}
+        for room in [r for r in self._calm_since if r not in calm]:
+            del self._calm_since[room]
+        if now is None:
+            return ()
+        for room in calm:
+            self._calm_since.setdefault(room, now.mono_s)
+        me = self.settings.mixer_id
+        mine = len(owned)
+        loads = {m: peers[m].rooms for m in live if m != me and m in peers}
+        chosen: list[tuple[str, str]] = []
+        for room in sorted(calm):
+            if len(chosen) >= HANDOVER_BATCH:
+                break
+            if now.mono_s - self._calm_since[room] < HANDOVER_CALM_S:
+                continue
+            target = preferred_owner(room, live)
+            if target is None or target == me or target not in loads:
+                continue
+            if loads[target] >= peers[target].max_rooms or mine - loads[target] < 2:
+                continue
+            chosen.append((room, target))
+            del self._calm_since[room]
+            mine -= 1
+            loads[target] += 1
+        return tuple(chosen)
 
     def claims(
         self, held: Mapping[str, bool], live: Iterable[str], owned: int, now: Now

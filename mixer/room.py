@@ -322,7 +322,7 @@ class RoomMixer:
             )
             frontiers[tap] = (last_due + 1) * _FRAME
             self.counters.frames_out += due
-        if ring is not None and not self._song_audible(now):
+        if ring is not None and not self.song_audible(now):
             self.ring = self.solo_ring = None
         return outputs
 
@@ -381,7 +381,7 @@ class RoomMixer:
         frame still playable (``PLAYABLE_MARGIN`` before its play time) when the
         takeover took longer than its lead.
         """
-        if not checkpoints or not self._song_audible(now):
+        if not checkpoints or not self.song_audible(now):
             return False
         first = max((i for i, c in enumerate(checkpoints) if c.full), default=0)
         entries = checkpoints[first:]
@@ -428,7 +428,7 @@ class RoomMixer:
             occupied=0,
         )
 
-    def _song_audible(self, now: int) -> bool:
+    def song_audible(self, now: int) -> bool:
         """Whether a tap may still read song audio: during a song and until its end has played.
 
         The end reaches the last tap (and its last repeat) ``largest delay +

@@ -78,6 +78,8 @@ class ServiceCounters:
     """Claims that carried on a ring from another mixer's checkpoint (a failover mid-song)."""
     rooms_lost: int = 0
     rooms_released: int = 0
+    rooms_handed_over: int = 0
+    """Rooms given, between songs, to a mixer that ranks first for them (mixer/planner.py)."""
     rooms_deleted: int = 0
 
 
@@ -252,7 +254,10 @@ class MixerService:
         keeping = (
             material_upkeep.keeping_material(self.rooms.values()) if ask.refresh_material else set()
         )
-        plan = self.planner.plan(unused, ask, seen, keeping)
+        between = {
+            n for n, owned in self.rooms.items() if not owned.host.mixer.song_audible(samples)
+        }
+        plan = self.planner.plan(unused, ask, seen, keeping, between, now)
         await self._carry_out(plan, now)
 
     async def _carry_out(self, plan: Plan, now: Now) -> None:
@@ -264,6 +269,8 @@ class MixerService:
             await self._rewrite(list(plan.rewrite))
         for room in plan.retire:
             await self._retire_room(self.rooms[room], now)
+        if plan.hand_over:
+            await self._hand_over(plan.hand_over)
         if plan.check_free:
             held = await self.observer.held(plan.check_free)
             for room in self.planner.claims(held, plan.live, len(self.rooms), now):
@@ -297,6 +304,20 @@ class MixerService:
             self.counters.rooms_released += 1
             log.info("room %s: unused, released", owned.name)
             self._forget(owned.name)
+
+    async def _hand_over(self, rooms: tuple[tuple[str, str], ...]) -> None:
+        """Give rooms between songs to the mixer that ranks first for each (it claims them
+        on its next round): written back, with their checkpoints, and released, as at
+        shutdown. Their singers stay connected; the taps pause for about a second."""
+        await self.retirement.hand_back(
+            [self.rooms[room] for room, _ in rooms], self.settings.checkpoint_ms > 0
+        )
+        for room, target in rooms:
+            self.counters.rooms_handed_over += 1
+            log.info(
+                "room %s: between songs, handed over to mixer %s (it ranks first)", room, target
+            )
+            self._forget(room)
 
     def _disconnect_gateways(self, dead: frozenset[str]) -> None:
         """Mark disconnected the members whose gateway died without saying goodbye.
@@ -354,6 +375,7 @@ class MixerService:
             started=self.started,
             rooms=sorted(self.rooms),
             counters={**asdict(self.counters), **asdict(self.room_counters)},
+            max_rooms=self.settings.max_rooms,
         )
 
     def summary(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,11 @@ import numpy as np
 import pytest
 import redis
 
-from common import keys
+from common import keys, records
 from common.clock import now_samples
-from common.commands import Disconnect, Lead, SetLeaderBoost, Start
+from common.commands import Disconnect, Lead, SetLeaderBoost, Start, Stop
+from common.lease import preferred_owner
+from common.records import MixerStatus
 from common.streams import parse_entries
 from tests.simgateway import CHUNK, SimGateway, Singer, assemble, collect, sing_until, tone
 from tests.support import Process, RedisServer, processes, wait_until
@@ -85,32 +88,54 @@ def test_chunks_come_back_in_the_right_tap(
         assert int(stats[b"chunks_in"]) >= 6
 
 
-def test_two_mixers_split_rooms_and_failover_on_sigkill(
+def rooms_ranking(mixers: tuple[str, ...], first: str, n: int) -> list[str]:
+    """``n`` room names for which ``first`` ranks first among ``mixers``."""
+    names = (f"room{i}" for i in itertools.count())
+    return list(itertools.islice((r for r in names if preferred_owner(r, mixers) == first), n))
+
+
+def test_a_mixer_added_later_gets_its_rooms_between_songs_and_failover_on_sigkill(
     sim: SimGateway, redis_url: str, output_dir: Path
 ) -> None:
-    # Mixers never rebalance: a room stays with the mixer that claimed it until that
-    # one dies or releases it. Mixers started together split new rooms only if each
-    # claims its own (rendezvous ranking) within CLAIM_GRACE_S of the other seeing
-    # them, which a loaded machine does not promise (that ranking is tested in
-    # tests/test_planner.py). So the split is made certain by documented behaviour:
-    # m1, full at BB_MAX_ROOMS, leaves the rest to the other mixer (docs/operations.md).
-    rooms = [f"room{i}" for i in range(8)]
-    first, rest = rooms[:6], rooms[6:]
+    pair = ("m1", "m2")
+    # Eight rooms, three of which rank m2 first: m1 owns them all until m2 comes.
+    theirs = rooms_ranking(pair, "m2", 3)
+    ours = rooms_ranking(pair, "m1", 5)
+    rooms = sorted(theirs + ours)
+    singing = theirs[0]
     with processes(output_dir) as started:
-        m1 = start_mixer(started, redis_url, output_dir, "m1", BB_MAX_ROOMS=str(len(first)))
-        for room in first:
+        m1 = start_mixer(started, redis_url, output_dir, "m1")
+        for room in rooms:
             sim.create_room(room)
-        wait_until(lambda: all(owner(sim.client, r) for r in first), 10, "m1 to own its rooms")
-        m2 = start_mixer(started, redis_url, output_dir, "m2")
-        wait_until(lambda: sim.client.zcard(keys.MIXERS) == 2, 10, "both mixers' heartbeats")
-        for room in rest:
-            sim.create_room(room)
-        wait_until(lambda: all(owner(sim.client, r) for r in rooms), 10, "every room owned")
-        owners = {r: owner(sim.client, r) for r in rooms}
-        assert set(owners.values()) == {"m1", "m2"}, owners
-        assert owners == {r: "m1" if r in first else "m2" for r in rooms}, owners
+        wait_until(lambda: all(owner(sim.client, r) == "m1" for r in rooms), 10, "m1 owns all")
+        _start, _da, db_singing = run_song(sim, singing, 0.5)  # its song keeps running
 
-        room = next(r for r in rooms if owners[r] == "m1")
+        m2 = start_mixer(started, redis_url, output_dir, "m2")
+        # The rooms between songs that rank m2 first move to it (their calm has long
+        # passed); the one with a song does not.
+        wait_until(
+            lambda: all(owner(sim.client, r) == "m2" for r in theirs[1:]),
+            30,
+            "m2 to be handed the rooms between songs that rank it first",
+        )
+        assert all(owner(sim.client, r) == "m1" for r in ours), {
+            r: owner(sim.client, r) for r in rooms
+        }
+        assert owner(sim.client, singing) == "m1"
+        assert sim.state(singing)["song"]["running"]
+
+        # Its song ends: once its end has played and the room has been calm, it moves too.
+        assert sim.command(singing, "a", Stop()).ok
+        wait_until(lambda: owner(sim.client, singing) == "m2", 60, "the sung room handed over")
+        # It works on its new owner: a new song's audio reaches the follower's tap.
+        before = parse_entries(sim.client.xrevrange(keys.room_tap(singing, db_singing), count=1))
+        _start, _da, db = run_song(sim, singing, 0.5)
+        since = before[0][0] if before else b"0-0"
+        wait_until(lambda: len(sim.taps(singing, db, since=since)) > 0, 10, "taps from m2")
+        status = mixer_status(sim.client, "m1")
+        assert status.counters["rooms_handed_over"] == len(theirs), status.counters
+
+        room = ours[0]
         _start, _da, db = run_song(sim, room, 0.5)
         wait_until(lambda: len(sim.taps(room, db)) > 0, 5, "tap frames from m1")
 
@@ -126,6 +151,12 @@ def test_two_mixers_split_rooms_and_failover_on_sigkill(
         assert {m["singer_id"] for m in sim.state(room)["members"]} == {"a", "b"}
         assert sim.state(room)["song"]["running"]
         assert m2.alive()
+
+
+def mixer_status(client: redis.Redis, mixer: str) -> MixerStatus:
+    raw = client.get(keys.mixer_heartbeat(mixer))
+    assert isinstance(raw, bytes), f"no heartbeat of {mixer}"
+    return records.decode(raw, MixerStatus)
 
 
 def test_redis_restart_mid_song(private_redis: RedisServer, output_dir: Path) -> None:

@@ -9,6 +9,8 @@ from common.constants import SAMPLE_RATE
 from common.lease import LeaseResult, preferred_owner
 from mixer.planner import (
     CLAIM_GRACE_S,
+    HANDOVER_BATCH,
+    HANDOVER_CALM_S,
     STEMS_KEEP_MS,
     SWEEP_BATCH,
     SWEEP_S,
@@ -17,6 +19,7 @@ from mixer.planner import (
     MaintenancePlanner,
     Now,
     Observed,
+    PeerLoad,
     PlannerSettings,
     older_id,
     trim_from,
@@ -314,3 +317,132 @@ def test_older_id() -> None:
     assert older_id(b"5000-3", 4000) == b"4000-0"
     assert older_id(b"3000-7", 4000) == b"3000-7"
     assert older_id(b"weird", 4000) == b"weird"
+
+
+# --- handing rooms over -----------------------------------------------------------------------
+
+
+def loads(**rooms: int) -> dict[str, PeerLoad]:
+    return {m: PeerLoad(rooms=n, max_rooms=100) for m, n in rooms.items()}
+
+
+def handover_round(
+    p: MaintenancePlanner,
+    owned: dict[str, int],
+    between: set[str],
+    now: Now,
+    peers: dict[str, PeerLoad],
+    live: tuple[str, ...] = ("m1", "m2"),
+) -> tuple[tuple[str, str], ...]:
+    ask = p.ask(owned, set(), now)
+    observed = Observed(
+        live=frozenset(live), active=frozenset(owned), leases={}, gateways={}, peers=peers
+    )
+    return p.plan(owned, ask, observed, frozenset(), between, now).hand_over
+
+
+def rooms_preferring(mixer: str, n: int, live: tuple[str, ...] = ("m1", "m2")) -> list[str]:
+    return [r for r in ROOMS if preferred_owner(r, live) == mixer][:n]
+
+
+def test_rooms_between_songs_go_to_the_mixer_that_ranks_first_after_the_calm() -> None:
+    p = MaintenancePlanner(settings("m1"))
+    theirs = rooms_preferring("m2", 2)
+    ours = rooms_preferring("m1", 2)
+    owned = dict.fromkeys(theirs + ours, 0)
+    calm = set(owned)
+    assert handover_round(p, owned, calm, at(0), loads(m2=0)) == ()
+    assert handover_round(p, owned, calm, at(HANDOVER_CALM_S - 0.1), loads(m2=0)) == ()
+    moved = handover_round(p, owned, calm, at(HANDOVER_CALM_S), loads(m2=0))
+    # Only the rooms that rank m2 first, and only while it evens the load (4 - 0, 3 - 1).
+    assert moved == tuple((r, "m2") for r in sorted(theirs)), moved
+
+
+def test_a_room_still_singing_is_not_handed_over_and_its_calm_starts_again() -> None:
+    p = MaintenancePlanner(settings("m1"))
+    room, *others = rooms_preferring("m2", 1) + rooms_preferring("m1", 3)
+    owned = dict.fromkeys([room, *others], 0)
+    assert handover_round(p, owned, {room}, at(0), loads(m2=0)) == ()
+    # A song starts (or its end is still playing): not between songs, the calm resets.
+    assert handover_round(p, owned, set(), at(3), loads(m2=0)) == ()
+    assert handover_round(p, owned, {room}, at(4), loads(m2=0)) == ()
+    assert handover_round(p, owned, {room}, at(4 + HANDOVER_CALM_S - 0.1), loads(m2=0)) == ()
+    assert handover_round(p, owned, {room}, at(4 + HANDOVER_CALM_S), loads(m2=0)) == ((room, "m2"),)
+
+
+def test_no_handover_that_would_not_even_the_load() -> None:
+    p = MaintenancePlanner(settings("m1"))
+    room = rooms_preferring("m2", 1)[0]
+    other = rooms_preferring("m1", 1)[0]
+    owned = {room: 0, other: 0}
+    handover_round(p, owned, set(owned), at(0), loads(m2=1))
+    # 2 against 1: moving one would leave 1 against 2.
+    assert handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), loads(m2=1)) == ()
+    assert handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), loads(m2=0)) == ((room, "m2"),)
+
+
+def test_no_handover_to_a_full_a_silent_or_an_older_mixer() -> None:
+    theirs = rooms_preferring("m2", 3)
+    owned = dict.fromkeys(theirs + rooms_preferring("m1", 3), 0)
+    for peers in (
+        {"m2": PeerLoad(rooms=5, max_rooms=5)},  # full
+        {},  # its heartbeat could not be read
+        {"m2": PeerLoad(rooms=0, max_rooms=0)},  # does not say how many it takes
+    ):
+        p = MaintenancePlanner(settings("m1"))
+        handover_round(p, owned, set(owned), at(0), peers)
+        assert handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), peers) == (), peers
+    # Room for one more: one room goes.
+    p = MaintenancePlanner(settings("m1"))
+    peers = {"m2": PeerLoad(rooms=4, max_rooms=5)}
+    handover_round(p, owned, set(owned), at(0), peers)
+    assert len(handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), peers)) == 1
+
+
+def test_a_mixer_never_hands_on_a_room_that_ranks_it_first() -> None:
+    p = MaintenancePlanner(settings("m2"))
+    owned = dict.fromkeys(rooms_preferring("m2", 6), 0)
+    handover_round(p, owned, set(owned), at(0), loads(m1=0))
+    assert handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), loads(m1=0)) == ()
+
+
+def test_at_most_a_batch_per_round_and_retired_rooms_are_not_handed_over() -> None:
+    p = MaintenancePlanner(settings("m1"))
+    theirs = rooms_preferring("m2", HANDOVER_BATCH + 3)
+    owned = dict.fromkeys(theirs + rooms_preferring("m1", HANDOVER_BATCH + 3), 0)
+    owned[theirs[0]] = IDLE  # unused long enough: retired, not handed over
+    handover_round(p, owned, set(owned), at(0), loads(m2=0))
+    moved = handover_round(p, owned, set(owned), at(HANDOVER_CALM_S), loads(m2=0))
+    assert len(moved) == HANDOVER_BATCH
+    assert theirs[0] not in {room for room, _ in moved}
+
+
+def test_the_peers_read_are_the_other_live_mixers_of_the_last_round() -> None:
+    p = MaintenancePlanner(settings("m1"))
+    assert p.ask({}, set(), at(0)).peers == ()
+    p.plan({}, p.ask({}, set(), at(0)), seen(live=("m3", "m2")))
+    assert p.ask({}, set(), at(1)).peers == ("m2", "m3")
+
+
+@given(
+    owned_n=st.integers(0, 20),
+    peer_n=st.integers(0, 20),
+    max_rooms=st.integers(0, 25),
+    calm_s=st.floats(0, 20),
+)
+def test_a_handover_only_moves_rooms_to_their_first_mixer_and_never_past_even(
+    owned_n: int, peer_n: int, max_rooms: int, calm_s: float
+) -> None:
+    p = MaintenancePlanner(settings("m1"))
+    owned = dict.fromkeys(ROOMS[:owned_n], 0)
+    peers = {"m2": PeerLoad(rooms=peer_n, max_rooms=max_rooms)}
+    handover_round(p, owned, set(owned), at(0), peers)
+    moved = handover_round(p, owned, set(owned), at(calm_s), peers)
+    assert len(moved) <= HANDOVER_BATCH
+    if calm_s < HANDOVER_CALM_S:
+        assert moved == ()
+    for room, target in moved:
+        assert room in owned and target == "m2" == preferred_owner(room, ("m1", "m2"))
+    if moved:
+        assert owned_n - len(moved) >= peer_n + len(moved)
+        assert peer_n + len(moved) <= max_rooms
