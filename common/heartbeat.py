@@ -22,8 +22,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from common import keys, records
+from common.errors import ValidationError
+from common.records import MixerStatus
 
-__all__ = ["Heartbeat"]
+__all__ = ["Heartbeat", "mixer_statuses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +89,17 @@ class Heartbeat:
             if self.registry is not None:
                 pipe.zrem(self.registry, self.ident)
             await pipe.execute()
+
+
+def mixer_statuses(ids: list[str] | tuple[str, ...], raws: list[Any]) -> dict[str, MixerStatus]:
+    """The mixers' heartbeats read for ``ids`` (one GET each), decoded; a heartbeat that
+    is gone (None) or unreadable is left out."""
+    statuses: dict[str, MixerStatus] = {}
+    for mixer_id, raw in zip(ids, raws, strict=True):
+        if raw is None:
+            continue
+        try:
+            statuses[mixer_id] = records.decode(raw, MixerStatus)
+        except ValidationError:
+            continue
+    return statuses

@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 
 from common import keys, records
 from common.errors import ValidationError
-from common.records import LiveCounters, Member, MixerStatus
+from common.heartbeat import mixer_statuses
+from common.records import LiveCounters, Member
 from common.redisclient import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -95,16 +96,7 @@ async def mixer_counters(redis: Redis) -> dict[str, dict[str, int]]:
         for mixer_id in ids:
             pipe.get(keys.mixer_heartbeat(mixer_id))
         raws = await pipe.execute()
-    counters: dict[str, dict[str, int]] = {}
-    for mixer_id, raw in zip(ids, raws, strict=True):
-        if raw is None:
-            continue
-        try:
-            status = records.decode(raw, MixerStatus)
-        except ValidationError:
-            continue
-        counters[mixer_id] = dict(status.counters)
-    return counters
+    return {m: dict(status.counters) for m, status in mixer_statuses(ids, raws).items()}
 
 
 async def snapshot(

@@ -13,9 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from common import keys, records
-from common.errors import ValidationError
-from common.heartbeat import Heartbeat
+from common import keys
+from common.heartbeat import Heartbeat, mixer_statuses
 from common.lease import RENEW_SCRIPT
 from common.records import MixerStatus
 from common.redisclient import is_cluster
@@ -30,16 +29,10 @@ _FIXED = 5
 def _loads(peers: tuple[str, ...], beats: list[Any]) -> dict[str, PeerLoad]:
     """Each peer's load from its heartbeat (a peer whose heartbeat is gone or unreadable
     is left out: nothing is handed to it)."""
-    loads: dict[str, PeerLoad] = {}
-    for peer, raw in zip(peers, beats, strict=True):
-        if raw is None:
-            continue
-        try:
-            status = records.decode(raw, MixerStatus)
-        except ValidationError:
-            continue
-        loads[peer] = PeerLoad(rooms=len(status.rooms), max_rooms=status.max_rooms)
-    return loads
+    return {
+        peer: PeerLoad(rooms=len(status.rooms), max_rooms=status.max_rooms)
+        for peer, status in mixer_statuses(peers, beats).items()
+    }
 
 
 class Observer:

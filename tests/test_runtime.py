@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 from redis.asyncio import Redis
 
 from common import keys, process, records
-from common.heartbeat import Heartbeat
+from common.heartbeat import Heartbeat, mixer_statuses
 from common.idclaim import GRACE_S, Free, IdClaim, InUse, Wait
 from common.records import MixerStatus
 from common.settings import MixerSettings
@@ -171,3 +172,16 @@ def test_every_kind_answers_check_through_the_runtime(kind: str, redis_url: str)
     assert done.returncode == 1, done.stderr
     assert done.stdout.startswith("unhealthy")
     assert "Traceback" not in done.stderr
+
+
+def test_mixer_statuses_leave_out_gone_and_unreadable_heartbeats() -> None:
+    beat = MixerStatus(
+        id="m1", nonce="n", pid=1, started=0.0, rooms=["a", "b"], counters={}, max_rooms=7
+    )
+    statuses = mixer_statuses(["m1", "m2", "m3"], [records.encode(beat), None, b"\xc1 not msgpack"])
+    assert statuses == {"m1": beat}
+    # A heartbeat of an older mixer, without max_rooms, reads as 0 (it takes no handed room).
+    old = msgspec.msgpack.encode(
+        {"id": "m4", "nonce": "n", "pid": 1, "started": 0.0, "rooms": [], "counters": {}}
+    )
+    assert mixer_statuses(["m4"], [old])["m4"].max_rooms == 0
