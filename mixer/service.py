@@ -308,16 +308,21 @@ class MixerService:
     async def _hand_over(self, rooms: tuple[tuple[str, str], ...]) -> None:
         """Give rooms between songs to the mixer that ranks first for each (it claims them
         on its next round): written back, with their checkpoints, and released, as at
-        shutdown. Their singers stay connected; the taps pause for about a second."""
-        await self.retirement.hand_back(
-            [self.rooms[room] for room, _ in rooms], self.settings.checkpoint_ms > 0
-        )
+        shutdown. Their singers stay connected; the taps pause for about a second.
+
+        The rooms are forgotten first, so no tick consumes their streams between the
+        write and the release: what arrives meanwhile is the new owner's to read. If
+        Redis fails here, the leases expire and the rooms are claimed as after a crash.
+        """
+        owned = [self.rooms[room] for room, _ in rooms]
+        for room, _ in rooms:
+            self._forget(room)
+        await self.retirement.hand_back(owned, self.settings.checkpoint_ms > 0)
         for room, target in rooms:
             self.counters.rooms_handed_over += 1
             log.info(
                 "room %s: between songs, handed over to mixer %s (it ranks first)", room, target
             )
-            self._forget(room)
 
     def _disconnect_gateways(self, dead: frozenset[str]) -> None:
         """Mark disconnected the members whose gateway died without saying goodbye.
