@@ -1,11 +1,12 @@
 """Gateway CPU per second of one singer's audio, with 100 singers over real WebSockets.
 
-Run with ``python -m bench.gateway [--singers N] [--seconds S]``; prints a
-table and writes ``bench-results/gateway.json``.
+Run with ``python -m bench.gateway [--singers N] [--seconds S] [--room-size K]``;
+prints a table and writes ``bench-results/gateway.json``.
 
 The set-up is the real topology on this machine: a private redis-server, one
 ``brigade mixer`` and one ``brigade gateway`` process.  This process plays
-the browsers: N singers join one room, the first leads and starts a song,
+the browsers: N singers join one room (or rooms of ``--room-size``), the
+first of each room leads and starts a song,
 and every singer streams real Opus (10 packets = 200 ms per message, as the browser does, at
 real-time pace, on their own positions) while reading its tap's frames.
 
@@ -102,6 +103,7 @@ class SimSinger:
     name: str
     packets: list[bytes]
     per_message: int = PACKETS_PER_MESSAGE
+    room: str = ROOM
     ws: aiohttp.ClientWebSocketResponse | None = None
     singer: str = ""
     delay: int = 0
@@ -113,7 +115,7 @@ class SimSinger:
 
     async def join(self) -> None:
         self.ws = await self.http.ws_connect(self.url, max_msg_size=0)
-        await self.ws.send_json(p.hello_message(ROOM, self.name))
+        await self.ws.send_json(p.hello_message(self.room, self.name))
         welcome = await self.ws.receive_json(timeout=30)
         while welcome.get("type") == "material":  # the room's material comes before welcome
             welcome = await self.ws.receive_json(timeout=30)
@@ -202,22 +204,30 @@ async def _drive(
     seconds: float,
     floor: DecodeFloor,
     per_message: int = PACKETS_PER_MESSAGE,
+    room_size: int = 0,
 ) -> dict[str, object]:
     packets = bench_packets()
     url = base.replace("http://", "ws://") + "/ws"
     connector = aiohttp.TCPConnector(limit=0)
+    size = room_size if room_size > 0 else max(1, singers)
+    rooms = [ROOM] if size >= singers else [f"{ROOM}-{k}" for k in range(-(-singers // size))]
     async with aiohttp.ClientSession(connector=connector) as http:
-        async with http.post(base + "/api/rooms", json={"room": ROOM, "capacity": 1000}) as r:
-            assert r.status in {201, 409}, r.status
-        sims = [SimSinger(http, url, f"Singer {i}", packets, per_message) for i in range(singers)]
+        for room in rooms:
+            async with http.post(base + "/api/rooms", json={"room": room, "capacity": 1000}) as r:
+                assert r.status in {201, 409}, r.status
+        sims = [
+            SimSinger(http, url, f"Singer {i}", packets, per_message, rooms[i // size])
+            for i in range(singers)
+        ]
         for batch in range(0, singers, 20):
             await asyncio.gather(*(s.join() for s in sims[batch : batch + 20]))
         readers = [asyncio.create_task(s.read()) for s in sims]
-        leader = sims[0]
-        for command in ("lead", "start"):
-            reply = await leader.request(command)
-            assert reply["type"] == "ack", reply
-        await _wait_state(http, base)
+        for leader in sims[::size]:  # the first singer of each room
+            for command in ("lead", "start"):
+                reply = await leader.request(command)
+                assert reply["type"] == "ack", reply
+        for room in rooms:
+            await _wait_state(http, base, room)
         await _until(lambda: all(s.delay for s in sims), "every singer's delay")
         tasks = [asyncio.create_task(s.sing(i)) for i, s in enumerate(sims)]
         tasks += [asyncio.create_task(s.ping()) for s in sims[:10]]
@@ -248,6 +258,7 @@ async def _drive(
     rtts = sorted(r for s in sims for r in s.rtts_ms)
     results: dict[str, object] = {
         "singers": singers,
+        "rooms": len(rooms),
         "packets_per_message": per_message,
         "window_s": round(t1 - t0, 2),
         "singer_seconds": round(singer_seconds, 1),
@@ -351,15 +362,15 @@ def _listening(port: int) -> bool:
         return True
 
 
-async def _wait_state(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+async def _wait_state(http: aiohttp.ClientSession, base: str, room: str) -> dict[str, Any]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        async with http.get(f"{base}/api/rooms/{ROOM}") as response:
+        async with http.get(f"{base}/api/rooms/{room}") as response:
             state: dict[str, Any] = await response.json()
         if state["song"]["running"]:
             return state
         await asyncio.sleep(0.1)
-    raise RuntimeError("the song did not start")
+    raise RuntimeError(f"the song did not start in room {room}")
 
 
 async def _until(predicate: Any, what: str, timeout_s: float = 20) -> None:
@@ -377,6 +388,7 @@ def run(
     per_message: int = PACKETS_PER_MESSAGE,
     gateway_args: Sequence[str] = ("gateway",),
     services_from: Path | None = None,
+    room_size: int = 0,
 ) -> dict[str, object]:
     """Start Redis, a mixer and a gateway; drive ``singers``; return the measurements.
 
@@ -389,7 +401,8 @@ def run(
     redis_server = RedisServer()
     redis_server.start()
     port = free_port()
-    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "WARNING"}
+    # Rooms of --room-size are all created by this one address: no creation limit.
+    env = {"REDIS_URL": redis_server.url, "BB_LOG_LEVEL": "WARNING", "BB_ROOMS_PER_MIN": "100000"}
     if services_from is not None:
         # -m would put the working directory (this checkout) first on sys.path.
         env |= {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(services_from.resolve())}
@@ -412,7 +425,16 @@ def run(
         floor = DecodeFloor(singers, per_message)
         try:
             results = asyncio.run(
-                _drive(base, gateway.proc.pid, singers, warmup_s, seconds, floor, per_message)
+                _drive(
+                    base,
+                    gateway.proc.pid,
+                    singers,
+                    warmup_s,
+                    seconds,
+                    floor,
+                    per_message,
+                    room_size,
+                )
             )
         finally:
             floor.close()
@@ -437,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--singers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
+        "--room-size",
+        type=int,
+        default=0,
+        help="singers per room (default 0: all in one room), each room with its own song",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="runs at the browser's message size (median)"
     )
     parser.add_argument(
@@ -455,14 +483,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     # up to as many extra runs as asked for.
     every: list[dict[str, object]] = []
     while len(every) < 2 * max(1, args.repeat):
-        every.append(run(args.singers, args.seconds, services_from=args.services_from))
+        every.append(
+            run(
+                args.singers,
+                args.seconds,
+                services_from=args.services_from,
+                room_size=args.room_size,
+            )
+        )
         if sum(not r["overloaded"] for r in every) >= max(1, args.repeat):
             break
     runs = [r for r in every if not r["overloaded"]] or every
     runs.sort(key=lambda r: float(r["cpu_ms_per_singer_second"] or 0))  # type: ignore[arg-type]
     results = dict(runs[len(runs) // 2])
     short = run(
-        args.singers, args.seconds, per_message=SHORT_MESSAGE, services_from=args.services_from
+        args.singers,
+        args.seconds,
+        per_message=SHORT_MESSAGE,
+        services_from=args.services_from,
+        room_size=args.room_size,
     )
     results.update(
         cpu_ms_per_singer_second_runs=[r["cpu_ms_per_singer_second"] for r in runs],
@@ -493,8 +532,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     )
     write_results("gateway", results)
     print_table(
-        f"Gateway: {results['singers']} singers over real WebSockets, "
-        f"{results['window_s']} s measured",
+        f"Gateway: {results['singers']} singers in {results['rooms']} room(s) "
+        f"over real WebSockets, {results['window_s']} s measured",
         [
             (
                 f"cpu_ms_per_singer_second ({PACKETS_PER_MESSAGE * 20} ms msgs, median)",

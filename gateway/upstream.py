@@ -9,8 +9,10 @@ chunk, int16 to halve Redis bandwidth (:meth:`SingerStream.encode`).
 :class:`Uplink` batches that work.  Accepted chunks from every connection
 queue up for ``batch_ms``; then the codec worker (gateway/worker.py) decodes
 the whole batch and one script call per room appends it (``XADD ... MAXLEN
-~`` per chunk).  Per message, a Redis command and reply cost about as much
-CPU as decoding the message itself; per batch they are noise.  Batching
+~`` per chunk), all of a batch's rooms in one pipeline (one write, one read;
+on a Redis Cluster, one call per room, side by side).  Per message, a Redis
+command and reply cost about as much CPU as decoding the message itself; per
+batch they are noise.  Batching
 only delays audio by ``batch_ms``, which nobody hears: a chunk is needed by
 the next bucket's tap seconds later.  The queue is bounded: when it is full
 the newest chunk is refused (counted), never the loop.
@@ -27,13 +29,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from common import keys
 from common.codec import CodecError, OpusDecoder
 from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.protocol import CODEC_OPUS, ProtocolError, Upstream
-from common.redisclient import REDIS_ERRORS
+from common.redisclient import REDIS_ERRORS, is_cluster
 from common.wire import encode_chunk
 from gateway.metrics import Metrics
 from gateway.retry import back_off
@@ -201,6 +204,7 @@ class Uplink:
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._push = redis.register_script(PUSH_SCRIPT)
+        self._cluster = is_cluster(redis)
 
     def submit(self, stream: SingerStream, chunk: Chunk, on_error: ErrorHandler) -> bool:
         """Queue an accepted chunk; False (and counted) when the queue is full."""
@@ -254,11 +258,39 @@ class Uplink:
         by_key: dict[str, list[bytes]] = {}
         for key, data in entries:
             by_key.setdefault(key, []).append(data)
-        # As memoryviews, the chunks are not copied into one packed command (redis-py's
-        # hiredis packer would): they go to the socket as they are, in one vectored write.
-        await asyncio.gather(
-            *(
-                self._push(keys=[key], args=[self._maxlen, *[memoryview(d) for d in datas]])
-                for key, datas in by_key.items()
+        if self._cluster:
+            # The rooms' keys live on different nodes; redis-py routes each call.
+            await asyncio.gather(
+                *(
+                    self._push(keys=[key], args=[self._maxlen, *_views(datas)])
+                    for key, datas in by_key.items()
+                )
             )
-        )
+            return
+        missing = await self._pipelined(by_key)
+        if missing:
+            # Redis restarted (or flushed its scripts) since: load it, push those again.
+            self._push.sha = await self._redis.script_load(PUSH_SCRIPT)
+            if await self._pipelined({key: by_key[key] for key in missing}):
+                raise NoScriptError("the push script vanished again as it was loaded")
+
+    async def _pipelined(self, by_key: dict[str, list[bytes]]) -> list[str]:
+        """One script call per room in one pipeline; returns the rooms' keys Redis had no
+        script for (raises the first other error: the batch counts as failed)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, datas in by_key.items():
+                pipe.evalsha(self._push.sha, 1, key, self._maxlen, *_views(datas))
+            results = await pipe.execute(raise_on_error=False)
+        missing: list[str] = []
+        for key, result in zip(by_key, results, strict=True):
+            if isinstance(result, NoScriptError):
+                missing.append(key)
+            elif isinstance(result, Exception):
+                raise result
+        return missing
+
+
+def _views(datas: list[bytes]) -> list[memoryview]:
+    # As memoryviews, the chunks are not copied into one packed command (redis-py's
+    # hiredis packer would): they go to the socket as they are, in one vectored write.
+    return [memoryview(d) for d in datas]

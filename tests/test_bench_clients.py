@@ -92,11 +92,13 @@ def numeric(results: dict[str, Any], *path: str) -> float:
 
 def test_gateway_bench_runs(tmp_path: Path) -> None:
     stdout, results = run_bench(
-        tmp_path, "bench.gateway", "gateway", "--singers", "3", "--seconds", "1", "--repeat", "1"
-    )
-    assert "Gateway: 3 singers over real WebSockets" in stdout, stdout
+        tmp_path, "bench.gateway", "gateway", "--singers", "3", "--seconds", "1", "--repeat", "1",
+        "--room-size", "2",
+    )  # fmt: skip
+    assert "Gateway: 3 singers in 2 room(s) over real WebSockets" in stdout, stdout
     assert "gateway / raw decode (each run)" in stdout, stdout
     assert numeric(results, "singers") == 3
+    assert numeric(results, "rooms") == 2
     for key in (
         "cpu_ms_per_singer_second",
         "opus_decode_ms_per_singer_second",

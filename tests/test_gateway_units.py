@@ -21,7 +21,7 @@ from common.codes import Code
 from common.constants import SAMPLE_RATE
 from common.records import Role
 from common.roomview import PublicRoom
-from common.streams import Entry
+from common.streams import Entry, parse_entries
 from common.wire import decode_chunk, encode_tap
 from gateway.fanout import Fanout, Tap
 from gateway.listeners import FreezePolicy
@@ -29,7 +29,13 @@ from gateway.metrics import Metrics, RoomFigures, render
 from gateway.retry import delay_s
 from gateway.roommaterial import follow
 from gateway.session import ErrorThrottle, Identity, RateLimiter, Session
-from gateway.upstream import MAX_AGE_SAMPLES, MAX_AHEAD_SAMPLES, SingerStream, check_position
+from gateway.upstream import (
+    MAX_AGE_SAMPLES,
+    MAX_AHEAD_SAMPLES,
+    SingerStream,
+    Uplink,
+    check_position,
+)
 from gateway.worker import CodecWorker
 from mixer.roomstate import RoomConfig, RoomState
 from mixer.view import public_state
@@ -383,3 +389,43 @@ async def test_a_page_gets_each_room_material_once_whatever_object_holds_it() ->
         ("material", changed.version),
     ]
     assert sent[1]["material"]["lyrics"] == "Row, row, row"
+
+
+async def test_an_uplink_batch_reaches_each_rooms_stream_even_after_a_script_flush(
+    redis_url: str,
+) -> None:
+    """One batch's chunks go to their rooms' input streams in one pipeline; a Redis
+    that lost the push script (a restart, SCRIPT FLUSH) gets it again, nothing dropped."""
+    redis = Redis.from_url(redis_url)
+    metrics = Metrics()
+    uplink = Uplink(redis, metrics, CodecWorker(), maxlen=1000, batch_ms=5)
+    rooms = ["up-a", "up-b", "up-c"]
+    streams = {room: SingerStream(room, "s-1", p.CODEC_PCM16) for room in rooms}
+    pcm = np.arange(-480, 480, dtype="<i2").tobytes()
+    errors: list[CodecError] = []
+
+    async def push_round(seq: int) -> None:
+        for stream in streams.values():
+            up = p.parse_upstream(p.encode_upstream_pcm16(1, seq, NOW - 48000 + 960 * seq, pcm))
+            assert uplink.submit(stream, stream.accept(up, NOW), errors.append)
+        await async_wait_until(
+            lambda: metrics.get("chunks_pushed_total") == len(rooms) * (seq + 1),
+            5,
+            f"round {seq} pushed",
+        )
+
+    task = asyncio.create_task(uplink.run())
+    try:
+        await push_round(0)
+        await redis.script_flush()
+        await push_round(1)
+        for room in rooms:
+            entries = parse_entries(await redis.xrange(keys.room_in(room)))
+            chunks = [decode_chunk(value or b"") for _id, value in entries]
+            assert [c.room for c in chunks] == [room, room], room
+            assert [c.start for c in chunks] == [NOW - 48000, NOW - 48000 + 960], room
+        assert metrics.drops("push_failed") == 0 and not errors
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await redis.aclose()
