@@ -12,10 +12,10 @@ the whole batch and one script call per room appends it (``XADD ... MAXLEN
 ~`` per chunk), all of a batch's rooms in one pipeline (one write, one read;
 on a Redis Cluster, one call per room, side by side).  Per message, a Redis
 command and reply cost about as much CPU as decoding the message itself; per
-batch they are noise.  Batching
-only delays audio by ``batch_ms``, which nobody hears: a chunk is needed by
-the next bucket's tap seconds later.  The queue is bounded: when it is full
-the newest chunk is refused (counted), never the loop.
+batch they are noise.  Batching only delays audio by ``batch_ms``, which
+nobody hears: a chunk is needed by the next bucket's tap seconds later.  The
+queue is bounded: when it is full the newest chunk is refused (counted),
+never the loop.
 """
 
 from __future__ import annotations

@@ -111,8 +111,8 @@ def test_a_mixer_added_later_gets_its_rooms_between_songs_and_failover_on_sigkil
         _start, _da, db_singing = run_song(sim, singing, 0.5)  # its song keeps running
 
         m2 = start_mixer(started, redis_url, output_dir, "m2")
-        # The rooms between songs that rank m2 first move to it (their calm has long
-        # passed); the one with a song does not.
+        # The rooms between songs that rank m2 first move to it once they have been
+        # calm for HANDOVER_CALM_S; the one with a song does not.
         wait_until(
             lambda: all(owner(sim.client, r) == "m2" for r in theirs[1:]),
             30,
@@ -132,8 +132,11 @@ def test_a_mixer_added_later_gets_its_rooms_between_songs_and_failover_on_sigkil
         _start, _da, db = run_song(sim, singing, 0.5)
         since = before[0][0] if before else b"0-0"
         wait_until(lambda: len(sim.taps(singing, db, since=since)) > 0, 10, "taps from m2")
-        status = mixer_status(sim.client, "m1")
-        assert status.counters["rooms_handed_over"] == len(theirs), status.counters
+        wait_until(
+            lambda: mixer_status(sim.client, "m1").counters["rooms_handed_over"] == len(theirs),
+            5,
+            "m1's heartbeat to count the three handovers",
+        )
 
         room = ours[0]
         _start, _da, db = run_song(sim, room, 0.5)
