@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import itertools
 import json
 import statistics
 import urllib.request
@@ -50,6 +51,7 @@ from common.commands import (
     Stop,
 )
 from common.constants import SAMPLE_RATE
+from common.lease import preferred_owner
 from common.records import Metronome, Track
 from common.tracks import CLICK_SAMPLES, clicks_between, song_origin
 from tests.browser_support import require_chromium, static_page
@@ -399,3 +401,70 @@ def test_more_rooms_recording_at_once_than_the_recordings_kept_lose_no_take(
 
 def _reached(voice: Voice, pos: int) -> bool:
     return voice.next_pos >= pos
+
+
+@pytest.mark.timeout(240)
+def test_a_mixer_joining_mid_evening_takes_a_room_between_its_songs_and_no_take_loses_a_voice(
+    redis_url: str, output_dir: Path
+) -> None:
+    """Two rooms on m1, each recording. m2 joins while one room is between songs and the
+    other sings on: the first room moves to m2 before its next song, the other stays.
+    Every song, before and after the move and beside it, is recorded sample for sample."""
+    names = (f"eve-{i}" for i in itertools.count())
+    moving = next(r for r in names if preferred_owner(r, ("m1", "m2")) == "m2")
+    staying = next(r for r in names if preferred_owner(r, ("m1", "m2")) == "m1")
+    with evening_stack(redis_url, output_dir) as (here, sim):
+        root = here.recordings
+        for room in (moving, staying):
+            sim.create_room(room, bucket_spacing_s=SPACING_S, n_buckets=N_BUCKETS)
+            assert sim.join(room, "a", "Ann").ok
+            for cmd in (Lead(), SetLeaderBoost(boost_db=0.0)):
+                assert sim.command(room, "a", cmd).ok
+        wait_until(lambda: {sim.owner(moving), sim.owner(staying)} == {"m1"}, 10, "m1 owns both")
+        voices: list[Voice] = []
+        songs: dict[tuple[str, int], Song] = {}
+
+        def start(room: str, freq: float) -> tuple[Song, Voice]:
+            assert sim.command(room, "a", Start()).ok
+            state = sim.state(room)["song"]
+            song = Song(int(state["number"]), int(state["start_pos"]))
+            voice = Voice(sim, room, "a", freq, SPACING, song.start, song.start + 3600 * S)
+            song.voices = [voice]
+            voices.append(voice)
+            songs[(room, song.number)] = song
+            return song, voice
+
+        def stop(room: str, song: Song, voice: Voice, seconds: float) -> None:
+            sing_until(
+                voices, functools.partial(_reached, voice, song.start + round(seconds * S)), 30
+            )
+            assert sim.command(room, "a", Stop()).ok
+            song.end = int(sim.state(room)["song"]["end_pos"])
+            voice.hi = min(voice.hi, song.end)
+
+        beside, beside_voice = start(staying, 330)
+        first, first_voice = start(moving, 440)
+        stop(moving, first, first_voice, 4)
+
+        here.add_mixer("m2")
+        # The moving room waits for its last song to have played out and a calm; the
+        # other room's song goes on throughout, and keeps it on m1.
+        sing_until(voices, lambda: sim.owner(moving) == "m2", 60)
+        assert sim.owner(staying) == "m1"
+
+        second, second_voice = start(moving, 550)
+        stop(moving, second, second_voice, 4)
+        stop(staying, beside, beside_voice, (second.end - beside.start) / S + 1)
+        sing_until(voices, lambda: len(list(root.glob("eve-*/*.json"))) == len(songs), 60)
+
+    sidecars = {}
+    for path in root.glob("eve-*/*.json"):
+        sidecar = json.loads(path.read_text())
+        sidecars[(path.parent.name, sidecar["song"])] = sidecar
+    assert sidecars.keys() == songs.keys()
+    for (room, number), song in songs.items():
+        recorded, _ = sf.read(root / room / sidecars[(room, number)]["flac"], dtype="float32")
+        assert len(recorded) == song.end - song.start, (room, number)
+        np.testing.assert_allclose(
+            recorded, song.expected(), rtol=0, atol=2e-3, err_msg=f"{room} song {number}"
+        )
